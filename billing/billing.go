@@ -1,0 +1,85 @@
+// Package billing holds the two points where a relay meets the host's money:
+// the Gate, asked before a turn goes upstream, and the UsageSink, told once
+// per turn what it cost.
+package billing
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Request is what a Gate sees of a turn before it goes upstream.
+type Request struct {
+	UserID   string
+	APIKeyID string
+	GroupID  string
+	Model    string // the model the client asked for
+	Stream   bool
+	// Transport is "http" or "ws".
+	Transport string
+	// Meta is the host's own value from the authenticated subject.
+	Meta any
+}
+
+// Gate decides whether a turn may run (balance, quota, plan).
+//
+// Check returns nil to allow. A *Denial decides the client's status, error
+// type, message and Retry-After; any other error is treated as the gate
+// being unavailable and the turn is refused with 503 (fail closed).
+type Gate interface {
+	Check(ctx context.Context, q Request) error
+}
+
+// GateFunc adapts a function to Gate.
+type GateFunc func(ctx context.Context, q Request) error
+
+// Check calls f.
+func (f GateFunc) Check(ctx context.Context, q Request) error { return f(ctx, q) }
+
+// Denial is a Gate's refusal, shown to the client as an OpenAI-shaped error.
+type Denial struct {
+	Status     int           // HTTP status; 0 means 402
+	Type       string        // error type; "" means "insufficient_quota"
+	Code       string        // error code; "" means null
+	Message    string        // client-facing message; "" means a generic one
+	RetryAfter time.Duration // > 0 sets Retry-After (rounded up to seconds)
+}
+
+func (d *Denial) Error() string {
+	return fmt.Sprintf("billing: denied (%d %s): %s", d.StatusCode(), d.ErrorType(), d.ClientMessage())
+}
+
+// StatusCode is Status with its default applied.
+func (d *Denial) StatusCode() int {
+	if d.Status == 0 {
+		return http.StatusPaymentRequired
+	}
+	return d.Status
+}
+
+// ErrorType is Type with its default applied.
+func (d *Denial) ErrorType() string {
+	if d.Type == "" {
+		return "insufficient_quota"
+	}
+	return d.Type
+}
+
+// ClientMessage is Message with its default applied.
+func (d *Denial) ClientMessage() string {
+	if d.Message == "" {
+		return "Request denied by billing policy"
+	}
+	return d.Message
+}
+
+// RetryAfterHeader is the Retry-After value in whole seconds, or "".
+func (d *Denial) RetryAfterHeader() string {
+	if d.RetryAfter <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10)
+}

@@ -1,0 +1,62 @@
+// Package concurrency limits how many turns run at once per key (a user, an
+// API key, an upstream account).
+//
+// A SlotLimiter hands out slots with TryAcquire. Limiters that can wait
+// natively for a slot to free (the in-memory Memory, a Redis limiter with
+// pub/sub wake-ups) also implement Waiter; Acquire uses it when present and
+// falls back to polling TryAcquire otherwise.
+//
+// Every release function returned by this package is idempotent: calling it
+// twice releases one slot. Callers should still release exactly once, on a
+// context detached from the request.
+package concurrency
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// SlotLimiter hands out at most limit concurrent slots per key.
+//
+// TryAcquire never waits: ok is false when the key already holds limit slots.
+// err is set only when the limiter itself failed (a backend outage); the
+// caller decides whether to fail open or closed. A limit <= 0 means
+// unlimited: TryAcquire always succeeds and release is a no-op.
+type SlotLimiter interface {
+	TryAcquire(ctx context.Context, key string, limit int) (release func(), ok bool, err error)
+}
+
+// Waiter is implemented by limiters that can wait for a slot without polling.
+//
+// Acquire blocks until a slot for key is free, ctx is done, or o.Timeout
+// passes. It returns ErrQueueFull at once when o.MaxWaiters callers are
+// already waiting for key, ErrWaitTimeout when the timeout passed, and
+// ctx.Err() when ctx ended first. Waiters are served first in, first out.
+type Waiter interface {
+	Acquire(ctx context.Context, key string, limit int, o WaitOptions) (release func(), err error)
+}
+
+// WaitOptions bound a wait for a slot.
+type WaitOptions struct {
+	// MaxWaiters is how many callers may wait for one key at once; the next
+	// one gets ErrQueueFull. <= 0 means no waiting at all: a full key is
+	// ErrQueueFull.
+	MaxWaiters int
+	// Timeout is how long one caller waits; <= 0 means until ctx is done.
+	Timeout time.Duration
+}
+
+var (
+	// ErrQueueFull means the wait queue for the key is full.
+	ErrQueueFull = errors.New("concurrency: wait queue full")
+	// ErrWaitTimeout means no slot freed within WaitOptions.Timeout.
+	ErrWaitTimeout = errors.New("concurrency: timed out waiting for a slot")
+)
+
+// Counter is implemented by limiters that can report how many slots a key
+// holds right now (the scheduler uses it for load; tests use it to prove
+// that every slot came back).
+type Counter interface {
+	InFlight(key string) int
+}

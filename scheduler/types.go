@@ -1,0 +1,141 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Transport is how a turn reaches the upstream.
+type Transport int
+
+const (
+	TransportHTTP      Transport = iota // a POST to BaseURL/responses
+	TransportWebSocket                  // the Responses WebSocket mode; needs Account.WebSocket
+)
+
+// Request is what Select needs to know about a turn.
+type Request struct {
+	Group    string
+	Model    string // as the client asked for it
+	APIKeyID string // namespaces session keys, so tenants never share bindings
+
+	// PreviousResponseID is the body's previous_response_id, if any.
+	PreviousResponseID string
+	// SessionKey is the client's session identity (header session_id, then
+	// conversation_id, then body prompt_cache_key); "" for none.
+	SessionKey string
+
+	Transport Transport
+	// Exclude lists account IDs that already failed this turn.
+	Exclude []string
+	// Wait enables waiting for an account slot when every candidate is
+	// full; false fails at once with ErrAccountsBusy.
+	Wait bool
+}
+
+// Layer says which selection layer chose the account.
+type Layer string
+
+const (
+	LayerPreviousResponse Layer = "previous_response"
+	LayerSession          Layer = "session"
+	LayerBalanced         Layer = "balanced"
+)
+
+// Selection is a chosen account holding one of its slots.
+type Selection struct {
+	Account       *Account
+	UpstreamModel string // the model to send upstream
+	Layer         Layer
+	// Release gives the account slot back. It is idempotent and must be
+	// called once the turn is done with the account.
+	Release func()
+}
+
+// NoAccountError is Select's answer when no account can take the turn. The
+// relay answers 503 "No available accounts"; Error() carries the detail for
+// the operator's log.
+type NoAccountError struct {
+	Group, Model string
+	// Reason is one of the Reason constants.
+	Reason string
+	// Total is how many accounts the group has; Eligible how many serve the
+	// model and transport.
+	Total, Eligible int
+	// Until is the earliest time a cooling-down account is back (Reason
+	// ReasonCoolingDown).
+	Until time.Time
+}
+
+// Reasons for NoAccountError.
+const (
+	ReasonNoAccounts  = "no_accounts"  // the group has no account at all
+	ReasonModel       = "model"        // no account in the group serves the model (or transport)
+	ReasonCoolingDown = "cooling_down" // every eligible account is cooling down
+	ReasonExcluded    = "excluded"     // every eligible account already failed this turn
+)
+
+func (e *NoAccountError) Error() string {
+	switch e.Reason {
+	case ReasonNoAccounts:
+		return fmt.Sprintf("scheduler: group %q has no accounts", e.Group)
+	case ReasonModel:
+		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.Total, e.Group, e.Model)
+	case ReasonCoolingDown:
+		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q are cooling down; the earliest is back at %s",
+			e.Eligible, e.Model, e.Group, e.Until.UTC().Format(time.RFC3339))
+	case ReasonExcluded:
+		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q failed this request", e.Eligible, e.Model, e.Group)
+	}
+	return fmt.Sprintf("scheduler: no available account for model %q in group %q (%s)", e.Model, e.Group, e.Reason)
+}
+
+// ErrAccountsBusy is returned (wrapped) when every candidate account is at
+// its concurrency limit and Request.Wait is false. With Wait, the limiter's
+// concurrency.ErrQueueFull or concurrency.ErrWaitTimeout come back instead.
+var ErrAccountsBusy = errors.New("scheduler: all candidate accounts are busy")
+
+// OutcomeKind classifies one upstream attempt for passive health.
+type OutcomeKind int
+
+const (
+	OutcomeSuccess     OutcomeKind = iota // the upstream served the turn (any terminal event, or a 2xx JSON)
+	OutcomeStatus                         // an HTTP error status: see Status, Header, Body
+	OutcomeConnError                      // dial, TLS, reset or EOF before response headers
+	OutcomeOverloaded                     // in-band refusal: a 200 stream that failed before any output
+	OutcomeStreamError                    // reset, EOF or idle timeout after the stream started
+	OutcomeClientError                    // a 4xx caused by the request itself (400, 404, 413, 422): no penalty
+)
+
+// Outcome is one upstream attempt, reported through Observe.
+type Outcome struct {
+	Kind   OutcomeKind
+	Status int         // HTTP status, when there was one
+	Header http.Header // response headers (rate-limit and reset headers)
+	Body   []byte      // the start of an error body (HTML vs JSON, "overloaded")
+	Err    error       // the transport error, for connection errors
+	// TTFT is the time to the first output event (success only; 0 unknown).
+	TTFT time.Duration
+}
+
+// AccountEvent is a change in an account's health, sent to OnAccountEvent.
+type AccountEvent struct {
+	AccountID string
+	Kind      string    // one of the Event constants
+	Until     time.Time // end of the cooldown, zero for recovered
+	Status    int       // the HTTP status behind it, 0 when none
+	Reason    string    // human-readable cause
+}
+
+// AccountEvent kinds.
+const (
+	EventRateLimited     = "rate_limited"
+	EventUnauthorized    = "unauthorized"
+	EventPaymentRequired = "payment_required"
+	EventForbidden       = "forbidden"
+	EventOverloaded      = "overloaded"
+	EventUnhealthy       = "unhealthy"
+	EventRecovered       = "recovered"
+)
