@@ -1,0 +1,325 @@
+// Package pump moves one turn's events from an upstream to a client,
+// independent of either transport.
+//
+// The pump classifies each event once, holds the bootstrap events
+// (response.created, response.in_progress) back while the relay may still
+// fail over, detects the in-band refusal (a failed or error event before any
+// output), keeps the client alive while the upstream is silent, aborts an
+// idle upstream, ends a broken stream with exactly one response.failed, and
+// after the client has gone keeps reading to learn the usage.
+package pump
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+)
+
+// Source yields the JSON of each upstream event. The slice is valid until
+// the next call. At a clean end it returns io.EOF.
+type Source interface {
+	Next() ([]byte, error)
+}
+
+// Sink is the client end. Send writes and flushes one event; typ is its
+// type. Ping writes a keepalive and may be called concurrently with Send.
+// An error from either means the client is gone.
+type Sink interface {
+	Send(typ string, data []byte) error
+	Ping() error
+}
+
+// Options configure one pump run.
+type Options struct {
+	// HoldBootstrap keeps bootstrap events back until the first output or
+	// terminal event, so that an in-band refusal can still fail over.
+	HoldBootstrap bool
+	KeepAlive     time.Duration // ping the client after this much silence; 0: never
+	IdleTimeout   time.Duration // abort the upstream after this much silence; 0: never
+	DrainTimeout  time.Duration // after the client is gone, read at most this long; 0: stop at once
+	// Abort closes the upstream (cancels its request or connection); Next
+	// must then return an error. Required when IdleTimeout or DrainTimeout
+	// is set.
+	Abort func()
+	// RequestedModel and UpstreamModel: when they differ, response.model is
+	// rewritten back to the requested name.
+	RequestedModel, UpstreamModel string
+	Now                           func() time.Time // nil: time.Now
+}
+
+// End is how a pump run ended.
+type End int
+
+const (
+	EndTerminal   End = iota // a terminal event was forwarded (or drained)
+	EndRefused               // failed before any output; nothing was forwarded: may fail over
+	EndBroken                // the upstream broke after output; one response.failed was appended
+	EndClientGone            // the client left; the upstream was drained as far as it went
+)
+
+// Result is what the relay needs after a run.
+type Result struct {
+	End End
+	// Response is the terminal event's response object (zero when none).
+	Response event.Response
+	// ResponseID is the id seen on any event (created, terminal).
+	ResponseID string
+	// Forwarded counts events written to the client (pings excluded).
+	Forwarded int
+	// Started reports that at least one event reached the client.
+	Started bool
+	// FirstOutput is when the first output event arrived; zero if none.
+	FirstOutput time.Time
+	// Refusal is the refusing event's JSON (EndRefused with an event), so
+	// the caller can map its error code; nil when the stream broke first.
+	Refusal []byte
+	// Err is the upstream error behind EndRefused without an event,
+	// EndBroken, or a drain that did not reach a terminal event.
+	Err error
+	// IdleTimeout reports that the upstream was aborted for silence.
+	IdleTimeout bool
+	// TerminalType is the type of the terminal event forwarded, if any.
+	TerminalType string
+}
+
+// ErrIdle is Result.Err after an idle abort.
+var ErrIdle = errors.New("upstream idle timeout")
+
+type runner struct {
+	o    Options
+	sink Sink
+	now  func() time.Time
+
+	idle      atomic.Bool
+	gone      atomic.Bool
+	drainOnce sync.Once
+	keepalive *time.Timer
+	idleTimer *time.Timer
+	drain     *time.Timer
+	mu        sync.Mutex // guards drain
+	held      [][]byte
+	heldTypes []string
+	lastSeq   int64
+	res       Result
+}
+
+// Run pumps events from src to sink until a terminal event, the end of the
+// upstream, or (after the client left) the drain limit. client is the
+// client's context: when it is done the client is gone and the pump drains.
+func Run(client context.Context, src Source, sink Sink, o Options) Result {
+	p := &runner{o: o, sink: sink, now: o.Now, lastSeq: -1}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if o.KeepAlive > 0 {
+		p.keepalive = time.AfterFunc(o.KeepAlive, p.ping)
+		defer p.keepalive.Stop()
+	}
+	if o.IdleTimeout > 0 {
+		p.idleTimer = time.AfterFunc(o.IdleTimeout, func() {
+			p.idle.Store(true)
+			o.Abort()
+		})
+		defer p.idleTimer.Stop()
+	}
+	stop := context.AfterFunc(client, p.clientGone)
+	defer stop()
+	defer func() {
+		p.mu.Lock()
+		if p.drain != nil {
+			p.drain.Stop()
+		}
+		p.mu.Unlock()
+	}()
+	p.run(src)
+	return p.res
+}
+
+func (p *runner) run(src Source) {
+	for {
+		data, err := src.Next()
+		if err != nil {
+			p.upstreamEnded(err)
+			return
+		}
+		if p.idleTimer != nil {
+			p.idleTimer.Reset(p.o.IdleTimeout)
+		}
+		info := event.Classify(data)
+		if info.Seq >= 0 {
+			p.lastSeq = info.Seq
+		}
+		switch info.Kind {
+		case event.KindBootstrap:
+			if p.res.ResponseID == "" {
+				p.res.ResponseID = gjson.GetBytes(data, "response.id").String()
+			}
+			data = p.rewriteModel(data)
+			if p.o.HoldBootstrap && !p.res.Started {
+				p.held = append(p.held, append([]byte(nil), data...))
+				p.heldTypes = append(p.heldTypes, info.Type)
+				continue
+			}
+			p.send(info.Type, data)
+		case event.KindOutput:
+			if p.res.FirstOutput.IsZero() {
+				p.res.FirstOutput = p.now()
+			}
+			p.flushHeld()
+			p.send(info.Type, data)
+		case event.KindError:
+			if !p.res.Started && p.o.HoldBootstrap {
+				p.refuse(data)
+				return
+			}
+			p.flushHeld()
+			p.send(info.Type, data)
+		case event.KindTerminal:
+			resp := event.ParseEventResponse(data)
+			if info.Type == event.TypeFailed && !p.res.Started && p.o.HoldBootstrap && resp.Usage.Output == 0 {
+				p.res.Response = resp
+				p.refuse(data)
+				return
+			}
+			p.res.Response = resp
+			if resp.ID != "" {
+				p.res.ResponseID = resp.ID
+			}
+			p.res.TerminalType = info.Type
+			p.flushHeld()
+			p.send(info.Type, p.rewriteModel(data))
+			p.res.End = EndTerminal
+			if p.gone.Load() {
+				p.res.End = EndClientGone
+			}
+			return
+		}
+	}
+}
+
+func (p *runner) refuse(data []byte) {
+	p.res.End = EndRefused
+	p.res.Refusal = append([]byte(nil), data...)
+}
+
+// upstreamEnded handles EOF, reset, idle abort or drain abort before a
+// terminal event.
+func (p *runner) upstreamEnded(err error) {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // a stream must end with a terminal event
+	}
+	if p.idle.Load() {
+		p.res.IdleTimeout = true
+		err = ErrIdle
+	}
+	p.res.Err = err
+	if p.gone.Load() {
+		p.res.End = EndClientGone
+		return
+	}
+	if !p.res.Started && p.o.HoldBootstrap {
+		p.res.End = EndRefused
+		return
+	}
+	p.flushHeld()
+	code, msg := "upstream_error", "The upstream connection ended before the response completed."
+	if p.res.IdleTimeout {
+		code, msg = "stream_timeout", "The upstream stopped sending events before the response completed."
+	}
+	p.send(event.TypeFailed, p.failedEvent(code, msg))
+	p.res.End = EndBroken
+	if p.gone.Load() {
+		p.res.End = EndClientGone
+	}
+}
+
+// failedEvent builds the response.failed that ends a broken stream, with
+// the sequence number continuing the upstream's.
+func (p *runner) failedEvent(code, msg string) []byte {
+	b := []byte(`{"type":"response.failed","sequence_number":`)
+	b = strconv.AppendInt(b, p.lastSeq+1, 10)
+	b = append(b, `,"response":{"id":`...)
+	b = strconv.AppendQuote(b, p.res.ResponseID)
+	b = append(b, `,"object":"response","created_at":`...)
+	b = strconv.AppendInt(b, p.now().Unix(), 10)
+	b = append(b, `,"status":"failed","error":{"code":`...)
+	b = strconv.AppendQuote(b, code)
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, msg)
+	b = append(b, `},"incomplete_details":null,"model":`...)
+	b = strconv.AppendQuote(b, p.o.RequestedModel)
+	b = append(b, `,"output":[],"usage":null}}`...)
+	return b
+}
+
+func (p *runner) flushHeld() {
+	for i, h := range p.held {
+		p.send(p.heldTypes[i], h)
+	}
+	p.held, p.heldTypes = nil, nil
+}
+
+func (p *runner) send(typ string, data []byte) {
+	if p.gone.Load() {
+		return
+	}
+	if err := p.sink.Send(typ, data); err != nil {
+		p.clientGone()
+		return
+	}
+	p.res.Forwarded++
+	p.res.Started = true
+	if p.keepalive != nil {
+		p.keepalive.Reset(p.o.KeepAlive)
+	}
+}
+
+func (p *runner) ping() {
+	if p.gone.Load() {
+		return
+	}
+	if err := p.sink.Ping(); err != nil {
+		p.clientGone()
+		return
+	}
+	p.keepalive.Reset(p.o.KeepAlive)
+}
+
+// clientGone switches to draining: nothing more is written, and the
+// upstream is read for at most DrainTimeout to learn the usage.
+func (p *runner) clientGone() {
+	p.drainOnce.Do(func() {
+		p.gone.Store(true)
+		if p.o.DrainTimeout <= 0 || p.o.Abort == nil {
+			if p.o.Abort != nil {
+				p.o.Abort()
+			}
+			return
+		}
+		p.mu.Lock()
+		p.drain = time.AfterFunc(p.o.DrainTimeout, p.o.Abort)
+		p.mu.Unlock()
+	})
+}
+
+func (p *runner) rewriteModel(data []byte) []byte {
+	if p.o.UpstreamModel == "" || p.o.UpstreamModel == p.o.RequestedModel {
+		return data
+	}
+	if gjson.GetBytes(data, "response.model").String() != p.o.UpstreamModel {
+		return data
+	}
+	out, err := sjson.SetBytes(data, "response.model", p.o.RequestedModel)
+	if err != nil {
+		return data
+	}
+	return out
+}

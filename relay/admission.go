@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// waitWithPings runs a blocking admission step. For a streaming request it
+// runs fn on another goroutine and writes ": ping" every KeepAlive meanwhile;
+// the first ping commits the response as a 200 event stream.
+func (t *turn) waitWithPings(fn func(ctx context.Context) error) error {
+	ka := t.h.keepAlive()
+	if t.out == nil || ka <= 0 {
+		return callSafely(t.ctx, fn)
+	}
+	done := make(chan error, 1)
+	go func() { done <- callSafely(t.ctx, fn) }()
+	tick := time.NewTicker(ka)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			t.out.Ping() // a dead client shows up as ctx done in fn
+		}
+	}
+}
+
+// errPanic wraps a panic in host code (a Gate, Pool, Store, limiter).
+type errPanic struct{ v any }
+
+func (e errPanic) Error() string { return fmt.Sprintf("relay: hook panicked: %v", e.v) }
+
+func callSafely(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = errPanic{p}
+		}
+	}()
+	return fn(ctx)
+}
+
+// acquireUserSlot takes the user's concurrency slot, waiting in a bounded
+// queue. The release func runs on a detached context: it must run even when
+// the client has gone.
+func (t *turn) acquireUserSlot() (func(), *APIError) {
+	limit := t.subj.Concurrency
+	if limit <= 0 {
+		return func() {}, nil
+	}
+	o := t.h.UserWait
+	if o.MaxWaiters == 0 {
+		o.MaxWaiters = limit + DefaultUserWaitExtra
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultUserWaitTimeout
+	}
+	var release func()
+	err := t.waitWithPings(func(ctx context.Context) error {
+		var err error
+		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.subj.UserID), limit, o)
+		return err
+	})
+	switch {
+	case err == nil:
+		return release, nil
+	case errors.Is(err, concurrency.ErrQueueFull):
+		return nil, &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
+			Message: "Too many pending requests, please retry later", RetryAfter: time.Second}
+	case errors.Is(err, concurrency.ErrWaitTimeout):
+		return nil, &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
+			Message: "Timed out waiting for a concurrency slot, please retry later", RetryAfter: 5 * time.Second}
+	case t.ctx.Err() != nil:
+		return nil, errClientGone
+	}
+	t.h.log.Error("relay: user slot limiter failed", "request_id", t.id, "error", err)
+	return nil, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Concurrency backend unavailable, please retry later"}
+}
+
+// errClientGone is answered (to nobody) when the client left during
+// admission.
+var errClientGone = &APIError{Status: 499, Type: "client_gone", Message: "client closed request"}
+
+// checkBilling asks the Gate. A *billing.Denial is shown as the host wrote
+// it; any other error fails closed with 503.
+func (t *turn) checkBilling() *APIError {
+	if t.h.Billing == nil {
+		return nil
+	}
+	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
+		Model: t.req.Model, Stream: t.req.Stream, Transport: "http", Meta: t.subj.Meta}
+	err := callSafely(t.ctx, func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) })
+	if err == nil {
+		return nil
+	}
+	var d *billing.Denial
+	if errors.As(err, &d) {
+		return &APIError{Status: d.StatusCode(), Type: d.ErrorType(), Code: d.Code, Message: d.ClientMessage(), RetryAfter: roundUp(d.RetryAfter)}
+	}
+	if t.ctx.Err() != nil {
+		return errClientGone
+	}
+	t.h.log.Error("relay: billing gate failed; refusing the request", "request_id", t.id, "user", t.subj.UserID, "error", err)
+	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Billing service unavailable, please retry later"}
+}
+
+func roundUp(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return (d + time.Second - 1) / time.Second * time.Second
+}
+
+// selectAccount asks the scheduler, waiting with pings when every candidate
+// is full.
+func (t *turn) selectAccount() (*scheduler.Selection, error) {
+	var sel *scheduler.Selection
+	err := t.waitWithPings(func(ctx context.Context) error {
+		var err error
+		sel, err = t.h.Scheduler.Select(ctx, t.sched)
+		return err
+	})
+	return sel, err
+}
+
+// selectError maps a scheduler failure (with no upstream error to report).
+func (h *Handler) selectError(err error, t *turn) *APIError {
+	var na *scheduler.NoAccountError
+	if errors.As(err, &na) {
+		h.log.Warn("relay: no available accounts", "request_id", t.id, "group", na.Group, "model", na.Model, "reason", na.Reason, "detail", na.Error())
+		e := &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
+		switch na.Reason {
+		case scheduler.ReasonModel:
+			e.Message = fmt.Sprintf("No available accounts: model %s is not served", na.Model)
+		case scheduler.ReasonCoolingDown:
+			e.Message = "No available accounts: all accounts are temporarily rate limited, please retry later"
+			if wait := na.Until.Sub(h.now()); wait > 0 {
+				e.RetryAfter = roundUp(wait)
+			}
+		}
+		return e
+	}
+	switch {
+	case errors.Is(err, concurrency.ErrQueueFull), errors.Is(err, scheduler.ErrAccountsBusy):
+		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
+			Message: "All upstream accounts are busy, please retry later", RetryAfter: time.Second}
+	case errors.Is(err, concurrency.ErrWaitTimeout):
+		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
+			Message: "Timed out waiting for an upstream account, please retry later", RetryAfter: 5 * time.Second}
+	}
+	h.log.Error("relay: account selection failed", "request_id", t.id, "error", err)
+	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
+}

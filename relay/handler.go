@@ -1,0 +1,215 @@
+// Package relay serves POST /v1/responses: it validates a turn, admits it
+// (user slot, billing gate), picks an upstream account, relays the JSON or
+// SSE answer with failover before the first output event, and records one
+// usage record per turn that reached an upstream.
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// Defaults applied to zero Handler fields.
+const (
+	DefaultMaxBodyBytes       = 32 << 20
+	DefaultMaxAccountSwitches = 3
+	DefaultUserWaitTimeout    = 30 * time.Second
+	DefaultUserWaitExtra      = 20 // waiters beyond the user's limit
+	DefaultKeepAlive          = 10 * time.Second
+	DefaultStreamIdleTimeout  = 300 * time.Second
+	DefaultDrainTimeout       = 30 * time.Second
+	DefaultJSONHeaderTimeout  = 15 * time.Minute
+)
+
+// Handler relays the Responses API. Only Scheduler is required; every other
+// field has a documented zero value. A Handler must not be copied after
+// first use, and its fields must not change while it serves.
+type Handler struct {
+	// Scheduler picks upstream accounts. Required.
+	Scheduler *scheduler.Scheduler
+	// Limiter holds user slots (key "user:"+UserID). nil: an in-memory
+	// concurrency.Memory owned by the Handler.
+	Limiter concurrency.SlotLimiter
+	// Billing is asked after the user slot is taken. nil: allow all.
+	Billing billing.Gate
+	// Usage receives one record per turn that reached an upstream, after the
+	// turn ended. Wrap a slow sink in billing.NewAsync. nil: discard.
+	Usage billing.UsageSink
+	// Credentials gives the upstream bearer token of an account. nil: no
+	// Authorization header is sent (an upstream behind its own auth proxy).
+	Credentials scheduler.Credentials
+	// Authenticate identifies the caller. nil: SubjectFrom(r.Context()), for
+	// hosts that authenticate in middleware. An error or nil subject is 401.
+	Authenticate func(*http.Request) (*Subject, error)
+	// Transport sends upstream requests. nil: a transport tuned for many
+	// long streams to few hosts (see NewTransport).
+	Transport http.RoundTripper
+	// ErrorRules rewrite upstream errors shown to clients; first match by
+	// Priority wins. nil: the built-in mapping.
+	ErrorRules []ErrorRule
+	// Logger receives operational logs. nil: slog.Default().
+	Logger *slog.Logger
+
+	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.
+	MaxBodyBytes int64
+	// MaxAccountSwitches is how many times a turn may move to another
+	// account after an upstream failure. 0: 3; negative: never.
+	MaxAccountSwitches int
+	// UserWait bounds the wait for a user slot. Zero MaxWaiters: the user's
+	// limit + 20; zero Timeout: 30 s.
+	UserWait concurrency.WaitOptions
+	// KeepAlive is the interval of ": ping" comments on a waiting or silent
+	// stream. 0: 10 s; negative: never.
+	KeepAlive time.Duration
+	// StreamIdleTimeout aborts a stream whose upstream sent nothing for this
+	// long (the account is penalized). It also bounds the wait for response
+	// headers of a streaming request. 0: 300 s.
+	StreamIdleTimeout time.Duration
+	// JSONHeaderTimeout bounds the wait for a non-streaming answer. 0: 15 min.
+	JSONHeaderTimeout time.Duration
+	// DrainTimeout is how long the upstream is still read after the client
+	// left, to learn the usage. 0: 30 s; negative: not at all.
+	DrainTimeout time.Duration
+	// ForwardHeaders adds client request headers to the built-in allowlist.
+	ForwardHeaders []string
+	// ReturnHeaders adds upstream response headers (e.g. x-ratelimit-*) to
+	// the built-in allowlist. Set-Cookie and credential headers never pass.
+	ReturnHeaders []string
+	// DecodeBody decodes a request body by Content-Encoding. gzip and
+	// identity are built in; other encodings (zstd) are 415 unless listed.
+	DecodeBody map[string]func([]byte) ([]byte, error)
+	// Now is the clock. nil: time.Now.
+	Now func() time.Time
+
+	initOnce    sync.Once
+	memory      *concurrency.Memory
+	transport   http.RoundTripper
+	log         *slog.Logger
+	usageSink   billing.UsageSink
+	userLimiter concurrency.SlotLimiter
+}
+
+func (h *Handler) init() {
+	h.initOnce.Do(func() {
+		h.log = h.Logger
+		if h.log == nil {
+			h.log = slog.Default()
+		}
+		h.transport = h.Transport
+		if h.transport == nil {
+			h.transport = NewTransport()
+		}
+		h.usageSink = h.Usage
+		if h.usageSink == nil {
+			h.usageSink = billing.Discard
+		}
+		h.userLimiter = h.Limiter
+		if h.userLimiter == nil {
+			h.memory = concurrency.NewMemory()
+			h.userLimiter = h.memory
+		}
+	})
+}
+
+// UserSlots reports the user slots held right now for userID when the
+// Limiter implements concurrency.Counter (the default does); -1 otherwise.
+func (h *Handler) UserSlots(userID string) int {
+	h.init()
+	if c, ok := h.userLimiter.(concurrency.Counter); ok {
+		return c.InFlight(userKey(userID))
+	}
+	return -1
+}
+
+func userKey(userID string) string { return "user:" + userID }
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) maxBody() int64 {
+	if h.MaxBodyBytes > 0 {
+		return h.MaxBodyBytes
+	}
+	return DefaultMaxBodyBytes
+}
+
+func (h *Handler) maxSwitches() int {
+	switch {
+	case h.MaxAccountSwitches < 0:
+		return 0
+	case h.MaxAccountSwitches == 0:
+		return DefaultMaxAccountSwitches
+	}
+	return h.MaxAccountSwitches
+}
+
+func (h *Handler) keepAlive() time.Duration {
+	switch {
+	case h.KeepAlive < 0:
+		return 0
+	case h.KeepAlive == 0:
+		return DefaultKeepAlive
+	}
+	return h.KeepAlive
+}
+
+func (h *Handler) idleTimeout() time.Duration {
+	if h.StreamIdleTimeout > 0 {
+		return h.StreamIdleTimeout
+	}
+	return DefaultStreamIdleTimeout
+}
+
+func (h *Handler) jsonHeaderTimeout() time.Duration {
+	if h.JSONHeaderTimeout > 0 {
+		return h.JSONHeaderTimeout
+	}
+	return DefaultJSONHeaderTimeout
+}
+
+func (h *Handler) drainTimeout() time.Duration {
+	switch {
+	case h.DrainTimeout < 0:
+		return 0
+	case h.DrainTimeout == 0:
+		return DefaultDrainTimeout
+	}
+	return h.DrainTimeout
+}
+
+// NewTransport returns the default upstream transport: HTTP/2 when the
+// upstream offers it, many idle connections per host (a relay talks to few
+// hosts a lot), no transparent compression (SSE is relayed as it comes).
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	t.DisableCompression = true
+	return t
+}
+
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "rr_" + hex.EncodeToString(b[:])
+}
+
+// detached is the context for work that must finish after the client left:
+// releasing slots, recording usage.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}

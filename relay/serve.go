@@ -1,0 +1,244 @@
+package relay
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// turn is one HTTP request on its way through the relay.
+type turn struct {
+	h       *Handler
+	w       http.ResponseWriter
+	r       *http.Request
+	ctx     context.Context // the client's
+	subj    *Subject
+	req     *Request
+	id      string
+	start   time.Time
+	out     *sseWriter // streaming requests only
+	sched   scheduler.Request
+	attempt int
+	// reached reports that some upstream received the request; only then
+	// is a usage record written.
+	reached bool
+	// recorded guards the one usage record.
+	recorded bool
+}
+
+// ServeHTTP serves POST /v1/responses.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.init()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSONError(w, &APIError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Message: "Method not allowed: use POST"})
+		return
+	}
+	t := &turn{h: h, w: w, r: r, ctx: r.Context(), id: newRequestID(), start: h.now()}
+	w.Header().Set("X-Relay-Request-Id", t.id)
+
+	subj, err := h.authenticate(r)
+	if err != nil || subj == nil {
+		writeJSONError(w, &APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
+		return
+	}
+	t.subj = subj
+	body, apiErr := h.readBody(w, r)
+	if apiErr != nil {
+		writeJSONError(w, apiErr)
+		return
+	}
+	req, apiErr := ParseRequest(body)
+	if apiErr != nil {
+		writeJSONError(w, apiErr)
+		return
+	}
+	t.req = req
+	if req.Stream {
+		t.out = newSSEWriter(w, h.ReturnHeaders)
+		defer t.out.close()
+	}
+	t.sched = scheduler.Request{
+		Group:              subj.GroupID,
+		Model:              req.Model,
+		APIKeyID:           subj.APIKeyID,
+		PreviousResponseID: req.PreviousResponseID,
+		SessionKey:         sessionKey(r.Header, req),
+		Transport:          scheduler.TransportHTTP,
+		Wait:               true,
+	}
+	t.serve()
+}
+
+func (h *Handler) authenticate(r *http.Request) (s *Subject, err error) {
+	if h.Authenticate == nil {
+		s, _ = SubjectFrom(r.Context())
+		return s, nil
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p))
+			s, err = nil, errors.New("authenticate panicked")
+		}
+	}()
+	return h.Authenticate(r)
+}
+
+// sessionKey is the client's session identity for sticky routing: header
+// session_id, then conversation_id, then the body's prompt_cache_key.
+func sessionKey(h http.Header, req *Request) string {
+	if v := headerValue(h, "session_id", "Session-Id"); v != "" {
+		return v
+	}
+	if v := headerValue(h, "conversation_id", "Conversation-Id"); v != "" {
+		return v
+	}
+	return req.PromptCacheKey
+}
+
+// readBody reads at most MaxBodyBytes, whatever Content-Length claims.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *APIError) {
+	limit := h.maxBody()
+	tooLarge := &APIError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
+		Message: fmt.Sprintf("Request body too large: the limit is %d bytes", limit)}
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	size := r.ContentLength
+	if size < 0 || size > 1<<20 {
+		size = 512
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Failed to read request body"}
+	}
+	body := buf.Bytes()
+	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+	switch enc {
+	case "", "identity":
+		return body, nil
+	}
+	decode := h.DecodeBody[enc]
+	if decode == nil && enc == "gzip" {
+		decode = func(b []byte) ([]byte, error) {
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			if err != nil {
+				return nil, err
+			}
+			return io.ReadAll(io.LimitReader(zr, limit+1))
+		}
+	}
+	if decode == nil {
+		return nil, &APIError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error",
+			Message: "Unsupported Content-Encoding " + enc}
+	}
+	out, err := decode(body)
+	if err != nil {
+		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Failed to decode request body (" + enc + ")"}
+	}
+	if int64(len(out)) > limit {
+		return nil, tooLarge
+	}
+	return out, nil
+}
+
+// serve runs admission and the failover loop.
+func (t *turn) serve() {
+	h := t.h
+	release, apiErr := t.acquireUserSlot()
+	if apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	defer release()
+	if apiErr := t.checkBilling(); apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+
+	switches := h.maxSwitches()
+	var last *attemptError
+	for {
+		sel, err := t.selectAccount()
+		if err != nil {
+			if t.ctx.Err() != nil {
+				t.finishClientGone(nil)
+				return
+			}
+			if last != nil {
+				// Every remaining account is excluded or busy: the client
+				// learns what the last upstream said, mapped.
+				t.fail(h.clientError(last, true))
+				t.recordFailure(last)
+				return
+			}
+			t.fail(h.selectError(err, t))
+			return
+		}
+		canSwitch := len(t.sched.Exclude) < switches
+		ae := t.try(sel, canSwitch)
+		sel.Release()
+		if ae == nil {
+			return // served and recorded
+		}
+		last = ae
+		if t.ctx.Err() != nil {
+			t.finishClientGone(ae)
+			return
+		}
+		if !ae.retryable() || !canSwitch {
+			t.fail(h.clientError(ae, ae.retryable()))
+			t.recordFailure(ae)
+			return
+		}
+		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.String())
+		t.sched.Exclude = append(t.sched.Exclude, sel.Account.ID)
+	}
+}
+
+// fail answers e: a JSON error, or an SSE error event once the stream is
+// committed.
+func (t *turn) fail(e *APIError) {
+	if t.out != nil && t.out.isCommitted() {
+		t.out.sendError(e)
+		return
+	}
+	writeJSONError(t.w, e)
+}
+
+func (t *turn) finishClientGone(ae *attemptError) {
+	if t.reached {
+		t.record(billing.StatusClientGone, nil)
+	}
+}
+
+func (t *turn) recordFailure(ae *attemptError) {
+	if t.reached {
+		t.record(billing.StatusUpstreamError, nil)
+	}
+}
+
+// clientIP is the peer address; hosts behind a proxy that want the
+// forwarded address set it through Subject.Meta or their own sink.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,102 @@
+package relay
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+
+	"github.com/relaykit/responsesrelay/internal/sse"
+)
+
+var errClientWrite = errors.New("relay: client write failed")
+
+// sseWriter is the client end of a streaming turn. Send and Ping may be
+// called from different goroutines (the pump and its keepalive timer).
+type sseWriter struct {
+	mu        sync.Mutex
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	committed bool
+	dead      bool // the client is gone or the handler returned
+	buf       []byte
+	upstream  http.Header
+	extra     []string
+}
+
+func newSSEWriter(w http.ResponseWriter, extra []string) *sseWriter {
+	return &sseWriter{w: w, rc: http.NewResponseController(w), extra: extra}
+}
+
+// setUpstreamHeader names the upstream answer whose allowed headers go to
+// the client when the stream commits (unless pings committed it earlier).
+func (s *sseWriter) setUpstreamHeader(h http.Header) {
+	s.mu.Lock()
+	s.upstream = h
+	s.mu.Unlock()
+}
+
+func (s *sseWriter) isCommitted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed
+}
+
+func (s *sseWriter) commitLocked() {
+	if s.committed {
+		return
+	}
+	s.committed = true
+	h := s.w.Header()
+	if s.upstream != nil {
+		returnHeaders(h, s.upstream, s.extra)
+	}
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	s.w.WriteHeader(http.StatusOK)
+}
+
+func (s *sseWriter) writeLocked(b []byte) error {
+	if s.dead {
+		return errClientWrite
+	}
+	s.commitLocked()
+	if _, err := s.w.Write(b); err != nil {
+		s.dead = true
+		return err
+	}
+	if err := s.rc.Flush(); err != nil {
+		s.dead = true
+		return err
+	}
+	return nil
+}
+
+// Send writes one event and flushes it.
+func (s *sseWriter) Send(typ string, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = sse.AppendEvent(s.buf[:0], typ, data)
+	return s.writeLocked(s.buf)
+}
+
+// Ping writes a keepalive comment.
+func (s *sseWriter) Ping() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writeLocked(sse.Ping)
+}
+
+// sendError writes e as an "error" event on a committed stream.
+func (s *sseWriter) sendError(e *APIError) {
+	s.Send("error", e.eventJSON())
+}
+
+// close stops all later writes; a timer that fires after the handler
+// returned must not touch the ResponseWriter.
+func (s *sseWriter) close() {
+	s.mu.Lock()
+	s.dead = true
+	s.mu.Unlock()
+}

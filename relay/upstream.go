@@ -1,0 +1,333 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/internal/pump"
+	"github.com/relaykit/responsesrelay/internal/sse"
+	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+)
+
+// maxErrorBody caps how much of an upstream error body is read.
+const maxErrorBody = 64 << 10
+
+// maxJSONBody caps a non-streaming upstream answer.
+const maxJSONBody = 256 << 20
+
+// attemptKind says how an upstream attempt failed.
+type attemptKind int
+
+const (
+	failConn        attemptKind = iota // no response headers (dial, reset, header timeout)
+	failStatus                         // an HTTP error status
+	failInBand                         // a 200 stream refused before output, or ended before any event
+	failCredentials                    // no token for the account
+)
+
+// attemptError is one failed upstream attempt; it steers the failover loop.
+type attemptError struct {
+	kind      attemptKind
+	account   string
+	status    int
+	header    http.Header
+	body      []byte // sanitized
+	refusal   []byte // in-band refusing event
+	err       error
+	secrets   []string
+	idleAbort bool
+}
+
+func (e *attemptError) String() string {
+	switch e.kind {
+	case failStatus:
+		return fmt.Sprintf("upstream status %d", e.status)
+	case failInBand:
+		if e.refusal != nil {
+			return "in-band refusal: " + inBandCode(e.refusal)
+		}
+		return fmt.Sprintf("stream ended before any event: %v", e.err)
+	case failCredentials:
+		return fmt.Sprintf("credentials: %v", e.err)
+	}
+	return fmt.Sprintf("connection: %v", e.err)
+}
+
+// retryable is the failover predicate of DESIGN §4: connection errors,
+// 401/402/403/408/429/529/5xx, and in-band refusals move to another account;
+// other 4xx are the request's fault and go back to the client.
+func (e *attemptError) retryable() bool {
+	switch e.kind {
+	case failConn, failInBand, failCredentials:
+		return true
+	}
+	switch s := e.status; {
+	case s == 401, s == 402, s == 403, s == 408, s == 429, s == 529, s >= 500:
+		return true
+	}
+	return false
+}
+
+func inBandCode(ev []byte) string {
+	if c := gjson.GetBytes(ev, "response.error.code").String(); c != "" {
+		return c
+	}
+	if c := gjson.GetBytes(ev, "error.code").String(); c != "" {
+		return c
+	}
+	return gjson.GetBytes(ev, "code").String()
+}
+
+// try runs one attempt on sel. nil means the turn was served (including a
+// stream that broke after output) and recorded.
+func (t *turn) try(sel *scheduler.Selection, canSwitch bool) *attemptError {
+	h, acct := t.h, sel.Account
+	t.attempt++
+	token := ""
+	if h.Credentials != nil {
+		var err error
+		token, err = h.Credentials.Token(t.ctx, acct)
+		if err != nil {
+			h.log.Error("relay: no credentials for account", "request_id", t.id, "account", acct.ID, "error", err)
+			return &attemptError{kind: failCredentials, account: acct.ID, err: err}
+		}
+	}
+	secrets := []string{token}
+
+	// The upstream call outlives the client by up to DrainTimeout, so that
+	// a turn the upstream is already running still reports its usage.
+	uctx, cancel := context.WithCancel(context.WithoutCancel(t.ctx))
+	defer cancel()
+	var aborted atomic.Bool
+	abort := func() { aborted.Store(true); cancel() }
+	headerTimeout := h.jsonHeaderTimeout()
+	if t.req.Stream {
+		headerTimeout = h.idleTimeout()
+	}
+	headerTimer := time.AfterFunc(headerTimeout, abort)
+	var drainTimer atomic.Pointer[time.Timer]
+	stopGone := context.AfterFunc(t.ctx, func() {
+		if d := h.drainTimeout(); d > 0 {
+			drainTimer.Store(time.AfterFunc(d, abort))
+		} else {
+			abort()
+		}
+	})
+	defer func() {
+		stopGone()
+		if tm := drainTimer.Load(); tm != nil {
+			tm.Stop()
+		}
+	}()
+
+	upreq, err := t.upstreamRequest(uctx, sel, token)
+	if err != nil {
+		headerTimer.Stop()
+		return &attemptError{kind: failConn, account: acct.ID, err: err}
+	}
+	resp, err := h.transport.RoundTrip(upreq)
+	headerTimer.Stop()
+	if err != nil {
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
+		return &attemptError{kind: failConn, account: acct.ID, err: err, idleAbort: aborted.Load()}
+	}
+	t.reached = true
+	defer resp.Body.Close()
+
+	if resp.StatusCode >= 400 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		body := sanitize(raw, secrets...)
+		kind := scheduler.OutcomeStatus
+		if !(&attemptError{kind: failStatus, status: resp.StatusCode}).retryable() {
+			kind = scheduler.OutcomeClientError
+		}
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: kind, Status: resp.StatusCode, Header: resp.Header, Body: body})
+		return &attemptError{kind: failStatus, account: acct.ID, status: resp.StatusCode, header: resp.Header, body: body, secrets: secrets}
+	}
+
+	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
+		return t.relayStream(sel, resp, abort, canSwitch)
+	}
+	return t.relayJSON(sel, resp)
+}
+
+func isEventStream(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "text/event-stream"
+}
+
+// upstreamRequest builds POST {BaseURL}/responses for the account.
+func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, token string) (*http.Request, error) {
+	body := t.req.Body
+	if sel.UpstreamModel != "" && sel.UpstreamModel != t.req.Model {
+		var err error
+		if body, err = sjson.SetBytes(body, "model", sel.UpstreamModel); err != nil {
+			return nil, err
+		}
+	}
+	url := trimSlash(sel.Account.BaseURL) + "/responses"
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	// The buffered body lets the transport retry a request on a reused
+	// connection and never races the inbound body's close.
+	r.ContentLength = int64(len(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	copyAllowed(r.Header, t.r.Header, forwardRequestHeaders, t.h.ForwardHeaders)
+	r.Header.Set("Content-Type", "application/json")
+	if t.req.Stream {
+		r.Header.Set("Accept", "text/event-stream")
+	}
+	for k, vs := range sel.Account.Header {
+		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	return r, nil
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// relayStream pumps an SSE answer to the client.
+func (t *turn) relayStream(sel *scheduler.Selection, resp *http.Response, abort func(), canSwitch bool) *attemptError {
+	h, acct := t.h, sel.Account
+	t.out.setUpstreamHeader(resp.Header)
+	src := &sseSource{r: sse.NewReader(resp.Body)}
+	res := pump.Run(t.ctx, src, t.out, pump.Options{
+		HoldBootstrap:  canSwitch,
+		KeepAlive:      h.keepAlive(),
+		IdleTimeout:    h.idleTimeout(),
+		DrainTimeout:   h.drainTimeout(),
+		Abort:          abort,
+		RequestedModel: t.req.Model,
+		UpstreamModel:  sel.UpstreamModel,
+		Now:            h.Now,
+	})
+	switch res.End {
+	case pump.EndRefused:
+		if res.Refusal != nil {
+			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: resp.StatusCode, Header: resp.Header, Body: res.Refusal})
+			return &attemptError{kind: failInBand, account: acct.ID, status: resp.StatusCode, header: resp.Header, refusal: sanitize(res.Refusal)}
+		}
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
+		return &attemptError{kind: failInBand, account: acct.ID, err: res.Err, idleAbort: res.IdleTimeout}
+	case pump.EndBroken:
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
+		h.log.Warn("relay: upstream stream broke after output", "request_id", t.id, "account", acct.ID, "error", res.Err)
+	default:
+		if res.TerminalType != "" {
+			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess, TTFT: t.ttft(res.FirstOutput)})
+		} else if res.Err != nil && !errors.Is(res.Err, context.Canceled) {
+			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
+		}
+	}
+	status := terminalStatus(res.TerminalType)
+	switch {
+	case res.End == pump.EndClientGone:
+		status = billing.StatusClientGone
+	case res.End == pump.EndBroken:
+		status = billing.StatusUpstreamError
+	}
+	t.bind(sel, res.TerminalType, res.ResponseID)
+	t.recordServed(sel, status, res.Response, res.ResponseID, res.FirstOutput)
+	return nil
+}
+
+func terminalStatus(typ string) string {
+	switch typ {
+	case event.TypeCompleted:
+		return billing.StatusCompleted
+	case event.TypeIncomplete:
+		return billing.StatusIncomplete
+	case event.TypeFailed:
+		return billing.StatusFailed
+	}
+	return billing.StatusUpstreamError
+}
+
+// bind records stickiness once a response exists upstream.
+func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
+	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete {
+		return
+	}
+	ctx, cancel := detached(t.ctx, 5*time.Second)
+	defer cancel()
+	if err := t.h.Scheduler.Bind(ctx, t.sched, sel.Account.ID, responseID); err != nil {
+		t.h.log.Warn("relay: sticky binding failed", "request_id", t.id, "account", sel.Account.ID, "error", err)
+	}
+}
+
+func (t *turn) ttft(first time.Time) time.Duration {
+	if first.IsZero() {
+		return 0
+	}
+	return first.Sub(t.start)
+}
+
+// relayJSON relays a non-streaming answer.
+func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attemptError {
+	h, acct := t.h, sel.Account
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONBody))
+	if err != nil {
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
+		return &attemptError{kind: failConn, account: acct.ID, err: err}
+	}
+	r := event.ParseBody(body)
+	if sel.UpstreamModel != "" && sel.UpstreamModel != t.req.Model && r.Model == sel.UpstreamModel {
+		if b, err := sjson.SetBytes(body, "model", t.req.Model); err == nil {
+			body = b
+		}
+	}
+	first := h.now()
+	h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess})
+	hdr := t.w.Header()
+	returnHeaders(hdr, resp.Header, h.ReturnHeaders)
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/json"
+	}
+	hdr.Set("Content-Type", ct)
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	t.w.WriteHeader(resp.StatusCode)
+	_, werr := t.w.Write(body)
+	status := r.Status
+	switch status {
+	case billing.StatusCompleted, billing.StatusIncomplete, billing.StatusFailed:
+	default:
+		status = billing.StatusCompleted
+	}
+	if werr != nil || t.ctx.Err() != nil {
+		status = billing.StatusClientGone
+	}
+	terminal := "response." + r.Status
+	t.bind(sel, terminal, r.ID)
+	t.recordServed(sel, status, r, r.ID, first)
+	return nil
+}
+
+// sseSource adapts the SSE reader to turn.Source.
+type sseSource struct{ r *sse.Reader }
+
+func (s *sseSource) Next() ([]byte, error) {
+	ev, err := s.r.Next()
+	return ev.Data, err
+}
