@@ -71,4 +71,3 @@ func (t *turn) emit(u billing.Usage) {
 		t.h.log.Error("relay: usage sink failed; record not stored", "request_id", u.RequestID, "error", err, "record", string(rec))
 	}
 }
-

@@ -9,6 +9,39 @@
 // Passive health comes from Observe: every upstream outcome the relay sees
 // (429 with reset headers, 401, 5xx, connection errors, time to first token)
 // moves the account's cooldown and EWMAs, which the next Select reads.
+//
+// # Turn lifecycle
+//
+// For each turn the relay calls Select, sends the turn to the Selection's
+// account, reports what happened with Observe, calls Bind when the turn
+// completed (so the next turn of the conversation finds the same account),
+// and finally Release. On a failure before any output reached the client it
+// adds the account to Request.Exclude and selects again.
+//
+// # Stickiness
+//
+// Bindings live in a Store for Scheduler.StickyTTL (1 h). A binding is a
+// preference, never a trap: an account that is cooling down, failing, slow,
+// full, excluded, gone from the group, or no longer serves the model is
+// skipped, and the next Bind moves the binding to whichever account served
+// the turn.
+//
+// # Balancing
+//
+// Among the accounts that serve the model and transport and are not cooling
+// down, lower Priority always wins; within a priority the lowest score
+// (load, error rate, latency) wins; among equals Weight sets the share.
+// Select touches no Store when a request has neither previous_response_id
+// nor session key, allocates only the Selection, and walks a cached view of
+// the pool, so it stays within tens of microseconds for 10 000 accounts.
+//
+// # Health
+//
+// Cooldowns follow the upstream's own signals (Retry-After, rate-limit
+// reset headers, codex usage windows) and fixed terms for credential,
+// billing and overload errors; see Scheduler.Observe for the table. A
+// cooling account gets no new turns until the cooldown ends. Every change
+// is reported through Scheduler.OnAccountEvent.
 package scheduler
 
 import (
@@ -67,6 +100,12 @@ func (a *Account) UpstreamModel(model string) string {
 
 // Pool lists the accounts of a group. It is called on every Select, so an
 // implementation over a database should cache.
+//
+// The Scheduler caches facts about each account (models, weight, priority,
+// concurrency) for as long as the Pool keeps returning the same *Account
+// pointers. To change an account, return a new *Account rather than
+// modifying one already returned; returning the same pointers while
+// nothing changed keeps Select fast.
 type Pool interface {
 	Accounts(ctx context.Context, group string) ([]*Account, error)
 }

@@ -15,6 +15,17 @@ const (
 	TransportWebSocket                  // the Responses WebSocket mode; needs Account.WebSocket
 )
 
+// String returns "http" or "ws", the names usage records use.
+func (t Transport) String() string {
+	switch t {
+	case TransportHTTP:
+		return "http"
+	case TransportWebSocket:
+		return "ws"
+	}
+	return fmt.Sprintf("Transport(%d)", int(t))
+}
+
 // Request is what Select needs to know about a turn.
 type Request struct {
 	Group    string
@@ -59,6 +70,7 @@ type Selection struct {
 // the operator's log.
 type NoAccountError struct {
 	Group, Model string
+	Transport    Transport
 	// Reason is one of the Reason constants.
 	Reason string
 	// Total is how many accounts the group has; Eligible how many serve the
@@ -82,6 +94,9 @@ func (e *NoAccountError) Error() string {
 	case ReasonNoAccounts:
 		return fmt.Sprintf("scheduler: group %q has no accounts", e.Group)
 	case ReasonModel:
+		if e.Transport == TransportWebSocket {
+			return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q over WebSocket", e.Total, e.Group, e.Model)
+		}
 		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.Total, e.Group, e.Model)
 	case ReasonCoolingDown:
 		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q are cooling down; the earliest is back at %s",
