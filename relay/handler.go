@@ -213,3 +213,13 @@ func newRequestID() string {
 func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }
+
+// UserWaiting reports how many turns of userID wait for a slot when the
+// Limiter can tell (the default can); -1 otherwise.
+func (h *Handler) UserWaiting(userID string) int {
+	h.init()
+	if w, ok := h.userLimiter.(interface{ Waiting(key string) int }); ok {
+		return w.Waiting(userKey(userID))
+	}
+	return -1
+}

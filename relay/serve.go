@@ -191,7 +191,7 @@ func (t *turn) serve() {
 			return
 		}
 		canSwitch := len(t.sched.Exclude) < switches
-		ae := t.try(sel, canSwitch)
+		ae := t.try(sel)
 		sel.Release()
 		if ae == nil {
 			return // served and recorded

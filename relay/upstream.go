@@ -92,7 +92,7 @@ func inBandCode(ev []byte) string {
 
 // try runs one attempt on sel. nil means the turn was served (including a
 // stream that broke after output) and recorded.
-func (t *turn) try(sel *scheduler.Selection, canSwitch bool) *attemptError {
+func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	h, acct := t.h, sel.Account
 	t.attempt++
 	token := ""
@@ -158,7 +158,7 @@ func (t *turn) try(sel *scheduler.Selection, canSwitch bool) *attemptError {
 	}
 
 	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
-		return t.relayStream(sel, resp, abort, canSwitch)
+		return t.relayStream(sel, resp, abort)
 	}
 	return t.relayJSON(sel, resp)
 }
@@ -208,12 +208,14 @@ func trimSlash(s string) string {
 }
 
 // relayStream pumps an SSE answer to the client.
-func (t *turn) relayStream(sel *scheduler.Selection, resp *http.Response, abort func(), canSwitch bool) *attemptError {
+func (t *turn) relayStream(sel *scheduler.Selection, resp *http.Response, abort func()) *attemptError {
 	h, acct := t.h, sel.Account
 	t.out.setUpstreamHeader(resp.Header)
 	src := &sseSource{r: sse.NewReader(resp.Body)}
 	res := pump.Run(t.ctx, src, t.out, pump.Options{
-		HoldBootstrap:  canSwitch,
+		// Held even on the last attempt: a refusal then becomes the mapped
+		// exhausted error (503, 429) rather than a 200 stream that failed.
+		HoldBootstrap:  true,
 		KeepAlive:      h.keepAlive(),
 		IdleTimeout:    h.idleTimeout(),
 		DrainTimeout:   h.drainTimeout(),
@@ -292,6 +294,12 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attempt
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
 	}
 	r := event.ParseBody(body)
+	if r.Status == billing.StatusFailed && r.Usage.Output == 0 {
+		// The JSON form of the in-band refusal: failed before any output.
+		body = sanitize(body)
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: resp.StatusCode, Header: resp.Header, Body: body})
+		return &attemptError{kind: failInBand, account: acct.ID, status: resp.StatusCode, header: resp.Header, refusal: body}
+	}
 	if sel.UpstreamModel != "" && sel.UpstreamModel != t.req.Model && r.Model == sel.UpstreamModel {
 		if b, err := sjson.SetBytes(body, "model", t.req.Model); err == nil {
 			body = b

@@ -1,0 +1,260 @@
+package relaytest
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"time"
+)
+
+// exchange is one HTTP request being answered.
+type exchange struct {
+	u      *Upstream
+	acct   *account // nil outside the responses path
+	step   Step
+	w      http.ResponseWriter
+	r      *http.Request
+	start  time.Time
+	served Served
+	done   bool
+}
+
+// finish records the answer once; later calls do nothing.
+func (x *exchange) finish(status string) {
+	if x.done {
+		return
+	}
+	x.done = true
+	x.served.Status = status
+	x.u.record(x.acct, x.served)
+}
+
+// abort records the request as aborted and cuts the connection without a
+// clean end. reset asks for a TCP reset instead of a normal close.
+func (x *exchange) abort(reset bool) {
+	x.finish(statusAborted)
+	rc := http.NewResponseController(x.w)
+	conn, _, err := rc.Hijack()
+	if err != nil {
+		// HTTP/2 or a recorder: the documented way to abort a response.
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok && reset {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+// Header values shared by every response; net/http only reads them.
+var (
+	hdrJSON          = []string{"application/json"}
+	hdrEventStream   = []string{"text/event-stream; charset=utf-8"}
+	hdrNoCache       = []string{"no-cache"}
+	hdrVersion       = []string{"2020-10-01"}
+	hdrLimitRequests = []string{"10000"}
+	hdrLimitTokens   = []string{"30000000"}
+	hdrRemainingReq  = []string{"9999"}
+	hdrRemainingTok  = []string{"29999000"}
+	hdrResetRequests = []string{"6ms"}
+	hdrResetTokens   = []string{"2ms"}
+	hdrZero          = []string{"0"}
+	hdrOneSecond     = []string{"1s"}
+)
+
+// header sets the response headers of a real upstream, then the step's.
+func (x *exchange) header(contentType []string, status int) {
+	h := x.w.Header()
+	id := newID("req_", 32)
+	x.served.RequestID = id
+	x.served.HTTPStatus = status
+	h["Content-Type"] = contentType
+	h["X-Request-Id"] = []string{id}
+	h["Openai-Processing-Ms"] = []string{strconv.FormatInt(time.Since(x.start).Milliseconds(), 10)}
+	h["Openai-Version"] = hdrVersion
+	h["X-Ratelimit-Limit-Requests"] = hdrLimitRequests
+	h["X-Ratelimit-Limit-Tokens"] = hdrLimitTokens
+	if status == http.StatusTooManyRequests {
+		h["X-Ratelimit-Remaining-Requests"] = hdrZero
+		h["X-Ratelimit-Reset-Requests"] = hdrOneSecond
+	} else {
+		h["X-Ratelimit-Remaining-Requests"] = hdrRemainingReq
+		h["X-Ratelimit-Reset-Requests"] = hdrResetRequests
+	}
+	h["X-Ratelimit-Remaining-Tokens"] = hdrRemainingTok
+	h["X-Ratelimit-Reset-Tokens"] = hdrResetTokens
+	for k, v := range x.step.Header {
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		if len(v) == 0 {
+			delete(h, k)
+		} else {
+			h[k] = append([]string(nil), v...)
+		}
+	}
+}
+
+// writeError answers with e.
+func (x *exchange) writeError(e *apiError) {
+	body := e.appendJSON(make([]byte, 0, 256))
+	x.header(hdrJSON, e.status)
+	x.served.Code = e.code
+	x.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	x.finish(statusError)
+	x.w.WriteHeader(e.status)
+	_, _ = x.w.Write(body)
+}
+
+// scripted answers with Step.Status and Step.Body.
+func (x *exchange) scripted() {
+	s := &x.step
+	if s.Body == "" && s.Status >= 400 {
+		x.writeError(errorForStatus(s.Status))
+		return
+	}
+	x.header(hdrJSON, s.Status)
+	x.w.Header().Set("Content-Length", strconv.Itoa(len(s.Body)))
+	status := statusCompleted
+	if s.Status >= 400 {
+		status = statusError
+	}
+	x.finish(status)
+	x.w.WriteHeader(s.Status)
+	_, _ = x.w.Write([]byte(s.Body))
+}
+
+// json answers a stream:false request with the whole response object.
+func (x *exchange) json(t *turn) {
+	ctx := x.r.Context()
+	s := t.step
+	if s.FirstTokenDelay > 0 && !x.u.wait(ctx, nil, s.FirstTokenDelay) {
+		x.abort(false)
+		return
+	}
+	body := t.appendResponse(make([]byte, 0, 1024+2*len(t.out)), t.final, !t.early)
+	body = append(body, '\n')
+	x.header(hdrJSON, http.StatusOK)
+	x.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if s.ResetAfterEvents > 0 || s.IdleAfterEvents > 0 {
+		x.w.WriteHeader(http.StatusOK)
+		_, _ = x.w.Write(body[:len(body)/2])
+		_ = http.NewResponseController(x.w).Flush()
+		if s.ResetAfterEvents <= 0 {
+			x.u.wait(ctx, nil, 0)
+		}
+		x.abort(false)
+		return
+	}
+	x.served.Code = t.failCode
+	if !t.early {
+		x.served.Usage = t.usage
+	}
+	x.finish(t.final)
+	x.w.WriteHeader(http.StatusOK)
+	_, _ = x.w.Write(body)
+}
+
+// stream answers a stream:true request with SSE events.
+func (x *exchange) stream(t *turn) {
+	x.header(hdrEventStream, http.StatusOK)
+	x.w.Header()["Cache-Control"] = hdrNoCache
+	x.w.WriteHeader(http.StatusOK)
+	s := &sseSink{w: x.w, rc: http.NewResponseController(x.w), nl: "\n",
+		multi: t.step.MultiLineData, comments: t.step.Comments}
+	if t.step.CRLF {
+		s.nl = "\r\n"
+	}
+	cut := x.u.play(x.r.Context(), t, s, func(n int) {
+		x.served.Events = n
+		x.served.Usage = t.servedUsage(n)
+		status := t.servedStatus(n)
+		if status == statusFailed || status == statusError {
+			x.served.Code = t.failCode
+		}
+		x.finish(status)
+	})
+	if cut {
+		x.abort(false)
+	}
+}
+
+// eventSink is where a turn's events go: an SSE body, or a WebSocket.
+type eventSink interface {
+	writeEvent(t *turn, e planned, seq int) error
+}
+
+// play writes t's events to s and applies the step's timing and cut
+// faults. done is called once with the number of events written: before the
+// last write of a complete stream, otherwise when the stream stops. play
+// reports whether the caller must cut the connection.
+func (u *Upstream) play(ctx context.Context, t *turn, s eventSink, done func(n int)) (cut bool) {
+	st := t.step
+	stop, reset, idle := len(t.plan), false, false
+	switch {
+	case st.ResetAfterEvents > 0:
+		stop, reset = min(stop, st.ResetAfterEvents), true
+	case st.IdleAfterEvents > 0:
+		stop, idle = min(stop, st.IdleAfterEvents), true
+	}
+	for i := 0; i < stop; i++ {
+		if i == t.firstOut && st.FirstTokenDelay > 0 && !u.wait(ctx, nil, st.FirstTokenDelay) {
+			done(i)
+			return true
+		}
+		if i == len(t.plan)-1 && !reset && !idle {
+			done(len(t.plan))
+		}
+		if err := s.writeEvent(t, t.plan[i], i); err != nil {
+			done(i)
+			return true
+		}
+	}
+	if idle {
+		u.wait(ctx, nil, 0)
+	}
+	done(stop)
+	return reset || idle
+}
+
+// sseSink writes events as SSE frames, flushing each one.
+type sseSink struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	buf      []byte
+	scratch  []byte
+	nl       string
+	multi    bool
+	comments bool
+}
+
+func (s *sseSink) writeEvent(t *turn, e planned, seq int) error {
+	b := s.buf[:0]
+	if s.comments {
+		b = append(b, ": ping"...)
+		b = append(b, s.nl...)
+		b = append(b, s.nl...)
+	}
+	b = append(b, "event: "...)
+	b = append(b, eventTypes[e.kind]...)
+	b = append(b, s.nl...)
+	b = append(b, "data: "...)
+	start := len(b)
+	b = t.appendEvent(b, e, seq)
+	if s.multi {
+		// "{" / members / "}" on three data lines: the joined data is the
+		// same JSON with two newlines between tokens.
+		s.scratch = append(s.scratch[:0], b[start+1:len(b)-1]...)
+		b = append(b[:start+1], s.nl...)
+		b = append(b, "data: "...)
+		b = append(b, s.scratch...)
+		b = append(b, s.nl...)
+		b = append(b, "data: }"...)
+	}
+	b = append(b, s.nl...)
+	b = append(b, s.nl...)
+	s.buf = b
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}

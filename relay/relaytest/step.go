@@ -1,0 +1,144 @@
+package relaytest
+
+import (
+	"net/http"
+	"time"
+)
+
+// Step scripts how the fake answers one request to an account.
+//
+// The zero Step is the normal, spec-faithful behaviour. Fields combine; they
+// apply in this order:
+//
+//  1. Hold, ResetBeforeHeaders, Hang and Status act before authentication and
+//     validation, like a failing proxy or an overloaded upstream would.
+//  2. Otherwise the request is authenticated and validated as the real API
+//     does, and a response is produced.
+//  3. InBandFailed and ErrorEvent replace the output; FunctionCall, Deltas,
+//     EventPadding and Usage shape it; Incomplete, FailAfterOutput and
+//     NoTerminal choose how it ends; FirstTokenDelay, ResetAfterEvents and
+//     IdleAfterEvents cut into it; CRLF, MultiLineData and Comments change
+//     the SSE framing only.
+//
+// Header applies to every answer the step produces.
+type Step struct {
+	// Status, when non-zero, answers with this HTTP status instead of running
+	// the request. Body is sent as is (Content-Type application/json unless
+	// Header says otherwise); an empty Body with a status >= 400 is replaced
+	// by an OpenAI-shaped error for that status (429 uses rate_limit_exceeded,
+	// 5xx server_error, and so on). An empty Body with a lower status sends no
+	// body.
+	Status int
+	// Header is added to the response headers, replacing the fake's defaults
+	// of the same name. A key with an empty value slice removes that header.
+	// nil adds nothing.
+	Header http.Header
+	// Body is the response body used with Status.
+	Body string
+
+	// ResetBeforeHeaders closes the connection (with a TCP reset where
+	// possible) without answering: the client sees a transport error.
+	ResetBeforeHeaders bool
+	// Hang never answers. The handler returns when the request's context ends
+	// or the Server closes; the connection is then closed without a response.
+	Hang bool
+	// Hold, when non-nil, delays the request until the channel is closed and
+	// then goes on with the rest of the step. It lets a test keep requests in
+	// flight for as long as it likes (to observe concurrency) without sleeps.
+	// If the request's context ends or the Server closes first, the
+	// connection is closed without a response.
+	Hold <-chan struct{}
+
+	// Deltas is the number of response.output_text.delta events (or
+	// response.function_call_arguments.delta events, at most one per
+	// character of the arguments). 0 means 5. The output text is padded with
+	// '.' when it has fewer characters than Deltas.
+	Deltas int
+	// EventPadding is the length of the obfuscation string in every delta
+	// event; use it to produce large events (any size works, including more
+	// than 64 KiB). 0 means a short 10-byte string; a negative value sends an
+	// empty string.
+	EventPadding int
+	// FirstTokenDelay waits this long after response.in_progress, before the
+	// first output event (before the response headers for stream:false). The
+	// wait ends early, and the connection is closed, when the request's
+	// context ends or the Server closes.
+	FirstTokenDelay time.Duration
+
+	// ResetAfterEvents > 0 writes that many events and then closes the
+	// connection mid-body. With stream:false it sends the headers and half of
+	// the JSON body instead. If the count covers the whole stream, every event
+	// is written and the body is still cut before its clean end.
+	ResetAfterEvents int
+	// IdleAfterEvents > 0 writes that many events and then stops writing with
+	// the connection open, until the request's context ends or the Server
+	// closes; then the connection is closed. With stream:false it sends the
+	// headers and half of the body. ResetAfterEvents wins when both are set.
+	IdleAfterEvents int
+
+	// InBandFailed, when non-empty, answers 200 with response.created,
+	// response.in_progress and then response.failed whose response.error.code
+	// is this value, before any output (an in-band refusal such as
+	// "server_is_overloaded"). With stream:false the JSON response has status
+	// failed and this error.
+	InBandFailed string
+	// ErrorEvent is like InBandFailed but ends with an `error` event of the
+	// nested shape {"type":"error","error":{"type","code","message","param"}}
+	// instead of response.failed. Its code is InBandFailed, or "server_error"
+	// when that is empty.
+	ErrorEvent bool
+
+	// Incomplete, when non-empty, ends the turn with response.incomplete
+	// (status incomplete) whose incomplete_details.reason is this value, for
+	// example "max_output_tokens". Usage is sent.
+	Incomplete string
+	// FailAfterOutput, when non-empty, ends the turn after the output with
+	// response.failed whose error.code is this value. Usage is sent.
+	FailAfterOutput string
+	// NoTerminal ends the stream with a clean EOF right after the output,
+	// without a terminal event. stream:false ignores it.
+	NoTerminal bool
+
+	// Usage, when non-nil, replaces the computed token counts.
+	Usage *Usage
+	// FunctionCall, when non-nil, makes the output a function call whatever
+	// the request contains.
+	FunctionCall *FunctionCall
+
+	// CRLF ends SSE lines with "\r\n" instead of "\n".
+	CRLF bool
+	// MultiLineData splits each event's JSON over three data: lines.
+	MultiLineData bool
+	// Comments writes a ": ping" comment block before every event.
+	Comments bool
+}
+
+// Usage holds token counts as the fake reports them in response.usage.
+//
+// Without Step.Usage the fake derives them from the request, so tests can
+// predict them:
+//
+//   - Input is 10 plus the number of whitespace-separated words in the
+//     instructions and the input items (message text, function call
+//     arguments and outputs), plus Input+Output of the previous response
+//     when previous_response_id is set.
+//   - Cached is the previous response's Input when previous_response_id is
+//     set, else 0.
+//   - Reasoning is 16 when the request has a non-null reasoning object,
+//     else 0.
+//   - Output is the number of delta events plus Reasoning.
+type Usage struct {
+	Input, Cached, Output, Reasoning int64
+}
+
+// Total is Input + Output, as total_tokens reports it.
+func (u Usage) Total() int64 { return u.Input + u.Output }
+
+// FunctionCall forces a function call output item. Empty fields are derived:
+// Name from the first function tool of the request (or "tool"), Arguments is
+// {"input":<last user text>}, CallID a fresh "call_..." id.
+type FunctionCall struct {
+	Name      string
+	Arguments string
+	CallID    string
+}

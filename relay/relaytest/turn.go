@@ -1,0 +1,446 @@
+package relaytest
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// turn is one response being produced. It is transport-neutral: the SSE
+// writer and the JSON writer both read events from it, and a WebSocket
+// writer can do the same.
+type turn struct {
+	req       *request
+	step      *Step
+	id        string // resp_...
+	itemID    string // msg_... or fc_...
+	callID    string
+	fnName    string
+	createdAt int64
+	fc        bool   // output is a function call
+	out       string // text, or function call arguments
+	cuts      []int  // byte offsets of the deltas in out
+	usage     Usage
+	pad       string // obfuscation value of delta events
+	plan      []planned
+	firstOut  int    // index in plan of the first output event
+	final     string // status of the finished response: completed, incomplete, failed
+	failCode  string // error.code when final is failed
+	early     bool   // failed before any output
+	errEvent  bool   // ends with an error event instead of a terminal event
+	tail      []byte // constant members of the response object
+}
+
+type evKind uint8
+
+const (
+	evCreated evKind = iota
+	evInProgress
+	evItemAdded
+	evPartAdded
+	evTextDelta
+	evTextDone
+	evPartDone
+	evArgsDelta
+	evArgsDone
+	evItemDone
+	evCompleted
+	evIncomplete
+	evFailed
+	evError
+)
+
+var eventTypes = [...]string{
+	evCreated:    "response.created",
+	evInProgress: "response.in_progress",
+	evItemAdded:  "response.output_item.added",
+	evPartAdded:  "response.content_part.added",
+	evTextDelta:  "response.output_text.delta",
+	evTextDone:   "response.output_text.done",
+	evPartDone:   "response.content_part.done",
+	evArgsDelta:  "response.function_call_arguments.delta",
+	evArgsDone:   "response.function_call_arguments.done",
+	evItemDone:   "response.output_item.done",
+	evCompleted:  "response.completed",
+	evIncomplete: "response.incomplete",
+	evFailed:     "response.failed",
+	evError:      "error",
+}
+
+// planned is one event of a turn; i is the delta index for delta events.
+type planned struct {
+	kind evKind
+	i    int
+}
+
+const (
+	defaultDeltas     = 5
+	defaultPadding    = 10
+	reasoningTokens   = 16
+	baseInputTokens   = 10
+	paddingAlphabet   = "aZ3kQ9mX7pL2vB8nR4tY6wC1"
+	defaultToolName   = "tool"
+	statusCompleted   = "completed"
+	statusIncomplete  = "incomplete"
+	statusFailed      = "failed"
+	statusAborted     = "aborted"
+	statusError       = "error"
+	statusInProgress  = "in_progress"
+	outputEchoPrefix  = "Echo: "
+	outputToolPrefix  = "Function output received: "
+	outputEmptyPrompt = "Hello!"
+)
+
+// newTurn decides everything about a response up front, so that writing
+// events is only appending bytes. prev is the previous response when the
+// request chains, else nil.
+func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
+	t := &turn{req: q, step: s, id: newID("resp_", 32), createdAt: createdAt, final: statusCompleted}
+	n := s.Deltas
+	if n <= 0 {
+		n = defaultDeltas
+	}
+	switch {
+	case s.FunctionCall != nil:
+		t.fc = true
+		t.fnName, t.out, t.callID = s.FunctionCall.Name, s.FunctionCall.Arguments, s.FunctionCall.CallID
+	case q.fnName != "" && q.lastKind == itemUserMessage:
+		t.fc = true
+	}
+	if t.fc {
+		if t.fnName == "" {
+			t.fnName = q.fnName
+		}
+		if t.fnName == "" {
+			t.fnName = defaultToolName
+		}
+		if t.out == "" {
+			t.out = string(appendString(append([]byte(nil), `{"input":`...), q.lastUserText)) + "}"
+		}
+		if t.callID == "" {
+			t.callID = newID("call_", 24)
+		}
+		t.itemID = newID("fc_", 32)
+		n = min(n, utf8.RuneCountInString(t.out))
+	} else {
+		switch {
+		case q.lastKind == itemFunctionOutput:
+			t.out = outputToolPrefix + q.lastOutput
+		case q.lastUserText != "":
+			t.out = outputEchoPrefix + q.lastUserText
+		default:
+			t.out = outputEmptyPrompt
+		}
+		if c := utf8.RuneCountInString(t.out); c < n {
+			t.out += strings.Repeat(".", n-c)
+		}
+		t.itemID = newID("msg_", 32)
+	}
+	t.cuts = splitRunes(t.out, n)
+
+	switch {
+	case s.EventPadding < 0:
+	case s.EventPadding == 0:
+		t.pad = paddingAlphabet[:defaultPadding]
+	default:
+		t.pad = padding(s.EventPadding)
+	}
+
+	if s.Usage != nil {
+		t.usage = *s.Usage
+	} else {
+		t.usage.Input = baseInputTokens + q.words
+		if prev != nil {
+			t.usage.Input += prev.usage.Input + prev.usage.Output
+			t.usage.Cached = prev.usage.Input
+		}
+		if q.hasReasoning {
+			t.usage.Reasoning = reasoningTokens
+		}
+		t.usage.Output = int64(n) + t.usage.Reasoning
+	}
+
+	t.planEvents(n)
+	t.tail = t.appendTail(make([]byte, 0, 512))
+	return t
+}
+
+func (t *turn) planEvents(n int) {
+	s := t.step
+	t.plan = make([]planned, 0, n+10)
+	t.plan = append(t.plan, planned{kind: evCreated}, planned{kind: evInProgress})
+	t.firstOut = len(t.plan)
+	if s.InBandFailed != "" || s.ErrorEvent {
+		t.final, t.early, t.failCode = statusFailed, true, s.InBandFailed
+		if t.failCode == "" {
+			t.failCode = "server_error"
+		}
+		if s.ErrorEvent {
+			t.errEvent = true
+			t.plan = append(t.plan, planned{kind: evError})
+		} else {
+			t.plan = append(t.plan, planned{kind: evFailed})
+		}
+		return
+	}
+	t.plan = append(t.plan, planned{kind: evItemAdded})
+	if t.fc {
+		for i := range n {
+			t.plan = append(t.plan, planned{kind: evArgsDelta, i: i})
+		}
+		t.plan = append(t.plan, planned{kind: evArgsDone})
+	} else {
+		t.plan = append(t.plan, planned{kind: evPartAdded})
+		for i := range n {
+			t.plan = append(t.plan, planned{kind: evTextDelta, i: i})
+		}
+		t.plan = append(t.plan, planned{kind: evTextDone}, planned{kind: evPartDone})
+	}
+	t.plan = append(t.plan, planned{kind: evItemDone})
+	switch {
+	case s.NoTerminal:
+	case s.FailAfterOutput != "":
+		t.final, t.failCode = statusFailed, s.FailAfterOutput
+		t.plan = append(t.plan, planned{kind: evFailed})
+	case s.Incomplete != "":
+		t.final = statusIncomplete
+		t.plan = append(t.plan, planned{kind: evIncomplete})
+	default:
+		t.plan = append(t.plan, planned{kind: evCompleted})
+	}
+}
+
+// servedStatus is the Served.Status of a stream cut after n events.
+func (t *turn) servedStatus(n int) string {
+	if n < len(t.plan) || t.step.NoTerminal {
+		return statusAborted
+	}
+	if t.errEvent {
+		return statusError
+	}
+	return t.final
+}
+
+// servedUsage is the usage that went out in the first n events.
+func (t *turn) servedUsage(n int) Usage {
+	if n < len(t.plan) || t.step.NoTerminal || t.early {
+		return Usage{}
+	}
+	return t.usage
+}
+
+func padding(n int) string {
+	var sb strings.Builder
+	sb.Grow(n)
+	for sb.Len() < n {
+		sb.WriteString(paddingAlphabet[:min(len(paddingAlphabet), n-sb.Len())])
+	}
+	return sb.String()
+}
+
+// appendEvent appends the JSON of event e with the given sequence number.
+func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, eventTypes[e.kind]...)
+	b = append(b, `","sequence_number":`...)
+	b = appendInt(b, int64(seq))
+	switch e.kind {
+	case evCreated, evInProgress:
+		b = append(b, `,"response":`...)
+		b = t.appendResponse(b, statusInProgress, false)
+	case evCompleted, evIncomplete, evFailed:
+		b = append(b, `,"response":`...)
+		b = t.appendResponse(b, t.final, !t.early)
+	case evError:
+		b = append(b, `,"error":{"type":`...)
+		b = appendString(b, failureType(t.failCode))
+		b = append(b, `,"code":`...)
+		b = appendString(b, t.failCode)
+		b = append(b, `,"message":`...)
+		b = appendString(b, failureMessage(t.failCode))
+		b = append(b, `,"param":null}`...)
+	case evItemAdded:
+		b = append(b, `,"output_index":0,"item":`...)
+		b = t.appendItem(b, false)
+	case evItemDone:
+		b = append(b, `,"output_index":0,"item":`...)
+		b = t.appendItem(b, true)
+	case evPartAdded, evPartDone:
+		b = t.appendItemRef(b, true)
+		b = append(b, `,"part":`...)
+		if e.kind == evPartAdded {
+			b = appendTextPart(b, "")
+		} else {
+			b = appendTextPart(b, t.out)
+		}
+	case evTextDelta:
+		b = t.appendItemRef(b, true)
+		b = append(b, `,"delta":`...)
+		b = appendString(b, t.out[t.cuts[e.i]:t.cuts[e.i+1]])
+		b = append(b, `,"logprobs":[],"obfuscation":`...)
+		b = appendString(b, t.pad)
+	case evTextDone:
+		b = t.appendItemRef(b, true)
+		b = append(b, `,"text":`...)
+		b = appendString(b, t.out)
+		b = append(b, `,"logprobs":[]`...)
+	case evArgsDelta:
+		b = t.appendItemRef(b, false)
+		b = append(b, `,"delta":`...)
+		b = appendString(b, t.out[t.cuts[e.i]:t.cuts[e.i+1]])
+		b = append(b, `,"obfuscation":`...)
+		b = appendString(b, t.pad)
+	case evArgsDone:
+		b = t.appendItemRef(b, false)
+		b = append(b, `,"name":`...)
+		b = appendString(b, t.fnName)
+		b = append(b, `,"arguments":`...)
+		b = appendString(b, t.out)
+	}
+	return append(b, '}')
+}
+
+func (t *turn) appendItemRef(b []byte, content bool) []byte {
+	b = append(b, `,"item_id":"`...)
+	b = append(b, t.itemID...)
+	b = append(b, `","output_index":0`...)
+	if content {
+		b = append(b, `,"content_index":0`...)
+	}
+	return b
+}
+
+func appendTextPart(b []byte, text string) []byte {
+	b = append(b, `{"type":"output_text","annotations":[],"logprobs":[],"text":`...)
+	b = appendString(b, text)
+	return append(b, '}')
+}
+
+// appendItem appends the output item, in progress or finished.
+func (t *turn) appendItem(b []byte, done bool) []byte {
+	status := statusInProgress
+	if done {
+		status = statusCompleted
+		if t.final == statusIncomplete {
+			status = statusIncomplete
+		}
+	}
+	b = append(b, `{"id":"`...)
+	b = append(b, t.itemID...)
+	if t.fc {
+		b = append(b, `","type":"function_call","status":"`...)
+		b = append(b, status...)
+		b = append(b, `","arguments":`...)
+		if done {
+			b = appendString(b, t.out)
+		} else {
+			b = append(b, `""`...)
+		}
+		b = append(b, `,"call_id":"`...)
+		b = append(b, t.callID...)
+		b = append(b, `","name":`...)
+		b = appendString(b, t.fnName)
+		return append(b, '}')
+	}
+	b = append(b, `","type":"message","status":"`...)
+	b = append(b, status...)
+	b = append(b, `","content":[`...)
+	if done {
+		b = appendTextPart(b, t.out)
+	}
+	return append(b, `],"role":"assistant"}`...)
+}
+
+// appendResponse appends the response object in the given state.
+func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
+	b = append(b, `{"id":"`...)
+	b = append(b, t.id...)
+	b = append(b, `","object":"response","created_at":`...)
+	b = appendInt(b, t.createdAt)
+	b = append(b, `,"status":"`...)
+	b = append(b, status...)
+	b = append(b, `","error":`...)
+	if status == statusFailed {
+		b = append(b, `{"code":`...)
+		b = appendString(b, t.failCode)
+		b = append(b, `,"message":`...)
+		b = appendString(b, failureMessage(t.failCode))
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"incomplete_details":`...)
+	if status == statusIncomplete {
+		b = append(b, `{"reason":`...)
+		b = appendString(b, t.step.Incomplete)
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"output":[`...)
+	if output {
+		b = t.appendItem(b, true)
+	}
+	b = append(b, `],"usage":`...)
+	if status == statusInProgress || t.early {
+		b = append(b, "null"...)
+	} else {
+		b = appendUsage(b, t.usage)
+	}
+	b = append(b, t.tail...)
+	return append(b, '}')
+}
+
+func appendUsage(b []byte, u Usage) []byte {
+	b = append(b, `{"input_tokens":`...)
+	b = appendInt(b, u.Input)
+	b = append(b, `,"input_tokens_details":{"cached_tokens":`...)
+	b = appendInt(b, u.Cached)
+	b = append(b, `},"output_tokens":`...)
+	b = appendInt(b, u.Output)
+	b = append(b, `,"output_tokens_details":{"reasoning_tokens":`...)
+	b = appendInt(b, u.Reasoning)
+	b = append(b, `},"total_tokens":`...)
+	b = appendInt(b, u.Total())
+	return append(b, '}')
+}
+
+// appendTail appends the response members that never change during a turn,
+// echoing the request as the real API does.
+func (t *turn) appendTail(b []byte) []byte {
+	q := t.req
+	b = append(b, `,"background":false,"instructions":`...)
+	b = appendRawOr(b, q.instructions, "null")
+	b = append(b, `,"max_output_tokens":`...)
+	b = appendRawOr(b, q.maxOutput, "null")
+	b = append(b, `,"metadata":`...)
+	b = appendRawOr(b, q.metadata, "{}")
+	b = append(b, `,"model":`...)
+	b = appendString(b, q.model)
+	b = append(b, `,"parallel_tool_calls":true,"previous_response_id":`...)
+	b = appendStringOrNull(b, q.prevID)
+	b = append(b, `,"prompt_cache_key":`...)
+	b = appendRawOr(b, q.promptCacheKey, "null")
+	b = append(b, `,"reasoning":{"effort":`...)
+	b = appendRawOr(b, q.effort, "null")
+	b = append(b, `,"summary":`...)
+	b = appendRawOr(b, q.summary, "null")
+	b = append(b, `},"service_tier":`...)
+	b = appendString(b, q.serviceTier)
+	b = append(b, `,"store":`...)
+	if q.store {
+		b = append(b, "true"...)
+	} else {
+		b = append(b, "false"...)
+	}
+	b = append(b, `,"temperature":`...)
+	b = appendRawOr(b, q.temperature, "1.0")
+	b = append(b, `,"text":{"format":{"type":"text"},"verbosity":"medium"},"tool_choice":`...)
+	b = appendRawOr(b, q.toolChoice, `"auto"`)
+	b = append(b, `,"tools":`...)
+	b = appendRawOr(b, q.tools, "[]")
+	b = append(b, `,"top_p":`...)
+	b = appendRawOr(b, q.topP, "1.0")
+	b = append(b, `,"truncation":`...)
+	b = appendRawOr(b, q.truncation, `"disabled"`)
+	return append(b, `,"user":null`...)
+}
