@@ -99,9 +99,10 @@ type runner struct {
 	now  func() time.Time
 
 	idle      atomic.Bool
+	finished  atomic.Bool // Run returned: timers must not re-arm
 	gone      atomic.Bool
 	drainOnce sync.Once
-	keepalive *time.Timer
+	keepalive atomic.Pointer[time.Timer] // read by the timer's own callback
 	idleTimer *time.Timer
 	drain     *time.Timer
 	mu        sync.Mutex // guards drain
@@ -120,8 +121,10 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 		p.now = time.Now
 	}
 	if o.KeepAlive > 0 {
-		p.keepalive = time.AfterFunc(o.KeepAlive, p.ping)
-		defer p.keepalive.Stop()
+		ka := time.AfterFunc(time.Hour, p.ping)
+		p.keepalive.Store(ka)
+		ka.Reset(o.KeepAlive)
+		defer func() { p.finished.Store(true); ka.Stop() }()
 	}
 	if o.IdleTimeout > 0 {
 		p.idleTimer = time.AfterFunc(o.IdleTimeout, func() {
@@ -277,20 +280,22 @@ func (p *runner) send(typ string, data []byte) {
 	}
 	p.res.Forwarded++
 	p.res.Started = true
-	if p.keepalive != nil {
-		p.keepalive.Reset(p.o.KeepAlive)
+	if ka := p.keepalive.Load(); ka != nil {
+		ka.Reset(p.o.KeepAlive)
 	}
 }
 
 func (p *runner) ping() {
-	if p.gone.Load() {
+	if p.gone.Load() || p.finished.Load() {
 		return
 	}
 	if err := p.sink.Ping(); err != nil {
 		p.clientGone()
 		return
 	}
-	p.keepalive.Reset(p.o.KeepAlive)
+	if !p.finished.Load() {
+		p.keepalive.Load().Reset(p.o.KeepAlive)
+	}
 }
 
 // clientGone switches to draining: nothing more is written, and the

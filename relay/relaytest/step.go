@@ -60,7 +60,7 @@ type Step struct {
 	// empty string.
 	EventPadding int
 	// FirstTokenDelay waits this long after response.in_progress, before the
-	// first output event (before the response headers for stream:false). The
+	// next event (before the response headers for stream:false). The
 	// wait ends early, and the connection is closed, when the request's
 	// context ends or the Server closes.
 	FirstTokenDelay time.Duration
@@ -79,8 +79,8 @@ type Step struct {
 	// InBandFailed, when non-empty, answers 200 with response.created,
 	// response.in_progress and then response.failed whose response.error.code
 	// is this value, before any output (an in-band refusal such as
-	// "server_is_overloaded"). With stream:false the JSON response has status
-	// failed and this error.
+	// "server_is_overloaded"). Its usage is null. With stream:false the JSON
+	// response has status failed and this error.
 	InBandFailed string
 	// ErrorEvent is like InBandFailed but ends with an `error` event of the
 	// nested shape {"type":"error","error":{"type","code","message","param"}}
@@ -128,17 +128,24 @@ type Step struct {
 //     else 0.
 //   - Output is the number of delta events plus Reasoning.
 type Usage struct {
-	Input, Cached, Output, Reasoning int64
+	Input     int64 // input_tokens
+	Cached    int64 // input_tokens_details.cached_tokens
+	Output    int64 // output_tokens, reasoning included
+	Reasoning int64 // output_tokens_details.reasoning_tokens
 }
 
 // Total is Input + Output, as total_tokens reports it.
 func (u Usage) Total() int64 { return u.Input + u.Output }
 
-// FunctionCall forces a function call output item. Empty fields are derived:
-// Name from the first function tool of the request (or "tool"), Arguments is
-// {"input":<last user text>}, CallID a fresh "call_..." id.
+// FunctionCall forces a function call output item. Empty fields are
+// derived as for an unscripted function call.
 type FunctionCall struct {
-	Name      string
+	// Name is the function's name; "" means the first function tool of the
+	// request, or "tool" when it has none.
+	Name string
+	// Arguments is the JSON arguments string; "" means
+	// {"input":<last user text>}.
 	Arguments string
-	CallID    string
+	// CallID is the call_id; "" means a fresh "call_" + hex id.
+	CallID string
 }

@@ -19,8 +19,15 @@ import (
 // store of responses that previous_response_id resolves against, so a
 // response id only works on the account that created it.
 //
+// Request bodies may be gzip-compressed and are read up to 64 MiB.
+//
 // The zero Upstream is ready to use; New returns one. All methods are safe
 // for concurrent use, also while requests are being served.
+//
+// Faults that cut a connection (Step.ResetBeforeHeaders, ResetAfterEvents,
+// a Hang that ends, ...) hijack it; where that is impossible, as with
+// HTTP/2 or an httptest.ResponseRecorder, they panic with
+// http.ErrAbortHandler, which net/http turns into an aborted response.
 type Upstream struct {
 	setupOnce sync.Once
 	closeOnce sync.Once
@@ -37,14 +44,17 @@ type Upstream struct {
 
 // Received is one request as the fake received it.
 type Received struct {
-	// Account is the account named by the path; "" for the unprefixed path.
+	// Account is the account named by the path; "" for the unprefixed path
+	// and for paths outside the API.
 	Account string
-	Method  string
-	Path    string
-	Header  http.Header
-	// Body is the request body as it arrived (still compressed if the client
-	// compressed it).
+	// Method and Path are the request's method and URL path.
+	Method, Path string
+	// Header is a copy of the request headers.
+	Header http.Header
+	// Body is the request body as it arrived: still compressed if the client
+	// compressed it, cut after 64 MiB.
 	Body []byte
+	// Time is when the request reached the handler.
 	Time time.Time
 }
 
@@ -53,6 +63,7 @@ type Received struct {
 // written (so a client that has read a whole response finds it), or when
 // the request ended otherwise.
 type Served struct {
+	// Account is the account named by the path, as in Received.
 	Account string
 	// RequestID is the x-request-id header sent; "" when no headers were sent.
 	RequestID string
@@ -60,7 +71,8 @@ type Served struct {
 	// was answered with an HTTP error or cut before a response was created.
 	ResponseID string
 	// Model is the model as the request named it.
-	Model  string
+	Model string
+	// Stream is the request's stream flag.
 	Stream bool
 	// HTTPStatus is the status code sent; 0 when no headers were sent.
 	HTTPStatus int
