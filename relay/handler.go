@@ -223,3 +223,12 @@ func (h *Handler) UserWaiting(userID string) int {
 	}
 	return -1
 }
+
+// CloseIdleConnections closes the idle upstream connections of the
+// Handler's transport, for a clean shutdown.
+func (h *Handler) CloseIdleConnections() {
+	h.init()
+	if c, ok := h.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

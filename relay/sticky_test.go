@@ -1,0 +1,146 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"testing"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
+)
+
+// TestPreviousResponseSticks: a chain of previous_response_id turns stays
+// on the account that holds the responses, among many equal accounts.
+func TestPreviousResponseSticks(t *testing.T) {
+	e := newEnv(t, "a", "b", "c", "d", "e", "f")
+	r := e.do(textReq)
+	if r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	prev := gjson.GetBytes(r.body, "id").String()
+	for i := 0; i < 8; i++ {
+		r = e.do(`{"model":"gpt-test","stream":true,"input":"more","previous_response_id":"` + prev + `"}`)
+		if r.lastType() != "response.completed" {
+			t.Fatalf("turn %d: %s", i, r.body)
+		}
+		prev = gjson.GetBytes(r.events[len(r.events)-1].Data, "response.id").String()
+	}
+	reqs := e.up.Requests()
+	for _, q := range reqs[1:] {
+		if q.Account != reqs[0].Account {
+			t.Fatalf("chain moved accounts: %v", accountsOf(reqs))
+		}
+	}
+	// The cached tokens reported for chained turns reach the records.
+	recs := e.sink.all()
+	if recs[len(recs)-1].CachedInputTokens == 0 {
+		t.Fatalf("chained turn recorded no cached tokens: %+v", recs[len(recs)-1])
+	}
+}
+
+// TestSessionSticks: turns with the same session_id header stay together;
+// the binding is per API key.
+func TestSessionSticks(t *testing.T) {
+	e := newEnv(t, "a", "b", "c", "d", "e", "f")
+	for i := 0; i < 8; i++ {
+		if r := e.do(textReq, "session_id", "s-1"); r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+	}
+	reqs := e.up.Requests()
+	for _, q := range reqs {
+		if q.Account != reqs[0].Account {
+			t.Fatalf("session moved accounts: %v", accountsOf(reqs))
+		}
+	}
+}
+
+// TestAccountSlotWait: with every account full, a streaming turn waits for
+// an account slot with pings and is then served.
+func TestAccountSlotWait(t *testing.T) {
+	e := newEnv(t)
+	e.addAccount(&scheduler.Account{ID: "a", Concurrency: 1})
+	e.h.KeepAlive = 5 * time.Millisecond
+	release := holdFirst(e)
+	first := make(chan result, 1)
+	go func() { first <- e.do(textReq) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	resp := e.post(streamReq)
+	defer resp.Body.Close()
+	buf := make([]byte, 8)
+	if _, err := resp.Body.Read(buf); err != nil || string(buf) != ": ping\n\n" {
+		t.Fatalf("read %q %v", buf, err)
+	}
+	release()
+	evs, err := relaytest.ReadSSE(resp.Body)
+	if err != nil || len(evs) == 0 || evs[len(evs)-1].Type != "response.completed" {
+		t.Fatalf("%d events, %v", len(evs), err)
+	}
+	<-first
+	if m := e.up.MaxInFlight("a"); m != 1 {
+		t.Fatalf("account concurrency exceeded: %d", m)
+	}
+}
+
+// TestHookFailures: host hooks that panic or fail never crash the relay or
+// keep a slot.
+func TestHookFailures(t *testing.T) {
+	t.Run("authenticate panics", func(t *testing.T) {
+		e := newEnv(t, "a")
+		e.h.Authenticate = func(*http.Request) (*relay.Subject, error) { panic("boom") }
+		if r := e.do(textReq); r.status != 401 {
+			t.Fatalf("status %d", r.status)
+		}
+	})
+	t.Run("credentials fail over", func(t *testing.T) {
+		e := newEnv(t)
+		e.addAccount(&scheduler.Account{ID: "nokey", Priority: 0})
+		e.addAccount(&scheduler.Account{ID: "good", Priority: 1})
+		delete(e.keys, "nokey")
+		r := e.do(textReq)
+		if r.status != 200 || len(e.up.Requests()) != 1 {
+			t.Fatalf("status %d, %d upstream requests", r.status, len(e.up.Requests()))
+		}
+	})
+	t.Run("usage sink fails", func(t *testing.T) {
+		e := newEnv(t, "a")
+		e.h.Usage = billing.SinkFunc(func(context.Context, billing.Usage) error { return errors.New("disk full") })
+		if r := e.do(textReq); r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+		if logs := e.logs.String(); !strings.Contains(logs, "disk full") || !strings.Contains(logs, "input_tokens") && !strings.Contains(logs, "InputTokens") {
+			t.Fatalf("the lost record is not in the log:\n%s", logs)
+		}
+	})
+	t.Run("usage sink panics", func(t *testing.T) {
+		e := newEnv(t, "a")
+		e.h.Usage = billing.SinkFunc(func(context.Context, billing.Usage) error { panic("sink bug") })
+		if r := e.do(streamReq); r.lastType() != "response.completed" {
+			t.Fatalf("events %v", r.types())
+		}
+	})
+	t.Run("pool fails", func(t *testing.T) {
+		e := newEnv(t, "a")
+		e.sched.Pool = failingPool{}
+		if r := e.do(textReq); r.status != 503 {
+			t.Fatalf("status %d", r.status)
+		}
+	})
+}
+
+type failingPool struct{}
+
+func (failingPool) Accounts(context.Context, string) ([]*scheduler.Account, error) {
+	return nil, errors.New("db down")
+}
