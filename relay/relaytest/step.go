@@ -37,7 +37,10 @@ type Step struct {
 	Body string
 
 	// ResetBeforeHeaders closes the connection (with a TCP reset where
-	// possible) without answering: the client sees a transport error.
+	// possible) without answering: the client sees a transport error. Note
+	// that net/http's Transport silently retries a replayable request (for
+	// example a POST with an Idempotency-Key header) that failed so on a
+	// reused connection; the retry takes the account's next step.
 	ResetBeforeHeaders bool
 	// Hang never answers. The handler returns when the request's context ends
 	// or the Server closes; the connection is then closed without a response.

@@ -1,0 +1,82 @@
+package relay_test
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// benchRelay is a relay over the in-process fake upstream with logging off.
+func benchRelay(b *testing.B, deltas int) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
+	up = relaytest.New()
+	up.SetLogging(false)
+	up.SetDefault("a", relaytest.Step{Deltas: deltas})
+	upSrv = httptest.NewServer(up)
+	pool := scheduler.NewStaticPool()
+	pool.Add("g", &scheduler.Account{ID: "a", BaseURL: upSrv.URL + "/a/v1", Concurrency: 1024})
+	h := &relay.Handler{
+		Scheduler:   &scheduler.Scheduler{Pool: pool},
+		Credentials: scheduler.StaticKeys{"a": "sk-bench"},
+		Logger:      slog.New(slog.DiscardHandler),
+		Authenticate: func(*http.Request) (*relay.Subject, error) {
+			return &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g", Concurrency: 1024}, nil
+		},
+	}
+	relaySrv = httptest.NewServer(h)
+	b.Cleanup(func() {
+		relaySrv.Close()
+		upSrv.Close()
+		h.CloseIdleConnections()
+	})
+	return relaySrv, upSrv, up
+}
+
+func runRequests(b *testing.B, url, body string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer sk-bench")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || n == 0 {
+			b.Fatalf("status %d, %d bytes, %v", resp.StatusCode, n, err)
+		}
+	}
+}
+
+// BenchmarkStream200 relays a 200-event stream; compare allocs/op with
+// BenchmarkStream200Direct (the same stream without the relay) to get the
+// relay's own allocations per request and per event.
+func BenchmarkStream200(b *testing.B) {
+	srv, _, _ := benchRelay(b, 192)
+	runRequests(b, srv.URL+"/v1/responses", streamReq)
+}
+
+func BenchmarkStream200Direct(b *testing.B) {
+	_, up, _ := benchRelay(b, 192)
+	runRequests(b, up.URL+"/a/v1/responses", streamReq)
+}
+
+func BenchmarkJSON(b *testing.B) {
+	srv, _, _ := benchRelay(b, 5)
+	runRequests(b, srv.URL+"/v1/responses", textReq)
+}
+
+func BenchmarkJSONDirect(b *testing.B) {
+	_, up, _ := benchRelay(b, 5)
+	runRequests(b, up.URL+"/a/v1/responses", textReq)
+}
