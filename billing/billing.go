@@ -1,6 +1,24 @@
 // Package billing holds the two points where a relay meets the host's money:
 // the Gate, asked before a turn goes upstream, and the UsageSink, told once
 // per turn what it cost.
+//
+// A UsageSink is called at the end of every turn, so a sink that writes to
+// a database should be wrapped in NewAsync: records are delivered by a pool
+// of workers with retries, a full queue slows callers down instead of
+// losing records, and a record that cannot be stored reaches
+// AsyncOptions.OnDropped and an error log line carrying it as JSON.
+// MemorySink keeps records in memory, for tests.
+//
+// # Example
+//
+//	usage := billing.NewAsync(mySQLSink, billing.AsyncOptions{
+//		OnDropped: func(u billing.Usage, err error) { spool.Write(u) },
+//	})
+//	h := &relay.Handler{Usage: usage /* , ... */}
+//	// ... serve ...
+//	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+//	defer cancel()
+//	usage.Close(ctx) // after the server stopped: drains the queue
 package billing
 
 import (

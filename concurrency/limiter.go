@@ -6,9 +6,26 @@
 // pub/sub wake-ups) also implement Waiter; Acquire uses it when present and
 // falls back to polling TryAcquire otherwise.
 //
+// Memory is the in-process limiter: FIFO waiters handed a slot directly on
+// release, a bounded queue per key, and no state kept for idle keys. Hosts
+// running several relay processes supply their own SlotLimiter (Redis, SQL)
+// so that a user's limit holds across all of them.
+//
 // Every release function returned by this package is idempotent: calling it
 // twice releases one slot. Callers should still release exactly once, on a
 // context detached from the request.
+//
+// # Example
+//
+//	limiter := concurrency.NewMemory()
+//	release, err := concurrency.Acquire(ctx, limiter, "user:"+id, limit,
+//		concurrency.WaitOptions{MaxWaiters: limit + 20, Timeout: 30 * time.Second})
+//	if err != nil {
+//		// ErrQueueFull or ErrWaitTimeout: answer 429. Otherwise ctx ended
+//		// or the limiter's backend failed.
+//		return err
+//	}
+//	defer release()
 package concurrency
 
 import (

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
@@ -66,7 +67,7 @@ func (t *turn) emit(u billing.Usage) {
 	ctx, cancel := detached(t.ctx, 30*time.Second)
 	defer cancel()
 	err := callSafely(ctx, func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) })
-	if err != nil {
+	if err != nil && !errors.Is(err, billing.ErrDropped) { // Async already logged it whole
 		rec, _ := json.Marshal(u)
 		t.h.log.Error("relay: usage sink failed; record not stored", "request_id", u.RequestID, "error", err, "record", string(rec))
 	}

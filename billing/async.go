@@ -1,0 +1,319 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// AsyncOptions tune an Async. A zero field takes the default in its doc.
+type AsyncOptions struct {
+	// Workers is how many records are delivered to the sink at once.
+	// 0: 4.
+	Workers int
+	// QueueSize is how many records wait for a worker. 0: 1024.
+	QueueSize int
+	// EnqueueTimeout is how long Record waits for room in a full queue
+	// before it delivers the record itself, in the caller's goroutine: a
+	// slow sink slows the callers down rather than lose records.
+	// 0: 1 s; < 0: deliver at once when the queue is full.
+	EnqueueTimeout time.Duration
+	// AttemptTimeout bounds one call to the sink. 0: 10 s; < 0: no bound.
+	AttemptTimeout time.Duration
+	// MaxRetries is how many times a failed delivery is tried again.
+	// 0: 5; < 0: none.
+	MaxRetries int
+	// RetryBase is the wait before the first retry; it doubles on each
+	// retry up to RetryMax. Each wait is drawn at random between half and
+	// all of that, so that workers do not retry in step.
+	// 0: 100 ms and 5 s.
+	RetryBase, RetryMax time.Duration
+	// OnDropped is called with a record that could not be delivered and
+	// the last error: the retries ran out, or Close gave up. Persist it
+	// somewhere else or alert. nil: only the log line. A panic in it is
+	// recovered and logged.
+	OnDropped func(u Usage, err error)
+	// Logger gets one error line per dropped record, carrying the whole
+	// record as JSON under "record" so that an operator can replay it.
+	// nil: slog.Default() at the time of the drop.
+	Logger *slog.Logger
+}
+
+// Defaults of AsyncOptions.
+const (
+	DefaultAsyncWorkers        = 4
+	DefaultAsyncQueueSize      = 1024
+	DefaultAsyncEnqueueTimeout = time.Second
+	DefaultAsyncAttemptTimeout = 10 * time.Second
+	DefaultAsyncMaxRetries     = 5
+	DefaultAsyncRetryBase      = 100 * time.Millisecond
+	DefaultAsyncRetryMax       = 5 * time.Second
+)
+
+// ErrDropped is wrapped by the error Record returns when it delivered a
+// record itself and every attempt failed. OnDropped and the log have
+// already seen the record by then.
+var ErrDropped = errors.New("billing: usage record dropped")
+
+// Async is a UsageSink that delivers records to another sink from a pool
+// of workers, so that a slow database never delays the end of a turn. It
+// never drops a record silently: a full queue makes Record wait and then
+// deliver the record itself (backpressure), a failing sink is retried with
+// exponential backoff, and a record that still fails goes to OnDropped and
+// to an error log line carrying the whole record.
+//
+// Create one with NewAsync and Close it on shutdown to drain the queue.
+// The sink must be safe for concurrent use; it should be idempotent by
+// Usage.RequestID, since a retry may repeat a write that had in fact
+// succeeded.
+type Async struct {
+	sink  UsageSink
+	o     AsyncOptions
+	queue chan Usage
+
+	// mu orders Record's sends against Close: after closed is set, no
+	// send to queue starts.
+	mu      sync.RWMutex
+	closed  bool
+	closing chan struct{} // closed by Close: Records stop waiting for room
+	senders sync.WaitGroup
+
+	// runCtx is the workers' context. Close cancels it, with the cause
+	// handed to OnDropped, when its own ctx ends before the queue drained.
+	runCtx    context.Context
+	abort     context.CancelCauseFunc
+	closeOnce sync.Once
+	done      chan struct{} // closed when every worker has returned
+}
+
+// NewAsync starts o.Workers workers delivering to sink. It panics when sink
+// is nil, a wiring mistake better found at startup than at the first turn.
+func NewAsync(sink UsageSink, o AsyncOptions) *Async {
+	if sink == nil {
+		panic("billing: NewAsync with a nil sink")
+	}
+	o = o.withDefaults()
+	a := &Async{
+		sink:    sink,
+		o:       o,
+		queue:   make(chan Usage, o.QueueSize),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	a.runCtx, a.abort = context.WithCancelCause(context.Background())
+	var workers sync.WaitGroup
+	for range o.Workers {
+		workers.Go(a.work)
+	}
+	go func() {
+		workers.Wait()
+		close(a.done)
+	}()
+	return a
+}
+
+func (o AsyncOptions) withDefaults() AsyncOptions {
+	if o.Workers <= 0 {
+		o.Workers = DefaultAsyncWorkers
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultAsyncQueueSize
+	}
+	if o.EnqueueTimeout == 0 {
+		o.EnqueueTimeout = DefaultAsyncEnqueueTimeout
+	}
+	if o.AttemptTimeout == 0 {
+		o.AttemptTimeout = DefaultAsyncAttemptTimeout
+	}
+	switch {
+	case o.MaxRetries == 0:
+		o.MaxRetries = DefaultAsyncMaxRetries
+	case o.MaxRetries < 0:
+		o.MaxRetries = 0
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = DefaultAsyncRetryBase
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = DefaultAsyncRetryMax
+	}
+	o.RetryMax = max(o.RetryMax, o.RetryBase)
+	return o
+}
+
+// Record queues u for delivery and returns nil. ctx bounds only the wait
+// for room in a full queue: when EnqueueTimeout passes or ctx ends first,
+// Record delivers u itself, with retries, and returns nil or an error
+// wrapping ErrDropped. Deliveries never use ctx's cancellation, only its
+// values.
+//
+// After Close, Record always delivers synchronously, so that a record
+// produced during shutdown is not lost.
+func (a *Async) Record(ctx context.Context, u Usage) error {
+	a.mu.RLock()
+	if a.closed {
+		a.mu.RUnlock()
+		return a.deliverNow(ctx, u)
+	}
+	select {
+	case a.queue <- u:
+		a.mu.RUnlock()
+		return nil
+	default:
+	}
+	a.senders.Add(1)
+	a.mu.RUnlock()
+
+	queued := false
+	if a.o.EnqueueTimeout > 0 {
+		t := time.NewTimer(a.o.EnqueueTimeout)
+		select {
+		case a.queue <- u:
+			queued = true
+		case <-t.C:
+		case <-ctx.Done():
+		case <-a.closing:
+		}
+		t.Stop()
+	}
+	a.senders.Done()
+	if queued {
+		return nil
+	}
+	return a.deliverNow(ctx, u)
+}
+
+// Pending reports how many records wait in the queue.
+func (a *Async) Pending() int { return len(a.queue) }
+
+// Close stops queueing (later Records deliver synchronously), lets the
+// workers drain the queue and waits for them.
+//
+// If ctx ends first, Close cancels the deliveries in progress and their
+// retries, hands the records still queued to OnDropped and the log, and
+// returns ctx.Err(). A record that a worker holds is dropped when its sink
+// call returns, which is at once for a sink that honors its context.
+// Calling Close again waits again.
+func (a *Async) Close(ctx context.Context) error {
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		a.closed = true
+		close(a.closing)
+		a.mu.Unlock()
+		a.senders.Wait() // no send to queue can start any more
+		close(a.queue)
+	})
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+	}
+	a.abort(fmt.Errorf("billing: Close gave up before the record was delivered: %w", ctx.Err()))
+	for u := range a.queue {
+		a.drop(u, context.Cause(a.runCtx), 0)
+	}
+	return ctx.Err()
+}
+
+func (a *Async) work() {
+	for u := range a.queue {
+		if a.runCtx.Err() != nil {
+			a.drop(u, context.Cause(a.runCtx), 0)
+			continue
+		}
+		_ = a.deliver(a.runCtx, u)
+	}
+}
+
+func (a *Async) deliverNow(ctx context.Context, u Usage) error {
+	return a.deliver(context.WithoutCancel(ctx), u)
+}
+
+// deliver tries u until it is stored, the retries run out, or Close gave
+// up (which ends the waits between retries, not a call in progress unless
+// ctx is the workers' context).
+func (a *Async) deliver(ctx context.Context, u Usage) error {
+	for attempts := 1; ; attempts++ {
+		err := a.attempt(ctx, u)
+		if err == nil {
+			return nil
+		}
+		giveUp := attempts > a.o.MaxRetries
+		if !giveUp && !a.pause(a.backoff(attempts)) {
+			err = fmt.Errorf("%w; last attempt: %w", context.Cause(a.runCtx), err)
+			giveUp = true
+		}
+		if giveUp {
+			a.drop(u, err, attempts)
+			return fmt.Errorf("%w after %d attempt(s): %w", ErrDropped, attempts, err)
+		}
+	}
+}
+
+func (a *Async) attempt(ctx context.Context, u Usage) (err error) {
+	if a.o.AttemptTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.o.AttemptTimeout)
+		defer cancel()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("billing: usage sink panicked: %v", p)
+		}
+	}()
+	return a.sink.Record(ctx, u)
+}
+
+// backoff is the wait after the given number of failed attempts: the
+// exponential step, then a random point in its upper half.
+func (a *Async) backoff(failed int) time.Duration {
+	d := a.o.RetryBase
+	for i := 1; i < failed && d < a.o.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, a.o.RetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// pause waits d; false means Close gave up meanwhile.
+func (a *Async) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-a.runCtx.Done():
+		return false
+	}
+}
+
+func (a *Async) drop(u Usage, err error, attempts int) {
+	log := a.o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	rec, jerr := json.Marshal(u)
+	if jerr != nil { // not expected: Usage is plain data
+		rec, _ = json.Marshal(fmt.Sprintf("%+v", u))
+	}
+	log.LogAttrs(context.Background(), slog.LevelError, "billing: usage record dropped; replay the record from this line",
+		slog.String("request_id", u.RequestID),
+		slog.Int("attempts", attempts),
+		slog.Any("error", err),
+		slog.Any("record", json.RawMessage(rec)))
+	if a.o.OnDropped == nil {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			log.LogAttrs(context.Background(), slog.LevelError, "billing: OnDropped panicked",
+				slog.String("request_id", u.RequestID), slog.Any("panic", p))
+		}
+	}()
+	a.o.OnDropped(u, err)
+}

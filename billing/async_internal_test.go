@@ -1,0 +1,48 @@
+package billing
+
+import (
+	"testing"
+	"time"
+
+	"github.com/relaykit/responsesrelay/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+func TestAsyncOptionsDefaults(t *testing.T) {
+	got := AsyncOptions{}.withDefaults()
+	want := AsyncOptions{Workers: 4, QueueSize: 1024, EnqueueTimeout: time.Second, AttemptTimeout: 10 * time.Second,
+		MaxRetries: 5, RetryBase: 100 * time.Millisecond, RetryMax: 5 * time.Second}
+	if got.Workers != want.Workers || got.QueueSize != want.QueueSize || got.EnqueueTimeout != want.EnqueueTimeout ||
+		got.AttemptTimeout != want.AttemptTimeout || got.MaxRetries != want.MaxRetries ||
+		got.RetryBase != want.RetryBase || got.RetryMax != want.RetryMax {
+		t.Fatalf("defaults = %+v, want %+v", got, want)
+	}
+	neg := AsyncOptions{MaxRetries: -1, EnqueueTimeout: -1, AttemptTimeout: -1, RetryBase: time.Minute}.withDefaults()
+	if neg.MaxRetries != 0 || neg.EnqueueTimeout >= 0 || neg.AttemptTimeout >= 0 {
+		t.Fatalf("negative options must mean none: %+v", neg)
+	}
+	if neg.RetryMax != time.Minute {
+		t.Fatalf("RetryMax = %v, want raised to RetryBase (1m)", neg.RetryMax)
+	}
+}
+
+func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
+	a := &Async{o: AsyncOptions{RetryBase: 100 * time.Millisecond, RetryMax: time.Second}}
+	for failed, step := range map[int]time.Duration{
+		1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond,
+		4: 800 * time.Millisecond, 5: time.Second, 60: time.Second,
+	} {
+		seen := map[time.Duration]bool{}
+		for range 200 {
+			d := a.backoff(failed)
+			if d < step/2 || d > step {
+				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", failed, d, step/2, step)
+			}
+			seen[d] = true
+		}
+		if len(seen) < 2 {
+			t.Fatalf("backoff(%d) has no jitter: always %v", failed, seen)
+		}
+	}
+}
