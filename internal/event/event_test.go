@@ -1,0 +1,66 @@
+package event
+
+import "testing"
+
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		in   string
+		kind Kind
+		typ  string
+		seq  int64
+	}{
+		{`{"type":"response.created","sequence_number":0,"response":{}}`, KindBootstrap, TypeCreated, 0},
+		{`{"type":"response.in_progress","sequence_number":1}`, KindBootstrap, TypeInProgress, 1},
+		{`{"type":"response.queued","sequence_number":1}`, KindBootstrap, TypeQueued, 1},
+		{`{"type":"response.output_text.delta","delta":"x","sequence_number":7}`, KindOutput, "response.output_text.delta", 7},
+		{`{"sequence_number":3,"type":"response.mcp_call.in_progress"}`, KindOutput, "response.mcp_call.in_progress", 3},
+		{`{"type":"response.completed","sequence_number":9}`, KindTerminal, TypeCompleted, 9},
+		{`{"type":"response.incomplete"}`, KindTerminal, TypeIncomplete, -1},
+		{`{"type":"response.failed","sequence_number":2}`, KindTerminal, TypeFailed, 2},
+		{`{"type":"error","code":"x","message":"m","sequence_number":4}`, KindError, TypeError, 4},
+		{`not json`, KindOutput, "", -1},
+	}
+	for _, c := range cases {
+		got := Classify([]byte(c.in))
+		if got.Kind != c.kind || got.Type != c.typ || got.Seq != c.seq {
+			t.Errorf("%s: got %+v", c.in, got)
+		}
+	}
+}
+
+func TestParseUsage(t *testing.T) {
+	ev := []byte(`{"type":"response.incomplete","response":{"id":"resp_1","status":"incomplete","model":"m","service_tier":"flex",` +
+		`"usage":{"input_tokens":75,"input_tokens_details":{"cached_tokens":5},"output_tokens":155,"output_tokens_details":{"reasoning_tokens":128},"total_tokens":230}}}`)
+	r := ParseEventResponse(ev)
+	want := Usage{Present: true, Input: 75, CachedInput: 5, Output: 155, Reasoning: 128, Total: 230}
+	if r.Usage != want || r.ID != "resp_1" || r.Status != "incomplete" || r.ServiceTier != "flex" {
+		t.Fatalf("got %+v", r)
+	}
+	// total_tokens missing: derived.
+	r = ParseBody([]byte(`{"id":"resp_2","status":"completed","usage":{"input_tokens":3,"output_tokens":4}}`))
+	if r.Usage.Total != 7 {
+		t.Fatalf("total %d", r.Usage.Total)
+	}
+	// usage null: not present, all zero.
+	if r := ParseEventResponse([]byte(`{"response":{"usage":null}}`)); r.Usage.Present || r.Usage.Total != 0 {
+		t.Fatalf("got %+v", r.Usage)
+	}
+}
+
+var deltaEvent = []byte(`{"type":"response.output_text.delta","content_index":0,"delta":"Hello","item_id":"msg_67c9fdcecf488190bdd9d0a8f0ae0ff4","logprobs":[],"obfuscation":"abcdefghij","output_index":0,"sequence_number":12}`)
+
+func BenchmarkClassify(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		Classify(deltaEvent)
+	}
+}
+
+var completedEvent = []byte(`{"type":"response.completed","sequence_number":40,"response":{"id":"resp_67c9fdcecf488190bdd9d0a8f0ae0ff4","object":"response","created_at":1741290958,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-5","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello there, how can I help?","annotations":[]}]}],"service_tier":"default","usage":{"input_tokens":75,"input_tokens_details":{"cached_tokens":0},"output_tokens":155,"output_tokens_details":{"reasoning_tokens":128},"total_tokens":230}}}`)
+
+func BenchmarkUsageExtraction(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		ParseEventResponse(completedEvent)
+	}
+}
