@@ -270,3 +270,87 @@ func jsonField(body []byte, key string) string {
 	s = s[i+len(key)+4:]
 	return s[:strings.IndexByte(s, '"')]
 }
+
+// TestSessionEscape: a session bound to an account that is full or no
+// longer serves the model is served elsewhere, and the binding moves there.
+func TestSessionEscape(t *testing.T) {
+	t.Run("full", func(t *testing.T) {
+		e := newEnv(t)
+		e.addAccount(&scheduler.Account{ID: "a", Concurrency: 1, Priority: 0})
+		e.addAccount(&scheduler.Account{ID: "b", Concurrency: 1, Priority: 1})
+		e.do(textReq, "session_id", "s") // binds s to a
+		release := holdFirst(e)          // the next request on a is held, keeping a full
+		held := make(chan result, 1)
+		go func() { held <- e.do(textReq) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.do(textReq, "session_id", "s"); r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+		release()
+		<-held
+		e.do(textReq, "session_id", "s") // the binding moved to b
+		got := accountsOf(e.up.Requests())
+		if strings.Join(got, ",") != "a,a,b,b" {
+			t.Fatalf("attempts %v", got)
+		}
+	})
+	t.Run("model no longer served", func(t *testing.T) {
+		e := newEnv(t)
+		e.addAccount(&scheduler.Account{ID: "a", Priority: 0})
+		e.addAccount(&scheduler.Account{ID: "b", Priority: 1})
+		e.do(textReq, "session_id", "s")
+		e.pool.Set("g", []*scheduler.Account{
+			{ID: "a", BaseURL: e.up.BaseURL("a"), Models: []string{"other-*"}, Concurrency: 8},
+			{ID: "b", BaseURL: e.up.BaseURL("b"), Concurrency: 8, Priority: 1},
+		})
+		e.do(textReq, "session_id", "s")
+		if got := accountsOf(e.up.Requests()); strings.Join(got, ",") != "a,b" {
+			t.Fatalf("attempts %v", got)
+		}
+	})
+	t.Run("sessions are per API key", func(t *testing.T) {
+		e := newEnv(t)
+		e.addAccount(&scheduler.Account{ID: "a", Priority: 0, Concurrency: 1})
+		e.addAccount(&scheduler.Account{ID: "b", Priority: 1})
+		e.subj.APIKeyID = "k-other"
+		e.up.Script("a", relaytest.Step{Status: 500})
+		e.do(textReq, "session_id", "s") // k-other's session s binds to b
+		e.subj.APIKeyID = "k1"
+		e.do(textReq, "session_id", "s") // k1's session s is its own: a
+		got := accountsOf(e.up.Requests())
+		if strings.Join(got, ",") != "a,b,a" {
+			t.Fatalf("attempts %v", got)
+		}
+	})
+}
+
+// TestAccountEventKinds: every event kind reaches OnAccountEvent through
+// the relay.
+func TestAccountEventKinds(t *testing.T) {
+	steps := map[string]relaytest.Step{
+		scheduler.EventRateLimited:     rl("Retry-After", "3"),
+		scheduler.EventUnauthorized:    {Status: 401},
+		scheduler.EventPaymentRequired: {Status: 402},
+		scheduler.EventForbidden:       {Status: 403},
+		scheduler.EventOverloaded:      {Status: 529},
+	}
+	for kind, step := range steps {
+		e, clk, log := newHealthEnv(t)
+		e.up.Script("a", step)
+		e.do(textReq)
+		evs := log.all()
+		if len(evs) != 1 || evs[0].Kind != kind || evs[0].Status == 0 || evs[0].Reason == "" {
+			t.Fatalf("%s: events %+v", kind, evs)
+		}
+		clk.Advance(2 * time.Hour)
+		e.do(textReq)
+		evs = log.all()
+		if len(evs) != 2 || evs[1].Kind != scheduler.EventRecovered {
+			t.Fatalf("%s: no recovery: %+v", kind, evs)
+		}
+	}
+}
