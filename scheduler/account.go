@@ -24,16 +24,21 @@
 // preference, never a trap: an account that is cooling down, failing, slow,
 // full, excluded, gone from the group, or no longer serves the model is
 // skipped, and the next Bind moves the binding to whichever account served
-// the turn.
+// the turn. One exception: an account bound to the request's
+// previous_response_id that is merely full is waited for (bounded by
+// AccountWait, when Request.Wait is set), because no other account knows
+// that response and would answer previous_response_not_found.
 //
 // # Balancing
 //
 // Among the accounts that serve the model and transport and are not cooling
-// down, lower Priority always wins; within a priority the lowest score
-// (load, error rate, latency) wins; among equals Weight sets the share.
+// down, those of a lower Priority are always tried first; within a priority
+// the lowest score (load, error rate, latency) goes first; among equals
+// Weight sets the share.
 // Select touches no Store when a request has neither previous_response_id
-// nor session key, allocates only the Selection, and walks a cached view of
-// the pool, so it stays within tens of microseconds for 10 000 accounts.
+// nor session key, allocates little more than the Selection, and walks a
+// cached view of the pool, so it stays within tens of microseconds for
+// 10 000 accounts.
 //
 // # Health
 //
@@ -104,8 +109,8 @@ func (a *Account) UpstreamModel(model string) string {
 // The Scheduler caches facts about each account (models, weight, priority,
 // concurrency) for as long as the Pool keeps returning the same *Account
 // pointers. To change an account, return a new *Account rather than
-// modifying one already returned; returning the same pointers while
-// nothing changed keeps Select fast.
+// modifying one already returned, and never modify a slice after returning
+// it. Returning the same slice while nothing changed keeps Select fast.
 type Pool interface {
 	Accounts(ctx context.Context, group string) ([]*Account, error)
 }

@@ -1,0 +1,9 @@
+package scheduler
+
+import (
+	"testing"
+
+	"github.com/relaykit/responsesrelay/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }

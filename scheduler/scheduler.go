@@ -1,0 +1,182 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaykit/responsesrelay/concurrency"
+)
+
+// Defaults for the zero fields of a Scheduler.
+const (
+	DefaultStickyTTL   = time.Hour
+	DefaultTopK        = 7
+	DefaultMaxCooldown = 2 * time.Hour
+	DefaultMaxWaiters  = 100
+	DefaultWaitTimeout = 30 * time.Second
+)
+
+// Scheduler chooses accounts for turns and tracks their health. Only Pool is
+// required; every other field has a default for its zero value. Set the
+// fields before the first call and do not change them afterwards. A
+// Scheduler is safe for concurrent use and must not be copied after first
+// use.
+type Scheduler struct {
+	// Pool lists the accounts of a group. Required.
+	Pool Pool
+
+	// Store holds sticky bindings. nil: an in-memory store private to this
+	// Scheduler (NewMemoryStore).
+	Store Store
+
+	// Limiter holds account slots under the key "account:"+Account.ID with
+	// limit Account.Concurrency. nil: concurrency.NewMemory(). Share one
+	// limiter between processes (e.g. Redis) to enforce the limit across
+	// them.
+	Limiter concurrency.SlotLimiter
+
+	// StickyTTL is how long a previous_response_id or session binding lives
+	// after Bind. 0: DefaultStickyTTL (1 h).
+	StickyTTL time.Duration
+
+	// TopK is how many of the best-scored accounts Select tries before it
+	// waits or gives up. 0: DefaultTopK (7).
+	TopK int
+
+	// AccountWait bounds the wait for a slot when every candidate is full
+	// and Request.Wait is set. A zero field takes its default:
+	// DefaultMaxWaiters (100) per account, DefaultWaitTimeout (30 s). A
+	// negative MaxWaiters turns waiting off; a negative Timeout waits until
+	// the request's context ends.
+	AccountWait concurrency.WaitOptions
+
+	// MaxCooldown caps every cooldown. 0: DefaultMaxCooldown (2 h).
+	MaxCooldown time.Duration
+
+	// OnAccountEvent, if set, is told about every change in an account's
+	// health: a cooldown starting or growing, or the account recovering.
+	// It runs synchronously on the goroutine that called Observe or
+	// Recover, which is a request's goroutine in the relay, so it must
+	// return quickly; hand slow work (a database write, a token refresh)
+	// to another goroutine. A panic in it is recovered and logged. ctx
+	// carries no deadline.
+	OnAccountEvent func(ctx context.Context, e AccountEvent)
+
+	// Logger receives store and limiter failures (Select fails open past a
+	// broken store), panics in OnAccountEvent, and at debug level why a
+	// sticky account was skipped. nil: slog.Default().
+	Logger *slog.Logger
+
+	// Now is the clock. nil: time.Now. Tests set it to move time by hand;
+	// it also drives the default in-memory Store.
+	Now func() time.Time
+
+	// Rand returns uniform numbers in [0, 1) for the weighted random order.
+	// It must be safe for concurrent use. nil: math/rand/v2.
+	Rand func() float64
+
+	once        sync.Once
+	store       Store
+	limiter     concurrency.SlotLimiter
+	stickyTTL   time.Duration
+	topK        int
+	wait        concurrency.WaitOptions
+	maxCooldown time.Duration
+	log         *slog.Logger
+
+	accts  sync.Map // account ID -> *accountStats
+	slab   statsSlab
+	naccts atomic.Int64
+	views  sync.Map // group -> *poolView
+	nviews atomic.Int64
+	prune  sync.RWMutex // view builds (read) against pruneStats (write)
+}
+
+func (s *Scheduler) init() {
+	s.once.Do(func() {
+		s.store = s.Store
+		if s.store == nil {
+			s.store = newMemoryStore(MemoryStoreMaxKeys, s.now)
+		}
+		s.limiter = s.Limiter
+		if s.limiter == nil {
+			s.limiter = concurrency.NewMemory()
+		}
+		s.stickyTTL = cmpOr(s.StickyTTL, DefaultStickyTTL)
+		s.topK = cmpOr(s.TopK, DefaultTopK)
+		s.wait = concurrency.WaitOptions{
+			MaxWaiters: zeroOr(s.AccountWait.MaxWaiters, DefaultMaxWaiters),
+			Timeout:    zeroOr(s.AccountWait.Timeout, DefaultWaitTimeout),
+		}
+		s.maxCooldown = cmpOr(s.MaxCooldown, DefaultMaxCooldown)
+		s.log = s.Logger
+		if s.log == nil {
+			s.log = slog.Default()
+		}
+	})
+}
+
+// zeroOr is v, or def when v is zero.
+func zeroOr[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// cmpOr is v, or def when v is zero or negative.
+func cmpOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (s *Scheduler) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// uniform returns a number in [0, 1).
+func (s *Scheduler) uniform() float64 {
+	if s.Rand == nil {
+		return rand.Float64()
+	}
+	u := s.Rand()
+	if !(u >= 0 && u < 1) { // also catches NaN
+		u = 0
+	}
+	return u
+}
+
+// Bind records that accountID served the turn q: the response it produced
+// (responseID, if not empty) and q.SessionKey (if not empty) are bound to it
+// for StickyTTL. The relay calls Bind when a turn completes; calling it for
+// every served turn is what keeps a session's binding alive and moves it
+// when Select had to escape the bound account.
+func (s *Scheduler) Bind(ctx context.Context, q Request, accountID, responseID string) error {
+	s.init()
+	if accountID == "" {
+		return errors.New("scheduler: Bind needs an account ID")
+	}
+	var errs []error
+	if responseID != "" {
+		if err := s.store.Set(ctx, responseKey(responseID), accountID, s.stickyTTL); err != nil {
+			errs = append(errs, fmt.Errorf("scheduler: binding response %s: %w", responseID, err))
+		}
+	}
+	if q.SessionKey != "" {
+		if err := s.store.Set(ctx, sessionKey(q.APIKeyID, q.SessionKey), accountID, s.stickyTTL); err != nil {
+			errs = append(errs, fmt.Errorf("scheduler: binding session: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,182 @@
+package scheduler
+
+import (
+	"context"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Store is a key-value store with expiry that holds sticky bindings. The
+// default is in memory (NewMemoryStore); a shared store such as Redis lets
+// several relay processes keep the same bindings.
+//
+// Keys are "resp:<response id>" for previous_response_id bindings and
+// "sess:<len(api key id)>:<api key id>:<session key>" for session bindings;
+// values are account IDs. Implementations must be safe for concurrent use.
+type Store interface {
+	// Get returns the value of key; ok is false when it is absent or expired.
+	Get(ctx context.Context, key string) (value string, ok bool, err error)
+	// Set stores value under key for ttl; ttl <= 0 means no expiry.
+	Set(ctx context.Context, key, value string, ttl time.Duration) error
+	// Delete removes key; a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+func responseKey(responseID string) string { return "resp:" + responseID }
+
+// sessionKey prefixes the API key ID with its length so that no choice of
+// API key ID and session key can produce another tenant's key.
+func sessionKey(apiKeyID, session string) string {
+	return "sess:" + strconv.Itoa(len(apiKeyID)) + ":" + apiKeyID + ":" + session
+}
+
+// MemoryStoreMaxKeys is how many keys a MemoryStore holds at most. Past it,
+// Set evicts keys that expire soonest; at one binding per turn and a one
+// hour TTL that is room for about 290 turns a second.
+const MemoryStoreMaxKeys = 1 << 20
+
+const (
+	memShards = 32
+	// Each Set looks at this many other keys and drops the expired ones, so
+	// expired keys stay a bounded fraction of the map without a background
+	// goroutine.
+	memSweep = 4
+	// On overflow, the soonest to expire among this many sampled keys goes.
+	memEvictSample = 8
+)
+
+// MemoryStore is an in-memory Store. Expired keys are dropped when read and
+// by a small sweep on every Set; the number of keys is capped at
+// MemoryStoreMaxKeys. It starts no goroutine and is safe for concurrent use.
+// The zero value is not usable; call NewMemoryStore.
+type MemoryStore struct {
+	seed        maphash.Seed
+	maxPerShard int
+	now         func() time.Time
+	shards      [memShards]memShard
+}
+
+type memShard struct {
+	mu sync.Mutex
+	m  map[string]memEntry
+	_  [48]byte // one shard per cache line, so shards do not contend
+}
+
+type memEntry struct {
+	value   string
+	expires int64 // unix nanoseconds; 0 never
+}
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore {
+	return newMemoryStore(MemoryStoreMaxKeys, time.Now)
+}
+
+func newMemoryStore(maxKeys int, now func() time.Time) *MemoryStore {
+	s := &MemoryStore{seed: maphash.MakeSeed(), maxPerShard: max(1, maxKeys/memShards), now: now}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]memEntry)
+	}
+	return s
+}
+
+func (s *MemoryStore) shard(key string) *memShard {
+	return &s.shards[maphash.String(s.seed, key)%memShards]
+}
+
+// Get implements Store.
+func (s *MemoryStore) Get(_ context.Context, key string) (string, bool, error) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[key]
+	if !ok {
+		return "", false, nil
+	}
+	if e.expires != 0 && e.expires <= s.now().UnixNano() {
+		delete(sh.m, key)
+		return "", false, nil
+	}
+	return e.value, true, nil
+}
+
+// Set implements Store.
+func (s *MemoryStore) Set(_ context.Context, key, value string, ttl time.Duration) error {
+	now := s.now().UnixNano()
+	var exp int64
+	if ttl > 0 {
+		exp = now + int64(ttl)
+	}
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.m[key] = memEntry{value: value, expires: exp}
+
+	// Map iteration starts at a random position, so these are samples.
+	n := 0
+	for k, e := range sh.m {
+		if n++; n > memSweep {
+			break
+		}
+		if e.expires != 0 && e.expires <= now {
+			delete(sh.m, k)
+		}
+	}
+	for len(sh.m) > s.maxPerShard {
+		sh.evict(key)
+	}
+	return nil
+}
+
+// evict drops the sampled key that expires soonest (never-expiring keys
+// last), sparing keep, the key just written.
+func (sh *memShard) evict(keep string) {
+	var (
+		victim string
+		found  bool
+		best   int64
+		n      int
+	)
+	for k, e := range sh.m {
+		if k == keep {
+			continue
+		}
+		exp := e.expires
+		if exp == 0 {
+			exp = 1<<63 - 1
+		}
+		if !found || exp < best {
+			victim, best, found = k, exp, true
+		}
+		if n++; n >= memEvictSample {
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	delete(sh.m, victim)
+}
+
+// Delete implements Store.
+func (s *MemoryStore) Delete(_ context.Context, key string) error {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
+	return nil
+}
+
+// len counts stored keys, expired ones included (for tests).
+func (s *MemoryStore) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
