@@ -1,0 +1,380 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// Defaults of the config file.
+const (
+	defaultListen = "127.0.0.1:8080"
+	defaultGroup  = "default"
+	defaultDriver = "sqlite"
+	defaultDSN    = "usage.db"
+)
+
+// Config is relayd's JSON config file. Field names are the JSON keys;
+// unknown keys are an error.
+type Config struct {
+	Listen   string          `json:"listen"`
+	Accounts []AccountConfig `json:"accounts"`
+	APIKeys  []APIKeyConfig  `json:"api_keys"`
+	Usage    UsageConfig     `json:"usage"`
+	// Redis is accepted so that configs can be written ahead of the
+	// scale-out work, but must be empty for now.
+	Redis string `json:"redis"`
+}
+
+// AccountConfig is one upstream account.
+type AccountConfig struct {
+	ID          string            `json:"id"`
+	Group       string            `json:"group"`
+	BaseURL     string            `json:"base_url"`
+	APIKey      string            `json:"api_key"`
+	Models      []string          `json:"models"`
+	ModelMap    map[string]string `json:"model_map"`
+	Concurrency int               `json:"concurrency"`
+	Priority    int               `json:"priority"`
+	Weight      int               `json:"weight"`
+	WebSocket   bool              `json:"websocket"`
+	Headers     map[string]string `json:"headers"`
+}
+
+// APIKeyConfig is one client key.
+type APIKeyConfig struct {
+	Key         string `json:"key"`
+	UserID      string `json:"user_id"`
+	Group       string `json:"group"`
+	Concurrency int    `json:"concurrency"`
+}
+
+// UsageConfig says where usage records go.
+type UsageConfig struct {
+	Driver string `json:"driver"`
+	DSN    string `json:"dsn"`
+}
+
+// loadConfig reads, decodes, defaults and validates the file at name.
+func loadConfig(name string) (Config, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := parseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+// parseConfig decodes data strictly, applies defaults and validates.
+func parseConfig(data []byte) (Config, error) {
+	var cfg Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, describeJSONError(data, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Config{}, errors.New("unexpected data after the top-level JSON object")
+	}
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	for i := range c.Accounts {
+		if c.Accounts[i].Group == "" {
+			c.Accounts[i].Group = defaultGroup
+		}
+	}
+	for i := range c.APIKeys {
+		if c.APIKeys[i].Group == "" {
+			c.APIKeys[i].Group = defaultGroup
+		}
+	}
+	if c.Usage.Driver == "" {
+		c.Usage.Driver = defaultDriver
+	}
+	if c.Usage.DSN == "" {
+		c.Usage.DSN = defaultDSN
+	}
+}
+
+// validate reports every problem at once, one per line. Messages name the
+// entry by index and never quote a key.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port", c.Listen)
+	}
+	if c.Redis != "" {
+		bad("redis: shared state in Redis arrives with the scale-out work and is not available in this relayd yet; remove \"redis\" (slots and sticky bindings are kept in memory)")
+	}
+	if c.Usage.Driver != "sqlite" {
+		bad("usage.driver: %q is not supported; relayd stores usage in SQLite (\"sqlite\")", c.Usage.Driver)
+	}
+
+	if len(c.Accounts) == 0 {
+		bad("accounts: at least one upstream account is required")
+	}
+	groups := map[string]bool{}
+	ids := map[string]int{}
+	for i, a := range c.Accounts {
+		at := fmt.Sprintf("accounts[%d]", i)
+		switch j, dup := ids[a.ID]; {
+		case a.ID == "":
+			bad("%s: id is required", at)
+		case dup:
+			bad("%s: duplicate id %q (also accounts[%d])", at, a.ID, j)
+		default:
+			ids[a.ID] = i
+			at = fmt.Sprintf("accounts[%d] (%s)", i, a.ID)
+		}
+		if err := checkBaseURL(a.BaseURL); err != nil {
+			bad("%s: base_url %w", at, err)
+		}
+		if a.APIKey == "" {
+			bad("%s: api_key is required", at)
+		}
+		for _, m := range a.Models {
+			if _, err := path.Match(m, ""); m == "" || err != nil {
+				bad("%s: models: %q is not a model name or pattern", at, m)
+			}
+		}
+		for from, to := range a.ModelMap {
+			if from == "" || to == "" {
+				bad("%s: model_map: empty model name", at)
+			}
+		}
+		for name := range a.Headers {
+			if !validHeaderName(name) {
+				bad("%s: headers: %q is not a valid header name", at, name)
+			}
+		}
+		for _, v := range a.Headers {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				bad("%s: headers: a value contains characters not allowed in a header", at)
+				break
+			}
+		}
+		if a.Concurrency < 0 || a.Weight < 0 {
+			bad("%s: concurrency and weight must not be negative", at)
+		}
+		groups[a.Group] = true
+	}
+
+	if len(c.APIKeys) == 0 {
+		bad("api_keys: at least one client key is required")
+	}
+	keys := map[[sha256.Size]byte]int{}
+	for i, k := range c.APIKeys {
+		at := fmt.Sprintf("api_keys[%d]", i)
+		if k.Key == "" {
+			bad("%s: key is required", at)
+		} else {
+			sum := sha256.Sum256([]byte(k.Key))
+			if j, dup := keys[sum]; dup {
+				bad("%s: duplicate key (the same as api_keys[%d])", at, j)
+			}
+			keys[sum] = i
+		}
+		if k.UserID == "" {
+			bad("%s: user_id is required", at)
+		}
+		if k.Concurrency < 0 {
+			bad("%s: concurrency must not be negative", at)
+		}
+		if !groups[k.Group] && len(c.Accounts) > 0 {
+			bad("%s: group %q has no accounts", at, k.Group)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkBaseURL(s string) error {
+	if s == "" {
+		return errors.New("is required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL like https://api.openai.com/v1", s)
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials; use api_key")
+	}
+	return nil
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// header converts the config's header map.
+func (a AccountConfig) header() http.Header {
+	if len(a.Headers) == 0 {
+		return nil
+	}
+	h := make(http.Header, len(a.Headers))
+	for k, v := range a.Headers {
+		h.Set(k, v)
+	}
+	return h
+}
+
+// describeJSONError turns a decoding error into one naming where it is:
+// the unknown field with its path, the field of a type mismatch, or the
+// line and column of a syntax error.
+func describeJSONError(data []byte, err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		line, col := position(data, syn.Offset)
+		return fmt.Errorf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(syn.Error(), "json: "))
+	case errors.As(err, &typ):
+		line, col := position(data, typ.Offset)
+		return fmt.Errorf("field %q (line %d, column %d): expected %s, got JSON %s", typ.Field, line, col, typ.Type, typ.Value)
+	case errors.Is(err, io.EOF):
+		return errors.New("the file is empty; expected a JSON object")
+	}
+	if name, ok := unknownField(err); ok {
+		var doc any
+		if json.Unmarshal(data, &doc) == nil {
+			if at := findUnknown(reflect.TypeFor[Config](), doc, name, ""); at != "" {
+				return fmt.Errorf("unknown field %q at %s", name, at)
+			}
+		}
+		return fmt.Errorf("unknown field %q", name)
+	}
+	return err
+}
+
+// unknownField extracts the name from encoding/json's unknown-field error,
+// which has no type of its own.
+func unknownField(err error) (string, bool) {
+	rest, ok := strings.CutPrefix(err.Error(), "json: unknown field ")
+	if !ok {
+		return "", false
+	}
+	name, err2 := unquote(rest)
+	return name, err2 == nil
+}
+
+func unquote(s string) (string, error) {
+	var v string
+	err := json.Unmarshal([]byte(s), &v)
+	return v, err
+}
+
+// findUnknown returns the path (like accounts[1].api_kye) of the first key
+// called name that t has no field for, or "".
+func findUnknown(t reflect.Type, v any, name, at string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		fields := jsonFields(t)
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			ft, known := fields[strings.ToLower(k)]
+			if !known {
+				if k == name {
+					return join(at, k)
+				}
+				continue
+			}
+			if p := findUnknown(ft, obj[k], name, join(at, k)); p != "" {
+				return p
+			}
+		}
+	case reflect.Slice:
+		arr, ok := v.([]any)
+		if !ok {
+			return ""
+		}
+		for i, e := range arr {
+			if p := findUnknown(t.Elem(), e, name, fmt.Sprintf("%s[%d]", at, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+func join(at, k string) string {
+	if at == "" {
+		return k
+	}
+	return at + "." + k
+}
+
+// jsonFields maps the lower-cased JSON names of t's fields to their types
+// (encoding/json matches names case-insensitively).
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	m := make(map[string]reflect.Type, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		m[strings.ToLower(name)] = f.Type
+	}
+	return m
+}
+
+// position converts a byte offset into a 1-based line and column.
+func position(data []byte, offset int64) (line, col int) {
+	offset = min(max(offset, 0), int64(len(data)))
+	before := data[:offset]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = int(offset) - bytes.LastIndexByte(before, '\n')
+	return line, col
+}

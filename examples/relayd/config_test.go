@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+)
+
+// The config of the README, field for field.
+const fullConfig = `{
+  "listen": "127.0.0.1:9090",
+  "accounts": [
+    {"id": "a1", "group": "default", "base_url": "https://api.openai.com/v1", "api_key": "sk-full-config-secret-a1",
+     "models": ["gpt-*"], "model_map": {"gpt-5": "gpt-5.5"}, "concurrency": 4, "priority": 0,
+     "weight": 1, "websocket": false, "headers": {"chatgpt-account-id": "acct-123"}},
+    {"id": "a2", "group": "team", "base_url": "http://10.0.0.2:8000/v1", "api_key": "sk-full-config-secret-a2",
+     "priority": 1, "weight": 3, "websocket": true}
+  ],
+  "api_keys": [
+    {"key": "rk-full-1", "user_id": "u1", "group": "default", "concurrency": 2},
+    {"key": "rk-full-2", "user_id": "u2", "group": "team"}
+  ],
+  "usage": {"driver": "sqlite", "dsn": "/var/lib/relayd/usage.db"},
+  "redis": ""
+}`
+
+func TestParseConfigFull(t *testing.T) {
+	cfg, err := parseConfig([]byte(fullConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Listen: "127.0.0.1:9090",
+		Accounts: []AccountConfig{
+			{ID: "a1", Group: "default", BaseURL: "https://api.openai.com/v1", APIKey: "sk-full-config-secret-a1",
+				Models: []string{"gpt-*"}, ModelMap: map[string]string{"gpt-5": "gpt-5.5"}, Concurrency: 4,
+				Weight: 1, Headers: map[string]string{"chatgpt-account-id": "acct-123"}},
+			{ID: "a2", Group: "team", BaseURL: "http://10.0.0.2:8000/v1", APIKey: "sk-full-config-secret-a2",
+				Priority: 1, Weight: 3, WebSocket: true},
+		},
+		APIKeys: []APIKeyConfig{
+			{Key: "rk-full-1", UserID: "u1", Group: "default", Concurrency: 2},
+			{Key: "rk-full-2", UserID: "u2", Group: "team"},
+		},
+		Usage: UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db"},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("parsed\n%+v\nwant\n%+v", cfg, want)
+	}
+
+	pool, creds := buildPool(cfg.Accounts)
+	accts, _ := pool.Accounts(t.Context(), "default")
+	if len(accts) != 1 || accts[0].ID != "a1" || accts[0].Header.Get("chatgpt-account-id") != "acct-123" ||
+		accts[0].UpstreamModel("gpt-5") != "gpt-5.5" || !accts[0].Serves("gpt-4.1") || accts[0].Serves("o3") {
+		t.Fatalf("group default = %+v", accts)
+	}
+	team, _ := pool.Accounts(t.Context(), "team")
+	if len(team) != 1 || team[0].ID != "a2" || !team[0].WebSocket || team[0].Weight != 3 || team[0].Priority != 1 {
+		t.Fatalf("group team = %+v", team)
+	}
+	if tok, err := creds.Token(t.Context(), team[0]); err != nil || tok != "sk-full-config-secret-a2" {
+		t.Fatalf("credentials for a2 = %q, %v", tok, err)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := parseConfig([]byte(`{
+		"accounts": [{"id": "a1", "base_url": "https://api.openai.com/v1", "api_key": "sk-x"}],
+		"api_keys": [{"key": "rk-x", "user_id": "u1"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:8080" {
+		t.Errorf("listen = %q", cfg.Listen)
+	}
+	if cfg.Accounts[0].Group != "default" || cfg.APIKeys[0].Group != "default" {
+		t.Errorf("groups = %q, %q; want default", cfg.Accounts[0].Group, cfg.APIKeys[0].Group)
+	}
+	if cfg.Usage != (UsageConfig{Driver: "sqlite", DSN: "usage.db"}) {
+		t.Errorf("usage = %+v", cfg.Usage)
+	}
+	if cfg.APIKeys[0].Concurrency != 0 || cfg.Accounts[0].Concurrency != 0 {
+		t.Error("concurrency should stay 0 (unlimited)")
+	}
+}
+
+func TestParseConfigUnknownFieldIsNamed(t *testing.T) {
+	const acct = `{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-x"}`
+	const key = `{"key": "rk-x", "user_id": "u1"}`
+	cases := []struct{ name, doc, want string }{
+		{"top level", `{"listne": "x", "accounts": [` + acct + `], "api_keys": [` + key + `]}`,
+			`unknown field "listne" at listne`},
+		{"in an account", `{"accounts": [` + acct + `, {"id": "a2", "base_url": "https://x/v1", "api_kye": "sk"}], "api_keys": [` + key + `]}`,
+			`unknown field "api_kye" at accounts[1].api_kye`},
+		{"in a key", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk", "user": "u1"}]}`,
+			`unknown field "user" at api_keys[0].user`},
+		{"in usage", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "usage": {"drvier": "sqlite"}}`,
+			`unknown field "drvier" at usage.drvier`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(c.doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	const key = `"api_keys": [{"key": "rk-secret-value-1", "user_id": "u1"}]`
+	const acct = `{"id": "a1", "base_url": "https://api.openai.com/v1", "api_key": "sk-secret-value-a1"}`
+	cases := []struct{ name, doc, want string }{
+		{"missing id", `{"accounts": [{"base_url": "https://x/v1", "api_key": "sk-secret-value-a1"}], ` + key + `}`,
+			"accounts[0]: id is required"},
+		{"missing base_url", `{"accounts": [{"id": "a1", "api_key": "sk-secret-value-a1"}], ` + key + `}`,
+			"accounts[0] (a1): base_url is required"},
+		{"bad base_url", `{"accounts": [{"id": "a1", "base_url": "api.openai.com", "api_key": "k"}], ` + key + `}`,
+			`base_url "api.openai.com" is not an http(s) URL`},
+		{"base_url with credentials", `{"accounts": [{"id": "a1", "base_url": "https://u:pw@x/v1", "api_key": "k"}], ` + key + `}`,
+			"base_url must not carry credentials"},
+		{"missing api_key", `{"accounts": [{"id": "a1", "base_url": "https://x/v1"}], ` + key + `}`,
+			"accounts[0] (a1): api_key is required"},
+		{"duplicate account", `{"accounts": [` + acct + `,` + acct + `], ` + key + `}`,
+			`accounts[1]: duplicate id "a1" (also accounts[0])`},
+		{"duplicate key", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk-secret-value-1", "user_id": "u1"}, {"key": "rk-secret-value-1", "user_id": "u2"}]}`,
+			"api_keys[1]: duplicate key (the same as api_keys[0])"},
+		{"missing key", `{"accounts": [` + acct + `], "api_keys": [{"user_id": "u1"}]}`,
+			"api_keys[0]: key is required"},
+		{"missing user", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk-secret-value-1"}]}`,
+			"api_keys[0]: user_id is required"},
+		{"group without accounts", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk-secret-value-1", "user_id": "u1", "group": "vip"}]}`,
+			`api_keys[0]: group "vip" has no accounts`},
+		{"no accounts", `{` + key + `}`, "accounts: at least one upstream account is required"},
+		{"no keys", `{"accounts": [` + acct + `]}`, "api_keys: at least one client key is required"},
+		{"redis", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://127.0.0.1:6379"}`,
+			"redis: shared state in Redis arrives with the scale-out work"},
+		{"driver", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "postgres", "dsn": "x"}}`,
+			`usage.driver: "postgres" is not supported`},
+		{"listen", `{"listen": "8080", "accounts": [` + acct + `], ` + key + `}`,
+			`listen: "8080" is not host:port`},
+		{"bad model pattern", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "models": ["gpt-["]}], ` + key + `}`,
+			`models: "gpt-[" is not a model name or pattern`},
+		{"bad header", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "headers": {"bad header": "v"}}], ` + key + `}`,
+			`headers: "bad header" is not a valid header name`},
+		{"negative concurrency", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk-secret-value-1", "user_id": "u1", "concurrency": -1}]}`,
+			"api_keys[0]: concurrency must not be negative"},
+		{"type error", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "concurrency": "4"}], ` + key + `}`,
+			`field "accounts.concurrency" (line 1, column`},
+		{"syntax error", "{\n  \"listen\": \"x\",\n  \"accounts\": [,]\n}", "invalid JSON at line 3, column"},
+		{"trailing data", `{"accounts": [` + acct + `], ` + key + `} {}`, "unexpected data after the top-level JSON object"},
+		{"empty", ``, "the file is empty"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(c.doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error = %v\nwant it to contain %q", err, c.want)
+			}
+			for _, secret := range []string{"rk-secret-value-1", "sk-secret-value-a1", "pw@"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("error quotes a secret: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// Several problems are reported together, one per line.
+func TestParseConfigReportsEveryProblem(t *testing.T) {
+	_, err := parseConfig([]byte(`{"accounts": [{"id": "a1"}], "api_keys": [{"key": "rk"}]}`))
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{"base_url is required", "api_key is required", "user_id is required"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if n := strings.Count(err.Error(), "\n"); n != 2 {
+		t.Errorf("want 3 lines, got:\n%v", err)
+	}
+}
+
+func TestLoadConfigNamesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relayd.json")
+	if err := os.WriteFile(path, []byte(`{"acounts": []}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), `unknown field "acounts"`) {
+		t.Fatalf("error = %v", err)
+	}
+	_, err = loadConfig(filepath.Join(t.TempDir(), "missing.json"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-config", "c.json", "-addr", "127.0.0.1:0", "-db", "u.db",
+		"-log-level", "debug", "-shutdown-timeout", "5s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := options{config: "c.json", addr: "127.0.0.1:0", db: "u.db", logLevel: slog.LevelDebug, shutdownTimeout: 5 * time.Second}
+	if o != want {
+		t.Fatalf("options = %+v, want %+v", o, want)
+	}
+	o, err = parseFlags(nil, io.Discard)
+	if err != nil || o.config != "" || o.logLevel != slog.LevelInfo || o.shutdownTimeout != time.Minute {
+		t.Fatalf("defaults = %+v, %v", o, err)
+	}
+	if _, err := parseFlags([]string{"-nope"}, io.Discard); err == nil {
+		t.Fatal("unknown flag accepted")
+	}
+	if _, err := parseFlags([]string{"extra"}, io.Discard); err == nil {
+		t.Fatal("positional argument accepted")
+	}
+}
+
+// A config error ends run with exit code 1 and a plain message on stderr.
+func TestRunRejectsBadConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relayd.json")
+	if err := os.WriteFile(path, []byte(`{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-run-secret-1"}], `+
+		`"api_keys": [{"key": "rk-run-secret-2", "user_id": "u"}], "redis": "redis://localhost"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	code := run(t.Context(), []string{"-config", path}, io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "scale-out") {
+		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "secret") {
+		t.Fatalf("stderr quotes a key: %q", stderr.String())
+	}
+}
+
+// relayd -config FILE -addr ADDR: the file's accounts and keys serve, and
+// -addr wins over "listen" (which here names a port already taken).
+func TestRunConfigFileWithAddrOverride(t *testing.T) {
+	up := relaytest.NewServer()
+	defer up.Close()
+	up.SetKey("a1", upstreamKey("a1"))
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	doc, _ := json.Marshal(map[string]any{
+		"listen": taken.Addr().String(),
+		"accounts": []map[string]any{{"id": "a1", "base_url": up.BaseURL("a1"), "api_key": upstreamKey("a1"),
+			"models": []string{"gpt-*"}, "concurrency": 2}},
+		"api_keys": []map[string]any{{"key": keyAlice, "user_id": "alice", "concurrency": 1}},
+		"usage":    map[string]any{"driver": "sqlite", "dsn": filepath.Join(dir, "usage.db")},
+		"redis":    "",
+	})
+	path := filepath.Join(dir, "relayd.json")
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	stderr := newLogBuffer()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, []string{"-config", path, "-addr", "127.0.0.1:0"}, io.Discard, stderr) }()
+	logs := stderr.waitFor(t, "relayd: listening")
+	m := regexp.MustCompile(`relayd: listening" addr=(\S+)`).FindStringSubmatch(logs)
+	if m == nil || m[1] == taken.Addr().String() {
+		t.Fatalf("listening line: %s", logs)
+	}
+
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+m[1]+"/v1/responses", strings.NewReader(`{"model":"gpt-5","input":"from a file"}`))
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "Echo: from a file") {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	client.CloseIdleConnections()
+	stop()
+	if code := <-exit; code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr)
+	}
+	rows := readRows(t, filepath.Join(dir, "usage.db"))
+	if len(rows) != 1 {
+		t.Fatalf("rows = %d", len(rows))
+	}
+	for _, row := range rows {
+		checkUsage(t, row, up.Served()[0].Usage)
+	}
+}

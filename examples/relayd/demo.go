@@ -1,0 +1,130 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+)
+
+// The demo's fixed names.
+const (
+	demoAccount = "demo"
+	demoUser    = "demo-user"
+	demoModel   = "gpt-5"
+)
+
+// demo is the fake upstream of demo mode and the config that points at it.
+type demo struct {
+	cfg      Config
+	upstream *relaytest.Upstream
+	hs       *http.Server
+	served   chan struct{}
+	apiKey   string
+}
+
+// demoDBPath is where the demo keeps its usage log unless -db says
+// otherwise: the system temp directory, so a demo run from a source tree
+// leaves no file in it.
+func demoDBPath() string { return filepath.Join(os.TempDir(), "relayd-demo-usage.db") }
+
+// startDemo serves a relaytest fake upstream on a loopback port and returns
+// a config with one account on it and one fresh client key. Both keys are
+// random per run.
+func startDemo(dbPath string) (*demo, error) {
+	if dbPath == "" {
+		dbPath = demoDBPath()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo upstream: %w", err)
+	}
+	upstreamKey := "sk-demo-" + randomHex(16)
+	d := &demo{
+		upstream: relaytest.New(),
+		served:   make(chan struct{}),
+		apiKey:   "rk-demo-" + randomHex(16),
+	}
+	// The fake checks the upstream key, so the demo exercises the relay's
+	// credential handling end to end.
+	d.upstream.SetKey(demoAccount, upstreamKey)
+	// Keep no request log: a long-running demo would grow it forever.
+	d.upstream.SetLogging(false)
+	d.hs = &http.Server{Handler: d.upstream, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(d.served)
+		d.hs.Serve(ln)
+	}()
+	d.cfg = Config{
+		Listen: defaultListen,
+		Accounts: []AccountConfig{{
+			ID:          demoAccount,
+			Group:       defaultGroup,
+			BaseURL:     "http://" + ln.Addr().String() + "/" + demoAccount + "/v1",
+			APIKey:      upstreamKey,
+			Concurrency: 4,
+			Weight:      1,
+		}},
+		APIKeys: []APIKeyConfig{{
+			Key:         d.apiKey,
+			UserID:      demoUser,
+			Group:       defaultGroup,
+			Concurrency: 2,
+		}},
+		Usage: UsageConfig{Driver: defaultDriver, DSN: dbPath},
+	}
+	return d, nil
+}
+
+// printIntro tells the user what runs and how to call it.
+func (d *demo) printIntro(w io.Writer, addr string) {
+	base := "http://" + addr
+	db := d.cfg.Usage.DSN
+	fmt.Fprintf(w, `relayd demo: a fake Responses upstream runs inside this process; no request leaves this machine.
+
+  relay:     %[1]s/v1/responses
+  upstream:  account %[2]q at %[3]s (relaytest fake, answers "Echo: <your input>")
+  API key:   %[4]s (user %[5]q, at most 2 turns at once)
+  usage log: %[6]s (SQLite, table usage_records)
+
+A JSON request:
+
+  curl -sS %[1]s/v1/responses \
+    -H 'Authorization: Bearer %[4]s' \
+    -H 'Content-Type: application/json' \
+    -d '{"model":"%[7]s","input":"Hello, relay!"}'
+
+The same request streamed as server-sent events:
+
+  curl -sS -N %[1]s/v1/responses \
+    -H 'Authorization: Bearer %[4]s' \
+    -H 'Content-Type: application/json' \
+    -d '{"model":"%[7]s","input":"Hello, relay!","stream":true}'
+
+Usage records (written a moment after each turn):
+
+  sqlite3 %[6]s 'SELECT created_at, model, status, input_tokens, output_tokens, total_tokens FROM usage_records ORDER BY created_at DESC LIMIT 5'
+
+Press Ctrl-C to stop.
+
+`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel)
+}
+
+// Close stops the fake upstream.
+func (d *demo) Close() {
+	d.hs.Close()
+	<-d.served
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,173 @@
+// Command relayd is an OpenAI Responses API relay built on responsesrelay:
+// clients call POST /v1/responses with a relayd key, and relayd forwards
+// each turn to a pool of upstream accounts, recording usage in SQLite.
+//
+// Without -config it runs a self-contained demo against an in-process fake
+// upstream. examples/README.md in the repository describes the config file.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/relaykit/responsesrelay/relay"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command-line flags.
+type options struct {
+	config          string
+	addr            string
+	db              string
+	logLevel        slog.Level
+	shutdownTimeout time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("relayd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "", "JSON config `file`; without it relayd runs the demo")
+	fs.StringVar(&o.addr, "addr", "", "listen `address` (host:port), overriding the config's \"listen\"")
+	fs.StringVar(&o.db, "db", "", "SQLite usage log `file`, overriding the config's usage.dsn (demo default: "+demoDBPath()+")")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "how long a SIGINT/SIGTERM waits for in-flight turns")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: relayd [-config file] [-addr host:port] [-db file]\n\n"+
+			"Relays the OpenAI Responses API (POST /v1/responses) to a pool of upstream accounts.\n"+
+			"Without -config it runs a demo against an in-process fake upstream.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		fmt.Fprintf(fs.Output(), "relayd: %v\n", err)
+		fs.Usage()
+		return o, err
+	}
+	return o, nil
+}
+
+// run is main without the process: it returns the exit code when ctx ends
+// (a signal) and the server has shut down, or at once on a setup error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+	// Setup errors go to stderr as plain lines: a config with several
+	// problems lists one per line.
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "relayd: %v\n", err)
+		return 1
+	}
+
+	var (
+		cfg  Config
+		demo *demo
+	)
+	if opts.config != "" {
+		if cfg, err = loadConfig(opts.config); err != nil {
+			return fail(err)
+		}
+		if opts.db != "" {
+			cfg.Usage.DSN = opts.db
+		}
+	} else {
+		if demo, err = startDemo(opts.db); err != nil {
+			return fail(err)
+		}
+		defer demo.Close()
+		cfg = demo.cfg
+	}
+	if opts.addr != "" {
+		cfg.Listen = opts.addr
+	}
+
+	srv, err := newServer(cfg, logger)
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		srv.Close(context.Background())
+		return fail(err)
+	}
+	if demo != nil {
+		demo.printIntro(stdout, ln.Addr().String())
+	}
+	logger.Info("relayd: listening", "addr", ln.Addr().String(), "accounts", len(cfg.Accounts),
+		"api_keys", len(cfg.APIKeys), "usage_log", cfg.Usage.DSN)
+	return serve(ctx, ln, srv, opts.shutdownTimeout, logger)
+}
+
+// serve answers on ln until ctx ends, then shuts down: in-flight turns get
+// up to grace to finish, the usage queue is drained into SQLite, and the
+// database is closed. It returns the exit code.
+func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duration, logger *slog.Logger) int {
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    256 << 10,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: it would cut long streams.
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// net/http runs this once the listener is closed.
+	hs.RegisterOnShutdown(func() { logger.Info("relayd: no longer accepting connections") })
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	code := 0
+	select {
+	case err := <-served:
+		// Serve only returns early on a listener failure.
+		logger.Error("relayd: serving failed", "error", err)
+		code = 1
+	case <-ctx.Done():
+		logger.Info("relayd: shutting down; waiting for in-flight turns", "timeout", grace)
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		if err := hs.Shutdown(sctx); err != nil {
+			logger.Warn("relayd: turns still running at the shutdown timeout; closing their connections", "error", err)
+			hs.Close()
+		}
+		cancel()
+		<-served
+	}
+
+	// Handlers cut by Close still drain their upstream to learn the usage
+	// (up to the relay's DrainTimeout), so the usage queue gets that long
+	// and a little more.
+	cctx, cancel := context.WithTimeout(context.Background(), relay.DefaultDrainTimeout+15*time.Second)
+	defer cancel()
+	if err := srv.Close(cctx); err != nil {
+		logger.Error("relayd: usage log not closed cleanly", "error", err)
+		code = 1
+	}
+	logger.Info("relayd: stopped")
+	return code
+}
