@@ -3,6 +3,7 @@ package relay
 import (
 	"net/http"
 
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 	"strconv"
 	"time"
@@ -34,9 +35,9 @@ func (e *APIError) JSON() []byte {
 	}
 	b := make([]byte, 0, 96+len(e.Message))
 	b = append(b, `{"error":{"message":`...)
-	b = strconv.AppendQuote(b, e.Message)
+	b = jsonx.AppendString(b, e.Message)
 	b = append(b, `,"type":`...)
-	b = strconv.AppendQuote(b, e.Type)
+	b = jsonx.AppendString(b, e.Type)
 	b = append(b, `,"param":`...)
 	b = appendNullable(b, e.Param)
 	b = append(b, `,"code":`...)
@@ -75,15 +76,14 @@ func (e *APIError) retryAfterHeader() string {
 	return strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10)
 }
 
-func appendNullable(b []byte, s string) []byte {
-	if s == "" {
-		return append(b, "null"...)
-	}
-	return strconv.AppendQuote(b, s)
-}
+func appendNullable(b []byte, s string) []byte { return jsonx.AppendStringOrNull(b, s) }
 
-// writeJSONError answers e as a JSON error. Only for responses not yet
-// committed.
+// WriteError answers e as an OpenAI-shaped JSON error, with Retry-After
+// when e has one. Hosts use it for their own routes (404, 401, 426) so that
+// every error a client sees has the same shape. The response must not be
+// committed yet.
+func WriteError(w http.ResponseWriter, e *APIError) { writeJSONError(w, e) }
+
 func writeJSONError(w http.ResponseWriter, e *APIError) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

@@ -91,6 +91,7 @@ type Handler struct {
 	Now func() time.Time
 
 	initOnce    sync.Once
+	active      inflight
 	memory      *concurrency.Memory
 	transport   http.RoundTripper
 	log         *slog.Logger

@@ -1,9 +1,12 @@
 package relay_test
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -136,5 +139,59 @@ func TestModelMap(t *testing.T) {
 		t.Fatalf("unserved model: status %d", r.status)
 	} else if _, msg, _, _ := apiErr(t, r.body); !strings.Contains(msg, "No available accounts") || !strings.Contains(msg, "other") {
 		t.Fatalf("message %q", msg)
+	}
+}
+
+func TestGetIs426(t *testing.T) {
+	e := newEnv(t, "a")
+	resp, err := e.srv.Client().Get(e.srv.URL + "/v1/responses")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 426 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// TestErrorJSONEscaping: client text echoed in an error is valid JSON.
+func TestErrorJSONEscaping(t *testing.T) {
+	e := newEnv(t, "a")
+	r := e.do("{\"model\":\"m\",\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\\u0001\\\"x\",\"output\":\"1\"}]}")
+	if r.status != 400 || !json.Valid(r.body) {
+		t.Fatalf("status %d, body %s", r.status, r.body)
+	}
+}
+
+// TestWaitCoversDrain: Wait returns only after a turn whose client left has
+// been drained and recorded.
+func TestWaitCoversDrain(t *testing.T) {
+	e := newEnv(t, "a")
+	if err := e.h.Wait(context.Background()); err != nil || e.h.Active() != 0 {
+		t.Fatalf("idle handler: %v, active %d", err, e.h.Active())
+	}
+	e.up.Script("a", relaytest.Step{FirstTokenDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(streamReq))
+	req.Header.Set("Authorization", "Bearer rk-client")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := e.srv.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := e.up.WaitInFlight(wctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if err := e.h.Wait(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.sink.all()); n != 1 {
+		t.Fatalf("Wait returned before the drained turn was recorded (%d records)", n)
 	}
 }

@@ -39,11 +39,21 @@ type turn struct {
 // ServeHTTP serves POST /v1/responses.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.init()
+	if r.Method == http.MethodGet {
+		// A Responses WebSocket client falls back to HTTP on 426 only; any
+		// other answer fails its turn. WebSocket mode is served by wsproxy.
+		w.Header().Set("Upgrade", "websocket")
+		writeJSONError(w, &APIError{Status: http.StatusUpgradeRequired, Type: "invalid_request_error",
+			Message: "WebSocket mode is not enabled on this endpoint; use POST /v1/responses"})
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeJSONError(w, &APIError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Message: "Method not allowed: use POST"})
 		return
 	}
+	h.active.add()
+	defer h.active.done()
 	t := &turn{h: h, w: w, r: r, ctx: r.Context(), id: newRequestID(), start: h.now()}
 	w.Header().Set("X-Relay-Request-Id", t.id)
 

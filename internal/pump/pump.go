@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
@@ -250,15 +251,15 @@ func (p *runner) failedEvent(code, msg string) []byte {
 	b := []byte(`{"type":"response.failed","sequence_number":`)
 	b = strconv.AppendInt(b, p.lastSeq+1, 10)
 	b = append(b, `,"response":{"id":`...)
-	b = strconv.AppendQuote(b, p.res.ResponseID)
+	b = jsonx.AppendString(b, p.res.ResponseID)
 	b = append(b, `,"object":"response","created_at":`...)
 	b = strconv.AppendInt(b, p.now().Unix(), 10)
 	b = append(b, `,"status":"failed","error":{"code":`...)
-	b = strconv.AppendQuote(b, code)
+	b = jsonx.AppendString(b, code)
 	b = append(b, `,"message":`...)
-	b = strconv.AppendQuote(b, msg)
+	b = jsonx.AppendString(b, msg)
 	b = append(b, `},"incomplete_details":null,"model":`...)
-	b = strconv.AppendQuote(b, p.o.RequestedModel)
+	b = jsonx.AppendString(b, p.o.RequestedModel)
 	b = append(b, `,"output":[],"usage":null}}`...)
 	return b
 }
