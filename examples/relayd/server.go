@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +24,6 @@ type server struct {
 	usage   *billing.Async
 	sink    *sqlusage.Sink
 	log     *slog.Logger
-	active  tracker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -150,12 +148,9 @@ func (s *server) accountEvent(_ context.Context, e scheduler.AccountEvent) {
 	s.log.Log(context.Background(), level, "relayd: account health changed", attrs...)
 }
 
-// accessLog logs one line per request when it ends, and counts handlers in
-// flight so that Close can wait for turns still draining their upstream.
+// accessLog logs one line per request when it ends.
 func (s *server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.active.enter()
-		defer s.active.leave()
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
@@ -179,7 +174,7 @@ func (s *server) Handler() http.Handler { return s.handler }
 func (s *server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		if err := s.active.wait(ctx); err != nil {
+		if err := s.relay.Wait(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("handlers still running: %w", err))
 		}
 		if err := s.usage.Close(ctx); err != nil {
@@ -253,71 +248,12 @@ func (w *statusWriter) status() int {
 	return w.code
 }
 
-// tracker counts handlers in flight.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to zero while someone waits
-}
-
-func (t *tracker) enter() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) leave() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.idle != nil {
-		close(t.idle)
-		t.idle = nil
-	}
-	t.mu.Unlock()
-}
-
-// wait returns when no handler runs, or ctx.Err().
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return nil
-	}
-	if t.idle == nil {
-		t.idle = make(chan struct{})
-	}
-	idle := t.idle
-	t.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // writeError answers an OpenAI-shaped error with a null code.
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
 	writeErrorCode(w, status, typ, msg, "")
 }
 
-// writeErrorCode encodes with encoding/json, which escapes whatever a
-// client put in the URL that the message quotes.
+// writeErrorCode answers in the relay's own error shape.
 func writeErrorCode(w http.ResponseWriter, status int, typ, msg, code string) {
-	var body struct {
-		Error struct {
-			Message string  `json:"message"`
-			Type    string  `json:"type"`
-			Param   *string `json:"param"`
-			Code    *string `json:"code"`
-		} `json:"error"`
-	}
-	body.Error.Message, body.Error.Type = msg, typ
-	if code != "" {
-		body.Error.Code = &code
-	}
-	b, _ := json.Marshal(body)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(b)
+	relay.WriteError(w, &relay.APIError{Status: status, Type: typ, Message: msg, Code: code})
 }
