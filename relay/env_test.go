@@ -75,9 +75,10 @@ func (b *syncBuffer) String() string {
 // newEnv starts the fake upstream and a relay with one account per name
 // (all in group "g", equal priority unless changed through env.pool).
 // Cleanup closes everything and asserts that no user or account slot is
-// still held.
+// still held and no goroutine the test started is left.
 func newEnv(t *testing.T, accounts ...string) *env {
 	t.Helper()
+	leakcheck.Check(t) // runs after every cleanup below: nothing may outlive the test
 	e := &env{t: t, up: relaytest.NewServer(), pool: scheduler.NewStaticPool(), sink: &recordingSink{},
 		logs: &syncBuffer{}, keys: scheduler.StaticKeys{}, accts: accounts}
 	e.accts = nil
@@ -104,6 +105,7 @@ func newEnv(t *testing.T, accounts ...string) *env {
 		e.srv.CloseClientConnections()
 		e.srv.Close()
 		e.up.Close()
+		e.h.CloseIdleConnections()
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		if n := e.h.UserSlots(e.subj.UserID); n != 0 {
 			t.Errorf("user slots held after the test: %d", n)
