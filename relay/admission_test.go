@@ -45,27 +45,12 @@ func TestUserConcurrencyOne(t *testing.T) {
 	}
 }
 
-// holdFirst scripts account a so its first request waits until release.
-func holdFirst(e *env) (release func()) {
-	ch := make(chan struct{})
-	e.up.Script("a", relaytest.Step{Hold: ch})
-	var once sync.Once
-	return func() { once.Do(func() { close(ch) }) }
-}
-
 func TestUserQueueFull(t *testing.T) {
 	e := newEnv(t, "a")
 	e.subj.Concurrency = 1
 	e.h.UserWait = concurrency.WaitOptions{MaxWaiters: 1, Timeout: 10 * time.Second}
-	release := holdFirst(e)
+	release, first := e.holdOne()
 	defer release()
-	first := make(chan result, 1)
-	go func() { first <- e.do(textReq) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
 	second := make(chan result, 1)
 	go func() { second <- e.do(textReq) }() // waits in the queue
 	waitUntil(t, "a waiter", func() bool { return e.h.UserWaiting(e.subj.UserID) == 1 })
@@ -90,14 +75,7 @@ func TestUserWaitTimeout(t *testing.T) {
 	e := newEnv(t, "a")
 	e.subj.Concurrency = 1
 	e.h.UserWait = concurrency.WaitOptions{Timeout: 50 * time.Millisecond}
-	release := holdFirst(e)
-	first := make(chan result, 1)
-	go func() { first <- e.do(textReq) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
+	release, first := e.holdOne()
 	r := e.do(textReq)
 	release()
 	if r.status != 429 || r.header.Get("Retry-After") == "" {
@@ -116,14 +94,7 @@ func TestWaitingStreamGetsPings(t *testing.T) {
 	e := newEnv(t, "a")
 	e.subj.Concurrency = 1
 	e.h.KeepAlive = 5 * time.Millisecond
-	release := holdFirst(e)
-	first := make(chan result, 1)
-	go func() { first <- e.do(textReq) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
+	release, first := e.holdOne()
 	resp := e.post(streamReq)
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {

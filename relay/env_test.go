@@ -238,3 +238,44 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 const textReq = `{"model":"gpt-test","input":"hello there"}`
 const streamReq = `{"model":"gpt-test","stream":true,"input":"hello there"}`
+
+// holdOne sends textReq while the next request to account "a" is held at
+// the upstream, and returns once it is in flight there. release lets it
+// finish; first yields its answer.
+func (e *env) holdOne() (release func(), first <-chan result) {
+	e.t.Helper()
+	ch := make(chan struct{})
+	e.up.Script("a", relaytest.Step{Hold: ch})
+	res := make(chan result, 1)
+	go func() { res <- e.do(textReq) }()
+	e.waitInFlight("a", 1)
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }, res
+}
+
+// waitInFlight waits until account has n requests at the upstream.
+func (e *env) waitInFlight(account string, n int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.up.WaitInFlight(ctx, account, n); err != nil {
+		e.t.Fatalf("waiting for %d requests in flight on %s: %v", n, account, err)
+	}
+}
+
+// abandonable sends body in the background on a context the test cancels,
+// as a client that closes its connection. done is closed once the client
+// side has returned.
+func (e *env) abandonable(body string) (cancel func(), done <-chan struct{}) {
+	ctx, cancelCtx := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer rk-client")
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		if resp, err := e.srv.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	return cancelCtx, ch
+}

@@ -279,14 +279,7 @@ func TestSessionEscape(t *testing.T) {
 		e.addAccount(&scheduler.Account{ID: "a", Concurrency: 1, Priority: 0})
 		e.addAccount(&scheduler.Account{ID: "b", Concurrency: 1, Priority: 1})
 		e.do(textReq, "session_id", "s") // binds s to a
-		release := holdFirst(e)          // the next request on a is held, keeping a full
-		held := make(chan result, 1)
-		go func() { held <- e.do(textReq) }()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
-			t.Fatal(err)
-		}
+		release, held := e.holdOne()     // the next request on a is held, keeping a full
 		if r := e.do(textReq, "session_id", "s"); r.status != 200 {
 			t.Fatalf("status %d", r.status)
 		}

@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -171,24 +170,13 @@ func TestWaitCoversDrain(t *testing.T) {
 		t.Fatalf("idle handler: %v, active %d", err, e.h.Active())
 	}
 	e.up.Script("a", relaytest.Step{FirstTokenDelay: 100 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer rk-client")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if resp, err := e.srv.Client().Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	if err := e.up.WaitInFlight(wctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
+	cancel, done := e.abandonable(streamReq)
+	e.waitInFlight("a", 1)
 	cancel()
 	<-done
-	if err := e.h.Wait(wctx); err != nil {
+	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := e.h.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(e.sink.all()); n != 1 {

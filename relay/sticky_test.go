@@ -68,14 +68,7 @@ func TestAccountSlotWait(t *testing.T) {
 	e := newEnv(t)
 	e.addAccount(&scheduler.Account{ID: "a", Concurrency: 1})
 	e.h.KeepAlive = 5 * time.Millisecond
-	release := holdFirst(e)
-	first := make(chan result, 1)
-	go func() { first <- e.do(textReq) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
+	release, first := e.holdOne()
 	resp := e.post(streamReq)
 	defer resp.Body.Close()
 	buf := make([]byte, 8)

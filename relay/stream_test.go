@@ -94,24 +94,13 @@ func TestTerminalWithUsage(t *testing.T) {
 func TestClientGoneDrains(t *testing.T) {
 	e := newEnv(t, "a")
 	e.up.Script("a", relaytest.Step{FirstTokenDelay: 150 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer rk-client")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if resp, err := e.srv.Client().Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	if err := e.up.WaitInFlight(wctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
+	cancel, done := e.abandonable(streamReq)
+	e.waitInFlight("a", 1)
 	cancel()
 	<-done
-	served, err := e.up.WaitServed(wctx, 1)
+	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	served, err := e.up.WaitServed(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,21 +145,8 @@ func TestClientGoneBeforeHeaders(t *testing.T) {
 	e := newEnv(t, "a")
 	e.h.DrainTimeout = 20 * time.Millisecond
 	e.up.Script("a", relaytest.Step{Hang: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(textReq))
-	req.Header.Set("Authorization", "Bearer rk-client")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if resp, err := e.srv.Client().Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	if err := e.up.WaitInFlight(wctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
+	cancel, done := e.abandonable(textReq)
+	e.waitInFlight("a", 1)
 	cancel()
 	<-done
 	waitUntil(t, "the account slot", func() bool { return e.sched.InFlight("a") == 0 })
@@ -187,24 +163,8 @@ func TestClientGoneBeforeHeaders(t *testing.T) {
 func TestClientGoneWhileQueued(t *testing.T) {
 	e := newEnv(t, "a")
 	e.subj.Concurrency = 1
-	release := holdFirst(e)
-	first := make(chan result, 1)
-	go func() { first <- e.do(textReq) }()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	if err := e.up.WaitInFlight(wctx, "a", 1); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(streamReq))
-	req.Header.Set("Authorization", "Bearer rk-client")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if resp, err := e.srv.Client().Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
+	release, first := e.holdOne()
+	cancel, done := e.abandonable(streamReq)
 	waitUntil(t, "a waiter", func() bool { return e.h.UserWaiting("u1") == 1 })
 	cancel()
 	<-done
