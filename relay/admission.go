@@ -56,7 +56,7 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 	if limit <= 0 {
 		return func() {}, nil
 	}
-	o := t.h.UserWait
+	o := t.userWait
 	if o.MaxWaiters == 0 {
 		o.MaxWaiters = limit + DefaultUserWaitExtra
 	}
@@ -96,7 +96,7 @@ func (t *turn) checkBilling() *APIError {
 		return nil
 	}
 	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
-		Model: t.req.Model, Stream: t.req.Stream, Transport: "http", Meta: t.subj.Meta}
+		Model: t.req.Model, Stream: t.req.Stream, Transport: t.transport, Meta: t.subj.Meta}
 	err := callSafely(t.ctx, func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) })
 	if err == nil {
 		return nil

@@ -13,27 +13,38 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
 // turn is one HTTP request on its way through the relay.
 type turn struct {
-	h       *Handler
-	w       http.ResponseWriter
-	r       *http.Request
-	ctx     context.Context // the client's
-	subj    *Subject
-	req     *Request
-	id      string
-	start   time.Time
-	out     *sseWriter // streaming requests only
-	sched   scheduler.Request
-	attempt int
+	h    *Handler
+	ctx  context.Context // the client's
+	subj *Subject
+	req  *Request
+	id   string
+	// The client end: w for a JSON answer (HTTP, stream false), out for
+	// events (SSE, or another transport's sink through ServeTurn).
+	w         http.ResponseWriter
+	out       eventSink
+	header    http.Header // the client's request headers
+	userAgent string
+	clientIP  string
+	transport string // "http" or "ws"
+	turnNo    int
+	userWait  concurrency.WaitOptions
+	upstream  Upstream // for accounts with WebSocket set; nil: HTTP POST
+	switches  int      // account switches allowed
+	start     time.Time
+	sched     scheduler.Request
+	attempt   int
 	// reached reports that some upstream received the request; only then
 	// is a usage record written.
 	reached bool
-	// recorded guards the one usage record.
+	// recorded guards the one usage record; usage is that record.
 	recorded bool
+	usage    billing.Usage
 }
 
 // ServeHTTP serves POST /v1/responses.
@@ -54,7 +65,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.active.add()
 	defer h.active.done()
-	t := &turn{h: h, w: w, r: r, ctx: r.Context(), id: newRequestID(), start: h.now()}
+	t := &turn{h: h, w: w, ctx: r.Context(), id: newRequestID(), start: h.now(), header: r.Header,
+		userAgent: r.UserAgent(), clientIP: clientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
 	w.Header().Set("X-Relay-Request-Id", t.id)
 
 	subj, err := h.authenticate(r)
@@ -75,8 +87,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t.req = req
 	if req.Stream {
-		t.out = newSSEWriter(w, h.ReturnHeaders)
-		defer t.out.close()
+		sw := newSSEWriter(w, h.ReturnHeaders)
+		defer sw.close()
+		t.out = sw
 	}
 	t.sched = scheduler.Request{
 		Group:              subj.GroupID,
@@ -181,7 +194,7 @@ func (t *turn) serve() {
 		return
 	}
 
-	switches := h.maxSwitches()
+	switches := t.switches
 	var last *attemptError
 	for {
 		sel, err := t.selectAccount()
@@ -221,11 +234,11 @@ func (t *turn) serve() {
 	}
 }
 
-// fail answers e: a JSON error, or an SSE error event once the stream is
-// committed.
+// fail answers e through the client end: a JSON error, an SSE error event
+// once the stream is committed, or the other transport's error.
 func (t *turn) fail(e *APIError) {
-	if t.out != nil && t.out.isCommitted() {
-		t.out.sendError(e)
+	if t.out != nil {
+		t.out.fail(e)
 		return
 	}
 	writeJSONError(t.w, e)

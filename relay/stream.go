@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/internal/sse"
 )
 
@@ -88,8 +89,23 @@ func (s *sseWriter) Ping() error {
 	return s.writeLocked(sse.Ping)
 }
 
-// sendError writes e as an "error" event on a committed stream.
-func (s *sseWriter) sendError(e *APIError) {
+// eventSink is the client end of a streaming turn.
+type eventSink interface {
+	pump.Sink
+	// fail answers an error that ended the turn without a terminal event.
+	fail(e *APIError)
+	// setUpstreamHeader names the upstream answer whose allowed headers
+	// go to the client, where the transport has headers.
+	setUpstreamHeader(h http.Header)
+}
+
+// fail answers e: a JSON error while nothing was written, else an "error"
+// event on the committed stream.
+func (s *sseWriter) fail(e *APIError) {
+	if !s.isCommitted() {
+		writeJSONError(s.w, e)
+		return
+	}
 	s.Send("error", e.eventJSON())
 }
 

@@ -132,6 +132,9 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		}
 	}()
 
+	if t.upstream != nil && acct.WebSocket {
+		return t.tryUpstream(sel, uctx, token, abort, headerTimer)
+	}
 	upreq, err := t.upstreamRequest(uctx, sel, token)
 	if err != nil {
 		headerTimer.Stop()
@@ -158,9 +161,47 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	}
 
 	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
-		return t.relayStream(sel, resp, abort)
+		return t.relayEvents(sel, &sseSource{r: sse.NewReader(resp.Body)}, resp.StatusCode, resp.Header, abort)
+	}
+	if t.out != nil && t.w == nil {
+		// Another transport asked for events and got a JSON answer.
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: errNotEventStream})
+		return &attemptError{kind: failInBand, account: acct.ID, err: errNotEventStream}
 	}
 	return t.relayJSON(sel, resp)
+}
+
+var errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
+
+// tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).
+func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) *attemptError {
+	h, acct := t.h, sel.Account
+	body, err := t.upstreamBody(sel)
+	if err != nil {
+		headerTimer.Stop()
+		return &attemptError{kind: failConn, account: acct.ID, err: err}
+	}
+	st, err := t.upstream.Open(uctx, acct, token, body)
+	headerTimer.Stop()
+	if err != nil {
+		var ue *UpstreamError
+		if errors.As(err, &ue) && ue.Status > 0 {
+			t.reached = true
+			raw := sanitize(ue.Body, token)
+			kind := scheduler.OutcomeStatus
+			ae := &attemptError{kind: failStatus, account: acct.ID, status: ue.Status, header: ue.Header, body: raw, secrets: []string{token}}
+			if !ae.retryable() {
+				kind = scheduler.OutcomeClientError
+			}
+			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: kind, Status: ue.Status, Header: ue.Header, Body: raw})
+			return ae
+		}
+		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
+		return &attemptError{kind: failConn, account: acct.ID, err: err}
+	}
+	t.reached = true
+	defer st.Close()
+	return t.relayEvents(sel, st, 0, nil, abort)
 }
 
 func isEventStream(ct string) bool {
@@ -168,12 +209,34 @@ func isEventStream(ct string) bool {
 	return mt == "text/event-stream"
 }
 
-// upstreamRequest builds POST {BaseURL}/responses for the account.
-func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, token string) (*http.Request, error) {
+// upstreamBody is the request body with the model rewritten for the
+// account.
+func (t *turn) upstreamBody(sel *scheduler.Selection) ([]byte, error) {
 	body := t.req.Body
 	if sel.UpstreamModel != "" && sel.UpstreamModel != t.req.Model {
-		var err error
-		if body, err = sjson.SetBytes(body, "model", sel.UpstreamModel); err != nil {
+		return sjson.SetBytes(body, "model", sel.UpstreamModel)
+	}
+	return body, nil
+}
+
+// bridgeBody turns a WebSocket response.create message into a streaming
+// POST body: no "type", "stream": true.
+func bridgeBody(body []byte) ([]byte, error) {
+	body, err := sjson.DeleteBytes(body, "type")
+	if err != nil {
+		return nil, err
+	}
+	return sjson.SetBytes(body, "stream", true)
+}
+
+// upstreamRequest builds POST {BaseURL}/responses for the account.
+func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, token string) (*http.Request, error) {
+	body, err := t.upstreamBody(sel)
+	if err != nil {
+		return nil, err
+	}
+	if t.transport != "http" {
+		if body, err = bridgeBody(body); err != nil {
 			return nil, err
 		}
 	}
@@ -186,7 +249,7 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 	// connection and never races the inbound body's close.
 	r.ContentLength = int64(len(body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	copyAllowed(r.Header, t.r.Header, forwardRequestHeaders, t.h.ForwardHeaders)
+	copyAllowed(r.Header, t.header, forwardRequestHeaders, t.h.ForwardHeaders)
 	r.Header.Set("Content-Type", "application/json")
 	if t.req.Stream {
 		r.Header.Set("Accept", "text/event-stream")
@@ -207,11 +270,11 @@ func trimSlash(s string) string {
 	return s
 }
 
-// relayStream pumps an SSE answer to the client.
-func (t *turn) relayStream(sel *scheduler.Selection, resp *http.Response, abort func()) *attemptError {
+// relayEvents pumps an upstream's events to the client. status and header
+// are the upstream's HTTP answer, when there was one.
+func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int, header http.Header, abort func()) *attemptError {
 	h, acct := t.h, sel.Account
-	t.out.setUpstreamHeader(resp.Header)
-	src := &sseSource{r: sse.NewReader(resp.Body)}
+	t.out.setUpstreamHeader(header)
 	res := pump.Run(t.ctx, src, t.out, pump.Options{
 		// Held even on the last attempt: a refusal then becomes the mapped
 		// exhausted error (503, 429) rather than a 200 stream that failed.
@@ -227,8 +290,8 @@ func (t *turn) relayStream(sel *scheduler.Selection, resp *http.Response, abort 
 	switch res.End {
 	case pump.EndRefused:
 		if res.Refusal != nil {
-			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: resp.StatusCode, Header: resp.Header, Body: res.Refusal})
-			return &attemptError{kind: failInBand, account: acct.ID, status: resp.StatusCode, header: resp.Header, refusal: sanitize(res.Refusal)}
+			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: status, Header: header, Body: res.Refusal})
+			return &attemptError{kind: failInBand, account: acct.ID, status: status, header: header, refusal: sanitize(res.Refusal)}
 		}
 		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		return &attemptError{kind: failInBand, account: acct.ID, err: res.Err, idleAbort: res.IdleTimeout}
@@ -242,15 +305,15 @@ func (t *turn) relayStream(sel *scheduler.Selection, resp *http.Response, abort 
 			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		}
 	}
-	status := terminalStatus(res.TerminalType)
+	recStatus := terminalStatus(res.TerminalType)
 	switch {
 	case res.End == pump.EndClientGone:
-		status = billing.StatusClientGone
+		recStatus = billing.StatusClientGone
 	case res.End == pump.EndBroken:
-		status = billing.StatusUpstreamError
+		recStatus = billing.StatusUpstreamError
 	}
 	t.bind(sel, res.TerminalType, res.ResponseID)
-	t.recordServed(sel, status, res.Response, res.ResponseID, res.FirstOutput)
+	t.recordServed(sel, recStatus, res.Response, res.ResponseID, res.FirstOutput)
 	return nil
 }
 

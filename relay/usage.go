@@ -45,13 +45,13 @@ func (t *turn) baseUsage() billing.Usage {
 		APIKeyID:     t.subj.APIKeyID,
 		GroupID:      t.subj.GroupID,
 		Model:        t.req.Model,
-		Transport:    "http",
+		Transport:    t.transport,
 		Stream:       t.req.Stream,
-		Turn:         1,
+		Turn:         t.turnNo,
 		Attempts:     t.attempt,
 		FirstTokenMS: -1,
-		UserAgent:    t.r.UserAgent(),
-		ClientIP:     clientIP(t.r),
+		UserAgent:    t.userAgent,
+		ClientIP:     t.clientIP,
 		CreatedAt:    t.start,
 	}
 }
@@ -63,6 +63,7 @@ func (t *turn) emit(u billing.Usage) {
 		return
 	}
 	t.recorded = true
+	t.usage = u
 	u.DurationMS = t.h.now().Sub(t.start).Milliseconds()
 	ctx, cancel := detached(t.ctx, 30*time.Second)
 	defer cancel()

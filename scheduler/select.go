@@ -74,8 +74,14 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 	ex := v.resolve(q.Exclude, exBuf[:0])
 
 	tried := ""
+	if q.PreferAccount != "" {
+		if sel := s.sticky(ctx, v, q.PreferAccount, q, ex, now, LayerPinned); sel != nil {
+			return sel, nil
+		}
+		tried = q.PreferAccount
+	}
 	if q.PreviousResponseID != "" {
-		if id := s.bound(ctx, responseKey(q.PreviousResponseID)); id != "" {
+		if id := s.bound(ctx, responseKey(q.PreviousResponseID)); id != "" && id != tried {
 			if sel := s.sticky(ctx, v, id, q, ex, now, LayerPreviousResponse); sel != nil {
 				return sel, nil
 			}

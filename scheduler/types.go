@@ -38,6 +38,10 @@ type Request struct {
 	// conversation_id, then body prompt_cache_key); "" for none.
 	SessionKey string
 
+	// PreferAccount, when set, is tried before the sticky layers, with the
+	// same escape rules: the account a WebSocket connection is pinned to.
+	PreferAccount string
+
 	Transport Transport
 	// Exclude lists account IDs that already failed this turn.
 	Exclude []string
@@ -50,6 +54,7 @@ type Request struct {
 type Layer string
 
 const (
+	LayerPinned           Layer = "pinned"
 	LayerPreviousResponse Layer = "previous_response"
 	LayerSession          Layer = "session"
 	LayerBalanced         Layer = "balanced"

@@ -1,0 +1,158 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// Turn is one turn that arrived on a transport other than POST (the
+// Responses WebSocket mode), for ServeTurn.
+type Turn struct {
+	Subject *Subject
+	// Request is the validated message (ParseRequest). Its Body is sent
+	// upstream: as a message through Upstream, or as a streaming POST body
+	// (without "type", with "stream": true) through the HTTP bridge.
+	Request *Request
+	// Header holds the client's headers; the allowlisted ones go upstream.
+	Header    http.Header
+	Transport string // recorded in Usage.Transport, e.g. "ws"
+	Number    int    // the turn's number on its connection, from 1
+	ClientIP  string
+	UserAgent string
+	// UserWait bounds the wait for a user slot. Zero: Handler.UserWait.
+	UserWait concurrency.WaitOptions
+	// PreferAccount is tried first (with the escape rules of a sticky
+	// binding): the account a connection is pinned to.
+	PreferAccount string
+	// NoFailover keeps the turn on its first account: for a turn that
+	// depends on state only that upstream connection holds.
+	NoFailover bool
+	// Upstream serves attempts on accounts with WebSocket set; other
+	// accounts (and nil Upstream) get the HTTP bridge: a streaming POST.
+	Upstream Upstream
+}
+
+// TurnSink is the client end of a turn served by ServeTurn.
+type TurnSink interface {
+	// Send delivers one event's JSON; typ is its type. An error means the
+	// client is gone: the relay stops sending and drains the upstream.
+	Send(typ string, data []byte) error
+	// Fail delivers the error that ended the turn without a terminal
+	// event (validation passed, then admission or every upstream failed).
+	Fail(e *APIError)
+}
+
+// Upstream opens the event stream of one attempt on an account.
+type Upstream interface {
+	// Open sends body to the account and returns its events. ctx ends
+	// when the relay aborts the attempt (idle upstream, drain limit): the
+	// stream must then fail its Next. An upstream refusal with a status
+	// (a handshake answered 429, an error frame before any event) should
+	// be an *UpstreamError, so that the failover rules apply to it.
+	Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (EventStream, error)
+}
+
+// EventStream is one attempt's upstream events.
+type EventStream interface {
+	// Next returns the next event's JSON, valid until the next call.
+	Next() ([]byte, error)
+	// Close ends the attempt; it is called once, after the last Next.
+	Close() error
+}
+
+// UpstreamError is an upstream's refusal of an attempt, with the HTTP
+// status it carried.
+type UpstreamError struct {
+	Status int
+	Header http.Header
+	Body   []byte // an OpenAI-shaped error body, when there is one
+	Err    error
+}
+
+func (e *UpstreamError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("upstream refused with %d: %v", e.Status, e.Err)
+	}
+	return fmt.Sprintf("upstream refused with %d", e.Status)
+}
+
+func (e *UpstreamError) Unwrap() error { return e.Err }
+
+// TurnResult says how a turn served by ServeTurn went.
+type TurnResult struct {
+	// AccountID is the account that served the turn ("" when none did).
+	AccountID string
+	// ResponseID is the upstream's response id, when one was created.
+	ResponseID string
+	// Status is the usage status (billing.Status*), or "" when the turn
+	// never reached an upstream.
+	Status string
+	// Err is the error sent through TurnSink.Fail, if any.
+	Err *APIError
+}
+
+// ServeTurn runs one turn through the same pipeline as ServeHTTP: user
+// slot, billing gate, account selection, failover before the first event,
+// event relaying with the streaming rules, and one usage record. Events
+// and errors go to sink. ctx is the client's: when it ends, the turn drains
+// its upstream for usage (DrainTimeout) and returns.
+func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnResult {
+	h.init()
+	h.active.add()
+	defer h.active.done()
+	req := *tr.Request
+	req.Stream = true
+	transport := tr.Transport
+	if transport == "" {
+		transport = "ws"
+	}
+	number := tr.Number
+	if number <= 0 {
+		number = 1
+	}
+	userWait := tr.UserWait
+	if userWait == (concurrency.WaitOptions{}) {
+		userWait = h.UserWait
+	}
+	switches := h.maxSwitches()
+	if tr.NoFailover {
+		switches = 0
+	}
+	ts := &turnSink{sink: sink}
+	t := &turn{h: h, ctx: ctx, subj: tr.Subject, req: &req, id: newRequestID(), start: h.now(), out: ts,
+		header: tr.Header, userAgent: tr.UserAgent, clientIP: tr.ClientIP, transport: transport, turnNo: number,
+		userWait: userWait, upstream: tr.Upstream, switches: switches}
+	t.sched = scheduler.Request{
+		Group:              tr.Subject.GroupID,
+		Model:              req.Model,
+		APIKeyID:           tr.Subject.APIKeyID,
+		PreviousResponseID: req.PreviousResponseID,
+		SessionKey:         sessionKey(tr.Header, &req),
+		PreferAccount:      tr.PreferAccount,
+		Transport:          scheduler.TransportHTTP,
+		Wait:               true,
+	}
+	t.serve()
+	return TurnResult{AccountID: t.usage.AccountID, ResponseID: t.usage.ResponseID, Status: t.usage.Status, Err: ts.err}
+}
+
+// turnSink adapts a TurnSink to the relay's event sink.
+type turnSink struct {
+	sink TurnSink
+	err  *APIError
+}
+
+func (s *turnSink) Send(typ string, data []byte) error { return s.sink.Send(typ, data) }
+func (s *turnSink) Ping() error                        { return nil } // the transport keeps itself alive
+func (s *turnSink) setUpstreamHeader(http.Header)      {}
+func (s *turnSink) fail(e *APIError) {
+	if e == errClientGone {
+		return
+	}
+	s.err = e
+	s.sink.Fail(e)
+}
