@@ -103,6 +103,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.serve()
 }
 
+// Subject authenticates r as ServeHTTP does (Authenticate, or the subject
+// stored by WithSubject). A nil subject with a nil error means anonymous:
+// callers answer 401.
+func (h *Handler) Subject(r *http.Request) (*Subject, error) {
+	h.init()
+	return h.authenticate(r)
+}
+
 func (h *Handler) authenticate(r *http.Request) (s *Subject, err error) {
 	if h.Authenticate == nil {
 		s, _ = SubjectFrom(r.Context())

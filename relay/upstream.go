@@ -151,13 +151,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 
 	if resp.StatusCode >= 400 {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		body := sanitize(raw, secrets...)
-		kind := scheduler.OutcomeStatus
-		if !(&attemptError{kind: failStatus, status: resp.StatusCode}).retryable() {
-			kind = scheduler.OutcomeClientError
-		}
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: kind, Status: resp.StatusCode, Header: resp.Header, Body: body})
-		return &attemptError{kind: failStatus, account: acct.ID, status: resp.StatusCode, header: resp.Header, body: body, secrets: secrets}
+		return t.statusError(acct, resp.StatusCode, resp.Header, raw, secrets)
 	}
 
 	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
@@ -187,14 +181,7 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.Status > 0 {
 			t.reached = true
-			raw := sanitize(ue.Body, token)
-			kind := scheduler.OutcomeStatus
-			ae := &attemptError{kind: failStatus, account: acct.ID, status: ue.Status, header: ue.Header, body: raw, secrets: []string{token}}
-			if !ae.retryable() {
-				kind = scheduler.OutcomeClientError
-			}
-			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: kind, Status: ue.Status, Header: ue.Header, Body: raw})
-			return ae
+			return t.statusError(acct, ue.Status, ue.Header, ue.Body, []string{token})
 		}
 		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
@@ -202,6 +189,19 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 	t.reached = true
 	defer st.Close()
 	return t.relayEvents(sel, st, 0, nil, abort)
+}
+
+// statusError reports an upstream's error status to the scheduler and
+// returns the attempt error that steers failover. The body is sanitized.
+func (t *turn) statusError(acct *scheduler.Account, status int, header http.Header, raw []byte, secrets []string) *attemptError {
+	body := sanitize(raw, secrets...)
+	ae := &attemptError{kind: failStatus, account: acct.ID, status: status, header: header, body: body, secrets: secrets}
+	kind := scheduler.OutcomeStatus
+	if !ae.retryable() {
+		kind = scheduler.OutcomeClientError
+	}
+	t.h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: kind, Status: status, Header: header, Body: body})
+	return ae
 }
 
 func isEventStream(ct string) bool {
@@ -292,6 +292,12 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		if res.Refusal != nil {
 			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: status, Header: header, Body: res.Refusal})
 			return &attemptError{kind: failInBand, account: acct.ID, status: status, header: header, refusal: sanitize(res.Refusal)}
+		}
+		var ue *UpstreamError
+		if errors.As(res.Err, &ue) && ue.Status > 0 {
+			// A refusal with a status in place of the first event (a
+			// WebSocket upstream's error frame): the status rules apply.
+			return t.statusError(acct, ue.Status, ue.Header, ue.Body, nil)
 		}
 		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		return &attemptError{kind: failInBand, account: acct.ID, err: res.Err, idleAbort: res.IdleTimeout}

@@ -1,0 +1,234 @@
+package wsproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+)
+
+// conn is one client connection.
+type conn struct {
+	h      *Handler
+	ws     *websocket.Conn
+	subj   *relay.Subject
+	header http.Header
+	ip, ua string
+	ctx    context.Context // ends when the client is gone
+	cancel context.CancelFunc
+
+	msgs   chan []byte // response.create messages for the turn loop
+	busy   atomic.Bool // a turn is in flight
+	closed chan struct{}
+
+	up     *upstream // the pinned upstream socket, if any
+	pinned string    // account that served the last turn
+	turns  int
+}
+
+func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subject) *conn {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: clientIP(r), ua: r.UserAgent(),
+		ctx: ctx, cancel: cancel, msgs: make(chan []byte), closed: make(chan struct{})}
+	c.up = &upstream{h: h, header: c.header}
+	ws.SetReadLimit(orDefault(h.ReadLimit, DefaultReadLimit))
+	return c
+}
+
+// run serves the connection until it closes.
+func (c *conn) run() {
+	defer c.cancel()
+	defer c.up.close()
+	readDone := make(chan struct{})
+	go func() { defer close(readDone); c.readLoop() }()
+	pingDone := make(chan struct{})
+	go func() { defer close(pingDone); keepAlive(c.ctx, c.ws, c.h) }()
+	defer func() {
+		c.cancel()
+		c.ws.CloseNow()
+		<-readDone
+		<-pingDone
+	}()
+
+	first := time.NewTimer(orDefault(c.h.FirstMessageTimeout, DefaultFirstMessageTimeout))
+	defer first.Stop()
+	for {
+		var msg []byte
+		select {
+		case msg = <-c.msgs:
+		case <-first.C:
+			if c.turns == 0 {
+				c.close(websocket.StatusPolicyViolation, "no response.create within the first message timeout")
+				return
+			}
+		case <-c.ctx.Done():
+			return
+		}
+		if msg == nil {
+			continue
+		}
+		first.Stop()
+		if !c.turn(msg) {
+			return
+		}
+		c.busy.Store(false)
+	}
+}
+
+// readLoop reads client messages for the whole connection, so that pings
+// and pongs are processed even during a turn.
+func (c *conn) readLoop() {
+	defer c.cancel()
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return // closed, too big (coder/websocket sends 1009), or gone
+		}
+		if typ != websocket.MessageText {
+			c.close(websocket.StatusPolicyViolation, "binary messages are not supported; send response.create as text")
+			return
+		}
+		switch t := gjson.GetBytes(data, "type").String(); t {
+		case "", "response.create":
+		case "response.append":
+			c.close(websocket.StatusPolicyViolation, "response.append is not supported: send response.create with previous_response_id")
+			return
+		default:
+			c.close(websocket.StatusPolicyViolation, "unsupported message type "+strconv.Quote(t)+": send response.create")
+			return
+		}
+		if !c.busy.CompareAndSwap(false, true) {
+			c.sendError(&relay.APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "response_in_progress",
+				Message: "A response is already in progress on this connection; wait for its terminal event before sending response.create"})
+			continue
+		}
+		select {
+		case c.msgs <- data:
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// turn serves one response.create; false means the connection is closed.
+func (c *conn) turn(msg []byte) bool {
+	req, apiErr := relay.ParseRequest(msg)
+	if apiErr != nil {
+		c.sendError(apiErr)
+		return true
+	}
+	c.turns++
+	if !gjson.GetBytes(msg, "type").Exists() {
+		msg, _ = sjson.SetBytes(msg, "type", "response.create")
+		req.Body = msg
+	}
+	// store defaults to true; with store=false only this upstream socket
+	// can continue the previous response.
+	localState := req.PreviousResponseID != "" && gjson.GetBytes(msg, "store").Type == gjson.False
+	wait := c.h.TurnWait
+	if wait.Timeout == 0 {
+		wait.Timeout = DefaultTurnWaitTimeout
+	}
+	res := c.h.Relay.ServeTurn(c.ctx, &relay.Turn{
+		Subject: c.subj, Request: req, Header: c.header, Transport: "ws", Number: c.turns,
+		ClientIP: c.ip, UserAgent: c.ua, UserWait: wait, PreferAccount: c.pinned,
+		NoFailover: localState, Upstream: c.up,
+	}, c)
+	if res.AccountID != "" {
+		c.pinned = res.AccountID
+	}
+	if c.ctx.Err() != nil {
+		return false
+	}
+	if e := res.Err; e != nil && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) &&
+		res.Status != billing.StatusCompleted {
+		c.close(websocket.StatusTryAgainLater, e.Message)
+		return false
+	}
+	return true
+}
+
+// Send forwards one event as a text frame (relay.TurnSink).
+func (c *conn) Send(_ string, data []byte) error {
+	return c.ws.Write(c.ctx, websocket.MessageText, data)
+}
+
+// Fail sends the error that ended a turn (relay.TurnSink).
+func (c *conn) Fail(e *relay.APIError) { c.sendError(e) }
+
+// sendError writes {"type":"error","status":N,"error":{...}}.
+func (c *conn) sendError(e *relay.APIError) {
+	c.ws.Write(c.ctx, websocket.MessageText, errorFrame(e))
+}
+
+func errorFrame(e *relay.APIError) []byte {
+	b := []byte(`{"type":"error","status":`)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, `,"error":`...)
+	inner := gjson.GetBytes(e.JSON(), "error").Raw
+	if inner == "" {
+		inner = `{"type":"server_error","code":null,"message":"error","param":null}`
+	}
+	b = append(b, inner...)
+	return append(b, '}')
+}
+
+// close closes the client socket with code and a reason cut to 120 bytes.
+func (c *conn) close(code websocket.StatusCode, reason string) {
+	c.ws.Close(code, CloseReason(reason))
+	c.cancel()
+}
+
+// CloseReason cuts a close reason to 120 bytes without splitting a UTF-8
+// sequence (the protocol allows 123).
+func CloseReason(s string) string {
+	const max = 120
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut]
+}
+
+// keepAlive pings the socket every PingInterval and closes it when a pong
+// does not come back within PingTimeout.
+func keepAlive(ctx context.Context, ws *websocket.Conn, h *Handler) {
+	t := time.NewTicker(orDefault(h.PingInterval, DefaultPingInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, orDefault(h.PingTimeout, DefaultPingTimeout))
+			err := ws.Ping(pctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				ws.CloseNow()
+				return
+			}
+		}
+	}
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+var errUpstreamClosed = errors.New("upstream websocket closed")

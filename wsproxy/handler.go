@@ -1,0 +1,156 @@
+// Package wsproxy serves the Responses WebSocket mode (GET /v1/responses
+// upgraded) through the same turn pipeline as the HTTP relay.
+//
+// Each response.create message is a turn: validated like a POST body, then
+// user slot, billing gate, account selection and one usage record, through
+// relay.Handler.ServeTurn. Slots are held for the turn only, so an idle
+// connection holds none. A connection is pinned to the account that served
+// its last turn and, when that account has WebSocket set, to one upstream
+// WebSocket on it; accounts without it get an HTTP bridge (each turn a
+// streaming POST whose SSE events become frames).
+//
+// # Mounting
+//
+// A Handler serves both transports on one path: upgrades go to the
+// WebSocket mode, everything else to the relay.Handler.
+//
+//	rh := &relay.Handler{Scheduler: sched, Credentials: creds, Authenticate: auth}
+//	mux.Handle("/v1/responses", &wsproxy.Handler{Relay: rh})
+//
+// # Close codes
+//
+// 1000 normal; 1008 policy (first message late or not response.create,
+// binary frame); 1009 message over ReadLimit; 1011 internal error; 1013
+// try again later (no slot, no account, upstream overloaded or rate
+// limited: the error frame that precedes the close says which). Reasons
+// are cut to 120 bytes.
+//
+// # Upstream failures
+//
+// An upstream that fails before a turn's first event reached the client is
+// failed over to another account, unless the turn depends on that upstream
+// connection's state (previous_response_id with store=false); then the turn
+// ends with the error frame. An upstream that breaks mid-turn ends the turn
+// with one response.failed frame; the client connection stays open and the
+// next turn dials a new upstream.
+package wsproxy
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/relay"
+)
+
+// Defaults applied to zero Handler fields.
+const (
+	DefaultReadLimit           = 32 << 20
+	DefaultFirstMessageTimeout = 30 * time.Second
+	DefaultPingInterval        = 30 * time.Second
+	DefaultPingTimeout         = 10 * time.Second
+	DefaultUpstreamMaxAge      = 55 * time.Minute
+	DefaultTurnWaitTimeout     = 5 * time.Second
+	// BetaHeader is the OpenAI-Beta value sent on upstream dials.
+	BetaHeader = "responses_websockets=2026-02-06"
+)
+
+// Handler serves the Responses WebSocket mode and hands every request that
+// is not a WebSocket upgrade to Relay. Only Relay is required.
+type Handler struct {
+	// Relay is the HTTP relay whose pipeline (authentication, limiter,
+	// billing, scheduler, credentials, usage, logger) the turns share.
+	Relay *relay.Handler
+	// ReadLimit caps one client message; larger closes with 1009. 0: 32 MiB.
+	ReadLimit int64
+	// FirstMessageTimeout is how long a new connection may stay silent
+	// before its first response.create; then it closes with 1008. 0: 30 s.
+	FirstMessageTimeout time.Duration
+	// PingInterval and PingTimeout keep both sockets alive. 0: 30 s, 10 s.
+	PingInterval, PingTimeout time.Duration
+	// UpstreamMaxAge is how old an upstream socket may get before the next
+	// turn dials a fresh one (the upstream closes at 60 minutes). 0: 55 min.
+	UpstreamMaxAge time.Duration
+	// TurnWait bounds a turn's wait for a user slot. Zero Timeout: 5 s;
+	// zero MaxWaiters: the relay's default.
+	TurnWait concurrency.WaitOptions
+	// MaxConnsPerKey caps open connections per API key; one more is
+	// answered 429 before the upgrade. <= 0: unlimited.
+	MaxConnsPerKey int
+	// ConnLimiter counts open connections (key "wsconn:"+APIKeyID). nil:
+	// an in-memory limiter owned by the Handler.
+	ConnLimiter concurrency.SlotLimiter
+	// Accept configures the client handshake (origin patterns,
+	// compression). nil: coder/websocket's defaults.
+	Accept *websocket.AcceptOptions
+	// HTTPClient dials upstream sockets. nil: http.DefaultClient's
+	// transport settings via a dedicated client.
+	HTTPClient *http.Client
+
+	connsOnce sync.Once
+	memConns  *concurrency.Memory
+}
+
+// ServeHTTP serves a WebSocket upgrade on the Responses path, and passes
+// every other request to Relay (which answers a plain GET with 426).
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !isUpgrade(r) {
+		h.Relay.ServeHTTP(w, r)
+		return
+	}
+	subj, err := h.Relay.Subject(r)
+	if err != nil || subj == nil {
+		relay.WriteError(w, &relay.APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
+		return
+	}
+	release := func() {}
+	if h.MaxConnsPerKey > 0 {
+		rel, ok, err := h.connLimiter().TryAcquire(r.Context(), "wsconn:"+subj.APIKeyID, h.MaxConnsPerKey)
+		if err != nil || !ok {
+			relay.WriteError(w, &relay.APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
+				Message: "Too many open WebSocket connections for this API key", RetryAfter: 5 * time.Second})
+			return
+		}
+		release = rel
+	}
+	defer release()
+	ws, err := websocket.Accept(w, r, h.Accept)
+	if err != nil {
+		return // Accept has answered the client
+	}
+	c := newConn(h, ws, r, subj)
+	c.run()
+}
+
+func (h *Handler) connLimiter() concurrency.SlotLimiter {
+	if h.ConnLimiter != nil {
+		return h.ConnLimiter
+	}
+	h.connsOnce.Do(func() { h.memConns = concurrency.NewMemory() })
+	return h.memConns
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && headerHasToken(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h[http.CanonicalHeaderKey(key)] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func orDefault[T int64 | time.Duration](v, d T) T {
+	if v > 0 {
+		return v
+	}
+	return d
+}

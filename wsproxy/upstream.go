@@ -1,0 +1,231 @@
+package wsproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
+)
+
+// upstream is a connection's pinned upstream socket. It implements
+// relay.Upstream: Open reuses the socket while it is on the same account,
+// healthy and younger than UpstreamMaxAge, and dials a new one otherwise.
+// One turn at a time uses it.
+type upstream struct {
+	h      *Handler
+	header http.Header // the client's handshake headers
+
+	mu      sync.Mutex
+	ws      *websocket.Conn
+	account string
+	dialed  time.Time
+	frames  chan frame // from the socket's reader goroutine
+	done    chan struct{}
+	cancel  context.CancelFunc
+	broken  bool
+}
+
+type frame struct {
+	data []byte
+	err  error
+}
+
+// forwardHeaders are client handshake headers passed to the upstream.
+var forwardHeaders = []string{"User-Agent", "Originator", "Session_id", "Session-Id", "Conversation_id",
+	"X-Client-Request-Id", "X-Codex-Turn-State", "X-Codex-Turn-Metadata", "X-Codex-Window-Id", "X-Codex-Beta-Features"}
+
+// Open implements relay.Upstream.
+func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (relay.EventStream, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	maxAge := orDefault(u.h.UpstreamMaxAge, DefaultUpstreamMaxAge)
+	if u.ws != nil && (u.broken || u.account != a.ID || time.Since(u.dialed) > maxAge) {
+		u.closeLocked()
+	}
+	if u.ws == nil {
+		if err := u.dialLocked(ctx, a, token); err != nil {
+			return nil, err
+		}
+	}
+	// Frames left from an earlier turn (none are expected) must not be
+	// taken for this turn's.
+	for drained := false; !drained; {
+		select {
+		case f := <-u.frames:
+			if f.err != nil {
+				u.closeLocked()
+				return nil, f.err
+			}
+		default:
+			drained = true
+		}
+	}
+	if err := u.ws.Write(ctx, websocket.MessageText, body); err != nil {
+		u.closeLocked()
+		return nil, err
+	}
+	s := &stream{u: u, frames: u.frames, ctx: ctx}
+	s.stop = context.AfterFunc(ctx, func() { s.u.markBroken() })
+	return s, nil
+}
+
+func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token string) error {
+	hdr := http.Header{}
+	for _, k := range forwardHeaders {
+		if vs := u.header.Values(k); len(vs) > 0 {
+			hdr[http.CanonicalHeaderKey(k)] = vs
+		} else if vs := u.header[k]; len(vs) > 0 {
+			hdr[k] = vs
+		}
+	}
+	for k, vs := range a.Header {
+		hdr[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	if token != "" {
+		hdr.Set("Authorization", "Bearer "+token)
+	}
+	hdr.Set("OpenAI-Beta", BetaHeader)
+	ws, resp, err := websocket.Dial(ctx, wsURL(a.BaseURL), &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: u.h.HTTPClient})
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 400 {
+			var body []byte
+			if resp.Body != nil {
+				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			}
+			return &relay.UpstreamError{Status: resp.StatusCode, Header: resp.Header, Body: body, Err: err}
+		}
+		return err
+	}
+	ws.SetReadLimit(orDefault(u.h.ReadLimit, DefaultReadLimit))
+	rctx, cancel := context.WithCancel(context.Background())
+	u.ws, u.account, u.dialed, u.broken, u.cancel = ws, a.ID, time.Now(), false, cancel
+	u.frames, u.done = make(chan frame, 16), make(chan struct{})
+	go u.readLoop(rctx, ws, u.frames, u.done)
+	go keepAlive(rctx, ws, u.h)
+	return nil
+}
+
+// readLoop reads the upstream socket for its whole life, so that control
+// frames are answered between turns too.
+func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, done chan struct{}) {
+	defer close(done)
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				err = errUpstreamClosed
+			}
+			select {
+			case out <- frame{err: err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		select {
+		case out <- frame{data: data}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (u *upstream) markBroken() {
+	u.mu.Lock()
+	u.broken = true
+	if u.ws != nil {
+		u.ws.CloseNow()
+	}
+	u.mu.Unlock()
+}
+
+func (u *upstream) close() {
+	u.mu.Lock()
+	u.closeLocked()
+	u.mu.Unlock()
+}
+
+func (u *upstream) closeLocked() {
+	if u.ws == nil {
+		return
+	}
+	u.cancel()
+	u.ws.CloseNow()
+	<-u.done
+	u.ws, u.account, u.frames, u.done = nil, "", nil, nil
+}
+
+// stream is one turn's events on the pinned socket.
+type stream struct {
+	u      *upstream
+	frames <-chan frame
+	ctx    context.Context
+	stop   func() bool
+	ended  bool // an error frame ended the turn
+	broken bool
+}
+
+// Next returns the next frame. An "error" frame is the last of its turn:
+// the upstream sends nothing more for it.
+func (s *stream) Next() ([]byte, error) {
+	if s.ended {
+		return nil, io.EOF
+	}
+	select {
+	case f := <-s.frames:
+		if f.err != nil {
+			s.broken = true
+			return nil, f.err
+		}
+		if gjson.GetBytes(f.data, "type").String() == "error" {
+			s.ended = true
+			if st := gjson.GetBytes(f.data, "status").Int(); st >= 400 && !gjson.GetBytes(f.data, "sequence_number").Exists() {
+				// An error frame in place of a response (429, 401):
+				// the upstream refused the turn with a status.
+				return nil, &relay.UpstreamError{Status: int(st), Body: errorBody(f.data)}
+			}
+		}
+		return f.data, nil
+	case <-s.ctx.Done():
+		s.broken = true
+		return nil, s.ctx.Err()
+	}
+}
+
+// Close ends the turn; a socket that failed is dropped so the next turn
+// dials again.
+func (s *stream) Close() error {
+	s.stop()
+	if s.broken || s.ctx.Err() != nil {
+		s.u.markBroken()
+	}
+	return nil
+}
+
+// errorBody turns an error frame into an {"error":{...}} body.
+func errorBody(f []byte) []byte {
+	inner := gjson.GetBytes(f, "error").Raw
+	if inner == "" {
+		return nil
+	}
+	return []byte(`{"error":` + inner + `}`)
+}
+
+// wsURL maps an account's BaseURL (http/https) to its Responses socket.
+func wsURL(base string) string {
+	base = strings.TrimRight(base, "/") + "/responses"
+	switch {
+	case strings.HasPrefix(base, "https://"):
+		return "wss://" + base[len("https://"):]
+	case strings.HasPrefix(base, "http://"):
+		return "ws://" + base[len("http://"):]
+	}
+	return base
+}
