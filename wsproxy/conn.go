@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -26,9 +25,7 @@ type conn struct {
 	ctx    context.Context // ends when the client is gone
 	cancel context.CancelFunc
 
-	msgs   chan []byte // response.create messages for the turn loop
-	busy   atomic.Bool // a turn is in flight
-	closed chan struct{}
+	msgs chan []byte // response.create messages for the turn loop
 
 	up     *upstream // the pinned upstream socket, if any
 	pinned string    // account that served the last turn
@@ -38,7 +35,7 @@ type conn struct {
 func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subject) *conn {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: clientIP(r), ua: r.UserAgent(),
-		ctx: ctx, cancel: cancel, msgs: make(chan []byte), closed: make(chan struct{})}
+		ctx: ctx, cancel: cancel, msgs: make(chan []byte, 1)}
 	c.up = &upstream{h: h, header: c.header}
 	ws.SetReadLimit(orDefault(h.ReadLimit, DefaultReadLimit))
 	return c
@@ -61,9 +58,13 @@ func (c *conn) run() {
 
 	first := time.NewTimer(orDefault(c.h.FirstMessageTimeout, DefaultFirstMessageTimeout))
 	defer first.Stop()
+	stopping := c.h.stop()
 	for {
 		var msg []byte
 		select {
+		case <-stopping:
+			c.close(websocket.StatusGoingAway, "server shutting down, please reconnect")
+			return
 		case msg = <-c.msgs:
 		case <-first.C:
 			if c.turns == 0 {
@@ -80,7 +81,6 @@ func (c *conn) run() {
 		if !c.turn(msg) {
 			return
 		}
-		c.busy.Store(false)
 	}
 }
 
@@ -106,15 +106,14 @@ func (c *conn) readLoop() {
 			c.close(websocket.StatusPolicyViolation, "unsupported message type "+strconv.Quote(t)+": send response.create")
 			return
 		}
-		if !c.busy.CompareAndSwap(false, true) {
-			c.sendError(&relay.APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "response_in_progress",
-				Message: "A response is already in progress on this connection; wait for its terminal event before sending response.create"})
-			continue
-		}
+		// One message may wait while a turn finishes its bookkeeping after
+		// the terminal event (clients send the next turn at once); a second
+		// one means the client is not waiting for terminal events.
 		select {
 		case c.msgs <- data:
-		case <-c.ctx.Done():
-			return
+		default:
+			c.sendError(&relay.APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "response_in_progress",
+				Message: "A response is already in progress on this connection; wait for its terminal event before sending response.create"})
 		}
 	}
 }

@@ -36,6 +36,7 @@
 package wsproxy
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
@@ -92,6 +93,12 @@ type Handler struct {
 
 	connsOnce sync.Once
 	memConns  *concurrency.Memory
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	open     int
+	idle     chan struct{} // closed when the last connection ends; nil while none
+	stopping chan struct{} // closed by Shutdown
 }
 
 // ServeHTTP serves a WebSocket upgrade on the Responses path, and passes
@@ -117,12 +124,106 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		release = rel
 	}
 	defer release()
+	if !h.enter() {
+		relay.WriteError(w, &relay.APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+			Message: "Server is shutting down, please reconnect", RetryAfter: time.Second})
+		return
+	}
 	ws, err := websocket.Accept(w, r, h.Accept)
 	if err != nil {
+		h.leave()
 		return // Accept has answered the client
 	}
 	c := newConn(h, ws, r, subj)
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	h.mu.Unlock()
 	c.run()
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.leave()
+}
+
+func (h *Handler) initLocked() {
+	if h.conns == nil {
+		h.conns = make(map[*conn]struct{})
+		h.stopping = make(chan struct{})
+	}
+}
+
+// enter counts a new connection; false once Shutdown began.
+func (h *Handler) enter() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.initLocked()
+	select {
+	case <-h.stopping:
+		return false
+	default:
+	}
+	if h.idle == nil {
+		h.idle = make(chan struct{})
+	}
+	h.open++
+	return true
+}
+
+func (h *Handler) leave() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.open--
+	if h.open == 0 {
+		close(h.idle)
+		h.idle = nil
+	}
+}
+
+// stop is closed when Shutdown begins.
+func (h *Handler) stop() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.initLocked()
+	return h.stopping
+}
+
+// Shutdown stops accepting connections, lets every turn in flight finish,
+// closes each connection with 1001 (going away) at its next turn boundary,
+// and waits for them to end. When ctx ends first the remaining connections
+// are cut and ctx.Err() is returned. http.Server.Shutdown does not wait for
+// upgraded connections: call this beside it.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.initLocked()
+	select {
+	case <-h.stopping:
+	default:
+		close(h.stopping)
+	}
+	idle := h.idle
+	h.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		h.mu.Lock()
+		for c := range h.conns {
+			c.ws.CloseNow()
+			c.cancel()
+		}
+		h.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Open reports how many WebSocket connections are open.
+func (h *Handler) Open() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.open
 }
 
 func (h *Handler) connLimiter() concurrency.SlotLimiter {

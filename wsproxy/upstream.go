@@ -72,7 +72,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 		u.closeLocked()
 		return nil, err
 	}
-	s := &stream{u: u, frames: u.frames, ctx: ctx}
+	s := &stream{u: u, frames: u.frames, ctx: ctx, acct: a, token: token, body: body}
 	s.stop = context.AfterFunc(ctx, func() { s.u.markBroken() })
 	return s, nil
 }
@@ -170,6 +170,12 @@ type stream struct {
 	stop   func() bool
 	ended  bool // an error frame ended the turn
 	broken bool
+	// What a redial needs when the upstream says the socket is too old.
+	acct    *scheduler.Account
+	token   string
+	body    []byte
+	started bool
+	redials int
 }
 
 // Next returns the next frame. An "error" frame is the last of its turn:
@@ -185,18 +191,41 @@ func (s *stream) Next() ([]byte, error) {
 			return nil, f.err
 		}
 		if gjson.GetBytes(f.data, "type").String() == "error" {
+			if !s.started && s.redials == 0 && gjson.GetBytes(f.data, "error.code").String() == "websocket_connection_limit_reached" {
+				// The socket reached the upstream's age limit before
+				// our own reconnect did: send the turn again on a new one.
+				s.redials++
+				if err := s.redial(); err != nil {
+					s.broken = true
+					return nil, err
+				}
+				return s.Next()
+			}
 			s.ended = true
 			if st := gjson.GetBytes(f.data, "status").Int(); st >= 400 && !gjson.GetBytes(f.data, "sequence_number").Exists() {
 				// An error frame in place of a response (429, 401):
 				// the upstream refused the turn with a status.
-				return nil, &relay.UpstreamError{Status: int(st), Body: errorBody(f.data)}
+				return nil, &relay.UpstreamError{Status: int(st), Header: frameHeaders(f.data), Body: errorBody(f.data)}
 			}
 		}
+		s.started = true
 		return f.data, nil
 	case <-s.ctx.Done():
 		s.broken = true
 		return nil, s.ctx.Err()
 	}
+}
+
+func (s *stream) redial() error {
+	u := s.u
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closeLocked()
+	if err := u.dialLocked(s.ctx, s.acct, s.token); err != nil {
+		return err
+	}
+	s.frames = u.frames
+	return u.ws.Write(s.ctx, websocket.MessageText, s.body)
 }
 
 // Close ends the turn; a socket that failed is dropped so the next turn
@@ -207,6 +236,21 @@ func (s *stream) Close() error {
 		s.u.markBroken()
 	}
 	return nil
+}
+
+// frameHeaders reads the "headers" object an upstream error frame carries
+// (rate-limit and reset headers, lower-case names) as an http.Header.
+func frameHeaders(f []byte) http.Header {
+	hs := gjson.GetBytes(f, "headers")
+	if !hs.IsObject() {
+		return nil
+	}
+	h := http.Header{}
+	hs.ForEach(func(k, v gjson.Result) bool {
+		h.Set(k.String(), v.String())
+		return true
+	})
+	return h
 }
 
 // errorBody turns an error frame into an {"error":{...}} body.

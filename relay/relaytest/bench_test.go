@@ -1,11 +1,14 @@
 package relaytest_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/coder/websocket"
 
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
@@ -61,5 +64,42 @@ func BenchmarkServerStream200(b *testing.B) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// BenchmarkServerWSTurn200 is a turn of 200 deltas (209 event messages) on
+// an open WebSocket over loopback.
+func BenchmarkServerWSTurn200(b *testing.B) {
+	s := relaytest.NewServer()
+	defer s.Close()
+	s.SetLogging(false)
+	s.SetDefault("a", relaytest.Step{Deltas: 200})
+	ctx := context.Background()
+	c, _, err := websocket.Dial(ctx, s.WSURL("a"), &websocket.DialOptions{HTTPClient: s.Client(),
+		HTTPHeader: http.Header{"Authorization": {"Bearer k"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.CloseNow()
+	msg := []byte(`{"type":"response.create","model":"gpt-5","store":false,"input":"hello"}`)
+	var event bytes.Buffer // reused, so that allocations are mostly the server's
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Write(ctx, websocket.MessageText, msg); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			_, r, err := c.Reader(ctx)
+			if err == nil {
+				event.Reset()
+				_, err = event.ReadFrom(r)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if bytes.Contains(event.Bytes(), []byte(`"type":"response.completed"`)) {
+				break
+			}
+		}
 	}
 }

@@ -30,8 +30,48 @@
 //     for previous_response_id. With store:false nothing is kept.
 //   - Headers include x-request-id, openai-processing-ms and x-ratelimit-*.
 //
-// GET on the responses path answers 426 Upgrade Required, which makes
-// WebSocket clients fall back to HTTP.
+// # WebSocket mode
+//
+// GET on the responses path with WebSocket upgrade headers opens the
+// Responses API's WebSocket mode (Server.WSURL gives the ws:// URL); a GET
+// without them answers 426 Upgrade Required. The bearer token is checked
+// before the upgrade (401 as over HTTP). Then:
+//
+//   - Each text message {"type":"response.create", ...} is a turn with the
+//     same body fields as a POST (stream is implied; a non-boolean stream is
+//     still invalid). Its events are text messages carrying exactly the JSON
+//     of the SSE data: lines, sequence numbers included; the connection stays
+//     open after the terminal event.
+//   - One response at a time: a response.create while a turn runs (code
+//     response_in_progress), a request that fails validation as over HTTP,
+//     another message type such as the retired response.append (code
+//     unsupported_event_type) or a message that is not a JSON object is
+//     answered with an error message
+//     {"type":"error","status":400,"error":{"type","code","message","param"}}
+//     and the connection stays open. A binary message closes the connection
+//     with 1008 (policy violation); a message over 64 MiB with 1009.
+//   - The connection keeps its last completed or incomplete response, which
+//     previous_response_id always resolves, even with store:false. Other ids
+//     resolve from the account's stored responses, as over HTTP. A turn that
+//     ends otherwise (error message, response.failed, error event) evicts the
+//     id it continued, as the real service does.
+//   - "generate": false is a warm-up: response.created and
+//     response.completed of a chainable response with no output. Its input
+//     tokens are counted (so that the next turn shows them as cached); its
+//     output tokens are 0.
+//   - A connection older than the age limit (60 minutes; see SetWSMaxAge)
+//     answers its next response.create with websocket_connection_limit_reached
+//     and closes with 1000.
+//
+// Every response.create takes a Step from the account's script, like a POST;
+// see Step for how each field acts on a WebSocket turn. The upgrade request
+// takes its Step from a separate queue (ScriptUpgrade, SetUpgradeDefault),
+// so that one script means the same thing on both transports.
+//
+// Requests lists the upgrade (Method GET) and then every message (Method
+// "WS", Body the message); Served has an entry with WebSocket set for the
+// upgrade (Status "upgraded", HTTPStatus 101) and for every message.
+// InFlight counts turns, WSConns and WaitWSConns open connections.
 //
 // # Scripting
 //

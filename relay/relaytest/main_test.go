@@ -22,8 +22,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// leakedGoroutines lists goroutines running server or client code, other
-// than the caller.
+// leakedGoroutines lists goroutines running server or client code (HTTP or
+// WebSocket), other than the caller.
 func leakedGoroutines() []string {
 	buf := make([]byte, 4<<20)
 	buf = buf[:runtime.Stack(buf, true)]
@@ -32,7 +32,7 @@ func leakedGoroutines() []string {
 		if i == 0 { // the calling goroutine
 			continue
 		}
-		if strings.Contains(g, "net/http.") || strings.Contains(g, "relaytest.(") {
+		if strings.Contains(g, "net/http.") || strings.Contains(g, "relaytest.(") || strings.Contains(g, "coder/websocket.") {
 			out = append(out, g)
 		}
 	}

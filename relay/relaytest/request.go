@@ -15,6 +15,7 @@ type request struct {
 	model          string
 	stream         bool
 	store          bool
+	warmup         bool // WebSocket generate:false: a response without output
 	prevID         string
 	fnName         string // first function tool, "" when none
 	hasReasoning   bool

@@ -28,8 +28,9 @@ func NewServer() *Server {
 
 // Close shuts the server down and returns when every handler has returned.
 // Held, hung and idle requests give up, and open connections (including
-// ones cut mid-response) are closed, so no goroutine of the server is left
-// behind. The Upstream's logs stay readable.
+// ones cut mid-response, and WebSockets, which are cut without a close
+// message) are closed, so no goroutine of the server is left behind. The
+// Upstream's logs stay readable.
 func (s *Server) Close() {
 	s.shutdown()
 	s.ts.CloseClientConnections()

@@ -21,6 +21,25 @@ import (
 //     the SSE framing only.
 //
 // Header applies to every answer the step produces.
+//
+// On a WebSocket turn (a response.create message) the fields act on the
+// turn, and the connection outlives it unless said otherwise:
+//
+//   - Hold delays the turn; Hang never answers it (until the connection
+//     ends); ResetBeforeHeaders cuts the connection (TCP reset) before any
+//     event.
+//   - Status sends Body as one text message when Body is set, else an error
+//     message {"type":"error","status":Status,"error":{...}} with the error
+//     an HTTP answer would carry; Header, when set, becomes its "headers"
+//     object (lower-case names, first values), where Codex reads rate-limit
+//     headers. A Status below 400 without Body sends nothing.
+//   - ResetAfterEvents and IdleAfterEvents cut or stall the connection after
+//     that many event messages; NoTerminal closes it with status 1000 after
+//     the output, the counterpart of a clean EOF.
+//   - CRLF, MultiLineData and Comments do not apply.
+//
+// A WebSocket upgrade request takes its Step from ScriptUpgrade; there, only
+// Hold, ResetBeforeHeaders, Hang, Status, Body and Header act.
 type Step struct {
 	// Status, when non-zero, answers with this HTTP status instead of running
 	// the request. Body is sent as is (Content-Type application/json unless

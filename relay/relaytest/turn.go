@@ -100,13 +100,17 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 		n = defaultDeltas
 	}
 	switch {
+	case q.warmup:
+		n = 0
 	case s.FunctionCall != nil:
 		t.fc = true
 		t.fnName, t.out, t.callID = s.FunctionCall.Name, s.FunctionCall.Arguments, s.FunctionCall.CallID
 	case q.fnName != "" && q.lastKind == itemUserMessage:
 		t.fc = true
 	}
-	if t.fc {
+	switch {
+	case q.warmup:
+	case t.fc:
 		if t.fnName == "" {
 			t.fnName = q.fnName
 		}
@@ -121,7 +125,7 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 		}
 		t.itemID = newID("fc_", 32)
 		n = min(n, utf8.RuneCountInString(t.out))
-	} else {
+	default:
 		switch {
 		case q.lastKind == itemFunctionOutput:
 			t.out = outputToolPrefix + q.lastOutput
@@ -153,7 +157,7 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 			t.usage.Input += prev.usage.Input + prev.usage.Output
 			t.usage.Cached = prev.usage.Input
 		}
-		if q.hasReasoning {
+		if q.hasReasoning && !q.warmup {
 			t.usage.Reasoning = reasoningTokens
 		}
 		t.usage.Output = int64(n) + t.usage.Reasoning
@@ -167,7 +171,10 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 func (t *turn) planEvents(n int) {
 	s := t.step
 	t.plan = make([]planned, 0, n+10)
-	t.plan = append(t.plan, planned{kind: evCreated}, planned{kind: evInProgress})
+	t.plan = append(t.plan, planned{kind: evCreated})
+	if !t.req.warmup {
+		t.plan = append(t.plan, planned{kind: evInProgress})
+	}
 	t.firstOut = len(t.plan)
 	if s.InBandFailed != "" || s.ErrorEvent {
 		t.final, t.early, t.failCode = statusFailed, true, s.InBandFailed
@@ -182,20 +189,21 @@ func (t *turn) planEvents(n int) {
 		}
 		return
 	}
-	t.plan = append(t.plan, planned{kind: evItemAdded})
-	if t.fc {
+	switch {
+	case t.req.warmup:
+	case t.fc:
+		t.plan = append(t.plan, planned{kind: evItemAdded})
 		for i := range n {
 			t.plan = append(t.plan, planned{kind: evArgsDelta, i: i})
 		}
-		t.plan = append(t.plan, planned{kind: evArgsDone})
-	} else {
-		t.plan = append(t.plan, planned{kind: evPartAdded})
+		t.plan = append(t.plan, planned{kind: evArgsDone}, planned{kind: evItemDone})
+	default:
+		t.plan = append(t.plan, planned{kind: evItemAdded}, planned{kind: evPartAdded})
 		for i := range n {
 			t.plan = append(t.plan, planned{kind: evTextDelta, i: i})
 		}
-		t.plan = append(t.plan, planned{kind: evTextDone}, planned{kind: evPartDone})
+		t.plan = append(t.plan, planned{kind: evTextDone}, planned{kind: evPartDone}, planned{kind: evItemDone})
 	}
-	t.plan = append(t.plan, planned{kind: evItemDone})
 	switch {
 	case s.NoTerminal:
 	case s.FailAfterOutput != "":
@@ -377,7 +385,7 @@ func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"output":[`...)
-	if output {
+	if output && !t.req.warmup {
 		b = t.appendItem(b, true)
 	}
 	b = append(b, `],"usage":`...)

@@ -14,10 +14,11 @@ import (
 )
 
 // Upstream is a fake OpenAI Responses API upstream. It is an http.Handler
-// that serves POST {prefix}/v1/responses, where prefix is empty or
-// "/{account}": the account name selects the script that applies and the
-// store of responses that previous_response_id resolves against, so a
-// response id only works on the account that created it.
+// that serves POST {prefix}/v1/responses, and the WebSocket mode on GET of
+// the same path, where prefix is empty or "/{account}": the account name
+// selects the script that applies and the store of responses that
+// previous_response_id resolves against, so a response id only works on the
+// account that created it.
 //
 // Request bodies may be gzip-compressed and are read up to 64 MiB.
 //
@@ -32,6 +33,8 @@ type Upstream struct {
 	setupOnce sync.Once
 	closeOnce sync.Once
 	closing   chan struct{} // closed by shutdown: hung requests give up
+	ctx       context.Context
+	stop      context.CancelFunc // cancels ctx at shutdown: WebSockets close
 	handlers  sync.WaitGroup
 
 	mu       sync.Mutex
@@ -39,20 +42,24 @@ type Upstream struct {
 	requests []Received
 	served   []Served
 	noLog    bool
+	wsMaxAge time.Duration // 0: defaultWSMaxAge; < 0: no limit
 	changed  chan struct{} // closed on every change while someone waits
 }
 
-// Received is one request as the fake received it.
+// Received is one request as the fake received it, or one message a client
+// sent on a WebSocket.
 type Received struct {
 	// Account is the account named by the path; "" for the unprefixed path
 	// and for paths outside the API.
 	Account string
-	// Method and Path are the request's method and URL path.
+	// Method and Path are the request's method and URL path. A WebSocket
+	// message has Method "WS" and the path of its connection's upgrade.
 	Method, Path string
-	// Header is a copy of the request headers.
+	// Header is a copy of the request headers; for a WebSocket message, those
+	// of its connection's upgrade request (shared by its messages).
 	Header http.Header
 	// Body is the request body as it arrived: still compressed if the client
-	// compressed it, cut after 64 MiB.
+	// compressed it, cut after 64 MiB. For a WebSocket message, the message.
 	Body []byte
 	// Time is when the request reached the handler.
 	Time time.Time
@@ -61,20 +68,29 @@ type Received struct {
 // Served describes how the fake answered one request. Every request gets
 // exactly one, recorded just before the last byte of a complete answer is
 // written (so a client that has read a whole response finds it), or when
-// the request ended otherwise.
+// the request ended otherwise. So does every message a client sends on a
+// WebSocket.
 type Served struct {
 	// Account is the account named by the path, as in Received.
 	Account string
+	// WebSocket is true for a WebSocket upgrade request and for the messages
+	// of its connection; false for HTTP requests.
+	WebSocket bool
 	// RequestID is the x-request-id header sent; "" when no headers were sent.
+	// For a WebSocket message it is that of the connection's upgrade, which
+	// tells connections apart.
 	RequestID string
 	// ResponseID is the resp_ id of the response created; "" when the request
 	// was answered with an HTTP error or cut before a response was created.
 	ResponseID string
 	// Model is the model as the request named it.
 	Model string
-	// Stream is the request's stream flag.
+	// Stream is the request's stream flag; true for WebSocket turns (every
+	// response.create taken as a turn).
 	Stream bool
-	// HTTPStatus is the status code sent; 0 when no headers were sent.
+	// HTTPStatus is the status code sent; 0 when no headers were sent. A
+	// successful WebSocket upgrade has 101; a WebSocket message has the
+	// status member of the error message it was answered with, else 0.
 	HTTPStatus int
 	// Status is one of:
 	//   - "completed", "incomplete", "failed": the response ended so, in a
@@ -83,13 +99,16 @@ type Served struct {
 	//     error event
 	//   - "aborted": the connection was cut, the client went away, or the
 	//     stream ended without a terminal event
+	//   - "upgraded": a WebSocket upgrade succeeded; its turns are recorded
+	//     one by one
 	Status string
 	// Code is the error code sent (the HTTP error's code, response.error.code
 	// or the error event's code); "" when none.
 	Code string
 	// Usage is the usage the client was sent; zero when none was sent.
 	Usage Usage
-	// Events is the number of SSE events written (0 for JSON answers).
+	// Events is the number of SSE events (or WebSocket event messages)
+	// written; 0 for JSON answers and error messages.
 	Events int
 }
 
@@ -98,8 +117,11 @@ type account struct {
 	key         string
 	queue       []Step
 	def         Step
+	upQueue     []Step // steps of WebSocket upgrade requests
+	upDef       Step
 	inFlight    int
 	maxInFlight int
+	wsConns     int
 	store       map[string]*stored
 	order       []string          // store ids, oldest first, for eviction
 	items       map[string]string // stored fc_ item id -> call_id
@@ -131,14 +153,20 @@ func New() *Upstream {
 }
 
 func (u *Upstream) setup() {
-	u.setupOnce.Do(func() { u.closing = make(chan struct{}) })
+	u.setupOnce.Do(func() {
+		u.closing = make(chan struct{})
+		u.ctx, u.stop = context.WithCancel(context.Background())
+	})
 }
 
 // shutdown makes every held, hung or idle request give up and close its
-// connection.
+// connection, WebSockets included.
 func (u *Upstream) shutdown() {
 	u.setup()
-	u.closeOnce.Do(func() { close(u.closing) })
+	u.closeOnce.Do(func() {
+		close(u.closing)
+		u.stop()
+	})
 }
 
 // acct returns the named account, creating it. u.mu must be held.
@@ -172,8 +200,10 @@ func (u *Upstream) SetKey(account, key string) {
 }
 
 // Script queues steps for account; each request to the account takes the
-// next one, whatever its method or content. When the queue is empty the
-// account's default step applies (see SetDefault).
+// next one, whatever its method or content, and so does each response.create
+// message on its WebSockets. WebSocket upgrade requests take theirs from
+// ScriptUpgrade instead. When the queue is empty the account's default step
+// applies (see SetDefault).
 func (u *Upstream) Script(account string, steps ...Step) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -199,14 +229,16 @@ func (u *Upstream) SetLogging(on bool) {
 }
 
 // Reset forgets scripts, defaults, stored responses, both logs and the
-// in-flight maximums. Keys set with SetKey and the logging setting stay.
-// Requests still running are recorded when they finish.
+// in-flight maximums. Keys set with SetKey, the logging setting and the
+// WebSocket age limit stay. Requests still running are recorded when they
+// finish; open WebSockets stay open and keep their connection-local response.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for _, a := range u.accounts {
 		// Keep the struct: requests in flight still point at it.
 		a.queue, a.def, a.order = nil, Step{}, nil
+		a.upQueue, a.upDef = nil, Step{}
 		a.maxInFlight = a.inFlight
 		a.store, a.items = make(map[string]*stored), make(map[string]string)
 	}
@@ -310,18 +342,22 @@ func (u *Upstream) waitFor(ctx context.Context, cond func() bool) error {
 	}
 }
 
-// begin counts a request to account as in flight and takes its step.
-func (u *Upstream) begin(name string) (*account, Step) {
+// begin counts a request to account as in flight and takes its step: from
+// the upgrade script for a WebSocket upgrade, else from the script.
+func (u *Upstream) begin(name string, upgrade bool) (*account, Step) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	a := u.acct(name)
 	a.inFlight++
 	a.maxInFlight = max(a.maxInFlight, a.inFlight)
-	s := a.def
-	if len(a.queue) > 0 {
-		s = a.queue[0]
-		a.queue[0] = Step{} // drop references held by the step
-		a.queue = a.queue[1:]
+	queue, s := &a.queue, a.def
+	if upgrade {
+		queue, s = &a.upQueue, a.upDef
+	}
+	if q := *queue; len(q) > 0 {
+		s = q[0]
+		q[0] = Step{} // drop references held by the step
+		*queue = q[1:]
 	}
 	u.notifyLocked()
 	return a, s
@@ -353,13 +389,18 @@ func (u *Upstream) logRequest(r *http.Request, name string, body []byte, at time
 }
 
 // resolve finds the previous response and checks function call outputs
-// against what the account knows, as the real API does.
-func (u *Upstream) resolve(a *account, q *request) (*stored, *apiError) {
+// against what the account knows, as the real API does. local is a
+// WebSocket's connection-local response (nil over HTTP); it resolves even
+// when it was not stored.
+func (u *Upstream) resolve(a *account, q *request, local *stored) (*stored, *apiError) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var prev *stored
 	if q.prevID != "" {
 		prev = a.store[q.prevID]
+		if local != nil && local.id == q.prevID {
+			prev = local
+		}
 		if prev == nil {
 			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "previous_response_id",
 				code: "previous_response_not_found", msg: "Previous response with id '" + q.prevID + "' not found."}
@@ -399,12 +440,17 @@ func (a *account) referenced(refs []string, id string) bool {
 	return false
 }
 
-// save stores the response of t for later previous_response_id lookups.
-func (u *Upstream) save(a *account, t *turn, prev *stored) {
+// newStored is what later turns need to know of t's response.
+func newStored(t *turn, prev *stored) *stored {
 	s := &stored{id: t.id, prev: prev, usage: t.usage, inCalls: t.req.calls}
 	if t.fc {
 		s.outCall, s.itemID = t.callID, t.itemID
 	}
+	return s
+}
+
+// save stores s for later previous_response_id lookups.
+func (u *Upstream) save(a *account, s *stored) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	a.store[s.id] = s
@@ -438,21 +484,17 @@ func route(path string) (name string, ok bool) {
 	return prefix[1:], true
 }
 
-// serveWebSocket, when set by the WebSocket mode, answers GET requests on
-// the responses path after authentication. nil answers 426, which makes
-// clients fall back to HTTP.
-var serveWebSocket func(x *exchange)
-
 // ServeHTTP answers one request: POST {prefix}/v1/responses runs a turn,
-// GET on the same path is the WebSocket mode's upgrade (426 Upgrade Required
-// while that mode is unavailable), anything else is 404 or 405.
+// GET on the same path with WebSocket upgrade headers opens a WebSocket (a
+// GET without them gets 426 Upgrade Required), anything else is 404 or 405.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.setup()
 	u.handlers.Add(1)
 	defer u.handlers.Done()
 	x := &exchange{u: u, w: w, r: r, start: time.Now()}
 	name, ok := route(r.URL.Path)
-	x.served.Account = name
+	upgrade := isUpgrade(r)
+	x.served.Account, x.served.WebSocket = name, upgrade
 	body, readErr := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	u.logRequest(r, name, body, x.start)
 	if !ok {
@@ -460,7 +502,7 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})
 		return
 	}
-	x.acct, x.step = u.begin(name)
+	x.acct, x.step = u.begin(name, upgrade)
 	defer x.finish(statusAborted) // for panics and early returns; no-op otherwise
 
 	ctx := r.Context()
@@ -493,13 +535,13 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
 	case http.MethodGet:
-		if serveWebSocket != nil {
-			serveWebSocket(x)
+		if upgrade {
+			x.serveWebSocket()
 			return
 		}
 		w.Header().Set("Upgrade", "websocket")
 		x.writeError(&apiError{status: http.StatusUpgradeRequired, typ: typeInvalidRequest,
-			msg: "WebSocket mode is not available on this upstream; use HTTP."})
+			msg: "This endpoint expects a WebSocket upgrade on GET; use POST for HTTP."})
 		return
 	default:
 		w.Header().Set("Allow", "GET, POST")
@@ -523,14 +565,14 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.served.Model, x.served.Stream = q.model, q.stream
-	prev, e := u.resolve(x.acct, q)
+	prev, e := u.resolve(x.acct, q, nil)
 	if e != nil {
 		x.writeError(e)
 		return
 	}
 	t := newTurn(q, s, prev, x.start.Unix())
 	if q.store {
-		u.save(x.acct, t, prev)
+		u.save(x.acct, newStored(t, prev))
 	}
 	x.served.ResponseID = t.id
 	if q.stream {

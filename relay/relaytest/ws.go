@@ -1,0 +1,558 @@
+package relaytest
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/tidwall/gjson"
+)
+
+// The WebSocket mode: GET {prefix}/v1/responses upgraded, one
+// response.create message per turn, each event a text message carrying the
+// JSON an SSE data: line would carry.
+
+const (
+	statusUpgraded  = "upgraded"
+	methodWS        = "WS"
+	defaultWSMaxAge = 60 * time.Minute
+)
+
+// ScriptUpgrade queues steps for the WebSocket upgrade requests of account,
+// one per upgrade in arrival order; when the queue is empty the upgrade
+// default applies (see SetUpgradeDefault), and the zero Step accepts the
+// upgrade. Only Hold, ResetBeforeHeaders, Hang, Status, Body and Header act
+// on an upgrade: Status answers with that HTTP status instead of upgrading,
+// and Header is also added to the 101 response.
+//
+// Upgrades have their own queue so that a script for an account's turns
+// (Script, SetDefault) means the same over HTTP and over a WebSocket.
+func (u *Upstream) ScriptUpgrade(account string, steps ...Step) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	a := u.acct(account)
+	a.upQueue = append(a.upQueue, steps...)
+}
+
+// SetUpgradeDefault sets the step used for the WebSocket upgrade requests of
+// account when its upgrade queue is empty. For example Step{Status: 426}
+// makes the account refuse WebSockets, so that clients fall back to HTTP.
+// The zero Step restores the normal behaviour.
+func (u *Upstream) SetUpgradeDefault(account string, s Step) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.acct(account).upDef = s
+}
+
+// SetWSMaxAge sets the age at which WebSocket connections expire, as the
+// real service's 60-minute limit does: the first response.create received
+// after it is answered with an error message whose code is
+// "websocket_connection_limit_reached", and the connection is then closed
+// with status 1000. A turn in flight is not interrupted. The setting applies
+// to open connections too, so a test can expire a connection at a turn
+// boundary without waiting. d == 0 restores the default of 60 minutes;
+// d < 0 removes the limit.
+func (u *Upstream) SetWSMaxAge(d time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.wsMaxAge = d
+}
+
+// WSConns is the number of WebSocket connections to account open right now.
+// A connection counts from just before its 101 response is written until
+// the last turn on it has been recorded in Served.
+func (u *Upstream) WSConns(account string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if a := u.accounts[account]; a != nil {
+		return a.wsConns
+	}
+	return 0
+}
+
+// WaitWSConns blocks until exactly n WebSocket connections to account are
+// open, or returns ctx.Err() when ctx ends first. Wait for 0 after a client
+// closes its connection to know that the fake has finished with it.
+func (u *Upstream) WaitWSConns(ctx context.Context, account string, n int) error {
+	return u.waitFor(ctx, func() bool {
+		a := u.accounts[account]
+		return (a == nil && n == 0) || (a != nil && a.wsConns == n)
+	})
+}
+
+// WSURL is the WebSocket URL of account's responses endpoint:
+// BaseURL(account)+"/responses" with the scheme ws:// (wss:// for a TLS
+// server).
+func (s *Server) WSURL(account string) string {
+	return "ws" + strings.TrimPrefix(s.BaseURL(account), "http") + "/responses"
+}
+
+// isUpgrade reports whether r asks for a WebSocket.
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && hasToken(r.Header, "Connection", "upgrade") &&
+		hasToken(r.Header, "Upgrade", "websocket")
+}
+
+func hasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// findHijacker finds the http.Hijacker under w, following Unwrap as
+// http.ResponseController does.
+func findHijacker(w http.ResponseWriter) (http.Hijacker, bool) {
+	for {
+		switch t := w.(type) {
+		case http.Hijacker:
+			return t, true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil, false
+		}
+	}
+}
+
+// upgradeWriter sees the upgrade happen: it records the upgrade before the
+// 101 goes out and keeps the hijacked connection, which faults cut.
+type upgradeWriter struct {
+	http.ResponseWriter
+	hj        http.Hijacker
+	status    int
+	conn      net.Conn
+	onUpgrade func()
+}
+
+func (w *upgradeWriter) WriteHeader(code int) {
+	w.status = code
+	if code == http.StatusSwitchingProtocols {
+		w.onUpgrade()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := w.hj.Hijack()
+	w.conn = c
+	return c, rw, err
+}
+
+// serveWebSocket upgrades an authenticated GET and serves the connection
+// until it closes.
+func (x *exchange) serveWebSocket() {
+	u := x.u
+	hj, ok := findHijacker(x.w)
+	if !ok {
+		x.writeError(&apiError{status: http.StatusNotImplemented, typ: typeInvalidRequest,
+			msg: "WebSocket upgrades need an HTTP/1.1 connection."})
+		return
+	}
+	x.header(nil, http.StatusSwitchingProtocols)
+	if h := x.w.Header(); len(h["Content-Type"]) == 0 {
+		delete(h, "Content-Type")
+	}
+	opened := false
+	uw := &upgradeWriter{ResponseWriter: x.w, hj: hj, onUpgrade: func() {
+		x.finish(statusUpgraded)
+		u.wsCount(x.acct, 1)
+		opened = true
+	}}
+	// Any Origin: the fake stands in for a service, not for a browser page.
+	c, err := websocket.Accept(uw, x.r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		if opened {
+			u.wsCount(x.acct, -1)
+		} else {
+			x.served.HTTPStatus = uw.status
+			x.finish(statusError)
+		}
+		return
+	}
+	w := &wsConn{u: u, c: c, raw: uw.conn, acct: x.acct, name: x.served.Account, path: x.r.URL.Path,
+		header: x.r.Header.Clone(), requestID: x.served.RequestID, opened: x.start}
+	w.run()
+	u.wsCount(x.acct, -1)
+}
+
+func (u *Upstream) wsCount(a *account, delta int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	a.wsConns += delta
+	u.notifyLocked()
+}
+
+// wsMaxAgeNow is the age limit in force; 0 means none.
+func (u *Upstream) wsMaxAgeNow() time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch d := u.wsMaxAge; {
+	case d == 0:
+		return defaultWSMaxAge
+	case d < 0:
+		return 0
+	default:
+		return d
+	}
+}
+
+// wsConn is one open WebSocket. Its handler goroutine reads messages; a
+// second goroutine plays the turns, so that a response.create arriving
+// while a turn runs can be refused.
+type wsConn struct {
+	u         *Upstream
+	c         *websocket.Conn
+	raw       net.Conn
+	acct      *account
+	name      string
+	path      string
+	header    http.Header
+	requestID string
+	opened    time.Time
+	ctx       context.Context // ends when the connection does, or at Server.Close
+	turns     chan wsTurn
+
+	mu   sync.Mutex
+	busy bool    // a turn is in flight
+	last *stored // the connection-local cache: the last chainable response
+}
+
+// wsTurn is an accepted response.create.
+type wsTurn struct {
+	msg  []byte
+	at   time.Time
+	step Step
+}
+
+// run serves the connection until it ends. Reads and writes are not given
+// ctx: ending ctx closes the connection under them instead, from a goroutine
+// that run joins, so that no goroutine outlives the handler.
+func (w *wsConn) run() {
+	ctx, cancel := context.WithCancel(w.u.ctx)
+	w.ctx = ctx
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		<-ctx.Done()
+		_ = w.raw.Close()
+	}()
+	w.c.SetReadLimit(maxBody)
+	// Never full: busy admits one turn at a time, and the previous one has
+	// been taken out by then.
+	w.turns = make(chan wsTurn, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for t := range w.turns {
+			w.runTurn(t)
+		}
+	}()
+	w.read()
+	cancel()
+	<-watched
+	close(w.turns)
+	<-done
+	_ = w.c.CloseNow()
+}
+
+// read handles client messages until the connection ends.
+func (w *wsConn) read() {
+	for {
+		typ, msg, err := w.c.Read(context.Background())
+		if err != nil {
+			return
+		}
+		at := time.Now()
+		w.u.logMessage(w, msg, at)
+		if typ != websocket.MessageText {
+			w.exchange(nil, at).finish(statusError)
+			_ = w.c.Close(websocket.StatusPolicyViolation, "binary messages are not supported; send JSON text")
+			return
+		}
+		if e := checkMessage(msg); e != nil {
+			w.reject(e, at)
+			continue
+		}
+		if limit := w.u.wsMaxAgeNow(); limit > 0 && at.Sub(w.opened) >= limit {
+			w.reject(&apiError{status: 400, typ: typeInvalidRequest, code: "websocket_connection_limit_reached",
+				msg: "Responses websocket connection limit reached (" + ageText(limit) +
+					"). Create a new websocket connection to continue."}, at)
+			_ = w.c.Close(websocket.StatusNormalClosure, "connection age limit reached")
+			return
+		}
+		w.mu.Lock()
+		busy := w.busy
+		w.busy = true
+		w.mu.Unlock()
+		if busy {
+			w.reject(&apiError{status: 400, typ: typeInvalidRequest, code: "response_in_progress",
+				msg: "A response is already in progress on this connection; send the next response.create after its terminal event."}, at)
+			continue
+		}
+		_, s := w.u.begin(w.name, false)
+		w.turns <- wsTurn{msg: msg, at: at, step: s}
+	}
+}
+
+func ageText(d time.Duration) string {
+	if d >= time.Minute && d%time.Minute == 0 {
+		return strconv.FormatInt(int64(d/time.Minute), 10) + " minutes"
+	}
+	return d.String()
+}
+
+// checkMessage accepts a JSON object of type response.create.
+func checkMessage(msg []byte) *apiError {
+	if !gjson.ValidBytes(msg) || !gjson.ParseBytes(msg).IsObject() {
+		return errInvalidJSON
+	}
+	switch typ := gjson.GetBytes(msg, "type"); {
+	case typ.Type == gjson.String && typ.Str == "response.create":
+		return nil
+	case !typ.Exists():
+		return &apiError{status: 400, typ: typeInvalidRequest, param: "type", code: "missing_required_parameter",
+			msg: "Missing required parameter: 'type'."}
+	case typ.Str == "response.append":
+		return &apiError{status: 400, typ: typeInvalidRequest, code: "unsupported_event_type",
+			msg: "response.append is no longer supported. Send response.create with previous_response_id and only the new input items."}
+	default:
+		return &apiError{status: 400, typ: typeInvalidRequest, code: "unsupported_event_type",
+			msg: "Unsupported event type " + strconv.Quote(typ.String()) + "; send response.create."}
+	}
+}
+
+// exchange starts the Served record of a message; a is nil for messages
+// that are not turns (they are never in flight).
+func (w *wsConn) exchange(a *account, at time.Time) *exchange {
+	x := &exchange{u: w.u, acct: a, start: at}
+	x.served = Served{Account: w.name, WebSocket: true, RequestID: w.requestID, Stream: a != nil}
+	return x
+}
+
+// reject answers a message that is not a turn with an error message.
+func (w *wsConn) reject(e *apiError, at time.Time) {
+	x := w.exchange(nil, at)
+	x.served.HTTPStatus, x.served.Code = e.status, e.code
+	x.finish(statusError)
+	w.write(appendErrorMessage(nil, e, nil))
+}
+
+func (w *wsConn) write(msg []byte) {
+	_ = w.c.Write(context.Background(), websocket.MessageText, msg)
+}
+
+// end settles a turn's effect on the connection, then records it: it must
+// run before the turn's last message is written, so that a client that has
+// read it can send the next turn and find it recorded. next is the turn's
+// chainable response; a turn without one evicts prevID from the cache, as
+// the real service does after a failed continuation.
+func (w *wsConn) end(x *exchange, prevID string, next *stored, status string) {
+	if x.done {
+		return
+	}
+	w.mu.Lock()
+	w.busy = false
+	switch {
+	case next != nil:
+		w.last = next
+	case w.last != nil && prevID != "" && w.last.id == prevID:
+		w.last = nil
+	}
+	w.mu.Unlock()
+	x.finish(status)
+}
+
+func (w *wsConn) cached() *stored {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+// cut closes the connection without a close message; reset asks for a TCP
+// reset.
+func (w *wsConn) cut(reset bool) {
+	if tc, ok := w.raw.(*net.TCPConn); ok && reset {
+		_ = tc.SetLinger(0)
+	}
+	_ = w.raw.Close()
+}
+
+// runTurn plays one response.create as ServeHTTP plays a POST.
+func (w *wsConn) runTurn(m wsTurn) {
+	u, ctx := w.u, w.ctx
+	x := w.exchange(w.acct, m.at)
+	x.step = m.step
+	s := &x.step
+	prevID := gjson.GetBytes(m.msg, "previous_response_id").String()
+	defer w.end(x, prevID, nil, statusAborted) // for panics and early returns
+
+	if s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
+		return
+	}
+	if s.ResetBeforeHeaders {
+		w.end(x, prevID, nil, statusAborted)
+		w.cut(true)
+		return
+	}
+	if s.Hang {
+		u.wait(ctx, nil, 0)
+		return
+	}
+	if s.Status != 0 {
+		w.scripted(x, prevID)
+		return
+	}
+	q, e := parseRequest(m.msg)
+	if e == nil {
+		e = readGenerate(m.msg, q)
+	}
+	if e == nil {
+		x.served.Model = q.model
+		var prev *stored
+		if prev, e = u.resolve(w.acct, q, w.cached()); e == nil {
+			w.play(x, newTurn(q, s, prev, x.start.Unix()), prev)
+			return
+		}
+	}
+	x.served.HTTPStatus, x.served.Code = e.status, e.code
+	w.end(x, prevID, nil, statusError)
+	w.write(appendErrorMessage(nil, e, nil))
+}
+
+// readGenerate reads the WebSocket-only generate flag.
+func readGenerate(msg []byte, q *request) *apiError {
+	g := gjson.GetBytes(msg, "generate")
+	switch {
+	case !g.Exists() || g.Type == gjson.Null:
+	case !isBool(g):
+		return invalidType("generate", "a boolean", g)
+	default:
+		q.warmup = g.Type == gjson.False
+	}
+	return nil
+}
+
+func (w *wsConn) play(x *exchange, t *turn, prev *stored) {
+	st := newStored(t, prev)
+	if t.req.store {
+		w.u.save(w.acct, st)
+	}
+	x.served.ResponseID = t.id
+	sink := &wsSink{c: w.c}
+	cut := w.u.play(w.ctx, t, sink, func(n int) {
+		x.served.Events = n
+		x.served.Usage = t.servedUsage(n)
+		status := t.servedStatus(n)
+		var next *stored
+		switch status {
+		case statusCompleted, statusIncomplete:
+			next = st
+		case statusFailed, statusError:
+			x.served.Code = t.failCode
+		}
+		w.end(x, t.req.prevID, next, status)
+	})
+	switch {
+	case cut:
+		w.cut(false)
+	case t.step.NoTerminal:
+		// The WebSocket counterpart of a clean EOF before the terminal event.
+		_ = w.c.Close(websocket.StatusNormalClosure, "")
+	}
+}
+
+// scripted answers a turn with Step.Status: Body as the message when set,
+// else an error message for that status.
+func (w *wsConn) scripted(x *exchange, prevID string) {
+	s := &x.step
+	var msg []byte
+	switch {
+	case s.Body != "":
+		msg = []byte(s.Body)
+	case s.Status >= 400:
+		e := errorForStatus(s.Status)
+		x.served.Code = e.code
+		msg = appendErrorMessage(nil, e, s.Header)
+	}
+	status := statusCompleted
+	if s.Status >= 400 {
+		status = statusError
+	}
+	x.served.HTTPStatus = s.Status
+	w.end(x, prevID, nil, status)
+	if msg != nil {
+		w.write(msg)
+	}
+}
+
+// wsSink writes each event as one text message.
+type wsSink struct {
+	c   *websocket.Conn
+	buf []byte
+}
+
+func (s *wsSink) writeEvent(t *turn, e planned, seq int) error {
+	s.buf = t.appendEvent(s.buf[:0], e, seq)
+	return s.c.Write(context.Background(), websocket.MessageText, s.buf)
+}
+
+// appendErrorMessage appends the error message of the WebSocket mode:
+// {"type":"error","status":N,"error":{...}}, with a "headers" object (names
+// in lower case, first values) when h has any, as Codex reads rate-limit
+// headers from it.
+func appendErrorMessage(b []byte, e *apiError, h http.Header) []byte {
+	b = append(b, `{"type":"error","status":`...)
+	b = appendInt(b, int64(e.status))
+	b = append(b, `,"error":{"type":`...)
+	b = appendString(b, e.typ)
+	b = append(b, `,"code":`...)
+	b = appendStringOrNull(b, e.code)
+	b = append(b, `,"message":`...)
+	b = appendString(b, e.msg)
+	b = append(b, `,"param":`...)
+	b = appendStringOrNull(b, e.param)
+	b = append(b, '}')
+	keys := make([]string, 0, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > 0 {
+		slices.Sort(keys)
+		b = append(b, `,"headers":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, strings.ToLower(k))
+			b = append(b, ':')
+			b = appendString(b, h[k][0])
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+func (u *Upstream) logMessage(w *wsConn, msg []byte, at time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.noLog {
+		return
+	}
+	u.requests = append(u.requests, Received{Account: w.name, Method: methodWS, Path: w.path,
+		Header: w.header, Body: msg, Time: at})
+	u.notifyLocked()
+}
