@@ -16,10 +16,13 @@
 //     FIFO waiters.
 //   - billing: the Gate asked before a turn, the Usage record and the
 //     UsageSink told after it, and Async, a no-loss asynchronous sink.
+//   - wsproxy: the Responses WebSocket mode (GET /v1/responses upgraded),
+//     each response.create a turn through the same pipeline.
 //
 // # One turn
 //
-// A turn is one response.create: a POST body over HTTP.
+// A turn is one response.create: a POST body over HTTP, or one message on a
+// WebSocket. Both run the same pipeline; only the two ends differ.
 //
 //	client ─ auth ─ validate ─ user slot (bounded wait, SSE pings) ─ billing gate
 //	       ─ select account (previous_response_id ▸ session ▸ balanced top-K) ─ account slot

@@ -158,7 +158,10 @@ func (c *conn) turn(msg []byte) bool {
 
 // Send forwards one event as a text frame (relay.TurnSink).
 func (c *conn) Send(_ string, data []byte) error {
-	return c.ws.Write(c.ctx, websocket.MessageText, data)
+	// Background: a cancellable context costs coder/websocket a timer per
+	// write. A client that stops reading is cut by the ping keepalive,
+	// which ends a blocked Write.
+	return c.ws.Write(context.Background(), websocket.MessageText, data)
 }
 
 // Fail sends the error that ended a turn (relay.TurnSink).

@@ -2,7 +2,6 @@ package wsproxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
 	"github.com/tidwall/gjson"
@@ -118,9 +118,12 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, done chan struct{}) {
 	defer close(done)
 	for {
-		_, data, err := ws.Read(ctx)
+		// Background, not ctx: a cancellable context costs coder/websocket
+		// a timer per read. closeLocked cancels ctx and closes the socket,
+		// which ends this Read.
+		_, data, err := ws.Read(context.Background())
 		if err != nil {
-			if errors.Is(err, context.Canceled) {
+			if ctx.Err() != nil {
 				err = errUpstreamClosed
 			}
 			select {
@@ -190,7 +193,7 @@ func (s *stream) Next() ([]byte, error) {
 			s.broken = true
 			return nil, f.err
 		}
-		if gjson.GetBytes(f.data, "type").String() == "error" {
+		if event.Classify(f.data).Kind == event.KindError {
 			if !s.started && s.redials == 0 && gjson.GetBytes(f.data, "error.code").String() == "websocket_connection_limit_reached" {
 				// The socket reached the upstream's age limit before
 				// our own reconnect did: send the turn again on a new one.
