@@ -2,7 +2,9 @@ package jsonx
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestAppendStringRoundTrip(t *testing.T) {
@@ -24,11 +26,23 @@ func TestAppendStringRoundTrip(t *testing.T) {
 	}
 }
 
+// FuzzAppendString: every string becomes valid JSON on one line that
+// decodes back to it (valid UTF-8 exactly; invalid bytes as U+FFFD).
 func FuzzAppendString(f *testing.F) {
-	f.Add("x\x00\xff\"")
+	for _, s := range []string{"", "plain", `q"b\s`, "\n\r\t\x00\x1f", "☃ \u2028 \u2029", "bad \xff utf8"} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if b := AppendString(nil, s); !json.Valid(b) {
-			t.Fatalf("invalid JSON for %q: %s", s, b)
+		b := AppendString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q -> invalid JSON %s: %v", s, b, err)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("%q -> %q", s, got)
+		}
+		if strings.ContainsAny(string(b), "\n\r") {
+			t.Fatalf("raw newline in %s", b)
 		}
 	})
 }

@@ -1,30 +1,6 @@
 package relaytest
 
-import (
-	"encoding/json"
-	"strings"
-	"testing"
-	"unicode/utf8"
-)
-
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "plain", `q"b\s`, "\n\r\t\x00\x1f", "☃ \u2028 \u2029", "bad \xff utf8"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b := appendString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q -> invalid JSON %s: %v", s, b, err)
-		}
-		if utf8.ValidString(s) && got != s {
-			t.Fatalf("%q -> %q", s, got)
-		}
-		if strings.ContainsAny(string(b), "\n\r") {
-			t.Fatalf("raw newline in %s", b)
-		}
-	})
-}
+import "testing"
 
 func TestCompactJSON(t *testing.T) {
 	in := "{\n  \"a\": [1, 2],\r\n  \"b\": \"x y\\\" z\"\n}"
