@@ -1,6 +1,10 @@
 package relaytest
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestCompactJSON(t *testing.T) {
 	in := "{\n  \"a\": [1, 2],\r\n  \"b\": \"x y\\\" z\"\n}"
