@@ -2,6 +2,40 @@
 // (user slot, billing gate), picks an upstream account, relays the JSON or
 // SSE answer with failover before the first output event, and records one
 // usage record per turn that reached an upstream.
+//
+// # Errors
+//
+// Every error has OpenAI's shape with all four keys:
+// {"error":{"message":...,"type":...,"param":...,"code":...}}. Once a
+// stream is committed (an event or a ": ping" was written) an error is an
+// SSE event instead: an "error" event before any response event, and a
+// response.failed that continues the sequence numbers after output began.
+//
+// # Failover
+//
+// Connection errors, 401, 402, 403, 408, 429, 529, 5xx and in-band
+// refusals (a stream that fails before any output) move the turn to another
+// account, at most MaxAccountSwitches times. Once an event reached the
+// client the turn never moves. Other 4xx go back as the upstream said,
+// sanitized. ErrorRules may rewrite what the client sees.
+//
+// # Client disconnect
+//
+// When the client goes away the relay stops writing, keeps reading the
+// upstream for up to DrainTimeout to learn the usage the upstream reports,
+// and records the turn with status client_gone and that usage. A client
+// gone before any upstream answered (while waiting for a slot, or before
+// response headers) is not recorded: no upstream did billable work that
+// the relay could see.
+//
+// # Usage
+//
+// Exactly one billing.Usage per turn that got an answer from an upstream,
+// written after the turn ended (and after the client got its last byte).
+// Failed failover attempts are not records; they count in Attempts.
+// response.incomplete and response.failed carry their usage into the
+// record. Use billing.NewAsync (or a durable spool) in front of a slow
+// sink, and Handler.Wait before closing it.
 package relay
 
 import (
