@@ -327,6 +327,32 @@ func (s *Scheduler) Recover(accountID string) {
 	}
 }
 
+// Apply takes an AccountEvent observed elsewhere (another relay instance,
+// through a pub/sub channel) as if this Scheduler had seen it: a cooldown
+// until e.Until, or for EventRecovered the end of the cooldown. It never
+// calls OnAccountEvent, so instances that forward their events to each
+// other do not echo them back. A cooldown shorter than the current one is
+// ignored.
+func (s *Scheduler) Apply(e AccountEvent) {
+	s.init()
+	st := s.stats(e.AccountID)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if e.Kind == EventRecovered {
+		st.coolUntil.Store(0)
+		st.failures, st.limited = 0, 0
+		return
+	}
+	until := e.Until.UnixNano()
+	if maxUntil := s.now().Add(s.maxCooldown).UnixNano(); until > maxUntil {
+		until = maxUntil
+	}
+	if until > st.coolUntil.Load() {
+		st.coolUntil.Store(until)
+		st.coolKind, st.penalized = e.Kind, true
+	}
+}
+
 // InFlight is how many Selections of the account are not yet released by
 // this Scheduler.
 func (s *Scheduler) InFlight(accountID string) int {

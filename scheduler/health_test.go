@@ -364,3 +364,31 @@ func TestRateLimitedAccountSkippedUntilReset(t *testing.T) {
 		t.Fatalf("a not used again after its reset: %v", seen)
 	}
 }
+
+// TestApplyRemoteEvent: an event from another instance benches the account
+// here without echoing through OnAccountEvent; recovered lifts it.
+func TestApplyRemoteEvent(t *testing.T) {
+	pool := NewStaticPool()
+	pool.Add("g", &Account{ID: "a"})
+	pool.Add("g", &Account{ID: "b", Priority: 1})
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	echoed := 0
+	s := &Scheduler{Pool: pool, Now: func() time.Time { return now }, OnAccountEvent: func(context.Context, AccountEvent) { echoed++ }}
+	s.Apply(AccountEvent{AccountID: "a", Kind: EventRateLimited, Until: now.Add(time.Minute)})
+	if got := s.CoolingUntil("a"); !got.Equal(now.Add(time.Minute)) {
+		t.Fatalf("cooling until %v", got)
+	}
+	sel, err := s.Select(context.Background(), Request{Group: "g", Model: "m"})
+	if err != nil || sel.Account.ID != "b" {
+		t.Fatalf("selected %v, %v", sel, err)
+	}
+	sel.Release()
+	s.Apply(AccountEvent{AccountID: "a", Kind: EventRateLimited, Until: now.Add(time.Second)}) // shorter: ignored
+	if got := s.CoolingUntil("a"); !got.Equal(now.Add(time.Minute)) {
+		t.Fatalf("a shorter remote cooldown replaced a longer one: %v", got)
+	}
+	s.Apply(AccountEvent{AccountID: "a", Kind: EventRecovered})
+	if !s.CoolingUntil("a").IsZero() || echoed != 0 {
+		t.Fatalf("cooling until %v, echoed %d", s.CoolingUntil("a"), echoed)
+	}
+}
