@@ -60,6 +60,12 @@ func (c *conn) run() {
 	defer first.Stop()
 	stopping := c.h.stop()
 	for {
+		select {
+		case <-stopping: // no new turn once Shutdown began, even a queued one
+			c.close(websocket.StatusGoingAway, "server shutting down, please reconnect")
+			return
+		default:
+		}
 		var msg []byte
 		select {
 		case <-stopping:

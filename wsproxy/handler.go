@@ -190,7 +190,9 @@ func (h *Handler) stop() <-chan struct{} {
 // Shutdown stops accepting connections, lets every turn in flight finish,
 // closes each connection with 1001 (going away) at its next turn boundary,
 // and waits for them to end. When ctx ends first the remaining connections
-// are cut and ctx.Err() is returned. http.Server.Shutdown does not wait for
+// are cut and ctx.Err() is returned at once; their turns still drain the
+// upstream for usage (DrainTimeout), so call Wait, then relay.Handler.Wait,
+// before closing the usage sink. http.Server.Shutdown does not wait for
 // upgraded connections: call this beside it.
 func (h *Handler) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
@@ -215,6 +217,22 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 			c.cancel()
 		}
 		h.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Wait blocks until no connection is open or ctx ends.
+func (h *Handler) Wait(ctx context.Context) error {
+	h.mu.Lock()
+	idle := h.idle
+	h.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
 		return ctx.Err()
 	}
 }

@@ -32,6 +32,9 @@ type Config struct {
 	Accounts []AccountConfig `json:"accounts"`
 	APIKeys  []APIKeyConfig  `json:"api_keys"`
 	Usage    UsageConfig     `json:"usage"`
+	// WSMaxConnsPerKey caps the open WebSocket connections of one client
+	// key; 0 means no cap.
+	WSMaxConnsPerKey int `json:"ws_max_conns_per_key"`
 	// Redis is accepted so that configs can be written ahead of the
 	// scale-out work, but must be empty for now.
 	Redis string `json:"redis"`
@@ -130,6 +133,9 @@ func (c *Config) validate() error {
 	}
 	if c.Redis != "" {
 		bad("redis: shared state in Redis arrives with the scale-out work and is not available in this relayd yet; remove \"redis\" (slots and sticky bindings are kept in memory)")
+	}
+	if c.WSMaxConnsPerKey < 0 {
+		bad("ws_max_conns_per_key: must not be negative (0 means no cap)")
 	}
 	if c.Usage.Driver != "sqlite" {
 		bad("usage.driver: %q is not supported; relayd stores usage in SQLite (\"sqlite\")", c.Usage.Driver)

@@ -34,6 +34,7 @@ const fullConfig = `{
     {"key": "rk-full-2", "user_id": "u2", "group": "team"}
   ],
   "usage": {"driver": "sqlite", "dsn": "/var/lib/relayd/usage.db"},
+  "ws_max_conns_per_key": 8,
   "redis": ""
 }`
 
@@ -55,7 +56,8 @@ func TestParseConfigFull(t *testing.T) {
 			{Key: "rk-full-1", UserID: "u1", Group: "default", Concurrency: 2},
 			{Key: "rk-full-2", UserID: "u2", Group: "team"},
 		},
-		Usage: UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db"},
+		Usage:            UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db"},
+		WSMaxConnsPerKey: 8,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", cfg, want)
@@ -109,6 +111,8 @@ func TestParseConfigUnknownFieldIsNamed(t *testing.T) {
 			`unknown field "user" at api_keys[0].user`},
 		{"in usage", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "usage": {"drvier": "sqlite"}}`,
 			`unknown field "drvier" at usage.drvier`},
+		{"WebSocket cap misspelt", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "ws_max_conn_per_key": 2}`,
+			`unknown field "ws_max_conn_per_key" at ws_max_conn_per_key`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -152,6 +156,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`usage.driver: "postgres" is not supported`},
 		{"listen", `{"listen": "8080", "accounts": [` + acct + `], ` + key + `}`,
 			`listen: "8080" is not host:port`},
+		{"negative ws_max_conns_per_key", `{"accounts": [` + acct + `], ` + key + `, "ws_max_conns_per_key": -1}`,
+			"ws_max_conns_per_key: must not be negative"},
 		{"bad model pattern", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "models": ["gpt-["]}], ` + key + `}`,
 			`models: "gpt-[" is not a model name or pattern`},
 		{"bad header", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "headers": {"bad header": "v"}}], ` + key + `}`,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -71,6 +72,9 @@ func startDemo(dbPath string) (*demo, error) {
 			APIKey:      upstreamKey,
 			Concurrency: 4,
 			Weight:      1,
+			// The fake speaks the WebSocket mode, so WebSocket clients get
+			// a pinned upstream socket rather than the HTTP bridge.
+			WebSocket: true,
 		}},
 		APIKeys: []APIKeyConfig{{
 			Key:         d.apiKey,
@@ -108,17 +112,31 @@ The same request streamed as server-sent events:
     -H 'Content-Type: application/json' \
     -d '{"model":"%[7]s","input":"Hello, relay!","stream":true}'
 
+The WebSocket mode on the same path, with the same bearer key; each turn is
+one message like {"type":"response.create","model":"%[7]s","input":"Hello, relay!"}:
+
+  %[8]s/v1/responses
+
+  openai-go: client.Beta.Responses.Connect(ctx, openai.BetaResponseConnectionOptions{})
+             on a client made with option.WithBaseURL("%[1]s/v1")
+  Codex CLI: a model provider with base_url = "%[1]s/v1" and supports_websockets = true
+
 Usage records (written a moment after each turn):
 
-  sqlite3 %[6]s 'SELECT created_at, model, status, input_tokens, output_tokens, total_tokens FROM usage_records ORDER BY created_at DESC LIMIT 5'
+  sqlite3 %[6]s 'SELECT created_at, transport, model, status, input_tokens, output_tokens, total_tokens FROM usage_records ORDER BY created_at DESC LIMIT 5'
 
 Press Ctrl-C to stop.
 
-`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel)
+`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel, "ws://"+addr)
 }
 
-// Close stops the fake upstream.
+// Close stops the fake upstream. http.Server.Close does not cover upgraded
+// connections: give the fake a moment to finish the WebSockets the relay
+// has closed.
 func (d *demo) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.upstream.WaitWSConns(ctx, demoAccount, 0)
 	d.hs.Close()
 	<-d.served
 }

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/tidwall/gjson"
 
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -113,8 +115,9 @@ func (c curlCommand) do(t *testing.T, client *http.Client) (*http.Response, []by
 	return resp, b
 }
 
-// The two curl commands the demo prints work as printed, and each leaves a
-// usage row with the tokens the demo upstream sent.
+// The two curl commands the demo prints work as printed, and so does its
+// WebSocket hint; each turn leaves a usage row with the tokens the demo
+// upstream sent.
 func TestDemoCurlCommandsWork(t *testing.T) {
 	dbPath := filepath.Join(t.TempDir(), "demo.db")
 	d, err := startDemo(dbPath)
@@ -167,24 +170,59 @@ func TestDemoCurlCommandsWork(t *testing.T) {
 	}
 	streamReq := resp.Header.Get("X-Relay-Request-Id")
 
+	// The WebSocket hint: the URL, and the SDK base URL it gives works
+	// with Connect.
+	wsURL := "ws://" + strings.TrimPrefix(ts.URL, "http://") + "/v1/responses"
+	for _, want := range []string{wsURL, "client.Beta.Responses.Connect", "supports_websockets = true"} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("intro lacks %q:\n%s", want, text)
+		}
+	}
+	m := regexp.MustCompile(`option\.WithBaseURL\("([^"]+)"\)`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("intro names no base URL:\n%s", text)
+	}
+	client := newSDK(m[1], d.apiKey, ts.Client())
+	conn, err := client.Beta.Responses.Connect(t.Context(), openai.BetaResponseConnectionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := wsCreate("Hello over a WebSocket!")
+	p.Model = demoModel
+	wsResp, wsText := completedTurn(t, wsTurn(t, conn, p))
+	if wsText != "Echo: Hello over a WebSocket!" {
+		t.Fatalf("WebSocket turn: %q", wsText)
+	}
+
 	finish()
 	served := servedByResponse(d.upstream)
 	rows := readRows(t, dbPath)
-	if len(rows) != 2 {
-		t.Fatalf("rows = %d, want 2", len(rows))
+	if len(rows) != 3 {
+		t.Fatalf("rows = %d, want 3", len(rows))
 	}
-	for _, id := range []string{jsonReq, streamReq} {
+	var wsReq string
+	for id, row := range rows {
+		if row.ResponseID == wsResp.ID {
+			wsReq = id
+		}
+	}
+	for _, id := range []string{jsonReq, streamReq, wsReq} {
 		row := rows[id]
 		s, ok := served[row.ResponseID]
 		if !ok {
-			t.Fatalf("row %s names response %q the upstream never served", id, row.ResponseID)
+			t.Fatalf("row %q names response %q the upstream never served", id, row.ResponseID)
 		}
 		if row.Input == 0 || row.Output == 0 {
 			t.Fatalf("row %s has no tokens: %+v", id, row)
 		}
 		checkUsage(t, row, s.Usage)
-		if row.UserID != demoUser || row.AccountID != demoAccount || row.Status != "completed" || row.Stream != (id == streamReq) {
+		if row.UserID != demoUser || row.AccountID != demoAccount || row.Status != "completed" || row.Stream != (id != jsonReq) {
 			t.Fatalf("row = %+v", row)
+		}
+		// The demo account has an upstream WebSocket: no HTTP bridge.
+		if ws := id == wsReq; (row.Transport == "ws") != ws || s.WebSocket != ws {
+			t.Fatalf("row %+v, served over WebSocket %v", row, s.WebSocket)
 		}
 	}
 }

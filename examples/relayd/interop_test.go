@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -18,11 +19,16 @@ import (
 
 // sdk returns an SDK client for the env with the given key.
 func (e *env) sdk(key string) openai.Client {
+	return newSDK(e.ts.URL+"/v1", key, e.ts.Client()) // closed with the server
+}
+
+// newSDK is an SDK client of relayd at baseURL (ending in /v1).
+func newSDK(baseURL, key string, hc *http.Client) openai.Client {
 	return openai.NewClient(
-		option.WithBaseURL(e.ts.URL+"/v1"),
+		option.WithBaseURL(baseURL),
 		option.WithAPIKey(key),
 		option.WithMaxRetries(0),
-		option.WithHTTPClient(e.ts.Client()), // closed with the server
+		option.WithHTTPClient(hc),
 	)
 }
 

@@ -1,6 +1,7 @@
 // Command relayd is an OpenAI Responses API relay built on responsesrelay:
-// clients call POST /v1/responses with a relayd key, and relayd forwards
-// each turn to a pool of upstream accounts, recording usage in SQLite.
+// clients call POST /v1/responses, or open the WebSocket mode on the same
+// path, with a relayd key, and relayd forwards each turn to a pool of
+// upstream accounts, recording usage in SQLite.
 //
 // Without -config it runs a self-contained demo against an in-process fake
 // upstream. examples/README.md in the repository describes the config file.
@@ -52,7 +53,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "how long a SIGINT/SIGTERM waits for in-flight turns")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: relayd [-config file] [-addr host:port] [-db file]\n\n"+
-			"Relays the OpenAI Responses API (POST /v1/responses) to a pool of upstream accounts.\n"+
+			"Relays the OpenAI Responses API (POST /v1/responses and its WebSocket mode) to a pool of upstream accounts.\n"+
 			"Without -config it runs a demo against an in-process fake upstream.\n\n")
 		fs.PrintDefaults()
 	}
@@ -125,9 +126,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return serve(ctx, ln, srv, opts.shutdownTimeout, logger)
 }
 
-// serve answers on ln until ctx ends, then shuts down: in-flight turns get
-// up to grace to finish, the usage queue is drained into SQLite, and the
-// database is closed. It returns the exit code.
+// serve answers on ln until ctx ends, then shuts down: in-flight turns,
+// HTTP and WebSocket, get up to grace to finish, the usage queue is drained
+// into SQLite, and the database is closed. It returns the exit code.
 func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duration, logger *slog.Logger) int {
 	hs := &http.Server{
 		Handler:           srv.Handler(),
@@ -151,9 +152,17 @@ func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duratio
 	case <-ctx.Done():
 		logger.Info("relayd: shutting down; waiting for in-flight turns", "timeout", grace)
 		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		// http.Server.Shutdown does not wait for upgraded connections, so
+		// the WebSocket ones are shut down beside it: each finishes its
+		// turn in flight, then closes with 1001.
+		wsDone := make(chan error, 1)
+		go func() { wsDone <- srv.ws.Shutdown(sctx) }()
 		if err := hs.Shutdown(sctx); err != nil {
 			logger.Warn("relayd: turns still running at the shutdown timeout; closing their connections", "error", err)
 			hs.Close()
+		}
+		if err := <-wsDone; err != nil {
+			logger.Warn("relayd: WebSocket turns still running at the shutdown timeout; closing their connections", "error", err)
 		}
 		cancel()
 		<-served

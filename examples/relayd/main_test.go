@@ -145,6 +145,7 @@ type usageRow struct {
 	RequestID, ResponseID, UserID, APIKeyID, GroupID, AccountID string
 	Model, UpstreamModel, Transport, Status, CreatedAt          string
 	Stream                                                      bool
+	Turn                                                        int64
 	Input, Cached, Output, Reasoning, Total                     int64
 	Attempts, DurationMS                                        int64
 	FirstTokenMS                                                sql.NullInt64
@@ -165,7 +166,7 @@ func readRows(t *testing.T, path string) map[string]usageRow {
 	}
 	defer db.Close()
 	rs, err := db.Query(`SELECT request_id, response_id, user_id, api_key_id, group_id, account_id, model,
-		upstream_model, transport, status, created_at, stream, input_tokens, cached_input_tokens,
+		upstream_model, transport, status, created_at, stream, turn, input_tokens, cached_input_tokens,
 		output_tokens, reasoning_tokens, total_tokens, attempts, duration_ms, first_token_ms FROM usage_records`)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +176,7 @@ func readRows(t *testing.T, path string) map[string]usageRow {
 	for rs.Next() {
 		var r usageRow
 		if err := rs.Scan(&r.RequestID, &r.ResponseID, &r.UserID, &r.APIKeyID, &r.GroupID, &r.AccountID, &r.Model,
-			&r.UpstreamModel, &r.Transport, &r.Status, &r.CreatedAt, &r.Stream, &r.Input, &r.Cached,
+			&r.UpstreamModel, &r.Transport, &r.Status, &r.CreatedAt, &r.Stream, &r.Turn, &r.Input, &r.Cached,
 			&r.Output, &r.Reasoning, &r.Total, &r.Attempts, &r.DurationMS, &r.FirstTokenMS); err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/relaykit/responsesrelay/wsproxy"
 )
 
 // server is relayd without its listener: tests serve handler over
@@ -20,6 +21,7 @@ import (
 type server struct {
 	handler http.Handler
 	relay   *relay.Handler
+	ws      *wsproxy.Handler
 	sched   *scheduler.Scheduler
 	usage   *billing.Async
 	sink    *sqlusage.Sink
@@ -59,15 +61,19 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		Authenticate: s.authenticator(kr),
 		Logger:       logger,
 	}
+	// Both transports on one path: WebSocket upgrades (authenticated
+	// before the upgrade) to the WebSocket mode, the rest to the relay,
+	// which answers POST and gives a plain GET 426.
+	s.ws = &wsproxy.Handler{Relay: s.relay, MaxConnsPerKey: cfg.WSMaxConnsPerKey}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/responses", s.responses())
+	mux.Handle("/v1/responses", s.ws)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error",
-			"Invalid URL ("+r.Method+" "+r.URL.Path+"): relayd serves POST /v1/responses")
+			"Invalid URL ("+r.Method+" "+r.URL.Path+"): relayd serves /v1/responses (POST, or GET with a WebSocket upgrade)")
 	})
 	s.handler = s.accessLog(mux)
 	return s, nil
@@ -103,26 +109,6 @@ func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.Stati
 		pool.Set(g, groups[g])
 	}
 	return pool, creds
-}
-
-// responses routes /v1/responses: POST to the relay; GET (the WebSocket
-// mode) gets 426 after authentication, which makes Codex and the SDKs fall
-// back to HTTP; other methods get the relay's 405.
-func (s *server) responses() http.Handler {
-	auth := s.relay.Authenticate
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			s.relay.ServeHTTP(w, r)
-			return
-		}
-		if subj, err := auth(r); err != nil || subj == nil {
-			writeErrorCode(w, http.StatusUnauthorized, "authentication_error", "Invalid API key", "invalid_api_key")
-			return
-		}
-		w.Header().Set("Upgrade", "websocket")
-		writeError(w, http.StatusUpgradeRequired, "invalid_request_error",
-			"WebSocket mode is not available on this relay; use HTTP POST /v1/responses")
-	})
 }
 
 // authenticator logs why a request was refused, without the key.
@@ -167,13 +153,19 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 // Handler is everything relayd serves.
 func (s *server) Handler() http.Handler { return s.handler }
 
-// Close waits for the handlers still running (a turn whose client left
-// keeps reading its upstream to learn the usage), drains the usage queue
-// into SQLite and closes the database. ctx bounds the whole; records that
-// could not be written by then go to the error log in full.
+// Close ends the WebSocket connections (each after its turn in flight) and
+// waits for them, waits for the handlers still running (a turn whose client
+// left keeps reading its upstream to learn the usage), drains the usage
+// queue into SQLite and closes the database. ctx bounds the whole; records
+// that could not be written by then go to the error log in full.
 func (s *server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		// After a timed-out shutdown this waits for the connections it cut,
+		// which still drain their turns.
+		if err := s.ws.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("WebSocket connections still open: %w", err))
+		}
 		if err := s.relay.Wait(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("handlers still running: %w", err))
 		}
@@ -250,10 +242,5 @@ func (w *statusWriter) status() int {
 
 // writeError answers an OpenAI-shaped error with a null code.
 func writeError(w http.ResponseWriter, status int, typ, msg string) {
-	writeErrorCode(w, status, typ, msg, "")
-}
-
-// writeErrorCode answers in the relay's own error shape.
-func writeErrorCode(w http.ResponseWriter, status int, typ, msg, code string) {
-	relay.WriteError(w, &relay.APIError{Status: status, Type: typ, Message: msg, Code: code})
+	relay.WriteError(w, &relay.APIError{Status: status, Type: typ, Message: msg})
 }

@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/openai/openai-go/v3"
 	"github.com/tidwall/gjson"
 
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -41,15 +44,18 @@ func TestRoutes(t *testing.T) {
 	if resp.StatusCode != 404 || !json.Valid(b) || !strings.Contains(gjson.GetBytes(b, "error.message").String(), "/x\u0001") {
 		t.Fatalf("odd path: %d %q", resp.StatusCode, b)
 	}
-	// The WebSocket mode is not served: 426 makes clients use HTTP, but
-	// only after the key is checked.
-	resp, b = get("/v1/responses", "Authorization", "Bearer "+keyAlice)
-	if resp.StatusCode != http.StatusUpgradeRequired || resp.Header.Get("Upgrade") != "websocket" || errorType(b) != "invalid_request_error" {
-		t.Fatalf("GET with key: %d %v %s", resp.StatusCode, resp.Header, b)
+	// A GET that is not a WebSocket upgrade gets 426, key or not.
+	for _, hdr := range [][]string{{"Authorization", "Bearer " + keyAlice}, nil} {
+		resp, b = get("/v1/responses", hdr...)
+		if resp.StatusCode != http.StatusUpgradeRequired || resp.Header.Get("Upgrade") != "websocket" || errorType(b) != "invalid_request_error" {
+			t.Fatalf("plain GET (%v): %d %v %s", hdr, resp.StatusCode, resp.Header, b)
+		}
 	}
-	resp, b = get("/v1/responses")
-	if resp.StatusCode != 401 || errorType(b) != "authentication_error" {
-		t.Fatalf("GET without key: %d %s", resp.StatusCode, b)
+	// An upgrade is authenticated before it happens.
+	resp, b = get("/v1/responses", "Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13",
+		"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Authorization", "Bearer rk-test-nobody")
+	if resp.StatusCode != 401 || errorType(b) != "authentication_error" || gjson.GetBytes(b, "error.code").String() != "invalid_api_key" {
+		t.Fatalf("upgrade with a bad key: %d %s", resp.StatusCode, b)
 	}
 	req, _ := http.NewRequest(http.MethodPut, e.ts.URL+"/v1/responses", strings.NewReader("{}"))
 	req.Header.Set("Authorization", "Bearer "+keyAlice)
@@ -271,35 +277,88 @@ func TestNoKeysInLogsOrResponses(t *testing.T) {
 	}
 }
 
-// SIGINT/SIGTERM: the listener closes, a turn in flight finishes and is
-// recorded, and serve returns 0 after the usage queue is drained.
-func TestShutdownDrainsInFlightTurns(t *testing.T) {
-	up := relaytest.NewServer()
-	defer up.Close()
-	dbPath := t.TempDir() + "/usage.db"
+// serving is relayd's serve loop on a loopback listener, as main runs it,
+// in front of a fake with the account "a1".
+type serving struct {
+	up     *relaytest.Server
+	addr   string
+	dbPath string
+	logs   *logBuffer
+	stop   context.CancelFunc // what SIGINT/SIGTERM does
+	exit   chan int
+	once   sync.Once
+	code   int
+}
+
+func startServing(t *testing.T, upstreamWS bool, grace time.Duration) *serving {
+	t.Helper()
+	r := &serving{up: relaytest.NewServer(), dbPath: t.TempDir() + "/usage.db", logs: newLogBuffer(), exit: make(chan int, 1)}
 	cfg := Config{
-		Accounts: []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
+		Accounts: []AccountConfig{{ID: "a1", BaseURL: r.up.BaseURL("a1"), APIKey: upstreamKey("a1"), WebSocket: upstreamWS}},
 		APIKeys:  []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
-		Usage:    UsageConfig{DSN: dbPath},
+		Usage:    UsageConfig{DSN: r.dbPath},
 	}
 	cfg.applyDefaults()
-	logs := newLogBuffer()
-	logger := slog.New(slog.NewTextHandler(logs, nil))
+	logger := slog.New(slog.NewTextHandler(r.logs, nil))
 	srv, err := newServer(cfg, logger)
 	if err != nil {
+		r.up.Close()
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		srv.Close(context.Background())
+		r.up.Close()
 		t.Fatal(err)
 	}
+	r.addr = ln.Addr().String()
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	exit := make(chan int, 1)
-	go func() { exit <- serve(ctx, ln, srv, 30*time.Second, logger) }()
+	r.stop = stop
+	go func() { r.exit <- serve(ctx, ln, srv, grace, logger) }()
+	t.Cleanup(func() {
+		stop()
+		r.up.Close() // releases held turns, should the test have failed
+		r.wait()
+	})
+	return r
+}
 
+// wait returns serve's exit code.
+func (r *serving) wait() int {
+	r.once.Do(func() { r.code = <-r.exit })
+	return r.code
+}
+
+// connect opens the SDK's WebSocket mode on the served address.
+func (r *serving) connect(t *testing.T) *openai.BetaResponseConnection {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(hc.CloseIdleConnections)
+	client := newSDK("http://"+r.addr+"/v1", keyAlice, hc)
+	conn, err := client.Beta.Responses.Connect(t.Context(), openai.BetaResponseConnectionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// listenerClosed checks that new connections are refused.
+func (r *serving) listenerClosed(t *testing.T) {
+	t.Helper()
+	r.logs.waitFor(t, "relayd: no longer accepting connections")
+	if c, err := net.Dial("tcp", r.addr); err == nil {
+		c.Close()
+		t.Fatal("listener still accepts during shutdown")
+	}
+}
+
+// SIGINT/SIGTERM: the listener closes, a turn in flight finishes and is
+// recorded, and serve returns 0 after the usage queue is drained.
+func TestShutdownDrainsInFlightTurns(t *testing.T) {
+	r := startServing(t, false, 30*time.Second)
 	hold := make(chan struct{})
-	up.Script("a1", relaytest.Step{Hold: hold})
+	r.up.Script("a1", relaytest.Step{Hold: hold})
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	type result struct {
@@ -309,7 +368,7 @@ func TestShutdownDrainsInFlightTurns(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/responses",
+		req, _ := http.NewRequest(http.MethodPost, "http://"+r.addr+"/v1/responses",
 			strings.NewReader(`{"model":"gpt-5","input":"in flight","stream":true}`))
 		req.Header.Set("Authorization", "Bearer "+keyAlice)
 		resp, err := client.Do(req)
@@ -321,30 +380,25 @@ func TestShutdownDrainsInFlightTurns(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		done <- result{resp.StatusCode, b, err}
 	}()
-	if err := up.WaitInFlight(t.Context(), "a1", 1); err != nil {
+	if err := r.up.WaitInFlight(t.Context(), "a1", 1); err != nil {
 		t.Fatal(err)
 	}
-	stop() // as the signal would
-	logs.waitFor(t, "relayd: no longer accepting connections")
-	// New connections are refused while the turn is still held.
-	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
-		c.Close()
-		t.Fatal("listener still accepts during shutdown")
-	}
+	r.stop()
+	r.listenerClosed(t) // while the turn is still held
 	close(hold)
 
-	r := <-done
-	if r.err != nil || r.status != 200 {
-		t.Fatalf("in-flight turn: %d %v", r.status, r.err)
+	res := <-done
+	if res.err != nil || res.status != 200 {
+		t.Fatalf("in-flight turn: %d %v", res.status, res.err)
 	}
-	events, err := relaytest.ReadSSE(bytes.NewReader(r.body))
+	events, err := relaytest.ReadSSE(bytes.NewReader(res.body))
 	if err != nil || events[len(events)-1].Type != "response.completed" {
 		t.Fatalf("in-flight stream cut: %v %v", events, err)
 	}
-	if code := <-exit; code != 0 {
+	if code := r.wait(); code != 0 {
 		t.Fatalf("serve returned %d", code)
 	}
-	rows := readRows(t, dbPath)
+	rows := readRows(t, r.dbPath)
 	if len(rows) != 1 {
 		t.Fatalf("rows = %d, want 1", len(rows))
 	}
@@ -352,9 +406,97 @@ func TestShutdownDrainsInFlightTurns(t *testing.T) {
 		if row.Status != "completed" {
 			t.Fatalf("row = %+v", row)
 		}
-		checkUsage(t, row, up.Served()[0].Usage)
+		checkUsage(t, row, r.up.Served()[0].Usage)
 	}
-	if !strings.Contains(logs.String(), "relayd: stopped") {
-		t.Fatalf("logs:\n%s", logs)
+	if !strings.Contains(r.logs.String(), "relayd: stopped") {
+		t.Fatalf("logs:\n%s", r.logs)
+	}
+}
+
+// http.Server.Shutdown does not wait for WebSocket connections: relayd
+// does. A WebSocket turn in flight at the signal completes, the connection
+// is then closed with 1001 (going away), and the turn is recorded before
+// serve returns.
+func TestShutdownFinishesWebSocketTurns(t *testing.T) {
+	r := startServing(t, true, 30*time.Second)
+	hold := make(chan struct{})
+	r.up.Script("a1", relaytest.Step{Hold: hold})
+	conn := r.connect(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	p := wsCreate("in flight")
+	if err := conn.Send(ctx, openai.BetaResponsesClientEventUnionParam{OfResponseCreate: &p}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.up.WaitInFlight(ctx, "a1", 1); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	r.listenerClosed(t)
+	close(hold)
+
+	resp, text := completedTurn(t, recvTurn(ctx, t, conn))
+	if text != "Echo: in flight" {
+		t.Fatalf("in-flight turn: %q", text)
+	}
+	if _, err := conn.Recv(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("after the turn: %v, want a 1001 close", err)
+	}
+	if code := r.wait(); code != 0 {
+		t.Fatalf("serve returned %d:\n%s", code, r.logs)
+	}
+	rows := readRows(t, r.dbPath)
+	if len(rows) != 1 {
+		t.Fatalf("rows = %d, want 1", len(rows))
+	}
+	for _, row := range rows {
+		if row.ResponseID != resp.ID || row.Status != "completed" || row.Transport != "ws" || row.Turn != 1 {
+			t.Fatalf("row = %+v", row)
+		}
+		checkUsage(t, row, servedByResponse(r.up.Upstream)[resp.ID].Usage)
+	}
+	if logs := r.logs.String(); strings.Contains(logs, "still running at the shutdown timeout") {
+		t.Fatalf("the turn was cut:\n%s", logs)
+	}
+}
+
+// A WebSocket turn still running when the shutdown timeout ends loses its
+// client, but relayd keeps reading the upstream and records the turn before
+// it closes the usage log.
+func TestShutdownTimeoutStillRecordsWebSocketTurns(t *testing.T) {
+	r := startServing(t, true, 100*time.Millisecond)
+	hold := make(chan struct{})
+	r.up.Script("a1", relaytest.Step{Hold: hold})
+	conn := r.connect(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	p := wsCreate("too slow")
+	if err := conn.Send(ctx, openai.BetaResponsesClientEventUnionParam{OfResponseCreate: &p}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.up.WaitInFlight(ctx, "a1", 1); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	r.logs.waitFor(t, "relayd: WebSocket turns still running at the shutdown timeout")
+	if ev, err := conn.Recv(ctx); err == nil {
+		t.Fatalf("event %s after the connection was cut", ev.RawJSON())
+	}
+	close(hold) // the upstream answers; relayd is still reading it
+
+	if code := r.wait(); code != 0 {
+		t.Fatalf("serve returned %d:\n%s", code, r.logs)
+	}
+	served := servedByResponse(r.up.Upstream)
+	rows := readRows(t, r.dbPath)
+	if len(rows) != 1 || len(served) != 1 {
+		t.Fatalf("rows = %d, upstream responses = %d; want 1 and 1", len(rows), len(served))
+	}
+	for _, row := range rows {
+		s, ok := served[row.ResponseID]
+		if !ok || row.Status != "client_gone" || row.Transport != "ws" || row.Output == 0 {
+			t.Fatalf("row = %+v", row)
+		}
+		checkUsage(t, row, s.Usage)
 	}
 }
