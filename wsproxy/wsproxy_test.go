@@ -346,3 +346,13 @@ func TestErrorFrameRefusalFailsOver(t *testing.T) {
 		t.Fatalf("cooldown %v, want about 42s", d)
 	}
 }
+
+// TestPingTimeoutCutsDeadClient: a client that never answers pings (it
+// never reads, so its pongs are never sent) is cut after PingTimeout.
+func TestPingTimeoutCutsDeadClient(t *testing.T) {
+	e := newEnv(t, true, "a")
+	e.wh.PingInterval = 10 * time.Millisecond
+	e.wh.PingTimeout = 20 * time.Millisecond
+	e.dial() // never reads
+	waitUntil(t, "the relay to drop the silent connection", func() bool { return e.wh.Open() == 0 })
+}
