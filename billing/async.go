@@ -62,15 +62,26 @@ var ErrDropped = errors.New("billing: usage record dropped")
 
 // Async is a UsageSink that delivers records to another sink from a pool
 // of workers, so that a slow database never delays the end of a turn. It
-// never drops a record silently: a full queue makes Record wait and then
-// deliver the record itself (backpressure), a failing sink is retried with
-// exponential backoff, and a record that still fails goes to OnDropped and
-// to an error log line carrying the whole record.
+// never drops a record silently:
 //
-// Create one with NewAsync and Close it on shutdown to drain the queue.
-// The sink must be safe for concurrent use; it should be idempotent by
-// Usage.RequestID, since a retry may repeat a write that had in fact
-// succeeded.
+//   - Records wait in a bounded queue (QueueSize) for Workers workers.
+//   - When the queue is full, Record waits for room up to EnqueueTimeout
+//     and then delivers the record itself, in the caller's goroutine: a
+//     slow sink slows the callers down instead of losing records.
+//   - A failed delivery is retried MaxRetries times with exponential
+//     backoff from RetryBase to RetryMax, each wait jittered so that
+//     workers do not retry in step.
+//   - A record whose retries ran out goes to OnDropped and to an error log
+//     line carrying the whole record as JSON, for an operator to replay.
+//   - Close(ctx) stops queueing and drains the queue; what is still queued
+//     when ctx ends goes to OnDropped and the log.
+//
+// The queue lives in memory: records queued when the process dies are
+// lost. Put a Spool in front of the sink when that matters.
+//
+// Create one with NewAsync and Close it on shutdown. The sink must be safe
+// for concurrent use; it should be idempotent by Usage.RequestID, since a
+// retry may repeat a write that had in fact succeeded.
 type Async struct {
 	sink  UsageSink
 	o     AsyncOptions
@@ -255,10 +266,16 @@ func (a *Async) deliver(ctx context.Context, u Usage) error {
 	}
 }
 
-func (a *Async) attempt(ctx context.Context, u Usage) (err error) {
-	if a.o.AttemptTimeout > 0 {
+func (a *Async) attempt(ctx context.Context, u Usage) error {
+	return attemptOnce(ctx, a.sink, a.o.AttemptTimeout, u)
+}
+
+// attemptOnce makes one call to sink, bounded by timeout when it is > 0;
+// a panic in the sink counts as a failed attempt.
+func attemptOnce(ctx context.Context, sink UsageSink, timeout time.Duration, u Usage) (err error) {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.o.AttemptTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	defer func() {
@@ -266,17 +283,22 @@ func (a *Async) attempt(ctx context.Context, u Usage) (err error) {
 			err = fmt.Errorf("billing: usage sink panicked: %v", p)
 		}
 	}()
-	return a.sink.Record(ctx, u)
+	return sink.Record(ctx, u)
 }
 
-// backoff is the wait after the given number of failed attempts: the
-// exponential step, then a random point in its upper half.
+// backoff is the wait after the given number of failed attempts.
 func (a *Async) backoff(failed int) time.Duration {
-	d := a.o.RetryBase
-	for i := 1; i < failed && d < a.o.RetryMax; i++ {
+	return jitteredBackoff(a.o.RetryBase, a.o.RetryMax, failed)
+}
+
+// jitteredBackoff is the exponential step from base, capped at limit, then
+// a random point in its upper half.
+func jitteredBackoff(base, limit time.Duration, failed int) time.Duration {
+	d := base
+	for i := 1; i < failed && d < limit; i++ {
 		d *= 2
 	}
-	d = min(d, a.o.RetryMax)
+	d = min(d, limit)
 	return d/2 + rand.N(d/2+1)
 }
 
@@ -293,7 +315,12 @@ func (a *Async) pause(d time.Duration) bool {
 }
 
 func (a *Async) drop(u Usage, err error, attempts int) {
-	log := a.o.Logger
+	dropRecord(a.o.Logger, a.o.OnDropped, u, err, attempts)
+}
+
+// dropRecord writes the error line carrying the whole record, then calls
+// onDropped, if any, shielded from its panics.
+func dropRecord(log *slog.Logger, onDropped func(Usage, error), u Usage, err error, attempts int) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -306,7 +333,7 @@ func (a *Async) drop(u Usage, err error, attempts int) {
 		slog.Int("attempts", attempts),
 		slog.Any("error", err),
 		slog.Any("record", json.RawMessage(rec)))
-	if a.o.OnDropped == nil {
+	if onDropped == nil {
 		return
 	}
 	defer func() {
@@ -315,5 +342,5 @@ func (a *Async) drop(u Usage, err error, attempts int) {
 				slog.String("request_id", u.RequestID), slog.Any("panic", p))
 		}
 	}()
-	a.o.OnDropped(u, err)
+	onDropped(u, err)
 }

@@ -7,18 +7,27 @@
 // of workers with retries, a full queue slows callers down instead of
 // losing records, and a record that cannot be stored reaches
 // AsyncOptions.OnDropped and an error log line carrying it as JSON.
+//
+// Async's queue is in memory. When records must also survive a crash or a
+// restart, wrap the sink in OpenSpool instead: Record returns once the
+// record is synced to a local append-only file, workers deliver it from
+// there and acknowledge it, and the next OpenSpool delivers again whatever
+// was not acknowledged. A sink behind either must be idempotent by
+// Usage.RequestID, since a record can reach it twice.
+//
 // MemorySink keeps records in memory, for tests.
 //
 // # Example
 //
-//	usage := billing.NewAsync(mySQLSink, billing.AsyncOptions{
-//		OnDropped: func(u billing.Usage, err error) { spool.Write(u) },
-//	})
+//	usage, err := billing.OpenSpool("/var/lib/relay/usage", mySQLSink, billing.SpoolOptions{})
+//	if err != nil {
+//		return err
+//	}
 //	h := &relay.Handler{Usage: usage /* , ... */}
 //	// ... serve ...
 //	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 //	defer cancel()
-//	usage.Close(ctx) // after the server stopped: drains the queue
+//	usage.Close(ctx) // after the server stopped: delivers what is pending
 package billing
 
 import (
