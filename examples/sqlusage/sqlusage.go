@@ -1,20 +1,46 @@
-// Package sqlusage stores the relay's usage records in a SQLite table, one
-// row per turn, through database/sql and the pure-Go modernc.org/sqlite
-// driver (no cgo).
+// Package sqlusage stores the relay's usage records in a SQL table, one row
+// per turn: SQLite through database/sql and the pure-Go modernc.org/sqlite
+// driver (no cgo), or PostgreSQL through github.com/jackc/pgx/v5.
 //
-// A Sink writes synchronously; wrap it in billing.NewAsync so that the
-// end of a turn never waits for the disk:
+// Wrap a Sink in billing.NewAsync so that the end of a turn never waits for
+// the database:
 //
-//	sink, err := sqlusage.OpenSQLite(ctx, "usage.db")
+//	sink, err := sqlusage.Open(ctx, "postgres", "postgres://...") // or "sqlite", "usage.db"
 //	if err != nil { ... }
-//	usage := billing.NewAsync(sink, billing.AsyncOptions{})
+//	usage := billing.NewAsync(sink, billing.AsyncOptions{Workers: 128})
 //	h := &relay.Handler{Scheduler: sched, Usage: usage}
 //	...
-//	usage.Close(ctx) // drain the queue first
-//	sink.Close()
+//	usage.Close(ctx)    // drain the queue first
+//	sink.Shutdown(ctx)  // then flush the last batch and close the database
 //
-// Inserts are idempotent by request_id, so the retries of billing.Async
-// never count a turn twice.
+// # Idempotence
+//
+// request_id is the primary key and inserts ignore a request_id already
+// stored (INSERT OR IGNORE / ON CONFLICT DO NOTHING), so the retries of
+// billing.Async and the replays of a spool never count a turn twice. The
+// first write of a request_id wins; a later one never overwrites it.
+//
+// # Batching
+//
+// Record hands its record to a batcher and waits until the transaction
+// holding it has committed: a nil error always means the row is stored, as
+// billing.Async and a spool require. The batcher takes the first waiting
+// record, adds those already waiting behind it (and, with WithMaxDelay,
+// those arriving within that delay) up to WithMaxBatch records, and writes
+// them in one transaction; records arriving meanwhile form the next batch.
+// A batch therefore grows with the load without delaying a lone record.
+// Every caller of a batch gets its outcome; when a batch fails while its
+// context is still live, its records are written again one by one, so that
+// one record the database rejects fails alone.
+//
+// Only callers waiting at the same time can share a batch: give
+// billing.Async at least as many Workers as the batch size to fill batches.
+//
+// SQLite writes a batch as one transaction of prepared inserts (the cost is
+// the commit). PostgreSQL writes it as a single statement, INSERT ... SELECT
+// FROM unnest of one array per column, so a batch is one round trip and
+// one atomic commit whatever its size; text with NUL bytes or invalid
+// UTF-8, which PostgreSQL rejects, is stored with U+FFFD in their place.
 package sqlusage
 
 import (
@@ -22,161 +48,395 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relaykit/responsesrelay/billing"
 )
 
-// Schema creates the usage_records table and its index. It is safe to run
-// on every start.
-const Schema = `
-CREATE TABLE IF NOT EXISTS usage_records (
-	request_id          TEXT PRIMARY KEY,
-	response_id         TEXT NOT NULL DEFAULT '',
-	user_id             TEXT NOT NULL DEFAULT '',
-	api_key_id          TEXT NOT NULL DEFAULT '',
-	group_id            TEXT NOT NULL DEFAULT '',
-	account_id          TEXT NOT NULL DEFAULT '',
-	model               TEXT NOT NULL DEFAULT '',
-	upstream_model      TEXT NOT NULL DEFAULT '',
-	transport           TEXT NOT NULL DEFAULT '',
-	stream              INTEGER NOT NULL DEFAULT 0,
-	turn                INTEGER NOT NULL DEFAULT 0,
-	status              TEXT NOT NULL DEFAULT '',
-	input_tokens        INTEGER NOT NULL DEFAULT 0,
-	cached_input_tokens INTEGER NOT NULL DEFAULT 0,
-	output_tokens       INTEGER NOT NULL DEFAULT 0,
-	reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
-	total_tokens        INTEGER NOT NULL DEFAULT 0,
-	service_tier        TEXT NOT NULL DEFAULT '',
-	attempts            INTEGER NOT NULL DEFAULT 0,
-	first_token_ms      INTEGER,
-	duration_ms         INTEGER NOT NULL DEFAULT 0,
-	user_agent          TEXT NOT NULL DEFAULT '',
-	client_ip           TEXT NOT NULL DEFAULT '',
-	created_at          TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_records_user_created ON usage_records (user_id, created_at);
-`
+// Drivers accepted by Open.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
 
-// TimeFormat is the layout of created_at: UTC, fixed width, so that text
-// order is time order.
-const TimeFormat = "2006-01-02T15:04:05.000Z"
+// Defaults of the options.
+const (
+	DefaultMaxBatch     = 128
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultPostgresWriters lets a few batches travel to the server at
+	// once; SQLite takes one writer at a time, so its default is 1.
+	DefaultPostgresWriters = 4
+)
 
-// BusyTimeout is how long a connection waits for another writer (for
-// example a reporting job) before an insert fails and billing.Async retries.
-const BusyTimeout = 5 * time.Second
+// ErrClosed is returned by Record after Shutdown or Close began.
+var ErrClosed = errors.New("sqlusage: sink closed")
 
-const insertSQL = `INSERT OR IGNORE INTO usage_records (
-	request_id, response_id, user_id, api_key_id, group_id, account_id,
-	model, upstream_model, transport, stream, turn, status,
-	input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens,
-	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// An Option tunes a Sink.
+type Option func(*config)
 
-// Sink is a billing.UsageSink writing to usage_records. It is safe for
-// concurrent use.
+type config struct {
+	maxBatch     int
+	maxDelay     time.Duration
+	writeTimeout time.Duration
+	writers      int
+}
+
+// WithMaxBatch sets how many records one transaction holds at most.
+// n <= 0: DefaultMaxBatch.
+func WithMaxBatch(n int) Option { return func(c *config) { c.maxBatch = n } }
+
+// WithMaxDelay lets a batch wait up to d for more records before it is
+// written, which trades latency for larger batches. 0 (the default): write
+// as soon as the writer is free.
+func WithMaxDelay(d time.Duration) Option { return func(c *config) { c.maxDelay = d } }
+
+// WithWriteTimeout bounds one batch write when some of its callers have no
+// deadline of their own. d <= 0: DefaultWriteTimeout.
+func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.writeTimeout = d } }
+
+// WithWriters sets how many batches are written at once. n <= 0: 1 for
+// SQLite, DefaultPostgresWriters for PostgreSQL.
+func WithWriters(n int) Option { return func(c *config) { c.writers = n } }
+
+func newConfig(defaultWriters int, opts []Option) config {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.maxBatch <= 0 {
+		c.maxBatch = DefaultMaxBatch
+	}
+	if c.maxDelay < 0 {
+		c.maxDelay = 0
+	}
+	if c.writeTimeout <= 0 {
+		c.writeTimeout = DefaultWriteTimeout
+	}
+	if c.writers <= 0 {
+		c.writers = defaultWriters
+	}
+	return c
+}
+
+// store is what a database offers the batcher.
+type store interface {
+	// write stores rows (distinct request_ids, sorted) atomically,
+	// ignoring those already stored.
+	write(ctx context.Context, rows []billing.Usage) error
+	close() error
+}
+
+// Sink is a billing.UsageSink writing to the usage_records table of a
+// SQLite or PostgreSQL database, in batches. It is safe for concurrent
+// use. Create one with Open, OpenSQLite, New, OpenPostgres or NewPostgres,
+// and end it with Shutdown or Close.
 type Sink struct {
-	db     *sql.DB
-	insert *sql.Stmt
-	ownDB  bool
+	driver string
+	store  store
+	db     *sql.DB       // SQLite only
+	pool   *pgxpool.Pool // PostgreSQL only
+	cfg    config
+
+	reqs chan *request
+
+	// mu orders Record's sends against Shutdown closing reqs.
+	mu      sync.RWMutex
+	closed  bool
+	closing chan struct{} // closed first by Shutdown: senders stop waiting
+
+	base  context.Context // the writers'; cancelled when Shutdown gives up
+	abort context.CancelCauseFunc
+	done  chan struct{} // closed when every writer has returned
+
+	closeOnce sync.Once
+	storeOnce sync.Once
+	storeErr  error
+
+	writes    atomic.Int64   // store.write calls, for tests
+	onEnqueue func()         // test hook: a record reached the batcher
+	onWrite   func(rows int) // test hook: a write is about to start
 }
 
-// OpenSQLite opens (creating if needed) the SQLite database at dsn, a file
-// path or a "file:" URI, switches it to WAL mode with a busy timeout, and
-// creates the table. Close the Sink to close the database.
-func OpenSQLite(ctx context.Context, dsn string) (*Sink, error) {
-	if strings.TrimSpace(dsn) == "" {
-		return nil, errors.New("sqlusage: empty SQLite DSN")
-	}
-	db, err := sql.Open("sqlite", withPragmas(dsn))
-	if err != nil {
-		return nil, fmt.Errorf("sqlusage: open %s: %w", dsn, err)
-	}
-	// SQLite takes one writer at a time; a single connection queues the
-	// inserts in-process instead of contending for the file lock, and keeps
-	// ":memory:" databases usable.
-	db.SetMaxOpenConns(1)
-	s, err := New(ctx, db)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	s.ownDB = true
-	return s, nil
+type request struct {
+	ctx  context.Context
+	u    billing.Usage
+	done chan error // buffered: the writer never waits for a caller that left
 }
 
-// New creates the table in db if needed and returns a Sink over it. db
-// must be a SQLite database; Close does not close it.
-func New(ctx context.Context, db *sql.DB) (*Sink, error) {
-	if _, err := db.ExecContext(ctx, Schema); err != nil {
-		return nil, fmt.Errorf("sqlusage: create schema: %w", err)
+func newSink(driver string, st store, cfg config) *Sink {
+	s := &Sink{
+		driver:  driver,
+		store:   st,
+		cfg:     cfg,
+		reqs:    make(chan *request, cfg.maxBatch),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	stmt, err := db.PrepareContext(ctx, insertSQL)
-	if err != nil {
-		return nil, fmt.Errorf("sqlusage: prepare insert: %w", err)
+	s.base, s.abort = context.WithCancelCause(context.Background())
+	var writers sync.WaitGroup
+	for range cfg.writers {
+		writers.Go(s.run)
 	}
-	return &Sink{db: db, insert: stmt}, nil
+	go func() {
+		writers.Wait()
+		close(s.done)
+	}()
+	return s
 }
 
-// withPragmas adds a busy timeout and WAL mode to dsn unless it sets them.
-// The driver runs _pragma parameters on every new connection, which is
-// what busy_timeout needs.
-func withPragmas(dsn string) string {
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
+// Open opens a Sink for driver, DriverSQLite ("sqlite", also for "") with
+// OpenSQLite or DriverPostgres ("postgres") with OpenPostgres.
+func Open(ctx context.Context, driver, dsn string, opts ...Option) (*Sink, error) {
+	switch driver {
+	case DriverSQLite, "":
+		return OpenSQLite(ctx, dsn, opts...)
+	case DriverPostgres:
+		return OpenPostgres(ctx, dsn, opts...)
+	default:
+		return nil, fmt.Errorf("sqlusage: unknown driver %q (want %q or %q)", driver, DriverSQLite, DriverPostgres)
 	}
-	if !strings.Contains(dsn, "busy_timeout") {
-		dsn += fmt.Sprintf("%s_pragma=busy_timeout(%d)", sep, BusyTimeout.Milliseconds())
-		sep = "&"
-	}
-	if !strings.Contains(dsn, "journal_mode") {
-		dsn += sep + "_pragma=journal_mode(WAL)"
-	}
-	return dsn
 }
 
-// DB returns the database, for queries and reports.
+// Driver returns DriverSQLite or DriverPostgres.
+func (s *Sink) Driver() string { return s.driver }
+
+// DB returns the SQLite database, for queries and reports; nil for
+// PostgreSQL.
 func (s *Sink) DB() *sql.DB { return s.db }
 
-// Record inserts u. A record whose request_id is already stored is
-// ignored, so retries are harmless.
+// Pool returns the PostgreSQL pool, for queries and reports; nil for
+// SQLite.
+func (s *Sink) Pool() *pgxpool.Pool { return s.pool }
+
+// Record stores u and returns nil once the transaction holding it has
+// committed. A record whose request_id is already stored is ignored, so
+// retries are harmless. When ctx ends first, Record returns an error and
+// the record may or may not be stored; a retry settles it.
 func (s *Sink) Record(ctx context.Context, u billing.Usage) error {
 	if u.RequestID == "" {
 		// The primary key would make every later id-less record vanish.
 		return errors.New("sqlusage: usage record without a request id")
 	}
-	var firstToken any // NULL when no output arrived
-	if u.FirstTokenMS >= 0 {
-		firstToken = u.FirstTokenMS
+	if u.CreatedAt.IsZero() {
+		u.CreatedAt = time.Now()
 	}
-	created := u.CreatedAt
-	if created.IsZero() {
-		created = time.Now()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlusage: record %s: %w", u.RequestID, err)
 	}
-	_, err := s.insert.ExecContext(ctx,
-		u.RequestID, u.ResponseID, u.UserID, u.APIKeyID, u.GroupID, u.AccountID,
-		u.Model, u.UpstreamModel, u.Transport, u.Stream, u.Turn, u.Status,
-		u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.ReasoningTokens, u.TotalTokens,
-		u.ServiceTier, u.Attempts, firstToken, u.DurationMS, u.UserAgent, u.ClientIP,
-		created.UTC().Format(TimeFormat),
-	)
-	if err != nil {
-		return fmt.Errorf("sqlusage: insert %s: %w", u.RequestID, err)
+	r := &request{ctx: ctx, u: u, done: make(chan error, 1)}
+
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return fmt.Errorf("sqlusage: record %s: %w", u.RequestID, ErrClosed)
 	}
-	return nil
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return fmt.Errorf("sqlusage: record %s not queued: %w", u.RequestID, ctx.Err())
+	case <-s.closing:
+		s.mu.RUnlock()
+		return fmt.Errorf("sqlusage: record %s: %w", u.RequestID, ErrClosed)
+	}
+	s.mu.RUnlock()
+	if s.onEnqueue != nil {
+		s.onEnqueue()
+	}
+
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("sqlusage: record %s not known to be stored: %w", u.RequestID, ctx.Err())
+	}
 }
 
-// Close releases the prepared statement and, when the Sink opened the
-// database itself, closes it.
-func (s *Sink) Close() error {
-	err := s.insert.Close()
-	if s.ownDB {
-		err = errors.Join(err, s.db.Close())
+// Shutdown stops taking records (Record then returns ErrClosed), writes
+// those already handed to the batcher, waits for the writers and closes
+// the database if the Sink opened it. When ctx ends first, the writes in
+// progress are cancelled, their callers get errors, and Shutdown returns
+// ctx.Err() once the writers have stopped. Calling it again waits again.
+func (s *Sink) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		close(s.closing) // senders blocked on a full queue give up
+		s.mu.Lock()
+		s.closed = true
+		close(s.reqs)
+		s.mu.Unlock()
+	})
+	var err error
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.abort(fmt.Errorf("sqlusage: shutdown gave up: %w", err))
+		<-s.done // writes honor their context, so this is short
 	}
-	return err
+	s.storeOnce.Do(func() { s.storeErr = s.store.close() })
+	return errors.Join(err, s.storeErr)
 }
+
+// Close is Shutdown without a deadline: each write still ends within the
+// write timeout.
+func (s *Sink) Close() error { return s.Shutdown(context.Background()) }
+
+// run is one writer: it takes a batch, writes it, and answers its callers,
+// until reqs is closed and empty.
+func (s *Sink) run() {
+	batch := make([]*request, 0, s.cfg.maxBatch)
+	for first := range s.reqs {
+		batch = s.fill(append(batch, first))
+		s.flush(batch)
+		clear(batch) // let the records go
+		batch = batch[:0]
+	}
+}
+
+// fill adds to batch the records already waiting and, with a max delay,
+// those arriving within it, up to the batch size.
+func (s *Sink) fill(batch []*request) []*request {
+	var deadline <-chan time.Time
+	if s.cfg.maxDelay > 0 {
+		t := time.NewTimer(s.cfg.maxDelay)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for len(batch) < s.cfg.maxBatch {
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		if deadline == nil {
+			return batch
+		}
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		case <-deadline:
+			return batch
+		case <-s.base.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+// flush writes the records of batch whose callers still wait and answers
+// each of them.
+func (s *Sink) flush(batch []*request) {
+	live := make([]*request, 0, len(batch))
+	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			continue // its caller already returned an error
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := s.writeContext(live)
+	defer cancel()
+
+	rows := distinctSorted(live)
+	errs := map[string]error{}
+	if err := s.write(ctx, rows); err != nil {
+		if len(rows) == 1 || ctx.Err() != nil {
+			for _, u := range rows {
+				errs[u.RequestID] = err
+			}
+		} else {
+			// Find the record the database rejects instead of failing
+			// every record that shared its batch.
+			for _, u := range rows {
+				if err := s.write(ctx, []billing.Usage{u}); err != nil {
+					errs[u.RequestID] = err
+				}
+			}
+		}
+	}
+	for _, r := range live {
+		var err error
+		if e := errs[r.u.RequestID]; e != nil {
+			err = fmt.Errorf("sqlusage: insert %s: %w", r.u.RequestID, e)
+		}
+		r.done <- err
+	}
+}
+
+func (s *Sink) write(ctx context.Context, rows []billing.Usage) (err error) {
+	// A panic here would end the process and the records queued in
+	// billing.Async with it; its callers get an error instead. A
+	// transaction left open is rolled back when ctx is cancelled.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("sqlusage: write panicked: %v", p)
+		}
+	}()
+	s.writes.Add(1)
+	if s.onWrite != nil {
+		s.onWrite(len(rows))
+	}
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	return s.store.write(ctx, rows)
+}
+
+// writeContext bounds a batch write by the latest deadline of its callers
+// (no caller waits longer) and by the write timeout, and ends it when
+// Shutdown gives up.
+func (s *Sink) writeContext(batch []*request) (context.Context, context.CancelFunc) {
+	limit := time.Now().Add(s.cfg.writeTimeout)
+	var latest time.Time
+	for _, r := range batch {
+		d, ok := r.ctx.Deadline()
+		if !ok {
+			latest = limit
+			break
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	if latest.After(limit) {
+		latest = limit
+	}
+	return context.WithDeadline(s.base, latest)
+}
+
+// distinctSorted returns the records of batch, one per request_id, in
+// request_id order: a fixed order makes concurrent PostgreSQL batches take
+// their row locks in the same order, so they cannot deadlock.
+func distinctSorted(batch []*request) []billing.Usage {
+	rows := make([]billing.Usage, 0, len(batch))
+	for _, r := range batch {
+		rows = append(rows, r.u)
+	}
+	slices.SortStableFunc(rows, func(a, b billing.Usage) int { return strings.Compare(a.RequestID, b.RequestID) })
+	return slices.CompactFunc(rows, func(a, b billing.Usage) bool { return a.RequestID == b.RequestID })
+}
+
+// firstTokenMS is NULL when no output arrived.
+func firstTokenMS(u billing.Usage) *int64 {
+	if u.FirstTokenMS < 0 {
+		return nil
+	}
+	return &u.FirstTokenMS
+}
+
+var _ billing.UsageSink = (*Sink)(nil)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,28 +69,6 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
-func TestRecordIsIdempotent(t *testing.T) {
-	s, _ := open(t)
-	ctx := context.Background()
-	u := sample("rr_dup")
-	for range 3 {
-		if err := s.Record(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u.InputTokens = 999 // a retry never overwrites the first write
-	if err := s.Record(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	var n, in int64
-	if err := s.DB().QueryRowContext(ctx, `SELECT count(*), max(input_tokens) FROM usage_records`).Scan(&n, &in); err != nil {
-		t.Fatal(err)
-	}
-	if n != 1 || in != 11 {
-		t.Fatalf("rows=%d input_tokens=%d, want 1 row with 11", n, in)
-	}
-}
-
 func TestNoFirstTokenIsNull(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
@@ -151,34 +128,6 @@ func TestWALAndReopen(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("rows after reopen = %d, want 1", n)
-	}
-}
-
-// Through billing.Async, as relayd uses it: concurrent records all land,
-// once each, by the time Close returns.
-func TestThroughAsync(t *testing.T) {
-	s, _ := open(t)
-	ctx := context.Background()
-	a := billing.NewAsync(s, billing.AsyncOptions{Workers: 4, QueueSize: 8})
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Go(func() {
-			u := sample("rr_async_" + string(rune('A'+i%26)) + string(rune('a'+i/26)))
-			if err := a.Record(ctx, u); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if err := a.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	if err := s.DB().QueryRowContext(ctx, `SELECT count(*) FROM usage_records`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 50 {
-		t.Fatalf("rows = %d, want 50", n)
 	}
 }
 

@@ -1,0 +1,170 @@
+package sqlusage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relaykit/responsesrelay/billing"
+)
+
+// PostgresSchema creates the PostgreSQL usage_records table and its index
+// in the first schema of the search_path. It is safe to run on every
+// start.
+const PostgresSchema = `
+CREATE TABLE IF NOT EXISTS usage_records (
+	request_id          TEXT PRIMARY KEY,
+	response_id         TEXT NOT NULL DEFAULT '',
+	user_id             TEXT NOT NULL DEFAULT '',
+	api_key_id          TEXT NOT NULL DEFAULT '',
+	group_id            TEXT NOT NULL DEFAULT '',
+	account_id          TEXT NOT NULL DEFAULT '',
+	model               TEXT NOT NULL DEFAULT '',
+	upstream_model      TEXT NOT NULL DEFAULT '',
+	transport           TEXT NOT NULL DEFAULT '',
+	stream              BOOLEAN NOT NULL DEFAULT false,
+	turn                INTEGER NOT NULL DEFAULT 0,
+	status              TEXT NOT NULL DEFAULT '',
+	input_tokens        BIGINT NOT NULL DEFAULT 0,
+	cached_input_tokens BIGINT NOT NULL DEFAULT 0,
+	output_tokens       BIGINT NOT NULL DEFAULT 0,
+	reasoning_tokens    BIGINT NOT NULL DEFAULT 0,
+	total_tokens        BIGINT NOT NULL DEFAULT 0,
+	service_tier        TEXT NOT NULL DEFAULT '',
+	attempts            INTEGER NOT NULL DEFAULT 0,
+	first_token_ms      BIGINT,
+	duration_ms         BIGINT NOT NULL DEFAULT 0,
+	user_agent          TEXT NOT NULL DEFAULT '',
+	client_ip           TEXT NOT NULL DEFAULT '',
+	created_at          TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_records_user_created ON usage_records (user_id, created_at);
+`
+
+// schemaLock serializes the schema creation of relays starting together:
+// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique
+// indexes.
+const schemaLock = `SELECT pg_advisory_xact_lock(hashtext('sqlusage.usage_records'))`
+
+// postgresInsert writes a whole batch as one statement: one array per
+// column, unnested into rows. The text is the same for every batch size,
+// so it is prepared once per connection, and a single statement commits
+// atomically without BEGIN/COMMIT round trips. (pgx.Batch would execute N
+// statements; COPY would need a temporary table and extra round trips to
+// honor ON CONFLICT, worth it only for thousands of rows.)
+const postgresInsert = `INSERT INTO usage_records (
+	request_id, response_id, user_id, api_key_id, group_id, account_id,
+	model, upstream_model, transport, stream, turn, status,
+	input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens,
+	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at
+)
+SELECT * FROM unnest(
+	$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+	$7::text[], $8::text[], $9::text[], $10::boolean[], $11::integer[], $12::text[],
+	$13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[],
+	$18::text[], $19::integer[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[]
+)
+ON CONFLICT (request_id) DO NOTHING`
+
+// OpenPostgres connects a pgxpool to url (a postgres:// URL or a key=value
+// DSN, as pgx accepts them), creates the table, and returns a Sink over
+// it. ctx bounds the connection and the schema creation. Shutting the Sink
+// down closes the pool.
+func OpenPostgres(ctx context.Context, url string, opts ...Option) (*Sink, error) {
+	if strings.TrimSpace(url) == "" {
+		return nil, errors.New("sqlusage: empty PostgreSQL URL")
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("sqlusage: postgres: %w", err)
+	}
+	s, err := newPostgres(ctx, pool, true, opts)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewPostgres creates the table through pool if needed and returns a Sink
+// over it; shutting the Sink down does not close pool.
+func NewPostgres(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Sink, error) {
+	return newPostgres(ctx, pool, false, opts)
+}
+
+func newPostgres(ctx context.Context, pool *pgxpool.Pool, ownPool bool, opts []Option) (*Sink, error) {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, schemaLock); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, PostgresSchema)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlusage: create schema: %w", err)
+	}
+	s := newSink(DriverPostgres, &pgStore{pool: pool, ownPool: ownPool}, newConfig(DefaultPostgresWriters, opts))
+	s.pool = pool
+	return s, nil
+}
+
+type pgStore struct {
+	pool    *pgxpool.Pool
+	ownPool bool
+}
+
+func (q *pgStore) write(ctx context.Context, rows []billing.Usage) error {
+	n := len(rows)
+	var (
+		requestID, responseID, userID, apiKeyID = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		groupID, accountID, model, upModel      = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		transport, status, tier, ua, ip         = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		stream                                  = make([]bool, n)
+		turn, attempts                          = make([]int64, n), make([]int64, n)
+		in, cached, out, reasoning, total       = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		firstToken                              = make([]*int64, n)
+		duration                                = make([]int64, n)
+		created                                 = make([]time.Time, n)
+	)
+	for i, u := range rows {
+		requestID[i], responseID[i], userID[i], apiKeyID[i] = pgText(u.RequestID), pgText(u.ResponseID), pgText(u.UserID), pgText(u.APIKeyID)
+		groupID[i], accountID[i], model[i], upModel[i] = pgText(u.GroupID), pgText(u.AccountID), pgText(u.Model), pgText(u.UpstreamModel)
+		transport[i], status[i], tier[i] = pgText(u.Transport), pgText(u.Status), pgText(u.ServiceTier)
+		ua[i], ip[i] = pgText(u.UserAgent), pgText(u.ClientIP)
+		stream[i] = u.Stream
+		turn[i], attempts[i] = int64(u.Turn), int64(u.Attempts)
+		in[i], cached[i], out[i], reasoning[i], total[i] = u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.ReasoningTokens, u.TotalTokens
+		firstToken[i] = firstTokenMS(u)
+		duration[i] = u.DurationMS
+		created[i] = u.CreatedAt
+	}
+	_, err := q.pool.Exec(ctx, postgresInsert,
+		requestID, responseID, userID, apiKeyID, groupID, accountID,
+		model, upModel, transport, stream, turn, status,
+		in, cached, out, reasoning, total,
+		tier, attempts, firstToken, duration, ua, ip, created)
+	return err
+}
+
+// pgText makes s storable in a PostgreSQL text column, which rejects NUL
+// bytes and invalid UTF-8: a user agent may carry either, and a record
+// must not fail on it.
+func pgText(s string) string {
+	if utf8.ValidString(s) && !strings.Contains(s, "\x00") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+func (q *pgStore) close() error {
+	if q.ownPool {
+		q.pool.Close()
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package sqlusage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/relaykit/responsesrelay/billing"
+)
+
+// Schema creates the SQLite usage_records table and its index. It is safe
+// to run on every start.
+const Schema = `
+CREATE TABLE IF NOT EXISTS usage_records (
+	request_id          TEXT PRIMARY KEY,
+	response_id         TEXT NOT NULL DEFAULT '',
+	user_id             TEXT NOT NULL DEFAULT '',
+	api_key_id          TEXT NOT NULL DEFAULT '',
+	group_id            TEXT NOT NULL DEFAULT '',
+	account_id          TEXT NOT NULL DEFAULT '',
+	model               TEXT NOT NULL DEFAULT '',
+	upstream_model      TEXT NOT NULL DEFAULT '',
+	transport           TEXT NOT NULL DEFAULT '',
+	stream              INTEGER NOT NULL DEFAULT 0,
+	turn                INTEGER NOT NULL DEFAULT 0,
+	status              TEXT NOT NULL DEFAULT '',
+	input_tokens        INTEGER NOT NULL DEFAULT 0,
+	cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+	output_tokens       INTEGER NOT NULL DEFAULT 0,
+	reasoning_tokens    INTEGER NOT NULL DEFAULT 0,
+	total_tokens        INTEGER NOT NULL DEFAULT 0,
+	service_tier        TEXT NOT NULL DEFAULT '',
+	attempts            INTEGER NOT NULL DEFAULT 0,
+	first_token_ms      INTEGER,
+	duration_ms         INTEGER NOT NULL DEFAULT 0,
+	user_agent          TEXT NOT NULL DEFAULT '',
+	client_ip           TEXT NOT NULL DEFAULT '',
+	created_at          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_records_user_created ON usage_records (user_id, created_at);
+`
+
+// TimeFormat is the layout of created_at in SQLite: UTC, fixed width, so
+// that text order is time order.
+const TimeFormat = "2006-01-02T15:04:05.000Z"
+
+// BusyTimeout is how long a connection waits for another writer (for
+// example a reporting job) before an insert fails and billing.Async retries.
+const BusyTimeout = 5 * time.Second
+
+const sqliteInsert = `INSERT OR IGNORE INTO usage_records (
+	request_id, response_id, user_id, api_key_id, group_id, account_id,
+	model, upstream_model, transport, stream, turn, status,
+	input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens,
+	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// OpenSQLite opens (creating if needed) the SQLite database at dsn, a file
+// path or a "file:" URI, switches it to WAL mode with a busy timeout, and
+// creates the table. Shutting the Sink down closes the database.
+func OpenSQLite(ctx context.Context, dsn string, opts ...Option) (*Sink, error) {
+	if strings.TrimSpace(dsn) == "" {
+		return nil, errors.New("sqlusage: empty SQLite DSN")
+	}
+	db, err := sql.Open("sqlite", withPragmas(dsn))
+	if err != nil {
+		return nil, fmt.Errorf("sqlusage: open %s: %w", dsn, err)
+	}
+	// SQLite takes one writer at a time; a single connection queues the
+	// inserts in-process instead of contending for the file lock, and keeps
+	// ":memory:" databases usable.
+	db.SetMaxOpenConns(1)
+	st, err := newSQLiteStore(ctx, db, true)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := newSink(DriverSQLite, st, newConfig(1, opts))
+	s.db = db
+	return s, nil
+}
+
+// New creates the table in db if needed and returns a Sink over it. db
+// must be a SQLite database; shutting the Sink down does not close it.
+func New(ctx context.Context, db *sql.DB, opts ...Option) (*Sink, error) {
+	st, err := newSQLiteStore(ctx, db, false)
+	if err != nil {
+		return nil, err
+	}
+	s := newSink(DriverSQLite, st, newConfig(1, opts))
+	s.db = db
+	return s, nil
+}
+
+// withPragmas adds a busy timeout and WAL mode to dsn unless it sets them.
+// The driver runs _pragma parameters on every new connection, which is
+// what busy_timeout needs.
+func withPragmas(dsn string) string {
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	if !strings.Contains(dsn, "busy_timeout") {
+		dsn += fmt.Sprintf("%s_pragma=busy_timeout(%d)", sep, BusyTimeout.Milliseconds())
+		sep = "&"
+	}
+	if !strings.Contains(dsn, "journal_mode") {
+		dsn += sep + "_pragma=journal_mode(WAL)"
+	}
+	return dsn
+}
+
+type sqliteStore struct {
+	db     *sql.DB
+	insert *sql.Stmt
+	ownDB  bool
+}
+
+func newSQLiteStore(ctx context.Context, db *sql.DB, ownDB bool) (*sqliteStore, error) {
+	if _, err := db.ExecContext(ctx, Schema); err != nil {
+		return nil, fmt.Errorf("sqlusage: create schema: %w", err)
+	}
+	stmt, err := db.PrepareContext(ctx, sqliteInsert)
+	if err != nil {
+		return nil, fmt.Errorf("sqlusage: prepare insert: %w", err)
+	}
+	return &sqliteStore{db: db, insert: stmt, ownDB: ownDB}, nil
+}
+
+// write runs one INSERT per row in a single transaction: with SQLite the
+// cost of a write is the commit (the WAL sync), not the statements.
+func (q *sqliteStore) write(ctx context.Context, rows []billing.Usage) error {
+	if len(rows) == 1 {
+		return q.exec(ctx, q.insert, rows[0])
+	}
+	tx, err := q.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	stmt := tx.StmtContext(ctx, q.insert)
+	for _, u := range rows {
+		if err := q.exec(ctx, stmt, u); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (q *sqliteStore) exec(ctx context.Context, stmt *sql.Stmt, u billing.Usage) error {
+	var firstToken any // NULL when no output arrived
+	if p := firstTokenMS(u); p != nil {
+		firstToken = *p
+	}
+	_, err := stmt.ExecContext(ctx,
+		u.RequestID, u.ResponseID, u.UserID, u.APIKeyID, u.GroupID, u.AccountID,
+		u.Model, u.UpstreamModel, u.Transport, u.Stream, u.Turn, u.Status,
+		u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.ReasoningTokens, u.TotalTokens,
+		u.ServiceTier, u.Attempts, firstToken, u.DurationMS, u.UserAgent, u.ClientIP,
+		u.CreatedAt.UTC().Format(TimeFormat),
+	)
+	return err
+}
+
+func (q *sqliteStore) close() error {
+	err := q.insert.Close()
+	if q.ownDB {
+		err = errors.Join(err, q.db.Close())
+	}
+	return err
+}
