@@ -1,0 +1,46 @@
+package redisstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/examples/redisstore"
+)
+
+// BenchmarkAcquireRelease measures one TryAcquire and its release against
+// the real server: two script round trips.
+func BenchmarkAcquireRelease(b *testing.B) {
+	c := newClient(b)
+	p := prefix(b, c)
+	l := newLimiter(b, c, &redisstore.LimiterOptions{Prefix: p})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		release, ok, err := l.TryAcquire(ctx, "user:bench", 64)
+		if err != nil || !ok {
+			b.Fatalf("ok=%v err=%v", ok, err)
+		}
+		release()
+	}
+}
+
+// BenchmarkAcquireReleaseParallel is the same from GOMAXPROCS goroutines on
+// one key, through Acquire (the relay's path for user slots).
+func BenchmarkAcquireReleaseParallel(b *testing.B) {
+	c := newClient(b)
+	p := prefix(b, c)
+	l := newLimiter(b, c, &redisstore.LimiterOptions{Prefix: p})
+	ctx := context.Background()
+	o := concurrency.WaitOptions{MaxWaiters: 1000}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			release, err := l.Acquire(ctx, "user:bench", 1<<20, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			release()
+		}
+	})
+}
