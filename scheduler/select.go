@@ -414,7 +414,7 @@ func (s *Scheduler) balanced(ctx context.Context, v *poolView, q Request, ex []i
 	best := &v.slots[cands[0].idx]
 	release, err := concurrency.Acquire(ctx, s.limiter, best.key, best.conc, s.wait)
 	if err != nil {
-		return nil, fmt.Errorf("scheduler: waiting for a slot on account %s: %w", best.acct.ID, err)
+		return nil, fmt.Errorf("scheduler: waiting for a slot on account %s: %w", best.acct.ID, limiterErr(err))
 	}
 	return s.hold(best, q.Model, LayerBalanced, release), nil
 }
@@ -424,7 +424,7 @@ func (s *Scheduler) balanced(ctx context.Context, v *poolView, q Request, ex []i
 func (s *Scheduler) take(ctx context.Context, sl *slot, model string, layer Layer) (*Selection, error) {
 	release, ok, err := s.limiter.TryAcquire(ctx, sl.key, sl.conc)
 	if err != nil {
-		return nil, fmt.Errorf("scheduler: account limiter: %w", err)
+		return nil, fmt.Errorf("scheduler: account limiter: %w", limiterErr(err))
 	}
 	if !ok {
 		return nil, nil
@@ -460,4 +460,15 @@ func (s *Scheduler) hold(sl *slot, model string, layer Layer, release func()) *S
 		Release:       h.releaseOnce,
 	}
 	return &h.Selection
+}
+
+// limiterErr marks a limiter failure that is not about the wait itself
+// (queue full, timeout, the caller leaving) as ErrLimiter.
+func limiterErr(err error) error {
+	switch {
+	case errors.Is(err, concurrency.ErrQueueFull), errors.Is(err, concurrency.ErrWaitTimeout),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrLimiter, err)
 }

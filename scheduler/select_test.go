@@ -661,8 +661,8 @@ func TestSelectLimiterError(t *testing.T) {
 	f := newFixture(t, acct("a"))
 	f.s.Limiter = &countingLimiter{err: boom}
 	_, err := f.s.Select(context.Background(), Request{Group: "g"})
-	if !errors.Is(err, boom) {
-		t.Fatalf("err %v, want the limiter's", err)
+	if !errors.Is(err, boom) || !errors.Is(err, ErrLimiter) {
+		t.Fatalf("err %v, want the limiter's, marked ErrLimiter", err)
 	}
 }
 

@@ -117,6 +117,11 @@ func (e *NoAccountError) Error() string {
 // concurrency.ErrQueueFull or concurrency.ErrWaitTimeout come back instead.
 var ErrAccountsBusy = errors.New("scheduler: all candidate accounts are busy")
 
+// ErrLimiter is returned (wrapped) when the account limiter itself failed
+// (a shared backend such as Redis is unreachable), as opposed to accounts
+// being full.
+var ErrLimiter = errors.New("scheduler: account limiter unavailable")
+
 // OutcomeKind classifies one upstream attempt for passive health.
 type OutcomeKind int
 
