@@ -14,7 +14,13 @@ import (
 	"path"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/relaykit/responsesrelay/examples/sqlusage"
 )
 
 // Defaults of the config file.
@@ -35,8 +41,9 @@ type Config struct {
 	// WSMaxConnsPerKey caps the open WebSocket connections of one client
 	// key; 0 means no cap.
 	WSMaxConnsPerKey int `json:"ws_max_conns_per_key"`
-	// Redis is accepted so that configs can be written ahead of the
-	// scale-out work, but must be empty for now.
+	// Redis, a URL like redis://host:6379/0, moves user and account slots
+	// and sticky bindings to that server and shares account cooldowns
+	// with the other relayd processes using it. Empty: all in memory.
 	Redis string `json:"redis"`
 }
 
@@ -65,8 +72,15 @@ type APIKeyConfig struct {
 
 // UsageConfig says where usage records go.
 type UsageConfig struct {
+	// Driver is "sqlite" (DSN: a file or file: URI) or "postgres" (DSN: a
+	// postgres:// URL or key=value string, as pgx takes them).
 	Driver string `json:"driver"`
 	DSN    string `json:"dsn"`
+	// Spool, when set, is a directory where each record is synced to disk
+	// before its turn ends, and from where it is delivered to the
+	// database; records left there by a crash are delivered on the next
+	// start. Empty: records wait for the database in memory.
+	Spool string `json:"spool"`
 }
 
 // loadConfig reads, decodes, defaults and validates the file at name.
@@ -117,7 +131,8 @@ func (c *Config) applyDefaults() {
 	if c.Usage.Driver == "" {
 		c.Usage.Driver = defaultDriver
 	}
-	if c.Usage.DSN == "" {
+	// A PostgreSQL server has no sensible default; validate says so.
+	if c.Usage.DSN == "" && c.Usage.Driver == sqlusage.DriverSQLite {
 		c.Usage.DSN = defaultDSN
 	}
 }
@@ -132,13 +147,24 @@ func (c *Config) validate() error {
 		bad("listen: %q is not host:port", c.Listen)
 	}
 	if c.Redis != "" {
-		bad("redis: shared state in Redis arrives with the scale-out work and is not available in this relayd yet; remove \"redis\" (slots and sticky bindings are kept in memory)")
+		if err := checkRedisURL(c.Redis); err != nil {
+			bad("redis: %v", err)
+		}
 	}
 	if c.WSMaxConnsPerKey < 0 {
 		bad("ws_max_conns_per_key: must not be negative (0 means no cap)")
 	}
-	if c.Usage.Driver != "sqlite" {
-		bad("usage.driver: %q is not supported; relayd stores usage in SQLite (\"sqlite\")", c.Usage.Driver)
+	switch c.Usage.Driver {
+	case sqlusage.DriverSQLite:
+	case sqlusage.DriverPostgres:
+		if strings.TrimSpace(c.Usage.DSN) == "" {
+			bad("usage.dsn: required with driver \"postgres\" (a URL like postgres://user@host:5432/db)")
+		}
+	default:
+		bad("usage.driver: %q is not supported; use \"sqlite\" or \"postgres\"", c.Usage.Driver)
+	}
+	if c.Usage.Spool != "" && strings.TrimSpace(c.Usage.Spool) == "" {
+		bad("usage.spool: %q is not a directory name", c.Usage.Spool)
 	}
 
 	if len(c.Accounts) == 0 {
@@ -230,6 +256,30 @@ func checkBaseURL(s string) error {
 		return errors.New("must not carry credentials; use api_key")
 	}
 	return nil
+}
+
+// checkRedisURL reports what is wrong with a Redis URL, without quoting
+// it (it may carry a password).
+func checkRedisURL(s string) error {
+	_, err := redis.ParseURL(s)
+	if err == nil {
+		return nil
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // url.Error quotes the whole URL
+	}
+	return fmt.Errorf("invalid URL (%v); want one like redis://127.0.0.1:6379/0", err)
+}
+
+// redisAddr names the server of a Redis URL for logs and errors, without
+// its credentials.
+func redisAddr(s string) string {
+	o, err := redis.ParseURL(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return fmt.Sprintf("%s/%d", o.Addr, o.DB)
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.
@@ -383,4 +433,17 @@ func position(data []byte, offset int64) (line, col int) {
 	line = bytes.Count(before, []byte("\n")) + 1
 	col = int(offset) - bytes.LastIndexByte(before, '\n')
 	return line, col
+}
+
+// describe names the usage database for logs and errors without its
+// credentials.
+func (u UsageConfig) describe() string {
+	if u.Driver != sqlusage.DriverPostgres {
+		return u.Driver + " " + u.DSN
+	}
+	pc, err := pgconn.ParseConfig(u.DSN)
+	if err != nil {
+		return "postgres (DSN not parsed)"
+	}
+	return fmt.Sprintf("postgres %s@%s/%s", pc.User, net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port))), pc.Database)
 }

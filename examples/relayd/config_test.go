@@ -33,7 +33,7 @@ const fullConfig = `{
     {"key": "rk-full-1", "user_id": "u1", "group": "default", "concurrency": 2},
     {"key": "rk-full-2", "user_id": "u2", "group": "team"}
   ],
-  "usage": {"driver": "sqlite", "dsn": "/var/lib/relayd/usage.db"},
+  "usage": {"driver": "sqlite", "dsn": "/var/lib/relayd/usage.db", "spool": "/var/lib/relayd/spool"},
   "ws_max_conns_per_key": 8,
   "redis": ""
 }`
@@ -56,7 +56,7 @@ func TestParseConfigFull(t *testing.T) {
 			{Key: "rk-full-1", UserID: "u1", Group: "default", Concurrency: 2},
 			{Key: "rk-full-2", UserID: "u2", Group: "team"},
 		},
-		Usage:            UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db"},
+		Usage:            UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db", Spool: "/var/lib/relayd/spool"},
 		WSMaxConnsPerKey: 8,
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -99,6 +99,30 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
+// PostgreSQL: the DSN is required (no default), and logs name the server
+// without the password, whether the DSN is a URL or key=value pairs.
+func TestParseConfigPostgres(t *testing.T) {
+	const base = `"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-x"}], "api_keys": [{"key": "rk-x", "user_id": "u1"}]`
+	for _, c := range []struct{ dsn, want string }{
+		{"postgres://relayd:pw-secret-1@db.internal:6432/billing?sslmode=require", "postgres relayd@db.internal:6432/billing"},
+		{"host=10.0.0.5 user=relayd password=pw-secret-1 dbname=usage", "postgres relayd@10.0.0.5:5432/usage"},
+	} {
+		cfg, err := parseConfig([]byte(`{` + base + `, "usage": {"driver": "postgres", "dsn": "` + c.dsn + `"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Usage.DSN != c.dsn || cfg.Usage.Spool != "" {
+			t.Fatalf("usage = %+v", cfg.Usage)
+		}
+		if got := cfg.Usage.describe(); got != c.want {
+			t.Errorf("describe(%q) = %q, want %q", c.dsn, got, c.want)
+		}
+	}
+	if got := (UsageConfig{Driver: "postgres", DSN: "postgres://u:pw-secret-1@h:bad/"}).describe(); strings.Contains(got, "secret") {
+		t.Errorf("describe of a bad DSN = %q", got)
+	}
+}
+
 func TestParseConfigUnknownFieldIsNamed(t *testing.T) {
 	const acct = `{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-x"}`
 	const key = `{"key": "rk-x", "user_id": "u1"}`
@@ -111,6 +135,8 @@ func TestParseConfigUnknownFieldIsNamed(t *testing.T) {
 			`unknown field "user" at api_keys[0].user`},
 		{"in usage", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "usage": {"drvier": "sqlite"}}`,
 			`unknown field "drvier" at usage.drvier`},
+		{"spool misspelt", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "usage": {"spol": "/tmp/s"}}`,
+			`unknown field "spol" at usage.spol`},
 		{"WebSocket cap misspelt", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "ws_max_conn_per_key": 2}`,
 			`unknown field "ws_max_conn_per_key" at ws_max_conn_per_key`},
 	}
@@ -150,10 +176,18 @@ func TestParseConfigErrors(t *testing.T) {
 			`api_keys[0]: group "vip" has no accounts`},
 		{"no accounts", `{` + key + `}`, "accounts: at least one upstream account is required"},
 		{"no keys", `{"accounts": [` + acct + `]}`, "api_keys: at least one client key is required"},
-		{"redis", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://127.0.0.1:6379"}`,
-			"redis: shared state in Redis arrives with the scale-out work"},
-		{"driver", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "postgres", "dsn": "x"}}`,
-			`usage.driver: "postgres" is not supported`},
+		{"redis scheme", `{"accounts": [` + acct + `], ` + key + `, "redis": "http://u:sk-secret-value-a1@127.0.0.1:6379"}`,
+			"redis: invalid URL (redis: invalid URL scheme: http); want one like redis://127.0.0.1:6379/0"},
+		{"redis port", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://u:sk-secret-value-a1@127.0.0.1:port/0"}`,
+			`redis: invalid URL (invalid port ":port" after host)`},
+		{"redis db", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://u:sk-secret-value-a1@127.0.0.1:6379/zero"}`,
+			`redis: invalid URL (redis: invalid database number: "zero")`},
+		{"driver", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "mysql", "dsn": "x"}}`,
+			`usage.driver: "mysql" is not supported; use "sqlite" or "postgres"`},
+		{"postgres without dsn", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "postgres"}}`,
+			`usage.dsn: required with driver "postgres"`},
+		{"blank spool", `{"accounts": [` + acct + `], ` + key + `, "usage": {"spool": " "}}`,
+			`usage.spool: " " is not a directory name`},
 		{"listen", `{"listen": "8080", "accounts": [` + acct + `], ` + key + `}`,
 			`listen: "8080" is not host:port`},
 		{"negative ws_max_conns_per_key", `{"accounts": [` + acct + `], ` + key + `, "ws_max_conns_per_key": -1}`,
@@ -242,12 +276,12 @@ func TestParseFlags(t *testing.T) {
 func TestRunRejectsBadConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relayd.json")
 	if err := os.WriteFile(path, []byte(`{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-run-secret-1"}], `+
-		`"api_keys": [{"key": "rk-run-secret-2", "user_id": "u"}], "redis": "redis://localhost"}`), 0o600); err != nil {
+		`"api_keys": [{"key": "rk-run-secret-2", "user_id": "u"}], "redis": "redis://u:run-secret-3@localhost:port/0"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var stderr strings.Builder
 	code := run(t.Context(), []string{"-config", path}, io.Discard, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "scale-out") {
+	if code != 1 || !strings.Contains(stderr.String(), "redis: invalid URL") {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
 	}
 	if strings.Contains(stderr.String(), "secret") {

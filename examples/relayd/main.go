@@ -1,7 +1,9 @@
 // Command relayd is an OpenAI Responses API relay built on responsesrelay:
 // clients call POST /v1/responses, or open the WebSocket mode on the same
 // path, with a relayd key, and relayd forwards each turn to a pool of
-// upstream accounts, recording usage in SQLite.
+// upstream accounts, recording usage in SQLite or PostgreSQL (optionally
+// through a durable spool). Several relayd processes can share their
+// limits, sticky bindings and account cooldowns through Redis.
 //
 // Without -config it runs a self-contained demo against an in-process fake
 // upstream. examples/README.md in the repository describes the config file.
@@ -48,7 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "config", "", "JSON config `file`; without it relayd runs the demo")
 	fs.StringVar(&o.addr, "addr", "", "listen `address` (host:port), overriding the config's \"listen\"")
-	fs.StringVar(&o.db, "db", "", "SQLite usage log `file`, overriding the config's usage.dsn (demo default: "+demoDBPath()+")")
+	fs.StringVar(&o.db, "db", "", "SQLite usage log `file`, overriding the config's usage.driver and usage.dsn (demo default: "+demoDBPath()+")")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "how long a SIGINT/SIGTERM waits for in-flight turns")
 	fs.Usage = func() {
@@ -96,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		if opts.db != "" {
-			cfg.Usage.DSN = opts.db
+			cfg.Usage.Driver, cfg.Usage.DSN = defaultDriver, opts.db
 		}
 	} else {
 		if demo, err = startDemo(opts.db); err != nil {
@@ -121,14 +123,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if demo != nil {
 		demo.printIntro(stdout, ln.Addr().String())
 	}
-	logger.Info("relayd: listening", "addr", ln.Addr().String(), "accounts", len(cfg.Accounts),
-		"api_keys", len(cfg.APIKeys), "usage_log", cfg.Usage.DSN)
+	attrs := []any{"addr", ln.Addr().String(), "accounts", len(cfg.Accounts),
+		"api_keys", len(cfg.APIKeys), "usage_log", cfg.Usage.describe()}
+	if cfg.Usage.Spool != "" {
+		attrs = append(attrs, "usage_spool", cfg.Usage.Spool)
+	}
+	if cfg.Redis != "" {
+		attrs = append(attrs, "redis", redisAddr(cfg.Redis))
+	}
+	logger.Info("relayd: listening", attrs...)
 	return serve(ctx, ln, srv, opts.shutdownTimeout, logger)
 }
 
 // serve answers on ln until ctx ends, then shuts down: in-flight turns,
-// HTTP and WebSocket, get up to grace to finish, the usage queue is drained
-// into SQLite, and the database is closed. It returns the exit code.
+// HTTP and WebSocket, get up to grace to finish, the spool or the usage
+// queue is drained into the database, and the database is closed. It
+// returns the exit code.
 func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duration, logger *slog.Logger) int {
 	hs := &http.Server{
 		Handler:           srv.Handler(),

@@ -8,18 +8,26 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main() // a relayd process for the crash test; exits
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // Keys used across the tests. They are long and distinctive so that a leak
 // into a log line or a response is found by a plain substring search.
@@ -33,13 +41,16 @@ func upstreamKey(account string) string { return "sk-upstream-" + account + "-9f
 // env is relayd's server over httptest in front of a relaytest fake with
 // one upstream account per name, as a config file would describe it.
 type env struct {
-	t      *testing.T
-	up     *relaytest.Server
-	cfg    Config
-	srv    *server
-	ts     *httptest.Server
-	logs   *logBuffer
-	dbPath string
+	t    *testing.T
+	up   *relaytest.Server
+	cfg  Config
+	srv  *server
+	ts   *httptest.Server
+	logs *logBuffer
+	db   usageDB
+	// gone counts requests whose client left while relayd still served
+	// them, so that tests can wait for relayd to have seen it.
+	gone atomic.Int64
 
 	finishOnce sync.Once
 }
@@ -49,13 +60,21 @@ type env struct {
 // closes everything and checks that no slot is left.
 func newEnv(t *testing.T, accounts []string, tweak func(*Config), before ...func(*server)) *env {
 	t.Helper()
-	e := &env{t: t, up: relaytest.NewServer(), logs: newLogBuffer(), dbPath: filepath.Join(t.TempDir(), "usage.db")}
+	return newEnvOn(t, relaytest.NewServer(), accounts, tweak, before...)
+}
+
+// newEnvOn is newEnv in front of an existing fake, which several envs may
+// share (as relayd instances share upstream accounts); each env closes it
+// at cleanup, which is harmless once closed.
+func newEnvOn(t *testing.T, up *relaytest.Server, accounts []string, tweak func(*Config), before ...func(*server)) *env {
+	t.Helper()
+	e := &env{t: t, up: up, logs: newLogBuffer()}
 	e.cfg = Config{
 		APIKeys: []APIKeyConfig{
 			{Key: keyAlice, UserID: "alice", Concurrency: 4},
 			{Key: keyBob, UserID: "bob"},
 		},
-		Usage: UsageConfig{DSN: e.dbPath},
+		Usage: UsageConfig{DSN: filepath.Join(t.TempDir(), "usage.db")},
 	}
 	for _, a := range accounts {
 		e.up.SetKey(a, upstreamKey(a))
@@ -70,6 +89,7 @@ func newEnv(t *testing.T, accounts []string, tweak func(*Config), before ...func
 		e.up.Close()
 		t.Fatalf("test config invalid: %v", err)
 	}
+	e.db = usageDB{e.cfg.Usage.Driver, e.cfg.Usage.DSN}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := newServer(e.cfg, logger)
 	if err != nil {
@@ -80,7 +100,14 @@ func newEnv(t *testing.T, accounts []string, tweak func(*Config), before ...func
 	for _, f := range before {
 		f(srv)
 	}
-	e.ts = httptest.NewServer(srv.Handler())
+	h := srv.Handler()
+	e.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The request's context also ends when ServeHTTP returns: stop
+		// watching before that.
+		stop := context.AfterFunc(r.Context(), func() { e.gone.Add(1) })
+		h.ServeHTTP(w, r)
+		stop()
+	}))
 	t.Cleanup(func() {
 		e.finish()
 		e.up.Close()
@@ -99,7 +126,7 @@ func newEnv(t *testing.T, accounts []string, tweak func(*Config), before ...func
 }
 
 // finish stops serving, waits for every handler, drains the usage queue
-// into SQLite and closes it, so that the rows can be read.
+// (or spool) into the database and closes it, so that the rows can be read.
 func (e *env) finish() {
 	e.finishOnce.Do(func() {
 		e.ts.Close() // waits for the handlers, so every record is queued
@@ -155,37 +182,13 @@ type usageRow struct {
 func (e *env) rows() map[string]usageRow {
 	e.t.Helper()
 	e.finish()
-	return readRows(e.t, e.dbPath)
+	return e.db.rows(e.t)
 }
 
+// readRows reads the usage rows of a SQLite file.
 func readRows(t *testing.T, path string) map[string]usageRow {
 	t.Helper()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rs, err := db.Query(`SELECT request_id, response_id, user_id, api_key_id, group_id, account_id, model,
-		upstream_model, transport, status, created_at, stream, turn, input_tokens, cached_input_tokens,
-		output_tokens, reasoning_tokens, total_tokens, attempts, duration_ms, first_token_ms FROM usage_records`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
-	out := map[string]usageRow{}
-	for rs.Next() {
-		var r usageRow
-		if err := rs.Scan(&r.RequestID, &r.ResponseID, &r.UserID, &r.APIKeyID, &r.GroupID, &r.AccountID, &r.Model,
-			&r.UpstreamModel, &r.Transport, &r.Status, &r.CreatedAt, &r.Stream, &r.Turn, &r.Input, &r.Cached,
-			&r.Output, &r.Reasoning, &r.Total, &r.Attempts, &r.DurationMS, &r.FirstTokenMS); err != nil {
-			t.Fatal(err)
-		}
-		out[r.RequestID] = r
-	}
-	if err := rs.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return usageDB{sqlusage.DriverSQLite, path}.rows(t)
 }
 
 // servedByResponse indexes the fake's answers by response id.

@@ -9,7 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/examples/redisstore"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -23,9 +26,20 @@ type server struct {
 	relay   *relay.Handler
 	ws      *wsproxy.Handler
 	sched   *scheduler.Scheduler
-	usage   *billing.Async
-	sink    *sqlusage.Sink
-	log     *slog.Logger
+	// usage takes the records of finished turns: spool or async, in front
+	// of sink.
+	usage billing.UsageSink
+	spool *billing.Spool
+	async *billing.Async
+	sink  *sqlusage.Sink
+	log   *slog.Logger
+
+	// Shared state in Redis, when the config names a server.
+	rdb        *redis.Client
+	limiter    *redisstore.Limiter
+	events     *redisstore.Events
+	stopEvents context.CancelFunc
+	eventsDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -46,13 +60,15 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		OnAccountEvent: s.accountEvent,
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s.sink, err = sqlusage.OpenSQLite(ctx, cfg.Usage.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("usage log: %w", err)
+	if cfg.Redis != "" {
+		if err := s.openRedis(cfg.Redis); err != nil {
+			return nil, err
+		}
 	}
-	s.usage = billing.NewAsync(s.sink, billing.AsyncOptions{Logger: logger})
+	if err := s.openUsage(cfg.Usage); err != nil {
+		s.closeRedis()
+		return nil, err
+	}
 
 	s.relay = &relay.Handler{
 		Scheduler:    s.sched,
@@ -60,6 +76,9 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		Usage:        usageLogger{next: s.usage, log: logger},
 		Authenticate: s.authenticator(kr),
 		Logger:       logger,
+	}
+	if s.limiter != nil { // a nil *Limiter would make a non-nil interface
+		s.relay.Limiter = s.limiter
 	}
 	// Both transports on one path: WebSocket upgrades (authenticated
 	// before the upgrade) to the WebSocket mode, the rest to the relay,
@@ -77,6 +96,84 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	})
 	s.handler = s.accessLog(mux)
 	return s, nil
+}
+
+// openRedis moves the user and account slots and the sticky bindings to
+// Redis, and shares account cooldowns with the other instances on it.
+func (s *server) openRedis(url string) error {
+	rdb, err := redisstore.NewClient(url)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	// Fail at start rather than answer every turn 503: the limiter fails
+	// closed while Redis is away.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return fmt.Errorf("redis at %s: %w", redisAddr(url), err)
+	}
+	s.rdb = rdb
+	s.limiter = redisstore.NewLimiter(rdb, &redisstore.LimiterOptions{Logger: s.log})
+	// Pub/sub ignores database numbers: name the database in the channel
+	// so that clusters on one server in different databases stay apart.
+	s.events = redisstore.NewEvents(rdb, &redisstore.EventsOptions{
+		Prefix: fmt.Sprintf("%sdb%d:", redisstore.DefaultPrefix, rdb.Options().DB),
+		Logger: s.log,
+	})
+	s.sched.Limiter = s.limiter
+	s.sched.Store = redisstore.NewStore(rdb, nil)
+	runCtx, stop := context.WithCancel(context.Background())
+	s.stopEvents, s.eventsDone = stop, make(chan struct{})
+	go func() {
+		defer close(s.eventsDone)
+		s.events.Run(runCtx, s.sched)
+	}()
+	return nil
+}
+
+// closeRedis stops sharing events, ends the leases' refreshes and closes
+// the client. Slots were released by the turns that held them.
+func (s *server) closeRedis() error {
+	if s.rdb == nil {
+		return nil
+	}
+	s.stopEvents()
+	<-s.eventsDone
+	s.events.Close() // publishes what is queued first
+	err := s.limiter.Close()
+	return errors.Join(err, s.rdb.Close())
+}
+
+// deliveryWorkers is how many records are handed to the SQL sink at once.
+// The sink batches the records waiting together, so this is what lets a
+// batch fill up (sqlusage.DefaultMaxBatch rows) under load.
+const deliveryWorkers = sqlusage.DefaultMaxBatch
+
+// openUsage opens the database and puts the spool, or an in-memory queue,
+// in front of it.
+func (s *server) openUsage(cfg UsageConfig) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("usage log (%s): %w", cfg.describe(), err)
+	}
+	s.sink = sink
+	if cfg.Spool == "" {
+		s.async = billing.NewAsync(sink, billing.AsyncOptions{Workers: deliveryWorkers, Logger: s.log})
+		s.usage = s.async
+		return nil
+	}
+	// The spool retries a record until the database takes it (MaxRetries
+	// 0): the disk, not memory, holds records through a database outage.
+	s.spool, err = billing.OpenSpool(cfg.Spool, sink, billing.SpoolOptions{Workers: deliveryWorkers, Logger: s.log})
+	if err != nil {
+		sink.Close()
+		return fmt.Errorf("usage spool: %w", err)
+	}
+	s.usage = s.spool
+	return nil
 }
 
 // buildPool turns the account entries into a static pool and the upstream
@@ -122,7 +219,12 @@ func (s *server) authenticator(kr *keyring) func(*http.Request) (*relay.Subject,
 	}
 }
 
-func (s *server) accountEvent(_ context.Context, e scheduler.AccountEvent) {
+func (s *server) accountEvent(ctx context.Context, e scheduler.AccountEvent) {
+	if s.events != nil {
+		// The other instances bench the account too; their
+		// Scheduler.Apply does not publish it back.
+		s.events.Publish(ctx, e)
+	}
 	attrs := []any{"account", e.AccountID, "kind", e.Kind, "status", e.Status, "reason", e.Reason}
 	if !e.Until.IsZero() {
 		attrs = append(attrs, "until", e.Until.Format(time.RFC3339))
@@ -155,9 +257,10 @@ func (s *server) Handler() http.Handler { return s.handler }
 
 // Close ends the WebSocket connections (each after its turn in flight) and
 // waits for them, waits for the handlers still running (a turn whose client
-// left keeps reading its upstream to learn the usage), drains the usage
-// queue into SQLite and closes the database. ctx bounds the whole; records
-// that could not be written by then go to the error log in full.
+// left keeps reading its upstream to learn the usage), drains the spool or
+// the usage queue into the database and closes it. ctx bounds the whole;
+// records the queue could not deliver by then go to the error log in full,
+// those in a spool stay there for the next start.
 func (s *server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		var errs []error
@@ -169,11 +272,25 @@ func (s *server) Close(ctx context.Context) error {
 		if err := s.relay.Wait(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("handlers still running: %w", err))
 		}
-		if err := s.usage.Close(ctx); err != nil {
+		// Only now: until every handler returned, records still arrive.
+		if s.spool != nil {
+			if err := s.spool.Close(ctx); err != nil {
+				// Nothing is lost: the next start delivers them.
+				s.log.Warn("relayd: usage spool not drained", "error", err)
+			}
+		} else if err := s.async.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("usage queue not drained: %w", err))
 		}
-		if err := s.sink.Close(); err != nil {
+		// The queue in front has returned from every call, so the sink holds
+		// at most its last batch: a write timeout is bound enough, even when
+		// ctx is spent.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sqlusage.DefaultWriteTimeout)
+		defer cancel()
+		if err := s.sink.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("usage log: %w", err))
+		}
+		if err := s.closeRedis(); err != nil {
+			errs = append(errs, fmt.Errorf("redis: %w", err))
 		}
 		s.closeErr = errors.Join(errs...)
 	})
