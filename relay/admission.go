@@ -12,40 +12,17 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
-// waitWithPings runs a blocking admission step. For a streaming request it
-// runs fn on another goroutine and writes ": ping" every KeepAlive meanwhile;
-// the first ping commits the response as a 200 event stream.
-func (t *turn) waitWithPings(fn func(ctx context.Context) error) error {
-	ka := t.h.keepAlive()
-	if t.out == nil || ka <= 0 {
-		return callSafely(t.ctx, fn)
+// wait runs a blocking admission step through callHook: bounded by the
+// client's context and timeout, abandoned (cleanup undoing what it took)
+// if it ignores them. For a streaming request it writes ": ping" every
+// KeepAlive meanwhile; the first ping commits the response as a 200 event
+// stream.
+func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, cleanup func()) error {
+	var ping func()
+	if t.out != nil {
+		ping = func() { t.out.Ping() } // a dead client shows up as ctx done
 	}
-	done := make(chan error, 1)
-	go func() { done <- callSafely(t.ctx, fn) }()
-	tick := time.NewTicker(ka)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-tick.C:
-			t.out.Ping() // a dead client shows up as ctx done in fn
-		}
-	}
-}
-
-// errPanic wraps a panic in host code (a Gate, Pool, Store, limiter).
-type errPanic struct{ v any }
-
-func (e errPanic) Error() string { return fmt.Sprintf("relay: hook panicked: %v", e.v) }
-
-func callSafely(ctx context.Context, fn func(ctx context.Context) error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = errPanic{p}
-		}
-	}()
-	return fn(ctx)
+	return callHook(t.ctx, timeout, fn, cleanup, ping, t.h.keepAlive())
 }
 
 // acquireUserSlot takes the user's concurrency slot, waiting in a bounded
@@ -64,10 +41,18 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 		o.Timeout = DefaultUserWaitTimeout
 	}
 	var release func()
-	err := t.waitWithPings(func(ctx context.Context) error {
+	timeout := time.Duration(0)
+	if o.Timeout > 0 {
+		timeout = o.Timeout + t.h.hookTimeout()
+	}
+	err := t.wait(timeout, func(ctx context.Context) error {
 		var err error
 		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.subj.UserID), limit, o)
 		return err
+	}, func() {
+		if release != nil {
+			release()
+		}
 	})
 	switch {
 	case err == nil:
@@ -97,7 +82,7 @@ func (t *turn) checkBilling() *APIError {
 	}
 	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
 		Model: t.req.Model, Stream: t.req.Stream, Transport: t.transport, Meta: t.subj.Meta}
-	err := callSafely(t.ctx, func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) })
+	err := callHook(t.ctx, t.h.hookTimeout(), func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) }, nil, nil, 0)
 	if err == nil {
 		return nil
 	}
@@ -123,12 +108,19 @@ func roundUp(d time.Duration) time.Duration {
 // is full.
 func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	var sel *scheduler.Selection
-	err := t.waitWithPings(func(ctx context.Context) error {
+	err := t.wait(t.h.selectTimeout(), func(ctx context.Context) error {
 		var err error
 		sel, err = t.h.Scheduler.Select(ctx, t.sched)
 		return err
+	}, func() {
+		if sel != nil {
+			sel.Release()
+		}
 	})
-	return sel, err
+	if err != nil {
+		return nil, err
+	}
+	return sel, nil
 }
 
 // selectError maps a scheduler failure (with no upstream error to report).

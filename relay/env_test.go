@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,23 @@ type env struct {
 	subj  *relay.Subject
 	keys  scheduler.StaticKeys
 	accts []string
+	// gone counts requests whose client went away while the relay was
+	// still serving them.
+	gone atomic.Int64
+}
+
+// serve is the relay as mounted, counting clients that leave mid-request
+// so that tests can wait for the relay to have seen it.
+func (e *env) serve(w http.ResponseWriter, r *http.Request) {
+	stop := context.AfterFunc(r.Context(), func() { e.gone.Add(1) })
+	e.h.ServeHTTP(w, r)
+	stop()
+}
+
+// waitGone waits until n clients have left mid-request.
+func (e *env) waitGone(n int64) {
+	e.t.Helper()
+	waitUntil(e.t, "the relay to see the client leave", func() bool { return e.gone.Load() >= n })
 }
 
 type recordingSink struct {
@@ -100,13 +118,18 @@ func newEnv(t *testing.T, accounts ...string) *env {
 			return &s, nil
 		},
 	}
-	e.srv = httptest.NewServer(e.h)
+	e.srv = httptest.NewServer(http.HandlerFunc(e.serve))
 	t.Cleanup(func() {
 		e.srv.CloseClientConnections()
 		e.srv.Close()
 		e.up.Close()
 		e.h.CloseIdleConnections()
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.h.Wait(ctx); err != nil {
+			t.Errorf("turns still active after the test: %d", e.h.Active())
+		}
 		if n := e.h.UserSlots(e.subj.UserID); n != 0 {
 			t.Errorf("user slots held after the test: %d", n)
 		}

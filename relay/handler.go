@@ -19,6 +19,10 @@
 // client the turn never moves. Other 4xx go back as the upstream said,
 // sanitized. ErrorRules may rewrite what the client sees.
 //
+// A stream that breaks is an upstream failure by the same rules: a reset,
+// an idle upstream (StreamIdleTimeout), an event over MaxEventBytes, or an
+// event that is not a JSON object with a type (never forwarded).
+//
 // # Client disconnect
 //
 // When the client goes away the relay stops writing, keeps reading the
@@ -26,7 +30,18 @@
 // and records the turn with status client_gone and that usage. A client
 // gone before any upstream answered (while waiting for a slot, or before
 // response headers) is not recorded: no upstream did billable work that
-// the relay could see.
+// the relay could see. A client that stops reading counts as gone once a
+// write to it has blocked for ClientWriteTimeout.
+//
+// # Host hooks
+//
+// Authenticate, the billing Gate, the scheduler's Pool, Store and
+// OnAccountEvent, Credentials and the usage sink are the host's code. A
+// panic in one is recovered and answered like an error from it; a call
+// that outlives HookTimeout (or, before the upstream answer, the client's
+// context) is abandoned, so a hung database cannot hold a turn or its
+// slots. RELIABILITY.md at the repository root lists every fault and its
+// answer.
 //
 // # Usage
 //
@@ -39,7 +54,6 @@
 package relay
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -49,6 +63,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -62,6 +77,9 @@ const (
 	DefaultStreamIdleTimeout  = 300 * time.Second
 	DefaultDrainTimeout       = 30 * time.Second
 	DefaultJSONHeaderTimeout  = 15 * time.Minute
+	DefaultHookTimeout        = 10 * time.Second
+	DefaultClientWriteTimeout = 60 * time.Second
+	DefaultMaxEventBytes      = sse.DefaultMaxEventBytes
 )
 
 // Handler relays the Responses API. Only Scheduler is required; every other
@@ -82,7 +100,8 @@ type Handler struct {
 	// Authorization header is sent (an upstream behind its own auth proxy).
 	Credentials scheduler.Credentials
 	// Authenticate identifies the caller. nil: SubjectFrom(r.Context()), for
-	// hosts that authenticate in middleware. An error or nil subject is 401.
+	// hosts that authenticate in middleware. An error or nil subject is 401;
+	// no answer within HookTimeout is 503.
 	Authenticate func(*http.Request) (*Subject, error)
 	// Transport sends upstream requests. nil: a transport tuned for many
 	// long streams to few hosts (see NewTransport).
@@ -113,7 +132,28 @@ type Handler struct {
 	// DrainTimeout is how long the upstream is still read after the client
 	// left, to learn the usage. 0: 30 s; negative: not at all.
 	DrainTimeout time.Duration
+	// HookTimeout bounds each call to host code on a turn's path:
+	// Authenticate, Billing.Check, Credentials.Token, Usage.Record, the
+	// scheduler's OnAccountEvent and sticky Bind, and (added to the
+	// scheduler's own account wait) Select with its Pool and Store. The
+	// client's context bounds those before the upstream answer too. A hook
+	// that ignores its context is abandoned: the turn goes on (or fails)
+	// without it, and a slot it takes late is given back. 0: 10 s.
+	HookTimeout time.Duration
+	// ClientWriteTimeout bounds one write to the client (an event, a ping,
+	// a JSON answer): a client that reads nothing for this long is treated
+	// as gone, so it cannot hold slots through a stalled connection. The
+	// relay sets the connection's write deadline itself for its answers,
+	// in place of http.Server.WriteTimeout. 0: 60 s; negative: no deadline.
+	ClientWriteTimeout time.Duration
+	// MaxEventBytes caps one upstream SSE event. A larger event is an
+	// upstream failure: failed over before any output reached the client,
+	// a response.failed after. 0: 32 MiB.
+	MaxEventBytes int
 	// ForwardHeaders adds client request headers to the built-in allowlist.
+	// Hop-by-hop headers, those the client names in Connection, its
+	// credentials (Authorization, Api-Key, X-Api-Key, Cookie) and
+	// forwarding headers (X-Forwarded-*, Forwarded, X-Real-Ip) never pass.
 	ForwardHeaders []string
 	// ReturnHeaders adds upstream response headers (e.g. x-ratelimit-*) to
 	// the built-in allowlist. Set-Cookie and credential headers never pass.
@@ -215,6 +255,16 @@ func (h *Handler) jsonHeaderTimeout() time.Duration {
 	return DefaultJSONHeaderTimeout
 }
 
+func (h *Handler) clientWriteTimeout() time.Duration {
+	switch {
+	case h.ClientWriteTimeout < 0:
+		return 0
+	case h.ClientWriteTimeout == 0:
+		return DefaultClientWriteTimeout
+	}
+	return h.ClientWriteTimeout
+}
+
 func (h *Handler) drainTimeout() time.Duration {
 	switch {
 	case h.DrainTimeout < 0:
@@ -241,12 +291,6 @@ func newRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return "rr_" + hex.EncodeToString(b[:])
-}
-
-// detached is the context for work that must finish after the client left:
-// releasing slots, recording usage.
-func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }
 
 // UserWaiting reports how many turns of userID wait for a slot when the

@@ -27,6 +27,15 @@ var returnResponseHeaders = []string{
 // anything naming credentials.
 var neverReturn = map[string]bool{"Set-Cookie": true, "Set-Cookie2": true, "Authorization": true, "Www-Authenticate": true, "Proxy-Authenticate": true}
 
+// neverForward are client headers no allowlist can pass: the client's own
+// credentials and what a proxy in front of the relay says about it.
+var neverForward = map[string]bool{"Authorization": true, "Proxy-Authorization": true, "Cookie": true, "Cookie2": true,
+	"Api-Key": true, "X-Api-Key": true, "Forwarded": true, "X-Real-Ip": true}
+
+func forbiddenToForward(key string) bool {
+	return neverForward[key] || strings.HasPrefix(key, "X-Forwarded-")
+}
+
 // hopByHop headers are per connection (RFC 9110 §7.6.1).
 var hopByHop = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
@@ -34,13 +43,13 @@ var hopByHop = map[string]bool{
 }
 
 // copyAllowed copies the headers named in allow (canonical or raw keys)
-// from src to dst, except hop-by-hop ones and those listed in src's
-// Connection header.
+// from src to dst, except hop-by-hop ones, those listed in src's
+// Connection headers, and credentials and forwarding headers.
 func copyAllowed(dst, src http.Header, allow []string, extra []string) {
 	named := connectionNamed(src)
 	copyOne := func(name string) {
 		key := textproto.CanonicalMIMEHeaderKey(name)
-		if hopByHop[key] || named[key] {
+		if hopByHop[key] || named[key] || forbiddenToForward(key) {
 			return
 		}
 		vs, ok := src[key]

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -117,5 +118,102 @@ func TestSecretsSanitized(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Fatalf("%s in logs:\n%s", secret, logs)
 		}
+	}
+}
+
+// TestRequestHopByHop: headers named in any of several Connection headers
+// and hop-by-hop headers never reach the upstream, nor do credential and
+// forwarding headers even when the host lists them in ForwardHeaders; the
+// injected Authorization survives a client's "Connection: Authorization".
+func TestRequestHopByHop(t *testing.T) {
+	e := newEnv(t, "a")
+	e.h.ForwardHeaders = []string{"Te", "Keep-Alive", "Proxy-Authorization", "Upgrade", "Cookie", "Api-Key", "X-Api-Key",
+		"X-Forwarded-For", "X-Forwarded-Proto", "Forwarded", "X-Real-Ip", "Authorization", "X-Extra", "X-Dropped"}
+	for _, body := range []string{textReq, streamReq} {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(body))
+		h := req.Header
+		h.Set("Authorization", "Bearer rk-client")
+		h.Add("Connection", "keep-alive, X-Codex-Turn-State")
+		h.Add("Connection", "Openai-Beta,X-Dropped")
+		h.Add("Connection", "Authorization")
+		h.Set("X-Codex-Turn-State", "state-1")
+		h.Set("Openai-Beta", "responses=v1")
+		h.Set("X-Dropped", "1")
+		h.Set("X-Extra", "kept")
+		h.Set("Originator", "codex_cli_rs")
+		h.Set("Te", "trailers")
+		h.Set("Keep-Alive", "timeout=5")
+		h.Set("Proxy-Authorization", "Basic cGFzcw==")
+		h.Set("Cookie", "sid=secret")
+		h.Set("Api-Key", "rk-client-api")
+		h.Set("X-Api-Key", "rk-client-x")
+		h.Set("X-Forwarded-For", "10.0.0.1")
+		h.Set("X-Forwarded-Proto", "http")
+		h.Set("Forwarded", "for=10.0.0.1")
+		h.Set("X-Real-Ip", "10.0.0.1")
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	for _, got := range e.up.Requests() {
+		up := got.Header
+		if a := up.Get("Authorization"); a != "Bearer "+e.keys["a"] {
+			t.Fatalf("upstream Authorization %q", a)
+		}
+		for _, k := range []string{"X-Codex-Turn-State", "Openai-Beta", "X-Dropped", "Te", "Keep-Alive", "Proxy-Authorization", "Cookie",
+			"Api-Key", "X-Api-Key", "X-Forwarded-For", "X-Forwarded-Proto", "Forwarded", "X-Real-Ip"} {
+			if v := up.Values(k); len(v) > 0 {
+				t.Fatalf("%s crossed to the upstream: %q", k, v)
+			}
+		}
+		if up.Get("X-Extra") != "kept" || up.Get("Originator") != "codex_cli_rs" {
+			t.Fatalf("allowed headers missing: %v", up)
+		}
+		for _, c := range up.Values("Connection") {
+			if strings.Contains(strings.ToLower(c), "authorization") || strings.Contains(strings.ToLower(c), "openai-beta") {
+				t.Fatalf("the client's Connection header crossed: %q", c)
+			}
+		}
+	}
+}
+
+// TestResponseHopByHop: upstream hop-by-hop headers, headers the upstream
+// names in Connection, cookies and credential headers never reach the
+// client, even when the host lists them in ReturnHeaders.
+func TestResponseHopByHop(t *testing.T) {
+	e := newEnv(t)
+	hdr := http.Header{
+		"Connection":         {"X-Request-Id, X-Named"},
+		"X-Request-Id":       {"req_named"},
+		"X-Named":            {"1"},
+		"Keep-Alive":         {"timeout=5"},
+		"Set-Cookie":         {"upstream=1"},
+		"Set-Cookie2":        {"upstream=2"},
+		"Authorization":      {"Bearer sk-echoed-0123456789"},
+		"Www-Authenticate":   {"Bearer realm=pool"},
+		"Proxy-Authenticate": {"Basic"},
+		"X-Custom":           {"passed"},
+	}
+	e.addRawAccountHeader("raw", 0, hdr, sseFrame("response.created", rawCreated)+sseFrame("response.output_text.delta", rawDelta)+
+		sseFrame("response.completed", rawCompleted))
+	e.h.ReturnHeaders = []string{"X-Request-Id", "X-Named", "Keep-Alive", "Set-Cookie", "Set-Cookie2", "Authorization",
+		"Www-Authenticate", "Proxy-Authenticate", "Connection", "X-Custom"}
+	r := e.do(streamReq)
+	if r.lastType() != "response.completed" {
+		t.Fatalf("events %v", r.types())
+	}
+	for _, k := range []string{"X-Request-Id", "X-Named", "Keep-Alive", "Set-Cookie", "Set-Cookie2", "Authorization", "Www-Authenticate", "Proxy-Authenticate"} {
+		if v := r.header.Values(k); len(v) > 0 {
+			t.Fatalf("%s reached the client: %q", k, v)
+		}
+	}
+	if r.header.Get("X-Custom") != "passed" {
+		t.Fatalf("opted-in header missing: %v", r.header)
 	}
 }

@@ -39,9 +39,11 @@ type turn struct {
 	start     time.Time
 	sched     scheduler.Request
 	attempt   int
-	// reached reports that some upstream received the request; only then
-	// is a usage record written.
+	// reached reports that some upstream answered (response headers, a
+	// first frame, or a refusal with a status); only then is a usage
+	// record written.
 	reached bool
+	token   string // the current attempt's upstream credential, for sanitizing
 	// recorded guards the one usage record; usage is that record.
 	recorded bool
 	usage    billing.Usage
@@ -70,6 +72,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Relay-Request-Id", t.id)
 
 	subj, err := h.authenticate(r)
+	if errors.Is(err, ErrHookTimeout) {
+		writeJSONError(w, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second})
+		return
+	}
 	if err != nil || subj == nil {
 		writeJSONError(w, &APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
 		return
@@ -87,7 +94,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t.req = req
 	if req.Stream {
-		sw := newSSEWriter(w, h.ReturnHeaders)
+		sw := newSSEWriter(w, h.ReturnHeaders, h.clientWriteTimeout())
 		defer sw.close()
 		t.out = sw
 	}
@@ -105,24 +112,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Subject authenticates r as ServeHTTP does (Authenticate, or the subject
 // stored by WithSubject). A nil subject with a nil error means anonymous:
-// callers answer 401.
+// callers answer 401. An error wrapping ErrHookTimeout means Authenticate
+// did not answer in time: callers answer 503.
 func (h *Handler) Subject(r *http.Request) (*Subject, error) {
 	h.init()
 	return h.authenticate(r)
 }
 
-func (h *Handler) authenticate(r *http.Request) (s *Subject, err error) {
+func (h *Handler) authenticate(r *http.Request) (*Subject, error) {
 	if h.Authenticate == nil {
-		s, _ = SubjectFrom(r.Context())
+		s, _ := SubjectFrom(r.Context())
 		return s, nil
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p))
-			s, err = nil, errors.New("authenticate panicked")
-		}
-	}()
-	return h.Authenticate(r)
+	var s *Subject
+	err := callHook(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
+		var err error
+		s, err = h.Authenticate(r.WithContext(ctx))
+		return err
+	}, nil, nil, 0)
+	var p errPanic
+	switch {
+	case errors.As(err, &p):
+		h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p.v))
+		return nil, errors.New("authenticate panicked")
+	case errors.Is(err, ErrHookTimeout):
+		h.log.Error("relay: Authenticate did not return in time; answering 503", "timeout", h.hookTimeout())
+		return nil, fmt.Errorf("relay: Authenticate: %w", err)
+	case r.Context().Err() != nil:
+		return nil, r.Context().Err()
+	}
+	return s, err
 }
 
 // sessionKey is the client's session identity for sticky routing: header
@@ -222,8 +241,7 @@ func (t *turn) serve() {
 			return
 		}
 		canSwitch := len(t.sched.Exclude) < switches
-		ae := t.try(sel)
-		sel.Release()
+		ae := t.tryOn(sel)
 		if ae == nil {
 			return // served and recorded
 		}
@@ -240,6 +258,13 @@ func (t *turn) serve() {
 		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.String())
 		t.sched.Exclude = append(t.sched.Exclude, sel.Account.ID)
 	}
+}
+
+// tryOn runs one attempt and gives the account slot back, even when the
+// attempt panics.
+func (t *turn) tryOn(sel *scheduler.Selection) *attemptError {
+	defer sel.Release()
+	return t.try(sel)
 }
 
 // fail answers e through the client end: a JSON error, an SSE error event

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/internal/sse"
@@ -22,10 +23,47 @@ type sseWriter struct {
 	buf       []byte
 	upstream  http.Header
 	extra     []string
+	deadline  writeDeadline
 }
 
-func newSSEWriter(w http.ResponseWriter, extra []string) *sseWriter {
-	return &sseWriter{w: w, rc: http.NewResponseController(w), extra: extra}
+func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration) *sseWriter {
+	rc := http.NewResponseController(w)
+	return &sseWriter{w: w, rc: rc, extra: extra, deadline: writeDeadline{rc: rc, timeout: writeTimeout}}
+}
+
+// writeDeadline keeps a write deadline of about timeout ahead of every
+// write to the client, so that a client that stops reading cannot block a
+// turn forever. It moves the deadline only every timeout/4, which keeps
+// the cost per event at a clock read.
+type writeDeadline struct {
+	rc      *http.ResponseController
+	timeout time.Duration
+	next    time.Time // when to move the deadline again
+	set     bool
+}
+
+func (d *writeDeadline) extend() {
+	if d.timeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if d.set && now.Before(d.next) {
+		return
+	}
+	if d.rc.SetWriteDeadline(now.Add(d.timeout)) == nil {
+		d.set = true
+		d.next = now.Add(d.timeout / 4)
+	}
+}
+
+// clear removes the deadline when the answer is done: the connection may
+// serve the host's other routes next, and net/http only resets a write
+// deadline when http.Server.WriteTimeout is set.
+func (d *writeDeadline) clear() {
+	if d.set {
+		d.rc.SetWriteDeadline(time.Time{})
+		d.set = false
+	}
 }
 
 // setUpstreamHeader names the upstream answer whose allowed headers go to
@@ -62,6 +100,7 @@ func (s *sseWriter) writeLocked(b []byte) error {
 	if s.dead {
 		return errClientWrite
 	}
+	s.deadline.extend()
 	s.commitLocked()
 	if _, err := s.w.Write(b); err != nil {
 		s.dead = true
@@ -114,5 +153,6 @@ func (s *sseWriter) fail(e *APIError) {
 func (s *sseWriter) close() {
 	s.mu.Lock()
 	s.dead = true
+	s.deadline.clear()
 	s.mu.Unlock()
 }

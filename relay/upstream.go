@@ -97,13 +97,21 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	t.attempt++
 	token := ""
 	if h.Credentials != nil {
-		var err error
-		token, err = h.Credentials.Token(t.ctx, acct)
+		var got string // written by the hook; read only if it was not abandoned
+		err := callHook(t.ctx, h.hookTimeout(), func(ctx context.Context) error {
+			var err error
+			got, err = h.Credentials.Token(ctx, acct)
+			return err
+		}, nil, nil, 0)
 		if err != nil {
-			h.log.Error("relay: no credentials for account", "request_id", t.id, "account", acct.ID, "error", err)
+			if t.ctx.Err() == nil {
+				h.log.Error("relay: no credentials for account", "request_id", t.id, "account", acct.ID, "error", err)
+			}
 			return &attemptError{kind: failCredentials, account: acct.ID, err: err}
 		}
+		token = got
 	}
+	t.token = token
 	secrets := []string{token}
 
 	// The upstream call outlives the client by up to DrainTimeout, so that
@@ -143,7 +151,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	resp, err := h.transport.RoundTrip(upreq)
 	headerTimer.Stop()
 	if err != nil {
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err, idleAbort: aborted.Load()}
 	}
 	t.reached = true
@@ -155,17 +163,26 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	}
 
 	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
-		return t.relayEvents(sel, &sseSource{r: sse.NewReader(resp.Body)}, resp.StatusCode, resp.Header, abort)
+		r := sse.NewReader(resp.Body)
+		r.MaxEventBytes = h.MaxEventBytes
+		return t.relayEvents(sel, &sseSource{r: r}, resp.StatusCode, resp.Header, abort)
 	}
 	if t.out != nil && t.w == nil {
 		// Another transport asked for events and got a JSON answer.
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: errNotEventStream})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: errNotEventStream})
 		return &attemptError{kind: failInBand, account: acct.ID, err: errNotEventStream}
 	}
 	return t.relayJSON(sel, resp)
 }
 
-var errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
+var (
+	errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
+	errNotJSON        = errors.New("upstream answered a JSON request with a body that is not a JSON object")
+)
+
+func isJSONObject(b []byte) bool {
+	return gjson.ValidBytes(b) && gjson.ParseBytes(b).IsObject()
+}
 
 // tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).
 func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) *attemptError {
@@ -183,12 +200,30 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 			t.reached = true
 			return t.statusError(acct, ue.Status, ue.Header, ue.Body, []string{token})
 		}
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
 	}
-	t.reached = true
 	defer st.Close()
-	return t.relayEvents(sel, st, 0, nil, abort)
+	return t.relayEvents(sel, &answeredStream{EventStream: st, t: t}, 0, nil, abort)
+}
+
+// answeredStream marks the turn as reached at the upstream's first frame
+// (or a refusal with a status), as response headers do over HTTP: a
+// message the upstream never answered is not a usage record.
+type answeredStream struct {
+	EventStream
+	t *turn
+}
+
+func (s *answeredStream) Next() ([]byte, error) {
+	data, err := s.EventStream.Next()
+	if !s.t.reached {
+		var ue *UpstreamError
+		if err == nil || errors.As(err, &ue) && ue.Status > 0 {
+			s.t.reached = true
+		}
+	}
+	return data, err
 }
 
 // statusError reports an upstream's error status to the scheduler and
@@ -200,7 +235,7 @@ func (t *turn) statusError(acct *scheduler.Account, status int, header http.Head
 	if !ae.retryable() {
 		kind = scheduler.OutcomeClientError
 	}
-	t.h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: kind, Status: status, Header: header, Body: body})
+	t.h.observe(acct.ID, scheduler.Outcome{Kind: kind, Status: status, Header: header, Body: body})
 	return ae
 }
 
@@ -286,29 +321,33 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		RequestedModel: t.req.Model,
 		UpstreamModel:  sel.UpstreamModel,
 		Now:            h.Now,
+		// Error and failed events pass through after output; they may
+		// echo the credential.
+		Sanitize: func(b []byte) []byte { return sanitize(b, t.token) },
 	})
 	switch res.End {
 	case pump.EndRefused:
 		if res.Refusal != nil {
-			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: status, Header: header, Body: res.Refusal})
-			return &attemptError{kind: failInBand, account: acct.ID, status: status, header: header, refusal: sanitize(res.Refusal)}
+			refusal := sanitize(res.Refusal, t.token)
+			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: status, Header: header, Body: refusal})
+			return &attemptError{kind: failInBand, account: acct.ID, status: status, header: header, refusal: refusal}
 		}
 		var ue *UpstreamError
 		if errors.As(res.Err, &ue) && ue.Status > 0 {
 			// A refusal with a status in place of the first event (a
 			// WebSocket upstream's error frame): the status rules apply.
-			return t.statusError(acct, ue.Status, ue.Header, ue.Body, nil)
+			return t.statusError(acct, ue.Status, ue.Header, ue.Body, []string{t.token})
 		}
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		return &attemptError{kind: failInBand, account: acct.ID, err: res.Err, idleAbort: res.IdleTimeout}
 	case pump.EndBroken:
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		h.log.Warn("relay: upstream stream broke after output", "request_id", t.id, "account", acct.ID, "error", res.Err)
 	default:
 		if res.TerminalType != "" {
-			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess, TTFT: t.ttft(res.FirstOutput)})
+			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess, TTFT: t.ttft(res.FirstOutput)})
 		} else if res.Err != nil && !errors.Is(res.Err, context.Canceled) {
-			h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
+			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		}
 	}
 	recStatus := terminalStatus(res.TerminalType)
@@ -340,9 +379,10 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete {
 		return
 	}
-	ctx, cancel := detached(t.ctx, 5*time.Second)
-	defer cancel()
-	if err := t.h.Scheduler.Bind(ctx, t.sched, sel.Account.ID, responseID); err != nil {
+	err := callHook(context.WithoutCancel(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error {
+		return t.h.Scheduler.Bind(ctx, t.sched, sel.Account.ID, responseID)
+	}, nil, nil, 0)
+	if err != nil {
 		t.h.log.Warn("relay: sticky binding failed", "request_id", t.id, "account", sel.Account.ID, "error", err)
 	}
 }
@@ -359,14 +399,22 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attempt
 	h, acct := t.h, sel.Account
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONBody))
 	if err != nil {
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
 	}
+	if !isJSONObject(body) {
+		// An event stream or a proxy's page with a 2xx status is not an
+		// answer the client can use, and must not reach it unread.
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: errNotJSON})
+		return &attemptError{kind: failInBand, account: acct.ID, err: errNotJSON}
+	}
 	r := event.ParseBody(body)
+	if r.Status == billing.StatusFailed {
+		body = sanitize(body, t.token)
+	}
 	if r.Status == billing.StatusFailed && r.Usage.Output == 0 {
 		// The JSON form of the in-band refusal: failed before any output.
-		body = sanitize(body)
-		h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: resp.StatusCode, Header: resp.Header, Body: body})
+		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeOverloaded, Status: resp.StatusCode, Header: resp.Header, Body: body})
 		return &attemptError{kind: failInBand, account: acct.ID, status: resp.StatusCode, header: resp.Header, refusal: body}
 	}
 	if sel.UpstreamModel != "" && sel.UpstreamModel != t.req.Model && r.Model == sel.UpstreamModel {
@@ -375,7 +423,7 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attempt
 		}
 	}
 	first := h.now()
-	h.Scheduler.Observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess})
+	h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess})
 	hdr := t.w.Header()
 	returnHeaders(hdr, resp.Header, h.ReturnHeaders)
 	ct := resp.Header.Get("Content-Type")
@@ -384,8 +432,14 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attempt
 	}
 	hdr.Set("Content-Type", ct)
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	// The deadline bounds the writes that reach the socket here (a body
+	// larger than the server's buffer); the rest goes out when the handler
+	// returns, after the usage record, as before.
+	dl := writeDeadline{rc: http.NewResponseController(t.w), timeout: h.clientWriteTimeout()}
+	dl.extend()
 	t.w.WriteHeader(resp.StatusCode)
 	_, werr := t.w.Write(body)
+	dl.clear()
 	status := r.Status
 	switch status {
 	case billing.StatusCompleted, billing.StatusIncomplete, billing.StatusFailed:

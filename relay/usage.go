@@ -65,11 +65,15 @@ func (t *turn) emit(u billing.Usage) {
 	t.recorded = true
 	t.usage = u
 	u.DurationMS = t.h.now().Sub(t.start).Milliseconds()
-	ctx, cancel := detached(t.ctx, 30*time.Second)
-	defer cancel()
-	err := callSafely(ctx, func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) })
+	// Bounded and abandoned past the bound: a sink that hangs must not keep
+	// the handler (and the client's end of stream) forever.
+	err := callHook(context.WithoutCancel(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) }, nil, nil, 0)
 	if err != nil && !errors.Is(err, billing.ErrDropped) { // Async already logged it whole
 		rec, _ := json.Marshal(u)
-		t.h.log.Error("relay: usage sink failed; record not stored", "request_id", u.RequestID, "error", err, "record", string(rec))
+		msg := "relay: usage sink failed; record not stored"
+		if errors.Is(err, ErrHookTimeout) {
+			msg = "relay: usage sink did not return in time; record may not be stored"
+		}
+		t.h.log.Error(msg, "request_id", u.RequestID, "error", err, "record", string(rec))
 	}
 }

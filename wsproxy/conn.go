@@ -12,7 +12,6 @@ import (
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 )
 
 // conn is one client connection.
@@ -99,17 +98,8 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return // closed, too big (coder/websocket sends 1009), or gone
 		}
-		if typ != websocket.MessageText {
-			c.close(websocket.StatusPolicyViolation, "binary messages are not supported; send response.create as text")
-			return
-		}
-		switch t := gjson.GetBytes(data, "type").String(); t {
-		case "", "response.create":
-		case "response.append":
-			c.close(websocket.StatusPolicyViolation, "response.append is not supported: send response.create with previous_response_id")
-			return
-		default:
-			c.close(websocket.StatusPolicyViolation, "unsupported message type "+strconv.Quote(t)+": send response.create")
+		if code, reason := checkFrame(typ, data); code != 0 {
+			c.close(code, reason)
 			return
 		}
 		// One message may wait while a turn finishes its bookkeeping after
@@ -126,16 +116,13 @@ func (c *conn) readLoop() {
 
 // turn serves one response.create; false means the connection is closed.
 func (c *conn) turn(msg []byte) bool {
-	req, apiErr := relay.ParseRequest(msg)
+	req, apiErr := parseTurn(msg)
 	if apiErr != nil {
 		c.sendError(apiErr)
 		return true
 	}
 	c.turns++
-	if !gjson.GetBytes(msg, "type").Exists() {
-		msg, _ = sjson.SetBytes(msg, "type", "response.create")
-		req.Body = msg
-	}
+	msg = req.Body
 	// store defaults to true; with store=false only this upstream socket
 	// can continue the previous response.
 	localState := req.PreviousResponseID != "" && gjson.GetBytes(msg, "store").Type == gjson.False

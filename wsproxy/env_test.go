@@ -1,6 +1,7 @@
 package wsproxy_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -34,7 +35,25 @@ type env struct {
 	keys  scheduler.StaticKeys
 	accts []string
 	subj  relay.Subject
+	logs  *syncBuffer
 	mu    sync.Mutex
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // newEnv: a relay with WebSocket mode in front of the fake upstream, one
@@ -42,17 +61,19 @@ type env struct {
 func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 	t.Helper()
 	leakcheck.Check(t)
-	e := &env{t: t, up: relaytest.NewServer(), pool: scheduler.NewStaticPool(), sink: &billing.MemorySink{}, keys: scheduler.StaticKeys{}}
+	e := &env{t: t, up: relaytest.NewServer(), pool: scheduler.NewStaticPool(), sink: &billing.MemorySink{}, keys: scheduler.StaticKeys{},
+		logs: &syncBuffer{}}
 	e.subj = relay.Subject{UserID: "u1", APIKeyID: "k1", GroupID: "g", Concurrency: 2}
 	for i, name := range accounts {
 		e.addAccount(&scheduler.Account{ID: name, WebSocket: ws, Priority: i})
 	}
-	e.sched = &scheduler.Scheduler{Pool: e.pool}
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.sched = &scheduler.Scheduler{Pool: e.pool, Logger: logger}
 	e.rh = &relay.Handler{
 		Scheduler:   e.sched,
 		Credentials: e.keys,
 		Usage:       e.sink,
-		Logger:      slog.New(slog.DiscardHandler),
+		Logger:      logger,
 		Authenticate: func(r *http.Request) (*relay.Subject, error) {
 			if r.Header.Get("Authorization") != "Bearer rk-client" {
 				return nil, nil
@@ -76,6 +97,9 @@ func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 		e.up.Close()
 		e.rh.CloseIdleConnections()
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		if err := e.rh.Wait(ctx); err != nil {
+			t.Errorf("turns still active after the test: %d", e.rh.Active())
+		}
 		if n := e.rh.UserSlots("u1"); n != 0 {
 			t.Errorf("user slots held after the test: %d", n)
 		}

@@ -32,11 +32,15 @@
 // connection's state (previous_response_id with store=false); then the turn
 // ends with the error frame. An upstream that breaks mid-turn ends the turn
 // with one response.failed frame; the client connection stays open and the
-// next turn dials a new upstream.
+// next turn dials a new upstream. The relay.Handler's limits apply to each
+// turn as over HTTP: StreamIdleTimeout (also for an upstream that never
+// sends a first event), DrainTimeout, HookTimeout; frames from the upstream
+// are capped by ReadLimit.
 package wsproxy
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -109,6 +113,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	subj, err := h.Relay.Subject(r)
+	if errors.Is(err, relay.ErrHookTimeout) {
+		relay.WriteError(w, &relay.APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second})
+		return
+	}
 	if err != nil || subj == nil {
 		relay.WriteError(w, &relay.APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
 		return
@@ -129,20 +138,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Message: "Server is shutting down, please reconnect", RetryAfter: time.Second})
 		return
 	}
+	defer h.leave() // deferred: a panic in a turn must not keep Shutdown waiting
 	ws, err := websocket.Accept(w, r, h.Accept)
 	if err != nil {
-		h.leave()
 		return // Accept has answered the client
 	}
 	c := newConn(h, ws, r, subj)
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
 	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+	}()
 	c.run()
-	h.mu.Lock()
-	delete(h.conns, c)
-	h.mu.Unlock()
-	h.leave()
 }
 
 func (h *Handler) initLocked() {

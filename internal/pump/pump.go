@@ -54,6 +54,9 @@ type Options struct {
 	// rewritten back to the requested name.
 	RequestedModel, UpstreamModel string
 	Now                           func() time.Time // nil: time.Now
+	// Sanitize, when set, rewrites error and response.failed events before
+	// they are forwarded (they may echo a credential).
+	Sanitize func([]byte) []byte
 }
 
 // End is how a pump run ended.
@@ -93,6 +96,10 @@ type Result struct {
 
 // ErrIdle is Result.Err after an idle abort.
 var ErrIdle = errors.New("upstream idle timeout")
+
+// ErrMalformedEvent is Result.Err when the upstream sent an event that is
+// not a JSON object with a type; it is never forwarded.
+var ErrMalformedEvent = errors.New("upstream sent a malformed event")
 
 type runner struct {
 	o    Options
@@ -157,7 +164,14 @@ func (p *runner) run(src Source) {
 		if p.idleTimer != nil {
 			p.idleTimer.Reset(p.o.IdleTimeout)
 		}
+		if blank(data) {
+			continue // an empty data line is a keepalive, not an event
+		}
 		info := event.Classify(data)
+		if !wellFormed(data, info) {
+			p.upstreamEnded(ErrMalformedEvent)
+			return
+		}
 		if info.Seq >= 0 {
 			p.lastSeq = info.Seq
 		}
@@ -185,7 +199,7 @@ func (p *runner) run(src Source) {
 				return
 			}
 			p.flushHeld()
-			p.send(info.Type, data)
+			p.send(info.Type, p.sanitize(data))
 		case event.KindTerminal:
 			resp := event.ParseEventResponse(data)
 			if info.Type == event.TypeFailed && !p.res.Started && p.o.HoldBootstrap && resp.Usage.Output == 0 {
@@ -198,11 +212,15 @@ func (p *runner) run(src Source) {
 				p.res.ResponseID = resp.ID
 			}
 			p.res.TerminalType = info.Type
+			if info.Type == event.TypeFailed {
+				data = p.sanitize(data)
+			}
 			p.flushHeld()
-			p.send(info.Type, p.rewriteModel(data))
-			p.res.End = EndTerminal
-			if p.gone.Load() {
-				p.res.End = EndClientGone
+			// Delivered means the turn ended normally for the client, even
+			// if it hangs up right after reading it.
+			p.res.End = EndClientGone
+			if p.send(info.Type, p.rewriteModel(data)) {
+				p.res.End = EndTerminal
 			}
 			return
 		}
@@ -238,10 +256,9 @@ func (p *runner) upstreamEnded(err error) {
 	if p.res.IdleTimeout {
 		code, msg = "stream_timeout", "The upstream stopped sending events before the response completed."
 	}
-	p.send(event.TypeFailed, p.failedEvent(code, msg))
-	p.res.End = EndBroken
-	if p.gone.Load() {
-		p.res.End = EndClientGone
+	p.res.End = EndClientGone
+	if p.send(event.TypeFailed, p.failedEvent(code, msg)) {
+		p.res.End = EndBroken
 	}
 }
 
@@ -271,20 +288,57 @@ func (p *runner) flushHeld() {
 	p.held, p.heldTypes = nil, nil
 }
 
-func (p *runner) send(typ string, data []byte) {
+// send forwards one event and reports whether the client took it.
+func (p *runner) send(typ string, data []byte) bool {
 	if p.gone.Load() {
-		return
+		return false
 	}
 	if err := p.sink.Send(typ, data); err != nil {
 		p.clientGone()
-		return
+		return false
 	}
 	p.res.Forwarded++
 	p.res.Started = true
 	if ka := p.keepalive.Load(); ka != nil {
 		ka.Reset(p.o.KeepAlive)
 	}
+	return true
 }
+
+func (p *runner) sanitize(data []byte) []byte {
+	if p.o.Sanitize == nil {
+		return data
+	}
+	return p.o.Sanitize(data)
+}
+
+// wellFormed is a cheap check that data is one JSON object with a type:
+// braces at both ends and a type found. A full validation would cost a
+// second pass over every event; a cut or foreign line fails this one.
+func wellFormed(data []byte, info event.Info) bool {
+	if info.Type == "" {
+		return false
+	}
+	i, j := 0, len(data)-1
+	for i < j && isSpace(data[i]) {
+		i++
+	}
+	for j > i && isSpace(data[j]) {
+		j--
+	}
+	return data[i] == '{' && data[j] == '}'
+}
+
+func blank(data []byte) bool {
+	for _, c := range data {
+		if !isSpace(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func (p *runner) ping() {
 	if p.gone.Load() || p.finished.Load() {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/relaykit/responsesrelay/internal/leakcheck"
 	"github.com/tidwall/gjson"
@@ -156,5 +157,86 @@ func BenchmarkPump200(b *testing.B) {
 	for b.Loop() {
 		src.i = 0
 		Run(context.Background(), src, discardSink{}, Options{HoldBootstrap: true, KeepAlive: 1 << 40, IdleTimeout: 1 << 40, Abort: func() {}})
+	}
+}
+
+// TestMalformedEvent: an event that is not a JSON object with a type is
+// never forwarded: a refusal before output, a broken stream after.
+func TestMalformedEvent(t *testing.T) {
+	for _, bad := range []string{`{"type":"x"`, `not json`, `{"no":"type"}`, `"str"`} {
+		sink := &recSink{}
+		res := Run(context.Background(), &sliceSource{events: append(created(), []byte(bad))}, sink, Options{HoldBootstrap: true})
+		if res.End != EndRefused || !errors.Is(res.Err, ErrMalformedEvent) || len(sink.types) != 0 {
+			t.Fatalf("%s before output: end %v err %v sent %v", bad, res.End, res.Err, sink.types)
+		}
+		sink = &recSink{}
+		evs := append(created(), ev("response.output_text.delta", 2, `,"delta":"a"`), []byte(bad))
+		res = Run(context.Background(), &sliceSource{events: evs}, sink, Options{HoldBootstrap: true, RequestedModel: "m"})
+		if res.End != EndBroken || !errors.Is(res.Err, ErrMalformedEvent) || sink.types[len(sink.types)-1] != "response.failed" {
+			t.Fatalf("%s after output: end %v err %v sent %v", bad, res.End, res.Err, sink.types)
+		}
+		for _, d := range sink.datas {
+			if strings.Contains(d, bad) {
+				t.Fatalf("malformed event forwarded: %s", d)
+			}
+		}
+	}
+}
+
+// TestBlankEventSkipped: an empty data line is a keepalive, not an event.
+func TestBlankEventSkipped(t *testing.T) {
+	sink := &recSink{}
+	evs := append(created(), []byte(""), []byte(" \r\n"), ev("response.completed", 2, `,"response":{"id":"resp_1","status":"completed"}`))
+	res := Run(context.Background(), &sliceSource{events: evs}, sink, Options{HoldBootstrap: true})
+	if res.End != EndTerminal || strings.Join(sink.types, ",") != "response.created,response.in_progress,response.completed" {
+		t.Fatalf("end %v sent %v", res.End, sink.types)
+	}
+}
+
+// TestSanitizeForwardedErrors: error and failed events pass through
+// Sanitize; other events do not.
+func TestSanitizeForwardedErrors(t *testing.T) {
+	sink := &recSink{}
+	evs := append(created(), ev("response.output_text.delta", 2, `,"delta":"SECRET"`),
+		ev("error", 3, `,"error":{"message":"SECRET"}`),
+		ev("response.failed", 4, `,"response":{"id":"resp_1","status":"failed","error":{"message":"SECRET"}}`))
+	Run(context.Background(), &sliceSource{events: evs}, sink, Options{HoldBootstrap: true,
+		Sanitize: func(b []byte) []byte { return []byte(strings.ReplaceAll(string(b), "SECRET", "[x]")) }})
+	if len(sink.datas) != 5 || !strings.Contains(sink.datas[2], "SECRET") || strings.Contains(sink.datas[3]+sink.datas[4], "SECRET") {
+		t.Fatalf("sent %v", sink.datas)
+	}
+}
+
+// hangupSink is a client that hangs up right after it got the terminal
+// event; Send returns once the pump has seen it leave (its Abort ran).
+type hangupSink struct {
+	recSink
+	cancel  context.CancelFunc
+	aborted chan struct{}
+}
+
+func (s *hangupSink) Send(typ string, data []byte) error {
+	err := s.recSink.Send(typ, data)
+	if typ == "response.completed" {
+		s.cancel()
+		select {
+		case <-s.aborted:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return err
+}
+
+// TestTerminalDeliveredThenGone: a client that leaves after the terminal
+// event was written got a normal end, not client_gone.
+func TestTerminalDeliveredThenGone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sink := &hangupSink{cancel: cancel, aborted: make(chan struct{})}
+	var once sync.Once
+	evs := append(created(), ev("response.completed", 2, `,"response":{"id":"resp_1","status":"completed"}`))
+	res := Run(ctx, &sliceSource{events: evs}, sink, Options{HoldBootstrap: true, Abort: func() { once.Do(func() { close(sink.aborted) }) }})
+	if res.End != EndTerminal {
+		t.Fatalf("end %v", res.End)
 	}
 }

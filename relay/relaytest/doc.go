@@ -78,7 +78,7 @@
 // Script queues Steps per account, one per request in arrival order;
 // SetDefault sets the Step used when the queue is empty. A Step turns the
 // answer into an HTTP error, a reset or hung connection, an in-band failure,
-// a stream cut or stalled after N events, a slow first token, large events or
+// a stream cut, stalled or paused after N events, a slow first token, large events or
 // unusual SSE framing. The zero Step is the normal behaviour.
 //
 //	srv := relaytest.NewServer()
@@ -89,8 +89,8 @@
 // # Observing
 //
 // Requests lists what arrived, Served how each request was answered
-// (response id, status, usage, events written), and InFlight and MaxInFlight
-// the concurrency seen per account. WaitRequests, WaitServed and
+// (response id, status, usage, events written; Seq names the request), and
+// InFlight and MaxInFlight the concurrency seen per account. WaitRequests, WaitServed and
 // WaitInFlight block until something happened, so tests need no sleeps;
 // Step.Hold keeps requests in flight until the test releases them.
 //

@@ -16,9 +16,9 @@ import (
 //     does, and a response is produced.
 //  3. InBandFailed and ErrorEvent replace the output; FunctionCall, Deltas,
 //     EventPadding and Usage shape it; Incomplete, FailAfterOutput and
-//     NoTerminal choose how it ends; FirstTokenDelay, ResetAfterEvents and
-//     IdleAfterEvents cut into it; CRLF, MultiLineData and Comments change
-//     the SSE framing only.
+//     NoTerminal choose how it ends; FirstTokenDelay, PauseAfterEvents,
+//     ResetAfterEvents and IdleAfterEvents cut into it; CRLF, MultiLineData
+//     and Comments change the SSE framing only.
 //
 // Header applies to every answer the step produces.
 //
@@ -34,7 +34,7 @@ import (
 //     object (lower-case names, first values), where Codex reads rate-limit
 //     headers. A Status below 400 without Body sends nothing.
 //   - ResetAfterEvents and IdleAfterEvents cut or stall the connection after
-//     that many event messages; NoTerminal closes it with status 1000 after
+//     that many event messages, and PauseAfterEvents pauses it; NoTerminal closes it with status 1000 after
 //     the output, the counterpart of a clean EOF.
 //   - CRLF, MultiLineData and Comments do not apply.
 //
@@ -97,6 +97,16 @@ type Step struct {
 	// closes; then the connection is closed. With stream:false it sends the
 	// headers and half of the body. ResetAfterEvents wins when both are set.
 	IdleAfterEvents int
+
+	// PauseAfterEvents > 0 writes that many events of a stream, then waits
+	// until Resume is closed and goes on with the rest: the answer stays in
+	// flight, mid-stream, for as long as the test likes. If the request's
+	// context ends or the Server closes first, the connection is cut. It
+	// needs Resume (without it nothing pauses) and does not apply to
+	// stream:false. A count that covers the whole stream does not pause.
+	PauseAfterEvents int
+	// Resume ends the pause of PauseAfterEvents when closed.
+	Resume <-chan struct{}
 
 	// InBandFailed, when non-empty, answers 200 with response.created,
 	// response.in_progress and then response.failed whose response.error.code

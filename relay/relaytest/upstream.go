@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,74 +41,9 @@ type Upstream struct {
 	requests []Received
 	served   []Served
 	noLog    bool
+	seq      int64         // the last Received.Seq given out
 	wsMaxAge time.Duration // 0: defaultWSMaxAge; < 0: no limit
 	changed  chan struct{} // closed on every change while someone waits
-}
-
-// Received is one request as the fake received it, or one message a client
-// sent on a WebSocket.
-type Received struct {
-	// Account is the account named by the path; "" for the unprefixed path
-	// and for paths outside the API.
-	Account string
-	// Method and Path are the request's method and URL path. A WebSocket
-	// message has Method "WS" and the path of its connection's upgrade.
-	Method, Path string
-	// Header is a copy of the request headers; for a WebSocket message, those
-	// of its connection's upgrade request (shared by its messages).
-	Header http.Header
-	// Body is the request body as it arrived: still compressed if the client
-	// compressed it, cut after 64 MiB. For a WebSocket message, the message.
-	Body []byte
-	// Time is when the request reached the handler.
-	Time time.Time
-}
-
-// Served describes how the fake answered one request. Every request gets
-// exactly one, recorded just before the last byte of a complete answer is
-// written (so a client that has read a whole response finds it), or when
-// the request ended otherwise. So does every message a client sends on a
-// WebSocket.
-type Served struct {
-	// Account is the account named by the path, as in Received.
-	Account string
-	// WebSocket is true for a WebSocket upgrade request and for the messages
-	// of its connection; false for HTTP requests.
-	WebSocket bool
-	// RequestID is the x-request-id header sent; "" when no headers were sent.
-	// For a WebSocket message it is that of the connection's upgrade, which
-	// tells connections apart.
-	RequestID string
-	// ResponseID is the resp_ id of the response created; "" when the request
-	// was answered with an HTTP error or cut before a response was created.
-	ResponseID string
-	// Model is the model as the request named it.
-	Model string
-	// Stream is the request's stream flag; true for WebSocket turns (every
-	// response.create taken as a turn).
-	Stream bool
-	// HTTPStatus is the status code sent; 0 when no headers were sent. A
-	// successful WebSocket upgrade has 101; a WebSocket message has the
-	// status member of the error message it was answered with, else 0.
-	HTTPStatus int
-	// Status is one of:
-	//   - "completed", "incomplete", "failed": the response ended so, in a
-	//     terminal event or the JSON body (for failed: also in-band refusals)
-	//   - "error": an HTTP error status was sent, or the stream ended with an
-	//     error event
-	//   - "aborted": the connection was cut, the client went away, or the
-	//     stream ended without a terminal event
-	//   - "upgraded": a WebSocket upgrade succeeded; its turns are recorded
-	//     one by one
-	Status string
-	// Code is the error code sent (the HTTP error's code, response.error.code
-	// or the error event's code); "" when none.
-	Code string
-	// Usage is the usage the client was sent; zero when none was sent.
-	Usage Usage
-	// Events is the number of SSE events (or WebSocket event messages)
-	// written; 0 for JSON answers and error messages.
-	Events int
 }
 
 // account is the state of one account. Guarded by Upstream.mu.
@@ -126,20 +60,6 @@ type account struct {
 	order       []string          // store ids, oldest first, for eviction
 	items       map[string]string // stored fc_ item id -> call_id
 }
-
-// stored is what the fake remembers of a response created with store:true.
-type stored struct {
-	id      string
-	prev    *stored
-	usage   Usage
-	inCalls []string // call_ids of function_call items in its input
-	outCall string   // call_id of its function call output, "" for text
-	itemID  string
-}
-
-// maxStored bounds the responses kept per account so that long benchmarks
-// do not grow without limit; the oldest are forgotten first.
-const maxStored = 1 << 16
 
 // maxBody is the largest request body the fake reads.
 const maxBody = 64 << 20
@@ -246,102 +166,6 @@ func (u *Upstream) Reset() {
 	u.notifyLocked()
 }
 
-// Requests returns a copy of every request received so far, in arrival order.
-func (u *Upstream) Requests() []Received {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return slices.Clone(u.requests)
-}
-
-// Served returns a copy of the answers recorded so far, in the order they
-// were recorded.
-func (u *Upstream) Served() []Served {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return slices.Clone(u.served)
-}
-
-// InFlight is the number of requests to account being answered right now.
-func (u *Upstream) InFlight(account string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if a := u.accounts[account]; a != nil {
-		return a.inFlight
-	}
-	return 0
-}
-
-// MaxInFlight is the largest number of requests to account that were in
-// flight at once since the start or the last Reset.
-func (u *Upstream) MaxInFlight(account string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if a := u.accounts[account]; a != nil {
-		return a.maxInFlight
-	}
-	return 0
-}
-
-// WaitRequests blocks until at least n requests have been received, and
-// returns them; or returns ctx.Err() when ctx ends first.
-func (u *Upstream) WaitRequests(ctx context.Context, n int) ([]Received, error) {
-	var out []Received
-	err := u.waitFor(ctx, func() bool {
-		if len(u.requests) < n {
-			return false
-		}
-		out = slices.Clone(u.requests)
-		return true
-	})
-	return out, err
-}
-
-// WaitServed blocks until at least n answers have been recorded, and returns
-// them; or returns ctx.Err() when ctx ends first. Use it after cancelling a
-// request whose answer is recorded asynchronously (Hang, IdleAfterEvents).
-func (u *Upstream) WaitServed(ctx context.Context, n int) ([]Served, error) {
-	var out []Served
-	err := u.waitFor(ctx, func() bool {
-		if len(u.served) < n {
-			return false
-		}
-		out = slices.Clone(u.served)
-		return true
-	})
-	return out, err
-}
-
-// WaitInFlight blocks until exactly n requests to account are in flight, or
-// returns ctx.Err() when ctx ends first. With Step.Hold it lets a test line
-// up concurrent requests without sleeping.
-func (u *Upstream) WaitInFlight(ctx context.Context, account string, n int) error {
-	return u.waitFor(ctx, func() bool {
-		a := u.accounts[account]
-		return (a == nil && n == 0) || (a != nil && a.inFlight == n)
-	})
-}
-
-// waitFor calls cond with u.mu held until it returns true or ctx ends.
-func (u *Upstream) waitFor(ctx context.Context, cond func() bool) error {
-	for {
-		u.mu.Lock()
-		if cond() {
-			u.mu.Unlock()
-			return nil
-		}
-		if u.changed == nil {
-			u.changed = make(chan struct{})
-		}
-		ch := u.changed
-		u.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 // begin counts a request to account as in flight and takes its step: from
 // the upgrade script for a WebSocket upgrade, else from the script.
 func (u *Upstream) begin(name string, upgrade bool) (*account, Step) {
@@ -361,111 +185,6 @@ func (u *Upstream) begin(name string, upgrade bool) (*account, Step) {
 	}
 	u.notifyLocked()
 	return a, s
-}
-
-// record ends a request: it leaves the in-flight count of a (nil for
-// requests outside the responses path) and is logged.
-func (u *Upstream) record(a *account, s Served) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if a != nil {
-		a.inFlight--
-	}
-	if !u.noLog {
-		u.served = append(u.served, s)
-	}
-	u.notifyLocked()
-}
-
-func (u *Upstream) logRequest(r *http.Request, name string, body []byte, at time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.noLog {
-		return
-	}
-	u.requests = append(u.requests, Received{Account: name, Method: r.Method, Path: r.URL.Path,
-		Header: r.Header.Clone(), Body: body, Time: at})
-	u.notifyLocked()
-}
-
-// resolve finds the previous response and checks function call outputs
-// against what the account knows, as the real API does. local is a
-// WebSocket's connection-local response (nil over HTTP); it resolves even
-// when it was not stored.
-func (u *Upstream) resolve(a *account, q *request, local *stored) (*stored, *apiError) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	var prev *stored
-	if q.prevID != "" {
-		prev = a.store[q.prevID]
-		if local != nil && local.id == q.prevID {
-			prev = local
-		}
-		if prev == nil {
-			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "previous_response_id",
-				code: "previous_response_not_found", msg: "Previous response with id '" + q.prevID + "' not found."}
-		}
-		if prev.outCall != "" && !slices.Contains(q.outputs, prev.outCall) {
-			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "input",
-				msg: "No tool output found for function call " + prev.outCall + "."}
-		}
-	}
-	for _, id := range q.outputs {
-		if !slices.Contains(q.calls, id) && !prev.knows(id) && !a.referenced(q.refs, id) {
-			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "input",
-				msg: "No tool call found for function call output with call_id " + id + "."}
-		}
-	}
-	return prev, nil
-}
-
-// knows reports whether call id appears in the chain ending at s.
-func (s *stored) knows(id string) bool {
-	for ; s != nil; s = s.prev {
-		if s.outCall == id || slices.Contains(s.inCalls, id) {
-			return true
-		}
-	}
-	return false
-}
-
-// referenced reports whether one of the item references is a stored
-// function call with call id.
-func (a *account) referenced(refs []string, id string) bool {
-	for _, r := range refs {
-		if a.items[r] == id {
-			return true
-		}
-	}
-	return false
-}
-
-// newStored is what later turns need to know of t's response.
-func newStored(t *turn, prev *stored) *stored {
-	s := &stored{id: t.id, prev: prev, usage: t.usage, inCalls: t.req.calls}
-	if t.fc {
-		s.outCall, s.itemID = t.callID, t.itemID
-	}
-	return s
-}
-
-// save stores s for later previous_response_id lookups.
-func (u *Upstream) save(a *account, s *stored) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	a.store[s.id] = s
-	if s.itemID != "" {
-		a.items[s.itemID] = s.outCall
-	}
-	a.order = append(a.order, s.id)
-	for len(a.order) > maxStored {
-		old := a.store[a.order[0]]
-		delete(a.store, a.order[0])
-		if old != nil && old.itemID != "" {
-			delete(a.items, old.itemID)
-		}
-		a.order = a.order[1:]
-	}
 }
 
 // route returns the account named by a responses path.
@@ -496,7 +215,7 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upgrade := isUpgrade(r)
 	x.served.Account, x.served.WebSocket = name, upgrade
 	body, readErr := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	u.logRequest(r, name, body, x.start)
+	x.served.Seq = u.logRequest(r, name, body, x.start)
 	if !ok {
 		x.writeError(&apiError{status: 404, typ: typeInvalidRequest,
 			msg: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,6 +232,7 @@ type wsConn struct {
 type wsTurn struct {
 	msg  []byte
 	at   time.Time
+	seq  int64
 	step Step
 }
 
@@ -275,20 +275,20 @@ func (w *wsConn) read() {
 			return
 		}
 		at := time.Now()
-		w.u.logMessage(w, msg, at)
+		seq := w.u.logMessage(w, msg, at)
 		if typ != websocket.MessageText {
-			w.exchange(nil, at).finish(statusError)
+			w.exchange(nil, at, seq).finish(statusError)
 			_ = w.c.Close(websocket.StatusPolicyViolation, "binary messages are not supported; send JSON text")
 			return
 		}
 		if e := checkMessage(msg); e != nil {
-			w.reject(e, at)
+			w.reject(e, at, seq)
 			continue
 		}
 		if limit := w.u.wsMaxAgeNow(); limit > 0 && at.Sub(w.opened) >= limit {
 			w.reject(&apiError{status: 400, typ: typeInvalidRequest, code: "websocket_connection_limit_reached",
 				msg: "Responses websocket connection limit reached (" + ageText(limit) +
-					"). Create a new websocket connection to continue."}, at)
+					"). Create a new websocket connection to continue."}, at, seq)
 			_ = w.c.Close(websocket.StatusNormalClosure, "connection age limit reached")
 			return
 		}
@@ -298,11 +298,11 @@ func (w *wsConn) read() {
 		w.mu.Unlock()
 		if busy {
 			w.reject(&apiError{status: 400, typ: typeInvalidRequest, code: "response_in_progress",
-				msg: "A response is already in progress on this connection; send the next response.create after its terminal event."}, at)
+				msg: "A response is already in progress on this connection; send the next response.create after its terminal event."}, at, seq)
 			continue
 		}
 		_, s := w.u.begin(w.name, false)
-		w.turns <- wsTurn{msg: msg, at: at, step: s}
+		w.turns <- wsTurn{msg: msg, at: at, seq: seq, step: s}
 	}
 }
 
@@ -335,15 +335,15 @@ func checkMessage(msg []byte) *apiError {
 
 // exchange starts the Served record of a message; a is nil for messages
 // that are not turns (they are never in flight).
-func (w *wsConn) exchange(a *account, at time.Time) *exchange {
+func (w *wsConn) exchange(a *account, at time.Time, seq int64) *exchange {
 	x := &exchange{u: w.u, acct: a, start: at}
-	x.served = Served{Account: w.name, WebSocket: true, RequestID: w.requestID, Stream: a != nil}
+	x.served = Served{Account: w.name, WebSocket: true, RequestID: w.requestID, Stream: a != nil, Seq: seq}
 	return x
 }
 
 // reject answers a message that is not a turn with an error message.
-func (w *wsConn) reject(e *apiError, at time.Time) {
-	x := w.exchange(nil, at)
+func (w *wsConn) reject(e *apiError, at time.Time, seq int64) {
+	x := w.exchange(nil, at, seq)
 	x.served.HTTPStatus, x.served.Code = e.status, e.code
 	x.finish(statusError)
 	w.write(appendErrorMessage(nil, e, nil))
@@ -389,170 +389,16 @@ func (w *wsConn) cut(reset bool) {
 	_ = w.raw.Close()
 }
 
-// runTurn plays one response.create as ServeHTTP plays a POST.
-func (w *wsConn) runTurn(m wsTurn) {
-	u, ctx := w.u, w.ctx
-	x := w.exchange(w.acct, m.at)
-	x.step = m.step
-	s := &x.step
-	prevID := gjson.GetBytes(m.msg, "previous_response_id").String()
-	defer w.end(x, prevID, nil, statusAborted) // for panics and early returns
-
-	if s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
-		return
-	}
-	if s.ResetBeforeHeaders {
-		w.end(x, prevID, nil, statusAborted)
-		w.cut(true)
-		return
-	}
-	if s.Hang {
-		u.wait(ctx, nil, 0)
-		return
-	}
-	if s.Status != 0 {
-		w.scripted(x, prevID)
-		return
-	}
-	q, e := parseRequest(m.msg)
-	if e == nil {
-		e = readGenerate(m.msg, q)
-	}
-	if e == nil {
-		x.served.Model = q.model
-		var prev *stored
-		if prev, e = u.resolve(w.acct, q, w.cached()); e == nil {
-			w.play(x, newTurn(q, s, prev, x.start.Unix()), prev)
-			return
-		}
-	}
-	x.served.HTTPStatus, x.served.Code = e.status, e.code
-	w.end(x, prevID, nil, statusError)
-	w.write(appendErrorMessage(nil, e, nil))
-}
-
-// readGenerate reads the WebSocket-only generate flag.
-func readGenerate(msg []byte, q *request) *apiError {
-	g := gjson.GetBytes(msg, "generate")
-	switch {
-	case !g.Exists() || g.Type == gjson.Null:
-	case !isBool(g):
-		return invalidType("generate", "a boolean", g)
-	default:
-		q.warmup = g.Type == gjson.False
-	}
-	return nil
-}
-
-func (w *wsConn) play(x *exchange, t *turn, prev *stored) {
-	st := newStored(t, prev)
-	if t.req.store {
-		w.u.save(w.acct, st)
-	}
-	x.served.ResponseID = t.id
-	sink := &wsSink{c: w.c}
-	cut := w.u.play(w.ctx, t, sink, func(n int) {
-		x.served.Events = n
-		x.served.Usage = t.servedUsage(n)
-		status := t.servedStatus(n)
-		var next *stored
-		switch status {
-		case statusCompleted, statusIncomplete:
-			next = st
-		case statusFailed, statusError:
-			x.served.Code = t.failCode
-		}
-		w.end(x, t.req.prevID, next, status)
-	})
-	switch {
-	case cut:
-		w.cut(false)
-	case t.step.NoTerminal:
-		// The WebSocket counterpart of a clean EOF before the terminal event.
-		_ = w.c.Close(websocket.StatusNormalClosure, "")
-	}
-}
-
-// scripted answers a turn with Step.Status: Body as the message when set,
-// else an error message for that status.
-func (w *wsConn) scripted(x *exchange, prevID string) {
-	s := &x.step
-	var msg []byte
-	switch {
-	case s.Body != "":
-		msg = []byte(s.Body)
-	case s.Status >= 400:
-		e := errorForStatus(s.Status)
-		x.served.Code = e.code
-		msg = appendErrorMessage(nil, e, s.Header)
-	}
-	status := statusCompleted
-	if s.Status >= 400 {
-		status = statusError
-	}
-	x.served.HTTPStatus = s.Status
-	w.end(x, prevID, nil, status)
-	if msg != nil {
-		w.write(msg)
-	}
-}
-
-// wsSink writes each event as one text message.
-type wsSink struct {
-	c   *websocket.Conn
-	buf []byte
-}
-
-func (s *wsSink) writeEvent(t *turn, e planned, seq int) error {
-	s.buf = t.appendEvent(s.buf[:0], e, seq)
-	return s.c.Write(context.Background(), websocket.MessageText, s.buf)
-}
-
-// appendErrorMessage appends the error message of the WebSocket mode:
-// {"type":"error","status":N,"error":{...}}, with a "headers" object (names
-// in lower case, first values) when h has any, as Codex reads rate-limit
-// headers from it.
-func appendErrorMessage(b []byte, e *apiError, h http.Header) []byte {
-	b = append(b, `{"type":"error","status":`...)
-	b = appendInt(b, int64(e.status))
-	b = append(b, `,"error":{"type":`...)
-	b = appendString(b, e.typ)
-	b = append(b, `,"code":`...)
-	b = appendStringOrNull(b, e.code)
-	b = append(b, `,"message":`...)
-	b = appendString(b, e.msg)
-	b = append(b, `,"param":`...)
-	b = appendStringOrNull(b, e.param)
-	b = append(b, '}')
-	keys := make([]string, 0, len(h))
-	for k, v := range h {
-		if len(v) > 0 {
-			keys = append(keys, k)
-		}
-	}
-	if len(keys) > 0 {
-		slices.Sort(keys)
-		b = append(b, `,"headers":{`...)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, strings.ToLower(k))
-			b = append(b, ':')
-			b = appendString(b, h[k][0])
-		}
-		b = append(b, '}')
-	}
-	return append(b, '}')
-}
-
-func (u *Upstream) logMessage(w *wsConn, msg []byte, at time.Time) {
+// logMessage logs a client message and returns its Seq.
+func (u *Upstream) logMessage(w *wsConn, msg []byte, at time.Time) int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.seq++
 	if u.noLog {
-		return
+		return u.seq
 	}
 	u.requests = append(u.requests, Received{Account: w.name, Method: methodWS, Path: w.path,
-		Header: w.header, Body: msg, Time: at})
+		Header: w.header, Body: msg, Time: at, Seq: u.seq})
 	u.notifyLocked()
+	return u.seq
 }

@@ -1,0 +1,203 @@
+package relaytest
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// Received is one request as the fake received it, or one message a client
+// sent on a WebSocket.
+type Received struct {
+	// Account is the account named by the path; "" for the unprefixed path
+	// and for paths outside the API.
+	Account string
+	// Method and Path are the request's method and URL path. A WebSocket
+	// message has Method "WS" and the path of its connection's upgrade.
+	Method, Path string
+	// Header is a copy of the request headers; for a WebSocket message, those
+	// of its connection's upgrade request (shared by its messages).
+	Header http.Header
+	// Body is the request body as it arrived: still compressed if the client
+	// compressed it, cut after 64 MiB. For a WebSocket message, the message.
+	Body []byte
+	// Time is when the request reached the handler.
+	Time time.Time
+	// Seq numbers requests and WebSocket messages from 1 in arrival order;
+	// Served.Seq links an answer to its request. Reset does not restart it.
+	Seq int64
+}
+
+// Served describes how the fake answered one request. Every request gets
+// exactly one, recorded just before the last byte of a complete answer is
+// written (so a client that has read a whole response finds it), or when
+// the request ended otherwise. So does every message a client sends on a
+// WebSocket.
+type Served struct {
+	// Account is the account named by the path, as in Received.
+	Account string
+	// WebSocket is true for a WebSocket upgrade request and for the messages
+	// of its connection; false for HTTP requests.
+	WebSocket bool
+	// RequestID is the x-request-id header sent; "" when no headers were sent.
+	// For a WebSocket message it is that of the connection's upgrade, which
+	// tells connections apart.
+	RequestID string
+	// ResponseID is the resp_ id of the response created; "" when the request
+	// was answered with an HTTP error or cut before a response was created.
+	ResponseID string
+	// Model is the model as the request named it.
+	Model string
+	// Stream is the request's stream flag; true for WebSocket turns (every
+	// response.create taken as a turn).
+	Stream bool
+	// HTTPStatus is the status code sent; 0 when no headers were sent. A
+	// successful WebSocket upgrade has 101; a WebSocket message has the
+	// status member of the error message it was answered with, else 0.
+	HTTPStatus int
+	// Status is one of:
+	//   - "completed", "incomplete", "failed": the response ended so, in a
+	//     terminal event or the JSON body (for failed: also in-band refusals)
+	//   - "error": an HTTP error status was sent, or the stream ended with an
+	//     error event
+	//   - "aborted": the connection was cut, the client went away, or the
+	//     stream ended without a terminal event
+	//   - "upgraded": a WebSocket upgrade succeeded; its turns are recorded
+	//     one by one
+	Status string
+	// Code is the error code sent (the HTTP error's code, response.error.code
+	// or the error event's code); "" when none.
+	Code string
+	// Usage is the usage the client was sent; zero when none was sent.
+	Usage Usage
+	// Events is the number of SSE events (or WebSocket event messages)
+	// written; 0 for JSON answers and error messages.
+	Events int
+	// Seq is the Received.Seq of the request or message answered.
+	Seq int64
+}
+
+// Requests returns a copy of every request received so far, in arrival order.
+func (u *Upstream) Requests() []Received {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.requests)
+}
+
+// Served returns a copy of the answers recorded so far, in the order they
+// were recorded.
+func (u *Upstream) Served() []Served {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.served)
+}
+
+// InFlight is the number of requests to account being answered right now.
+func (u *Upstream) InFlight(account string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if a := u.accounts[account]; a != nil {
+		return a.inFlight
+	}
+	return 0
+}
+
+// MaxInFlight is the largest number of requests to account that were in
+// flight at once since the start or the last Reset.
+func (u *Upstream) MaxInFlight(account string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if a := u.accounts[account]; a != nil {
+		return a.maxInFlight
+	}
+	return 0
+}
+
+// WaitRequests blocks until at least n requests have been received, and
+// returns them; or returns ctx.Err() when ctx ends first.
+func (u *Upstream) WaitRequests(ctx context.Context, n int) ([]Received, error) {
+	var out []Received
+	err := u.waitFor(ctx, func() bool {
+		if len(u.requests) < n {
+			return false
+		}
+		out = slices.Clone(u.requests)
+		return true
+	})
+	return out, err
+}
+
+// WaitServed blocks until at least n answers have been recorded, and returns
+// them; or returns ctx.Err() when ctx ends first. Use it after cancelling a
+// request whose answer is recorded asynchronously (Hang, IdleAfterEvents).
+func (u *Upstream) WaitServed(ctx context.Context, n int) ([]Served, error) {
+	var out []Served
+	err := u.waitFor(ctx, func() bool {
+		if len(u.served) < n {
+			return false
+		}
+		out = slices.Clone(u.served)
+		return true
+	})
+	return out, err
+}
+
+// WaitInFlight blocks until exactly n requests to account are in flight, or
+// returns ctx.Err() when ctx ends first. With Step.Hold it lets a test line
+// up concurrent requests without sleeping.
+func (u *Upstream) WaitInFlight(ctx context.Context, account string, n int) error {
+	return u.waitFor(ctx, func() bool {
+		a := u.accounts[account]
+		return (a == nil && n == 0) || (a != nil && a.inFlight == n)
+	})
+}
+
+// waitFor calls cond with u.mu held until it returns true or ctx ends.
+func (u *Upstream) waitFor(ctx context.Context, cond func() bool) error {
+	for {
+		u.mu.Lock()
+		if cond() {
+			u.mu.Unlock()
+			return nil
+		}
+		if u.changed == nil {
+			u.changed = make(chan struct{})
+		}
+		ch := u.changed
+		u.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// record ends a request: it leaves the in-flight count of a (nil for
+// requests outside the responses path) and is logged.
+func (u *Upstream) record(a *account, s Served) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if a != nil {
+		a.inFlight--
+	}
+	if !u.noLog {
+		u.served = append(u.served, s)
+	}
+	u.notifyLocked()
+}
+
+// logRequest logs r and returns its Seq.
+func (u *Upstream) logRequest(r *http.Request, name string, body []byte, at time.Time) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.seq++
+	if u.noLog {
+		return u.seq
+	}
+	u.requests = append(u.requests, Received{Account: name, Method: r.Method, Path: r.URL.Path,
+		Header: r.Header.Clone(), Body: body, Time: at, Seq: u.seq})
+	u.notifyLocked()
+	return u.seq
+}

@@ -1,0 +1,97 @@
+package relaytest
+
+import "slices"
+
+// stored is what the fake remembers of a response created with store:true.
+type stored struct {
+	id      string
+	prev    *stored
+	usage   Usage
+	inCalls []string // call_ids of function_call items in its input
+	outCall string   // call_id of its function call output, "" for text
+	itemID  string
+}
+
+// maxStored bounds the responses kept per account so that long benchmarks
+// do not grow without limit; the oldest are forgotten first.
+const maxStored = 1 << 16
+
+// resolve finds the previous response and checks function call outputs
+// against what the account knows, as the real API does. local is a
+// WebSocket's connection-local response (nil over HTTP); it resolves even
+// when it was not stored.
+func (u *Upstream) resolve(a *account, q *request, local *stored) (*stored, *apiError) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var prev *stored
+	if q.prevID != "" {
+		prev = a.store[q.prevID]
+		if local != nil && local.id == q.prevID {
+			prev = local
+		}
+		if prev == nil {
+			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "previous_response_id",
+				code: "previous_response_not_found", msg: "Previous response with id '" + q.prevID + "' not found."}
+		}
+		if prev.outCall != "" && !slices.Contains(q.outputs, prev.outCall) {
+			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "input",
+				msg: "No tool output found for function call " + prev.outCall + "."}
+		}
+	}
+	for _, id := range q.outputs {
+		if !slices.Contains(q.calls, id) && !prev.knows(id) && !a.referenced(q.refs, id) {
+			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "input",
+				msg: "No tool call found for function call output with call_id " + id + "."}
+		}
+	}
+	return prev, nil
+}
+
+// knows reports whether call id appears in the chain ending at s.
+func (s *stored) knows(id string) bool {
+	for ; s != nil; s = s.prev {
+		if s.outCall == id || slices.Contains(s.inCalls, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// referenced reports whether one of the item references is a stored
+// function call with call id.
+func (a *account) referenced(refs []string, id string) bool {
+	for _, r := range refs {
+		if a.items[r] == id {
+			return true
+		}
+	}
+	return false
+}
+
+// newStored is what later turns need to know of t's response.
+func newStored(t *turn, prev *stored) *stored {
+	s := &stored{id: t.id, prev: prev, usage: t.usage, inCalls: t.req.calls}
+	if t.fc {
+		s.outCall, s.itemID = t.callID, t.itemID
+	}
+	return s
+}
+
+// save stores s for later previous_response_id lookups.
+func (u *Upstream) save(a *account, s *stored) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	a.store[s.id] = s
+	if s.itemID != "" {
+		a.items[s.itemID] = s.outCall
+	}
+	a.order = append(a.order, s.id)
+	for len(a.order) > maxStored {
+		old := a.store[a.order[0]]
+		delete(a.store, a.order[0])
+		if old != nil && old.itemID != "" {
+			delete(a.items, old.itemID)
+		}
+		a.order = a.order[1:]
+	}
+}
