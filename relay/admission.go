@@ -147,6 +147,10 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 	case errors.Is(err, concurrency.ErrWaitTimeout):
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 			Message: "Timed out waiting for an upstream account, please retry later", RetryAfter: 5 * time.Second}
+	case errors.Is(err, scheduler.ErrLimiter):
+		h.log.Error("relay: account limiter failed", "request_id", t.id, "error", err)
+		return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+			Message: "Concurrency backend unavailable, please retry later", RetryAfter: time.Second}
 	}
 	h.log.Error("relay: account selection failed", "request_id", t.id, "error", err)
 	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}

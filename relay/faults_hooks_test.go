@@ -312,3 +312,20 @@ type failingLimiter struct{ noCount }
 func (failingLimiter) TryAcquire(context.Context, string, int) (func(), bool, error) {
 	return nil, false, errors.New("redis down")
 }
+
+// TestFaultAccountLimiter: an account limiter whose backend fails is a
+// 503 the client may retry, not "no accounts".
+func TestFaultAccountLimiter(t *testing.T) {
+	e := newEnv(t, "a")
+	e.sched.Limiter = failingLimiter{}
+	r := e.do(textReq)
+	if r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("status %d", r.status)
+	}
+	if _, msg, _, _ := apiErr(t, r.body); !strings.Contains(msg, "Concurrency backend unavailable") {
+		t.Fatalf("message %q", msg)
+	}
+	if !strings.Contains(e.logs.String(), "redis down") || len(e.up.Requests()) != 0 {
+		t.Fatalf("upstream %d; logs:\n%s", len(e.up.Requests()), e.logs.String())
+	}
+}

@@ -195,3 +195,37 @@ func TestFaultSlowFirstToken(t *testing.T) {
 		checkUsage(t, recs[0], e.up.Served()[0].Usage)
 	}
 }
+
+// TestFaultJSONBodyBroken: a non-streaming answer whose body stops
+// arriving (after StreamIdleTimeout) or is cut is an upstream failure
+// before output: the turn moves on, and nothing half-read reaches the
+// client.
+func TestFaultJSONBodyBroken(t *testing.T) {
+	for name, step := range map[string]relaytest.Step{"stalls": {IdleAfterEvents: 1}, "cut": {ResetAfterEvents: 1}} {
+		t.Run(name, func(t *testing.T) {
+			e := newPriorityEnv(t)
+			e.h.StreamIdleTimeout = 50 * time.Millisecond
+			e.up.Script("bad", step)
+			r := e.do(textReq)
+			if r.status != 200 || !strings.Contains(string(r.body), `"status":"completed"`) {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if recs := e.sink.all(); len(recs) != 1 || recs[0].AccountID != "good" || recs[0].Attempts != 2 {
+				t.Fatalf("records %+v", recs)
+			}
+		})
+		t.Run(name+"/exhausted", func(t *testing.T) {
+			e := newEnv(t, "a")
+			e.h.StreamIdleTimeout = 50 * time.Millisecond
+			e.up.SetDefault("a", step)
+			r := e.do(textReq)
+			if r.status != 502 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			apiErr(t, r.body)
+			if recs := e.sink.all(); len(recs) != 1 || recs[0].Status != billing.StatusUpstreamError {
+				t.Fatalf("records %+v", recs)
+			}
+		})
+	}
+}

@@ -50,10 +50,12 @@ func (d *writeDeadline) extend() {
 	if d.set && now.Before(d.next) {
 		return
 	}
-	if d.rc.SetWriteDeadline(now.Add(d.timeout)) == nil {
-		d.set = true
-		d.next = now.Add(d.timeout / 4)
+	if d.rc.SetWriteDeadline(now.Add(d.timeout)) != nil {
+		d.timeout = 0 // not supported by this writer: stop trying
+		return
 	}
+	d.set = true
+	d.next = now.Add(d.timeout / 4)
 }
 
 // clear removes the deadline when the answer is done: the connection may

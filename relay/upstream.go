@@ -172,7 +172,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: errNotEventStream})
 		return &attemptError{kind: failInBand, account: acct.ID, err: errNotEventStream}
 	}
-	return t.relayJSON(sel, resp)
+	return t.relayJSON(sel, resp, abort)
 }
 
 var (
@@ -395,9 +395,13 @@ func (t *turn) ttft(first time.Time) time.Duration {
 }
 
 // relayJSON relays a non-streaming answer.
-func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attemptError {
+func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort func()) *attemptError {
 	h, acct := t.h, sel.Account
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONBody))
+	// A body that stops arriving is an idle upstream, as in a stream: the
+	// header timeout no longer applies once the headers are in.
+	idle := &idleReader{r: resp.Body, d: h.idleTimeout(), timer: time.AfterFunc(h.idleTimeout(), abort)}
+	body, err := io.ReadAll(io.LimitReader(idle, maxJSONBody))
+	idle.timer.Stop()
 	if err != nil {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
@@ -453,6 +457,21 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response) *attempt
 	t.bind(sel, terminal, r.ID)
 	t.recordServed(sel, status, r, r.ID, first)
 	return nil
+}
+
+// idleReader re-arms timer for d after every read that returns data.
+type idleReader struct {
+	r     io.Reader
+	d     time.Duration
+	timer *time.Timer
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.timer.Reset(r.d)
+	}
+	return n, err
 }
 
 // sseSource adapts the SSE reader to turn.Source.

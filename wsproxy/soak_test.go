@@ -116,12 +116,14 @@ func TestSoak(t *testing.T) {
 	for _, id := range ids {
 		keys[id] = "sk-soak-" + id
 	}
-	sched := &scheduler.Scheduler{Pool: pool, MaxCooldown: 100 * time.Millisecond, StickyTTL: 2 * time.Second,
+	sched := &scheduler.Scheduler{Pool: pool, MaxCooldown: 10 * time.Millisecond, StickyTTL: 2 * time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
 	sink := &soakSink{}
 	rh := &relay.Handler{
 		Scheduler: sched, Credentials: keys, Usage: sink, Logger: slog.New(slog.DiscardHandler),
-		StreamIdleTimeout: 300 * time.Millisecond, JSONHeaderTimeout: 300 * time.Millisecond,
+		// Long enough that a loaded loopback never trips them on a healthy
+		// answer (the answer would be billed upstream yet unseen here).
+		StreamIdleTimeout: time.Second, JSONHeaderTimeout: time.Second,
 		DrainTimeout: 2 * time.Second, KeepAlive: 50 * time.Millisecond,
 		Authenticate: func(r *http.Request) (*relay.Subject, error) {
 			u, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer soak-user-")
@@ -212,6 +214,9 @@ func TestSoak(t *testing.T) {
 	}
 
 	// Usage: one record per turn that reached an upstream, none lost.
+	// Close waits for the fake's handlers, so that every request has its
+	// answer logged.
+	up.Close()
 	reqs, served := up.Requests(), up.Served()
 	sink.mu.Lock()
 	recs := sink.recs
@@ -243,7 +248,7 @@ func TestSoak(t *testing.T) {
 		if !ok || u.InputTokens != s.Usage.Input || u.OutputTokens != s.Usage.Output || u.CachedInputTokens != s.Usage.Cached {
 			lost++
 			if lost <= 3 {
-				t.Errorf("usage of %s (%s, %+v) recorded as %+v (found %v)", s.ResponseID, s.Status, s.Usage, u, ok)
+				t.Errorf("usage of %s (%+v, request %s) recorded as %+v (found %v)", s.ResponseID, s, soakRequest(reqs, s.Seq), u, ok)
 			}
 		}
 	}
@@ -254,7 +259,6 @@ func TestSoak(t *testing.T) {
 	// Heap and goroutines once everything is closed and the logs dropped.
 	nreqs, nserved, nrecs := len(reqs), len(served), len(recs)
 	reqs, served, recs, byResp, seen = nil, nil, nil, nil, nil
-	up.Close()
 	up.Reset()
 	rh.CloseIdleConnections()
 	client.CloseIdleConnections()
@@ -277,7 +281,7 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak: %v of traffic, %d turns (%d HTTP JSON, %d SSE, %d WebSocket; %d clients left early)",
 		traffic.Round(time.Millisecond), stats.turns.Load(), stats.httpTurns.Load(), stats.sseTurns.Load(), stats.wsTurns.Load(), stats.left.Load())
-	t.Logf("soak: %d upstream requests and messages, %d answers, %d attempts by turns that reached an upstream; %d turns reached, %d usage records %v",
+	t.Logf("soak: %d upstream requests and messages (%d logged answers); %d answered attempts; %d turns reached an upstream; %d usage records %v",
 		nreqs, nserved, attempts, reached, nrecs, statuses)
 	t.Logf("soak: heap %.1f MiB before, %.1f MiB after; goroutines %d before, %d after",
 		float64(heapBefore)/(1<<20), float64(heapAfter)/(1<<20), goroutinesBefore, goroutinesAfter)
@@ -305,6 +309,15 @@ func soakReached(reqs []relaytest.Received, served []relaytest.Served) (turns, a
 		}
 	}
 	return len(answered), attempts
+}
+
+func soakRequest(reqs []relaytest.Received, seq int64) string {
+	for _, q := range reqs {
+		if q.Seq == seq {
+			return q.Method + " " + q.Path + " " + string(q.Body)
+		}
+	}
+	return "?"
 }
 
 // soakHTTP runs one POST turn; one in ten clients leaves early.

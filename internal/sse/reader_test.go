@@ -106,8 +106,8 @@ func FuzzReader(f *testing.F) {
 			if len(ev.Data) > 4096 {
 				t.Fatalf("data over the cap: %d", len(ev.Data))
 			}
-			if bytes.ContainsAny(ev.Data, "\n\r") || bytes.ContainsAny(ev.Type, "\n\r") {
-				return // multi-line data does not re-encode as one line
+			if bytes.ContainsAny(ev.Type, "\n\r") {
+				return // a type cannot be written back on one line
 			}
 			out = AppendEvent(out, string(ev.Type), ev.Data)
 			n++

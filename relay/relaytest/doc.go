@@ -78,8 +78,8 @@
 // Script queues Steps per account, one per request in arrival order;
 // SetDefault sets the Step used when the queue is empty. A Step turns the
 // answer into an HTTP error, a reset or hung connection, an in-band failure,
-// a stream cut, stalled or paused after N events, a slow first token, large events or
-// unusual SSE framing. The zero Step is the normal behaviour.
+// a stream cut, stalled or paused after N events, a slow first token, large
+// events or unusual SSE framing. The zero Step is the normal behaviour.
 //
 //	srv := relaytest.NewServer()
 //	defer srv.Close()
