@@ -130,13 +130,24 @@ func newEnv(t *testing.T, accounts ...string) *env {
 		if err := e.h.Wait(ctx); err != nil {
 			t.Errorf("turns still active after the test: %d", e.h.Active())
 		}
-		if n := e.h.UserSlots(e.subj.UserID); n != 0 {
-			t.Errorf("user slots held after the test: %d", n)
-		}
-		for _, a := range e.accts {
-			if n := e.sched.InFlight(a); n != 0 {
-				t.Errorf("account %s slots held after the test: %d", a, n)
+		// A hook abandoned by a turn and released at cleanup gives back the
+		// slot it took late, on its own goroutine: wait for that, bounded.
+		held := func() (user int, accts map[string]int) {
+			accts = map[string]int{}
+			for _, a := range e.accts {
+				if n := e.sched.InFlight(a); n != 0 {
+					accts[a] = n
+				}
 			}
+			return e.h.UserSlots(e.subj.UserID), accts
+		}
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+			if u, a := held(); u == 0 && len(a) == 0 {
+				break
+			}
+		}
+		if u, accts := held(); u != 0 || len(accts) != 0 {
+			t.Errorf("slots held after the test: user %d, accounts %v", u, accts)
 		}
 	})
 	return e
