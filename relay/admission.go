@@ -45,6 +45,7 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 	if o.Timeout > 0 {
 		timeout = o.Timeout + t.h.hookTimeout()
 	}
+	began := t.h.now()
 	err := t.wait(timeout, func(ctx context.Context) error {
 		var err error
 		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.subj.UserID), limit, o)
@@ -54,6 +55,9 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 			release()
 		}
 	})
+	if t.observing() {
+		t.observeSlot(SlotUser, began, nil, t.waitOutcome(err))
+	}
 	switch {
 	case err == nil:
 		return release, nil
@@ -68,6 +72,24 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 	}
 	t.h.log.Error("relay: user slot limiter failed", "request_id", t.id, "error", err)
 	return nil, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Concurrency backend unavailable, please retry later"}
+}
+
+// waitOutcome names how a wait for a slot ended, for SlotWait.Outcome.
+func (t *turn) waitOutcome(err error) string {
+	var na *scheduler.NoAccountError
+	switch {
+	case err == nil:
+		return WaitAcquired
+	case errors.Is(err, concurrency.ErrQueueFull), errors.Is(err, scheduler.ErrAccountsBusy):
+		return WaitQueueFull
+	case errors.Is(err, concurrency.ErrWaitTimeout):
+		return WaitTimeout
+	case t.ctx.Err() != nil:
+		return WaitClientGone
+	case errors.As(err, &na):
+		return WaitNoAccount
+	}
+	return WaitError
 }
 
 // errClientGone is answered (to nobody) when the client left during
@@ -108,6 +130,7 @@ func roundUp(d time.Duration) time.Duration {
 // is full.
 func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	var sel *scheduler.Selection
+	began := t.h.now()
 	err := t.wait(t.h.selectTimeout(), func(ctx context.Context) error {
 		var err error
 		sel, err = t.h.Scheduler.Select(ctx, t.sched)
@@ -118,7 +141,14 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 		}
 	})
 	if err != nil {
+		// sel is not read: an abandoned Select may still be writing it.
+		if t.observing() {
+			t.observeSlot(SlotAccount, began, nil, t.waitOutcome(err))
+		}
 		return nil, err
+	}
+	if t.observing() {
+		t.observeSlot(SlotAccount, began, sel, WaitAcquired)
 	}
 	return sel, nil
 }

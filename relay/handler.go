@@ -111,6 +111,10 @@ type Handler struct {
 	ErrorRules []ErrorRule
 	// Logger receives operational logs. nil: slog.Default().
 	Logger *slog.Logger
+	// Observer receives every turn's start, slot waits, upstream attempts,
+	// first token and end, for metrics and traces. nil: nothing is
+	// observed, at the cost of a nil check.
+	Observer *Observer
 
 	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.
 	MaxBodyBytes int64

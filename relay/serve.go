@@ -47,6 +47,7 @@ type turn struct {
 	// recorded guards the one usage record; usage is that record.
 	recorded bool
 	usage    billing.Usage
+	obs      turnObs // what the Observer needs; unused without one
 }
 
 // ServeHTTP serves POST /v1/responses.
@@ -70,26 +71,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := &turn{h: h, w: w, ctx: r.Context(), id: newRequestID(), start: h.now(), header: r.Header,
 		userAgent: r.UserAgent(), clientIP: clientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
 	w.Header().Set("X-Relay-Request-Id", t.id)
+	if h.Observer != nil {
+		t.obs.obs = h.Observer
+		t.observeStart()
+		defer t.observeEnd()
+		r = r.WithContext(t.ctx)
+	}
 
 	subj, err := h.authenticate(r)
 	if errors.Is(err, ErrHookTimeout) {
-		writeJSONError(w, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+		t.fail(&APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
 			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second})
 		return
 	}
 	if err != nil || subj == nil {
-		writeJSONError(w, &APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
+		t.fail(&APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
 		return
 	}
 	t.subj = subj
 	body, apiErr := h.readBody(w, r)
 	if apiErr != nil {
-		writeJSONError(w, apiErr)
+		t.fail(apiErr)
 		return
 	}
 	req, apiErr := ParseRequest(body)
 	if apiErr != nil {
-		writeJSONError(w, apiErr)
+		t.fail(apiErr)
 		return
 	}
 	t.req = req
@@ -241,19 +248,32 @@ func (t *turn) serve() {
 			return
 		}
 		canSwitch := len(t.sched.Exclude) < switches
+		began := h.now()
 		ae := t.tryOn(sel)
 		if ae == nil {
+			if t.observing() {
+				t.observeAttempt(sel, began, nil, servedOutcome(t.usage.Status))
+			}
 			return // served and recorded
 		}
 		last = ae
 		if t.ctx.Err() != nil {
+			if t.observing() {
+				t.observeAttempt(sel, began, ae, AttemptClientGone)
+			}
 			t.finishClientGone(ae)
 			return
 		}
 		if !ae.retryable() || !canSwitch {
+			if t.observing() {
+				t.observeAttempt(sel, began, ae, AttemptFailed)
+			}
 			t.fail(h.clientError(ae, ae.retryable()))
 			t.recordFailure(ae)
 			return
+		}
+		if t.observing() {
+			t.observeAttempt(sel, began, ae, AttemptFailover)
 		}
 		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.String())
 		t.sched.Exclude = append(t.sched.Exclude, sel.Account.ID)
@@ -270,6 +290,7 @@ func (t *turn) tryOn(sel *scheduler.Selection) *attemptError {
 // fail answers e through the client end: a JSON error, an SSE error event
 // once the stream is committed, or the other transport's error.
 func (t *turn) fail(e *APIError) {
+	t.answered(e.Status, e.Type)
 	if t.out != nil {
 		t.out.fail(e)
 		return

@@ -323,7 +323,8 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		Now:            h.Now,
 		// Error and failed events pass through after output; they may
 		// echo the credential.
-		Sanitize: func(b []byte) []byte { return sanitize(b, t.token) },
+		Sanitize:    func(b []byte) []byte { return sanitize(b, t.token) },
+		FirstOutput: t.firstOutput(acct.ID),
 	})
 	switch res.End {
 	case pump.EndRefused:
@@ -350,6 +351,10 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: res.Err})
 		}
 	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	t.answered(status, "")
 	recStatus := terminalStatus(res.TerminalType)
 	switch {
 	case res.End == pump.EndClientGone:
@@ -428,6 +433,10 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	}
 	first := h.now()
 	h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess})
+	if t.observing() {
+		t.observeFirst(acct.ID, first)
+		t.answered(resp.StatusCode, "")
+	}
 	hdr := t.w.Header()
 	returnHeaders(hdr, resp.Header, h.ReturnHeaders)
 	ct := resp.Header.Get("Content-Type")

@@ -63,8 +63,8 @@ func (t *turn) emit(u billing.Usage) {
 		return
 	}
 	t.recorded = true
-	t.usage = u
 	u.DurationMS = t.h.now().Sub(t.start).Milliseconds()
+	t.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
 	// the handler (and the client's end of stream) forever.
 	err := callHook(context.WithoutCancel(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) }, nil, nil, 0)

@@ -1,0 +1,323 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// Observer receives the life of every turn, for metrics and traces. Every
+// field may be nil; a nil Handler.Observer costs one nil check per turn
+// stage. The arguments are plain structs: adapters for a metrics or tracing
+// library live outside this module.
+//
+// The calls are synchronous, on the goroutine serving the turn (the
+// ServeHTTP goroutine, or the caller of ServeTurn), in this order:
+// TurnStart once; SlotWait for the user slot (when the subject has a
+// limit) and for each account selection; FirstToken at most once, when the
+// first output event arrives; Attempt once per upstream attempt, when it
+// has ended; TurnEnd exactly once, after the usage record (if any) was
+// handed to the sink and the client's answer written. They must not block
+// or do I/O: update counters, start and end spans, hand anything slow to
+// another goroutine. A panic in an observer is recovered and logged, and
+// the turn goes on.
+//
+// Changes in an account's health (cooldowns, recoveries) are reported by
+// the scheduler through Scheduler.OnAccountEvent; its current state by
+// Scheduler.Snapshot.
+type Observer struct {
+	// TurnStart is called when a turn arrives, before authentication for
+	// HTTP (so rejected requests are seen too). The context it returns
+	// becomes the turn's: the later calls, the host hooks and the upstream
+	// request see its values (a span, say). It must be ctx or derived from
+	// it, since its cancellation is how the relay sees the client leave;
+	// nil keeps ctx.
+	TurnStart func(ctx context.Context, e TurnStart) context.Context
+
+	// SlotWait is called after each wait for a slot: the user's, and the
+	// account selection (which may wait for an account slot).
+	SlotWait func(ctx context.Context, e SlotWait)
+
+	// FirstToken is called when the first output event of the turn
+	// arrives from the upstream, before it is forwarded.
+	FirstToken func(ctx context.Context, e FirstToken)
+
+	// Attempt is called when an upstream attempt has ended: served, broken
+	// after output, or failed (and then failed over or answered).
+	Attempt func(ctx context.Context, e Attempt)
+
+	// TurnEnd is called once per TurnStart, when the turn is over.
+	TurnEnd func(ctx context.Context, e TurnEnd)
+}
+
+// TurnStart describes a turn that has just arrived.
+type TurnStart struct {
+	RequestID string // also the X-Relay-Request-Id header and Usage.RequestID
+	Transport string // "http", or the transport given to ServeTurn ("ws")
+	Turn      int    // the turn's number on its connection, from 1
+	Start     time.Time
+	// Subject and Model are known at start for ServeTurn; for HTTP they
+	// are nil and "" (the request is not read yet): TurnEnd carries them.
+	Subject *Subject
+	Model   string
+}
+
+// Slot kinds, for SlotWait.Kind.
+const (
+	SlotUser    = "user"    // the user's concurrency slot
+	SlotAccount = "account" // account selection, including a wait for an account slot
+)
+
+// Slot wait outcomes, for SlotWait.Outcome.
+const (
+	WaitAcquired   = "acquired"    // the slot was taken (at once or after waiting)
+	WaitQueueFull  = "queue_full"  // the wait queue was full: 429
+	WaitTimeout    = "timeout"     // the wait timed out: 429
+	WaitClientGone = "client_gone" // the client left while waiting
+	WaitNoAccount  = "no_account"  // no account can take the turn (model, cooldowns, exclusions): 503
+	WaitError      = "error"       // the limiter or another hook failed: 503
+)
+
+// SlotWait is one wait for a slot.
+type SlotWait struct {
+	RequestID string
+	Kind      string // SlotUser or SlotAccount
+	// AccountID is the account selected (SlotAccount with WaitAcquired).
+	AccountID string
+	// Layer is how the account was chosen (SlotAccount with WaitAcquired).
+	Layer scheduler.Layer
+	// Wait is how long the step took: near zero when a slot was free.
+	Wait    time.Duration
+	Outcome string // one of the Wait* constants
+}
+
+// FirstToken is the first output event of a turn.
+type FirstToken struct {
+	RequestID string
+	AccountID string
+	Model     string        // as the client asked for it
+	TTFT      time.Duration // since the turn arrived
+}
+
+// Attempt outcomes, for Attempt.Outcome.
+const (
+	AttemptServed     = "served"      // a terminal event (or a JSON answer) reached the client
+	AttemptBroken     = "broken"      // the upstream broke after output; the client got response.failed
+	AttemptFailover   = "failover"    // failed before output; the relay tries another account
+	AttemptFailed     = "failed"      // failed before output; the client gets the error
+	AttemptClientGone = "client_gone" // the client left during the attempt
+)
+
+// Reasons an attempt failed, for Attempt.Reason.
+const (
+	ReasonConnection  = "connection"  // dial, reset or EOF before response headers
+	ReasonTimeout     = "timeout"     // no response headers, or no event, in time
+	ReasonStatus      = "status"      // an HTTP error status: see Attempt.Status
+	ReasonRefused     = "refused"     // in-band refusal: failed before any output
+	ReasonStream      = "stream"      // the stream broke or was not a usable answer
+	ReasonCredentials = "credentials" // Credentials gave no token for the account
+	ReasonClientGone  = "client_gone" // the client left first
+)
+
+// Attempt is one upstream attempt.
+type Attempt struct {
+	RequestID string
+	N         int // 1 for the first attempt of the turn
+	AccountID string
+	Layer     scheduler.Layer
+	Start     time.Time
+	Duration  time.Duration // from Start until the attempt ended (for a stream, its end)
+	Status    int           // the upstream's HTTP status; 0 when there was none
+	Outcome   string        // one of the Attempt* constants
+	Reason    string        // one of the Reason* constants; "" when served
+}
+
+// Turn end statuses beyond the usage statuses (billing.Status*).
+const (
+	// TurnError: the turn ended with an error answer before any upstream
+	// answered (authentication, validation, limits, billing, no account,
+	// every attempt refused at the connection).
+	TurnError = "error"
+)
+
+// TurnEnd describes a finished turn.
+type TurnEnd struct {
+	RequestID string
+	Transport string
+	Subject   *Subject // nil when authentication failed
+	Model     string   // as the client asked for it; "" when the body was not valid
+	Stream    bool
+	// AccountID is the account that served the turn, or the last one tried.
+	AccountID string
+	// Status is the usage status (billing.StatusCompleted, ...Incomplete,
+	// ...Failed, ...UpstreamError, ...ClientGone) when the turn reached an
+	// upstream; otherwise TurnError, or billing.StatusClientGone when the
+	// client left first.
+	Status string
+	// Code is the HTTP status the client was answered with (or would
+	// have been: 499 when it left first). An error that follows a
+	// committed event stream keeps its own status here.
+	Code      int
+	ErrorType string // the error's type when the answer was an error
+	// Usage is the usage record, or nil when none was written.
+	Usage    *billing.Usage
+	Attempts int
+	Duration time.Duration
+}
+
+// observed turn state; zero when no Observer is set.
+type turnObs struct {
+	obs       *Observer
+	code      int
+	errType   string
+	account   string
+	firstSeen bool
+}
+
+func (t *turn) observing() bool { return t.obs.obs != nil }
+
+// observerPanic logs a panic in an observer without failing the turn.
+func (t *turn) observerPanic(what string) {
+	if p := recover(); p != nil {
+		t.h.log.Error("relay: Observer."+what+" panicked", "request_id", t.id, "panic", fmt.Sprint(p))
+	}
+}
+
+func (t *turn) observeStart() {
+	o := t.obs.obs
+	if o == nil || o.TurnStart == nil {
+		return
+	}
+	e := TurnStart{RequestID: t.id, Transport: t.transport, Turn: t.turnNo, Start: t.start, Subject: t.subj}
+	if t.req != nil {
+		e.Model = t.req.Model
+	}
+	func() {
+		defer t.observerPanic("TurnStart")
+		if ctx := o.TurnStart(t.ctx, e); ctx != nil {
+			t.ctx = ctx
+		}
+	}()
+}
+
+func (t *turn) observeSlot(kind string, began time.Time, sel *scheduler.Selection, outcome string) {
+	o := t.obs.obs
+	if o == nil || o.SlotWait == nil {
+		return
+	}
+	e := SlotWait{RequestID: t.id, Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome}
+	if sel != nil {
+		e.AccountID, e.Layer = sel.Account.ID, sel.Layer
+	}
+	defer t.observerPanic("SlotWait")
+	o.SlotWait(t.ctx, e)
+}
+
+// firstOutput is the pump's FirstOutput hook; nil when nobody listens.
+func (t *turn) firstOutput(acct string) func(time.Time) {
+	o := t.obs.obs
+	if o == nil || o.FirstToken == nil {
+		return nil
+	}
+	return func(at time.Time) { t.observeFirst(acct, at) }
+}
+
+func (t *turn) observeFirst(acct string, at time.Time) {
+	o := t.obs.obs
+	if o == nil || o.FirstToken == nil || t.obs.firstSeen {
+		return
+	}
+	t.obs.firstSeen = true
+	defer t.observerPanic("FirstToken")
+	o.FirstToken(t.ctx, FirstToken{RequestID: t.id, AccountID: acct, Model: t.req.Model, TTFT: at.Sub(t.start)})
+}
+
+func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome string) {
+	t.obs.account = sel.Account.ID
+	o := t.obs.obs
+	if o == nil || o.Attempt == nil {
+		return
+	}
+	e := Attempt{RequestID: t.id, N: t.attempt, AccountID: sel.Account.ID, Layer: sel.Layer,
+		Start: began, Duration: t.h.now().Sub(began), Outcome: outcome}
+	if ae != nil {
+		e.Status, e.Reason = ae.status, ae.reason()
+	}
+	defer t.observerPanic("Attempt")
+	o.Attempt(t.ctx, e)
+}
+
+// served classifies a served attempt by the usage status it recorded.
+func servedOutcome(status string) string {
+	switch status {
+	case billing.StatusUpstreamError:
+		return AttemptBroken
+	case billing.StatusClientGone:
+		return AttemptClientGone
+	}
+	return AttemptServed
+}
+
+// reason names why an attempt failed, for Attempt.Reason.
+func (e *attemptError) reason() string {
+	switch e.kind {
+	case failStatus:
+		return ReasonStatus
+	case failCredentials:
+		return ReasonCredentials
+	case failInBand:
+		if e.refusal != nil {
+			return ReasonRefused
+		}
+		if e.idleAbort {
+			return ReasonTimeout
+		}
+		return ReasonStream
+	}
+	if e.idleAbort {
+		return ReasonTimeout
+	}
+	return ReasonConnection
+}
+
+// answered notes the client's answer for TurnEnd.
+func (t *turn) answered(code int, errType string) {
+	if t.obs.code == 0 {
+		t.obs.code, t.obs.errType = code, errType
+	}
+}
+
+func (t *turn) observeEnd() {
+	o := t.obs.obs
+	if o == nil || o.TurnEnd == nil {
+		return
+	}
+	e := TurnEnd{RequestID: t.id, Transport: t.transport, Subject: t.subj, Attempts: t.attempt,
+		Duration: t.h.now().Sub(t.start), Code: t.obs.code, ErrorType: t.obs.errType, AccountID: t.obs.account}
+	if t.req != nil {
+		e.Model, e.Stream = t.req.Model, t.req.Stream
+	}
+	switch {
+	case t.recorded:
+		u := t.usage
+		e.Usage, e.Status = &u, u.Status
+		if u.AccountID != "" {
+			e.AccountID = u.AccountID
+		}
+	case t.obs.code == errClientGone.Status || t.ctx.Err() != nil:
+		e.Status = billing.StatusClientGone
+	default:
+		e.Status = TurnError
+	}
+	if e.Code == 0 {
+		e.Code = 200
+		if e.Status == billing.StatusClientGone && !t.recorded {
+			e.Code = errClientGone.Status
+		}
+	}
+	defer t.observerPanic("TurnEnd")
+	o.TurnEnd(t.ctx, e)
+}

@@ -1,0 +1,432 @@
+package relay_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// recorder is an Observer that keeps every call in order.
+type recorder struct {
+	mu     sync.Mutex
+	calls  []string
+	starts []relay.TurnStart
+	waits  []relay.SlotWait
+	firsts []relay.FirstToken
+	tries  []relay.Attempt
+	ends   []relay.TurnEnd
+}
+
+type ctxKey struct{}
+
+func (r *recorder) observer() *relay.Observer {
+	return &relay.Observer{
+		TurnStart: func(ctx context.Context, e relay.TurnStart) context.Context {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.calls = append(r.calls, "start")
+			r.starts = append(r.starts, e)
+			return context.WithValue(ctx, ctxKey{}, e.RequestID)
+		},
+		SlotWait: func(ctx context.Context, e relay.SlotWait) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.calls = append(r.calls, "wait:"+e.Kind+":"+e.Outcome)
+			r.waits = append(r.waits, e)
+		},
+		FirstToken: func(ctx context.Context, e relay.FirstToken) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.calls = append(r.calls, "first")
+			r.firsts = append(r.firsts, e)
+		},
+		Attempt: func(ctx context.Context, e relay.Attempt) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.calls = append(r.calls, "attempt:"+e.Outcome)
+			r.tries = append(r.tries, e)
+		},
+		TurnEnd: func(ctx context.Context, e relay.TurnEnd) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if ctx.Value(ctxKey{}) != e.RequestID {
+				r.calls = append(r.calls, "end-without-start-context")
+			}
+			r.calls = append(r.calls, "end:"+e.Status)
+			r.ends = append(r.ends, e)
+		},
+	}
+}
+
+func (r *recorder) sequence() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.calls, " ")
+}
+
+func (r *recorder) end(t *testing.T) relay.TurnEnd {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ends) != 1 {
+		t.Fatalf("%d TurnEnd calls: %s", len(r.ends), strings.Join(r.calls, " "))
+	}
+	return r.ends[0]
+}
+
+// observed sets a recorder on the env's handler.
+func observed(e *env) *recorder {
+	r := &recorder{}
+	e.h.Observer = r.observer()
+	return r
+}
+
+// settle waits until the handler has returned for every turn, which is
+// after TurnEnd.
+func (e *env) settle() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.h.Wait(ctx); err != nil {
+		e.t.Fatalf("turns still active: %d", e.h.Active())
+	}
+}
+
+func TestObserverStreamServed(t *testing.T) {
+	e := newEnv(t, "a")
+	e.subj.Concurrency = 2
+	rec := observed(e)
+	r := e.do(streamReq)
+	e.settle()
+	if r.lastType() != "response.completed" {
+		t.Fatalf("events %v", r.types())
+	}
+	want := "start wait:user:acquired wait:account:acquired first attempt:served end:completed"
+	if got := rec.sequence(); got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	end, u := rec.end(t), e.sink.all()[0]
+	if end.Code != 200 || end.Attempts != 1 || end.AccountID != "a" || end.Model != "gpt-test" || !end.Stream ||
+		end.Transport != "http" || end.Subject == nil || end.Subject.UserID != "u1" {
+		t.Fatalf("end %+v", end)
+	}
+	if end.Usage == nil || end.Usage.OutputTokens != u.OutputTokens || end.Usage.OutputTokens == 0 || end.Usage.DurationMS != u.DurationMS {
+		t.Fatalf("end usage %+v, record %+v", end.Usage, u)
+	}
+	if end.RequestID != u.RequestID || end.RequestID != r.header.Get("X-Relay-Request-Id") {
+		t.Fatalf("request ids %s %s %s", end.RequestID, u.RequestID, r.header.Get("X-Relay-Request-Id"))
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if s := rec.starts[0]; s.Transport != "http" || s.Subject != nil || s.Turn != 1 || s.RequestID != end.RequestID {
+		t.Fatalf("start %+v", s)
+	}
+	if w := rec.waits[1]; w.AccountID != "a" || w.Layer != scheduler.LayerBalanced || w.Wait < 0 {
+		t.Fatalf("account wait %+v", w)
+	}
+	if f := rec.firsts[0]; f.AccountID != "a" || f.TTFT <= 0 || f.TTFT > end.Duration || f.Model != "gpt-test" {
+		t.Fatalf("first token %+v (turn %s)", f, end.Duration)
+	}
+	if a := rec.tries[0]; a.N != 1 || a.AccountID != "a" || a.Status != 0 || a.Reason != "" || a.Duration <= 0 || a.Start.Before(rec.starts[0].Start) {
+		t.Fatalf("attempt %+v", a)
+	}
+}
+
+func TestObserverJSONServed(t *testing.T) {
+	e := newEnv(t, "a")
+	rec := observed(e)
+	if r := e.do(textReq); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	e.settle()
+	// No user limit: no user slot wait.
+	if got, want := rec.sequence(), "start wait:account:acquired first attempt:served end:completed"; got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	if end := rec.end(t); end.Stream || end.Code != 200 || end.Usage == nil || end.Usage.InputTokens == 0 {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+func TestObserverFailover(t *testing.T) {
+	e := newPriorityEnv(t)
+	rec := observed(e)
+	e.up.Script("bad", relaytest.Step{Status: 429})
+	if r := e.do(streamReq); r.lastType() != "response.completed" {
+		t.Fatalf("events %v", r.types())
+	}
+	e.settle()
+	want := "start wait:account:acquired attempt:failover wait:account:acquired first attempt:served end:completed"
+	if got := rec.sequence(); got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	a, b := rec.tries[0], rec.tries[1]
+	if a.AccountID != "bad" || a.Status != 429 || a.Reason != relay.ReasonStatus || a.N != 1 {
+		t.Fatalf("first attempt %+v", a)
+	}
+	if b.AccountID != "good" || b.N != 2 || b.Outcome != relay.AttemptServed {
+		t.Fatalf("second attempt %+v", b)
+	}
+	if end := rec.ends[0]; end.Attempts != 2 || end.AccountID != "good" || end.Code != 200 {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+func TestObserverFailoverReasons(t *testing.T) {
+	cases := []struct {
+		step   relaytest.Step
+		reason string
+	}{
+		{relaytest.Step{ResetBeforeHeaders: true}, relay.ReasonConnection},
+		{relaytest.Step{InBandFailed: "server_is_overloaded"}, relay.ReasonRefused},
+		{relaytest.Step{Status: 503}, relay.ReasonStatus},
+	}
+	for _, c := range cases {
+		t.Run(c.reason, func(t *testing.T) {
+			e := newPriorityEnv(t)
+			rec := observed(e)
+			e.up.Script("bad", c.step)
+			if r := e.do(streamReq); r.lastType() != "response.completed" {
+				t.Fatalf("events %v", r.types())
+			}
+			e.settle()
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if a := rec.tries[0]; a.Outcome != relay.AttemptFailover || a.Reason != c.reason {
+				t.Fatalf("attempt %+v", a)
+			}
+		})
+	}
+}
+
+// TestObserverAllFailed: every account refuses; the last attempt is
+// "failed" and the turn ends with the mapped error.
+func TestObserverAllFailed(t *testing.T) {
+	e := newEnv(t, "a")
+	rec := observed(e)
+	e.up.Script("a", relaytest.Step{Status: 400, Body: `{"error":{"message":"bad input","type":"invalid_request_error","param":null,"code":null}}`})
+	if r := e.do(textReq); r.status != 400 {
+		t.Fatalf("status %d", r.status)
+	}
+	e.settle()
+	if got, want := rec.sequence(), "start wait:account:acquired attempt:failed end:upstream_error"; got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	if end := rec.end(t); end.Code != 400 || end.ErrorType != "invalid_request_error" || end.Usage == nil {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+func TestObserverClientGoneMidStream(t *testing.T) {
+	e := newEnv(t, "a")
+	rec := observed(e)
+	resume := make(chan struct{})
+	e.up.Script("a", relaytest.Step{PauseAfterEvents: 6, Resume: resume})
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := e.streamOpen(ctx, streamReq)
+	readEventTypes(t, bufio.NewReader(resp.Body), 6, "")
+	cancel()
+	resp.Body.Close()
+	e.waitGone(1)
+	close(resume)
+	e.settle()
+	want := "start wait:account:acquired first attempt:client_gone end:client_gone"
+	if got := rec.sequence(); got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	if end := rec.end(t); end.Usage == nil || end.Usage.OutputTokens == 0 || end.AccountID != "a" {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+// TestObserverClientGoneWaiting: a client that leaves while waiting for
+// its user slot ends as client_gone with no attempt.
+func TestObserverClientGoneWaiting(t *testing.T) {
+	e := newEnv(t, "a")
+	e.subj.Concurrency = 1
+	release, first := e.holdOne()
+	rec := observed(e)
+	cancel, done := e.abandonable(streamReq)
+	waitUntil(t, "the waiter", func() bool { return e.h.UserWaiting(e.subj.UserID) == 1 })
+	cancel()
+	<-done
+	waitUntil(t, "the turn to end", func() bool { return e.h.Active() == 1 })
+	release()
+	<-first
+	e.settle()
+	if got, want := rec.sequence(), "start wait:user:client_gone end:client_gone"; got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	if end := rec.end(t); end.Code != 499 || end.Usage != nil || end.Attempts != 0 {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+func TestObserverRejected(t *testing.T) {
+	e := newEnv(t)
+	e.addAccount(&scheduler.Account{ID: "a", Models: []string{"gpt-test"}})
+	rec := observed(e)
+	e.subj.Concurrency = 1
+	// 401: no subject.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(textReq))
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// 400: invalid body.
+	if r := e.do(`{"input":"no model"}`); r.status != 400 {
+		t.Fatalf("status %d", r.status)
+	}
+	// 503: no account serves the model.
+	if r := e.do(`{"model":"gpt-other","input":"x"}`); r.status != 503 {
+		t.Fatalf("status %d", r.status)
+	}
+	e.settle()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.ends) != 3 {
+		t.Fatalf("calls %s", strings.Join(rec.calls, " "))
+	}
+	got := []string{}
+	for _, end := range rec.ends {
+		got = append(got, fmt.Sprintf("%s/%d/%s/%v", end.Status, end.Code, end.ErrorType, end.Subject != nil))
+	}
+	want := "error/401/authentication_error/false error/400/invalid_request_error/true error/503/server_error/true"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("ends\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+	if w := rec.waits[len(rec.waits)-1]; w.Kind != relay.SlotAccount || w.Outcome != relay.WaitNoAccount {
+		t.Fatalf("last wait %+v", w)
+	}
+}
+
+func TestObserverUserQueueFull(t *testing.T) {
+	e := newEnv(t, "a")
+	e.subj.Concurrency = 1
+	e.h.UserWait.MaxWaiters = -1 // no waiting
+	release, first := e.holdOne()
+	rec := observed(e)
+	if r := e.do(textReq); r.status != 429 {
+		t.Fatalf("status %d", r.status)
+	}
+	release()
+	<-first
+	e.settle()
+	if got, want := rec.sequence(), "start wait:user:queue_full end:error"; got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	if end := rec.end(t); end.Code != 429 || end.ErrorType != "rate_limit_error" {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+// TestObserverContext: the context TurnStart returns reaches the host
+// hooks (so a span is the parent of their work).
+func TestObserverContext(t *testing.T) {
+	e := newEnv(t, "a")
+	rec := observed(e)
+	keys := e.keys
+	var seen []any
+	var mu sync.Mutex
+	e.h.Credentials = credsFunc(func(ctx context.Context, a *scheduler.Account) (string, error) {
+		mu.Lock()
+		seen = append(seen, ctx.Value(ctxKey{}))
+		mu.Unlock()
+		return keys.Token(ctx, a)
+	})
+	e.h.Billing = billing.GateFunc(func(ctx context.Context, q billing.Request) error {
+		mu.Lock()
+		seen = append(seen, ctx.Value(ctxKey{}))
+		mu.Unlock()
+		return nil
+	})
+	if r := e.do(textReq); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	e.settle()
+	id := rec.end(t).RequestID
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] != id || seen[1] != id {
+		t.Fatalf("hooks saw %v, want the request id %s twice", seen, id)
+	}
+}
+
+// TestObserverPanics: a panicking observer is logged; the turn is served.
+func TestObserverPanics(t *testing.T) {
+	e := newEnv(t, "a")
+	e.h.Observer = &relay.Observer{
+		TurnStart:  func(context.Context, relay.TurnStart) context.Context { panic("start bug") },
+		SlotWait:   func(context.Context, relay.SlotWait) { panic("wait bug") },
+		FirstToken: func(context.Context, relay.FirstToken) { panic("first bug") },
+		Attempt:    func(context.Context, relay.Attempt) { panic("attempt bug") },
+		TurnEnd:    func(context.Context, relay.TurnEnd) { panic("end bug") },
+	}
+	if r := e.do(streamReq); r.lastType() != "response.completed" {
+		t.Fatalf("events %v", r.types())
+	}
+	e.settle()
+	logs := e.logs.String()
+	for _, s := range []string{"start bug", "wait bug", "first bug", "attempt bug", "end bug"} {
+		if !strings.Contains(logs, s) {
+			t.Fatalf("%q not logged:\n%s", s, logs)
+		}
+	}
+	if len(e.sink.all()) != 1 {
+		t.Fatalf("records %d", len(e.sink.all()))
+	}
+}
+
+// TestObserverServeTurn: turns of another transport are observed too.
+func TestObserverServeTurn(t *testing.T) {
+	e := newEnv(t, "a")
+	rec := observed(e)
+	req, apiErr := relay.ParseRequest([]byte(`{"type":"response.create","model":"gpt-test","input":"hi"}`))
+	if apiErr != nil {
+		t.Fatal(apiErr)
+	}
+	subj := *e.subj
+	sink := &sliceSink{}
+	res := e.h.ServeTurn(context.Background(), &relay.Turn{Subject: &subj, Request: req, Transport: "ws", Number: 3}, sink)
+	if res.Status != billing.StatusCompleted {
+		t.Fatalf("result %+v", res)
+	}
+	if got, want := rec.sequence(), "start wait:account:acquired first attempt:served end:completed"; got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if s := rec.starts[0]; s.Transport != "ws" || s.Turn != 3 || s.Model != "gpt-test" || s.Subject == nil {
+		t.Fatalf("start %+v", s)
+	}
+	if end := rec.ends[0]; end.Transport != "ws" || end.Code != 200 || !end.Stream {
+		t.Fatalf("end %+v", end)
+	}
+}
+
+type sliceSink struct {
+	mu    sync.Mutex
+	types []string
+}
+
+func (s *sliceSink) Send(typ string, _ []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.types = append(s.types, typ)
+	return nil
+}
+
+func (s *sliceSink) Fail(*relay.APIError) {}
