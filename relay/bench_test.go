@@ -1,12 +1,15 @@
 package relay_test
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -15,6 +18,11 @@ import (
 
 // benchRelay is a relay over the in-process fake upstream with logging off.
 func benchRelay(b *testing.B, deltas int) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
+	return benchRelayObserved(b, deltas, nil)
+}
+
+// benchRelayObserved is benchRelay with an Observer on the handler.
+func benchRelayObserved(b *testing.B, deltas int, obs *relay.Observer) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
 	up = relaytest.New()
 	up.SetLogging(false)
 	up.SetDefault("a", relaytest.Step{Deltas: deltas})
@@ -25,6 +33,7 @@ func benchRelay(b *testing.B, deltas int) (relaySrv, upSrv *httptest.Server, up 
 		Scheduler:   &scheduler.Scheduler{Pool: pool},
 		Credentials: scheduler.StaticKeys{"a": "sk-bench"},
 		Logger:      slog.New(slog.DiscardHandler),
+		Observer:    obs,
 		Authenticate: func(*http.Request) (*relay.Subject, error) {
 			return &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g", Concurrency: 1024}, nil
 		},
@@ -79,4 +88,43 @@ func BenchmarkJSON(b *testing.B) {
 func BenchmarkJSONDirect(b *testing.B) {
 	_, up, _ := benchRelay(b, 5)
 	runRequests(b, up.URL+"/a/v1/responses", textReq)
+}
+
+// countingObserver counts every call and sums durations, as a metrics
+// adapter would, without a metrics library.
+func countingObserver() (*relay.Observer, *[5]atomic.Int64) {
+	var n [5]atomic.Int64
+	return &relay.Observer{
+		TurnStart: func(ctx context.Context, e relay.TurnStart) context.Context { n[0].Add(1); return ctx },
+		SlotWait:  func(_ context.Context, e relay.SlotWait) { n[1].Add(int64(e.Wait)) },
+		FirstToken: func(_ context.Context, e relay.FirstToken) {
+			n[2].Add(int64(e.TTFT / time.Microsecond))
+		},
+		Attempt: func(_ context.Context, e relay.Attempt) { n[3].Add(int64(e.Duration)) },
+		TurnEnd: func(_ context.Context, e relay.TurnEnd) {
+			if e.Usage != nil {
+				n[4].Add(e.Usage.OutputTokens)
+			}
+		},
+	}, &n
+}
+
+// BenchmarkStream200Observed is BenchmarkStream200 with every Observer
+// hook set: the cost of observing a turn.
+func BenchmarkStream200Observed(b *testing.B) {
+	obs, n := countingObserver()
+	srv, _, _ := benchRelayObserved(b, 192, obs)
+	runRequests(b, srv.URL+"/v1/responses", streamReq)
+	if n[0].Load() == 0 || n[4].Load() == 0 {
+		b.Fatal("the observer was not called")
+	}
+}
+
+func BenchmarkJSONObserved(b *testing.B) {
+	obs, n := countingObserver()
+	srv, _, _ := benchRelayObserved(b, 5, obs)
+	runRequests(b, srv.URL+"/v1/responses", textReq)
+	if n[0].Load() == 0 {
+		b.Fatal("the observer was not called")
+	}
 }
