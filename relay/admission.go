@@ -12,7 +12,7 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
-// wait runs a blocking admission step through callHook: bounded by the
+// wait runs a blocking admission step through the turn's hook runner: bounded by the
 // client's context and timeout, abandoned (cleanup undoing what it took)
 // if it ignores them. For a streaming request it writes ": ping" every
 // KeepAlive meanwhile; the first ping commits the response as a 200 event
@@ -22,7 +22,7 @@ func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, c
 	if t.out != nil {
 		ping = func() { t.out.Ping() } // a dead client shows up as ctx done
 	}
-	return callHook(t.ctx, timeout, fn, cleanup, ping, t.h.keepAlive())
+	return t.hooks.call(t.ctx, timeout, fn, cleanup, ping, t.h.keepAlive())
 }
 
 // acquireUserSlot takes the user's concurrency slot, waiting in a bounded
@@ -104,7 +104,7 @@ func (t *turn) checkBilling() *APIError {
 	}
 	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
 		Model: t.req.Model, Stream: t.req.Stream, Transport: t.transport, Meta: t.subj.Meta}
-	err := callHook(t.ctx, t.h.hookTimeout(), func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) }, nil, nil, 0)
+	err := t.hooks.call(t.ctx, t.h.hookTimeout(), func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) }, nil, nil, 0)
 	if err == nil {
 		return nil
 	}

@@ -34,9 +34,13 @@ type hookCall struct {
 	mu        sync.Mutex
 	finished  bool
 	abandoned bool
-	done      chan error
+	done      chan error // buffered: run never blocks on it
 	cleanup   func()
 }
+
+// hookCalls recycles the calls that were not abandoned; an abandoned one
+// still belongs to its goroutine.
+var hookCalls = sync.Pool{New: func() any { return &hookCall{done: make(chan error, 1)} }}
 
 func (c *hookCall) run(ctx context.Context, fn func(context.Context) error) {
 	err := callSafely(ctx, fn)
@@ -51,7 +55,7 @@ func (c *hookCall) run(ctx context.Context, fn func(context.Context) error) {
 	}
 	c.finished = true
 	c.mu.Unlock()
-	c.done <- err
+	c.done <- err // the last touch: the caller may recycle c once it has err
 }
 
 // abandon gives up on the hook; false means it has just finished and its
@@ -66,41 +70,133 @@ func (c *hookCall) abandon() bool {
 	return true
 }
 
-// callHook runs fn with ctx bounded by timeout (0: no bound beyond ctx)
-// and waits until fn returns, ctx ends or the timeout passes. A hook still
-// running then is abandoned: callHook returns ctx.Err() or ErrHookTimeout,
-// and cleanup (if set) runs once fn finally returns. While waiting, ping
-// (if set) is called every interval. A panic in fn is returned as an error.
-func callHook(ctx context.Context, timeout time.Duration, fn func(context.Context) error, cleanup func(), ping func(), interval time.Duration) error {
-	hctx, cancel := ctx, context.CancelFunc(nil)
-	if timeout > 0 {
-		hctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+// hookRunner runs the bounded hook calls of one turn, which come one at a
+// time, on one reusable timer: a call costs a goroutine and little else.
+// The zero value is ready; end releases it.
+type hookRunner struct {
+	timer    *time.Timer
+	detached context.Context
+	cancel   context.CancelFunc
+}
+
+// call runs fn(ctx) and waits until it returns, ctx ends or timeout (0: no
+// bound beyond ctx) passes. A hook still running then is abandoned: call
+// returns ctx.Err() or ErrHookTimeout, and cleanup (if set) runs once fn
+// finally returns. fn sees ctx itself, not a deadline: the turn's contexts
+// end with the turn, which ends an abandoned hook that honors its context.
+// While waiting, ping (if set) is called every interval. A panic in fn is
+// returned as an error.
+func (r *hookRunner) call(ctx context.Context, timeout time.Duration, fn func(context.Context) error, cleanup func(), ping func(), interval time.Duration) error {
+	c := hookCalls.Get().(*hookCall)
+	c.cleanup = cleanup
+	go c.run(ctx, fn)
+	if ping == nil || interval <= 0 {
+		ping, interval = nil, 0
 	}
-	c := &hookCall{done: make(chan error, 1), cleanup: cleanup}
-	go c.run(hctx, fn)
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	nextPing := time.Time{}
+	if ping != nil {
+		nextPing = time.Now().Add(interval)
+	}
 	var tick <-chan time.Time
-	if ping != nil && interval > 0 {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		tick = t.C
+	if arm := r.arm(deadline, nextPing); arm {
+		tick = r.timer.C
 	}
 	for {
 		select {
 		case err := <-c.done:
+			r.disarm()
+			c.recycle()
 			return err
 		case <-tick:
-			ping()
-		case <-hctx.Done():
-			if !c.abandon() {
-				return <-c.done
+			now := time.Now()
+			if !deadline.IsZero() && !now.Before(deadline) {
+				if !c.abandon() {
+					err := <-c.done
+					c.recycle()
+					return err
+				}
+				return ErrHookTimeout
 			}
-			if err := ctx.Err(); err != nil {
+			if ping != nil && !now.Before(nextPing) {
+				ping()
+				nextPing = now.Add(interval)
+			}
+			r.arm(deadline, nextPing)
+		case <-ctx.Done():
+			r.disarm()
+			if !c.abandon() {
+				err := <-c.done
+				c.recycle()
 				return err
 			}
-			return ErrHookTimeout
+			return ctx.Err()
 		}
 	}
+}
+
+func (c *hookCall) recycle() {
+	c.finished, c.abandoned, c.cleanup = false, false, nil
+	hookCalls.Put(c)
+}
+
+// arm sets the timer to the earlier of two times (zero: none) and says
+// whether it is set.
+func (r *hookRunner) arm(a, b time.Time) bool {
+	at := a
+	if at.IsZero() || !b.IsZero() && b.Before(at) {
+		at = b
+	}
+	if at.IsZero() {
+		return false
+	}
+	d := time.Until(at)
+	if r.timer == nil {
+		r.timer = time.NewTimer(d)
+	} else {
+		r.timer.Reset(d)
+	}
+	return true
+}
+
+func (r *hookRunner) disarm() {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
+
+// detachedCtx is a context with parent's values that does not end with
+// parent (the client) but with the turn: for the hooks after the upstream
+// answer (sticky binding, usage record).
+func (r *hookRunner) detachedCtx(parent context.Context) context.Context {
+	if r.detached == nil {
+		r.detached, r.cancel = context.WithCancel(context.WithoutCancel(parent))
+	}
+	return r.detached
+}
+
+// end releases the runner at the end of its turn.
+func (r *hookRunner) end() {
+	r.disarm()
+	if r.cancel != nil {
+		r.cancel()
+	}
+}
+
+// callHook is hookRunner.call for a call outside a turn: fn's context gets
+// the timeout as its deadline and ends when callHook returns.
+func callHook(ctx context.Context, timeout time.Duration, fn func(context.Context) error, cleanup func(), ping func(), interval time.Duration) error {
+	hctx, cancel := ctx, context.CancelFunc(func() {})
+	if timeout > 0 {
+		hctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	defer cancel()
+	var r hookRunner
+	defer r.end()
+	return r.call(ctx, timeout, func(context.Context) error { return fn(hctx) }, cleanup, ping, interval)
 }
 
 func (h *Handler) hookTimeout() time.Duration {

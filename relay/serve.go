@@ -48,6 +48,7 @@ type turn struct {
 	recorded bool
 	usage    billing.Usage
 	obs      turnObs // what the Observer needs; unused without one
+	hooks    hookRunner
 }
 
 // ServeHTTP serves POST /v1/responses.
@@ -71,6 +72,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := &turn{h: h, w: w, ctx: r.Context(), id: newRequestID(), start: h.now(), header: r.Header,
 		userAgent: r.UserAgent(), clientIP: clientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
 	w.Header().Set("X-Relay-Request-Id", t.id)
+	defer t.hooks.end()
 	if h.Observer != nil {
 		t.obs.obs = h.Observer
 		t.observeStart()
@@ -78,7 +80,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(t.ctx)
 	}
 
-	subj, err := h.authenticate(r)
+	subj, err := h.authenticate(r, &t.hooks)
 	if errors.Is(err, ErrHookTimeout) {
 		t.fail(&APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
 			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second})
@@ -123,20 +125,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // did not answer in time: callers answer 503.
 func (h *Handler) Subject(r *http.Request) (*Subject, error) {
 	h.init()
-	return h.authenticate(r)
+	return h.authenticate(r, nil)
 }
 
-func (h *Handler) authenticate(r *http.Request) (*Subject, error) {
+// authenticate runs Authenticate bounded, on the turn's runner when there
+// is one.
+func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, error) {
 	if h.Authenticate == nil {
 		s, _ := SubjectFrom(r.Context())
 		return s, nil
 	}
 	var s *Subject
-	err := callHook(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
-		var err error
-		s, err = h.Authenticate(r.WithContext(ctx))
-		return err
-	}, nil, nil, 0)
+	var err error
+	if hooks != nil {
+		err = hooks.call(r.Context(), h.hookTimeout(), func(context.Context) error {
+			var err error
+			s, err = h.Authenticate(r)
+			return err
+		}, nil, nil, 0)
+	} else {
+		err = callHook(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
+			var err error
+			s, err = h.Authenticate(r.WithContext(ctx))
+			return err
+		}, nil, nil, 0)
+	}
 	var p errPanic
 	switch {
 	case errors.As(err, &p):

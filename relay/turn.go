@@ -122,10 +122,15 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 	if tr.NoFailover {
 		switches = 0
 	}
+	// The turn's hooks see a context that ends with the turn, not only
+	// with the connection.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	ts := &turnSink{sink: sink}
 	t := &turn{h: h, ctx: ctx, subj: tr.Subject, req: &req, id: newRequestID(), start: h.now(), out: ts,
 		header: tr.Header, userAgent: tr.UserAgent, clientIP: tr.ClientIP, transport: transport, turnNo: number,
 		userWait: userWait, upstream: tr.Upstream, switches: switches}
+	defer t.hooks.end()
 	if h.Observer != nil {
 		t.obs.obs = h.Observer
 		t.observeStart()

@@ -98,7 +98,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	token := ""
 	if h.Credentials != nil {
 		var got string // written by the hook; read only if it was not abandoned
-		err := callHook(t.ctx, h.hookTimeout(), func(ctx context.Context) error {
+		err := t.hooks.call(t.ctx, h.hookTimeout(), func(ctx context.Context) error {
 			var err error
 			got, err = h.Credentials.Token(ctx, acct)
 			return err
@@ -384,7 +384,7 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete {
 		return
 	}
-	err := callHook(context.WithoutCancel(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error {
+	err := t.hooks.call(t.hooks.detachedCtx(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error {
 		return t.h.Scheduler.Bind(ctx, t.sched, sel.Account.ID, responseID)
 	}, nil, nil, 0)
 	if err != nil {

@@ -46,7 +46,9 @@
 // reset headers, codex usage windows) and fixed terms for credential,
 // billing and overload errors; see Scheduler.Observe for the table. A
 // cooling account gets no new turns until the cooldown ends. Every change
-// is reported through Scheduler.OnAccountEvent.
+// is reported through Scheduler.OnAccountEvent, and Scheduler.Snapshot
+// shows every account's load, cooldown and averages at once, for an
+// operator page or a health endpoint.
 package scheduler
 
 import (

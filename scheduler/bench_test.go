@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -85,5 +86,23 @@ func BenchmarkSelectObserved(b *testing.B) {
 			b.Fatal(err)
 		}
 		sel.Release()
+	}
+}
+
+// BenchmarkObserve is the health bookkeeping of one turn: mostly
+// successes, with a connection error now and then.
+func BenchmarkObserve(b *testing.B) {
+	s := &Scheduler{Pool: NewStaticPool()}
+	ok := Outcome{Kind: OutcomeSuccess, TTFT: time.Second}
+	bad := Outcome{Kind: OutcomeConnError, Err: errors.New("connection reset")}
+	s.Observe("a", ok)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i++; i%16 == 0 {
+			s.Observe("a", bad)
+		} else {
+			s.Observe("a", ok)
+		}
 	}
 }

@@ -57,11 +57,18 @@ type accountStats struct {
 	*hotStats
 	errAt atomic.Int64 // unix nanoseconds of the last errRate update
 
-	mu        sync.Mutex
-	failures  int    // consecutive failures (5xx, 408, connection, stream)
-	limited   int    // consecutive 429s without a success
-	coolKind  string // event kind of the current cooldown
-	penalized bool   // a cooldown event was sent and no recovered since
+	mu         sync.Mutex
+	failures   int    // consecutive failures (5xx, 408, connection, stream)
+	limited    int    // consecutive 429s without a success
+	coolKind   string // event kind of the current cooldown
+	coolReason string // its human-readable cause, for Snapshot
+	penalized  bool   // a cooldown event was sent and no recovered since
+
+	// The last outcome Observe saw, for Snapshot.
+	lastStatus int
+	lastKind   OutcomeKind
+	lastAt     int64 // unix nanoseconds
+	seen       bool
 }
 
 // errorRate is the error-rate EWMA decayed to now.
@@ -173,8 +180,12 @@ func (s *Scheduler) Observe(accountID string, o Outcome) {
 		send bool
 	)
 	st.mu.Lock()
+	st.lastKind, st.lastStatus, st.lastAt, st.seen = o.Kind, o.Status, nowNs, true
 	switch o.Kind {
 	case OutcomeSuccess:
+		if o.Status == 0 {
+			st.lastStatus = http.StatusOK
+		}
 		st.observeError(nowNs, 0)
 		if o.TTFT > 0 {
 			if t := st.ttft.Load(); t > 0 {
@@ -185,7 +196,7 @@ func (s *Scheduler) Observe(accountID string, o Outcome) {
 		}
 		st.failures, st.limited = 0, 0
 		if st.penalized && st.coolUntil.Load() <= nowNs {
-			st.penalized, st.coolKind = false, ""
+			st.penalized, st.coolKind, st.coolReason = false, "", ""
 			ev, send = AccountEvent{AccountID: accountID, Kind: EventRecovered, Reason: "served a turn after the cooldown"}, true
 		}
 	case OutcomeOverloaded:
@@ -283,7 +294,7 @@ func (s *Scheduler) coolDown(st *accountStats, now time.Time, d time.Duration, k
 	default:
 		return AccountEvent{}, false
 	}
-	st.coolKind, st.penalized = kind, true
+	st.coolKind, st.coolReason, st.penalized = kind, reason, true
 	return AccountEvent{Kind: kind, Until: time.Unix(0, until), Status: code, Reason: reason}, true
 }
 
@@ -318,7 +329,7 @@ func (s *Scheduler) Recover(accountID string) {
 	st.coolUntil.Store(0)
 	st.errRate.Store(0)
 	st.ttft.Store(0)
-	st.failures, st.limited, st.coolKind = 0, 0, ""
+	st.failures, st.limited, st.coolKind, st.coolReason = 0, 0, "", ""
 	was := st.penalized
 	st.penalized = false
 	st.mu.Unlock()
@@ -341,6 +352,7 @@ func (s *Scheduler) Apply(e AccountEvent) {
 	if e.Kind == EventRecovered {
 		st.coolUntil.Store(0)
 		st.failures, st.limited = 0, 0
+		st.coolKind, st.coolReason = "", ""
 		return
 	}
 	until := e.Until.UnixNano()
@@ -349,7 +361,7 @@ func (s *Scheduler) Apply(e AccountEvent) {
 	}
 	if until > st.coolUntil.Load() {
 		st.coolUntil.Store(until)
-		st.coolKind, st.penalized = e.Kind, true
+		st.coolKind, st.coolReason, st.penalized = e.Kind, e.Reason, true
 	}
 }
 
