@@ -150,9 +150,9 @@ func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, er
 			return err
 		}, nil, nil, 0)
 	}
-	var p errPanic
+	p, isPanic := err.(errPanic)
 	switch {
-	case errors.As(err, &p):
+	case isPanic:
 		h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p.v))
 		return nil, errors.New("authenticate panicked")
 	case errors.Is(err, ErrHookTimeout):

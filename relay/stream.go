@@ -28,7 +28,8 @@ type sseWriter struct {
 
 func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration) *sseWriter {
 	rc := http.NewResponseController(w)
-	return &sseWriter{w: w, rc: rc, extra: extra, deadline: writeDeadline{rc: rc, timeout: writeTimeout}}
+	// 2 KiB holds most events whole: the buffer rarely grows.
+	return &sseWriter{w: w, rc: rc, extra: extra, buf: make([]byte, 0, 2<<10), deadline: writeDeadline{rc: rc, timeout: writeTimeout}}
 }
 
 // writeDeadline keeps a write deadline of about timeout ahead of every

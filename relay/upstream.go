@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -118,26 +119,17 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	// a turn the upstream is already running still reports its usage.
 	uctx, cancel := context.WithCancel(context.WithoutCancel(t.ctx))
 	defer cancel()
-	var aborted atomic.Bool
-	abort := func() { aborted.Store(true); cancel() }
+	ac := &attemptCtl{cancel: cancel, drain: h.drainTimeout()}
+	abort := ac.abort
 	headerTimeout := h.jsonHeaderTimeout()
 	if t.req.Stream {
 		headerTimeout = h.idleTimeout()
 	}
 	headerTimer := time.AfterFunc(headerTimeout, abort)
-	var drainTimer atomic.Pointer[time.Timer]
-	stopGone := context.AfterFunc(t.ctx, func() {
-		if d := h.drainTimeout(); d > 0 {
-			drainTimer.Store(time.AfterFunc(d, abort))
-		} else {
-			abort()
-		}
-	})
+	stopGone := context.AfterFunc(t.ctx, ac.clientGone)
 	defer func() {
 		stopGone()
-		if tm := drainTimer.Load(); tm != nil {
-			tm.Stop()
-		}
+		ac.stop()
 	}()
 
 	if t.upstream != nil && acct.WebSocket {
@@ -152,7 +144,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	headerTimer.Stop()
 	if err != nil {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
-		return &attemptError{kind: failConn, account: acct.ID, err: err, idleAbort: aborted.Load()}
+		return &attemptError{kind: failConn, account: acct.ID, err: err, idleAbort: ac.aborted.Load()}
 	}
 	t.reached = true
 	defer resp.Body.Close()
@@ -163,9 +155,9 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	}
 
 	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
-		r := sse.NewReader(resp.Body)
-		r.MaxEventBytes = h.MaxEventBytes
-		return t.relayEvents(sel, &sseSource{r: r}, resp.StatusCode, resp.Header, abort)
+		src := newSSESource(resp.Body, h.MaxEventBytes)
+		defer src.free()
+		return t.relayEvents(sel, src, resp.StatusCode, resp.Header, abort)
 	}
 	if t.out != nil && t.w == nil {
 		// Another transport asked for events and got a JSON answer.
@@ -285,9 +277,10 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 	r.ContentLength = int64(len(body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	copyAllowed(r.Header, t.header, forwardRequestHeaders, t.h.ForwardHeaders)
-	r.Header.Set("Content-Type", "application/json")
+	// Shared, never modified value slices: two allocations less per attempt.
+	r.Header["Content-Type"] = headerJSON
 	if t.req.Stream {
-		r.Header.Set("Accept", "text/event-stream")
+		r.Header["Accept"] = headerEventStream
 	}
 	for k, vs := range sel.Account.Header {
 		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
@@ -297,6 +290,11 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 	}
 	return r, nil
 }
+
+var (
+	headerJSON        = []string{"application/json"}
+	headerEventStream = []string{"text/event-stream"}
+)
 
 func trimSlash(s string) string {
 	for len(s) > 0 && s[len(s)-1] == '/' {
@@ -483,8 +481,60 @@ func (r *idleReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// sseSource adapts the SSE reader to turn.Source.
+// sseSource adapts the SSE reader to pump.Source.
 type sseSource struct{ r *sse.Reader }
+
+// sseReaders recycles readers and their buffers across attempts.
+var sseReaders = sync.Pool{New: func() any { return &sseSource{r: sse.NewReaderSize(nil, sseBufferSize)} }}
+
+// sseBufferSize is the read buffer of one upstream stream: it holds a few
+// typical events; a longer line is assembled in the reader's own buffer.
+const sseBufferSize = 8 << 10
+
+// maxPooledEvent: a reader that held an event larger than this is not
+// kept, so one huge event does not pin its memory in the pool.
+const maxPooledEvent = 1 << 20
+
+func newSSESource(body io.Reader, maxEvent int) *sseSource {
+	s := sseReaders.Get().(*sseSource)
+	s.r.Reset(body)
+	s.r.MaxEventBytes = maxEvent
+	return s
+}
+
+func (s *sseSource) free() {
+	if s.r.BufferedCap() > maxPooledEvent {
+		return
+	}
+	s.r.Reset(nil)
+	sseReaders.Put(s)
+}
+
+// attemptCtl aborts one attempt: on an idle or slow upstream, or
+// DrainTimeout after the client left.
+type attemptCtl struct {
+	cancel     context.CancelFunc
+	drain      time.Duration
+	aborted    atomic.Bool
+	drainTimer atomic.Pointer[time.Timer]
+}
+
+func (a *attemptCtl) abort() { a.aborted.Store(true); a.cancel() }
+
+// clientGone gives the upstream DrainTimeout more to report its usage.
+func (a *attemptCtl) clientGone() {
+	if a.drain > 0 {
+		a.drainTimer.Store(time.AfterFunc(a.drain, a.abort))
+	} else {
+		a.abort()
+	}
+}
+
+func (a *attemptCtl) stop() {
+	if tm := a.drainTimer.Load(); tm != nil {
+		tm.Stop()
+	}
+}
 
 func (s *sseSource) Next() ([]byte, error) {
 	ev, err := s.r.Next()

@@ -117,8 +117,14 @@ type runner struct {
 	idleTimer *time.Timer
 	drain     *time.Timer
 	mu        sync.Mutex // guards drain
-	held      [][]byte
+	// Bootstrap events held back: their bytes end to end in heldBuf, each
+	// ending at heldEnds[i]. The arrays cover the usual two without
+	// allocating.
+	heldBuf   []byte
+	heldEnds  []int
 	heldTypes []string
+	endsArr   [4]int
+	typesArr  [4]string
 	lastSeq   int64
 	res       Result
 }
@@ -185,7 +191,11 @@ func (p *runner) run(src Source) {
 			}
 			data = p.rewriteModel(data)
 			if p.o.HoldBootstrap && !p.res.Started {
-				p.held = append(p.held, append([]byte(nil), data...))
+				if p.heldTypes == nil {
+					p.heldEnds, p.heldTypes = p.endsArr[:0], p.typesArr[:0]
+				}
+				p.heldBuf = append(p.heldBuf, data...)
+				p.heldEnds = append(p.heldEnds, len(p.heldBuf))
 				p.heldTypes = append(p.heldTypes, info.Type)
 				continue
 			}
@@ -288,10 +298,12 @@ func (p *runner) failedEvent(code, msg string) []byte {
 }
 
 func (p *runner) flushHeld() {
-	for i, h := range p.held {
-		p.send(p.heldTypes[i], h)
+	start := 0
+	for i, end := range p.heldEnds {
+		p.send(p.heldTypes[i], p.heldBuf[start:end])
+		start = end
 	}
-	p.held, p.heldTypes = nil, nil
+	p.heldBuf, p.heldEnds, p.heldTypes = nil, nil, nil
 }
 
 // send forwards one event and reports whether the client took it.

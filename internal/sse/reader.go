@@ -41,7 +41,19 @@ type Reader struct {
 
 // NewReader returns a Reader over r with a 32 KiB buffer.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 32<<10)}
+	return NewReaderSize(r, 32<<10)
+}
+
+// NewReaderSize returns a Reader over r with a read buffer of size bytes.
+// Lines longer than the buffer are still read whole.
+func NewReaderSize(r io.Reader, size int) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, size)}
+}
+
+// BufferedCap is the capacity of the buffers that hold an event, which
+// grow to the largest event read: for a caller that recycles Readers.
+func (r *Reader) BufferedCap() int {
+	return cap(r.line) + cap(r.typ) + cap(r.data)
 }
 
 // Reset makes the Reader read from r, keeping its buffers.
