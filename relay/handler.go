@@ -59,6 +59,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
@@ -175,6 +176,27 @@ type Handler struct {
 	log         *slog.Logger
 	usageSink   billing.UsageSink
 	userLimiter concurrency.SlotLimiter
+	bearers     sync.Map // token -> []string{"Bearer " + token}
+	nbearers    atomic.Int64
+}
+
+// maxBearers bounds the cache of Authorization values; tokens that
+// rotate often simply stop being cached.
+const maxBearers = 4096
+
+// bearer is the Authorization header value for token, built once: the
+// transport only reads it.
+func (h *Handler) bearer(token string) []string {
+	if v, ok := h.bearers.Load(token); ok {
+		return v.([]string)
+	}
+	v := []string{"Bearer " + token}
+	if h.nbearers.Load() < maxBearers {
+		if _, loaded := h.bearers.LoadOrStore(token, v); !loaded {
+			h.nbearers.Add(1)
+		}
+	}
+	return v
 }
 
 func (h *Handler) init() {

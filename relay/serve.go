@@ -188,7 +188,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *API
 	if size < 0 || size > 1<<20 {
 		size = 512
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	// ReadFrom wants bytes.MinRead free before each read: with less it
+	// grows the buffer, a second allocation for every body.
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError

@@ -18,18 +18,22 @@ type sseWriter struct {
 	mu        sync.Mutex
 	w         http.ResponseWriter
 	rc        *http.ResponseController
+	rcv       http.ResponseController // rc points here: one allocation less
 	committed bool
 	dead      bool // the client is gone or the handler returned
 	buf       []byte
+	bufArr    [2 << 10]byte // buf's first backing array: most events fit
 	upstream  http.Header
 	extra     []string
 	deadline  writeDeadline
 }
 
 func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration) *sseWriter {
-	rc := http.NewResponseController(w)
-	// 2 KiB holds most events whole: the buffer rarely grows.
-	return &sseWriter{w: w, rc: rc, extra: extra, buf: make([]byte, 0, 2<<10), deadline: writeDeadline{rc: rc, timeout: writeTimeout}}
+	s := &sseWriter{w: w, rcv: *http.NewResponseController(w), extra: extra}
+	s.rc = &s.rcv
+	s.buf = s.bufArr[:0]
+	s.deadline = writeDeadline{rc: s.rc, timeout: writeTimeout}
+	return s
 }
 
 // writeDeadline keeps a write deadline of about timeout ahead of every
@@ -100,6 +104,13 @@ func (s *sseWriter) commitLocked() {
 }
 
 func (s *sseWriter) writeLocked(b []byte) error {
+	if err := s.writeBufferedLocked(b); err != nil {
+		return err
+	}
+	return s.flushLocked()
+}
+
+func (s *sseWriter) writeBufferedLocked(b []byte) error {
 	if s.dead {
 		return errClientWrite
 	}
@@ -109,11 +120,35 @@ func (s *sseWriter) writeLocked(b []byte) error {
 		s.dead = true
 		return err
 	}
+	return nil
+}
+
+func (s *sseWriter) flushLocked() error {
+	if s.dead {
+		return errClientWrite
+	}
 	if err := s.rc.Flush(); err != nil {
 		s.dead = true
 		return err
 	}
 	return nil
+}
+
+// SendBuffered writes one event without flushing: the pump flushes once
+// the upstream has no further event ready.
+func (s *sseWriter) SendBuffered(typ string, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = sse.AppendEvent(s.buf[:0], typ, data)
+	return s.writeBufferedLocked(s.buf)
+}
+
+// Flush sends what SendBuffered wrote.
+func (s *sseWriter) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deadline.extend()
+	return s.flushLocked()
 }
 
 // Send writes one event and flushes it.

@@ -113,7 +113,6 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		token = got
 	}
 	t.token = token
-	secrets := []string{token}
 
 	// The upstream call outlives the client by up to DrainTimeout, so that
 	// a turn the upstream is already running still reports its usage.
@@ -151,7 +150,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 
 	if resp.StatusCode >= 400 {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return t.statusError(acct, resp.StatusCode, resp.Header, raw, secrets)
+		return t.statusError(acct, resp.StatusCode, resp.Header, raw, []string{token})
 	}
 
 	if t.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
@@ -286,7 +285,7 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	if token != "" {
-		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header["Authorization"] = t.h.bearer(token)
 	}
 	return r, nil
 }
@@ -535,6 +534,9 @@ func (a *attemptCtl) stop() {
 		tm.Stop()
 	}
 }
+
+// Pending reports that a whole event is already buffered.
+func (s *sseSource) Pending() bool { return s.r.Pending() }
 
 func (s *sseSource) Next() ([]byte, error) {
 	ev, err := s.r.Next()

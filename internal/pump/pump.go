@@ -38,6 +38,23 @@ type Sink interface {
 	Ping() error
 }
 
+// BatchSink is a Sink that can write an event without flushing it. The
+// pump uses it while the Source has another event ready, so a burst of
+// events reaches the client in one write instead of one each; it flushes
+// before the Source could block, and at the end.
+type BatchSink interface {
+	Sink
+	SendBuffered(typ string, data []byte) error
+	Flush() error
+}
+
+// PendingSource is a Source that can tell whether Next would return an
+// event without waiting for the upstream.
+type PendingSource interface {
+	Source
+	Pending() bool
+}
+
 // Options configure one pump run.
 type Options struct {
 	// HoldBootstrap keeps bootstrap events back until the first output or
@@ -125,6 +142,10 @@ type runner struct {
 	heldTypes []string
 	endsArr   [4]int
 	typesArr  [4]string
+
+	batch     BatchSink     // set with pending when both ends can batch
+	pending   PendingSource
+	unflushed bool // an event was written without a flush
 	lastSeq   int64
 	res       Result
 }
@@ -159,7 +180,17 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 		}
 		p.mu.Unlock()
 	}()
+	if b, ok := sink.(BatchSink); ok {
+		if ps, ok := src.(PendingSource); ok {
+			p.batch, p.pending = b, ps
+		}
+	}
 	p.run(src)
+	if p.unflushed && !p.gone.Load() {
+		if err := p.batch.Flush(); err != nil {
+			p.clientGone()
+		}
+	}
 	return p.res
 }
 
@@ -235,7 +266,8 @@ func (p *runner) run(src Source) {
 			// Delivered means the turn ended normally for the client, even
 			// if it hangs up right after reading it.
 			p.res.End = EndClientGone
-			if p.send(info.Type, p.rewriteModel(data)) {
+			// Flushed at once: delivered means it reached the client.
+			if p.write(info.Type, p.rewriteModel(data), false) {
 				p.res.End = EndTerminal
 			}
 			return
@@ -300,18 +332,32 @@ func (p *runner) failedEvent(code, msg string) []byte {
 func (p *runner) flushHeld() {
 	start := 0
 	for i, end := range p.heldEnds {
-		p.send(p.heldTypes[i], p.heldBuf[start:end])
+		// The event that released them follows at once and decides the
+		// flush.
+		p.write(p.heldTypes[i], p.heldBuf[start:end], p.batch != nil)
 		start = end
 	}
 	p.heldBuf, p.heldEnds, p.heldTypes = nil, nil, nil
 }
 
 // send forwards one event and reports whether the client took it.
+// send writes one event, flushed unless the source has another one ready.
 func (p *runner) send(typ string, data []byte) bool {
+	return p.write(typ, data, p.batch != nil && p.pending.Pending())
+}
+
+// write writes one event; buffered leaves it unflushed (batching sinks).
+func (p *runner) write(typ string, data []byte, buffered bool) bool {
 	if p.gone.Load() {
 		return false
 	}
-	if err := p.sink.Send(typ, data); err != nil {
+	var err error
+	if buffered {
+		err, p.unflushed = p.batch.SendBuffered(typ, data), true
+	} else {
+		err, p.unflushed = p.sink.Send(typ, data), false
+	}
+	if err != nil {
 		p.clientGone()
 		return false
 	}

@@ -50,6 +50,34 @@ func NewReaderSize(r io.Reader, size int) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, size)}
 }
 
+// Pending reports whether Next would return an event without reading from
+// the source: the buffer holds a blank-line-terminated event with a data
+// field. It may say false when an event is buffered in a rarer shape (a
+// comment before it); a caller uses it only to defer a flush.
+func (r *Reader) Pending() bool {
+	n := r.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := r.br.Peek(n)
+	end := bytes.Index(b, lfLF)
+	if crlf := bytes.Index(b, crlfCRLF); crlf >= 0 && (end < 0 || crlf < end) {
+		end = crlf
+	}
+	if end < 0 {
+		return false
+	}
+	ev := b[:end]
+	return bytes.HasPrefix(ev, dataField) || bytes.Contains(ev, nlDataField)
+}
+
+var (
+	lfLF        = []byte("\n\n")
+	crlfCRLF    = []byte("\r\n\r\n")
+	dataField   = []byte("data:")
+	nlDataField = []byte("\ndata:")
+)
+
 // BufferedCap is the capacity of the buffers that hold an event, which
 // grow to the largest event read: for a caller that recycles Readers.
 func (r *Reader) BufferedCap() int {
