@@ -139,7 +139,8 @@ func TestFaultHookHangs(t *testing.T) {
 	t.Run("on account event", func(t *testing.T) {
 		e := newPriorityEnv(t)
 		stuck, n := stuckHook(t)
-		e.h.HookTimeout = bound
+		e.sched.EventTimeout = bound
+		e.sched.Logger = e.h.Logger
 		e.sched.OnAccountEvent = func(context.Context, scheduler.AccountEvent) { n.Add(1); <-stuck }
 		e.up.Script("bad", relaytest.Step{Status: 429})
 		r := e.do(textReq)

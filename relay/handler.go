@@ -139,11 +139,12 @@ type Handler struct {
 	DrainTimeout time.Duration
 	// HookTimeout bounds each call to host code on a turn's path:
 	// Authenticate, Billing.Check, Credentials.Token, Usage.Record, the
-	// scheduler's OnAccountEvent and sticky Bind, and (added to the
-	// scheduler's own account wait) Select with its Pool and Store. The
-	// client's context bounds those before the upstream answer too. A hook
-	// that ignores its context is abandoned: the turn goes on (or fails)
-	// without it, and a slot it takes late is given back. 0: 10 s.
+	// scheduler's sticky Bind, and (added to the scheduler's own account
+	// wait) Select with its Pool and Store. The client's context bounds
+	// those before the upstream answer too. A hook that ignores its
+	// context is abandoned: the turn goes on (or fails) without it, and a
+	// slot it takes late is given back. 0: 10 s. (The scheduler bounds its
+	// OnAccountEvent itself: Scheduler.EventTimeout.)
 	HookTimeout time.Duration
 	// ClientWriteTimeout bounds one write to the client (an event, a ping,
 	// a JSON answer): a client that reads nothing for this long is treated

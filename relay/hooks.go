@@ -220,20 +220,8 @@ func (h *Handler) selectTimeout() time.Duration {
 	return wait + h.hookTimeout()
 }
 
-// observe reports an outcome to the scheduler. Observe runs the host's
-// OnAccountEvent on this goroutine; when one is set, the call is bounded so
-// that a hook that blocks cannot hold the turn. The health state is updated
-// before the hook runs, so abandoning it loses nothing.
+// observe reports an outcome to the scheduler, which bounds its own
+// OnAccountEvent hook (Scheduler.EventTimeout).
 func (h *Handler) observe(accountID string, o scheduler.Outcome) {
-	if h.Scheduler.OnAccountEvent == nil {
-		h.Scheduler.Observe(accountID, o)
-		return
-	}
-	err := callHook(context.Background(), h.hookTimeout(), func(context.Context) error {
-		h.Scheduler.Observe(accountID, o)
-		return nil
-	}, nil, nil, 0)
-	if err != nil {
-		h.log.Error("relay: Scheduler.OnAccountEvent did not return; the turn goes on without it", "account", accountID, "error", err)
-	}
+	h.Scheduler.Observe(accountID, o)
 }

@@ -303,17 +303,31 @@ func actionable(kind string) bool {
 	return kind == EventUnauthorized || kind == EventForbidden || kind == EventPaymentRequired
 }
 
-// emit calls OnAccountEvent, keeping a panic in it from reaching the relay.
+// emit calls OnAccountEvent on its own goroutine and waits for it at most
+// EventTimeout, so that a hook that blocks cannot hold the turn that saw
+// the change. A panic in it is logged, not passed on.
 func (s *Scheduler) emit(e AccountEvent) {
 	if s.OnAccountEvent == nil {
 		return
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("scheduler: OnAccountEvent panicked", "account", e.AccountID, "kind", e.Kind, "panic", r)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), cmpOr(s.EventTimeout, DefaultEventTimeout))
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("scheduler: OnAccountEvent panicked", "account", e.AccountID, "kind", e.Kind, "panic", r)
+			}
+		}()
+		s.OnAccountEvent(ctx, e)
 	}()
-	s.OnAccountEvent(context.Background(), e)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Error("scheduler: OnAccountEvent did not return in time; going on without it",
+			"account", e.AccountID, "kind", e.Kind, "timeout", cmpOr(s.EventTimeout, DefaultEventTimeout))
+	}
 }
 
 // Recover forgets an account's cooldown, error rate, latency and backoff,

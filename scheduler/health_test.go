@@ -288,6 +288,32 @@ func TestOnAccountEventPanicIsRecovered(t *testing.T) {
 	}
 }
 
+// TestOnAccountEventBounded: a hook that blocks holds Observe for
+// EventTimeout at most; its context ends then, and the cooldown is in
+// place before the hook runs.
+func TestOnAccountEventBounded(t *testing.T) {
+	f := newFixture(t, acct("a"))
+	f.s.EventTimeout = 20 * time.Millisecond
+	release := make(chan struct{})
+	defer close(release)
+	ended := make(chan error, 1)
+	f.s.OnAccountEvent = func(ctx context.Context, e AccountEvent) {
+		if got := f.cooling("a"); got != 10*time.Minute {
+			t.Errorf("cooldown %s when the hook ran", got)
+		}
+		<-ctx.Done()
+		ended <- ctx.Err()
+		<-release
+	}
+	f.s.Observe("a", status(401, "{}"))
+	if err := <-ended; err == nil {
+		t.Fatal("the hook's context did not end")
+	}
+	if !strings.Contains(f.logs.String(), "OnAccountEvent did not return in time") {
+		t.Fatalf("log %q", f.logs.String())
+	}
+}
+
 func TestErrorRateAndTTFTAverages(t *testing.T) {
 	f := newFixture(t, acct("a"))
 	rate := func() float64 {

@@ -20,6 +20,8 @@ const (
 	DefaultMaxCooldown = 2 * time.Hour
 	DefaultMaxWaiters  = 100
 	DefaultWaitTimeout = 30 * time.Second
+	// DefaultEventTimeout bounds an OnAccountEvent call.
+	DefaultEventTimeout = 10 * time.Second
 )
 
 // Scheduler chooses accounts for turns and tracks their health. Only Pool is
@@ -61,12 +63,17 @@ type Scheduler struct {
 
 	// OnAccountEvent, if set, is told about every change in an account's
 	// health: a cooldown starting or growing, or the account recovering.
-	// It runs synchronously on the goroutine that called Observe or
-	// Recover, which is a request's goroutine in the relay, so it must
-	// return quickly; hand slow work (a database write, a token refresh)
-	// to another goroutine. A panic in it is recovered and logged. ctx
-	// carries no deadline.
+	// Observe and Recover call it after the health state is updated and
+	// wait for it at most EventTimeout; ctx ends then. Events are rare
+	// (one per cooldown, not one per failure), so Observe costs nothing
+	// extra without one. It should return quickly: a hook that does not
+	// is abandoned and logged, and the caller (a turn, in the relay) goes
+	// on. A panic in it is recovered and logged.
 	OnAccountEvent func(ctx context.Context, e AccountEvent)
+
+	// EventTimeout bounds the wait for one OnAccountEvent call. 0:
+	// DefaultEventTimeout (10 s).
+	EventTimeout time.Duration
 
 	// Logger receives store and limiter failures (Select fails open past a
 	// broken store), panics in OnAccountEvent, and at debug level why a

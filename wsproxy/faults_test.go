@@ -247,7 +247,7 @@ func TestFaultWSHooks(t *testing.T) {
 	t.Run("on account event hangs", func(t *testing.T) {
 		e := newEnv(t, true, "a", "b")
 		ch := stuck(t)
-		e.rh.HookTimeout = bound
+		e.sched.EventTimeout = bound
 		e.sched.OnAccountEvent = func(context.Context, scheduler.AccountEvent) { <-ch }
 		e.up.ScriptUpgrade("a", relaytest.Step{Status: 401})
 		c := e.dial()
