@@ -143,11 +143,13 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	if err != nil {
 		// sel is not read: an abandoned Select may still be writing it.
 		if t.observing() {
+			t.flushAttempt(AttemptFailed)
 			t.observeSlot(SlotAccount, began, nil, t.waitOutcome(err))
 		}
 		return nil, err
 	}
 	if t.observing() {
+		t.flushAttempt(AttemptFailover)
 		t.observeSlot(SlotAccount, began, sel, WaitAcquired)
 	}
 	return sel, nil

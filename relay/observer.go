@@ -106,8 +106,8 @@ type FirstToken struct {
 const (
 	AttemptServed     = "served"      // a terminal event (or a JSON answer) reached the client
 	AttemptBroken     = "broken"      // the upstream broke after output; the client got response.failed
-	AttemptFailover   = "failover"    // failed before output; the relay tries another account
-	AttemptFailed     = "failed"      // failed before output; the client gets the error
+	AttemptFailover   = "failover"    // failed before output; the relay tries another account (one was found)
+	AttemptFailed     = "failed"      // failed before output; the client gets the error (no retry, or no account left)
 	AttemptClientGone = "client_gone" // the client left during the attempt
 )
 
@@ -130,7 +130,7 @@ type Attempt struct {
 	Layer     scheduler.Layer
 	Start     time.Time
 	Duration  time.Duration // from Start until the attempt ended (for a stream, its end)
-	Status    int           // the upstream's HTTP status; 0 when there was none
+	Status    int           // the upstream's HTTP status (200 for a WebSocket upstream that served); 0 when there was none
 	Outcome   string        // one of the Attempt* constants
 	Reason    string        // one of the Reason* constants; "" when served
 }
@@ -175,6 +175,10 @@ type turnObs struct {
 	errType   string
 	account   string
 	firstSeen bool
+	// pending is a failed attempt whose outcome (failover or failed)
+	// the next selection decides.
+	pending    Attempt
+	hasPending bool
 }
 
 func (t *turn) observing() bool { return t.obs.obs != nil }
@@ -241,13 +245,48 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 	if o == nil || o.Attempt == nil {
 		return
 	}
+	t.reportAttempt(t.attemptInfo(sel, began, ae, outcome))
+}
+
+func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome string) Attempt {
 	e := Attempt{RequestID: t.id, N: t.attempt, AccountID: sel.Account.ID, Layer: sel.Layer,
 		Start: began, Duration: t.h.now().Sub(began), Outcome: outcome}
 	if ae != nil {
 		e.Status, e.Reason = ae.status, ae.reason()
+	} else {
+		e.Status = t.obs.code // the upstream's status, passed on to the client
 	}
+	return e
+}
+
+func (t *turn) reportAttempt(e Attempt) {
 	defer t.observerPanic("Attempt")
-	o.Attempt(t.ctx, e)
+	t.obs.obs.Attempt(t.ctx, e)
+}
+
+// pendAttempt keeps a failed attempt until the next selection says
+// whether the turn moves on.
+func (t *turn) pendAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError) {
+	t.obs.account = sel.Account.ID
+	if t.obs.obs.Attempt == nil {
+		return
+	}
+	t.obs.pending, t.obs.hasPending = t.attemptInfo(sel, began, ae, AttemptFailover), true
+}
+
+// flushAttempt reports the pending attempt with its outcome: failover when
+// another account was found; otherwise failed (or client_gone).
+func (t *turn) flushAttempt(outcome string) {
+	if !t.obs.hasPending {
+		return
+	}
+	t.obs.hasPending = false
+	e := t.obs.pending
+	if outcome == AttemptFailed && t.ctx.Err() != nil {
+		outcome = AttemptClientGone
+	}
+	e.Outcome = outcome
+	t.reportAttempt(e)
 }
 
 // served classifies a served attempt by the usage status it recorded.

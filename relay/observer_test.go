@@ -137,7 +137,7 @@ func TestObserverStreamServed(t *testing.T) {
 	if f := rec.firsts[0]; f.AccountID != "a" || f.TTFT <= 0 || f.TTFT > end.Duration || f.Model != "gpt-test" {
 		t.Fatalf("first token %+v (turn %s)", f, end.Duration)
 	}
-	if a := rec.tries[0]; a.N != 1 || a.AccountID != "a" || a.Status != 0 || a.Reason != "" || a.Duration <= 0 || a.Start.Before(rec.starts[0].Start) {
+	if a := rec.tries[0]; a.N != 1 || a.AccountID != "a" || a.Status != 200 || a.Reason != "" || a.Duration <= 0 || a.Start.Before(rec.starts[0].Start) {
 		t.Fatalf("attempt %+v", a)
 	}
 }
@@ -208,6 +208,28 @@ func TestObserverFailoverReasons(t *testing.T) {
 				t.Fatalf("attempt %+v", a)
 			}
 		})
+	}
+}
+
+// TestObserverAccountsExhausted: both accounts fail over; the second
+// attempt is "failed", not "failover": its error goes to the client.
+func TestObserverAccountsExhausted(t *testing.T) {
+	e := newPriorityEnv(t)
+	rec := observed(e)
+	e.up.Script("bad", relaytest.Step{Status: 500})
+	e.up.Script("good", relaytest.Step{Status: 500})
+	if r := e.do(textReq); r.status < 500 {
+		t.Fatalf("status %d", r.status)
+	}
+	e.settle()
+	want := "start wait:account:acquired attempt:failover wait:account:acquired attempt:failed wait:account:no_account end:upstream_error"
+	if got := rec.sequence(); got != want {
+		t.Fatalf("calls\n got %s\nwant %s", got, want)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if a := rec.tries[1]; a.AccountID != "good" || a.Status != 500 || a.Reason != relay.ReasonStatus || a.N != 2 {
+		t.Fatalf("second attempt %+v", a)
 	}
 }
 

@@ -288,7 +288,9 @@ func (t *turn) serve() {
 			return
 		}
 		if t.observing() {
-			t.observeAttempt(sel, began, ae, AttemptFailover)
+			// Reported by the next selection: "failover" if it finds an
+			// account, "failed" if this error goes to the client.
+			t.pendAttempt(sel, began, ae)
 		}
 		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.String())
 		t.sched.Exclude = append(t.sched.Exclude, sel.Account.ID)

@@ -143,6 +143,7 @@ type runner struct {
 	endsArr   [4]int
 	typesArr  [4]string
 
+	client    context.Context
 	batch     BatchSink     // set with pending when both ends can batch
 	pending   PendingSource
 	unflushed bool // an event was written without a flush
@@ -154,7 +155,7 @@ type runner struct {
 // upstream, or (after the client left) the drain limit. client is the
 // client's context: when it is done the client is gone and the pump drains.
 func Run(client context.Context, src Source, sink Sink, o Options) Result {
-	p := &runner{o: o, sink: sink, now: o.Now, lastSeq: -1}
+	p := &runner{o: o, sink: sink, now: o.Now, lastSeq: -1, client: client}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -291,7 +292,10 @@ func (p *runner) upstreamEnded(err error) {
 		err = ErrIdle
 	}
 	p.res.Err = err
-	if p.gone.Load() {
+	// The client's context is asked too: the caller may cut the upstream
+	// on the client's departure before this pump's own watch has run.
+	if p.gone.Load() || p.client.Err() != nil {
+		p.gone.Store(true)
 		p.res.End = EndClientGone
 		return
 	}
