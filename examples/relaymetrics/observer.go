@@ -1,0 +1,63 @@
+package relaymetrics
+
+import (
+	"context"
+
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// The relay.Observer funcs. Each is a few cached-series updates: no I/O,
+// no locks held beyond a map read, no allocation once the series exist.
+
+func (m *Metrics) turnStart(_ context.Context, e relay.TurnStart) context.Context {
+	m.startedBy.get(e.Transport).Inc()
+	m.inFlight.Inc()
+	return nil // keep the turn's context
+}
+
+func (m *Metrics) turnEnd(_ context.Context, e relay.TurnEnd) {
+	m.inFlight.Dec()
+	model := m.models.label(e.Model)
+	m.turnsBy.get(turnKey{transport: e.Transport, model: model, status: e.Status, class: codeClass(e.Code)}).Inc()
+	m.turnDurBy.get([2]string{e.Transport, e.Status}).Observe(e.Duration.Seconds())
+	if u := e.Usage; u != nil {
+		tc := m.tokensBy.get(model)
+		addTokens(tc.input, u.InputTokens)
+		addTokens(tc.cached, u.CachedInputTokens)
+		addTokens(tc.output, u.OutputTokens)
+		addTokens(tc.reasoning, u.ReasoningTokens)
+	}
+}
+
+// addTokens skips zero and negative counts: a counter panics on a
+// negative Add, and an upstream could report nonsense.
+func addTokens(c interface{ Add(float64) }, n int64) {
+	if n > 0 {
+		c.Add(float64(n))
+	}
+}
+
+func (m *Metrics) slotWaited(_ context.Context, e relay.SlotWait) {
+	m.slotBy.get([2]string{e.Kind, e.Outcome}).Observe(e.Wait.Seconds())
+}
+
+func (m *Metrics) firstToken(_ context.Context, e relay.FirstToken) {
+	m.ttftBy.get([2]string{e.AccountID, m.models.label(e.Model)}).Observe(e.TTFT.Seconds())
+}
+
+func (m *Metrics) attempt(_ context.Context, e relay.Attempt) {
+	m.attemptsBy.get([3]string{e.AccountID, e.Outcome, e.Reason}).Inc()
+	m.attDurBy.get([2]string{e.AccountID, e.Outcome}).Observe(e.Duration.Seconds())
+	if e.Outcome == relay.AttemptFailover {
+		m.failBy.get([2]string{e.AccountID, e.Reason}).Inc()
+	}
+}
+
+// OnAccountEvent counts an account health change in
+// account_events_total{account,kind}. It has the signature of
+// scheduler.Scheduler.OnAccountEvent: set it there, or call it from the
+// func set there when that already does something else.
+func (m *Metrics) OnAccountEvent(_ context.Context, e scheduler.AccountEvent) {
+	m.eventsBy.get([2]string{e.AccountID, e.Kind}).Inc()
+}

@@ -1,0 +1,176 @@
+package relaymetrics_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/relaykit/responsesrelay/examples/relaymetrics"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// Metrics of a turn served at once, as the relay reports them.
+
+func TestServedStream(t *testing.T) {
+	e := newEnv(t, relaymetrics.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
+	if code, body := e.do(streamReq); code != 200 || !strings.Contains(body, "response.completed") {
+		t.Fatalf("relay answered %d: %s", code, body)
+	}
+	usage := e.up.Served()[0].Usage
+
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(`
+# HELP responsesrelay_turns_total Turns that ended, by usage status (or error, client_gone) and the class of the HTTP status answered.
+# TYPE responsesrelay_turns_total counter
+responsesrelay_turns_total{code_class="2xx",model="gpt-test",status="completed",transport="http"} 1
+`), "responsesrelay_turns_total"); err != nil {
+		t.Error(err)
+	}
+	e.want(1, "turns_started_total", "transport", "http")
+	e.want(0, "turns_in_flight")
+	e.want(1, "turn_duration_seconds", "transport", "http", "status", "completed")
+	e.want(1, "attempts_total", "account", "a", "outcome", "served", "reason", "")
+	e.want(1, "attempt_duration_seconds", "account", "a", "outcome", "served")
+	e.want(0, "failovers_total")
+	e.want(1, "time_to_first_token_seconds", "account", "a", "model", "gpt-test")
+	e.want(float64(usage.Input), "tokens_total", "model", "gpt-test", "kind", "input")
+	e.want(float64(usage.Output), "tokens_total", "model", "gpt-test", "kind", "output")
+	e.want(1, "slot_wait_seconds", "kind", "user", "outcome", "acquired")
+	e.want(1, "slot_wait_seconds", "kind", "account", "outcome", "acquired")
+	e.want(0, "account_events_total")
+	if usage.Input == 0 || usage.Output == 0 {
+		t.Errorf("the fake reported no tokens: %+v", usage)
+	}
+}
+
+// A 429 on the preferred account, then the other serves: one failover.
+func TestFailover(t *testing.T) {
+	e := newEnv(t, relaymetrics.Options{},
+		&scheduler.Account{ID: "a", Concurrency: 8, Priority: 0},
+		&scheduler.Account{ID: "b", Concurrency: 8, Priority: 1})
+	e.up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests})
+	if code, body := e.do(streamReq); code != 200 || !strings.Contains(body, "response.completed") {
+		t.Fatalf("relay answered %d: %s", code, body)
+	}
+
+	e.want(1, "failovers_total", "account", "a", "reason", "status")
+	e.want(1, "failovers_total")
+	e.want(1, "attempts_total", "account", "a", "outcome", "failover", "reason", "status")
+	e.want(1, "attempts_total", "account", "b", "outcome", "served")
+	e.want(2, "attempts_total")
+	e.want(1, "account_events_total", "account", "a", "kind", scheduler.EventRateLimited)
+	e.want(1, "turns_total", "status", "completed", "code_class", "2xx")
+	e.want(1, "time_to_first_token_seconds", "account", "b")
+	e.want(0, "time_to_first_token_seconds", "account", "a")
+	// The scheduler's view: a cools down for the rate limit, b does not.
+	e.want(1, "account_cooling", "account", "a", "reason", scheduler.EventRateLimited)
+	e.want(0, "account_cooling", "account", "b")
+	if left, _ := value(t, e.reg, "account_cooldown_remaining_seconds", "account", "a"); left <= 0 {
+		t.Errorf("account a has %v s of cooldown left, want > 0", left)
+	}
+}
+
+// A client that leaves mid-stream ends its turn as client_gone. The
+// The upstream stays paused, so the turn can only end through the client
+// leaving and the drain that follows. The drain is short but not zero: the
+// relay learns of the client on two goroutines (the stream's writer and
+// the upstream call), and with DrainTimeout < 0 the upstream can be cut
+// before the writer knows, which records the turn as upstream_error.
+func TestClientGone(t *testing.T) {
+	e := newEnv(t, relaymetrics.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
+	e.h.DrainTimeout = 250 * time.Millisecond
+	// Pause after the first delta, the fifth event, until the fake closes.
+	e.up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := e.srv.Client().Do(e.request(ctx, streamReq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, bufio.NewReader(resp.Body), "response.output_text.delta")
+	e.want(1, "turns_in_flight")
+	e.want(0, "turns_total")
+	cancel()
+	resp.Body.Close()
+	e.wait()
+
+	e.want(1, "turns_total", "status", "client_gone")
+	e.want(1, "turns_total")
+	e.want(1, "attempts_total", "account", "a", "outcome", "client_gone")
+	e.want(1, "time_to_first_token_seconds", "account", "a")
+	e.want(0, "turns_in_flight")
+}
+
+// Model names beyond MaxModels share the label value "other".
+func TestMaxModels(t *testing.T) {
+	e := newEnv(t, relaymetrics.Options{MaxModels: 2}, &scheduler.Account{ID: "a", Concurrency: 8})
+	for _, model := range []string{"m1", "m2", "m3", "m1", "m4"} {
+		if code, body := e.do(fmt.Sprintf(`{"model":%q,"input":"hi"}`, model)); code != 200 {
+			t.Fatalf("%s: relay answered %d: %s", model, code, body)
+		}
+	}
+	e.want(2, "turns_total", "model", "m1")
+	e.want(1, "turns_total", "model", "m2")
+	e.want(2, "turns_total", "model", relaymetrics.OtherModel)
+	e.want(0, "turns_total", "model", "m3")
+	e.want(0, "turns_total", "model", "m4")
+	e.want(2, "time_to_first_token_seconds", "model", relaymetrics.OtherModel)
+	if n, _ := value(t, e.reg, "tokens_total", "model", relaymetrics.OtherModel, "kind", "input"); n == 0 {
+		t.Error("no input tokens counted for model other")
+	}
+	// A request rejected before its model was read.
+	if code, _ := e.do(`not json`); code != 400 {
+		t.Fatalf("relay answered %d to a bad body", code)
+	}
+	e.want(1, "turns_total", "model", relaymetrics.NoModel, "status", "error", "code_class", "4xx")
+}
+
+// The scheduler's gauges follow a turn held at the upstream.
+func TestSchedulerGauges(t *testing.T) {
+	e := newEnv(t, relaymetrics.Options{}, &scheduler.Account{ID: "a", Concurrency: 3})
+	hold := make(chan struct{})
+	e.up.Script("a", relaytest.Step{Hold: hold})
+	done := make(chan int, 1)
+	go func() {
+		resp, err := e.srv.Client().Do(e.request(context.Background(), streamReq))
+		if err != nil {
+			done <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body) // a client that stops reading would leave
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+
+	e.want(1, "account_in_flight", "account", "a")
+	e.want(3, "account_limit", "account", "a")
+	e.want(0, "account_cooling", "account", "a", "reason", "")
+	e.want(0, "account_error_rate", "account", "a")
+	e.want(1, "turns_in_flight")
+	e.want(0, "turns_total")
+
+	close(hold)
+	if code := <-done; code != 200 {
+		t.Fatalf("relay answered %d", code)
+	}
+	e.wait()
+	e.want(0, "account_in_flight", "account", "a")
+	e.want(0, "turns_in_flight")
+	e.want(1, "turns_total", "status", "completed")
+	if ttft, _ := value(t, e.reg, "account_ttft_seconds", "account", "a"); ttft <= 0 {
+		t.Errorf("account_ttft_seconds = %v after a served turn, want > 0", ttft)
+	}
+}
