@@ -45,6 +45,10 @@ type Config struct {
 	// and sticky bindings to that server and shares account cooldowns
 	// with the other relayd processes using it. Empty: all in memory.
 	Redis string `json:"redis"`
+	// AdminToken, when set, enables GET /metrics and GET /debug/accounts
+	// for requests with "Authorization: Bearer <admin_token>" (at least 16
+	// characters). Empty: both answer 404.
+	AdminToken string `json:"admin_token"`
 }
 
 // AccountConfig is one upstream account.
@@ -149,6 +153,14 @@ func (c *Config) validate() error {
 	if c.Redis != "" {
 		if err := checkRedisURL(c.Redis); err != nil {
 			bad("redis: %v", err)
+		}
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < minAdminToken {
+		bad("admin_token: at least %d characters", minAdminToken)
+	}
+	for i, k := range c.APIKeys {
+		if c.AdminToken != "" && k.Key == c.AdminToken {
+			bad("admin_token: must differ from api_keys[%d].key", i)
 		}
 	}
 	if c.WSMaxConnsPerKey < 0 {

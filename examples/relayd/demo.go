@@ -29,6 +29,7 @@ type demo struct {
 	hs       *http.Server
 	served   chan struct{}
 	apiKey   string
+	admin    string
 }
 
 // demoDBPath is where the demo keeps its usage log unless -db says
@@ -52,6 +53,7 @@ func startDemo(dbPath string) (*demo, error) {
 		upstream: relaytest.New(),
 		served:   make(chan struct{}),
 		apiKey:   "rk-demo-" + randomHex(16),
+		admin:    "admin-demo-" + randomHex(16),
 	}
 	// The fake checks the upstream key, so the demo exercises the relay's
 	// credential handling end to end.
@@ -82,7 +84,8 @@ func startDemo(dbPath string) (*demo, error) {
 			Group:       defaultGroup,
 			Concurrency: 2,
 		}},
-		Usage: UsageConfig{Driver: defaultDriver, DSN: dbPath},
+		Usage:      UsageConfig{Driver: defaultDriver, DSN: dbPath},
+		AdminToken: d.admin,
 	}
 	return d, nil
 }
@@ -125,9 +128,14 @@ Usage records (written a moment after each turn):
 
   sqlite3 %[6]s 'SELECT created_at, transport, model, status, input_tokens, output_tokens, total_tokens FROM usage_records ORDER BY created_at DESC LIMIT 5'
 
+Operator views (admin token %[9]s):
+
+  curl -sS %[1]s/debug/accounts -H 'Authorization: Bearer %[9]s'
+  curl -sS %[1]s/metrics -H 'Authorization: Bearer %[9]s'
+
 Press Ctrl-C to stop.
 
-`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel, "ws://"+addr)
+`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel, "ws://"+addr, d.admin)
 }
 
 // Close stops the fake upstream. http.Server.Close does not cover upgraded

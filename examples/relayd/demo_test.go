@@ -98,7 +98,12 @@ func shellWords(t *testing.T, s string) []string {
 
 func (c curlCommand) do(t *testing.T, client *http.Client) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, c.url, strings.NewReader(c.body))
+	// curl sends a GET unless -d gives a body.
+	method := http.MethodGet
+	if c.body != "" {
+		method = http.MethodPost
+	}
+	req, err := http.NewRequest(method, c.url, strings.NewReader(c.body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +158,7 @@ func TestDemoCurlCommandsWork(t *testing.T) {
 		}
 	}
 	cmds := parseCurls(t, text)
-	if len(cmds) != 2 || cmds[0].noBuf || !cmds[1].noBuf {
+	if len(cmds) != 4 || cmds[0].noBuf || !cmds[1].noBuf {
 		t.Fatalf("curl commands = %+v", cmds)
 	}
 
@@ -169,6 +174,16 @@ func TestDemoCurlCommandsWork(t *testing.T) {
 		t.Fatalf("streaming curl: %d %v %s", resp.StatusCode, err, b)
 	}
 	streamReq := resp.Header.Get("X-Relay-Request-Id")
+
+	// The operator views, with the printed admin token.
+	resp, b = cmds[2].do(t, ts.Client())
+	if resp.StatusCode != 200 || gjson.GetBytes(b, `accounts.#(id=="demo").last_status`).Int() != 200 {
+		t.Fatalf("accounts curl: %d %s", resp.StatusCode, b)
+	}
+	resp, b = cmds[3].do(t, ts.Client())
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `responsesrelay_turns_total{code_class="2xx",model="gpt-5",status="completed",transport="http"} 2`) {
+		t.Fatalf("metrics curl: %d %s", resp.StatusCode, b)
+	}
 
 	// The WebSocket hint: the URL, and the SDK base URL it gives works
 	// with Connect.
@@ -240,7 +255,7 @@ func TestRunDemoMode(t *testing.T) {
 
 	text := stdout.waitFor(t, "Press Ctrl-C to stop.")
 	cmds := parseCurls(t, text)
-	if len(cmds) != 2 {
+	if len(cmds) != 4 {
 		t.Fatalf("intro:\n%s", text)
 	}
 	client := &http.Client{Transport: &http.Transport{}}

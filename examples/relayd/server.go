@@ -9,10 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
+	"github.com/relaykit/responsesrelay/examples/relaymetrics"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -40,6 +42,10 @@ type server struct {
 	events     *redisstore.Events
 	stopEvents context.CancelFunc
 	eventsDone chan struct{}
+
+	// Operator views: Prometheus metrics and the account snapshot.
+	metrics  *relaymetrics.Metrics
+	registry *prometheus.Registry
 
 	closeOnce sync.Once
 	closeErr  error
@@ -70,7 +76,13 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		return nil, err
 	}
 
+	groups := configGroups(cfg.Accounts)
+	if err := s.openMetrics(groups); err != nil {
+		s.closeRedis()
+		return nil, err
+	}
 	s.relay = &relay.Handler{
+		Observer:     s.metrics.Observer(),
 		Scheduler:    s.sched,
 		Credentials:  creds,
 		Usage:        usageLogger{next: s.usage, log: logger},
@@ -90,6 +102,7 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	s.adminRoutes(mux, cfg.AdminToken, groups)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error",
 			"Invalid URL ("+r.Method+" "+r.URL.Path+"): relayd serves /v1/responses (POST, or GET with a WebSocket upgrade)")
@@ -220,6 +233,9 @@ func (s *server) authenticator(kr *keyring) func(*http.Request) (*relay.Subject,
 }
 
 func (s *server) accountEvent(ctx context.Context, e scheduler.AccountEvent) {
+	if s.metrics != nil {
+		s.metrics.OnAccountEvent(ctx, e)
+	}
 	if s.events != nil {
 		// The other instances bench the account too; their
 		// Scheduler.Apply does not publish it back.
