@@ -144,7 +144,7 @@ type runner struct {
 	typesArr  [4]string
 
 	client    context.Context
-	batch     BatchSink     // set with pending when both ends can batch
+	batch     BatchSink // set with pending when both ends can batch
 	pending   PendingSource
 	unflushed bool // an event was written without a flush
 	lastSeq   int64
