@@ -147,13 +147,7 @@ func (o AsyncOptions) withDefaults() AsyncOptions {
 	case o.MaxRetries < 0:
 		o.MaxRetries = 0
 	}
-	if o.RetryBase <= 0 {
-		o.RetryBase = DefaultAsyncRetryBase
-	}
-	if o.RetryMax <= 0 {
-		o.RetryMax = DefaultAsyncRetryMax
-	}
-	o.RetryMax = max(o.RetryMax, o.RetryBase)
+	o.RetryBase, o.RetryMax = retryWaits(o.RetryBase, o.RetryMax)
 	return o
 }
 
@@ -300,6 +294,18 @@ func jitteredBackoff(base, limit time.Duration, failed int) time.Duration {
 	}
 	d = min(d, limit)
 	return d/2 + rand.N(d/2+1)
+}
+
+// retryWaits fills zero or negative RetryBase and RetryMax of AsyncOptions
+// and SpoolOptions with the defaults, and raises limit to base.
+func retryWaits(base, limit time.Duration) (time.Duration, time.Duration) {
+	if base <= 0 {
+		base = DefaultAsyncRetryBase
+	}
+	if limit <= 0 {
+		limit = DefaultAsyncRetryMax
+	}
+	return base, max(limit, base)
 }
 
 // pause waits d; false means Close gave up meanwhile.

@@ -91,13 +91,7 @@ func (o SpoolOptions) withDefaults() SpoolOptions {
 	if o.AttemptTimeout == 0 {
 		o.AttemptTimeout = DefaultAsyncAttemptTimeout
 	}
-	if o.RetryBase <= 0 {
-		o.RetryBase = DefaultAsyncRetryBase
-	}
-	if o.RetryMax <= 0 {
-		o.RetryMax = DefaultAsyncRetryMax
-	}
-	o.RetryMax = max(o.RetryMax, o.RetryBase)
+	o.RetryBase, o.RetryMax = retryWaits(o.RetryBase, o.RetryMax)
 	return o
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -126,4 +127,15 @@ func accounts(n int, mk func(i int) *Account) []*Account {
 		}
 	}
 	return out
+}
+
+// countingLimiter reports every account full and counts the attempts.
+type countingLimiter struct {
+	tries atomic.Int32
+	err   error
+}
+
+func (l *countingLimiter) TryAcquire(context.Context, string, int) (func(), bool, error) {
+	l.tries.Add(1)
+	return nil, false, l.err
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,42 +15,18 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/relaykit/responsesrelay/examples/internal/redistest"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// redisOptions returns the options of the test server named by
-// RELAY_TEST_REDIS_URL. Without one the test is skipped, except in CI
-// (CI=true), where .ci/run starts redis-server and a missing or dead
-// server is a failure.
+// redisOptions returns the options of the test server (see
+// redistest.URL), with ContextTimeoutEnabled as NewClient sets it.
 func redisOptions(tb testing.TB) *redis.Options {
 	tb.Helper()
-	ci := os.Getenv("CI") == "true"
-	url := os.Getenv("RELAY_TEST_REDIS_URL")
-	if url == "" {
-		if ci {
-			tb.Fatal("RELAY_TEST_REDIS_URL is not set; .ci/run starts redis-server and exports it")
-		}
-		tb.Skip("RELAY_TEST_REDIS_URL is not set: start redis-server and set it " +
-			"(e.g. redis://127.0.0.1:6379/0) to run the Redis tests")
-	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		tb.Fatalf("RELAY_TEST_REDIS_URL=%q: %v", url, err)
-	}
+	opts := redistest.Options(tb)
 	opts.ContextTimeoutEnabled = true
-	c := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	err = c.Ping(ctx).Err()
-	cancel()
-	c.Close()
-	if err != nil {
-		if ci {
-			tb.Fatalf("Redis at RELAY_TEST_REDIS_URL=%q is unreachable: %v", url, err)
-		}
-		tb.Skipf("Redis at RELAY_TEST_REDIS_URL=%q is unreachable (%v): start redis-server to run the Redis tests", url, err)
-	}
 	return opts
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/relaykit/responsesrelay/concurrency"
 )
 
 // Defaults for zero LimiterOptions fields.
@@ -168,15 +165,6 @@ func (l *Limiter) names(key string) names {
 	return n
 }
 
-// keyOfChannel inverts names(key).channel.
-func (l *Limiter) keyOfChannel(ch string) (string, bool) {
-	pre, suf := l.prefix+"slot:{", "}:free"
-	if len(ch) < len(pre)+len(suf) || ch[:len(pre)] != pre || ch[len(ch)-len(suf):] != suf {
-		return "", false
-	}
-	return ch[len(pre) : len(ch)-len(suf)], true
-}
-
 // lease is one slot held by this process.
 type lease struct {
 	l     *Limiter
@@ -189,11 +177,6 @@ type lease struct {
 }
 
 func (s *lease) release() { s.l.release(s) }
-
-// waiter is a caller parked in Acquire.
-type waiter struct {
-	wake chan struct{} // buffered 1: a pending wake-up is never lost
-}
 
 // NewLimiter returns a Limiter over client (a *redis.Client, ClusterClient
 // or Ring) and starts its refresher. Redis 5 or later is required.
@@ -267,158 +250,6 @@ func (l *Limiter) op(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(context.WithoutCancel(ctx), l.timeout)
 }
 
-// TryAcquire takes a slot for key when Redis holds fewer than limit leases
-// for it and nobody waits in Acquire. A limit <= 0 always succeeds without
-// asking Redis. When Redis fails, the error wraps ErrUnavailable; with
-// FailOpen a local slot is granted instead when this process holds fewer
-// than limit for key.
-//
-// ctx's cancellation does not interrupt the Redis call (Timeout bounds it),
-// so a granted lease is never lost on the way.
-func (l *Limiter) TryAcquire(ctx context.Context, key string, limit int) (release func(), ok bool, err error) {
-	if limit <= 0 {
-		return noop, true, nil
-	}
-	if l.isClosed() {
-		return nil, false, ErrClosed
-	}
-	n := l.names(key)
-	id := l.newID()
-	res, err := l.acquire(ctx, n, id, limit, "", 0)
-	if err != nil {
-		err = l.failed("acquire", key, err)
-		l.forget(key, n, id, err)
-		if l.failOpen {
-			if ls := l.grantLocal(key, n, limit); ls != nil {
-				return ls.release, true, nil
-			}
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	if res != resGranted {
-		return nil, false, nil
-	}
-	return l.hold(key, n, id).release, true, nil
-}
-
-// Acquire waits for a slot for key (see concurrency.Waiter). It returns
-// ErrQueueFull at once when o.MaxWaiters callers, on all instances, already
-// wait for key; concurrency.ErrWaitTimeout after o.Timeout; ctx.Err() when
-// ctx ends; ErrClosed when the Limiter is closed meanwhile; and an error
-// wrapping ErrUnavailable when Redis fails (unless FailOpen, which then
-// grants a local slot as TryAcquire does, or keeps waiting for one).
-func (l *Limiter) Acquire(ctx context.Context, key string, limit int, o concurrency.WaitOptions) (release func(), err error) {
-	if limit <= 0 {
-		return noop, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if l.isClosed() {
-		return nil, ErrClosed
-	}
-	var expired <-chan time.Time
-	if o.Timeout > 0 {
-		t := time.NewTimer(o.Timeout)
-		defer t.Stop()
-		expired = t.C
-	}
-	n := l.names(key)
-	// The lease id doubles as the ticket until an attempt fails: the
-	// lease id of a failed attempt is removed in the background, so the
-	// next attempt needs a new one.
-	ticket := l.newID()
-	id := ticket
-	res, err := l.acquire(ctx, n, id, limit, ticket, max(o.MaxWaiters, 0))
-	switch {
-	case err == nil && res == resGranted:
-		return l.hold(key, n, id).release, nil
-	case err == nil && res == resFull:
-		return nil, concurrency.ErrQueueFull
-	case err != nil:
-		err = l.failed("acquire", key, err)
-		l.forget(key, n, id, err)
-		if !l.failOpen {
-			return nil, err
-		}
-		if ls := l.grantLocal(key, n, limit); ls != nil {
-			return ls.release, nil
-		}
-		id = l.newID()
-	}
-
-	w := &waiter{wake: make(chan struct{}, 1)}
-	l.join(key, n, w)
-	defer l.leave(key, w)
-	// Check once more: a release published before the subscription took
-	// effect was missed.
-	w.wake <- struct{}{}
-	poll := time.NewTicker(l.poll)
-	defer poll.Stop()
-	for {
-		select {
-		case <-w.wake:
-		case <-poll.C:
-		case <-ctx.Done():
-			l.giveUp(ctx, n, ticket)
-			return nil, ctx.Err()
-		case <-expired:
-			l.giveUp(ctx, n, ticket)
-			return nil, concurrency.ErrWaitTimeout
-		case <-l.done:
-			l.giveUp(ctx, n, ticket)
-			return nil, ErrClosed
-		}
-		res, err := l.acquire(ctx, n, id, limit, ticket, -1)
-		if err != nil {
-			err = l.failed("acquire", key, err)
-			l.forget(key, n, id, err)
-			id = l.newID()
-			if !l.failOpen {
-				l.giveUp(ctx, n, ticket)
-				return nil, err
-			}
-			if ls := l.grantLocal(key, n, limit); ls != nil {
-				l.giveUp(ctx, n, ticket)
-				return ls.release, nil
-			}
-			continue
-		}
-		if res == resGranted {
-			return l.hold(key, n, id).release, nil
-		}
-	}
-}
-
-// acquire runs acquireScript.
-func (l *Limiter) acquire(ctx context.Context, n names, id string, limit int, ticket string, maxWaiters int) (int64, error) {
-	ctx, cancel := l.op(ctx)
-	defer cancel()
-	res, err := acquireScript.Run(ctx, l.c, []string{n.leases, n.queue, n.seen},
-		id, limit, l.ttl.Milliseconds(), ticket, maxWaiters, l.stale.Milliseconds(), n.channel).Int64()
-	if err == nil {
-		l.outage.ok()
-	}
-	return res, err
-}
-
-// giveUp removes a waiter's ticket, best effort: a ticket left behind goes
-// stale and is dropped by the next caller after 8 poll intervals.
-func (l *Limiter) giveUp(ctx context.Context, n names, ticket string) {
-	ctx, cancel := l.op(ctx)
-	defer cancel()
-	if err := leaveScript.Run(ctx, l.c, []string{n.queue, n.seen}, ticket, n.channel).Err(); err != nil {
-		l.log.Debug("redisstore: removing a waiter's ticket failed; it will go stale", "error", err)
-	}
-}
-
-// failed logs a Redis failure and wraps it.
-func (l *Limiter) failed(op, key string, err error) error {
-	l.outage.failed(op, key, err)
-	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, key, err)
-}
-
 func (l *Limiter) isClosed() bool {
 	select {
 	case <-l.done:
@@ -443,92 +274,6 @@ func (l *Limiter) forgetIfIdle(key string, ks *keyState) {
 	if len(ks.leases) == 0 && ks.local == 0 && len(ks.waiters) == 0 {
 		delete(l.keys, key)
 	}
-}
-
-// hold records a lease granted in Redis, for refreshing.
-func (l *Limiter) hold(key string, n names, id string) *lease {
-	ls := &lease{l: l, key: key, n: n, id: id}
-	l.mu.Lock()
-	ks := l.state(key, n)
-	if ks.leases == nil {
-		ks.leases = make(map[*lease]struct{})
-	}
-	ks.leases[ls] = struct{}{}
-	l.mu.Unlock()
-	return ls
-}
-
-// grantLocal takes a fail-open slot when this process holds fewer than
-// limit for key.
-func (l *Limiter) grantLocal(key string, n names, limit int) *lease {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ks := l.state(key, n)
-	if len(ks.leases)+ks.local >= limit {
-		l.forgetIfIdle(key, ks)
-		return nil
-	}
-	ks.local++
-	return &lease{l: l, key: key, local: true}
-}
-
-// release gives a slot back once. The local count drops at once; the lease
-// leaves Redis now, or in the background when Redis fails, or expires.
-func (l *Limiter) release(ls *lease) {
-	if !ls.done.CompareAndSwap(false, true) {
-		return
-	}
-	l.mu.Lock()
-	ks := l.keys[ls.key]
-	if ks != nil {
-		if ls.local {
-			ks.local--
-		} else {
-			delete(ks.leases, ls)
-		}
-		l.forgetIfIdle(ls.key, ks)
-	}
-	l.mu.Unlock()
-	if ls.local {
-		return
-	}
-	if err := l.releaseOnce(context.Background(), ls.n, ls.id); err != nil {
-		l.outage.failed("release", ls.key, err)
-		l.retryRelease(ls.key, ls.n, ls.id)
-	}
-}
-
-func (l *Limiter) releaseOnce(ctx context.Context, n names, id string) error {
-	ctx, cancel := l.op(ctx)
-	defer cancel()
-	err := releaseScript.Run(ctx, l.c, []string{n.leases, n.queue}, id, n.channel).Err()
-	if err == nil {
-		l.outage.ok()
-	}
-	return err
-}
-
-// forget removes, in the background, the lease of an acquire that failed
-// after the script may have run (a timeout, a connection cut mid-reply).
-func (l *Limiter) forget(key string, n names, id string, err error) {
-	if maybeSent(err) {
-		l.retryRelease(key, n, id)
-	}
-}
-
-// maybeSent reports whether a command that failed with err may still have
-// run in Redis.
-func maybeSent(err error) bool {
-	var op *net.OpError
-	var rerr redis.Error
-	switch {
-	case errors.As(err, &op) && op.Op == "dial",
-		errors.Is(err, redis.ErrClosed),
-		errors.Is(err, redis.ErrPoolTimeout),
-		errors.As(err, &rerr): // Redis answered: the script failed before writing
-		return false
-	}
-	return true
 }
 
 // InFlight reports how many slots this Limiter holds for key, local
@@ -590,48 +335,4 @@ func (l *Limiter) Close() error {
 	l.subMu.Unlock()
 	l.wg.Wait()
 	return err
-}
-
-// outageLog logs Redis failures at most once per outageLogEvery while they
-// last, and the first success after them.
-type outageLog struct {
-	log      *slog.Logger
-	failOpen bool
-	down     atomic.Bool
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-const outageLogEvery = 10 * time.Second
-
-func (o *outageLog) failed(op, key string, err error) {
-	o.down.Store(true)
-	o.mu.Lock()
-	now := time.Now()
-	if !o.last.IsZero() && now.Sub(o.last) < outageLogEvery {
-		o.suppressed++
-		o.mu.Unlock()
-		return
-	}
-	n := o.suppressed
-	o.last, o.suppressed = now, 0
-	o.mu.Unlock()
-	mode := "failing closed: turns get 503"
-	if o.failOpen {
-		mode = "failing open: slots are counted in this process only"
-	}
-	o.log.Error("redisstore: Redis unavailable, "+mode, "op", op, "key", key, "error", err, "similar_errors_not_logged", n)
-}
-
-func (o *outageLog) ok() {
-	if !o.down.Load() || !o.down.CompareAndSwap(true, false) {
-		return
-	}
-	o.mu.Lock()
-	n := o.suppressed
-	o.last, o.suppressed = time.Time{}, 0
-	o.mu.Unlock()
-	o.log.Info("redisstore: Redis reachable again", "similar_errors_not_logged", n)
 }

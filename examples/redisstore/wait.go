@@ -2,9 +2,116 @@ package redisstore
 
 import (
 	"context"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/relaykit/responsesrelay/concurrency"
 )
+
+// waiter is a caller parked in Acquire.
+type waiter struct {
+	wake chan struct{} // buffered 1: a pending wake-up is never lost
+}
+
+// Acquire waits for a slot for key (see concurrency.Waiter). It returns
+// ErrQueueFull at once when o.MaxWaiters callers, on all instances, already
+// wait for key; concurrency.ErrWaitTimeout after o.Timeout; ctx.Err() when
+// ctx ends; ErrClosed when the Limiter is closed meanwhile; and an error
+// wrapping ErrUnavailable when Redis fails (unless FailOpen, which then
+// grants a local slot as TryAcquire does, or keeps waiting for one).
+func (l *Limiter) Acquire(ctx context.Context, key string, limit int, o concurrency.WaitOptions) (release func(), err error) {
+	if limit <= 0 {
+		return noop, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	var expired <-chan time.Time
+	if o.Timeout > 0 {
+		t := time.NewTimer(o.Timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	n := l.names(key)
+	// The lease id doubles as the ticket until an attempt fails: the
+	// lease id of a failed attempt is removed in the background, so the
+	// next attempt needs a new one.
+	ticket := l.newID()
+	id := ticket
+	res, err := l.acquire(ctx, n, id, limit, ticket, max(o.MaxWaiters, 0))
+	switch {
+	case err == nil && res == resGranted:
+		return l.hold(key, n, id).release, nil
+	case err == nil && res == resFull:
+		return nil, concurrency.ErrQueueFull
+	case err != nil:
+		err = l.failed("acquire", key, err)
+		l.forget(key, n, id, err)
+		if !l.failOpen {
+			return nil, err
+		}
+		if ls := l.grantLocal(key, n, limit); ls != nil {
+			return ls.release, nil
+		}
+		id = l.newID()
+	}
+
+	w := &waiter{wake: make(chan struct{}, 1)}
+	l.join(key, n, w)
+	defer l.leave(key, w)
+	// Check once more: a release published before the subscription took
+	// effect was missed.
+	w.wake <- struct{}{}
+	poll := time.NewTicker(l.poll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-w.wake:
+		case <-poll.C:
+		case <-ctx.Done():
+			l.giveUp(ctx, n, ticket)
+			return nil, ctx.Err()
+		case <-expired:
+			l.giveUp(ctx, n, ticket)
+			return nil, concurrency.ErrWaitTimeout
+		case <-l.done:
+			l.giveUp(ctx, n, ticket)
+			return nil, ErrClosed
+		}
+		res, err := l.acquire(ctx, n, id, limit, ticket, -1)
+		if err != nil {
+			err = l.failed("acquire", key, err)
+			l.forget(key, n, id, err)
+			id = l.newID()
+			if !l.failOpen {
+				l.giveUp(ctx, n, ticket)
+				return nil, err
+			}
+			if ls := l.grantLocal(key, n, limit); ls != nil {
+				l.giveUp(ctx, n, ticket)
+				return ls.release, nil
+			}
+			continue
+		}
+		if res == resGranted {
+			return l.hold(key, n, id).release, nil
+		}
+	}
+}
+
+// giveUp removes a waiter's ticket, best effort: a ticket left behind goes
+// stale and is dropped by the next caller after 8 poll intervals.
+func (l *Limiter) giveUp(ctx context.Context, n names, ticket string) {
+	ctx, cancel := l.op(ctx)
+	defer cancel()
+	if err := leaveScript.Run(ctx, l.c, []string{n.queue, n.seen}, ticket, n.channel).Err(); err != nil {
+		l.log.Debug("redisstore: removing a waiter's ticket failed; it will go stale", "error", err)
+	}
+}
 
 // join registers a waiter for key; the first one subscribes this process
 // to the key's wake-up channel.
@@ -77,6 +184,15 @@ func (l *Limiter) syncSubscription(key string) {
 	if err := l.ps.Subscribe(ctx, ch); err != nil {
 		l.log.Debug("redisstore: subscribing to wake-ups failed; waiters poll", "key", key, "error", err)
 	}
+}
+
+// keyOfChannel inverts names(key).channel.
+func (l *Limiter) keyOfChannel(ch string) (string, bool) {
+	pre, suf := l.prefix+"slot:{", "}:free"
+	if len(ch) < len(pre)+len(suf) || ch[:len(pre)] != pre || ch[len(ch)-len(suf):] != suf {
+		return "", false
+	}
+	return ch[len(pre) : len(ch)-len(suf)], true
 }
 
 // dispatch wakes the local waiters of the key named by each message. Every

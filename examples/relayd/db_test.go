@@ -1,19 +1,13 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
+	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 )
 
@@ -27,75 +21,12 @@ func sqliteDB(t testing.TB) usageDB {
 }
 
 // postgresDB is an empty schema of the server named by
-// RELAY_TEST_POSTGRES_URL (see postgresURL), dropped at cleanup; the DSN
+// RELAY_TEST_POSTGRES_URL (see pgtest.DSN), dropped at cleanup; the DSN
 // selects it through search_path, so tests never share a usage_records
 // table.
 func postgresDB(t testing.TB) usageDB {
 	t.Helper()
-	raw := postgresURL(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "relayd_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, raw)
-		if err == nil {
-			_, err = conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-			conn.Close(ctx)
-		}
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatalf("RELAY_TEST_POSTGRES_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return usageDB{sqlusage.DriverPostgres, u.String()}
-}
-
-// postgresURL returns RELAY_TEST_POSTGRES_URL once the server answers.
-// Without it the test is skipped, except in CI (CI=true), where .ci/run
-// starts PostgreSQL and a missing or dead server is a failure.
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	ci := os.Getenv("CI") == "true"
-	raw := os.Getenv("RELAY_TEST_POSTGRES_URL")
-	if raw == "" {
-		if ci {
-			t.Fatal("RELAY_TEST_POSTGRES_URL is not set; .ci/run starts PostgreSQL and exports it")
-		}
-		t.Skip("RELAY_TEST_POSTGRES_URL is not set: start PostgreSQL and set it " +
-			"(e.g. postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable) to run the PostgreSQL tests")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, raw)
-	if err == nil {
-		err = conn.Ping(ctx)
-		conn.Close(ctx)
-	}
-	if err != nil {
-		if ci {
-			t.Fatalf("PostgreSQL at RELAY_TEST_POSTGRES_URL is unreachable: %v", err)
-		}
-		t.Skipf("PostgreSQL at RELAY_TEST_POSTGRES_URL is unreachable (%v): start it to run the PostgreSQL tests", err)
-	}
-	return raw
+	return usageDB{sqlusage.DriverPostgres, pgtest.DSN(t, "relayd_test_")}
 }
 
 // eachDB runs f as subtests "sqlite" and "postgres", with a function
@@ -103,7 +34,7 @@ func postgresURL(t testing.TB) string {
 func eachDB(t *testing.T, f func(t *testing.T, newDB func(testing.TB) usageDB)) {
 	t.Run("sqlite", func(t *testing.T) { f(t, sqliteDB) })
 	t.Run("postgres", func(t *testing.T) {
-		postgresURL(t) // skips the subtest when there is no server
+		pgtest.URL(t) // skips the subtest when there is no server
 		f(t, postgresDB)
 	})
 }

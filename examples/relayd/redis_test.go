@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,46 +14,16 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
+	"github.com/relaykit/responsesrelay/examples/internal/redistest"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
-
-// redisURL returns RELAY_TEST_REDIS_URL once the server answers. Without
-// it the test is skipped, except in CI (CI=true), where .ci/run starts
-// redis-server and a missing or dead server is a failure.
-func redisURL(t *testing.T) string {
-	t.Helper()
-	ci := os.Getenv("CI") == "true"
-	raw := os.Getenv("RELAY_TEST_REDIS_URL")
-	if raw == "" {
-		if ci {
-			t.Fatal("RELAY_TEST_REDIS_URL is not set; .ci/run starts redis-server and exports it")
-		}
-		t.Skip("RELAY_TEST_REDIS_URL is not set: start redis-server and set it " +
-			"(e.g. redis://127.0.0.1:6379/0) to run the Redis tests")
-	}
-	opts, err := redis.ParseURL(raw)
-	if err != nil {
-		t.Fatalf("RELAY_TEST_REDIS_URL: %v", err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if ci {
-			t.Fatalf("Redis at RELAY_TEST_REDIS_URL is unreachable: %v", err)
-		}
-		t.Skipf("Redis at RELAY_TEST_REDIS_URL is unreachable (%v): start redis-server to run the Redis tests", err)
-	}
-	return raw
-}
 
 // twoInstances is two relayd servers sharing one Redis and one fake with
 // the given accounts. Account and user names get a random suffix, so that
 // runs never share Redis keys; the returned names are those of the config.
 func twoInstances(t *testing.T, accounts []string, tweak func(*Config)) (a, b *env, names []string, alice string) {
 	t.Helper()
-	url := redisURL(t)
+	url := redistest.URL(t)
 	suffix := "-" + randomHex(4)
 	for _, n := range accounts {
 		names = append(names, n+suffix)
@@ -154,7 +123,7 @@ func TestRedisStickyAcrossInstances(t *testing.T) {
 
 // A 429 seen by one instance benches the account on the other too.
 func TestRedisCooldownAcrossInstances(t *testing.T) {
-	url := redisURL(t)
+	url := redistest.URL(t)
 	opts, _ := redis.ParseURL(url)
 	rc := redis.NewClient(opts)
 	defer rc.Close()

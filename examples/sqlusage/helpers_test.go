@@ -2,96 +2,21 @@ package sqlusage_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
-	"net/url"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 )
 
-// postgresURL returns the URL of the test server named by
-// RELAY_TEST_POSTGRES_URL. Without one the test is skipped, except in CI
-// (CI=true), where .ci/run starts PostgreSQL and a missing or dead server
-// is a failure.
-func postgresURL(tb testing.TB) string {
-	tb.Helper()
-	ci := os.Getenv("CI") == "true"
-	raw := os.Getenv("RELAY_TEST_POSTGRES_URL")
-	if raw == "" {
-		if ci {
-			tb.Fatal("RELAY_TEST_POSTGRES_URL is not set; .ci/run starts PostgreSQL and exports it")
-		}
-		tb.Skip("RELAY_TEST_POSTGRES_URL is not set: start PostgreSQL and set it " +
-			"(e.g. postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable) to run the PostgreSQL tests")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, raw)
-	if err == nil {
-		err = conn.Ping(ctx)
-		conn.Close(ctx)
-	}
-	if err != nil {
-		if ci {
-			tb.Fatalf("PostgreSQL at RELAY_TEST_POSTGRES_URL=%q is unreachable: %v", raw, err)
-		}
-		tb.Skipf("PostgreSQL at RELAY_TEST_POSTGRES_URL=%q is unreachable (%v): start it to run the PostgreSQL tests", raw, err)
-	}
-	return raw
-}
-
-// postgresDSN creates a schema unique to the test, dropped at cleanup, and
-// returns the test server's URL with that schema as its search_path, so
-// that parallel runs never share a usage_records table.
+// postgresDSN is the URL of an empty schema of the test server, dropped
+// at cleanup (see pgtest.DSN).
 func postgresDSN(tb testing.TB) string {
 	tb.Helper()
-	raw := postgresURL(tb)
-	schema := "sqlusage_test_" + randomHex(6)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, raw)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, raw)
-		if err != nil {
-			tb.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			tb.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(raw)
-	if err != nil {
-		tb.Fatalf("RELAY_TEST_POSTGRES_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	return pgtest.DSN(tb, "sqlusage_test_")
 }
 
 // target is a fresh, empty database of one driver.
