@@ -1,0 +1,294 @@
+// Command relaybench measures what the relay costs next to a bare reverse
+// proxy and next to no proxy at all, with the same traffic, in one process.
+//
+//	go run ./internal/cmd/relaybench                  # table, 10 s per workload and target
+//	go run ./internal/cmd/relaybench -json -duration 3s
+//	go run ./internal/cmd/relaybench -idle 10000      # memory per open idle stream
+//
+// A fake Responses upstream (relay/relaytest) runs in the process with no
+// artificial latency, so the figures are the proxies' own overhead on
+// loopback. Each workload runs against three targets, one after the other
+// (in -rounds rounds that cycle through them), each run with a fresh
+// upstream and proxy:
+//
+//   - direct: clients talk to the upstream itself, spread over its
+//     healthy accounts. This is the floor, and the baseline that
+//     allocations are compared against.
+//   - reverseproxy: net/http/httputil.ReverseProxy with FlushInterval -1 on
+//     its own loopback server, with the relay's default upstream transport.
+//     It gets a buffered request body (a bytes.Reader): handed the inbound
+//     r.Body it truncates some SSE streams under keep-alive load (see
+//     DESIGN.md §7). WebSocket upgrades go through the proxy's built-in
+//     upgrade support, a byte tunnel after the 101.
+//   - relay: relay.Handler with wsproxy.Handler on /v1/responses, as a host
+//     mounts them, with in-memory defaults (static pool of ten accounts of
+//     concurrency 1000, static keys, one bearer key, a subject without a
+//     concurrency limit, usage and logs discarded).
+//
+// Workloads:
+//
+//   - json: non-streaming POST /v1/responses.
+//   - stream: streaming POST; each response has -events events.
+//   - failover: as stream, but one of the relay's ten accounts answers 429
+//     to every request. direct and reverseproxy cannot fail over, so they
+//     use only the nine healthy accounts; the relay meets the 429ing
+//     account whenever the scheduler picks it (it benches the account for
+//     the 1 s its rate-limit headers ask, then tries it again), and the
+//     output shows how many 429s it saw.
+//   - ws: Responses WebSocket mode: one connection per worker, reused for
+//     turns (a response.create message, then events to response.completed).
+//
+// Every worker sends one request at a time, -concurrency workers at once.
+// An error is a non-200 answer, a transport error, a stream or turn that
+// does not end with response.completed, a short read, or a turn whose event
+// count is not -events. Truncated streams count as errors in every target.
+//
+// Latency is the whole request, from sending to the last byte, for each
+// request; p50 and p99 come from a log-linear histogram (under 1 % error).
+// Allocations are runtime.MemStats deltas (Mallocs, TotalAlloc) over the
+// run divided by requests. Client, proxy and upstream share the process,
+// so the totals include the client's and the upstream's allocations; the
+// added_* figures subtract those of direct, leaving what the proxy adds.
+//
+// Flags:
+//
+//	-duration d      traffic per workload and target (default 10s)
+//	-rounds n        split each duration into n rounds that cycle through
+//	                 the targets (default 3), so that other load on the
+//	                 machine weighs on every target alike
+//	-concurrency n   concurrent clients (default 64)
+//	-events n        events per streamed response, 8 framing events included
+//	                 (default 200; the rest are output_text deltas)
+//	-workloads list  comma-separated subset of json,stream,failover,ws
+//	-targets list    comma-separated subset of direct,reverseproxy,relay
+//	-json            one JSON object per line instead of a table
+//	-cpuprofile f    write a CPU profile of the runs to f (use -targets relay
+//	                 to profile the relay's runs alone)
+//	-memprofile f    write an allocation profile of the runs to f (with
+//	                 -idle: the heap profile while the streams are open)
+//	-idle n          instead of the benchmark, open n streaming requests
+//	                 through the relay that stay open and idle, and report
+//	                 the relay process's heap, goroutine stacks, RSS,
+//	                 goroutines and file descriptors per open stream (the
+//	                 upstream and the clients run in child processes; see
+//	                 idle.go)
+//	-idle-h2c        in -idle mode, speak cleartext HTTP/2 from the relay to
+//	                 the upstream, so that n can exceed half the relay
+//	                 process's file descriptor limit
+//
+// With -json each line has the keys workload, target, rps, p50_ms, p99_ms,
+// allocs_per_req, bytes_per_req, events_per_s, in that order, then extras:
+// cpu_us_per_req (user+system CPU of the process, from getrusage: steadier
+// than rps when other processes load the machine), syscalls_per_req (reads
+// and writes, from /proc/self/io), requests, errors, events_per_req, the
+// same figures over direct's (added_allocs_per_req, added_bytes_per_req,
+// added_allocs_per_event, added_cpu_us_per_req, added_syscalls_per_req),
+// and for the relay's HTTP workloads its upstream attempts per request and
+// the 429s it got (upstream_attempts_per_req, upstream_429s).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+)
+
+// config is the benchmark's command line.
+type config struct {
+	duration    time.Duration
+	concurrency int
+	events      int
+	rounds      int
+	workloads   []workload
+	targets     []string
+	json        bool
+	cpuprofile  string
+	memprofile  string
+	idle        int
+	idleH2C     bool
+}
+
+func main() {
+	// Child processes of -idle mode are this binary run again.
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(childMain(role, os.Args[1:]))
+	}
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		os.Exit(2)
+	}
+	if err := runMain(cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "relaybench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("relaybench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	var wls, tgts string
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "traffic per workload and target")
+	fs.IntVar(&cfg.concurrency, "concurrency", 64, "concurrent clients")
+	fs.IntVar(&cfg.events, "events", 200, "events per streamed response, framing events included")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per workload that cycle through the targets")
+	fs.StringVar(&wls, "workloads", "json,stream,failover,ws", "comma-separated workloads")
+	fs.StringVar(&tgts, "targets", strings.Join(allTargets, ","), "comma-separated targets")
+	fs.BoolVar(&cfg.json, "json", false, "print one JSON object per line")
+	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the runs to this file")
+	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the runs to this file")
+	fs.IntVar(&cfg.idle, "idle", 0, "measure this many open idle streams through the relay instead")
+	fs.BoolVar(&cfg.idleH2C, "idle-h2c", false, "in -idle mode, relay to the upstream over cleartext HTTP/2")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	fail := func(format string, a ...any) (config, error) {
+		err := fmt.Errorf(format, a...)
+		fmt.Fprintln(stderr, "relaybench:", err)
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected arguments %q", fs.Args())
+	}
+	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 {
+		return fail("-duration, -concurrency, -rounds and -idle must be positive, -events more than %d", framingEvents)
+	}
+	for w := range strings.SplitSeq(wls, ",") {
+		w := workload(strings.TrimSpace(w))
+		if !slices.Contains(allWorkloads, w) {
+			return fail("unknown workload %q (want json, stream, failover, ws)", w)
+		}
+		cfg.workloads = append(cfg.workloads, w)
+	}
+	for t := range strings.SplitSeq(tgts, ",") {
+		t = strings.TrimSpace(t)
+		if !slices.Contains(allTargets, t) {
+			return fail("unknown target %q (want direct, reverseproxy, relay)", t)
+		}
+		cfg.targets = append(cfg.targets, t)
+	}
+	return cfg, nil
+}
+
+func runMain(cfg config, stdout, stderr io.Writer) error {
+	if cfg.cpuprofile != "" {
+		f, err := os.Create(cfg.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if cfg.idle > 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		res, err := runIdle(idleConfig{streams: cfg.idle, h2c: cfg.idleH2C, exe: exe, log: stderr, heapProfile: cfg.memprofile})
+		if err != nil {
+			return err
+		}
+		if cfg.json {
+			return writeIdleJSON(stdout, res)
+		}
+		writeIdleText(stdout, res)
+		return nil
+	}
+	if cfg.memprofile != "" {
+		defer func() {
+			if err := writeProfile("allocs", cfg.memprofile); err != nil {
+				fmt.Fprintln(stderr, "relaybench: memprofile:", err)
+			}
+		}()
+	}
+	if !cfg.json {
+		fmt.Fprintf(stdout, "relaybench: %d concurrent clients, %s per workload and target in %d rounds, %d events per streamed response, GOMAXPROCS %d\n\n",
+			cfg.concurrency, cfg.duration, cfg.rounds, cfg.events, gomaxprocs())
+	}
+	var all []*result
+	for _, w := range cfg.workloads {
+		rs := benchWorkload(cfg, w, stderr)
+		all = append(all, rs...)
+		if cfg.json {
+			if err := writeJSON(stdout, rs); err != nil {
+				return err
+			}
+		} else {
+			writeTable(stdout, w, rs, cfg)
+		}
+	}
+	if !cfg.json {
+		writeNotes(stdout)
+	}
+	for _, r := range all {
+		if r.errors > 0 {
+			return fmt.Errorf("%d workload/target runs had errors", countErrored(all))
+		}
+	}
+	return nil
+}
+
+// benchWorkload runs workload w against each target. The duration is split
+// into rounds that cycle through the targets, so that a change in the
+// machine's load during the run (other processes) weighs on every target
+// alike. Each round of each target has a fresh upstream and proxy, so that
+// no target inherits another's connections or account health.
+func benchWorkload(cfg config, w workload, stderr io.Writer) []*result {
+	rs := make([]*result, len(cfg.targets))
+	for range cfg.rounds {
+		for i, t := range cfg.targets {
+			s := newSetup(w, deltasFor(cfg.events))
+			e := newEndpoint(t, s)
+			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds), events: cfg.events}, e)
+			e.close()
+			s.close()
+			if rs[i] == nil {
+				rs[i] = r
+			} else {
+				rs[i].add(r)
+			}
+		}
+	}
+	for _, r := range rs {
+		if r.errors > 0 {
+			fmt.Fprintf(stderr, "relaybench: %s/%s: %d of %d requests failed; first: %s\n",
+				w, r.target, r.errors, r.requests, r.firstErr)
+		}
+	}
+	return rs
+}
+
+func countErrored(rs []*result) int {
+	n := 0
+	for _, r := range rs {
+		if r.errors > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// writeProfile writes the named runtime/pprof profile to path.
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup(name).WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

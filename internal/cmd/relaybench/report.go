@@ -1,0 +1,256 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"text/tabwriter"
+	"time"
+)
+
+func gomaxprocs() int { return runtime.GOMAXPROCS(0) }
+
+// jsonRow is one line of -json output. The first eight keys are fixed;
+// the rest are extras, omitted where they do not apply.
+type jsonRow struct {
+	Workload     string `json:"workload"`
+	Target       string `json:"target"`
+	RPS          num    `json:"rps"`
+	P50          num    `json:"p50_ms"`
+	P99          num    `json:"p99_ms"`
+	AllocsPerReq num    `json:"allocs_per_req"`
+	BytesPerReq  num    `json:"bytes_per_req"`
+	EventsPerSec num    `json:"events_per_s"`
+
+	CPUPerReq           num    `json:"cpu_us_per_req"`
+	SyscallsPerReq      num    `json:"syscalls_per_req"`
+	Requests            int64  `json:"requests"`
+	Errors              int64  `json:"errors"`
+	EventsPerReq        num    `json:"events_per_req"`
+	AddedAllocsPerReq   *num   `json:"added_allocs_per_req,omitempty"`
+	AddedBytesPerReq    *num   `json:"added_bytes_per_req,omitempty"`
+	AddedAllocsPerEvent *num   `json:"added_allocs_per_event,omitempty"`
+	AddedCPUPerReq      *num   `json:"added_cpu_us_per_req,omitempty"`
+	AddedSyscallsPerReq *num   `json:"added_syscalls_per_req,omitempty"`
+	UpstreamAttempts    *num   `json:"upstream_attempts_per_req,omitempty"`
+	Upstream429s        *int64 `json:"upstream_429s,omitempty"`
+}
+
+func numPtr(v float64) *num { n := num(v); return &n }
+
+// added holds a target's figures over those of direct in the same
+// workload.
+type added struct {
+	ok                      bool
+	allocs, bytes, perEvent float64
+	hasPerEvent             bool
+	p50, p99, cpu           time.Duration
+	syscalls                float64
+}
+
+// find returns the result of target in rs, or nil.
+func find(rs []*result, target string) *result {
+	for _, r := range rs {
+		if r.target == target {
+			return r
+		}
+	}
+	return nil
+}
+
+func addedOver(r *result, rs []*result) added {
+	base := find(rs, targetDirect)
+	if base == nil || base.requests == 0 || r.requests == 0 {
+		return added{}
+	}
+	a := added{ok: true,
+		allocs:   r.allocsPerReq() - base.allocsPerReq(),
+		bytes:    r.bytesPerReq() - base.bytesPerReq(),
+		p50:      r.p50() - base.p50(),
+		p99:      r.p99() - base.p99(),
+		cpu:      r.cpuPerReq() - base.cpuPerReq(),
+		syscalls: perReq(float64(r.syscalls), r.requests) - perReq(float64(base.syscalls), base.requests),
+	}
+	if r.events > 0 {
+		a.perEvent = a.allocs / (float64(r.events) / float64(r.requests))
+		a.hasPerEvent = true
+	}
+	return a
+}
+
+func rowFor(r *result, rs []*result) jsonRow {
+	row := jsonRow{
+		Workload: r.workload, Target: r.target,
+		RPS: num(r.rps()), P50: num(ms(r.p50())), P99: num(ms(r.p99())),
+		AllocsPerReq: num(r.allocsPerReq()), BytesPerReq: num(r.bytesPerReq()),
+		EventsPerSec:   num(r.eventsPerSec()),
+		CPUPerReq:      num(us(r.cpuPerReq())),
+		SyscallsPerReq: num(perReq(float64(r.syscalls), r.requests)),
+		Requests:       r.requests, Errors: r.errors,
+		EventsPerReq: num(perReq(float64(r.events), r.requests)),
+	}
+	if a := addedOver(r, rs); a.ok {
+		row.AddedAllocsPerReq, row.AddedBytesPerReq = numPtr(a.allocs), numPtr(a.bytes)
+		row.AddedCPUPerReq, row.AddedSyscallsPerReq = numPtr(us(a.cpu)), numPtr(a.syscalls)
+		if a.hasPerEvent {
+			row.AddedAllocsPerEvent = numPtr(a.perEvent)
+		}
+	}
+	if r.hasAttempts {
+		row.UpstreamAttempts = numPtr(perReq(float64(r.relayAttempts), r.requests))
+		n := r.relay429
+		row.Upstream429s = &n
+	}
+	return row
+}
+
+// writeJSON prints one JSON object per line for the runs of one workload.
+func writeJSON(w io.Writer, rs []*result) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rs {
+		if err := enc.Encode(rowFor(r, rs)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeTable prints the runs of one workload as a table, with ratios
+// against reverseproxy.
+func writeTable(w io.Writer, wl workload, rs []*result, cfg config) {
+	desc := map[workload]string{
+		wlJSON:     "non-streaming POST",
+		wlStream:   fmt.Sprintf("streaming POST, %d events per response", cfg.events),
+		wlFailover: fmt.Sprintf("streaming POST, %d events; relay: 1 of 10 accounts answers 429", cfg.events),
+		wlWS:       fmt.Sprintf("WebSocket turns of %d events, one connection per client", cfg.events),
+	}[wl]
+	fmt.Fprintf(w, "== %s: %s\n", wl, desc)
+	rp := find(rs, targetReverseProxy)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\trps\tx rp\tp50 ms\tp99 ms\t+p50 ms\t+p99 ms\tallocs/req\t+allocs/req\t+allocs/event\tbytes/req\t+bytes/req\tcpu us/req\t+cpu us/req\tevents/s\terrors\t")
+	for _, r := range rs {
+		a := addedOver(r, rs)
+		ratio := "-"
+		if rp != nil && rp.rps() > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.rps()/rp.rps())
+		}
+		plus := func(f string, v float64) string {
+			if !a.ok || r.target == targetDirect {
+				return "-"
+			}
+			return fmt.Sprintf(f, v)
+		}
+		perEvent := "-"
+		if a.hasPerEvent && r.target != targetDirect {
+			perEvent = fmt.Sprintf("%.2f", a.perEvent)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.2f\t%.2f\t%s\t%s\t%.0f\t%s\t%s\t%.0f\t%s\t%.0f\t%s\t%.0f\t%d\t\n",
+			r.target, r.rps(), ratio, ms(r.p50()), ms(r.p99()),
+			plus("%+.2f", ms(a.p50)), plus("%+.2f", ms(a.p99)),
+			r.allocsPerReq(), plus("%+.0f", a.allocs), perEvent,
+			r.bytesPerReq(), plus("%+.0f", a.bytes), us(r.cpuPerReq()), plus("%+.0f", us(a.cpu)),
+			r.eventsPerSec(), r.errors)
+	}
+	tw.Flush()
+	relay := find(rs, targetRelay)
+	if relay != nil && rp != nil && rp.rps() > 0 {
+		ar, ap := addedOver(relay, rs), addedOver(rp, rs)
+		fmt.Fprintf(w, "relay vs reverseproxy: %.2fx throughput", relay.rps()/rp.rps())
+		if ar.ok && ap.ok {
+			if ap.cpu > 0 {
+				fmt.Fprintf(w, "; CPU added per request %.2fx reverseproxy's (%+.0f us vs %+.0f us)",
+					float64(ar.cpu)/float64(ap.cpu), us(ar.cpu), us(ap.cpu))
+			}
+			fmt.Fprintf(w, "; read/write syscalls added per request %+.0f (reverseproxy %+.0f)\n", ar.syscalls, ap.syscalls)
+			fmt.Fprintf(w, "latency added over direct: relay p50 %+.2f ms, p99 %+.2f ms; reverseproxy p50 %+.2f ms, p99 %+.2f ms",
+				ms(ar.p50), ms(ar.p99), ms(ap.p50), ms(ap.p99))
+		}
+		fmt.Fprintln(w)
+	}
+	if relay != nil && relay.hasAttempts && relay.requests > 0 {
+		fmt.Fprintf(w, "relay upstream HTTP attempts: %d for %d requests (%.3f per request), %d answered 429\n",
+			relay.relayAttempts, relay.requests, perReq(float64(relay.relayAttempts), relay.requests), relay.relay429)
+	}
+	fmt.Fprintln(w)
+}
+
+func writeNotes(w io.Writer) {
+	fmt.Fprint(w, `Notes:
+  x rp         throughput relative to reverseproxy.
+  +p50, +p99   latency added over direct (whole request, to the last byte). At high
+               concurrency on few cores this is mostly queueing; judge latency budgets
+               with -concurrency 1.
+  cpu          user+system CPU time of the whole process per request (getrusage); less
+               sensitive than rps to other load on the machine. +cpu subtracts direct's.
+               The summary line adds read/write syscalls per request (/proc/self/io).
+  allocs, bytes  whole-process runtime.MemStats deltas per request: they include the
+               client's and the fake upstream's. The + columns subtract direct's, leaving
+               what the proxy adds; +allocs/event divides that by the events per request.
+  failover     direct and reverseproxy cannot fail over, so they use only the 9 healthy
+               accounts; the relay's pool has 10, one answering 429 to everything. The
+               relay benches that account for the 1 s its headers ask and tries it again
+               afterwards: the attempts line shows how often that happened.
+  ws           reverseproxy forwards the upgrade and then copies bytes both ways: a byte
+               tunnel with no per-turn work, the floor for any WebSocket proxy. The relay
+               parses every turn and event (auth, slots, scheduling, usage) and keeps one
+               upstream WebSocket per client connection.
+`)
+}
+
+// writeIdleText prints the result of -idle.
+func writeIdleText(w io.Writer, r *idleResult) {
+	fmt.Fprintf(w, "idle streams through the relay: %d open", r.streams)
+	if r.requested != r.streams {
+		fmt.Fprintf(w, " (asked for %d)", r.requested)
+	}
+	fmt.Fprintf(w, ", relay to upstream over %s\n", r.upstreamProto)
+	for _, n := range r.notes {
+		fmt.Fprintln(w, "  note:", n)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "relay process\tbefore\twith streams open\tper stream\t")
+	fmt.Fprintf(tw, "heap in use\t%.1f MiB\t%.1f MiB\t%.1f KiB\t\n", mib(r.before.heapInuse), mib(r.open.heapInuse), r.heapPerStream())
+	fmt.Fprintf(tw, "goroutine stacks\t%.1f MiB\t%.1f MiB\t%.1f KiB\t\n", mib(r.before.stackInuse), mib(r.open.stackInuse), r.stackPerStream())
+	fmt.Fprintf(tw, "RSS\t%.1f MiB\t%.1f MiB\t%.1f KiB\t\n", mib(r.before.rss), mib(r.open.rss), r.rssPerStream())
+	fmt.Fprintf(tw, "goroutines\t%d\t%d\t%.2f\t\n", r.before.goroutines, r.open.goroutines, r.goroutinesPerStream())
+	fmt.Fprintf(tw, "open files\t%d\t%d\t%.2f\t\n", r.before.fds, r.open.fds, r.fdsPerStream())
+	tw.Flush()
+	verdict := "within"
+	if r.rssPerStream() > idleBudgetKiB {
+		verdict = "OVER"
+	}
+	fmt.Fprintf(w, "budget: <= %d KiB per open stream; RSS per stream %.1f KiB is %s it (heap+stacks %.1f KiB)\n",
+		idleBudgetKiB, r.rssPerStream(), verdict, r.heapPerStream()+r.stackPerStream())
+	fmt.Fprintf(w, "released: %d of %d streams finished with response.completed, %d failed; opening took %s\n",
+		r.finished, r.streams, r.failed, r.openTime.Round(time.Millisecond))
+}
+
+type idleJSONRow struct {
+	Workload            string `json:"workload"`
+	Target              string `json:"target"`
+	Streams             int    `json:"streams"`
+	HeapPerStreamKiB    num    `json:"heap_per_stream_kib"`
+	RSSPerStreamKiB     num    `json:"rss_per_stream_kib"`
+	StackPerStreamKiB   num    `json:"stack_per_stream_kib"`
+	GoroutinesPerStream num    `json:"goroutines_per_stream"`
+	FDsPerStream        num    `json:"fds_per_stream"`
+	Finished            int    `json:"finished"`
+	Errors              int    `json:"errors"`
+	Upstream            string `json:"upstream"`
+	Requested           int    `json:"requested"`
+}
+
+func writeIdleJSON(w io.Writer, r *idleResult) error {
+	return json.NewEncoder(w).Encode(idleJSONRow{
+		Workload: "idle", Target: targetRelay, Streams: r.streams,
+		HeapPerStreamKiB: num(r.heapPerStream()), RSSPerStreamKiB: num(r.rssPerStream()),
+		StackPerStreamKiB: num(r.stackPerStream()), GoroutinesPerStream: num(r.goroutinesPerStream()),
+		FDsPerStream: num(r.fdsPerStream()),
+		Finished:     r.finished, Errors: r.failed, Upstream: r.upstreamProto, Requested: r.requested,
+	})
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/relaykit/responsesrelay/wsproxy"
+)
+
+// Target names, in the order they run and print.
+const (
+	targetDirect       = "direct"
+	targetReverseProxy = "reverseproxy"
+	targetRelay        = "relay"
+)
+
+var allTargets = []string{targetDirect, targetReverseProxy, targetRelay}
+
+const (
+	numAccounts = 10
+	// upstreamKey is what the fake upstream accepts; clients of direct and
+	// reverseproxy send it themselves, the relay sends it from Credentials.
+	upstreamKey = "sk-bench-upstream"
+	// relayKey is the one key the relay's Authenticate accepts.
+	relayKey = "rk-bench"
+	// limitedAccount answers 429 to every request in the failover workload.
+	limitedAccount = "acct-429"
+	benchGroup     = "bench"
+)
+
+// healthyAccounts are the accounts that answer normally.
+func healthyAccounts(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("acct-%d", i)
+	}
+	return names
+}
+
+// endpoint is one target, ready for a run: where clients send requests and
+// how it is torn down.
+type endpoint struct {
+	name string
+	// httpURLs and wsURLs are the URLs clients use, spread over accounts
+	// where the target cannot choose an account itself.
+	httpURLs, wsURLs []string
+	auth             http.Header
+	// attempts counts the relay's upstream HTTP attempts; nil elsewhere.
+	attempts *countingTransport
+	close    func()
+}
+
+// setup is the upstream of one run and the accounts the targets use.
+type setup struct {
+	up *relaytest.Server
+	// direct lists the accounts that direct and reverseproxy clients spread
+	// over: only healthy ones, since neither can fail over.
+	direct []string
+	// relayAccounts is the relay's pool.
+	relayAccounts []string
+}
+
+// newSetup starts a fake upstream for workload w. Every account gets the
+// same step; in the failover workload the relay's pool has one account in
+// ten (acct-429) that answers 429 to everything.
+func newSetup(w workload, deltas int) *setup {
+	up := relaytest.NewServer()
+	up.SetLogging(false) // the logs would grow for the whole run
+	healthy := healthyAccounts(numAccounts)
+	step := relaytest.Step{Deltas: deltas}
+	if w == wlJSON {
+		step = relaytest.Step{} // the fake's default: 5 deltas of output text
+	}
+	for _, a := range healthy {
+		up.SetKey(a, upstreamKey)
+		up.SetDefault(a, step)
+	}
+	s := &setup{up: up, direct: healthy, relayAccounts: healthy}
+	if w == wlFailover {
+		up.SetKey(limitedAccount, upstreamKey)
+		up.SetDefault(limitedAccount, relaytest.Step{Status: http.StatusTooManyRequests})
+		s.direct = healthy[:numAccounts-1]
+		s.relayAccounts = append(healthy[:numAccounts-1:numAccounts-1], limitedAccount)
+	}
+	return s
+}
+
+func (s *setup) close() { s.up.Close() }
+
+func bearer(key string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + key}}
+}
+
+func wsScheme(u string) string { return "ws" + strings.TrimPrefix(u, "http") }
+
+// newDirect sends clients straight to the upstream.
+func newDirect(s *setup) *endpoint {
+	e := &endpoint{name: targetDirect, auth: bearer(upstreamKey), close: func() {}}
+	for _, a := range s.direct {
+		e.httpURLs = append(e.httpURLs, s.up.BaseURL(a)+"/responses")
+		e.wsURLs = append(e.wsURLs, s.up.WSURL(a))
+	}
+	return e
+}
+
+// newReverseProxy is httputil.ReverseProxy with FlushInterval -1 in front
+// of the upstream, on its own loopback server, sharing the relay's default
+// transport settings. The inbound body is read into memory and sent as a
+// bytes.Reader: a proxy handed the inbound r.Body truncates some SSE
+// streams under keep-alive load (DESIGN.md §7), and the relay buffers the
+// body too. WebSocket upgrades pass through the proxy's own upgrade
+// support: after the 101 it copies bytes both ways.
+func newReverseProxy(s *setup) *endpoint {
+	upURL, err := url.Parse(s.up.URL)
+	if err != nil {
+		panic(err)
+	}
+	tr := relay.NewTransport()
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upURL)
+		},
+		FlushInterval: -1,
+		Transport:     tr,
+		ErrorLog:      log.New(io.Discard, "", 0),
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		rp.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(h)
+	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey)}
+	for _, a := range s.direct {
+		path := "/" + url.PathEscape(a) + "/v1/responses"
+		e.httpURLs = append(e.httpURLs, srv.URL+path)
+		e.wsURLs = append(e.wsURLs, wsScheme(srv.URL)+path)
+	}
+	e.close = func() {
+		srv.Close()
+		tr.CloseIdleConnections()
+	}
+	return e
+}
+
+// relayOptions are the knobs newRelay sets beyond the in-memory defaults.
+type relayOptions struct {
+	accountConcurrency int
+	transport          *http.Transport // nil: relay.NewTransport()
+	streamIdle         time.Duration   // 0: the relay's default
+}
+
+// newRelayHandler is a relay.Handler over the given accounts with
+// in-memory defaults: a static pool and keys, one accepted bearer key whose
+// subject has no concurrency limit, usage discarded, logs discarded.
+func newRelayHandler(baseURL func(account string) string, accounts []string, o relayOptions) (*relay.Handler, *countingTransport) {
+	pool := scheduler.NewStaticPool()
+	keys := scheduler.StaticKeys{}
+	for _, a := range accounts {
+		pool.Add(benchGroup, &scheduler.Account{ID: a, Name: a, BaseURL: baseURL(a),
+			Concurrency: o.accountConcurrency, WebSocket: true})
+		keys[a] = upstreamKey
+	}
+	discard := slog.New(slog.DiscardHandler)
+	tr := o.transport
+	if tr == nil {
+		tr = relay.NewTransport()
+	}
+	ct := &countingTransport{rt: tr}
+	subject := &relay.Subject{UserID: "bench-user", APIKeyID: "bench-key", GroupID: benchGroup}
+	h := &relay.Handler{
+		Scheduler:   &scheduler.Scheduler{Pool: pool, Logger: discard},
+		Credentials: keys,
+		Transport:   ct,
+		Logger:      discard,
+		Authenticate: func(r *http.Request) (*relay.Subject, error) {
+			if r.Header.Get("Authorization") != "Bearer "+relayKey {
+				return nil, nil // 401
+			}
+			return subject, nil
+		},
+		StreamIdleTimeout: o.streamIdle,
+	}
+	return h, ct
+}
+
+// newRelay mounts the relay and its WebSocket mode on one path, as a host
+// would, on a loopback server. Each account has room for 1000 turns, so
+// the scheduler never throttles.
+func newRelay(s *setup) *endpoint {
+	h, ct := newRelayHandler(s.up.BaseURL, s.relayAccounts, relayOptions{accountConcurrency: 1000})
+	wsTr := relay.NewTransport()
+	wh := &wsproxy.Handler{Relay: h, HTTPClient: &http.Client{Transport: wsTr}}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/responses", wh)
+	srv := httptest.NewServer(mux)
+	e := &endpoint{name: targetRelay, auth: bearer(relayKey), attempts: ct,
+		httpURLs: []string{srv.URL + "/v1/responses"},
+		wsURLs:   []string{wsScheme(srv.URL) + "/v1/responses"},
+	}
+	e.close = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		wh.Shutdown(ctx)
+		srv.Close()
+		h.Wait(ctx)
+		h.CloseIdleConnections()
+		wsTr.CloseIdleConnections()
+	}
+	return e
+}
+
+func newEndpoint(target string, s *setup) *endpoint {
+	switch target {
+	case targetDirect:
+		return newDirect(s)
+	case targetReverseProxy:
+		return newReverseProxy(s)
+	case targetRelay:
+		return newRelay(s)
+	}
+	panic("unknown target " + target)
+}
+
+// countingTransport counts the relay's upstream attempts and 429 answers,
+// to show how often failover went to the 429ing account.
+type countingTransport struct {
+	rt              *http.Transport
+	attempts, r429s atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.rt.RoundTrip(r)
+	c.attempts.Add(1)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		c.r429s.Add(1)
+	}
+	return resp, err
+}
+
+func (c *countingTransport) CloseIdleConnections() { c.rt.CloseIdleConnections() }
