@@ -28,6 +28,7 @@ type upstream struct {
 	account string
 	dialed  time.Time
 	frames  chan frame // from the socket's reader goroutine
+	free    chan []byte // frame buffers the turn is done with, for the reader
 	done    chan struct{}
 	cancel  context.CancelFunc
 	broken  bool
@@ -64,6 +65,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 				u.closeLocked()
 				return nil, f.err
 			}
+			recycle(u.free, f.data)
 		default:
 			drained = true
 		}
@@ -72,7 +74,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 		u.closeLocked()
 		return nil, err
 	}
-	s := &stream{u: u, frames: u.frames, ctx: ctx, acct: a, token: token, body: body}
+	s := &stream{u: u, frames: u.frames, free: u.free, ctx: ctx, acct: a, token: token, body: body}
 	s.stop = context.AfterFunc(ctx, func() { s.u.markBroken() })
 	return s, nil
 }
@@ -110,21 +112,29 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 	ws.SetReadLimit(orDefault(u.h.ReadLimit, DefaultReadLimit))
 	rctx, cancel := context.WithCancel(context.Background())
 	u.ws, u.account, u.dialed, u.broken, u.cancel = ws, a.ID, time.Now(), false, cancel
-	u.frames, u.done = make(chan frame, 16), make(chan struct{})
-	go u.readLoop(rctx, ws, u.frames, u.done)
+	u.frames, u.free, u.done = make(chan frame, 16), make(chan []byte, 16), make(chan struct{})
+	go u.readLoop(rctx, ws, u.frames, u.free, u.done)
 	go keepAlive(rctx, ws, u.h)
 	return nil
 }
 
 // readLoop reads the upstream socket for its whole life, so that control
-// frames are answered between turns too.
-func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, done chan struct{}) {
+// frames are answered between turns too. Each message is read into a
+// buffer from free (one the turn has finished with), so that a turn's
+// events cost no allocation once the buffers are warm.
+func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, free chan []byte, done chan struct{}) {
 	defer close(done)
 	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			buf = make([]byte, 0, frameBufSize)
+		}
 		// Background, not ctx: a cancellable context costs coder/websocket
 		// a timer per read. closeLocked cancels ctx and closes the socket,
 		// which ends this Read.
-		_, data, err := ws.Read(context.Background())
+		data, err := readMessage(ws, buf[:0])
 		if err != nil {
 			if ctx.Err() != nil {
 				err = errUpstreamClosed
@@ -140,6 +150,45 @@ func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- 
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// Frame buffers start at frameBufSize; one grown past maxFrameBuf (a huge
+// event) is not reused, so it does not stay pinned.
+const (
+	frameBufSize = 2 << 10
+	maxFrameBuf  = 256 << 10
+)
+
+// readMessage reads the next data message into buf.
+func readMessage(ws *websocket.Conn, buf []byte) ([]byte, error) {
+	_, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// recycle hands a frame buffer back to the reader.
+func recycle(free chan []byte, b []byte) {
+	if b == nil || cap(b) > maxFrameBuf {
+		return
+	}
+	select {
+	case free <- b:
+	default:
 	}
 }
 
@@ -172,6 +221,8 @@ func (u *upstream) closeLocked() {
 type stream struct {
 	u      *upstream
 	frames <-chan frame
+	free   chan []byte
+	last   []byte // the frame Next returned last, recycled on the next call
 	ctx    context.Context
 	stop   func() bool
 	ended  bool // an error frame ended the turn
@@ -190,8 +241,11 @@ func (s *stream) Next() ([]byte, error) {
 	if s.ended {
 		return nil, io.EOF
 	}
+	recycle(s.free, s.last)
+	s.last = nil
 	select {
 	case f := <-s.frames:
+		s.last = f.data
 		if f.err != nil {
 			s.broken = true
 			return nil, f.err
@@ -230,7 +284,7 @@ func (s *stream) redial() error {
 	if err := u.dialLocked(s.ctx, s.acct, s.token); err != nil {
 		return err
 	}
-	s.frames = u.frames
+	s.frames, s.free, s.last = u.frames, u.free, nil
 	return u.ws.Write(s.ctx, websocket.MessageText, s.body)
 }
 
@@ -238,6 +292,16 @@ func (s *stream) redial() error {
 // dials again.
 func (s *stream) Close() error {
 	s.stop()
+	// An idle connection keeps no buffers: the next turn warms up again
+	// (a few allocations, not one per event).
+	s.last = nil
+	for drained := false; !drained; {
+		select {
+		case <-s.free:
+		default:
+			drained = true
+		}
+	}
 	if s.broken || s.ctx.Err() != nil {
 		s.u.markBroken()
 	}
