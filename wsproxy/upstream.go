@@ -27,7 +27,7 @@ type upstream struct {
 	ws      *websocket.Conn
 	account string
 	dialed  time.Time
-	frames  chan frame // from the socket's reader goroutine
+	frames  chan frame  // from the socket's reader goroutine
 	free    chan []byte // frame buffers the turn is done with, for the reader
 	done    chan struct{}
 	cancel  context.CancelFunc
