@@ -46,6 +46,15 @@ type TurnSink interface {
 	Fail(e *APIError)
 }
 
+// BatchTurnSink is a TurnSink that can hold events back and write a burst
+// at once. The relay uses it while the upstream has more events ready; it
+// calls Flush before it could wait for the upstream, and at the end.
+type BatchTurnSink interface {
+	TurnSink
+	SendBuffered(typ string, data []byte) error
+	Flush() error
+}
+
 // Upstream opens the event stream of one attempt on an account.
 type Upstream interface {
 	// Open sends body to the account and returns its events. ctx ends
@@ -56,7 +65,9 @@ type Upstream interface {
 	Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (EventStream, error)
 }
 
-// EventStream is one attempt's upstream events.
+// EventStream is one attempt's upstream events. A stream that can tell
+// whether Next would return at once may also have a Pending() bool method;
+// with a BatchTurnSink, the relay then writes bursts of events together.
 type EventStream interface {
 	// Next returns the next event's JSON, valid until the next call.
 	Next() ([]byte, error)
@@ -157,8 +168,24 @@ type turnSink struct {
 }
 
 func (s *turnSink) Send(typ string, data []byte) error { return s.sink.Send(typ, data) }
-func (s *turnSink) Ping() error                        { return nil } // the transport keeps itself alive
-func (s *turnSink) setUpstreamHeader(http.Header)      {}
+
+// SendBuffered and Flush make every turnSink a pump.BatchSink; a TurnSink
+// that cannot batch gets each event flushed.
+func (s *turnSink) SendBuffered(typ string, data []byte) error {
+	if b, ok := s.sink.(BatchTurnSink); ok {
+		return b.SendBuffered(typ, data)
+	}
+	return s.sink.Send(typ, data)
+}
+
+func (s *turnSink) Flush() error {
+	if b, ok := s.sink.(BatchTurnSink); ok {
+		return b.Flush()
+	}
+	return nil
+}
+func (s *turnSink) Ping() error                   { return nil } // the transport keeps itself alive
+func (s *turnSink) setUpstreamHeader(http.Header) {}
 func (s *turnSink) fail(e *APIError) {
 	if e == errClientGone {
 		return

@@ -206,6 +206,12 @@ type answeredStream struct {
 	t *turn
 }
 
+// Pending passes on the stream's own Pending, if it has one.
+func (s *answeredStream) Pending() bool {
+	p, ok := s.EventStream.(interface{ Pending() bool })
+	return ok && p.Pending()
+}
+
 func (s *answeredStream) Next() ([]byte, error) {
 	data, err := s.EventStream.Next()
 	if !s.t.reached {

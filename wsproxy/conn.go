@@ -26,8 +26,9 @@ type conn struct {
 
 	msgs chan []byte // response.create messages for the turn loop
 
-	up     *upstream // the pinned upstream socket, if any
-	pinned string    // account that served the last turn
+	out    *batchConn // the client's socket, to hold a burst of writes
+	up     *upstream  // the pinned upstream socket, if any
+	pinned string     // account that served the last turn
 	turns  int
 }
 
@@ -154,7 +155,28 @@ func (c *conn) Send(_ string, data []byte) error {
 	// Background: a cancellable context costs coder/websocket a timer per
 	// write. A client that stops reading is cut by the ping keepalive,
 	// which ends a blocked Write.
+	if err := c.ws.Write(context.Background(), websocket.MessageText, data); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// SendBuffered forwards one event and leaves it unflushed: more events are
+// ready (relay.BatchTurnSink).
+func (c *conn) SendBuffered(_ string, data []byte) error {
+	if c.out == nil {
+		return c.Send("", data)
+	}
+	c.out.hold()
 	return c.ws.Write(context.Background(), websocket.MessageText, data)
+}
+
+// Flush writes out the events SendBuffered held (relay.BatchTurnSink).
+func (c *conn) Flush() error {
+	if c.out == nil {
+		return nil
+	}
+	return c.out.release()
 }
 
 // Fail sends the error that ended a turn (relay.TurnSink).

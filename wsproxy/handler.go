@@ -139,11 +139,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.leave() // deferred: a panic in a turn must not keep Shutdown waiting
-	ws, err := websocket.Accept(w, r, h.Accept)
+	bw := &batchWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(bw, r, h.Accept)
 	if err != nil {
 		return // Accept has answered the client
 	}
 	c := newConn(h, ws, r, subj)
+	c.out = bw.conn
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
 	h.mu.Unlock()

@@ -235,6 +235,9 @@ type stream struct {
 	redials int
 }
 
+// Pending reports that a frame is already queued, so Next will not wait.
+func (s *stream) Pending() bool { return len(s.frames) > 0 }
+
 // Next returns the next frame. An "error" frame is the last of its turn:
 // the upstream sends nothing more for it.
 func (s *stream) Next() ([]byte, error) {
