@@ -21,8 +21,6 @@ type sseWriter struct {
 	rcv       http.ResponseController // rc points here: one allocation less
 	committed bool
 	dead      bool // the client is gone or the handler returned
-	buf       []byte
-	bufArr    [2 << 10]byte // buf's first backing array: most events fit
 	upstream  http.Header
 	extra     []string
 	deadline  writeDeadline
@@ -31,9 +29,18 @@ type sseWriter struct {
 func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration) *sseWriter {
 	s := &sseWriter{w: w, rcv: *http.NewResponseController(w), extra: extra}
 	s.rc = &s.rcv
-	s.buf = s.bufArr[:0]
 	s.deadline = writeDeadline{rc: s.rc, timeout: writeTimeout}
 	return s
+}
+
+// frameBufs hold one framed event while it is written: shared, so an open
+// stream keeps no buffer of its own while it waits.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
+
+func putFrameBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		frameBufs.Put(b)
+	}
 }
 
 // writeDeadline keeps a write deadline of about timeout ahead of every
@@ -139,8 +146,10 @@ func (s *sseWriter) flushLocked() error {
 func (s *sseWriter) SendBuffered(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.buf = sse.AppendEvent(s.buf[:0], typ, data)
-	return s.writeBufferedLocked(s.buf)
+	b := frameBufs.Get().(*[]byte)
+	defer putFrameBuf(b)
+	*b = sse.AppendEvent((*b)[:0], typ, data)
+	return s.writeBufferedLocked(*b)
 }
 
 // Flush sends what SendBuffered wrote.
@@ -155,8 +164,10 @@ func (s *sseWriter) Flush() error {
 func (s *sseWriter) Send(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.buf = sse.AppendEvent(s.buf[:0], typ, data)
-	return s.writeLocked(s.buf)
+	b := frameBufs.Get().(*[]byte)
+	defer putFrameBuf(b)
+	*b = sse.AppendEvent((*b)[:0], typ, data)
+	return s.writeLocked(*b)
 }
 
 // Ping writes a keepalive comment.
