@@ -311,6 +311,11 @@ func NewTransport() *http.Transport {
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second
 	t.DisableCompression = true
+	// Each open stream keeps its connection's buffers: small ones keep an
+	// idle stream near 64 KiB in all (BENCHMARKS.md). Larger reads and
+	// writes (a big request body, an event stream) go around them.
+	t.ReadBufferSize = 1 << 10
+	t.WriteBufferSize = 1 << 10
 	return t
 }
 

@@ -494,7 +494,7 @@ var sseReaders = sync.Pool{New: func() any { return &sseSource{r: sse.NewReaderS
 
 // sseBufferSize is the read buffer of one upstream stream: it holds a few
 // typical events; a longer line is assembled in the reader's own buffer.
-const sseBufferSize = 4 << 10
+const sseBufferSize = 2 << 10
 
 // maxPooledEvent: a reader that held an event larger than this is not
 // kept, so one huge event does not pin its memory in the pool.
