@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"bytes"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -24,13 +26,15 @@ var messageIDPrefixes = []string{"msg_", "message_", "item_", "chatcmpl_", "fc_"
 // response.create with its "type" already accepted) before any slot is
 // taken. The error, when non-nil, is a 400 the client should see as is.
 func ParseRequest(body []byte) (*Request, *APIError) {
-	if len(strings.TrimSpace(string(body))) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errInvalid("Request body is empty", "")
 	}
 	if !gjson.ValidBytes(body) {
 		return nil, errInvalid("Failed to parse request body", "")
 	}
-	root := gjson.ParseBytes(body)
+	// Parsed in place: gjson.ParseBytes would copy the whole body. The
+	// strings kept in Request are cloned, so none of them aliases it.
+	root := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
 	if !root.IsObject() {
 		return nil, errInvalid("Failed to parse request body", "")
 	}
@@ -54,7 +58,7 @@ func ParseRequest(body []byte) (*Request, *APIError) {
 	if model.Type != gjson.String || model.Str == "" {
 		return nil, errInvalid("model is required", "model")
 	}
-	q.Model = model.Str
+	q.Model = strings.Clone(model.Str)
 	switch stream.Type {
 	case gjson.True:
 		q.Stream = true
@@ -71,18 +75,22 @@ func ParseRequest(body []byte) (*Request, *APIError) {
 				return nil, errInvalid("previous_response_id must be a response.id (resp_*), not a message id", "previous_response_id")
 			}
 		}
-		q.PreviousResponseID = prev.Str
+		q.PreviousResponseID = strings.Clone(prev.Str)
 	}
 	if cacheKey.Type == gjson.String {
-		q.PromptCacheKey = cacheKey.Str
+		q.PromptCacheKey = strings.Clone(cacheKey.Str)
 	}
-	if input.IsArray() {
+	// Most turns carry no tool output: one substring scan spares them the
+	// walk over every input item.
+	if input.IsArray() && bytes.Contains(body, functionCallOutput) {
 		if e := checkToolOutputs(input, q.PreviousResponseID != ""); e != nil {
 			return nil, e
 		}
 	}
 	return q, nil
 }
+
+var functionCallOutput = []byte("function_call_output")
 
 // checkToolOutputs rejects function_call_output items the upstream could
 // never match to a call, with guidance the client can act on.
