@@ -64,3 +64,29 @@ func Example() {
 	// backup balanced
 	// no account: cooling_down
 }
+
+// Snapshot is the operator's view: here an account benched by a 429 with a
+// reset header, next to a healthy one.
+func ExampleScheduler_Snapshot() {
+	pool := scheduler.NewStaticPool()
+	pool.Add("default", &scheduler.Account{ID: "a1", Concurrency: 4})
+	pool.Add("default", &scheduler.Account{ID: "a2", Concurrency: 8})
+	s := &scheduler.Scheduler{Pool: pool}
+
+	s.Observe("a1", scheduler.Outcome{Kind: scheduler.OutcomeStatus, Status: 429,
+		Header: http.Header{"Retry-After": {"30"}}})
+	s.Observe("a2", scheduler.Outcome{Kind: scheduler.OutcomeSuccess, TTFT: 400 * time.Millisecond})
+
+	states, err := s.SnapshotGroup(context.Background(), "default")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, a := range states {
+		fmt.Printf("%s: limit %d, in flight %d, last %d %s, cooling %v %s, ttft %s\n",
+			a.ID, a.Limit, a.InFlight, a.LastStatus, a.LastOutcome, !a.CoolingUntil.IsZero(), a.CoolingReason, a.TTFT)
+	}
+	// Output:
+	// a1: limit 4, in flight 0, last 429 status, cooling true rate_limited, ttft 0s
+	// a2: limit 8, in flight 0, last 200 success, cooling false , ttft 400ms
+}
