@@ -253,7 +253,7 @@ func (s *stream) Next() ([]byte, error) {
 			s.broken = true
 			return nil, f.err
 		}
-		if event.Classify(f.data).Kind == event.KindError {
+		if event.IsError(f.data) {
 			if !s.started && s.redials == 0 && gjson.GetBytes(f.data, "error.code").String() == "websocket_connection_limit_reached" {
 				// The socket reached the upstream's age limit before
 				// our own reconnect did: send the turn again on a new one.

@@ -81,6 +81,12 @@ func Classify(data []byte) Info {
 	return info
 }
 
+// IsError reports whether data is an "error" event, looking no further
+// than its type (which comes first in upstream events), without copying.
+func IsError(data []byte) bool {
+	return gjson.Get(bytesToString(data), "type").Str == TypeError
+}
+
 // bytesToString views b as a string without copying. The string must not
 // outlive b's contents; gjson results taken from it alias b too.
 func bytesToString(b []byte) string {

@@ -64,3 +64,17 @@ func BenchmarkUsageExtraction(b *testing.B) {
 		ParseEventResponse(completedEvent)
 	}
 }
+
+func TestIsError(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"type":"error","status":429,"error":{"code":"rate_limit_exceeded"}}`: true,
+		`{"sequence_number":3,"type":"error"}`:                                 true,
+		`{"type":"response.output_text.delta","delta":"error"}`:                false,
+		`{"type":"response.failed"}`:                                           false,
+		`not json`:                                                             false,
+	} {
+		if got := IsError([]byte(in)); got != want {
+			t.Errorf("%s: %v", in, got)
+		}
+	}
+}
