@@ -35,8 +35,8 @@ type upstream struct {
 }
 
 type frame struct {
-	data []byte
-	err  error
+	buf *[]byte // the message, in a buffer from frameBufs
+	err error
 }
 
 // forwardHeaders are client handshake headers passed to the upstream.
@@ -65,7 +65,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 				u.closeLocked()
 				return nil, f.err
 			}
-			recycle(u.free, f.data)
+			putFrameBuf(f.buf)
 		default:
 			drained = true
 		}
@@ -74,7 +74,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 		u.closeLocked()
 		return nil, err
 	}
-	s := &stream{u: u, frames: u.frames, free: u.free, ctx: ctx, acct: a, token: token, body: body}
+	s := &stream{u: u, frames: u.frames, ctx: ctx, acct: a, token: token, body: body}
 	s.stop = context.AfterFunc(ctx, func() { s.u.markBroken() })
 	return s, nil
 }
@@ -112,30 +112,26 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 	ws.SetReadLimit(orDefault(u.h.ReadLimit, DefaultReadLimit))
 	rctx, cancel := context.WithCancel(context.Background())
 	u.ws, u.account, u.dialed, u.broken, u.cancel = ws, a.ID, time.Now(), false, cancel
-	u.frames, u.free, u.done = make(chan frame, 16), make(chan []byte, 16), make(chan struct{})
-	go u.readLoop(rctx, ws, u.frames, u.free, u.done)
+	u.frames, u.done = make(chan frame, 16), make(chan struct{})
+	go u.readLoop(rctx, ws, u.frames, u.done)
 	go keepAlive(rctx, ws, u.h)
 	return nil
 }
 
 // readLoop reads the upstream socket for its whole life, so that control
 // frames are answered between turns too. Each message is read into a
-// buffer from free (one the turn has finished with), so that a turn's
-// events cost no allocation once the buffers are warm.
-func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, free chan []byte, done chan struct{}) {
+// buffer from frameBufs, which the turn gives back once done with it, so
+// that events cost no allocation and an idle connection keeps no buffer.
+func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, done chan struct{}) {
 	defer close(done)
 	for {
-		var buf []byte
-		select {
-		case buf = <-free:
-		default:
-			buf = make([]byte, 0, frameBufSize)
-		}
+		b := frameBufs.Get().(*[]byte)
 		// Background, not ctx: a cancellable context costs coder/websocket
 		// a timer per read. closeLocked cancels ctx and closes the socket,
 		// which ends this Read.
-		data, err := readMessage(ws, buf[:0])
+		data, err := readMessage(ws, (*b)[:0])
 		if err != nil {
+			putFrameBuf(b)
 			if ctx.Err() != nil {
 				err = errUpstreamClosed
 			}
@@ -145,8 +141,9 @@ func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- 
 			}
 			return
 		}
+		*b = data // keep a grown buffer
 		select {
-		case out <- frame{data: data}:
+		case out <- frame{buf: b}:
 		case <-ctx.Done():
 			return
 		}
@@ -159,6 +156,17 @@ const (
 	frameBufSize = 2 << 10
 	maxFrameBuf  = 256 << 10
 )
+
+// frameBufs recycle message buffers across connections and turns.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, frameBufSize); return &b }}
+
+func putFrameBuf(b *[]byte) {
+	if b == nil || cap(*b) > maxFrameBuf {
+		return
+	}
+	*b = (*b)[:0]
+	frameBufs.Put(b)
+}
 
 // readMessage reads the next data message into buf.
 func readMessage(ws *websocket.Conn, buf []byte) ([]byte, error) {
@@ -178,17 +186,6 @@ func readMessage(ws *websocket.Conn, buf []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-	}
-}
-
-// recycle hands a frame buffer back to the reader.
-func recycle(free chan []byte, b []byte) {
-	if b == nil || cap(b) > maxFrameBuf {
-		return
-	}
-	select {
-	case free <- b:
-	default:
 	}
 }
 
@@ -221,8 +218,7 @@ func (u *upstream) closeLocked() {
 type stream struct {
 	u      *upstream
 	frames <-chan frame
-	free   chan []byte
-	last   []byte // the frame Next returned last, recycled on the next call
+	last   *[]byte // the frame Next returned last, given back on the next call
 	ctx    context.Context
 	stop   func() bool
 	ended  bool // an error frame ended the turn
@@ -244,39 +240,45 @@ func (s *stream) Next() ([]byte, error) {
 	if s.ended {
 		return nil, io.EOF
 	}
-	recycle(s.free, s.last)
+	putFrameBuf(s.last)
 	s.last = nil
+	var f frame
 	select {
-	case f := <-s.frames:
-		s.last = f.data
-		if f.err != nil {
+	case f = <-s.frames: // a frame is waiting: no full select
+	default:
+		select {
+		case f = <-s.frames:
+		case <-s.ctx.Done():
 			s.broken = true
-			return nil, f.err
+			return nil, s.ctx.Err()
 		}
-		if event.IsError(f.data) {
-			if !s.started && s.redials == 0 && gjson.GetBytes(f.data, "error.code").String() == "websocket_connection_limit_reached" {
-				// The socket reached the upstream's age limit before
-				// our own reconnect did: send the turn again on a new one.
-				s.redials++
-				if err := s.redial(); err != nil {
-					s.broken = true
-					return nil, err
-				}
-				return s.Next()
-			}
-			s.ended = true
-			if st := gjson.GetBytes(f.data, "status").Int(); st >= 400 && !gjson.GetBytes(f.data, "sequence_number").Exists() {
-				// An error frame in place of a response (429, 401):
-				// the upstream refused the turn with a status.
-				return nil, &relay.UpstreamError{Status: int(st), Header: frameHeaders(f.data), Body: errorBody(f.data)}
-			}
-		}
-		s.started = true
-		return f.data, nil
-	case <-s.ctx.Done():
-		s.broken = true
-		return nil, s.ctx.Err()
 	}
+	if f.err != nil {
+		s.broken = true
+		return nil, f.err
+	}
+	s.last = f.buf
+	data := *f.buf
+	if event.IsError(data) {
+		if !s.started && s.redials == 0 && gjson.GetBytes(data, "error.code").String() == "websocket_connection_limit_reached" {
+			// The socket reached the upstream's age limit before our own
+			// reconnect did: send the turn again on a new one.
+			s.redials++
+			if err := s.redial(); err != nil {
+				s.broken = true
+				return nil, err
+			}
+			return s.Next()
+		}
+		s.ended = true
+		if st := gjson.GetBytes(data, "status").Int(); st >= 400 && !gjson.GetBytes(data, "sequence_number").Exists() {
+			// An error frame in place of a response (429, 401): the
+			// upstream refused the turn with a status.
+			return nil, &relay.UpstreamError{Status: int(st), Header: frameHeaders(data), Body: errorBody(data)}
+		}
+	}
+	s.started = true
+	return data, nil
 }
 
 func (s *stream) redial() error {
@@ -287,7 +289,8 @@ func (s *stream) redial() error {
 	if err := u.dialLocked(s.ctx, s.acct, s.token); err != nil {
 		return err
 	}
-	s.frames, s.free, s.last = u.frames, u.free, nil
+	putFrameBuf(s.last)
+	s.frames, s.last = u.frames, nil
 	return u.ws.Write(s.ctx, websocket.MessageText, s.body)
 }
 
@@ -295,16 +298,8 @@ func (s *stream) redial() error {
 // dials again.
 func (s *stream) Close() error {
 	s.stop()
-	// An idle connection keeps no buffers: the next turn warms up again
-	// (a few allocations, not one per event).
+	putFrameBuf(s.last)
 	s.last = nil
-	for drained := false; !drained; {
-		select {
-		case <-s.free:
-		default:
-			drained = true
-		}
-	}
 	if s.broken || s.ctx.Err() != nil {
 		s.u.markBroken()
 	}
