@@ -131,9 +131,17 @@ type runner struct {
 	gone      atomic.Bool
 	drainOnce sync.Once
 	keepalive atomic.Pointer[time.Timer] // read by the timer's own callback
-	idleTimer *time.Timer
-	drain     *time.Timer
-	mu        sync.Mutex // guards drain
+	idleTimer atomic.Pointer[time.Timer]
+	// The timers are not moved on every event (two timer updates per event
+	// cost more than the rest of the pump's work): each event stores the
+	// time since base, and a timer that fires early re-arms itself for the
+	// time left.
+	base     time.Time
+	tick     int64        // time of the current event, since base
+	lastRead atomic.Int64 // since base
+	lastSend atomic.Int64 // since base
+	drain    *time.Timer
+	mu       sync.Mutex // guards drain
 	// Bootstrap events held back: their bytes end to end in heldBuf, each
 	// ending at heldEnds[i]. The arrays cover the usual two without
 	// allocating.
@@ -159,6 +167,7 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.base = time.Now()
 	if o.KeepAlive > 0 {
 		ka := time.AfterFunc(time.Hour, p.ping)
 		p.keepalive.Store(ka)
@@ -166,11 +175,10 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 		defer func() { p.finished.Store(true); ka.Stop() }()
 	}
 	if o.IdleTimeout > 0 {
-		p.idleTimer = time.AfterFunc(o.IdleTimeout, func() {
-			p.idle.Store(true)
-			o.Abort()
-		})
-		defer p.idleTimer.Stop()
+		it := time.AfterFunc(time.Hour, p.idleCheck)
+		p.idleTimer.Store(it)
+		it.Reset(o.IdleTimeout)
+		defer it.Stop()
 	}
 	stop := context.AfterFunc(client, p.clientGone)
 	defer stop()
@@ -202,8 +210,9 @@ func (p *runner) run(src Source) {
 			p.upstreamEnded(err)
 			return
 		}
-		if p.idleTimer != nil {
-			p.idleTimer.Reset(p.o.IdleTimeout)
+		if p.o.IdleTimeout > 0 || p.o.KeepAlive > 0 {
+			p.tick = int64(time.Since(p.base))
+			p.lastRead.Store(p.tick)
 		}
 		if blank(data) {
 			continue // an empty data line is a keepalive, not an event
@@ -367,8 +376,8 @@ func (p *runner) write(typ string, data []byte, buffered bool) bool {
 	}
 	p.res.Forwarded++
 	p.res.Started = true
-	if ka := p.keepalive.Load(); ka != nil {
-		ka.Reset(p.o.KeepAlive)
+	if p.o.KeepAlive > 0 {
+		p.lastSend.Store(p.tick)
 	}
 	return true
 }
@@ -408,8 +417,25 @@ func blank(data []byte) bool {
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
+// idleCheck runs when the idle timer fires: the upstream was silent for
+// IdleTimeout unless an event came since the timer was set.
+func (p *runner) idleCheck() {
+	since := time.Duration(int64(time.Since(p.base)) - p.lastRead.Load())
+	if left := p.o.IdleTimeout - since; left > 0 {
+		p.idleTimer.Load().Reset(left)
+		return
+	}
+	p.idle.Store(true)
+	p.o.Abort()
+}
+
 func (p *runner) ping() {
 	if p.gone.Load() || p.finished.Load() {
+		return
+	}
+	since := time.Duration(int64(time.Since(p.base)) - p.lastSend.Load())
+	if left := p.o.KeepAlive - since; left > 0 {
+		p.keepalive.Load().Reset(left) // an event went out meanwhile
 		return
 	}
 	if err := p.sink.Ping(); err != nil {
