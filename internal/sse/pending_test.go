@@ -42,7 +42,7 @@ func TestPending(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Fill the buffer as a network read would.
-		r.br.Peek(1)
+		r.br.fill()
 		if got := r.Pending(); got != want {
 			t.Errorf("%q: Pending %v, want %v", in, got, want)
 		}

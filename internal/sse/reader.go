@@ -33,7 +33,7 @@ type Reader struct {
 	// MaxEventBytes caps one event's data; 0 means DefaultMaxEventBytes.
 	MaxEventBytes int
 
-	br   *bufio.Reader
+	br   *buffer
 	line []byte // a line longer than the bufio buffer is assembled here
 	typ  []byte
 	data []byte
@@ -45,9 +45,11 @@ func NewReader(r io.Reader) *Reader {
 }
 
 // NewReaderSize returns a Reader over r with a read buffer of size bytes.
-// Lines longer than the buffer are still read whole.
+// Lines longer than the buffer are still read whole. While the source has
+// more to give than the buffer holds, the Reader borrows a 32 KiB buffer
+// from a shared pool, and gives it back once it has caught up.
 func NewReaderSize(r io.Reader, size int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, size)}
+	return &Reader{br: newBuffer(r, size)}
 }
 
 // Pending reports whether Next would return an event without reading from
@@ -55,11 +57,10 @@ func NewReaderSize(r io.Reader, size int) *Reader {
 // field. It may say false when an event is buffered in a rarer shape (a
 // comment before it); a caller uses it only to defer a flush.
 func (r *Reader) Pending() bool {
-	n := r.br.Buffered()
-	if n == 0 {
+	b := r.br.buffered()
+	if len(b) == 0 {
 		return false
 	}
-	b, _ := r.br.Peek(n)
 	end := bytes.Index(b, lfLF)
 	if crlf := bytes.Index(b, crlfCRLF); crlf >= 0 && (end < 0 || crlf < end) {
 		end = crlf
@@ -86,7 +87,7 @@ func (r *Reader) BufferedCap() int {
 
 // Reset makes the Reader read from r, keeping its buffers.
 func (r *Reader) Reset(src io.Reader) {
-	r.br.Reset(src)
+	r.br.reset(src)
 	r.typ, r.data, r.line = r.typ[:0], r.data[:0], r.line[:0]
 }
 
@@ -154,14 +155,14 @@ func (r *Reader) Next() (Event, error) {
 // readLine returns one line without its LF or CRLF. The slice is valid until
 // the next read.
 func (r *Reader) readLine(limit int) ([]byte, error) {
-	line, err := r.br.ReadSlice('\n')
+	line, err := r.br.readSlice('\n')
 	if err == bufio.ErrBufferFull {
 		r.line = append(r.line[:0], line...)
 		for err == bufio.ErrBufferFull {
 			if len(r.line) > limit+64 {
 				return nil, fmt.Errorf("%w: line over %d bytes", ErrEventTooLarge, limit)
 			}
-			line, err = r.br.ReadSlice('\n')
+			line, err = r.br.readSlice('\n')
 			r.line = append(r.line, line...)
 		}
 		line = r.line
