@@ -159,8 +159,8 @@ func TestFaultUpstreamFailover(t *testing.T) {
 func TestFaultHeaderTimeout(t *testing.T) {
 	for _, body := range []string{streamReq, textReq} {
 		e := newPriorityEnv(t)
-		e.h.StreamIdleTimeout = 50 * time.Millisecond
-		e.h.JSONHeaderTimeout = 50 * time.Millisecond
+		e.h.StreamIdleTimeout = 250 * time.Millisecond
+		e.h.JSONHeaderTimeout = 250 * time.Millisecond
 		e.up.Script("bad", relaytest.Step{Hang: true})
 		r := e.do(body)
 		if r.status != 200 {
@@ -204,7 +204,7 @@ func TestFaultJSONBodyBroken(t *testing.T) {
 	for name, step := range map[string]relaytest.Step{"stalls": {IdleAfterEvents: 1}, "cut": {ResetAfterEvents: 1}} {
 		t.Run(name, func(t *testing.T) {
 			e := newPriorityEnv(t)
-			e.h.StreamIdleTimeout = 50 * time.Millisecond
+			e.h.StreamIdleTimeout = 250 * time.Millisecond
 			e.up.Script("bad", step)
 			r := e.do(textReq)
 			if r.status != 200 || !strings.Contains(string(r.body), `"status":"completed"`) {
@@ -216,7 +216,7 @@ func TestFaultJSONBodyBroken(t *testing.T) {
 		})
 		t.Run(name+"/exhausted", func(t *testing.T) {
 			e := newEnv(t, "a")
-			e.h.StreamIdleTimeout = 50 * time.Millisecond
+			e.h.StreamIdleTimeout = 250 * time.Millisecond
 			e.up.SetDefault("a", step)
 			r := e.do(textReq)
 			if r.status != 502 {

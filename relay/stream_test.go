@@ -14,7 +14,7 @@ import (
 
 func TestStreamIdleTimeout(t *testing.T) {
 	e := newEnv(t, "a")
-	e.h.StreamIdleTimeout = 50 * time.Millisecond
+	e.h.StreamIdleTimeout = 250 * time.Millisecond
 	e.up.Script("a", relaytest.Step{IdleAfterEvents: 5})
 	r := e.do(streamReq)
 	if r.lastType() != "response.failed" || countType(r, "response.failed") != 1 {

@@ -50,7 +50,7 @@ func stuck(t *testing.T) <-chan struct{} {
 func TestFaultWSUpstreamIdle(t *testing.T) {
 	for _, ws := range []bool{true, false} {
 		e := newEnv(t, ws, "a")
-		e.rh.StreamIdleTimeout = 50 * time.Millisecond
+		e.rh.StreamIdleTimeout = 250 * time.Millisecond
 		e.up.Script("a", relaytest.Step{IdleAfterEvents: 5})
 		c := e.dial()
 		c.send(create(``))
@@ -79,7 +79,7 @@ func TestFaultWSUpstreamIdle(t *testing.T) {
 // turn moves to the next account; the silent attempt is no record.
 func TestFaultWSUpstreamSilentBeforeFirstEvent(t *testing.T) {
 	e := newEnv(t, true, "a", "b")
-	e.rh.StreamIdleTimeout = 50 * time.Millisecond
+	e.rh.StreamIdleTimeout = 250 * time.Millisecond
 	e.up.Script("a", relaytest.Step{Hang: true})
 	c := e.dial()
 	c.send(create(``))
