@@ -2,6 +2,7 @@ package wsproxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"sync"
@@ -44,6 +45,50 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// writeText writes one text message as a single unmasked frame (the
+// relay's events; the library still writes control frames and errors).
+// Built here rather than through the library: its per-message write takes
+// two channel-based locks, most of the cost of forwarding an event. The
+// frame goes out whole under mu, so it cannot interleave with a frame the
+// library writes, which reaches Write whole too (a control frame is at
+// most 131 bytes, flushed at once). With flush, everything held goes out.
+func (c *batchConn) writeText(payload []byte, flush bool) error {
+	var hdr [10]byte
+	n := textFrameHeader(hdr[:], len(payload))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	c.buf = append(c.buf, hdr[:n]...)
+	c.buf = append(c.buf, payload...)
+	if flush {
+		c.held = false
+	}
+	if !c.held || len(c.buf) >= maxHeld {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// textFrameHeader writes the header of a final, unmasked text frame of
+// size bytes (RFC 6455 §5.2) into b and returns its length.
+func textFrameHeader(b []byte, size int) int {
+	b[0] = 0x80 | 0x1 // FIN, opcode text
+	switch {
+	case size < 126:
+		b[1] = byte(size)
+		return 2
+	case size <= 0xFFFF:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(size))
+		return 4
+	}
+	b[1] = 127
+	binary.BigEndian.PutUint64(b[2:], uint64(size))
+	return 10
 }
 
 // hold starts keeping writes back.

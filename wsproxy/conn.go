@@ -150,15 +150,16 @@ func (c *conn) turn(msg []byte) bool {
 	return true
 }
 
-// Send forwards one event as a text frame (relay.TurnSink).
+// Send forwards one event as a text frame and flushes what SendBuffered
+// held (relay.TurnSink).
 func (c *conn) Send(_ string, data []byte) error {
+	if c.out != nil {
+		return c.out.writeText(data, true)
+	}
 	// Background: a cancellable context costs coder/websocket a timer per
 	// write. A client that stops reading is cut by the ping keepalive,
 	// which ends a blocked Write.
-	if err := c.ws.Write(context.Background(), websocket.MessageText, data); err != nil {
-		return err
-	}
-	return c.Flush()
+	return c.ws.Write(context.Background(), websocket.MessageText, data)
 }
 
 // SendBuffered forwards one event and leaves it unflushed: more events are
@@ -168,7 +169,7 @@ func (c *conn) SendBuffered(_ string, data []byte) error {
 		return c.Send("", data)
 	}
 	c.out.hold()
-	return c.ws.Write(context.Background(), websocket.MessageText, data)
+	return c.out.writeText(data, false)
 }
 
 // Flush writes out the events SendBuffered held (relay.BatchTurnSink).
