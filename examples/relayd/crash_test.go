@@ -282,7 +282,17 @@ func crashAndRestart(t *testing.T, db usageDB) {
 	up := relaytest.NewServer()
 	defer up.Close()
 	up.SetKey("a1", upstreamKey("a1"))
-	up.Script("a1", make([]relaytest.Step, completed)...)
+	// The second half of the completed turns waits at the fake until the
+	// database is locked: however fast relayd is, their records can then
+	// only reach the spool.
+	gate := make(chan struct{})
+	var openGate sync.Once
+	defer openGate.Do(func() { close(gate) })
+	steps := make([]relaytest.Step, completed)
+	for i := completed / 2; i < completed; i++ {
+		steps[i] = relaytest.Step{Hold: gate}
+	}
+	up.Script("a1", steps...)
 	paused := make(chan struct{}) // never closed: the turns end with relayd
 	up.SetDefault("a1", relaytest.Step{PauseAfterEvents: 4, Resume: paused})
 
@@ -315,6 +325,7 @@ func crashAndRestart(t *testing.T, db usageDB) {
 			lock.release(t)
 		}
 	}()
+	openGate.Do(func() { close(gate) })
 
 	// Every client is now in a turn paused mid-stream, and has the end
 	// of each completed one.
