@@ -2,23 +2,17 @@ package relaymetrics_test
 
 import (
 	"bufio"
-	"context"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/goleak"
 
+	"github.com/relaykit/responsesrelay/examples/internal/relayenv"
 	"github.com/relaykit/responsesrelay/examples/relaymetrics"
 	"github.com/relaykit/responsesrelay/relay"
-	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -27,93 +21,35 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // env is a relay with the metrics wired in as a host would, in front of
 // the fake upstream.
 type env struct {
-	t     *testing.T
-	up    *relaytest.Server
-	sched *scheduler.Scheduler
-	h     *relay.Handler
-	srv   *httptest.Server
-	reg   *prometheus.Registry
-	m     *relaymetrics.Metrics
+	*relayenv.Env
+	reg *prometheus.Registry
+	m   *relaymetrics.Metrics
 }
 
 // newEnv serves accounts (in group "g", BaseURL set to the fake) with
 // metrics made with o, the scheduler watched.
 func newEnv(t *testing.T, o relaymetrics.Options, accounts ...*scheduler.Account) *env {
 	t.Helper()
-	e := &env{t: t, up: relaytest.NewServer(), reg: prometheus.NewRegistry()}
+	e := &env{reg: prometheus.NewRegistry()}
 	m, err := relaymetrics.New(e.reg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.m = m
-	pool := scheduler.NewStaticPool()
-	keys := scheduler.StaticKeys{}
-	for _, a := range accounts {
-		a.BaseURL = e.up.BaseURL(a.ID)
-		pool.Add("g", a)
-		keys[a.ID] = "sk-test-" + a.ID
-	}
-	e.sched = &scheduler.Scheduler{Pool: pool, OnAccountEvent: m.OnAccountEvent}
-	if err := m.WatchScheduler(e.sched); err != nil {
+	e.Env = relayenv.New(t, func(h *relay.Handler) {
+		h.Observer = m.Observer()
+		h.Scheduler.OnAccountEvent = m.OnAccountEvent
+	}, accounts...)
+	if err := m.WatchScheduler(e.Sched); err != nil {
 		t.Fatal(err)
 	}
-	e.h = &relay.Handler{
-		Scheduler:   e.sched,
-		Credentials: keys,
-		Observer:    m.Observer(),
-		Logger:      slog.New(slog.DiscardHandler),
-		Authenticate: func(r *http.Request) (*relay.Subject, error) {
-			if r.Header.Get("Authorization") != "Bearer rk-client" {
-				return nil, nil
-			}
-			return &relay.Subject{UserID: "u1", APIKeyID: "k1", GroupID: "g", Concurrency: 4}, nil
-		},
-	}
-	e.srv = httptest.NewServer(e.h)
-	t.Cleanup(func() {
-		e.srv.CloseClientConnections()
-		e.srv.Close()
-		e.up.Close()
-		e.h.CloseIdleConnections()
-		e.wait()
-	})
 	return e
-}
-
-// wait waits until every turn the relay started has ended, so its
-// TurnEnd has been observed.
-func (e *env) wait() {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.h.Wait(ctx); err != nil {
-		e.t.Fatalf("turns still active: %d", e.h.Active())
-	}
-}
-
-func (e *env) request(ctx context.Context, body string) *http.Request {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer rk-client")
-	req.Header.Set("Content-Type", "application/json")
-	return req
 }
 
 // do sends body, reads the whole answer and waits for the turn to end.
 func (e *env) do(body string) (int, string) {
-	e.t.Helper()
-	resp, err := e.srv.Client().Do(e.request(context.Background(), body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.wait()
+	e.T.Helper()
+	resp, b := e.Do(body, relayenv.ClientKey)
 	return resp.StatusCode, string(b)
 }
 
@@ -134,7 +70,7 @@ func readUntil(t *testing.T, r *bufio.Reader, s string) {
 // value sums the series of the family namespace_name whose labels include
 // the given name/value pairs: counters and gauges by value, histograms by
 // sample count. found is false when no series matched.
-func value(t *testing.T, g prometheus.Gatherer, name string, labels ...string) (sum float64, found bool) {
+func value(t testing.TB, g prometheus.Gatherer, name string, labels ...string) (sum float64, found bool) {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -180,11 +116,11 @@ func hasLabels(m *dto.Metric, pairs []string) bool {
 
 // want checks value(name, labels) == n; n 0 also accepts no series.
 func (e *env) want(n float64, name string, labels ...string) {
-	e.t.Helper()
-	wantValue(e.t, e.reg, n, name, labels...)
+	e.T.Helper()
+	wantValue(e.T, e.reg, n, name, labels...)
 }
 
-func wantValue(t *testing.T, g prometheus.Gatherer, n float64, name string, labels ...string) {
+func wantValue(t testing.TB, g prometheus.Gatherer, n float64, name string, labels ...string) {
 	t.Helper()
 	got, found := value(t, g, name, labels...)
 	if got != n || (!found && n != 0) {
@@ -195,7 +131,7 @@ func wantValue(t *testing.T, g prometheus.Gatherer, n float64, name string, labe
 const streamReq = `{"model":"gpt-test","stream":true,"input":"hello there"}`
 
 // family renders the series of namespace_name, for failure messages.
-func family(t *testing.T, g prometheus.Gatherer, name string) string {
+func family(t testing.TB, g prometheus.Gatherer, name string) string {
 	mfs, err := g.Gather()
 	if err != nil {
 		return err.Error()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/relaykit/responsesrelay/examples/internal/relayenv"
 	"github.com/relaykit/responsesrelay/examples/relaymetrics"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -24,7 +25,7 @@ func TestServedStream(t *testing.T) {
 	if code, body := e.do(streamReq); code != 200 || !strings.Contains(body, "response.completed") {
 		t.Fatalf("relay answered %d: %s", code, body)
 	}
-	usage := e.up.Served()[0].Usage
+	usage := e.Up.Served()[0].Usage
 
 	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(`
 # HELP responsesrelay_turns_total Turns that ended, by usage status (or error, client_gone) and the class of the HTTP status answered.
@@ -55,7 +56,7 @@ func TestFailover(t *testing.T) {
 	e := newEnv(t, relaymetrics.Options{},
 		&scheduler.Account{ID: "a", Concurrency: 8, Priority: 0},
 		&scheduler.Account{ID: "b", Concurrency: 8, Priority: 1})
-	e.up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests})
+	e.Up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests})
 	if code, body := e.do(streamReq); code != 200 || !strings.Contains(body, "response.completed") {
 		t.Fatalf("relay answered %d: %s", code, body)
 	}
@@ -85,13 +86,13 @@ func TestFailover(t *testing.T) {
 // before the writer knows, which records the turn as upstream_error.
 func TestClientGone(t *testing.T) {
 	e := newEnv(t, relaymetrics.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
-	e.h.DrainTimeout = 250 * time.Millisecond
+	e.H.DrainTimeout = 250 * time.Millisecond
 	// Pause after the first delta, the fifth event, until the fake closes.
-	e.up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
+	e.Up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	resp, err := e.srv.Client().Do(e.request(ctx, streamReq))
+	resp, err := e.Srv.Client().Do(e.Request(ctx, streamReq, relayenv.ClientKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestClientGone(t *testing.T) {
 	e.want(0, "turns_total")
 	cancel()
 	resp.Body.Close()
-	e.wait()
+	e.Wait()
 
 	e.want(1, "turns_total", "status", "client_gone")
 	e.want(1, "turns_total")
@@ -137,10 +138,10 @@ func TestMaxModels(t *testing.T) {
 func TestSchedulerGauges(t *testing.T) {
 	e := newEnv(t, relaymetrics.Options{}, &scheduler.Account{ID: "a", Concurrency: 3})
 	hold := make(chan struct{})
-	e.up.Script("a", relaytest.Step{Hold: hold})
+	e.Up.Script("a", relaytest.Step{Hold: hold})
 	done := make(chan int, 1)
 	go func() {
-		resp, err := e.srv.Client().Do(e.request(context.Background(), streamReq))
+		resp, err := e.Srv.Client().Do(e.Request(context.Background(), streamReq, relayenv.ClientKey))
 		if err != nil {
 			done <- 0
 			return
@@ -151,7 +152,7 @@ func TestSchedulerGauges(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
+	if err := e.Up.WaitInFlight(ctx, "a", 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -166,7 +167,7 @@ func TestSchedulerGauges(t *testing.T) {
 	if code := <-done; code != 200 {
 		t.Fatalf("relay answered %d", code)
 	}
-	e.wait()
+	e.Wait()
 	e.want(0, "account_in_flight", "account", "a")
 	e.want(0, "turns_in_flight")
 	e.want(1, "turns_total", "status", "completed")

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/relaykit/responsesrelay/examples/internal/relayenv"
 	"github.com/relaykit/responsesrelay/examples/relaytrace"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -26,7 +27,7 @@ func TestServedTurn(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("relay answered %d", code)
 	}
-	usage := e.up.Served()[0].Usage
+	usage := e.Up.Served()[0].Usage
 	turn, kids := e.oneTurn()
 
 	if turn.SpanKind() != trace.SpanKindServer || turn.Parent().IsValid() {
@@ -84,7 +85,7 @@ func TestFailoverSpans(t *testing.T) {
 	e := newEnv(t, relaytrace.Options{},
 		&scheduler.Account{ID: "a", Concurrency: 8, Priority: 0},
 		&scheduler.Account{ID: "b", Concurrency: 8, Priority: 1})
-	e.up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests})
+	e.Up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests})
 	if code, _ := e.do(streamReq); code != 200 {
 		t.Fatalf("relay answered %d", code)
 	}
@@ -126,8 +127,8 @@ func TestFailoverSpans(t *testing.T) {
 // Every account fails: the turn answers 502 and its span is an error.
 func TestFailedTurn(t *testing.T) {
 	e := newEnv(t, relaytrace.Options{}, &scheduler.Account{ID: "a", Concurrency: 8}, &scheduler.Account{ID: "b", Concurrency: 8})
-	e.up.Script("a", relaytest.Step{Status: 500})
-	e.up.Script("b", relaytest.Step{Status: 500})
+	e.Up.Script("a", relaytest.Step{Status: 500})
+	e.Up.Script("b", relaytest.Step{Status: 500})
 	if code, _ := e.do(streamReq); code != http.StatusBadGateway {
 		t.Fatalf("relay answered %d, want 502", code)
 	}
@@ -175,12 +176,12 @@ func TestRejectedTurn(t *testing.T) {
 // before the writer knows, which records the turn as upstream_error.
 func TestClientGoneSpan(t *testing.T) {
 	e := newEnv(t, relaytrace.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
-	e.h.DrainTimeout = 250 * time.Millisecond
+	e.H.DrainTimeout = 250 * time.Millisecond
 	// Pause after the first delta, the fifth event, until the fake closes.
-	e.up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
+	e.Up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	resp, err := e.srv.Client().Do(e.request(ctx, streamReq, "rk-client"))
+	resp, err := e.Srv.Client().Do(e.Request(ctx, streamReq, relayenv.ClientKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestClientGoneSpan(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	e.wait()
+	e.Wait()
 
 	turn, kids := e.oneTurn()
 	wantAttrs(t, turn, map[attribute.Key]any{relaytrace.AttrStatus: "client_gone"})
@@ -225,7 +226,7 @@ func TestUnderHostSpan(t *testing.T) {
 	e := newEnv(t, relaytrace.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
 	host := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e.spans))
 	defer host.Shutdown(context.Background())
-	e.wrap = func(next http.Handler) http.Handler {
+	e.Wrap = func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, span := host.Tracer("host").Start(r.Context(), "POST /v1/responses", trace.WithSpanKind(trace.SpanKindServer))
 			defer span.End()
