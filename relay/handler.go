@@ -40,8 +40,9 @@
 // panic in one is recovered and answered like an error from it; a call
 // that outlives HookTimeout (or, before the upstream answer, the client's
 // context) is abandoned, so a hung database cannot hold a turn or its
-// slots. RELIABILITY.md at the repository root lists every fault and its
-// answer.
+// slots (the scheduler bounds OnAccountEvent itself, by
+// Scheduler.EventTimeout). RELIABILITY.md at the repository root lists
+// every fault and its answer.
 //
 // # Usage
 //
