@@ -44,6 +44,13 @@
 // Scheduler.EventTimeout). RELIABILITY.md at the repository root lists
 // every fault and its answer.
 //
+// # Observing
+//
+// Handler.Observer receives each turn's start, slot waits, upstream
+// attempts, first token and end as plain structs, on the turn's goroutine
+// (see Observer); examples/relaymetrics and examples/relaytrace turn them
+// into Prometheus series and OpenTelemetry spans.
+//
 // # Usage
 //
 // Exactly one billing.Usage per turn that got an answer from an upstream,
