@@ -111,11 +111,7 @@ func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 			}
 			return e.rh.UserSlots("u1"), accts
 		}
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-			if u, a := held(); u == 0 && len(a) == 0 {
-				break
-			}
-		}
+		leakcheck.Settle(5*time.Second, func() bool { u, a := held(); return u == 0 && len(a) == 0 })
 		if u, accts := held(); u != 0 || len(accts) != 0 {
 			t.Errorf("slots held after the test: user %d, accounts %v", u, accts)
 		}

@@ -73,10 +73,9 @@ func Snapshot() Baseline {
 // described in the package documentation. It retries until none is left or
 // wait has passed; wait <= 0 looks once.
 func Leaked(base Baseline, wait time.Duration) []string {
-	deadline := time.Now().Add(wait)
-	backoff := time.Millisecond
-	for {
-		var leaked []string
+	var leaked []string
+	Settle(wait, func() bool {
+		leaked = leaked[:0]
 		for i, g := range goroutines() {
 			// The first goroutine of a full dump is the caller's own.
 			if i == 0 || g.benign() {
@@ -87,8 +86,25 @@ func Leaked(base Baseline, wait time.Duration) []string {
 			}
 			leaked = append(leaked, g.stack)
 		}
-		if len(leaked) == 0 || !time.Now().Before(deadline) {
-			return leaked
+		return len(leaked) == 0
+	})
+	return leaked
+}
+
+// Settle calls done until it reports true or wait has passed, backing off
+// from 1 ms to 100 ms between calls, and says whether it did. For state
+// that other goroutines put back after the test's last step (a slot an
+// abandoned hook gives back, a goroutine on its way out); wait <= 0 looks
+// once.
+func Settle(wait time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(wait)
+	backoff := time.Millisecond
+	for {
+		if done() {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
 		}
 		time.Sleep(min(backoff, time.Until(deadline)))
 		backoff = min(2*backoff, 100*time.Millisecond)
