@@ -1,7 +1,6 @@
 package relaymetrics_test
 
 import (
-	"bufio"
 	"strings"
 	"testing"
 
@@ -51,20 +50,6 @@ func (e *env) do(body string) (int, string) {
 	e.T.Helper()
 	resp, b := e.Do(body, relayenv.ClientKey)
 	return resp.StatusCode, string(b)
-}
-
-// readUntil reads SSE lines from r until one contains s.
-func readUntil(t *testing.T, r *bufio.Reader, s string) {
-	t.Helper()
-	for {
-		line, err := r.ReadString('\n')
-		if strings.Contains(line, s) {
-			return
-		}
-		if err != nil {
-			t.Fatalf("stream ended before %q: %v", s, err)
-		}
-	}
 }
 
 // value sums the series of the family namespace_name whose labels include

@@ -1,7 +1,6 @@
 package relaymetrics_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -78,30 +77,14 @@ func TestFailover(t *testing.T) {
 	}
 }
 
-// A client that leaves mid-stream ends its turn as client_gone. The
-// The upstream stays paused, so the turn can only end through the client
-// leaving and the drain that follows. The drain is short but not zero: the
-// relay learns of the client on two goroutines (the stream's writer and
-// the upstream call), and with DrainTimeout < 0 the upstream can be cut
-// before the writer knows, which records the turn as upstream_error.
+// A client that leaves mid-stream ends its turn as client_gone.
 func TestClientGone(t *testing.T) {
 	e := newEnv(t, relaymetrics.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
 	e.H.DrainTimeout = 250 * time.Millisecond
-	// Pause after the first delta, the fifth event, until the fake closes.
-	e.Up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := e.Srv.Client().Do(e.Request(ctx, streamReq, relayenv.ClientKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readUntil(t, bufio.NewReader(resp.Body), "response.output_text.delta")
-	e.want(1, "turns_in_flight")
-	e.want(0, "turns_total")
-	cancel()
-	resp.Body.Close()
-	e.Wait()
+	e.LeaveMidStream("a", streamReq, func() {
+		e.want(1, "turns_in_flight")
+		e.want(0, "turns_total")
+	})
 
 	e.want(1, "turns_total", "status", "client_gone")
 	e.want(1, "turns_total")

@@ -1,7 +1,6 @@
 package relaytrace_test
 
 import (
-	"bufio"
 	"context"
 	"net/http"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/relaykit/responsesrelay/examples/internal/relayenv"
 	"github.com/relaykit/responsesrelay/examples/relaytrace"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -169,38 +167,14 @@ func TestRejectedTurn(t *testing.T) {
 }
 
 // The turn span ends when the client leaves mid-stream, without an error.
-// The upstream stays paused, so the turn can only end through the client
-// leaving and the drain that follows. The drain is short but not zero: the
-// relay learns of the client on two goroutines (the stream's writer and
-// the upstream call), and with DrainTimeout < 0 the upstream can be cut
-// before the writer knows, which records the turn as upstream_error.
 func TestClientGoneSpan(t *testing.T) {
 	e := newEnv(t, relaytrace.Options{}, &scheduler.Account{ID: "a", Concurrency: 8})
 	e.H.DrainTimeout = 250 * time.Millisecond
-	// Pause after the first delta, the fifth event, until the fake closes.
-	e.Up.Script("a", relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := e.Srv.Client().Do(e.Request(ctx, streamReq, relayenv.ClientKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(resp.Body)
-	for {
-		line, err := br.ReadString('\n')
-		if strings.Contains(line, "response.output_text.delta") {
-			break
+	e.LeaveMidStream("a", streamReq, func() {
+		if n := len(e.spans.Ended()); n != 0 {
+			t.Fatalf("%d spans ended while the turn streams", n)
 		}
-		if err != nil {
-			t.Fatalf("stream ended before the first delta: %v", err)
-		}
-	}
-	if n := len(e.spans.Ended()); n != 0 {
-		t.Fatalf("%d spans ended while the turn streams", n)
-	}
-	cancel()
-	resp.Body.Close()
-	e.Wait()
+	})
 
 	turn, kids := e.oneTurn()
 	wantAttrs(t, turn, map[attribute.Key]any{relaytrace.AttrStatus: "client_gone"})

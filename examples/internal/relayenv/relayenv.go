@@ -4,6 +4,7 @@
 package relayenv
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -118,4 +119,38 @@ func (e *Env) Do(body, key string) (*http.Response, []byte) {
 	}
 	e.Wait()
 	return resp, b
+}
+
+// LeaveMidStream starts a streaming turn on account, whose upstream pauses
+// after its first delta and never resumes, reads up to that delta, runs
+// during (the turn is streaming then), leaves as a client would, and
+// waits for the turn to end. The turn can only end through the client
+// leaving and the drain that follows, which DrainTimeout bounds: set it
+// short.
+func (e *Env) LeaveMidStream(account, body string, during func()) {
+	e.T.Helper()
+	// The fifth event is the first delta.
+	e.Up.Script(account, relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := e.Srv.Client().Do(e.Request(ctx, body, ClientKey))
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if strings.Contains(line, "response.output_text.delta") {
+			break
+		}
+		if err != nil {
+			e.T.Fatalf("stream ended before the first delta: %v", err)
+		}
+	}
+	if during != nil {
+		during()
+	}
+	cancel()
+	resp.Body.Close()
+	e.Wait()
 }
