@@ -138,6 +138,7 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ts := &turnSink{sink: sink}
+	ts.batch, _ = sink.(BatchTurnSink)
 	t := &turn{h: h, ctx: ctx, subj: tr.Subject, req: &req, id: newRequestID(), start: h.now(), out: ts,
 		header: tr.Header, userAgent: tr.UserAgent, clientIP: tr.ClientIP, transport: transport, turnNo: number,
 		userWait: userWait, upstream: tr.Upstream, switches: switches}
@@ -163,8 +164,9 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 
 // turnSink adapts a TurnSink to the relay's event sink.
 type turnSink struct {
-	sink TurnSink
-	err  *APIError
+	sink  TurnSink
+	batch BatchTurnSink // sink, when it can batch; nil otherwise
+	err   *APIError
 }
 
 func (s *turnSink) Send(typ string, data []byte) error { return s.sink.Send(typ, data) }
@@ -172,15 +174,15 @@ func (s *turnSink) Send(typ string, data []byte) error { return s.sink.Send(typ,
 // SendBuffered and Flush make every turnSink a pump.BatchSink; a TurnSink
 // that cannot batch gets each event flushed.
 func (s *turnSink) SendBuffered(typ string, data []byte) error {
-	if b, ok := s.sink.(BatchTurnSink); ok {
-		return b.SendBuffered(typ, data)
+	if s.batch != nil {
+		return s.batch.SendBuffered(typ, data)
 	}
 	return s.sink.Send(typ, data)
 }
 
 func (s *turnSink) Flush() error {
-	if b, ok := s.sink.(BatchTurnSink); ok {
-		return b.Flush()
+	if s.batch != nil {
+		return s.batch.Flush()
 	}
 	return nil
 }

@@ -195,7 +195,9 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
 	}
 	defer st.Close()
-	return t.relayEvents(sel, &answeredStream{EventStream: st, t: t}, 0, nil, abort)
+	as := &answeredStream{EventStream: st, t: t}
+	as.pending, _ = st.(interface{ Pending() bool })
+	return t.relayEvents(sel, as, 0, nil, abort)
 }
 
 // answeredStream marks the turn as reached at the upstream's first frame
@@ -203,13 +205,13 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 // message the upstream never answered is not a usage record.
 type answeredStream struct {
 	EventStream
-	t *turn
+	t       *turn
+	pending interface{ Pending() bool } // the stream, when it can tell
 }
 
 // Pending passes on the stream's own Pending, if it has one.
 func (s *answeredStream) Pending() bool {
-	p, ok := s.EventStream.(interface{ Pending() bool })
-	return ok && p.Pending()
+	return s.pending != nil && s.pending.Pending()
 }
 
 func (s *answeredStream) Next() ([]byte, error) {

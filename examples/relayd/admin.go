@@ -44,7 +44,7 @@ func (s *server) openMetrics(groups []string) error {
 // the config they answer 404, so nothing about the pool is exposed by
 // default.
 func (s *server) adminRoutes(mux *http.ServeMux, token string, groups []string) {
-	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: nil})
+	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
 	mux.Handle("GET /metrics", s.admin(token, metrics))
 	mux.Handle("GET /debug/accounts", s.admin(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.serveAccounts(w, r, groups)
