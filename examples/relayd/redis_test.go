@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -165,12 +164,7 @@ func TestRedisCooldownAcrossInstances(t *testing.T) {
 // A Redis that does not answer stops relayd at start, with an error that
 // names the server but not its password.
 func TestRedisUnreachableAtStart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := deadAddr(t)
 	up := relaytest.NewServer()
 	defer up.Close()
 	cfg := Config{

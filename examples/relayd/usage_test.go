@@ -20,6 +20,18 @@ import (
 )
 
 // waitUntil polls cond until it holds, failing the test after 20 s.
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -334,12 +346,7 @@ func TestSpoolOutlivesADatabaseOutage(t *testing.T) {
 // A PostgreSQL server that does not answer stops relayd at start, with an
 // error that names the server but not the password.
 func TestPostgresUnreachableAtStart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := deadAddr(t)
 	up := relaytest.NewServer()
 	defer up.Close()
 	cfg := Config{
