@@ -222,7 +222,7 @@ func CloseReason(s string) string {
 
 // keepAlive pings the socket every PingInterval and closes it when a pong
 // does not come back within PingTimeout.
-func keepAlive(ctx context.Context, ws *websocket.Conn, h *Handler) {
+func keepAlive(ctx context.Context, ws pinger, h *Handler) {
 	t := time.NewTicker(orDefault(h.PingInterval, DefaultPingInterval))
 	defer t.Stop()
 	for {
@@ -239,6 +239,12 @@ func keepAlive(ctx context.Context, ws *websocket.Conn, h *Handler) {
 			}
 		}
 	}
+}
+
+// pinger is a socket keepAlive can ping: the client's and the upstream's.
+type pinger interface {
+	Ping(context.Context) error
+	CloseNow() error
 }
 
 func clientIP(r *http.Request) string {

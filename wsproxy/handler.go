@@ -32,10 +32,14 @@
 // connection's state (previous_response_id with store=false); then the turn
 // ends with the error frame. An upstream that breaks mid-turn ends the turn
 // with one response.failed frame; the client connection stays open and the
-// next turn dials a new upstream. The relay.Handler's limits apply to each
-// turn as over HTTP: StreamIdleTimeout (also for an upstream that never
-// sends a first event), DrainTimeout, HookTimeout; frames from the upstream
-// are capped by ReadLimit.
+// next turn dials a new upstream. An upstream socket that ended while idle
+// (the upstream closed it between turns) is replaced on the same account
+// before the next turn is sent, or when that turn finds it closed before
+// its first event; this is not counted against the account. The
+// relay.Handler's limits apply to each turn as over HTTP:
+// StreamIdleTimeout (also for an upstream that never sends a first
+// event), DrainTimeout, HookTimeout; frames from the upstream are capped
+// by ReadLimit.
 package wsproxy
 
 import (
@@ -91,8 +95,9 @@ type Handler struct {
 	// Accept configures the client handshake (origin patterns,
 	// compression). nil: coder/websocket's defaults.
 	Accept *websocket.AcceptOptions
-	// HTTPClient dials upstream sockets. nil: http.DefaultClient's
-	// transport settings via a dedicated client.
+	// HTTPClient sends the handshakes of upstream sockets (an HTTP/1.1
+	// upgrade; its Timeout bounds the handshake only). nil:
+	// http.DefaultClient.
 	HTTPClient *http.Client
 
 	connsOnce sync.Once

@@ -2,14 +2,15 @@ package wsproxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/internal/wsconn"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
 	"github.com/tidwall/gjson"
@@ -19,24 +20,29 @@ import (
 // relay.Upstream: Open reuses the socket while it is on the same account,
 // healthy and younger than UpstreamMaxAge, and dials a new one otherwise.
 // One turn at a time uses it.
+//
+// Between turns a reader goroutine reads the socket, so that control
+// frames are answered and a closed socket is noticed. The first message of
+// a turn hands the read role to the turn: it reads its own events from
+// then on (no hand-off per event) and gives the role back when it ends.
 type upstream struct {
 	h      *Handler
 	header http.Header // the client's handshake headers
 
 	mu      sync.Mutex
-	ws      *websocket.Conn
+	ws      *wsconn.Conn
 	account string
 	dialed  time.Time
-	frames  chan frame  // from the socket's reader goroutine
-	free    chan []byte // frame buffers the turn is done with, for the reader
+	first   chan frame    // from the reader: a message (with the read role) or its final error
+	resume  chan struct{} // gives the read role back to the reader
 	done    chan struct{}
 	cancel  context.CancelFunc
 	broken  bool
 }
 
 type frame struct {
-	buf *[]byte // the message, in a buffer from frameBufs
-	err error
+	data []byte // valid until the socket is read again
+	err  error
 }
 
 // forwardHeaders are client handshake headers passed to the upstream.
@@ -51,31 +57,46 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 	if u.ws != nil && (u.broken || u.account != a.ID || time.Since(u.dialed) > maxAge) {
 		u.closeLocked()
 	}
-	if u.ws == nil {
+	reused := u.ws != nil
+	if !reused {
 		if err := u.dialLocked(ctx, a, token); err != nil {
 			return nil, err
 		}
 	}
-	// Frames left from an earlier turn (none are expected) must not be
-	// taken for this turn's.
-	for drained := false; !drained; {
-		select {
-		case f := <-u.frames:
-			if f.err != nil {
-				u.closeLocked()
-				return nil, f.err
-			}
-			putFrameBuf(f.buf)
-		default:
-			drained = true
+	role := false
+	select {
+	case f := <-u.first:
+		if f.err == nil {
+			role = true // a message outside any turn, dropped; the turn reads now
+			break
+		}
+		// The socket ended between turns (the upstream closed an idle
+		// one): this turn gets a new one.
+		u.closeLocked()
+		reused = false
+		if err := u.dialLocked(ctx, a, token); err != nil {
+			return nil, err
+		}
+	default:
+	}
+	if err := u.ws.WriteText(ctx, body); err != nil {
+		u.closeLocked()
+		if !reused || ctx.Err() != nil {
+			return nil, err
+		}
+		// The idle socket had died and the write found out: once more on
+		// a new one.
+		reused, role = false, false
+		if err := u.dialLocked(ctx, a, token); err != nil {
+			return nil, err
+		}
+		if err := u.ws.WriteText(ctx, body); err != nil {
+			u.closeLocked()
+			return nil, err
 		}
 	}
-	if err := u.ws.Write(ctx, websocket.MessageText, body); err != nil {
-		u.closeLocked()
-		return nil, err
-	}
-	s := &stream{u: u, frames: u.frames, ctx: ctx, acct: a, token: token, body: body}
-	s.stop = context.AfterFunc(ctx, func() { s.u.markBroken() })
+	s := &stream{u: u, ws: u.ws, first: u.first, resume: u.resume, role: role, reused: reused, ctx: ctx, acct: a, token: token, body: body}
+	s.stop = context.AfterFunc(ctx, s.drop)
 	return s, nil
 }
 
@@ -98,104 +119,44 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 		hdr.Set("Authorization", "Bearer "+token)
 	}
 	hdr.Set("OpenAI-Beta", BetaHeader)
-	ws, resp, err := websocket.Dial(ctx, wsURL(a.BaseURL), &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: u.h.HTTPClient})
+	ws, err := wsconn.Dial(ctx, u.h.HTTPClient, wsURL(a.BaseURL), hdr)
 	if err != nil {
-		if resp != nil && resp.StatusCode >= 400 {
-			var body []byte
-			if resp.Body != nil {
-				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-			}
-			return &relay.UpstreamError{Status: resp.StatusCode, Header: resp.Header, Body: body, Err: err}
+		var he *wsconn.HandshakeError
+		if errors.As(err, &he) && he.Status >= 400 {
+			return &relay.UpstreamError{Status: he.Status, Header: he.Header, Body: he.Body, Err: err}
 		}
 		return err
 	}
 	ws.SetReadLimit(orDefault(u.h.ReadLimit, DefaultReadLimit))
 	rctx, cancel := context.WithCancel(context.Background())
 	u.ws, u.account, u.dialed, u.broken, u.cancel = ws, a.ID, time.Now(), false, cancel
-	u.frames, u.done = make(chan frame, 16), make(chan struct{})
-	go u.readLoop(rctx, ws, u.frames, u.done)
+	u.first, u.resume, u.done = make(chan frame, 1), make(chan struct{}, 1), make(chan struct{})
+	go u.readLoop(rctx, ws, u.first, u.resume, u.done)
 	go keepAlive(rctx, ws, u.h)
 	return nil
 }
 
-// readLoop reads the upstream socket for its whole life, so that control
-// frames are answered between turns too. Each message is read into a
-// buffer from frameBufs, which the turn gives back once done with it, so
-// that events cost no allocation and an idle connection keeps no buffer.
-func (u *upstream) readLoop(ctx context.Context, ws *websocket.Conn, out chan<- frame, done chan struct{}) {
+// readLoop reads the socket while no turn does. A message hands the read
+// role to the turn that receives it from first; the loop waits for it back
+// on resume. An error ends the loop (first gets it).
+func (u *upstream) readLoop(ctx context.Context, ws *wsconn.Conn, first chan<- frame, resume <-chan struct{}, done chan struct{}) {
 	defer close(done)
 	for {
-		b := frameBufs.Get().(*[]byte)
-		// Background, not ctx: a cancellable context costs coder/websocket
-		// a timer per read. closeLocked cancels ctx and closes the socket,
-		// which ends this Read.
-		data, err := readMessage(ws, (*b)[:0])
+		data, err := ws.Read()
 		if err != nil {
-			putFrameBuf(b)
 			if ctx.Err() != nil {
 				err = errUpstreamClosed
 			}
-			select {
-			case out <- frame{err: err}:
-			case <-ctx.Done():
-			}
+			first <- frame{err: err} // never blocks: first is empty while the loop reads
 			return
 		}
-		*b = data // keep a grown buffer
+		first <- frame{data: data}
 		select {
-		case out <- frame{buf: b}:
+		case <-resume:
 		case <-ctx.Done():
 			return
 		}
 	}
-}
-
-// Frame buffers start at frameBufSize; one grown past maxFrameBuf (a huge
-// event) is not reused, so it does not stay pinned.
-const (
-	frameBufSize = 2 << 10
-	maxFrameBuf  = 256 << 10
-)
-
-// frameBufs recycle message buffers across connections and turns.
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, frameBufSize); return &b }}
-
-func putFrameBuf(b *[]byte) {
-	if b == nil || cap(*b) > maxFrameBuf {
-		return
-	}
-	*b = (*b)[:0]
-	frameBufs.Put(b)
-}
-
-// readMessage reads the next data message into buf.
-func readMessage(ws *websocket.Conn, buf []byte) ([]byte, error) {
-	_, r, err := ws.Reader(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
-func (u *upstream) markBroken() {
-	u.mu.Lock()
-	u.broken = true
-	if u.ws != nil {
-		u.ws.CloseNow()
-	}
-	u.mu.Unlock()
 }
 
 func (u *upstream) close() {
@@ -211,14 +172,18 @@ func (u *upstream) closeLocked() {
 	u.cancel()
 	u.ws.CloseNow()
 	<-u.done
-	u.ws, u.account, u.frames, u.done = nil, "", nil, nil
+	u.ws, u.account, u.first, u.resume, u.done = nil, "", nil, nil, nil
 }
 
 // stream is one turn's events on the pinned socket.
 type stream struct {
 	u      *upstream
-	frames <-chan frame
-	last   *[]byte // the frame Next returned last, given back on the next call
+	ws     *wsconn.Conn
+	first  <-chan frame
+	resume chan<- struct{}
+	role   bool   // the turn reads the socket itself
+	reused bool   // the socket served an earlier turn
+	last   []byte // the message Next returned last
 	ctx    context.Context
 	stop   func() bool
 	ended  bool // an error frame ended the turn
@@ -231,34 +196,46 @@ type stream struct {
 	redials int
 }
 
-// Pending reports that a frame is already queued, so Next will not wait.
-func (s *stream) Pending() bool { return len(s.frames) > 0 }
+// Pending reports that a message is already read, so Next will not wait.
+func (s *stream) Pending() bool {
+	if s.role {
+		return s.ws.Buffered()
+	}
+	return len(s.first) > 0
+}
 
-// Next returns the next frame. An "error" frame is the last of its turn:
-// the upstream sends nothing more for it.
+// Next returns the next message. An "error" frame is the last of its
+// turn: the upstream sends nothing more for it.
 func (s *stream) Next() ([]byte, error) {
 	if s.ended {
 		return nil, io.EOF
 	}
-	putFrameBuf(s.last)
 	s.last = nil
-	var f frame
-	select {
-	case f = <-s.frames: // a frame is waiting: no full select
-	default:
-		select {
-		case f = <-s.frames:
-		case <-s.ctx.Done():
-			s.broken = true
-			return nil, s.ctx.Err()
+	var data []byte
+	if s.role {
+		d, err := s.ws.Read()
+		if err != nil {
+			return s.readFailed(err)
 		}
+		data = d
+	} else {
+		var f frame
+		select {
+		case f = <-s.first: // a message is waiting: no full select
+		default:
+			select {
+			case f = <-s.first:
+			case <-s.ctx.Done():
+				s.broken = true
+				return nil, s.ctx.Err()
+			}
+		}
+		if f.err != nil {
+			return s.readFailed(f.err)
+		}
+		s.role, data = true, f.data
 	}
-	if f.err != nil {
-		s.broken = true
-		return nil, f.err
-	}
-	s.last = f.buf
-	data := *f.buf
+	s.last = data
 	if event.IsError(data) {
 		if !s.started && s.redials == 0 && gjson.GetBytes(data, "error.code").String() == "websocket_connection_limit_reached" {
 			// The socket reached the upstream's age limit before our own
@@ -281,6 +258,29 @@ func (s *stream) Next() ([]byte, error) {
 	return data, nil
 }
 
+// readFailed handles a read error. A socket kept from an earlier turn that
+// ends before this turn's first message had died while idle (the upstream
+// closed it, or the close crossed the request): the turn is sent once more
+// on a new socket to the same account instead of counting against it.
+func (s *stream) readFailed(err error) ([]byte, error) {
+	if s.ctx.Err() != nil {
+		s.broken = true
+		return nil, s.ctx.Err()
+	}
+	var pe *wsconn.ProtocolError
+	if s.reused && !s.started && s.redials == 0 && !errors.Is(err, wsconn.ErrTooBig) && !errors.As(err, &pe) {
+		s.redials++
+		s.reused = false
+		if err := s.redial(); err != nil {
+			s.broken = true
+			return nil, err
+		}
+		return s.Next()
+	}
+	s.broken = true
+	return nil, err
+}
+
 func (s *stream) redial() error {
 	u := s.u
 	u.mu.Lock()
@@ -289,21 +289,44 @@ func (s *stream) redial() error {
 	if err := u.dialLocked(s.ctx, s.acct, s.token); err != nil {
 		return err
 	}
-	putFrameBuf(s.last)
-	s.frames, s.last = u.frames, nil
-	return u.ws.Write(s.ctx, websocket.MessageText, s.body)
+	s.ws, s.first, s.resume, s.role, s.last = u.ws, u.first, u.resume, false, nil
+	return u.ws.WriteText(s.ctx, s.body)
 }
 
-// Close ends the turn; a socket that failed is dropped so the next turn
+// Close ends the turn. The read role goes back to the reader when the turn
+// read through its terminal event; a socket that failed, or whose turn
+// stopped early with events still coming, is dropped so the next turn
 // dials again.
 func (s *stream) Close() error {
 	s.stop()
-	putFrameBuf(s.last)
-	s.last = nil
-	if s.broken || s.ctx.Err() != nil {
-		s.u.markBroken()
+	if s.broken || s.ctx.Err() != nil || (s.role && !s.ended && !isTerminal(s.last)) {
+		s.drop()
+		return nil
+	}
+	if s.role {
+		s.role = false
+		s.resume <- struct{}{} // never blocks: the reader waits for it
 	}
 	return nil
+}
+
+// drop closes the socket the turn uses, so that a read in progress ends,
+// and marks it broken if it is still the pinned one. It may run late, on
+// the goroutine of the turn's context: by then the next attempt may have
+// pinned another socket, which it must leave alone.
+func (s *stream) drop() {
+	u := s.u
+	u.mu.Lock()
+	ws := s.ws
+	if u.ws == ws {
+		u.broken = true
+	}
+	u.mu.Unlock()
+	ws.CloseNow()
+}
+
+func isTerminal(data []byte) bool {
+	return data != nil && event.Classify(data).Kind == event.KindTerminal
 }
 
 // frameHeaders reads the "headers" object an upstream error frame carries
@@ -330,14 +353,8 @@ func errorBody(f []byte) []byte {
 	return []byte(`{"error":` + inner + `}`)
 }
 
-// wsURL maps an account's BaseURL (http/https) to its Responses socket.
+// wsURL is the Responses socket of an account's BaseURL (http or https;
+// the handshake is an HTTP request).
 func wsURL(base string) string {
-	base = strings.TrimRight(base, "/") + "/responses"
-	switch {
-	case strings.HasPrefix(base, "https://"):
-		return "wss://" + base[len("https://"):]
-	case strings.HasPrefix(base, "http://"):
-		return "ws://" + base[len("http://"):]
-	}
-	return base
+	return strings.TrimRight(base, "/") + "/responses"
 }
