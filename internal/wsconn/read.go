@@ -17,13 +17,18 @@ const (
 	opPong         = 0xA
 )
 
-// SetReadLimit caps the size of one message (n <= 0: DefaultReadLimit).
+// SetReadLimit caps the size of one message (n <= 0: DefaultReadLimit;
+// at most MaxReadLimit).
 func (c *Conn) SetReadLimit(n int64) {
 	if n <= 0 {
 		n = DefaultReadLimit
 	}
-	c.readLimit = n
+	c.readLimit = min(n, MaxReadLimit)
 }
+
+// MaxReadLimit bounds SetReadLimit, so that frame sizes within the limit
+// cannot overflow the buffer arithmetic.
+const MaxReadLimit = 1 << 40
 
 // Read returns the next data message (text or binary), answering pings
 // and a close frame on the way. The message is valid until the next Read.
@@ -71,7 +76,9 @@ func (c *Conn) Read() ([]byte, error) {
 		case h.op != opContinuation && c.inFrag:
 			return nil, c.fail(&ProtocolError{"new message inside a fragmented one"}, 1002)
 		}
-		if int64(len(c.frag))+h.len > c.readLimit {
+		// Not len(c.frag)+h.len: a length near 1<<63 would wrap the sum
+		// around and pass.
+		if h.len > c.readLimit-int64(len(c.frag)) {
 			return nil, c.fail(ErrTooBig, 1009)
 		}
 		if h.fin && !c.inFrag {
@@ -112,7 +119,10 @@ func (c *Conn) Buffered() bool {
 		return false
 	}
 	h, ok, err := parseHeader(c.buf[c.r:c.w])
-	return ok && err == nil && h.fin && h.op < opClose && h.op != opContinuation && c.w-c.r >= h.size+int(h.len)
+	// A message over the limit is an error for Read, not a message; and
+	// h.len is compared alone, since h.size+h.len can wrap around.
+	return ok && err == nil && h.fin && h.op < opClose && h.op != opContinuation &&
+		h.len <= c.readLimit && h.len <= int64(c.w-c.r-h.size)
 }
 
 // control handles a ping, pong or close frame.
@@ -141,7 +151,11 @@ func (c *Conn) control(op byte, payload []byte) error {
 		}
 		// Echo the code, then close: the server closes the TCP connection.
 		reply := 1000
-		if ce.Code != 1005 {
+		switch {
+		case ce.Code == 1005:
+		case !sendableCode(ce.Code):
+			reply = 1002 // a code that may not be sent is a protocol error
+		default:
 			reply = ce.Code
 		}
 		c.readErr = ce
@@ -150,6 +164,18 @@ func (c *Conn) control(op byte, payload []byte) error {
 		return ce
 	}
 	return nil
+}
+
+// sendableCode reports whether a close code may appear in a close frame
+// (RFC 6455 §7.4).
+func sendableCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 // fail makes err final for Read, sends a close frame with code when it

@@ -17,11 +17,18 @@ const keptWriteBuf = 4 << 10
 // WriteText sends p as one text message. ctx bounds the write: when it
 // ends first, the connection is closed.
 func (c *Conn) WriteText(ctx context.Context, p []byte) error {
+	return c.writeFrameCtx(ctx, opText, p)
+}
+
+// writeFrameCtx is writeFrame bounded by ctx: when ctx ends first, the
+// connection is closed, which ends a write blocked on a peer that does
+// not read (and a frame cut short cannot be resumed anyway).
+func (c *Conn) writeFrameCtx(ctx context.Context, op byte, p []byte) error {
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { c.CloseNow() })
 		defer stop()
 	}
-	err := c.writeFrame(opText, p)
+	err := c.writeFrame(op, p)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -29,13 +36,16 @@ func (c *Conn) WriteText(ctx context.Context, p []byte) error {
 }
 
 // Ping sends a ping and waits for a pong, which a concurrent (or later)
-// Read receives. It returns ctx's error when ctx ends first.
+// Read receives. It returns ctx's error when ctx ends first; when that
+// happens while the ping is being written, the connection is closed.
 func (c *Conn) Ping(ctx context.Context) error {
 	select {
 	case <-c.pong: // one left from an earlier ping
 	default:
 	}
-	if err := c.writeFrame(opPing, nil); err != nil {
+	// Bounded by ctx too: a peer that does not read would otherwise
+	// hold Ping in its write past ctx.
+	if err := c.writeFrameCtx(ctx, opPing, nil); err != nil {
 		return err
 	}
 	select {
