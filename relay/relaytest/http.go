@@ -201,6 +201,10 @@ func (u *Upstream) play(ctx context.Context, t *turn, s eventSink, done func(n i
 			done(i)
 			return true
 		}
+		if i > t.firstOut && st.EventInterval > 0 && !u.wait(ctx, nil, st.EventInterval) {
+			done(i)
+			return true
+		}
 		if i > 0 && i == st.PauseAfterEvents && st.Resume != nil && !u.wait(ctx, st.Resume, 0) {
 			done(i)
 			return true

@@ -2,7 +2,10 @@ package relaytest
 
 import (
 	"net/http"
+	"strconv"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 // Step scripts how the fake answers one request to an account.
@@ -86,6 +89,16 @@ type Step struct {
 	// wait ends early, and the connection is closed, when the request's
 	// context ends or the Server closes.
 	FirstTokenDelay time.Duration
+	// EventInterval waits this long before each event after the first
+	// output event: a paced stream, as a model writes tokens. Like
+	// FirstTokenDelay the wait ends early, and the connection is closed,
+	// when the request's context ends or the Server closes.
+	EventInterval time.Duration
+	// StampEvents writes into each delta event's obfuscation string the
+	// time the fake wrote it, in Unix nanoseconds (decimal), instead of
+	// the padding, so that a client in the same process can tell how long
+	// each event took to reach it (see ParseStamp).
+	StampEvents bool
 
 	// ResetAfterEvents > 0 writes that many events and then closes the
 	// connection mid-body. With stream:false it sends the headers and half of
@@ -180,4 +193,18 @@ type FunctionCall struct {
 	Arguments string
 	// CallID is the call_id; "" means a fresh "call_" + hex id.
 	CallID string
+}
+
+// ParseStamp reads the time a StampEvents delta event was written from its
+// JSON; ok is false for other events.
+func ParseStamp(event []byte) (sent time.Time, ok bool) {
+	o := gjson.GetBytes(event, "obfuscation")
+	if o.Type != gjson.String || o.Str == "" {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(o.Str, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
 }

@@ -1,7 +1,9 @@
 package relaytest
 
 import (
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -246,6 +248,17 @@ func padding(n int) string {
 }
 
 // appendEvent appends the JSON of event e with the given sequence number.
+// appendPad appends a delta's obfuscation string: the padding, or the
+// time of writing with StampEvents.
+func (t *turn) appendPad(b []byte) []byte {
+	if t.step.StampEvents {
+		b = append(b, '"')
+		b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+		return append(b, '"')
+	}
+	return appendString(b, t.pad)
+}
+
 func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
 	b = append(b, `{"type":"`...)
 	b = append(b, eventTypes[e.kind]...)
@@ -285,7 +298,7 @@ func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
 		b = append(b, `,"delta":`...)
 		b = appendString(b, t.out[t.cuts[e.i]:t.cuts[e.i+1]])
 		b = append(b, `,"logprobs":[],"obfuscation":`...)
-		b = appendString(b, t.pad)
+		b = t.appendPad(b)
 	case evTextDone:
 		b = t.appendItemRef(b, true)
 		b = append(b, `,"text":`...)
@@ -296,7 +309,7 @@ func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
 		b = append(b, `,"delta":`...)
 		b = appendString(b, t.out[t.cuts[e.i]:t.cuts[e.i+1]])
 		b = append(b, `,"obfuscation":`...)
-		b = appendString(b, t.pad)
+		b = t.appendPad(b)
 	case evArgsDone:
 		b = t.appendItemRef(b, false)
 		b = append(b, `,"name":`...)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -447,5 +448,46 @@ func TestRouting(t *testing.T) {
 	reqs := s.Requests()
 	if len(reqs) != 6 || reqs[1].Account != "team-1" || reqs[1].Path != "/team-1/v1/responses" || reqs[3].Method != "PUT" {
 		t.Errorf("requests %+v", reqs)
+	}
+}
+
+// TestPacedStampedStream: EventInterval spaces the events after the first
+// output event, and StampEvents puts each delta's writing time in its
+// obfuscation string.
+func TestPacedStampedStream(t *testing.T) {
+	s := newServer(t)
+	const interval = 2 * time.Millisecond
+	s.SetDefault("acct", relaytest.Step{Deltas: 4, EventInterval: interval, StampEvents: true})
+	before := time.Now()
+	_, events, err := stream(t, s, "acct", `{"model":"gpt-5","stream":true,"input":"hi"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	checkEvents(t, events)
+	var stamps []time.Time
+	for _, e := range events {
+		sent, ok := relaytest.ParseStamp(e.Data)
+		if e.Type != "response.output_text.delta" {
+			if ok {
+				t.Fatalf("%s carries a stamp: %s", e.Type, e.Data)
+			}
+			continue
+		}
+		if !ok || sent.Before(before) || sent.After(after) {
+			t.Fatalf("delta stamp %v (ok %v) outside the request [%v, %v]: %s", sent, ok, before, after, e.Data)
+		}
+		stamps = append(stamps, sent)
+	}
+	if len(stamps) != 4 {
+		t.Fatalf("%d stamped deltas", len(stamps))
+	}
+	for i := 1; i < len(stamps); i++ {
+		if gap := stamps[i].Sub(stamps[i-1]); gap < interval {
+			t.Fatalf("deltas %d and %d written %v apart, want >= %v", i-1, i, gap, interval)
+		}
+	}
+	if _, ok := relaytest.ParseStamp([]byte(`{"type":"response.output_text.delta","obfuscation":"abc"}`)); ok {
+		t.Fatal("padding parsed as a stamp")
 	}
 }

@@ -175,7 +175,7 @@ func clientsChild(args []string, out io.Writer) error {
 				return
 			}
 			markOpen(true)
-			_, last, err := readSSE(br)
+			_, last, err := readSSE(br, nil)
 			if err == nil && last != "response.completed" {
 				err = fmt.Errorf("stream ended with %q", last)
 			}

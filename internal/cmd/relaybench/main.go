@@ -4,6 +4,7 @@
 //	go run ./internal/cmd/relaybench                  # table, 10 s per workload and target
 //	go run ./internal/cmd/relaybench -json -duration 3s
 //	go run ./internal/cmd/relaybench -idle 10000      # memory per open idle stream
+//	go run ./internal/cmd/relaybench -concurrency 1 -pace 1ms -workloads stream,ws
 //
 // A fake Responses upstream (relay/relaytest) runs in the process with no
 // artificial latency, so the figures are the proxies' own overhead on
@@ -75,6 +76,13 @@
 //	-idle-h2c        in -idle mode, speak cleartext HTTP/2 from the relay to
 //	                 the upstream, so that n can exceed half the relay
 //	                 process's file descriptor limit
+//	-pace d          the upstream writes each streamed event d after the
+//	                 previous one (as a model produces tokens) and stamps
+//	                 it; clients record each delta's delivery time (write
+//	                 to read). Unpaced, the fake writes a turn in one burst,
+//	                 and whole-request latency at one client then depends on
+//	                 how the three parties share the cores during the burst;
+//	                 paced, it is the latency each token gets
 //
 // With -json each line has the keys workload, target, rps, p50_ms, p99_ms,
 // allocs_per_req, bytes_per_req, events_per_s, in that order, then extras:
@@ -83,8 +91,10 @@
 // and writes, from /proc/self/io), requests, errors, events_per_req, the
 // same figures over direct's (added_allocs_per_req, added_bytes_per_req,
 // added_allocs_per_event, added_cpu_us_per_req, added_syscalls_per_req),
-// and for the relay's HTTP workloads its upstream attempts per request and
-// the 429s it got (upstream_attempts_per_req, upstream_429s).
+// for the relay's HTTP workloads its upstream attempts per request and
+// the 429s it got (upstream_attempts_per_req, upstream_429s), and with
+// -pace the per-event delivery quantiles and their excess over direct's
+// (event_p50_ms, event_p99_ms, added_event_p50_ms, added_event_p99_ms).
 package main
 
 import (
@@ -112,6 +122,7 @@ type config struct {
 	memprofile  string
 	idle        int
 	idleH2C     bool
+	pace        time.Duration
 }
 
 func main() {
@@ -148,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the runs to this file")
 	fs.IntVar(&cfg.idle, "idle", 0, "measure this many open idle streams through the relay instead")
 	fs.BoolVar(&cfg.idleH2C, "idle-h2c", false, "in -idle mode, relay to the upstream over cleartext HTTP/2")
+	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -159,8 +171,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return fail("unexpected arguments %q", fs.Args())
 	}
-	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 {
-		return fail("-duration, -concurrency, -rounds and -idle must be positive, -events more than %d", framingEvents)
+	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 || cfg.pace < 0 {
+		return fail("-duration, -concurrency, -rounds, -idle and -pace must be positive, -events more than %d", framingEvents)
 	}
 	for w := range strings.SplitSeq(wls, ",") {
 		w := workload(strings.TrimSpace(w))
@@ -249,9 +261,9 @@ func benchWorkload(cfg config, w workload, stderr io.Writer) []*result {
 	rs := make([]*result, len(cfg.targets))
 	for range cfg.rounds {
 		for i, t := range cfg.targets {
-			s := newSetup(w, deltasFor(cfg.events))
+			s := newSetup(w, deltasFor(cfg.events), cfg.pace)
 			e := newEndpoint(t, s)
-			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds), events: cfg.events}, e)
+			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds), events: cfg.events, pace: cfg.pace}, e)
 			e.close()
 			s.close()
 			if rs[i] == nil {

@@ -114,6 +114,51 @@ func TestBenchAllWorkloads(t *testing.T) {
 	}
 }
 
+// TestBenchPaced: with -pace every target reports per-event delivery for
+// the streamed workloads, counted once per delta, and the table says how
+// much the proxies add to it.
+func TestBenchPaced(t *testing.T) {
+	cfg, err := parseFlags([]string{"-duration", "150ms", "-rounds", "1", "-concurrency", "2", "-events", "12", "-pace", "1ms", "-workloads", "json,stream,ws"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range cfg.workloads {
+		rs := benchWorkload(cfg, w, testWriter{t})
+		var out, table bytes.Buffer
+		if err := writeJSON(&out, rs); err != nil {
+			t.Fatal(err)
+		}
+		writeTable(&table, w, rs, cfg)
+		for i, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
+			r := rs[i]
+			var row map[string]any
+			if err := json.Unmarshal(line, &row); err != nil {
+				t.Fatal(err)
+			}
+			if w == wlJSON {
+				if row["event_p50_ms"] != nil || r.evHist.n != 0 {
+					t.Errorf("json/%s has per-event figures: %s", r.target, line)
+				}
+				continue
+			}
+			// Each completed turn has deltasFor(12) = 4 stamped deltas.
+			if r.errors != 0 || r.requests == 0 || r.evHist.n < uint64(r.requests-1)*uint64(deltasFor(cfg.events)) {
+				t.Errorf("%s/%s: %d requests, %d errors, %d event samples", w, r.target, r.requests, r.errors, r.evHist.n)
+			}
+			p50, ok := row["event_p50_ms"].(float64)
+			if !ok || p50 <= 0 || p50 > 1000 {
+				t.Errorf("%s/%s: event_p50_ms %v", w, r.target, row["event_p50_ms"])
+			}
+			if _, ok := row["added_event_p99_ms"].(float64); r.target != targetDirect && !ok {
+				t.Errorf("%s/%s: no added_event_p99_ms: %s", w, r.target, line)
+			}
+		}
+		if w != wlJSON && !strings.Contains(table.String(), "per-event delivery added over direct") {
+			t.Errorf("%s table lacks the per-event line:\n%s", w, table.String())
+		}
+	}
+}
+
 // TestIdle opens 50 idle streams through the relay, with the upstream and
 // the clients in child processes, and checks that all opened and finished.
 func TestIdle(t *testing.T) {
@@ -151,12 +196,12 @@ func TestReadSSE(t *testing.T) {
 	// Buffers of 64 bytes, so that the long data line takes the long-line path.
 	const ev = "event: response.output_text.delta\ndata: {\"delta\":\"" + "................................................................" + "\"}\n\n"
 	full := ": ping\n\n" + ev + ev + "event: response.completed\r\ndata: {}\r\n\r\n"
-	n, last, err := readSSE(bufio.NewReaderSize(strings.NewReader(full), 64))
+	n, last, err := readSSE(bufio.NewReaderSize(strings.NewReader(full), 64), nil)
 	if n != 3 || last != "response.completed" || err != nil {
 		t.Errorf("full stream: %d events, last %q, %v", n, last, err)
 	}
 	for _, cut := range []int{len(ev) + 3, len(ev) + 60, len(ev) + len(ev) - 1, len(full) - 1} {
-		n, _, err := readSSE(bufio.NewReaderSize(strings.NewReader(full[:cut]), 64))
+		n, _, err := readSSE(bufio.NewReaderSize(strings.NewReader(full[:cut]), 64), nil)
 		if err == nil {
 			t.Errorf("cut at %d: %d events and no error", cut, n)
 		}

@@ -35,6 +35,12 @@ type jsonRow struct {
 	AddedSyscallsPerReq *num   `json:"added_syscalls_per_req,omitempty"`
 	UpstreamAttempts    *num   `json:"upstream_attempts_per_req,omitempty"`
 	Upstream429s        *int64 `json:"upstream_429s,omitempty"`
+	// With -pace: how long a delta took from the upstream's write to the
+	// client's read, and that over direct's.
+	EventP50      *num `json:"event_p50_ms,omitempty"`
+	EventP99      *num `json:"event_p99_ms,omitempty"`
+	AddedEventP50 *num `json:"added_event_p50_ms,omitempty"`
+	AddedEventP99 *num `json:"added_event_p99_ms,omitempty"`
 }
 
 func numPtr(v float64) *num { n := num(v); return &n }
@@ -47,6 +53,8 @@ type added struct {
 	hasPerEvent             bool
 	p50, p99, cpu           time.Duration
 	syscalls                float64
+	evP50, evP99            time.Duration // per-event delivery, when both have samples
+	hasEv                   bool
 }
 
 // find returns the result of target in rs, or nil.
@@ -76,6 +84,11 @@ func addedOver(r *result, rs []*result) added {
 		a.perEvent = a.allocs / (float64(r.events) / float64(r.requests))
 		a.hasPerEvent = true
 	}
+	if r.evHist.n > 0 && base.evHist.n > 0 {
+		a.evP50 = r.evHist.quantile(0.50) - base.evHist.quantile(0.50)
+		a.evP99 = r.evHist.quantile(0.99) - base.evHist.quantile(0.99)
+		a.hasEv = true
+	}
 	return a
 }
 
@@ -96,6 +109,12 @@ func rowFor(r *result, rs []*result) jsonRow {
 		if a.hasPerEvent {
 			row.AddedAllocsPerEvent = numPtr(a.perEvent)
 		}
+		if a.hasEv {
+			row.AddedEventP50, row.AddedEventP99 = numPtr(ms(a.evP50)), numPtr(ms(a.evP99))
+		}
+	}
+	if r.evHist.n > 0 {
+		row.EventP50, row.EventP99 = numPtr(ms(r.evHist.quantile(0.50))), numPtr(ms(r.evHist.quantile(0.99)))
 	}
 	if r.hasAttempts {
 		row.UpstreamAttempts = numPtr(perReq(float64(r.relayAttempts), r.requests))
@@ -168,6 +187,13 @@ func writeTable(w io.Writer, wl workload, rs []*result, cfg config) {
 		}
 		fmt.Fprintln(w)
 	}
+	if relay != nil && rp != nil && relay.evHist.n > 0 {
+		ar, ap := addedOver(relay, rs), addedOver(rp, rs)
+		if ar.hasEv && ap.hasEv {
+			fmt.Fprintf(w, "per-event delivery added over direct (upstream write to client read, %d events): relay p50 %+.3f ms, p99 %+.3f ms; reverseproxy p50 %+.3f ms, p99 %+.3f ms\n",
+				relay.evHist.n, ms(ar.evP50), ms(ar.evP99), ms(ap.evP50), ms(ap.evP99))
+		}
+	}
 	if relay != nil && relay.hasAttempts && relay.requests > 0 {
 		fmt.Fprintf(w, "relay upstream HTTP attempts: %d for %d requests (%.3f per request), %d answered 429\n",
 			relay.relayAttempts, relay.requests, perReq(float64(relay.relayAttempts), relay.requests), relay.relay429)
@@ -191,6 +217,10 @@ func writeNotes(w io.Writer) {
                accounts; the relay's pool has 10, one answering 429 to everything. The
                relay benches that account for the 1 s its headers ask and tries it again
                afterwards: the attempts line shows how often that happened.
+  -pace        the upstream writes each event of a stream this long after the previous
+               one, as a model does, and stamps it; the per-event line is how much later
+               than directly each event reached the client: the latency a user waits
+               for on every token, without the bursts of an unpaced fake upstream.
   ws           reverseproxy forwards the upgrade and then copies bytes both ways: a byte
                tunnel with no per-turn work, the floor for any WebSocket proxy. The relay
                parses every turn and event (auth, slots, scheduling, usage) and keeps one

@@ -114,6 +114,7 @@ type result struct {
 	events           int64 // events (SSE events or WebSocket messages) the clients read
 	elapsed          time.Duration
 	hist             *histogram
+	evHist           *histogram    // per-event delivery (with -pace), else empty
 	mallocs, bytes   uint64        // allocations in the whole process during the traffic
 	cpu              time.Duration // CPU time (user+system) of the whole process during the traffic
 	syscalls         int64         // read and write system calls of the whole process during the traffic
@@ -131,6 +132,7 @@ func (r *result) add(o *result) {
 	r.events += o.events
 	r.elapsed += o.elapsed
 	r.hist.merge(o.hist)
+	r.evHist.merge(o.evHist)
 	r.mallocs += o.mallocs
 	r.bytes += o.bytes
 	r.cpu += o.cpu

@@ -77,11 +77,12 @@ type setup struct {
 // newSetup starts a fake upstream for workload w. Every account gets the
 // same step; in the failover workload the relay's pool has one account in
 // ten (acct-429) that answers 429 to everything.
-func newSetup(w workload, deltas int) *setup {
+// With pace > 0 the streamed workloads' events are paced and stamped.
+func newSetup(w workload, deltas int, pace time.Duration) *setup {
 	up := relaytest.NewServer()
 	up.SetLogging(false) // the logs would grow for the whole run
 	healthy := healthyAccounts(numAccounts)
-	step := relaytest.Step{Deltas: deltas}
+	step := relaytest.Step{Deltas: deltas, EventInterval: pace, StampEvents: pace > 0}
 	if w == wlJSON {
 		step = relaytest.Step{} // the fake's default: 5 deltas of output text
 	}

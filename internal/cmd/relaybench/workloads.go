@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/tidwall/gjson"
 )
 
@@ -53,6 +54,9 @@ type runConfig struct {
 	// events is the number of events a streamed turn must have; a turn
 	// with another count is an error.
 	events int
+	// pace > 0: the upstream spaces events by pace and stamps them, and the
+	// clients record how long each delta took to reach them.
+	pace time.Duration
 }
 
 // worker is one client goroutine's state, reused across its requests so
@@ -60,6 +64,7 @@ type runConfig struct {
 type worker struct {
 	id       int
 	hist     histogram
+	evHist   histogram // per-event delivery, with pace
 	requests int64
 	errors   int64
 	events   int64
@@ -113,10 +118,11 @@ func run(cfg runConfig, e *endpoint) *result {
 	elapsed := time.Since(start)
 	after, cpu1, sys1 := readMem(), cpuTime(), syscallCount()
 
-	r := &result{workload: string(cfg.workload), target: e.name, elapsed: elapsed, hist: new(histogram),
+	r := &result{workload: string(cfg.workload), target: e.name, elapsed: elapsed, hist: new(histogram), evHist: new(histogram),
 		mallocs: after.mallocs - before.mallocs, bytes: after.totalAlloc - before.totalAlloc, cpu: cpu1 - cpu0, syscalls: sys1 - sys0}
 	for _, w := range workers {
 		r.hist.merge(&w.hist)
+		r.evHist.merge(&w.evHist)
 		r.requests += w.requests
 		r.errors += w.errors
 		r.events += w.events
@@ -178,7 +184,11 @@ func (w *worker) post(ctx context.Context, client *http.Client, url string, auth
 		return 0, nil
 	}
 	w.br.Reset(resp.Body)
-	n, last, err := readSSE(w.br)
+	var stamp func([]byte)
+	if cfg.pace > 0 {
+		stamp = w.recordStamp
+	}
+	n, last, err := readSSE(w.br, stamp)
 	w.br.Reset(nil)
 	if err != nil {
 		return n, fmt.Errorf("stream cut after %d events: %w", n, err)
@@ -194,12 +204,21 @@ var (
 	prefixData  = []byte("data:")
 )
 
+// recordStamp records how long ago a stamped event (relaytest's
+// StampEvents) was written; other events are ignored.
+func (w *worker) recordStamp(event []byte) {
+	if sent, ok := relaytest.ParseStamp(event); ok {
+		w.evHist.record(time.Since(sent))
+	}
+}
+
 // readSSE reads an SSE body to its end. It returns the number of events,
 // the type of the last one (from its event: line) and any read error,
 // including a body that ends inside an event. Comments (": ping") are
 // skipped. It keeps only the current event's type, so that the client adds
-// few allocations of its own.
-func readSSE(br *bufio.Reader) (n int, last string, err error) {
+// few allocations of its own. stamp, when not nil, gets each data: line's
+// payload (of lines that fit the reader's buffer).
+func readSSE(br *bufio.Reader, stamp func(data []byte)) (n int, last string, err error) {
 	var typ, lastTyp [64]byte
 	typLen, lastLen, hasData := 0, 0, false
 	for {
@@ -228,6 +247,9 @@ func readSSE(br *bufio.Reader) (n int, last string, err error) {
 			typLen = copy(typ[:], bytes.TrimSpace(line[len(prefixEvent):]))
 		case bytes.HasPrefix(line, prefixData):
 			hasData = true
+			if stamp != nil && !long {
+				stamp(line[len(prefixData):])
+			}
 		}
 		for long {
 			_, err = br.ReadSlice('\n')
@@ -298,6 +320,9 @@ func (w *worker) turn(c *websocket.Conn, cfg runConfig) (int, error) {
 		}
 		if err != nil {
 			return n - 1, fmt.Errorf("turn cut after %d events: %w", n-1, err)
+		}
+		if cfg.pace > 0 {
+			w.recordStamp(w.buf.Bytes())
 		}
 		switch typ := peekString(w.buf.Bytes(), "type"); typ {
 		case "response.completed":
