@@ -3,6 +3,7 @@ package wsproxy
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -24,16 +25,37 @@ type batchConn struct {
 	held bool
 	buf  []byte
 	err  error // a failed write; later writes fail too
+	// closed is set once the library wrote a close frame (its answer to
+	// the client's, or its own): no data frame may follow (RFC 6455 §5.5.1),
+	// so the relay's next event fails as if the client were gone, even
+	// before the library's reader reports the close.
+	closed bool
 }
+
+// errCloseSent fails event writes after the close frame went out.
+var errCloseSent = errors.New("websocket close frame sent")
 
 // maxHeld flushes a long burst early, bounding the memory it takes.
 const maxHeld = 64 << 10
 
+// Write is the library's: it writes only control frames here (the relay
+// writes its events and error frames with writeText), each whole in one
+// call, so a first byte of 0x88 (FIN, opcode close) is a close frame.
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, c.err
+	}
+	if len(p) > 0 && p[0] == 0x88 {
+		// The close frame goes out at once, after what is held: no event
+		// will come to release it.
+		c.closed, c.held = true, false
+		c.buf = append(c.buf, p...)
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	if !c.held {
 		return c.Conn.Write(p)
@@ -48,7 +70,7 @@ func (c *batchConn) Write(p []byte) (int, error) {
 }
 
 // writeText writes one text message as a single unmasked frame (the
-// relay's events; the library still writes control frames and errors).
+// relay's events and error frames; the library writes control frames).
 // Built here rather than through the library: its per-message write takes
 // two channel-based locks, most of the cost of forwarding an event. The
 // frame goes out whole under mu, so it cannot interleave with a frame the
@@ -61,6 +83,9 @@ func (c *batchConn) writeText(payload []byte, flush bool) error {
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return c.err
+	}
+	if c.closed {
+		return errCloseSent
 	}
 	c.buf = append(c.buf, hdr[:n]...)
 	c.buf = append(c.buf, payload...)

@@ -183,8 +183,14 @@ func (c *conn) Flush() error {
 // Fail sends the error that ended a turn (relay.TurnSink).
 func (c *conn) Fail(e *relay.APIError) { c.sendError(e) }
 
-// sendError writes {"type":"error","status":N,"error":{...}}.
+// sendError writes {"type":"error","status":N,"error":{...}}, as the
+// relay's events are written, so that the library writes only control
+// frames to the batch connection.
 func (c *conn) sendError(e *relay.APIError) {
+	if c.out != nil {
+		c.out.writeText(errorFrame(e), true)
+		return
+	}
 	c.ws.Write(c.ctx, websocket.MessageText, errorFrame(e))
 }
 
