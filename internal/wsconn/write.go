@@ -24,13 +24,19 @@ func (c *Conn) WriteText(ctx context.Context, p []byte) error {
 // connection is closed, which ends a write blocked on a peer that does
 // not read (and a frame cut short cannot be resumed anyway).
 func (c *Conn) writeFrameCtx(ctx context.Context, op byte, p []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err // nothing written: the connection stays usable
+	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { c.CloseNow() })
 		defer stop()
 	}
 	err := c.writeFrame(op, p)
-	if err != nil && ctx.Err() != nil {
-		return ctx.Err()
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		// ctx ended during the write: the connection is closed (or about
+		// to be), even if the write itself got through.
+		c.CloseNow()
+		return ctxErr
 	}
 	return err
 }

@@ -380,3 +380,24 @@ func TestWriteAfterPeerGone(t *testing.T) {
 		t.Fatal("a failed write left the connection open")
 	}
 }
+
+// TestWriteTextEndedContext: a context that ended before the write sends
+// nothing and leaves the connection usable.
+func TestWriteTextEndedContext(t *testing.T) {
+	f := newFake()
+	c := newConn(f)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.WriteText(ctx, []byte("hi")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WriteText = %v, want context.Canceled", err)
+	}
+	f.mu.Lock()
+	n, closed := len(f.writes), f.closed
+	f.mu.Unlock()
+	if n != 0 || closed {
+		t.Fatalf("after an ended context: %d writes, closed %v", n, closed)
+	}
+	if err := c.WriteText(context.Background(), []byte("hi")); err != nil {
+		t.Fatalf("the next WriteText = %v", err)
+	}
+}
