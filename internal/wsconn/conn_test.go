@@ -242,15 +242,7 @@ func TestClientPing(t *testing.T) {
 	leakcheck.Check(t)
 	srv := serve(t, echo)
 	c := dial(t, srv, nil)
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := c.Read(); err != nil {
-				readErr <- err
-				return
-			}
-		}
-	}()
+	readErr := readInBackground(c)
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		err := c.Ping(ctx)

@@ -35,6 +35,21 @@ type fakeConn struct {
 
 func newFake(chunks ...[]byte) *fakeConn { return &fakeConn{chunks: chunks} }
 
+// readInBackground reads c until Read fails (answering control frames on
+// the way) and sends that error.
+func readInBackground(c *Conn) <-chan error {
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := c.Read(); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	return readErr
+}
+
 func (f *fakeConn) Read(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -335,15 +335,7 @@ func TestPingPong(t *testing.T) {
 			return nil
 		}()
 	}()
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := c.Read(); err != nil {
-				readErr <- err
-				return
-			}
-		}
-	}()
+	readErr := readInBackground(c)
 	for i := range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := c.Ping(ctx)
