@@ -97,7 +97,15 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	h, acct := t.h, sel.Account
 	t.attempt++
 	token := ""
-	if h.Credentials != nil {
+	if keys, ok := h.Credentials.(scheduler.StaticKeys); ok {
+		// A map lookup cannot hang: no bounded call (and its goroutine).
+		got, err := keys.Token(t.ctx, acct)
+		if err != nil {
+			h.log.Error("relay: no credentials for account", "request_id", t.id, "account", acct.ID, "error", err)
+			return &attemptError{kind: failCredentials, account: acct.ID, err: err}
+		}
+		token = got
+	} else if h.Credentials != nil {
 		var got string // written by the hook; read only if it was not abandoned
 		err := t.hooks.call(t.ctx, h.hookTimeout(), func(ctx context.Context) error {
 			var err error
