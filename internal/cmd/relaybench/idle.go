@@ -50,8 +50,7 @@ const h2cMaxStreams = 1000
 type idleConfig struct {
 	streams int
 	h2c     bool
-	exe     string    // the binary to run as the children
-	log     io.Writer // progress and the children's stderr
+	childConfig
 	// heapProfile, if set, is where the heap profile is written while the
 	// streams are open (go tool pprof -sample_index=inuse_space).
 	heapProfile string
@@ -161,7 +160,7 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		return nil, errors.New("no stream fits in the file descriptor limit")
 	}
 
-	up, err := startChild(cfg, "upstream", "-accounts", strconv.Itoa(numAccounts), "-h2c="+strconv.FormatBool(cfg.h2c))
+	up, err := startChild(cfg.childConfig, "upstream", "-accounts", strconv.Itoa(numAccounts), "-h2c="+strconv.FormatBool(cfg.h2c))
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +197,7 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 	res.before = sample()
 	fmt.Fprintf(cfg.log, "relaybench: opening %d idle streams through the relay...\n", res.streams)
 	t0 := time.Now()
-	clients, err := startChild(cfg, "clients", "-url", "http://"+ln.Addr().String()+"/v1/responses",
+	clients, err := startChild(cfg.childConfig, "clients", "-url", "http://"+ln.Addr().String()+"/v1/responses",
 		"-n", strconv.Itoa(res.streams), "-key", relayKey)
 	if err != nil {
 		return nil, err
@@ -247,7 +246,13 @@ type child struct {
 	lines chan string
 }
 
-func startChild(cfg idleConfig, role string, args ...string) (*child, error) {
+// childConfig says how to start child processes.
+type childConfig struct {
+	exe string    // the binary to run as the children
+	log io.Writer // progress and the children's stderr
+}
+
+func startChild(cfg childConfig, role string, args ...string) (*child, error) {
 	cmd := exec.Command(cfg.exe, args...)
 	cmd.Env = append(os.Environ(), roleEnv+"="+role)
 	cmd.Stderr = cfg.log

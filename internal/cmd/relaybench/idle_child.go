@@ -34,6 +34,8 @@ func childMain(role string, args []string) int {
 		err = upstreamChild(args, os.Stdin, os.Stdout)
 	case "clients":
 		err = clientsChild(args, os.Stdout)
+	case benchUpstreamRole:
+		err = benchUpstreamChild(args, os.Stdin, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

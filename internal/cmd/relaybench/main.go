@@ -76,6 +76,10 @@
 //	-idle-h2c        in -idle mode, speak cleartext HTTP/2 from the relay to
 //	                 the upstream, so that n can exceed half the relay
 //	                 process's file descriptor limit
+//	-upstream-process  run each run's fake upstream in a child process (this
+//	                 binary again), so that its goroutines do not share the
+//	                 proxy's and the clients' Go scheduler; allocation and
+//	                 CPU figures then leave the upstream out
 //	-pace d          the upstream writes each streamed event d after the
 //	                 previous one (as a model produces tokens) and stamps
 //	                 it; clients record each delta's delivery time (write
@@ -111,18 +115,19 @@ import (
 
 // config is the benchmark's command line.
 type config struct {
-	duration    time.Duration
-	concurrency int
-	events      int
-	rounds      int
-	workloads   []workload
-	targets     []string
-	json        bool
-	cpuprofile  string
-	memprofile  string
-	idle        int
-	idleH2C     bool
-	pace        time.Duration
+	duration     time.Duration
+	concurrency  int
+	events       int
+	rounds       int
+	workloads    []workload
+	targets      []string
+	json         bool
+	cpuprofile   string
+	memprofile   string
+	idle         int
+	idleH2C      bool
+	pace         time.Duration
+	upstreamProc bool
 }
 
 func main() {
@@ -159,6 +164,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the runs to this file")
 	fs.IntVar(&cfg.idle, "idle", 0, "measure this many open idle streams through the relay instead")
 	fs.BoolVar(&cfg.idleH2C, "idle-h2c", false, "in -idle mode, relay to the upstream over cleartext HTTP/2")
+	fs.BoolVar(&cfg.upstreamProc, "upstream-process", false, "run each run's fake upstream in a child process")
 	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -208,7 +214,7 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		res, err := runIdle(idleConfig{streams: cfg.idle, h2c: cfg.idleH2C, exe: exe, log: stderr, heapProfile: cfg.memprofile})
+		res, err := runIdle(idleConfig{streams: cfg.idle, h2c: cfg.idleH2C, childConfig: childConfig{exe: exe, log: stderr}, heapProfile: cfg.memprofile})
 		if err != nil {
 			return err
 		}
@@ -231,7 +237,10 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 	}
 	var all []*result
 	for _, w := range cfg.workloads {
-		rs := benchWorkload(cfg, w, stderr)
+		rs, err := benchWorkload(cfg, w, stderr)
+		if err != nil {
+			return err
+		}
 		all = append(all, rs...)
 		if cfg.json {
 			if err := writeJSON(stdout, rs); err != nil {
@@ -257,11 +266,22 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 // machine's load during the run (other processes) weighs on every target
 // alike. Each round of each target has a fresh upstream and proxy, so that
 // no target inherits another's connections or account health.
-func benchWorkload(cfg config, w workload, stderr io.Writer) []*result {
+func benchWorkload(cfg config, w workload, stderr io.Writer) ([]*result, error) {
+	var proc *childConfig
+	if cfg.upstreamProc {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		proc = &childConfig{exe: exe, log: stderr}
+	}
 	rs := make([]*result, len(cfg.targets))
 	for range cfg.rounds {
 		for i, t := range cfg.targets {
-			s := newSetup(w, deltasFor(cfg.events), cfg.pace)
+			s, err := newSetup(w, deltasFor(cfg.events), cfg.pace, proc)
+			if err != nil {
+				return nil, err
+			}
 			e := newEndpoint(t, s)
 			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds), events: cfg.events, pace: cfg.pace}, e)
 			e.close()
@@ -279,7 +299,7 @@ func benchWorkload(cfg config, w workload, stderr io.Writer) []*result {
 				w, r.target, r.errors, r.requests, r.firstErr)
 		}
 	}
-	return rs
+	return rs, nil
 }
 
 func countErrored(rs []*result) int {

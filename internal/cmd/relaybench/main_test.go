@@ -57,7 +57,10 @@ func TestBenchAllWorkloads(t *testing.T) {
 	}
 	var out, table bytes.Buffer
 	for _, w := range cfg.workloads {
-		rs := benchWorkload(cfg, w, testWriter{t})
+		rs, err := benchWorkload(cfg, w, testWriter{t})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(rs) != len(allTargets) {
 			t.Fatalf("%s: %d results", w, len(rs))
 		}
@@ -123,7 +126,10 @@ func TestBenchPaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range cfg.workloads {
-		rs := benchWorkload(cfg, w, testWriter{t})
+		rs, err := benchWorkload(cfg, w, testWriter{t})
+		if err != nil {
+			t.Fatal(err)
+		}
 		var out, table bytes.Buffer
 		if err := writeJSON(&out, rs); err != nil {
 			t.Fatal(err)
@@ -159,6 +165,34 @@ func TestBenchPaced(t *testing.T) {
 	}
 }
 
+// TestBenchUpstreamProcess: with -upstream-process the upstream of each
+// run is a child process, and every workload and target still works.
+func TestBenchUpstreamProcess(t *testing.T) {
+	cfg, err := parseFlags([]string{"-duration", "150ms", "-rounds", "1", "-concurrency", "2", "-events", "12", "-upstream-process"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range cfg.workloads {
+		rs, err := benchWorkload(cfg, w, testWriter{t})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.requests == 0 || r.errors != 0 {
+				t.Errorf("%s/%s: %d requests, %d errors (first: %s)", w, r.target, r.requests, r.errors, r.firstErr)
+			}
+			if w != wlJSON && r.events != r.requests*int64(cfg.events) {
+				t.Errorf("%s/%s: %d events for %d requests of %d", w, r.target, r.events, r.requests, cfg.events)
+			}
+		}
+		if w == wlFailover {
+			if relay := find(rs, targetRelay); relay.relay429 == 0 {
+				t.Errorf("failover: the relay never met the 429 account in the child upstream")
+			}
+		}
+	}
+}
+
 // TestIdle opens 50 idle streams through the relay, with the upstream and
 // the clients in child processes, and checks that all opened and finished.
 func TestIdle(t *testing.T) {
@@ -167,7 +201,7 @@ func TestIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h2c := range []bool{false, true} {
-		res, err := runIdle(idleConfig{streams: 50, h2c: h2c, exe: exe, log: testWriter{t}})
+		res, err := runIdle(idleConfig{streams: 50, h2c: h2c, childConfig: childConfig{exe: exe, log: testWriter{t}}})
 		if err != nil {
 			t.Fatal(err)
 		}

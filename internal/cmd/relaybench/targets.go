@@ -66,20 +66,35 @@ type endpoint struct {
 
 // setup is the upstream of one run and the accounts the targets use.
 type setup struct {
-	up *relaytest.Server
+	// url is the upstream's root URL, like "http://127.0.0.1:41234".
+	url string
 	// direct lists the accounts that direct and reverseproxy clients spread
 	// over: only healthy ones, since neither can fail over.
 	direct []string
 	// relayAccounts is the relay's pool.
 	relayAccounts []string
+	close         func()
 }
 
-// newSetup starts a fake upstream for workload w. Every account gets the
-// same step; in the failover workload the relay's pool has one account in
-// ten (acct-429) that answers 429 to everything.
-// With pace > 0 the streamed workloads' events are paced and stamped.
-func newSetup(w workload, deltas int, pace time.Duration) *setup {
+// newSetup starts a fake upstream for workload w, in this process or, with
+// proc, in a child process (this binary again) whose goroutines do not
+// share this process's scheduler. With pace > 0 the streamed workloads'
+// events are paced and stamped.
+func newSetup(w workload, deltas int, pace time.Duration, proc *childConfig) (*setup, error) {
+	if proc != nil {
+		return newChildSetup(w, deltas, pace, proc)
+	}
 	up := relaytest.NewServer()
+	s := &setup{url: up.URL, close: up.Close}
+	s.direct, s.relayAccounts = configureUpstream(up.Upstream, w, deltas, pace)
+	return s, nil
+}
+
+// configureUpstream gives every account the same step; in the failover
+// workload the relay's pool has one account in ten (acct-429) that
+// answers 429 to everything. It returns the accounts of direct and
+// reverseproxy clients and the relay's pool.
+func configureUpstream(up *relaytest.Upstream, w workload, deltas int, pace time.Duration) (direct, relayAccounts []string) {
 	up.SetLogging(false) // the logs would grow for the whole run
 	healthy := healthyAccounts(numAccounts)
 	step := relaytest.Step{Deltas: deltas, EventInterval: pace, StampEvents: pace > 0}
@@ -90,17 +105,20 @@ func newSetup(w workload, deltas int, pace time.Duration) *setup {
 		up.SetKey(a, upstreamKey)
 		up.SetDefault(a, step)
 	}
-	s := &setup{up: up, direct: healthy, relayAccounts: healthy}
-	if w == wlFailover {
-		up.SetKey(limitedAccount, upstreamKey)
-		up.SetDefault(limitedAccount, relaytest.Step{Status: http.StatusTooManyRequests})
-		s.direct = healthy[:numAccounts-1]
-		s.relayAccounts = append(healthy[:numAccounts-1:numAccounts-1], limitedAccount)
+	if w != wlFailover {
+		return healthy, healthy
 	}
-	return s
+	up.SetKey(limitedAccount, upstreamKey)
+	up.SetDefault(limitedAccount, relaytest.Step{Status: http.StatusTooManyRequests})
+	return healthy[:numAccounts-1], append(healthy[:numAccounts-1:numAccounts-1], limitedAccount)
 }
 
-func (s *setup) close() { s.up.Close() }
+// baseURL is an account's base URL on the upstream (relaytest's layout).
+func (s *setup) baseURL(account string) string {
+	return s.url + "/" + url.PathEscape(account) + "/v1"
+}
+
+func (s *setup) wsURL(account string) string { return wsScheme(s.baseURL(account)) + "/responses" }
 
 func bearer(key string) http.Header {
 	return http.Header{"Authorization": {"Bearer " + key}}
@@ -112,8 +130,8 @@ func wsScheme(u string) string { return "ws" + strings.TrimPrefix(u, "http") }
 func newDirect(s *setup) *endpoint {
 	e := &endpoint{name: targetDirect, auth: bearer(upstreamKey), close: func() {}}
 	for _, a := range s.direct {
-		e.httpURLs = append(e.httpURLs, s.up.BaseURL(a)+"/responses")
-		e.wsURLs = append(e.wsURLs, s.up.WSURL(a))
+		e.httpURLs = append(e.httpURLs, s.baseURL(a)+"/responses")
+		e.wsURLs = append(e.wsURLs, s.wsURL(a))
 	}
 	return e
 }
@@ -126,7 +144,7 @@ func newDirect(s *setup) *endpoint {
 // body too. WebSocket upgrades pass through the proxy's own upgrade
 // support: after the 101 it copies bytes both ways.
 func newReverseProxy(s *setup) *endpoint {
-	upURL, err := url.Parse(s.up.URL)
+	upURL, err := url.Parse(s.url)
 	if err != nil {
 		panic(err)
 	}
@@ -209,7 +227,7 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 // would, on a loopback server. Each account has room for 1000 turns, so
 // the scheduler never throttles.
 func newRelay(s *setup) *endpoint {
-	h, ct := newRelayHandler(s.up.BaseURL, s.relayAccounts, relayOptions{accountConcurrency: 1000})
+	h, ct := newRelayHandler(s.baseURL, s.relayAccounts, relayOptions{accountConcurrency: 1000})
 	wsTr := relay.NewTransport()
 	wh := &wsproxy.Handler{Relay: h, HTTPClient: &http.Client{Transport: wsTr}}
 	mux := http.NewServeMux()
