@@ -93,3 +93,54 @@ func TestUpstreamClosedBetweenTurns(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamDropsReusedSocket: a kept socket that the upstream drops on
+// receiving the next turn, before answering it, is the same stale-socket
+// case seen late: the turn is sent once more on a new socket to the same
+// account. A new socket that fails so is not retried on it.
+func TestUpstreamDropsReusedSocket(t *testing.T) {
+	e := newEnv(t, true)
+	up := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
+		if n == 1 {
+			if playTurn(ctx, ws, "resp_1") != nil {
+				return
+			}
+			ws.Read(ctx) // the second turn's message: dropped unanswered
+			return
+		}
+		if playTurn(ctx, ws, fmt.Sprintf("resp_%d", n)) != nil {
+			return
+		}
+		ws.Read(ctx)
+	})
+	e.addAccount(&scheduler.Account{ID: "x", BaseURL: up.srv.URL + "/v1", WebSocket: true})
+	c := e.dial()
+	for turn := 1; turn <= 2; turn++ {
+		c.send(create(``))
+		if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {
+			t.Fatalf("turn %d: %v", turn, f)
+		}
+	}
+	if n := up.dials.Load(); n != 2 {
+		t.Fatalf("%d upstream sockets, want 2", n)
+	}
+	recs := e.sink.Records()
+	if len(recs) != 2 || recs[1].AccountID != "x" || recs[1].Attempts != 1 || recs[1].ResponseID != "resp_2" {
+		t.Fatalf("records %+v", recs)
+	}
+
+	// A fresh socket dropped the same way is an attempt that failed.
+	e2 := newEnv(t, true)
+	up2 := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
+		ws.Read(ctx) // never answers
+	})
+	e2.addAccount(&scheduler.Account{ID: "y", BaseURL: up2.srv.URL + "/v1", WebSocket: true})
+	c2 := e2.dial()
+	c2.send(create(``))
+	if f := c2.recvTurn(); typeOf(last(f)) != "error" {
+		t.Fatalf("fresh socket dropped: %v", f)
+	}
+	if n := up2.dials.Load(); n != 1 {
+		t.Fatalf("%d sockets for a fresh socket dropped, want 1", n)
+	}
+}
