@@ -8,7 +8,9 @@
 // message is already read, so the caller can batch what it forwards; and
 // the goroutine that reads may change between messages (one at a time), so
 // a turn reads its own events instead of receiving them from another
-// goroutine. Compression and subprotocols are not negotiated.
+// goroutine. Compression and subprotocols are not negotiated, and text
+// messages are not checked for valid UTF-8: the relay passes events on as
+// the upstream wrote them.
 package wsconn
 
 import (
