@@ -249,65 +249,48 @@ func (h *Handler) now() time.Time {
 	return time.Now()
 }
 
-func (h *Handler) maxBody() int64 {
-	if h.MaxBodyBytes > 0 {
-		return h.MaxBodyBytes
+// orDefault resolves a limit where only a positive value overrides def.
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return DefaultMaxBodyBytes
+	return def
 }
+
+// orDefaultOff resolves a setting where 0 takes def and a negative value
+// turns it off (0).
+func orDefaultOff[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
+}
+
+func (h *Handler) maxBody() int64 { return orDefault(h.MaxBodyBytes, DefaultMaxBodyBytes) }
 
 func (h *Handler) maxSwitches() int {
-	switch {
-	case h.MaxAccountSwitches < 0:
-		return 0
-	case h.MaxAccountSwitches == 0:
-		return DefaultMaxAccountSwitches
-	}
-	return h.MaxAccountSwitches
+	return orDefaultOff(h.MaxAccountSwitches, DefaultMaxAccountSwitches)
 }
 
-func (h *Handler) keepAlive() time.Duration {
-	switch {
-	case h.KeepAlive < 0:
-		return 0
-	case h.KeepAlive == 0:
-		return DefaultKeepAlive
-	}
-	return h.KeepAlive
-}
+func (h *Handler) keepAlive() time.Duration { return orDefaultOff(h.KeepAlive, DefaultKeepAlive) }
 
 func (h *Handler) idleTimeout() time.Duration {
-	if h.StreamIdleTimeout > 0 {
-		return h.StreamIdleTimeout
-	}
-	return DefaultStreamIdleTimeout
+	return orDefault(h.StreamIdleTimeout, DefaultStreamIdleTimeout)
 }
 
 func (h *Handler) jsonHeaderTimeout() time.Duration {
-	if h.JSONHeaderTimeout > 0 {
-		return h.JSONHeaderTimeout
-	}
-	return DefaultJSONHeaderTimeout
+	return orDefault(h.JSONHeaderTimeout, DefaultJSONHeaderTimeout)
 }
 
 func (h *Handler) clientWriteTimeout() time.Duration {
-	switch {
-	case h.ClientWriteTimeout < 0:
-		return 0
-	case h.ClientWriteTimeout == 0:
-		return DefaultClientWriteTimeout
-	}
-	return h.ClientWriteTimeout
+	return orDefaultOff(h.ClientWriteTimeout, DefaultClientWriteTimeout)
 }
 
 func (h *Handler) drainTimeout() time.Duration {
-	switch {
-	case h.DrainTimeout < 0:
-		return 0
-	case h.DrainTimeout == 0:
-		return DefaultDrainTimeout
-	}
-	return h.DrainTimeout
+	return orDefaultOff(h.DrainTimeout, DefaultDrainTimeout)
 }
 
 // NewTransport returns the default upstream transport: HTTP/2 when the

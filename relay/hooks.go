@@ -207,23 +207,15 @@ func callHook(ctx context.Context, timeout time.Duration, fn func(context.Contex
 	return r.call(ctx, timeout, func(context.Context) error { return fn(hctx) }, cleanup, ping, interval)
 }
 
-func (h *Handler) hookTimeout() time.Duration {
-	if h.HookTimeout > 0 {
-		return h.HookTimeout
-	}
-	return DefaultHookTimeout
-}
+func (h *Handler) hookTimeout() time.Duration { return orDefault(h.HookTimeout, DefaultHookTimeout) }
 
 // selectTimeout bounds Scheduler.Select: its own wait for an account slot
 // plus HookTimeout for the Pool and Store calls around it. 0: only the
 // client's context bounds it (the scheduler waits without a timeout).
 func (h *Handler) selectTimeout() time.Duration {
-	wait := h.Scheduler.AccountWait.Timeout
-	switch {
-	case wait < 0:
+	wait := orDefaultOff(h.Scheduler.AccountWait.Timeout, scheduler.DefaultWaitTimeout)
+	if wait == 0 {
 		return 0
-	case wait == 0:
-		wait = scheduler.DefaultWaitTimeout
 	}
 	return wait + h.hookTimeout()
 }
