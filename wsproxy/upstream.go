@@ -267,8 +267,7 @@ func (s *stream) readFailed(err error) ([]byte, error) {
 		s.broken = true
 		return nil, s.ctx.Err()
 	}
-	var pe *wsconn.ProtocolError
-	if s.reused && !s.started && s.redials == 0 && !errors.Is(err, wsconn.ErrTooBig) && !errors.As(err, &pe) {
+	if s.reused && !s.started && s.redials == 0 && staleSocket(err) {
 		s.redials++
 		s.reused = false
 		if err := s.redial(); err != nil {
@@ -279,6 +278,23 @@ func (s *stream) readFailed(err error) ([]byte, error) {
 	}
 	s.broken = true
 	return nil, err
+}
+
+// staleSocket tells a socket that died while idle (cut, or closed as a
+// server closes idle sockets: 1000, 1001) from one whose upstream refused
+// or broke on this turn's message (another close code, a protocol
+// violation, a message over the read limit).
+func staleSocket(err error) bool {
+	var ce *wsconn.CloseError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case 1000, 1001, 1005:
+			return true
+		}
+		return false
+	}
+	var pe *wsconn.ProtocolError
+	return !errors.Is(err, wsconn.ErrTooBig) && !errors.As(err, &pe)
 }
 
 func (s *stream) redial() error {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/billing"
@@ -32,6 +33,13 @@ func newScriptedSocket(t *testing.T, serve func(ctx context.Context, ws *websock
 	}))
 	t.Cleanup(s.srv.Close)
 	return s
+}
+
+// waitRecords waits, bounded, until the sink holds n usage records.
+func waitRecords(e *env, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return e.sink.WaitLen(ctx, n)
 }
 
 // playTurn reads one response.create and answers a three-event turn.
@@ -77,6 +85,9 @@ func TestUpstreamClosedBetweenTurns(t *testing.T) {
 	}
 	if n := up.dials.Load(); n != 3 {
 		t.Fatalf("%d upstream sockets for 3 turns", n)
+	}
+	if err := waitRecords(e, 3); err != nil {
+		t.Fatal(err) // a turn is recorded just after its terminal frame went out
 	}
 	recs := e.sink.Records()
 	if len(recs) != 3 {
@@ -124,9 +135,36 @@ func TestUpstreamDropsReusedSocket(t *testing.T) {
 	if n := up.dials.Load(); n != 2 {
 		t.Fatalf("%d upstream sockets, want 2", n)
 	}
+	if err := waitRecords(e, 2); err != nil {
+		t.Fatal(err)
+	}
 	recs := e.sink.Records()
 	if len(recs) != 2 || recs[1].AccountID != "x" || recs[1].Attempts != 1 || recs[1].ResponseID != "resp_2" {
 		t.Fatalf("records %+v", recs)
+	}
+
+	// A kept socket that the upstream closes with another code than an
+	// idle close refused this turn: no second socket for it.
+	e3 := newEnv(t, true)
+	up3 := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
+		if playTurn(ctx, ws, "resp_1") != nil {
+			return
+		}
+		ws.Read(ctx)
+		ws.Close(websocket.StatusPolicyViolation, "not this")
+	})
+	e3.addAccount(&scheduler.Account{ID: "z", BaseURL: up3.srv.URL + "/v1", WebSocket: true})
+	c3 := e3.dial()
+	c3.send(create(``))
+	if f := c3.recvTurn(); typeOf(last(f)) != "response.completed" {
+		t.Fatalf("first turn: %v", f)
+	}
+	c3.send(create(``))
+	if f := c3.recvTurn(); typeOf(last(f)) != "error" {
+		t.Fatalf("turn closed with 1008: %v", f)
+	}
+	if n := up3.dials.Load(); n != 1 {
+		t.Fatalf("%d sockets after a 1008 close, want 1", n)
 	}
 
 	// A fresh socket dropped the same way is an attempt that failed.
