@@ -34,8 +34,9 @@
 // with one response.failed frame; the client connection stays open and the
 // next turn dials a new upstream. An upstream socket that ended while idle
 // (the upstream closed it between turns) is replaced on the same account
-// before the next turn is sent, or when that turn finds it closed before
-// its first event; this is not counted against the account. The
+// before the next turn is sent, or when that turn finds it cut or closed
+// as idle (1000, 1001) before its first event; this is not counted
+// against the account. The
 // relay.Handler's limits apply to each turn as over HTTP:
 // StreamIdleTimeout (also for an upstream that never sends a first
 // event), DrainTimeout, HookTimeout; frames from the upstream are capped
