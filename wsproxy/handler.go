@@ -36,11 +36,10 @@
 // (the upstream closed it between turns) is replaced on the same account
 // before the next turn is sent, or when that turn finds it cut or closed
 // as idle (1000, 1001) before its first event; this is not counted
-// against the account. The
-// relay.Handler's limits apply to each turn as over HTTP:
-// StreamIdleTimeout (also for an upstream that never sends a first
-// event), DrainTimeout, HookTimeout; frames from the upstream are capped
-// by ReadLimit.
+// against the account. The relay.Handler's limits apply to each turn as
+// over HTTP: StreamIdleTimeout (also for an upstream that never sends a
+// first event), DrainTimeout, HookTimeout; frames from the upstream are
+// capped by ReadLimit.
 package wsproxy
 
 import (
