@@ -7,11 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 )
 
 // URL returns RELAY_TEST_POSTGRES_URL once the server answers. Without it
@@ -19,30 +19,18 @@ import (
 // PostgreSQL and a missing or dead server is a failure.
 func URL(tb testing.TB) string {
 	tb.Helper()
-	ci := os.Getenv("CI") == "true"
-	raw := os.Getenv("RELAY_TEST_POSTGRES_URL")
-	if raw == "" {
-		if ci {
-			tb.Fatal("RELAY_TEST_POSTGRES_URL is not set; .ci/run starts PostgreSQL and exports it")
+	return postgres.URL(tb, func(ctx context.Context, raw string) error {
+		conn, err := pgx.Connect(ctx, raw)
+		if err != nil {
+			return err
 		}
-		tb.Skip("RELAY_TEST_POSTGRES_URL is not set: start PostgreSQL and set it " +
-			"(e.g. postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable) to run the PostgreSQL tests")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, raw)
-	if err == nil {
-		err = conn.Ping(ctx)
-		conn.Close(ctx)
-	}
-	if err != nil {
-		if ci {
-			tb.Fatalf("PostgreSQL at RELAY_TEST_POSTGRES_URL=%q is unreachable: %v", raw, err)
-		}
-		tb.Skipf("PostgreSQL at RELAY_TEST_POSTGRES_URL=%q is unreachable (%v): start it to run the PostgreSQL tests", raw, err)
-	}
-	return raw
+		defer conn.Close(ctx)
+		return conn.Ping(ctx)
+	})
 }
+
+var postgres = testservice.Service{Env: "RELAY_TEST_POSTGRES_URL", Name: "PostgreSQL", Server: "PostgreSQL",
+	Example: "postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable", Timeout: 10 * time.Second}
 
 // DSN creates an empty schema named prefix plus 12 random hex digits on
 // the server of URL, dropped at cleanup, and returns that server's URL

@@ -3,11 +3,11 @@ package redistest
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 )
 
 // URL returns RELAY_TEST_REDIS_URL once the server answers. Without it the
@@ -15,30 +15,17 @@ import (
 // redis-server and a missing or dead server is a failure.
 func URL(tb testing.TB) string {
 	tb.Helper()
-	ci := os.Getenv("CI") == "true"
-	raw := os.Getenv("RELAY_TEST_REDIS_URL")
-	if raw == "" {
-		if ci {
-			tb.Fatal("RELAY_TEST_REDIS_URL is not set; .ci/run starts redis-server and exports it")
-		}
-		tb.Skip("RELAY_TEST_REDIS_URL is not set: start redis-server and set it " +
-			"(e.g. redis://127.0.0.1:6379/0) to run the Redis tests")
-	}
-	opts := parse(tb, raw)
-	opts.ContextTimeoutEnabled = true
-	c := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	err := c.Ping(ctx).Err()
-	cancel()
-	c.Close()
-	if err != nil {
-		if ci {
-			tb.Fatalf("Redis at RELAY_TEST_REDIS_URL=%q is unreachable: %v", raw, err)
-		}
-		tb.Skipf("Redis at RELAY_TEST_REDIS_URL=%q is unreachable (%v): start redis-server to run the Redis tests", raw, err)
-	}
-	return raw
+	return redisService.URL(tb, func(ctx context.Context, raw string) error {
+		opts := parse(tb, raw)
+		opts.ContextTimeoutEnabled = true
+		c := redis.NewClient(opts)
+		defer c.Close()
+		return c.Ping(ctx).Err()
+	})
 }
+
+var redisService = testservice.Service{Env: "RELAY_TEST_REDIS_URL", Name: "Redis", Server: "redis-server",
+	Example: "redis://127.0.0.1:6379/0", Timeout: 5 * time.Second}
 
 // Options returns new options for the server of URL.
 func Options(tb testing.TB) *redis.Options {
