@@ -52,6 +52,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/wsconn"
 	"github.com/relaykit/responsesrelay/relay"
 )
 
@@ -270,18 +271,7 @@ func (h *Handler) connLimiter() concurrency.SlotLimiter {
 }
 
 func isUpgrade(r *http.Request) bool {
-	return r.Method == http.MethodGet && headerHasToken(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
-}
-
-func headerHasToken(h http.Header, key, token string) bool {
-	for _, v := range h[http.CanonicalHeaderKey(key)] {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return r.Method == http.MethodGet && wsconn.HeaderHasToken(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
 func orDefault[T int64 | time.Duration](v, d T) T {

@@ -103,7 +103,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token string) error {
 	hdr := http.Header{}
 	for _, k := range forwardHeaders {
-		if headerHasToken(u.header, "Connection", k) {
+		if wsconn.HeaderHasToken(u.header, "Connection", k) {
 			continue // hop-by-hop by the client's own word
 		}
 		if vs := u.header.Values(k); len(vs) > 0 {

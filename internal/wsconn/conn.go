@@ -129,7 +129,7 @@ func Dial(ctx context.Context, client *http.Client, url string, header http.Head
 	switch {
 	case !ok:
 		err = fmt.Errorf("websocket handshake: response body %T is not writable", resp.Body)
-	case !headerHasToken(resp.Header, "Connection", "upgrade") || !headerHasToken(resp.Header, "Upgrade", "websocket"):
+	case !HeaderHasToken(resp.Header, "Connection", "upgrade") || !HeaderHasToken(resp.Header, "Upgrade", "websocket"):
 		err = errors.New("websocket handshake: 101 without Connection/Upgrade headers")
 	case resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key):
 		err = errors.New("websocket handshake: wrong Sec-WebSocket-Accept")
@@ -150,7 +150,9 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(h[:])
 }
 
-func headerHasToken(h http.Header, key, token string) bool {
+// HeaderHasToken reports whether a comma-separated header (Connection,
+// Upgrade) lists token, in any case.
+func HeaderHasToken(h http.Header, key, token string) bool {
 	for _, v := range h.Values(key) {
 		for _, t := range strings.Split(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(t), token) {

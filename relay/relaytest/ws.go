@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/wsconn"
 	"github.com/tidwall/gjson"
 )
 
@@ -95,19 +96,8 @@ func (s *Server) WSURL(account string) string {
 
 // isUpgrade reports whether r asks for a WebSocket.
 func isUpgrade(r *http.Request) bool {
-	return r.Method == http.MethodGet && hasToken(r.Header, "Connection", "upgrade") &&
-		hasToken(r.Header, "Upgrade", "websocket")
-}
-
-func hasToken(h http.Header, key, token string) bool {
-	for _, v := range h.Values(key) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return r.Method == http.MethodGet && wsconn.HeaderHasToken(r.Header, "Connection", "upgrade") &&
+		wsconn.HeaderHasToken(r.Header, "Upgrade", "websocket")
 }
 
 // findHijacker finds the http.Hijacker under w, following Unwrap as
