@@ -85,32 +85,40 @@ func newSetup(w workload, deltas int, pace time.Duration, proc *childConfig) (*s
 		return newChildSetup(w, deltas, pace, proc)
 	}
 	up := relaytest.NewServer()
+	configureUpstream(up.Upstream, w, deltas, pace)
 	s := &setup{url: up.URL, close: up.Close}
-	s.direct, s.relayAccounts = configureUpstream(up.Upstream, w, deltas, pace)
+	s.direct, s.relayAccounts = accountsFor(w)
 	return s, nil
 }
 
-// configureUpstream gives every account the same step; in the failover
-// workload the relay's pool has one account in ten (acct-429) that
-// answers 429 to everything. It returns the accounts of direct and
-// reverseproxy clients and the relay's pool.
-func configureUpstream(up *relaytest.Upstream, w workload, deltas int, pace time.Duration) (direct, relayAccounts []string) {
-	up.SetLogging(false) // the logs would grow for the whole run
+// accountsFor returns, for workload w, the accounts that direct and
+// reverseproxy clients spread over (only healthy ones: neither can fail
+// over) and the relay's pool, which in the failover workload has one
+// account in ten (acct-429) answering 429 to everything.
+func accountsFor(w workload) (direct, relayAccounts []string) {
 	healthy := healthyAccounts(numAccounts)
+	if w != wlFailover {
+		return healthy, healthy
+	}
+	return healthy[:numAccounts-1], append(healthy[:numAccounts-1:numAccounts-1], limitedAccount)
+}
+
+// configureUpstream sets up the fake's accounts for workload w: the same
+// step for every healthy one, and 429s for acct-429.
+func configureUpstream(up *relaytest.Upstream, w workload, deltas int, pace time.Duration) {
+	up.SetLogging(false) // the logs would grow for the whole run
 	step := relaytest.Step{Deltas: deltas, EventInterval: pace, StampEvents: pace > 0}
 	if w == wlJSON {
 		step = relaytest.Step{} // the fake's default: 5 deltas of output text
 	}
-	for _, a := range healthy {
+	for _, a := range healthyAccounts(numAccounts) {
 		up.SetKey(a, upstreamKey)
 		up.SetDefault(a, step)
 	}
-	if w != wlFailover {
-		return healthy, healthy
+	if w == wlFailover {
+		up.SetKey(limitedAccount, upstreamKey)
+		up.SetDefault(limitedAccount, relaytest.Step{Status: http.StatusTooManyRequests})
 	}
-	up.SetKey(limitedAccount, upstreamKey)
-	up.SetDefault(limitedAccount, relaytest.Step{Status: http.StatusTooManyRequests})
-	return healthy[:numAccounts-1], append(healthy[:numAccounts-1:numAccounts-1], limitedAccount)
 }
 
 // baseURL is an account's base URL on the upstream (relaytest's layout).

@@ -29,8 +29,7 @@ func newChildSetup(w workload, deltas int, pace time.Duration, cfg *childConfig)
 		return nil, fmt.Errorf("the upstream process: %v %q", err, f)
 	}
 	s := &setup{url: "http://" + f[0], close: c.stop}
-	// The same accounts as the child's (configureUpstream decides both).
-	s.direct, s.relayAccounts = configureUpstream(relaytest.New(), w, deltas, pace)
+	s.direct, s.relayAccounts = accountsFor(w)
 	return s, nil
 }
 
