@@ -66,7 +66,7 @@ func (e *attemptError) String() string {
 	return fmt.Sprintf("connection: %v", e.err)
 }
 
-// retryable is the failover predicate of DESIGN §4: connection errors,
+// retryable is the failover predicate (ARCHITECTURE.md, "Failover predicate"): connection errors,
 // 401/402/403/408/429/529/5xx, and in-band refusals move to another account;
 // other 4xx are the request's fault and go back to the client.
 func (e *attemptError) retryable() bool {

@@ -35,7 +35,7 @@ import (
 // client has read an event, the relay's heap, goroutine stacks and RSS are
 // compared with the same figures before the first stream.
 
-// idleBudgetKiB is the relay's memory budget per open stream (DESIGN.md §7).
+// idleBudgetKiB is the relay's memory budget per open stream (ARCHITECTURE.md, "Performance budgets").
 const idleBudgetKiB = 64
 
 // fdReserve is what the relay process needs besides the streams' sockets:

@@ -19,8 +19,9 @@
 //     its own loopback server, with the relay's default upstream transport.
 //     It gets a buffered request body (a bytes.Reader): handed the inbound
 //     r.Body it truncates some SSE streams under keep-alive load (see
-//     DESIGN.md §7). WebSocket upgrades go through the proxy's built-in
-//     upgrade support, a byte tunnel after the 101.
+//     ARCHITECTURE.md, "Buffered bodies in every proxy"). WebSocket
+//     upgrades go through the proxy's built-in upgrade support, a byte
+//     tunnel after the 101.
 //   - relay: relay.Handler with wsproxy.Handler on /v1/responses, as a host
 //     mounts them, with in-memory defaults (static pool of ten accounts of
 //     concurrency 1000, static keys, one bearer key, a subject without a

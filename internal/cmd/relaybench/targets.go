@@ -148,7 +148,7 @@ func newDirect(s *setup) *endpoint {
 // of the upstream, on its own loopback server, sharing the relay's default
 // transport settings. The inbound body is read into memory and sent as a
 // bytes.Reader: a proxy handed the inbound r.Body truncates some SSE
-// streams under keep-alive load (DESIGN.md §7), and the relay buffers the
+// streams under keep-alive load (ARCHITECTURE.md), and the relay buffers the
 // body too. WebSocket upgrades pass through the proxy's own upgrade
 // support: after the 101 it copies bytes both ways.
 func newReverseProxy(s *setup) *endpoint {
