@@ -187,6 +187,8 @@ type Handler struct {
 	userLimiter concurrency.SlotLimiter
 	bearers     sync.Map // token -> []string{"Bearer " + token}
 	nbearers    atomic.Int64
+	// noFlushLogged: the "cannot flush" warning was logged.
+	noFlushLogged atomic.Bool
 }
 
 // maxBearers bounds the cache of Authorization values; tokens that

@@ -103,7 +103,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t.req = req
 	if req.Stream {
-		sw := newSSEWriter(w, h.ReturnHeaders, h.clientWriteTimeout())
+		sw := newSSEWriter(w, h.ReturnHeaders, h.clientWriteTimeout(), h.warnNoFlush)
 		defer sw.close()
 		t.out = sw
 	}
@@ -162,6 +162,16 @@ func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, er
 		return nil, r.Context().Err()
 	}
 	return s, err
+}
+
+// warnNoFlush logs, once per Handler, that a ResponseWriter could not
+// flush: a middleware wraps it without Flush or Unwrap, so streams reach
+// clients in bursts instead of event by event.
+func (h *Handler) warnNoFlush() {
+	if h.noFlushLogged.CompareAndSwap(false, true) {
+		h.log.Warn("relay: the ResponseWriter cannot flush (a middleware wraps it without Flush or Unwrap); " +
+			"streams are relayed but reach clients only as buffers fill. Give the wrapper an Unwrap method returning the wrapped ResponseWriter.")
+	}
 }
 
 // sessionKey is the client's session identity for sticky routing: header

@@ -24,10 +24,16 @@ type sseWriter struct {
 	upstream  http.Header
 	extra     []string
 	deadline  writeDeadline
+	// noFlush is set once the writer turned out unable to flush (a
+	// middleware's wrapper without Flush or Unwrap): events are still
+	// written and go out as the server's buffer fills, as ReverseProxy
+	// does, rather than the stream being cut as if the client had left.
+	noFlush   bool
+	onNoFlush func() // called once when noFlush is set; may be nil
 }
 
-func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration) *sseWriter {
-	s := &sseWriter{w: w, rcv: *http.NewResponseController(w), extra: extra}
+func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration, onNoFlush func()) *sseWriter {
+	s := &sseWriter{w: w, rcv: *http.NewResponseController(w), extra: extra, onNoFlush: onNoFlush}
 	s.rc = &s.rcv
 	s.deadline = writeDeadline{rc: s.rc, timeout: writeTimeout}
 	return s
@@ -134,7 +140,17 @@ func (s *sseWriter) flushLocked() error {
 	if s.dead {
 		return errClientWrite
 	}
+	if s.noFlush {
+		return nil
+	}
 	if err := s.rc.Flush(); err != nil {
+		if errors.Is(err, http.ErrNotSupported) {
+			s.noFlush = true
+			if s.onNoFlush != nil {
+				s.onNoFlush()
+			}
+			return nil
+		}
 		s.dead = true
 		return err
 	}
