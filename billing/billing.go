@@ -67,10 +67,14 @@ type GateFunc func(ctx context.Context, q Request) error
 func (f GateFunc) Check(ctx context.Context, q Request) error { return f(ctx, q) }
 
 // Denial is a Gate's refusal, shown to the client as an OpenAI-shaped error.
+//
+// The zero Denial answers as OpenAI answers an exhausted quota: 429 with
+// type and code "insufficient_quota", which the official SDKs recognise
+// (they do not retry it, unlike a rate limit).
 type Denial struct {
-	Status     int           // HTTP status; 0 means 402
+	Status     int           // HTTP status; 0 means 429
 	Type       string        // error type; "" means "insufficient_quota"
-	Code       string        // error code; "" means null
+	Code       string        // error code; "" means the type when Type is "", else null
 	Message    string        // client-facing message; "" means a generic one
 	RetryAfter time.Duration // > 0 sets Retry-After (rounded up to seconds)
 }
@@ -82,9 +86,18 @@ func (d *Denial) Error() string {
 // StatusCode is Status with its default applied.
 func (d *Denial) StatusCode() int {
 	if d.Status == 0 {
-		return http.StatusPaymentRequired
+		return http.StatusTooManyRequests
 	}
 	return d.Status
+}
+
+// ErrorCode is Code with its default applied: "insufficient_quota" for a
+// Denial that left both Type and Code empty, else Code ("" is null).
+func (d *Denial) ErrorCode() string {
+	if d.Code == "" && d.Type == "" {
+		return "insufficient_quota"
+	}
+	return d.Code
 }
 
 // ErrorType is Type with its default applied.

@@ -74,6 +74,6 @@ func ExampleDenial() {
 		fmt.Println(d.ClientMessage())
 	}
 	// Output:
-	// 402 insufficient_quota 90
+	// 429 insufficient_quota 90
 	// Your balance is exhausted, please top up
 }

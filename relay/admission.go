@@ -110,7 +110,7 @@ func (t *turn) checkBilling() *APIError {
 	}
 	var d *billing.Denial
 	if errors.As(err, &d) {
-		return &APIError{Status: d.StatusCode(), Type: d.ErrorType(), Code: d.Code, Message: d.ClientMessage(), RetryAfter: roundUp(d.RetryAfter)}
+		return &APIError{Status: d.StatusCode(), Type: d.ErrorType(), Code: d.ErrorCode(), Message: d.ClientMessage(), RetryAfter: roundUp(d.RetryAfter)}
 	}
 	if t.ctx.Err() != nil {
 		return errClientGone
