@@ -2,6 +2,7 @@ package billing
 
 import (
 	"bufio"
+	"bytes"
 	"container/heap"
 	"context"
 	"encoding/json"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"strings"
 	"time"
 )
 
@@ -97,7 +100,7 @@ func (s *Spool) dispatch(seg *segment, off, size int64, payload []byte) bool {
 		return true
 	}
 	var u Usage
-	if err := json.Unmarshal(payload, &u); err != nil { // not expected: the CRC matched
+	if err := decodeUsage(payload, &u); err != nil { // not expected: the CRC matched
 		s.logger().Error("billing: usage record dropped: the spool cannot decode it; replay it from this line",
 			slog.String("segment", segName(seg.id)), slog.Int64("offset", off),
 			slog.Any("error", err), slog.String("record", string(payload)))
@@ -257,4 +260,33 @@ func (s *Spool) ack(seg *segment, off, size int64) {
 		close(s.acked)
 		s.acked = nil
 	}
+}
+
+// decodeUsage decodes a spooled record. Records spooled before Usage had
+// JSON tags name their fields as in Go ("RequestID"); they are renamed to
+// the tag names first, so a spool left by an older build still delivers.
+func decodeUsage(payload []byte, u *Usage) error {
+	if !bytes.Contains(payload, []byte(`"RequestID"`)) {
+		return json.Unmarshal(payload, u)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &fields); err != nil {
+		return err
+	}
+	if _, legacy := fields["RequestID"]; legacy {
+		renamed := make(map[string]json.RawMessage, len(fields))
+		t := reflect.TypeFor[Usage]()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if v, ok := fields[f.Name]; ok {
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				renamed[name] = v
+			}
+		}
+		var err error
+		if payload, err = json.Marshal(renamed); err != nil {
+			return err
+		}
+	}
+	return json.Unmarshal(payload, u)
 }

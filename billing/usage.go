@@ -15,34 +15,35 @@ const (
 )
 
 // Usage is one turn that reached an upstream: exactly one record per turn.
+// Its JSON form uses snake_case names, as every type a host serialises does.
 type Usage struct {
-	RequestID  string // the relay's id for the turn, also sent as X-Relay-Request-Id
-	ResponseID string // resp_... from the upstream, "" when none arrived
-	UserID     string
-	APIKeyID   string
-	GroupID    string
-	AccountID  string
+	RequestID  string `json:"request_id"`            // the relay's id for the turn, also sent as X-Relay-Request-Id
+	ResponseID string `json:"response_id,omitempty"` // resp_... from the upstream, "" when none arrived
+	UserID     string `json:"user_id"`
+	APIKeyID   string `json:"api_key_id"`
+	GroupID    string `json:"group_id"`
+	AccountID  string `json:"account_id"`
 
-	Model         string // requested by the client
-	UpstreamModel string // sent upstream (after ModelMap)
-	Transport     string // "http" or "ws"
-	Stream        bool
-	Turn          int // 1-based turn number on a WebSocket connection; 1 over HTTP
+	Model         string `json:"model"`          // requested by the client
+	UpstreamModel string `json:"upstream_model"` // sent upstream (after ModelMap)
+	Transport     string `json:"transport"`      // "http" or "ws"
+	Stream        bool   `json:"stream"`
+	Turn          int    `json:"turn"` // 1-based turn number on a WebSocket connection; 1 over HTTP
 
-	InputTokens       int64
-	CachedInputTokens int64 // input_tokens_details.cached_tokens
-	OutputTokens      int64
-	ReasoningTokens   int64 // output_tokens_details.reasoning_tokens
-	TotalTokens       int64
-	ServiceTier       string
+	InputTokens       int64  `json:"input_tokens"`
+	CachedInputTokens int64  `json:"cached_input_tokens"` // input_tokens_details.cached_tokens
+	OutputTokens      int64  `json:"output_tokens"`
+	ReasoningTokens   int64  `json:"reasoning_tokens"` // output_tokens_details.reasoning_tokens
+	TotalTokens       int64  `json:"total_tokens"`
+	ServiceTier       string `json:"service_tier,omitempty"`
 
-	Status       string // one of the Status constants
-	Attempts     int    // upstream attempts, failovers included
-	FirstTokenMS int64  // time to first output event, -1 when none
-	DurationMS   int64
-	UserAgent    string
-	ClientIP     string
-	CreatedAt    time.Time // when the turn started
+	Status       string    `json:"status"`         // one of the Status constants
+	Attempts     int       `json:"attempts"`       // upstream attempts, failovers included
+	FirstTokenMS int64     `json:"first_token_ms"` // time to first output event, -1 when none
+	DurationMS   int64     `json:"duration_ms"`
+	UserAgent    string    `json:"user_agent,omitempty"`
+	ClientIP     string    `json:"client_ip,omitempty"`
+	CreatedAt    time.Time `json:"created_at"` // when the turn started
 }
 
 // UsageSink stores usage records. Record must be safe for concurrent use and
