@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -51,12 +52,26 @@ func (p *StaticPool) Add(group string, a *Account) {
 }
 
 // Set replaces the accounts of group with a copy of accounts; nil entries
-// are dropped and an empty list removes the group.
+// are dropped and an empty list removes the group. An account equal to the
+// group's account of the same ID (every field, compared deeply) keeps the
+// old pointer, and a list equal to the group's keeps the old slice, so a
+// host can reload its whole configuration with Set and the Scheduler keeps
+// its cached facts about every account that did not change.
 func (p *StaticPool) Set(group string, accounts []*Account) {
 	accts := slices.DeleteFunc(slices.Clone(accounts), func(a *Account) bool { return a == nil })
 	p.update(func(m map[string][]*Account) {
 		if len(accts) == 0 {
 			delete(m, group)
+			return
+		}
+		old := m[group]
+		for i, a := range accts {
+			j := slices.IndexFunc(old, func(x *Account) bool { return x.ID == a.ID })
+			if j >= 0 && reflect.DeepEqual(*old[j], *a) {
+				accts[i] = old[j]
+			}
+		}
+		if slices.Equal(old, accts) {
 			return
 		}
 		m[group] = accts

@@ -100,3 +100,33 @@ func TestStaticKeys(t *testing.T) {
 	var _ Credentials = keys
 	var _ Credentials = CredentialsFunc(keys.Token)
 }
+
+// Reloading a configuration with Set keeps the pointers (and so the
+// Scheduler's cached facts) of accounts that did not change.
+func TestStaticPoolSetKeepsUnchangedAccounts(t *testing.T) {
+	ctx := context.Background()
+	var p StaticPool
+	mk := func(id string, weight int) *Account {
+		return &Account{ID: id, BaseURL: "http://u/" + id, Weight: weight, Models: []string{"gpt-*"}, Header: map[string][]string{"X-A": {id}}}
+	}
+	p.Set("g", []*Account{mk("a", 1), mk("b", 1)})
+	before, _ := p.Accounts(ctx, "g")
+
+	p.Set("g", []*Account{mk("a", 1), mk("b", 1)}) // equal values, new pointers
+	same, _ := p.Accounts(ctx, "g")
+	if &same[0] != &before[0] || same[0] != before[0] || same[1] != before[1] {
+		t.Fatal("an unchanged reload replaced the accounts or the slice")
+	}
+
+	p.Set("g", []*Account{mk("b", 1), mk("a", 2), mk("c", 1)}) // a changed, c is new, order changed
+	after, _ := p.Accounts(ctx, "g")
+	if len(after) != 3 || after[0] != before[1] {
+		t.Fatalf("unchanged b lost its pointer: %v", after)
+	}
+	if after[1] == before[0] || after[1].Weight != 2 {
+		t.Fatal("changed account a kept its old value")
+	}
+	if after[2].ID != "c" {
+		t.Fatalf("new account missing: %v", after)
+	}
+}
