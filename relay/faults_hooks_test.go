@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -132,7 +133,7 @@ func TestFaultHookHangs(t *testing.T) {
 		if r.lastType() != "response.completed" || n.Load() != 1 {
 			t.Fatalf("events %v, calls %d", r.types(), n.Load())
 		}
-		if logs := e.logs.String(); !strings.Contains(logs, "usage sink did not return in time") || !strings.Contains(logs, "InputTokens") {
+		if logs := e.logs.String(); !strings.Contains(logs, "usage sink did not return in time") || !strings.Contains(logs, `"input_tokens":12`) {
 			t.Fatalf("the record is not in the log:\n%s", logs)
 		}
 	})
@@ -282,6 +283,27 @@ func TestFaultHookErrors(t *testing.T) {
 		e.h.Authenticate = func(*http.Request) (*relay.Subject, error) { return nil, errors.New("key store down") }
 		if r := e.do(textReq); r.status != 401 {
 			t.Fatalf("status %d", r.status)
+		}
+	})
+	t.Run("authenticate answers", func(t *testing.T) {
+		// An error holding an *APIError is the answer: a key store outage
+		// is 503, a revoked key 403, and the upstream is never asked.
+		e := newEnv(t, "a")
+		for _, ae := range []*relay.APIError{
+			{Status: 503, Type: "server_error", Message: "Key store unavailable", RetryAfter: 2 * time.Second},
+			{Status: 403, Type: "permission_error", Message: "This key was revoked", Code: "key_revoked"},
+		} {
+			e.h.Authenticate = func(*http.Request) (*relay.Subject, error) { return nil, fmt.Errorf("lookup: %w", ae) }
+			r := e.do(textReq)
+			if r.status != ae.Status {
+				t.Fatalf("status %d, want %d", r.status, ae.Status)
+			}
+			if typ, msg, _, code := apiErr(t, r.body); typ != ae.Type || msg != ae.Message || code != ae.Code {
+				t.Fatalf("answer %s %q %s, want %+v", typ, msg, code, ae)
+			}
+		}
+		if n := len(e.up.Requests()); n != 0 {
+			t.Fatalf("%d upstream requests for unauthenticated clients", n)
 		}
 	})
 	t.Run("user limiter", func(t *testing.T) {

@@ -109,8 +109,10 @@ type Handler struct {
 	// Authorization header is sent (an upstream behind its own auth proxy).
 	Credentials scheduler.Credentials
 	// Authenticate identifies the caller. nil: SubjectFrom(r.Context()), for
-	// hosts that authenticate in middleware. An error or nil subject is 401;
-	// no answer within HookTimeout is 503.
+	// hosts that authenticate in middleware. An error that holds an
+	// *APIError (errors.As) is answered with it, so a key store outage can
+	// answer 503 and a revoked key 403; any other error or a nil subject is
+	// 401; no answer within HookTimeout is 503.
 	Authenticate func(*http.Request) (*Subject, error)
 	// Transport sends upstream requests. nil: a transport tuned for many
 	// long streams to few hosts (see NewTransport).

@@ -81,13 +81,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	subj, err := h.authenticate(r, &t.hooks)
-	if errors.Is(err, ErrHookTimeout) {
-		t.fail(&APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
-			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second})
-		return
-	}
-	if err != nil || subj == nil {
-		t.fail(&APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
+	if err != nil {
+		t.fail(authAnswer(err))
 		return
 	}
 	t.subj = subj
@@ -120,20 +115,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Subject authenticates r as ServeHTTP does (Authenticate, or the subject
-// stored by WithSubject). A nil subject with a nil error means anonymous:
-// callers answer 401. An error wrapping ErrHookTimeout means Authenticate
-// did not answer in time: callers answer 503.
+// stored by WithSubject). When it does not return a subject its error holds
+// the answer for the client, an *APIError found with errors.As: the one
+// Authenticate returned, 503 when Authenticate did not answer in time (the
+// error then also wraps ErrHookTimeout), else 401.
 func (h *Handler) Subject(r *http.Request) (*Subject, error) {
 	h.init()
 	return h.authenticate(r, nil)
 }
 
+var errInvalidAPIKey = &APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"}
+
+// authAnswer is the client's answer for an error of authenticate.
+func authAnswer(err error) *APIError {
+	if ae, ok := errors.AsType[*APIError](err); ok {
+		return ae
+	}
+	return errInvalidAPIKey
+}
+
 // authenticate runs Authenticate bounded, on the turn's runner when there
-// is one.
+// is one. Its error always carries an *APIError (see Subject).
 func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, error) {
 	if h.Authenticate == nil {
-		s, _ := SubjectFrom(r.Context())
-		return s, nil
+		if s, _ := SubjectFrom(r.Context()); s != nil {
+			return s, nil
+		}
+		return nil, errInvalidAPIKey
 	}
 	var s *Subject
 	var err error
@@ -154,14 +162,25 @@ func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, er
 	switch {
 	case isPanic:
 		h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p.v))
-		return nil, errors.New("authenticate panicked")
+		return nil, errInvalidAPIKey
 	case errors.Is(err, ErrHookTimeout):
 		h.log.Error("relay: Authenticate did not return in time; answering 503", "timeout", h.hookTimeout())
-		return nil, fmt.Errorf("relay: Authenticate: %w", err)
+		return nil, fmt.Errorf("relay: Authenticate: %w: %w", &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second}, err)
 	case r.Context().Err() != nil:
-		return nil, r.Context().Err()
+		return nil, fmt.Errorf("%w: %w", errInvalidAPIKey, r.Context().Err())
+	case err != nil:
+		if _, ok := errors.AsType[*APIError](err); !ok {
+			// Debug: refusing strangers' keys is routine; a host that
+			// wants outages seen returns an *APIError (503) and logs.
+			h.log.Debug("relay: Authenticate refused the request", "error", err)
+			return nil, fmt.Errorf("%w: %w", errInvalidAPIKey, err)
+		}
+		return nil, err
+	case s == nil:
+		return nil, errInvalidAPIKey
 	}
-	return s, err
+	return s, nil
 }
 
 // warnNoFlush logs, once per Handler, that a ResponseWriter could not

@@ -3,6 +3,7 @@ package wsproxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -263,6 +264,16 @@ func TestFaultWSHooks(t *testing.T) {
 		e.rh.Authenticate = func(*http.Request) (*relay.Subject, error) { <-ch; return nil, nil }
 		c, resp := e.dialStatus(http.Header{"Authorization": {"Bearer rk-client"}})
 		if c != nil || resp == nil || resp.StatusCode != 503 {
+			t.Fatalf("handshake %v", resp)
+		}
+	})
+	t.Run("authenticate answers", func(t *testing.T) {
+		e := newEnv(t, true, "a")
+		e.rh.Authenticate = func(*http.Request) (*relay.Subject, error) {
+			return nil, fmt.Errorf("lookup: %w", &relay.APIError{Status: 403, Type: "permission_error", Message: "This key was revoked"})
+		}
+		c, resp := e.dialStatus(http.Header{"Authorization": {"Bearer rk-client"}})
+		if c != nil || resp == nil || resp.StatusCode != 403 {
 			t.Fatalf("handshake %v", resp)
 		}
 	})

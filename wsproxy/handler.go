@@ -119,13 +119,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	subj, err := h.Relay.Subject(r)
-	if errors.Is(err, relay.ErrHookTimeout) {
-		relay.WriteError(w, &relay.APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
-			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second})
-		return
-	}
-	if err != nil || subj == nil {
-		relay.WriteError(w, &relay.APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"})
+	if err != nil {
+		ae, _ := errors.AsType[*relay.APIError](err) // Subject's errors always hold one
+		relay.WriteError(w, ae)
 		return
 	}
 	release := func() {}
