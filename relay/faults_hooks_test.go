@@ -133,7 +133,7 @@ func TestFaultHookHangs(t *testing.T) {
 		if r.lastType() != "response.completed" || n.Load() != 1 {
 			t.Fatalf("events %v, calls %d", r.types(), n.Load())
 		}
-		if logs := e.logs.String(); !strings.Contains(logs, "usage sink did not return in time") || !strings.Contains(logs, `"input_tokens":12`) {
+		if logs := e.logs.String(); !strings.Contains(logs, "usage sink did not return in time") || !strings.Contains(logs, `input_tokens\":12`) {
 			t.Fatalf("the record is not in the log:\n%s", logs)
 		}
 	})
