@@ -45,9 +45,11 @@ package wsproxy
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -101,8 +103,9 @@ type Handler struct {
 	// http.DefaultClient.
 	HTTPClient *http.Client
 
-	connsOnce sync.Once
-	memConns  *concurrency.Memory
+	connsOnce      sync.Once
+	noHijackLogged atomic.Bool
+	memConns       *concurrency.Memory
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -115,7 +118,22 @@ type Handler struct {
 // every other request to Relay (which answers a plain GET with 426).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
+		if r.Method == http.MethodGet {
+			// A plain GET on a WebSocket endpoint: say what it expects.
+			w.Header().Set("Upgrade", "websocket")
+			relay.WriteError(w, &relay.APIError{Status: http.StatusUpgradeRequired, Type: "invalid_request_error",
+				Message: "This endpoint serves the Responses WebSocket mode: send a WebSocket upgrade, or POST /v1/responses"})
+			return
+		}
 		h.Relay.ServeHTTP(w, r)
+		return
+	}
+	if !canHijack(w) {
+		// Checked before any 101: a middleware wraps the ResponseWriter
+		// without Hijack or Unwrap, so the socket cannot be taken over.
+		h.warnNoHijack()
+		relay.WriteError(w, &relay.APIError{Status: http.StatusNotImplemented, Type: "server_error",
+			Message: "WebSocket mode is not available on this server"})
 		return
 	}
 	subj, err := h.Relay.Subject(r)
@@ -264,6 +282,33 @@ func (h *Handler) connLimiter() concurrency.SlotLimiter {
 	}
 	h.connsOnce.Do(func() { h.memConns = concurrency.NewMemory() })
 	return h.memConns
+}
+
+// canHijack reports whether w, or a ResponseWriter it unwraps to (as
+// http.ResponseController follows them), can be hijacked.
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(http.Hijacker); ok {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+}
+
+// warnNoHijack logs, once per Handler, why upgrades are answered 501.
+func (h *Handler) warnNoHijack() {
+	if h.noHijackLogged.CompareAndSwap(false, true) {
+		log := h.Relay.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("wsproxy: the ResponseWriter cannot be hijacked (a middleware wraps it without Hijack or Unwrap); " +
+			"WebSocket upgrades are answered 501. Give the wrapper an Unwrap method returning the wrapped ResponseWriter.")
+	}
 }
 
 func isUpgrade(r *http.Request) bool {
