@@ -52,5 +52,32 @@ func BenchmarkDepth(b *testing.B) {
 				DepthExceeds(body, 0)
 			}
 		})
+		// The scan alone: what a body with more than MaxDepth opening
+		// brackets costs on top of counting them.
+		b.Run(name+"-scan", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				scanDepth(body, MaxDepth)
+			}
+		})
+		b.Run(name+"-members", func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				Members(body, 0, func(k, v []byte) {})
+			}
+		})
+	}
+}
+
+// BenchmarkDepthEvent checks one typical stream event, as the relay does
+// for every event it forwards.
+func BenchmarkDepthEvent(b *testing.B) {
+	ev := []byte(`{"type":"response.output_text.delta","sequence_number":12,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"token","logprobs":[],"obfuscation":"abcdef"}`)
+	b.SetBytes(int64(len(ev)))
+	b.ReportAllocs()
+	for b.Loop() {
+		DepthExceeds(ev, 0)
 	}
 }
