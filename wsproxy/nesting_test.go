@@ -74,11 +74,15 @@ func TestWSDuplicateKeys(t *testing.T) {
 	e := newEnv(t, true, "a")
 	c := e.dial()
 	dups := map[string]string{
-		"type": `"type":"response.create"`, "model": `"model":"gpt-other"`, "input": `"input":"bye"`,
-		"stream": `"stream":true,"stream":false`, "store": `"store":true,"store":false`,
+		"type":                 `"type":"response.create"`,
+		"model":                `"model":"gpt-other"`,
+		"input":                `"input":"bye"`,
+		"stream":               `"stream":true,"stream":false`,
+		"store":                `"store":true,"store":false`,
 		"previous_response_id": `"previous_response_id":null,"previous_response_id":"resp_x"`,
-		"background":           `"background":false,"background":true`, "conversation": `"conversation":null,"conversation":"conv_1"`,
-		"prompt_cache_key": `"prompt_cache_key":"a","prompt_cache_key":"b"`,
+		"background":           `"background":false,"background":true`,
+		"conversation":         `"conversation":null,"conversation":"conv_1"`,
+		"prompt_cache_key":     `"prompt_cache_key":"a","prompt_cache_key":"b"`,
 	}
 	for key, extra := range dups {
 		c.send(create(`,` + extra))
