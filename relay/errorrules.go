@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 )
 
@@ -77,7 +78,7 @@ func (h *Handler) clientError(ae *attemptError, exhausted bool) *APIError {
 		if r.PassStatus && status > 0 {
 			e.Status = status
 		}
-		if r.PassBody && len(body) > 0 && gjson.ValidBytes(body) {
+		if r.PassBody && len(body) > 0 && validJSON(body) {
 			e.Raw = body
 		}
 		if r.Status > 0 {
@@ -116,7 +117,11 @@ func (h *Handler) matchRule(status int, body []byte) *ErrorRule {
 // a body that is not an OpenAI error is wrapped into one.
 func passthroughError(ae *attemptError) *APIError {
 	e := &APIError{Status: ae.status, Type: "invalid_request_error", Message: "Upstream request failed"}
-	if obj := gjson.GetBytes(ae.body, "error"); obj.IsObject() {
+	// A body nested too deep is not passed on, nor quoted: the client's
+	// parser may be recursive too.
+	if jsonx.DepthExceeds(ae.body, jsonx.MaxDepth) {
+		// the generic message stands
+	} else if obj := gjson.GetBytes(ae.body, "error"); obj.IsObject() {
 		e.Raw = ae.body
 		e.Type = obj.Get("type").String()
 		e.Message = obj.Get("message").String()

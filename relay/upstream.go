@@ -15,6 +15,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -179,8 +180,17 @@ var (
 	errNotJSON        = errors.New("upstream answered a JSON request with a body that is not a JSON object")
 )
 
+// isJSONObject reports whether an upstream's body is one JSON object no
+// deeper than jsonx.MaxDepth: gjson validates recursively, so the depth is
+// checked first.
 func isJSONObject(b []byte) bool {
-	return gjson.ValidBytes(b) && gjson.ParseBytes(b).IsObject()
+	return validJSON(b) && gjson.ParseBytes(b).IsObject()
+}
+
+// validJSON is gjson.ValidBytes for untrusted bytes: a document nested
+// deeper than jsonx.MaxDepth is invalid without being parsed.
+func validJSON(b []byte) bool {
+	return !jsonx.DepthExceeds(b, jsonx.MaxDepth) && gjson.ValidBytes(b)
 }
 
 // tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).

@@ -2,9 +2,11 @@ package relay
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"unsafe"
 
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 )
 
@@ -25,35 +27,31 @@ var messageIDPrefixes = []string{"msg_", "message_", "item_", "chatcmpl_", "fc_"
 // ParseRequest validates a request body (a POST body, or a WebSocket
 // response.create with its "type" already accepted) before any slot is
 // taken. The error, when non-nil, is a 400 the client should see as is.
+//
+// A body nested deeper than jsonx.MaxDepth is refused before any
+// recursive parser sees it, and so is one whose top-level object repeats a
+// key the relay reads or rewrites: the relay and the upstream could each
+// take a different copy.
 func ParseRequest(body []byte) (*Request, *APIError) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errInvalid("Request body is empty", "")
 	}
+	// One pass checks the depth and collects the top-level members.
+	m := members{dup: -1}
+	if jsonx.Members(body, jsonx.MaxDepth, m.add) {
+		return nil, errInvalid(tooDeep, "")
+	}
 	if !gjson.ValidBytes(body) {
 		return nil, errInvalid("Failed to parse request body", "")
 	}
-	// Parsed in place: gjson.ParseBytes would copy the whole body. The
-	// strings kept in Request are cloned, so none of them aliases it.
-	root := gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body)))
-	if !root.IsObject() {
+	if !gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body))).IsObject() {
 		return nil, errInvalid("Failed to parse request body", "")
 	}
-	var model, stream, prev, cacheKey, input gjson.Result
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "model":
-			model = v
-		case "stream":
-			stream = v
-		case "previous_response_id":
-			prev = v
-		case "prompt_cache_key":
-			cacheKey = v
-		case "input":
-			input = v
-		}
-		return true
-	})
+	if m.dup >= 0 {
+		k := routedKeys[m.dup]
+		return nil, errInvalid("duplicate key "+strconv.Quote(k)+" in the request body: send it once", k)
+	}
+	model, stream, prev, cacheKey, input := m.get(keyModel), m.get(keyStream), m.get(keyPrev), m.get(keyCacheKey), m.get(keyInput)
 	q := &Request{Body: body}
 	if model.Type != gjson.String || model.Str == "" {
 		return nil, errInvalid("model is required", "model")
@@ -91,6 +89,86 @@ func ParseRequest(body []byte) (*Request, *APIError) {
 }
 
 var functionCallOutput = []byte("function_call_output")
+
+// tooDeep answers a body nested deeper than jsonx.MaxDepth.
+var tooDeep = "JSON nested deeper than " + strconv.Itoa(jsonx.MaxDepth) + " levels"
+
+// routedKeys are the top-level keys the relay reads or rewrites (type: a
+// WebSocket message's); a request may carry each once.
+var routedKeys = [...]string{"model", "stream", "store", "previous_response_id", "input", "background", "conversation", "prompt_cache_key", "type"}
+
+const (
+	keyModel = iota
+	keyStream
+	keyStore
+	keyPrev
+	keyInput
+	keyBackground
+	keyConversation
+	keyCacheKey
+	keyType
+)
+
+// members holds the routed keys' values as jsonx.Members finds them, and
+// the first routed key seen twice.
+type members struct {
+	vals [len(routedKeys)][]byte
+	seen uint16
+	dup  int8 // index into routedKeys, or -1
+}
+
+func (m *members) add(key, value []byte) {
+	if bytes.IndexByte(key, '\\') >= 0 {
+		// An escaped spelling names the same key: decode it (rare).
+		key = []byte(gjson.Parse(`"` + string(key) + `"`).Str)
+	}
+	i := routedKey(key)
+	if i < 0 {
+		return
+	}
+	if m.seen&(1<<i) != 0 {
+		if m.dup < 0 {
+			m.dup = int8(i)
+		}
+		return
+	}
+	m.seen |= 1 << i
+	m.vals[i] = value
+}
+
+func routedKey(key []byte) int {
+	switch string(key) {
+	case "model":
+		return keyModel
+	case "stream":
+		return keyStream
+	case "store":
+		return keyStore
+	case "previous_response_id":
+		return keyPrev
+	case "input":
+		return keyInput
+	case "background":
+		return keyBackground
+	case "conversation":
+		return keyConversation
+	case "prompt_cache_key":
+		return keyCacheKey
+	case "type":
+		return keyType
+	}
+	return -1
+}
+
+// get parses key's value in place (the body is validated by then); a
+// missing key is gjson's zero Result, as Get would return.
+func (m *members) get(key int) gjson.Result {
+	v := m.vals[key]
+	if v == nil {
+		return gjson.Result{}
+	}
+	return gjson.Parse(unsafe.String(unsafe.SliceData(v), len(v)))
+}
 
 // checkToolOutputs rejects function_call_output items the upstream could
 // never match to a call, with guidance the client can act on.

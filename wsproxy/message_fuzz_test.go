@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 )
 
@@ -27,6 +28,13 @@ func FuzzClientMessage(f *testing.F) {
 		`{"type":"response.create","model":"m","previous_response_id":"msg_1"}`,
 		`{"type":5,"model":"m"}`,
 		`[1,2]`, `"text"`, ``, `{`, "\xff\xfe",
+		// Nesting past jsonx.MaxDepth, closed or not; brackets in strings;
+		// repeated keys the relay reads, plainly and escaped.
+		`{"type":"response.create","model":"m","input":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`,
+		`{"type":"response.create","model":"m","input":` + strings.Repeat(`{"a":`, 600),
+		`{"type":"response.create","model":"m","input":"` + strings.Repeat("[", 600) + `\"{"}`,
+		`{"type":"response.create","model":"m","type":"response.create"}`,
+		`{"type":"response.create","model":"m","mod\u0065l":"n"}`,
 	} {
 		f.Add([]byte(s), false)
 	}
@@ -49,6 +57,9 @@ func FuzzClientMessage(f *testing.F) {
 		req, apiErr := parseTurn(data)
 		if (req == nil) == (apiErr == nil) {
 			t.Fatalf("request %v and error %v", req, apiErr)
+		}
+		if jsonx.DepthExceeds(data, 0) && (apiErr == nil || !strings.Contains(apiErr.Message, "nested deeper")) {
+			t.Fatalf("a message nested too deep was not refused for it: %v", apiErr)
 		}
 		if apiErr != nil {
 			frame := errorFrame(apiErr)

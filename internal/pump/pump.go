@@ -118,7 +118,8 @@ type Result struct {
 var ErrIdle = errors.New("upstream idle timeout")
 
 // ErrMalformedEvent is Result.Err when the upstream sent an event that is
-// not a JSON object with a type; it is never forwarded.
+// not a JSON object with a type, or one nested deeper than jsonx.MaxDepth
+// (a client's recursive parser could not take it); it is never forwarded.
 var ErrMalformedEvent = errors.New("upstream sent a malformed event")
 
 type runner struct {
@@ -218,7 +219,7 @@ func (p *runner) run(src Source) {
 			continue // an empty data line is a keepalive, not an event
 		}
 		info := event.Classify(data)
-		if !wellFormed(data, info) {
+		if !wellFormed(data, info) || jsonx.DepthExceeds(data, jsonx.MaxDepth) {
 			p.upstreamEnded(ErrMalformedEvent)
 			return
 		}

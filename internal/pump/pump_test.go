@@ -160,10 +160,12 @@ func BenchmarkPump200(b *testing.B) {
 	}
 }
 
-// TestMalformedEvent: an event that is not a JSON object with a type is
-// never forwarded: a refusal before output, a broken stream after.
+// TestMalformedEvent: an event that is not a JSON object with a type, or
+// is nested too deep, is never forwarded: a refusal before output, a broken stream after.
 func TestMalformedEvent(t *testing.T) {
-	for _, bad := range []string{`{"type":"x"`, `not json`, `{"no":"type"}`, `"str"`} {
+	// A well-formed event nested deeper than jsonx.MaxDepth is malformed too.
+	deep := `{"type":"response.output_text.delta","delta":` + strings.Repeat("[", 1000) + strings.Repeat("]", 1000) + `}`
+	for _, bad := range []string{`{"type":"x"`, `not json`, `{"no":"type"}`, `"str"`, deep} {
 		sink := &recSink{}
 		res := Run(context.Background(), &sliceSource{events: append(created(), []byte(bad))}, sink, Options{HoldBootstrap: true})
 		if res.End != EndRefused || !errors.Is(res.Err, ErrMalformedEvent) || len(sink.types) != 0 {

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 )
 
@@ -54,7 +55,8 @@ const (
 // parseRequest validates body the way the Responses API does for the fields
 // the fake understands. The error is ready to be sent.
 func parseRequest(body []byte) (*request, *apiError) {
-	if len(bytes.TrimSpace(body)) == 0 || !gjson.ValidBytes(body) {
+	// The depth first: gjson validates recursively.
+	if len(bytes.TrimSpace(body)) == 0 || jsonx.DepthExceeds(body, jsonx.MaxDepth) || !gjson.ValidBytes(body) {
 		return nil, errInvalidJSON
 	}
 	root := gjson.ParseBytes(body)

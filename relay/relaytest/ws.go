@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/relaykit/responsesrelay/internal/wsconn"
 	"github.com/tidwall/gjson"
 )
@@ -305,7 +306,7 @@ func ageText(d time.Duration) string {
 
 // checkMessage accepts a JSON object of type response.create.
 func checkMessage(msg []byte) *apiError {
-	if !gjson.ValidBytes(msg) || !gjson.ParseBytes(msg).IsObject() {
+	if jsonx.DepthExceeds(msg, jsonx.MaxDepth) || !gjson.ValidBytes(msg) || !gjson.ParseBytes(msg).IsObject() {
 		return errInvalidJSON
 	}
 	switch typ := gjson.GetBytes(msg, "type"); {
