@@ -326,7 +326,10 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 	res := pump.Run(t.ctx, src, t.out, pump.Options{
 		// Held even on the last attempt: a refusal then becomes the mapped
 		// exhausted error (503, 429) rather than a 200 stream that failed.
-		HoldBootstrap:  true,
+		HoldBootstrap: true,
+		// Each bootstrap event echoes the request's instructions and tools:
+		// room for two such echoes beyond the fixed bound.
+		MaxHeldBytes:   pump.DefaultMaxHeldBytes + 2*len(t.req.Body),
 		KeepAlive:      h.keepAlive(),
 		IdleTimeout:    h.idleTimeout(),
 		DrainTimeout:   h.drainTimeout(),
