@@ -64,9 +64,10 @@ type Options struct {
 	// upstream that sends more before any output ends the run as refused
 	// with ErrTooManyHeld. 0: DefaultMaxHeldEvents, DefaultMaxHeldBytes.
 	MaxHeldEvents, MaxHeldBytes int
-	KeepAlive                   time.Duration // ping the client after this much silence; 0: never
-	IdleTimeout                 time.Duration // abort the upstream after this much silence; 0: never
-	DrainTimeout                time.Duration // after the client is gone, read at most this long; 0: stop at once
+
+	KeepAlive    time.Duration // ping the client after this much silence; 0: never
+	IdleTimeout  time.Duration // abort the upstream after this much silence; 0: never
+	DrainTimeout time.Duration // after the client is gone, read at most this long; 0: stop at once
 	// Abort closes the upstream (cancels its request or connection); Next
 	// must then return an error. Required when IdleTimeout or DrainTimeout
 	// is set.
