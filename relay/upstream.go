@@ -326,10 +326,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 	res := pump.Run(t.ctx, src, t.out, pump.Options{
 		// Held even on the last attempt: a refusal then becomes the mapped
 		// exhausted error (503, 429) rather than a 200 stream that failed.
-		HoldBootstrap: true,
-		// Each bootstrap event echoes the request's instructions and tools:
-		// room for two such echoes beyond the fixed bound.
-		MaxHeldBytes:   pump.DefaultMaxHeldBytes + 2*len(t.req.Body),
+		HoldBootstrap:  true,
 		KeepAlive:      h.keepAlive(),
 		IdleTimeout:    h.idleTimeout(),
 		DrainTimeout:   h.drainTimeout(),
@@ -341,6 +338,9 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		// echo the credential.
 		Sanitize:    func(b []byte) []byte { return sanitize(b, t.token) },
 		FirstOutput: t.firstOutput(acct.ID),
+		// Each bootstrap event echoes the request's instructions and tools:
+		// room for two such echoes beyond the fixed bound.
+		MaxHeldBytes: pump.DefaultMaxHeldBytes + 2*len(t.req.Body),
 	})
 	switch res.End {
 	case pump.EndRefused:
