@@ -25,9 +25,6 @@ import (
 // maxErrorBody caps how much of an upstream error body is read.
 const maxErrorBody = 64 << 10
 
-// maxJSONBody caps a non-streaming upstream answer.
-const maxJSONBody = 256 << 20
-
 // attemptKind says how an upstream attempt failed.
 type attemptKind int
 
@@ -177,6 +174,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 var (
 	errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
 	errNotJSON        = errors.New("upstream answered a JSON request with a body that is not a JSON object")
+	errJSONTooLarge   = errors.New("upstream answer larger than MaxEventBytes")
 )
 
 func isJSONObject(b []byte) bool {
@@ -421,8 +419,13 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	// A body that stops arriving is an idle upstream, as in a stream: the
 	// header timeout no longer applies once the headers are in.
 	idle := &idleReader{r: resp.Body, d: h.idleTimeout(), timer: time.AfterFunc(h.idleTimeout(), abort)}
-	body, err := io.ReadAll(io.LimitReader(idle, maxJSONBody))
+	// The answer is held whole, so it has the bound of one event.
+	limit := h.maxEventBytes()
+	body, err := io.ReadAll(io.LimitReader(idle, int64(limit)+1))
 	idle.timer.Stop()
+	if err == nil && len(body) > limit {
+		body, err = nil, errJSONTooLarge
+	}
 	if err != nil {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
