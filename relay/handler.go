@@ -21,7 +21,10 @@
 //
 // A stream that breaks is an upstream failure by the same rules: a reset,
 // an idle upstream (StreamIdleTimeout), an event over MaxEventBytes, or an
-// event that is not a JSON object with a type (never forwarded).
+// event that is not a JSON object with a type (never forwarded). So are a
+// non-streaming answer over MaxEventBytes and a stream that repeats its
+// opening events (response.created, response.in_progress) past a fixed
+// bound before any output.
 //
 // # Client disconnect
 //
@@ -162,9 +165,10 @@ type Handler struct {
 	// relay sets the connection's write deadline itself for its answers,
 	// in place of http.Server.WriteTimeout. 0: 60 s; negative: no deadline.
 	ClientWriteTimeout time.Duration
-	// MaxEventBytes caps one upstream SSE event. A larger event is an
-	// upstream failure: failed over before any output reached the client,
-	// a response.failed after. 0: 32 MiB.
+	// MaxEventBytes caps one upstream SSE event, and a whole non-streaming
+	// answer (held in memory the same way). A larger event is an upstream
+	// failure: failed over before any output reached the client, a
+	// response.failed after; a larger answer is failed over. 0: 32 MiB.
 	MaxEventBytes int
 	// ForwardHeaders adds client request headers to the built-in allowlist.
 	// Hop-by-hop headers, those the client names in Connection, its
@@ -274,6 +278,8 @@ func orDefaultOff[T int | int64 | time.Duration](v, def T) T {
 }
 
 func (h *Handler) maxBody() int64 { return orDefault(h.MaxBodyBytes, DefaultMaxBodyBytes) }
+
+func (h *Handler) maxEventBytes() int { return orDefault(h.MaxEventBytes, DefaultMaxEventBytes) }
 
 func (h *Handler) maxSwitches() int {
 	return orDefaultOff(h.MaxAccountSwitches, DefaultMaxAccountSwitches)

@@ -26,9 +26,6 @@ import (
 // maxErrorBody caps how much of an upstream error body is read.
 const maxErrorBody = 64 << 10
 
-// maxJSONBody caps a non-streaming upstream answer.
-const maxJSONBody = 256 << 20
-
 // attemptKind says how an upstream attempt failed.
 type attemptKind int
 
@@ -178,6 +175,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 var (
 	errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
 	errNotJSON        = errors.New("upstream answered a JSON request with a body that is not a JSON object")
+	errJSONTooLarge   = errors.New("upstream answer larger than MaxEventBytes")
 )
 
 // isJSONObject reports whether an upstream's body is one JSON object no
@@ -348,6 +346,9 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		// echo the credential.
 		Sanitize:    func(b []byte) []byte { return sanitize(b, t.token) },
 		FirstOutput: t.firstOutput(acct.ID),
+		// Each bootstrap event echoes the request's instructions and tools:
+		// room for two such echoes beyond the fixed bound.
+		MaxHeldBytes: pump.DefaultMaxHeldBytes + 2*len(t.req.Body),
 	})
 	switch res.End {
 	case pump.EndRefused:
@@ -428,8 +429,13 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	// A body that stops arriving is an idle upstream, as in a stream: the
 	// header timeout no longer applies once the headers are in.
 	idle := &idleReader{r: resp.Body, d: h.idleTimeout(), timer: time.AfterFunc(h.idleTimeout(), abort)}
-	body, err := io.ReadAll(io.LimitReader(idle, maxJSONBody))
+	// The answer is held whole, so it has the bound of one event.
+	limit := h.maxEventBytes()
+	body, err := io.ReadAll(io.LimitReader(idle, int64(limit)+1))
 	idle.timer.Stop()
+	if err == nil && len(body) > limit {
+		body, err = nil, errJSONTooLarge
+	}
 	if err != nil {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}

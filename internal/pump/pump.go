@@ -3,7 +3,7 @@
 //
 // The pump classifies each event once, holds the bootstrap events
 // (response.created, response.in_progress) back while the relay may still
-// fail over, detects the in-band refusal (a failed or error event before any
+// fail over (bounded: see held.go), detects the in-band refusal (a failed or error event before any
 // output), keeps the client alive while the upstream is silent, aborts an
 // idle upstream, ends a broken stream with exactly one response.failed, and
 // after the client has gone keeps reading to learn the usage.
@@ -60,9 +60,14 @@ type Options struct {
 	// HoldBootstrap keeps bootstrap events back until the first output or
 	// terminal event, so that an in-band refusal can still fail over.
 	HoldBootstrap bool
-	KeepAlive     time.Duration // ping the client after this much silence; 0: never
-	IdleTimeout   time.Duration // abort the upstream after this much silence; 0: never
-	DrainTimeout  time.Duration // after the client is gone, read at most this long; 0: stop at once
+	// MaxHeldEvents and MaxHeldBytes bound the bootstrap events held; an
+	// upstream that sends more before any output ends the run as refused
+	// with ErrTooManyHeld. 0: DefaultMaxHeldEvents, DefaultMaxHeldBytes.
+	MaxHeldEvents, MaxHeldBytes int
+
+	KeepAlive    time.Duration // ping the client after this much silence; 0: never
+	IdleTimeout  time.Duration // abort the upstream after this much silence; 0: never
+	DrainTimeout time.Duration // after the client is gone, read at most this long; 0: stop at once
 	// Abort closes the upstream (cancels its request or connection); Next
 	// must then return an error. Required when IdleTimeout or DrainTimeout
 	// is set.
@@ -233,12 +238,10 @@ func (p *runner) run(src Source) {
 			}
 			data = p.rewriteModel(data)
 			if p.o.HoldBootstrap && !p.res.Started {
-				if p.heldTypes == nil {
-					p.heldEnds, p.heldTypes = p.endsArr[:0], p.typesArr[:0]
+				if !p.hold(info.Type, data) {
+					p.upstreamEnded(ErrTooManyHeld)
+					return
 				}
-				p.heldBuf = append(p.heldBuf, data...)
-				p.heldEnds = append(p.heldEnds, len(p.heldBuf))
-				p.heldTypes = append(p.heldTypes, info.Type)
 				continue
 			}
 			p.send(info.Type, data)
@@ -341,17 +344,6 @@ func (p *runner) failedEvent(code, msg string) []byte {
 	b = jsonx.AppendString(b, p.o.RequestedModel)
 	b = append(b, `,"output":[],"usage":null}}`...)
 	return b
-}
-
-func (p *runner) flushHeld() {
-	start := 0
-	for i, end := range p.heldEnds {
-		// The event that released them follows at once and decides the
-		// flush.
-		p.write(p.heldTypes[i], p.heldBuf[start:end], p.batch != nil)
-		start = end
-	}
-	p.heldBuf, p.heldEnds, p.heldTypes = nil, nil, nil
 }
 
 // send forwards one event and reports whether the client took it.
