@@ -28,6 +28,7 @@ func byKey(e *env) func(*http.Request) (*relay.Subject, error) {
 func TestPreviousResponseOfAnotherKey(t *testing.T) {
 	e := newEnv(t, "a", "b", "c")
 	e.h.Authenticate = byKey(e)
+	rec := observed(e)
 	r := e.do(textReq, "Authorization", "Bearer rk-A")
 	if r.status != http.StatusOK {
 		t.Fatalf("A creates: status %d: %s", r.status, r.body)
@@ -57,6 +58,13 @@ func TestPreviousResponseOfAnotherKey(t *testing.T) {
 	}
 	if n := len(e.up.Requests()); n != before {
 		t.Fatalf("%d requests went upstream for B's refused turns", n-before)
+	}
+	e.settle()
+	rec.mu.Lock()
+	w := rec.waits[len(rec.waits)-1]
+	rec.mu.Unlock()
+	if w.Kind != relay.SlotAccount || w.Outcome != relay.WaitNotOwned {
+		t.Fatalf("observed wait %+v, want the account wait refused with %s", w, relay.WaitNotOwned)
 	}
 
 	r = e.do(`{"model":"gpt-test","stream":true,"input":"more","previous_response_id":"`+prev+`"}`, "Authorization", "Bearer rk-A")
