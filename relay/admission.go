@@ -88,6 +88,8 @@ func (t *turn) waitOutcome(err error) string {
 		return WaitClientGone
 	case errors.As(err, &na):
 		return WaitNoAccount
+	case errors.Is(err, scheduler.ErrResponseNotOwned):
+		return WaitNotOwned
 	}
 	return WaitError
 }
@@ -173,6 +175,11 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 		return e
 	}
 	switch {
+	case errors.Is(err, scheduler.ErrResponseNotOwned):
+		// Another key's response: answered as the upstream answers an
+		// unknown one, so that the answer tells nothing about it.
+		h.log.Info("relay: previous response of another API key refused", "request_id", t.id, "api_key_id", t.subj.APIKeyID)
+		return errPreviousNotFound(t.req.PreviousResponseID)
 	case errors.Is(err, concurrency.ErrQueueFull), errors.Is(err, scheduler.ErrAccountsBusy):
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 			Message: "All upstream accounts are busy, please retry later", RetryAfter: time.Second}
@@ -186,4 +193,11 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 	}
 	h.log.Error("relay: account selection failed", "request_id", t.id, "error", err)
 	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
+}
+
+// errPreviousNotFound is the upstream's answer to an unknown
+// previous_response_id, byte for byte.
+func errPreviousNotFound(id string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: "previous_response_id",
+		Code: "previous_response_not_found", Message: "Previous response with id '" + id + "' not found."}
 }

@@ -79,6 +79,9 @@ const (
 	WaitClientGone = "client_gone" // the client left while waiting
 	WaitNoAccount  = "no_account"  // no account can take the turn (model, cooldowns, exclusions): 503
 	WaitError      = "error"       // the limiter or another hook failed: 503
+	// WaitNotOwned: previous_response_id names another API key's response
+	// (scheduler.ErrResponseNotOwned): 400 previous_response_not_found.
+	WaitNotOwned = "not_owned"
 )
 
 // SlotWait is one wait for a slot.

@@ -29,6 +29,11 @@
 // AccountWait, when Request.Wait is set), because no other account knows
 // that response and would answer previous_response_not_found.
 //
+// A response is also bound to the API key that created it (Request.APIKeyID),
+// for Scheduler.OwnerTTL (30 days): Select refuses its id to any other key
+// with ErrResponseNotOwned, so that knowing a response id is not enough to
+// continue someone else's conversation.
+//
 // # Balancing
 //
 // Among the accounts that serve the model and transport and are not cooling

@@ -43,9 +43,20 @@ type Scheduler struct {
 	// them.
 	Limiter concurrency.SlotLimiter
 
-	// StickyTTL is how long a previous_response_id or session binding lives
-	// after Bind. 0: DefaultStickyTTL (1 h).
+	// StickyTTL is how long a previous_response_id or session binding
+	// steers turns to its account after Bind. 0: DefaultStickyTTL (1 h).
 	StickyTTL time.Duration
+
+	// OwnerTTL is how long the API key that created a response is
+	// remembered after Bind, so that Select refuses the response's id to
+	// other keys (ErrResponseNotOwned) after stickiness ended too. Each
+	// response binding is kept in the Store this long. 0: DefaultOwnerTTL
+	// (30 days, as long as the upstream keeps a stored response); a value
+	// below StickyTTL, negative included, keeps the owner only as long as
+	// the stickiness. Once the record is gone (expired, evicted from a full
+	// MemoryStore, or the Store failing) the turn is not refused: it goes
+	// where Select sends it, and the upstream answers for itself.
+	OwnerTTL time.Duration
 
 	// TopK is how many of the best-scored accounts Select tries before it
 	// waits or gives up. 0: DefaultTopK (7).
@@ -92,6 +103,7 @@ type Scheduler struct {
 	store       Store
 	limiter     concurrency.SlotLimiter
 	stickyTTL   time.Duration
+	ownerTTL    time.Duration
 	topK        int
 	wait        concurrency.WaitOptions
 	maxCooldown time.Duration
@@ -116,6 +128,7 @@ func (s *Scheduler) init() {
 			s.limiter = concurrency.NewMemory()
 		}
 		s.stickyTTL = cmpOr(s.StickyTTL, DefaultStickyTTL)
+		s.ownerTTL = zeroOr(s.OwnerTTL, DefaultOwnerTTL)
 		s.topK = cmpOr(s.TopK, DefaultTopK)
 		s.wait = concurrency.WaitOptions{
 			MaxWaiters: zeroOr(s.AccountWait.MaxWaiters, DefaultMaxWaiters),
@@ -166,7 +179,8 @@ func (s *Scheduler) uniform() float64 {
 
 // Bind records that accountID served the turn q: the response it produced
 // (responseID, if not empty) and q.SessionKey (if not empty) are bound to it
-// for StickyTTL. The relay calls Bind when a turn completes; calling it for
+// for StickyTTL, and the response is recorded as created by q.APIKeyID for
+// OwnerTTL. The relay calls Bind when a turn completes; calling it for
 // every served turn is what keeps a session's binding alive and moves it
 // when Select had to escape the bound account.
 func (s *Scheduler) Bind(ctx context.Context, q Request, accountID, responseID string) error {
@@ -176,7 +190,7 @@ func (s *Scheduler) Bind(ctx context.Context, q Request, accountID, responseID s
 	}
 	var errs []error
 	if responseID != "" {
-		if err := s.store.Set(ctx, responseKey(responseID), accountID, s.stickyTTL); err != nil {
+		if err := s.bindResponse(ctx, q, accountID, responseID); err != nil {
 			errs = append(errs, fmt.Errorf("scheduler: binding response %s: %w", responseID, err))
 		}
 	}

@@ -36,7 +36,7 @@ const (
 // It tries, in order:
 //
 //  1. the account bound to q.PreviousResponseID (the only one that knows
-//     that response),
+//     that response), while its stickiness lasts,
 //  2. the account bound to the session q.APIKeyID + q.SessionKey,
 //  3. a balanced choice.
 //
@@ -44,6 +44,10 @@ const (
 // from the group, excluded, no longer serves the model or transport, cooling
 // down, failing (error rate above 0.5), slow (TTFT EWMA above 15 s) or full.
 // Bindings come from Bind; Select itself never writes to the Store.
+//
+// Before any layer, even q.PreferAccount, a q.PreviousResponseID that Bind
+// recorded as created under another API key than q.APIKeyID fails Select
+// with an error wrapping ErrResponseNotOwned, without taking a slot.
 //
 // The balanced layer considers the accounts that serve q.Model over
 // q.Transport, are not cooling down and not in q.Exclude. It keeps the TopK
@@ -73,6 +77,14 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 	var exBuf [8]int32
 	ex := v.resolve(q.Exclude, exBuf[:0])
 
+	// Ownership is checked first: a pinned account may hold the response too.
+	prev := ""
+	if q.PreviousResponseID != "" {
+		if prev, err = s.previous(ctx, q, now); err != nil {
+			return nil, err
+		}
+	}
+
 	tried := ""
 	if q.PreferAccount != "" {
 		if sel := s.sticky(ctx, v, q.PreferAccount, q, ex, now, LayerPinned); sel != nil {
@@ -80,13 +92,11 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 		}
 		tried = q.PreferAccount
 	}
-	if q.PreviousResponseID != "" {
-		if id := s.bound(ctx, responseKey(q.PreviousResponseID)); id != "" && id != tried {
-			if sel := s.sticky(ctx, v, id, q, ex, now, LayerPreviousResponse); sel != nil {
-				return sel, nil
-			}
-			tried = id
+	if prev != "" && prev != tried {
+		if sel := s.sticky(ctx, v, prev, q, ex, now, LayerPreviousResponse); sel != nil {
+			return sel, nil
 		}
+		tried = prev
 	}
 	if q.SessionKey != "" {
 		if id := s.bound(ctx, sessionKey(q.APIKeyID, q.SessionKey)); id != "" && id != tried {

@@ -106,7 +106,7 @@ func TestPreviousResponseBeforeSession(t *testing.T) {
 	if err := f.s.Bind(ctx, q, "c", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.s.Bind(ctx, Request{}, "b", "resp_1"); err != nil {
+	if err := f.s.Bind(ctx, Request{APIKeyID: "k"}, "b", "resp_1"); err != nil {
 		t.Fatal(err)
 	}
 	q.PreviousResponseID = "resp_1"

@@ -13,8 +13,12 @@ import (
 // several relay processes keep the same bindings.
 //
 // Keys are "resp:<response id>" for previous_response_id bindings and
-// "sess:<len(api key id)>:<api key id>:<session key>" for session bindings;
-// values are account IDs. Implementations must be safe for concurrent use.
+// "sess:<len(api key id)>:<api key id>:<session key>" for session bindings.
+// A session binding's value is an account ID; a response binding's value
+// also holds the API key ID that created the response and when its
+// stickiness ends, and lives for Scheduler.OwnerTTL (30 days by default).
+// Values are opaque to a Store: keep them byte for byte. Implementations
+// must be safe for concurrent use.
 type Store interface {
 	// Get returns the value of key; ok is false when it is absent or expired.
 	Get(ctx context.Context, key string) (value string, ok bool, err error)
@@ -33,8 +37,11 @@ func sessionKey(apiKeyID, session string) string {
 }
 
 // MemoryStoreMaxKeys is how many keys a MemoryStore holds at most. Past it,
-// Set evicts keys that expire soonest; at one binding per turn and a one
-// hour TTL that is room for about 290 turns a second.
+// Set evicts the keys written longest ago (sampled). One response binding
+// per turn kept for the default OwnerTTL (30 days) fills it at 0.4 turns a
+// second; past that, the owners of the oldest responses are forgotten
+// early (their ids are then not refused, see Scheduler.OwnerTTL): use a
+// shared Store sized for the owner TTL, or a shorter OwnerTTL.
 const MemoryStoreMaxKeys = 1 << 20
 
 const (
@@ -43,7 +50,10 @@ const (
 	// expired keys stay a bounded fraction of the map without a background
 	// goroutine.
 	memSweep = 4
-	// On overflow, the soonest to expire among this many sampled keys goes.
+	// On overflow, the oldest-written among this many sampled keys goes
+	// (an expired one first). Oldest-written rather than soonest to expire:
+	// a fresh session binding (StickyTTL) must not go before an owner
+	// record written weeks ago (OwnerTTL).
 	memEvictSample = 8
 )
 
@@ -67,6 +77,7 @@ type memShard struct {
 type memEntry struct {
 	value   string
 	expires int64 // unix nanoseconds; 0 never
+	written int64 // unix nanoseconds
 }
 
 // NewMemoryStore returns an empty MemoryStore.
@@ -112,7 +123,7 @@ func (s *MemoryStore) Set(_ context.Context, key, value string, ttl time.Duratio
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.m[key] = memEntry{value: value, expires: exp}
+	sh.m[key] = memEntry{value: value, expires: exp, written: now}
 
 	// Map iteration starts at a random position, so these are samples.
 	n := 0
@@ -125,14 +136,14 @@ func (s *MemoryStore) Set(_ context.Context, key, value string, ttl time.Duratio
 		}
 	}
 	for len(sh.m) > s.maxPerShard {
-		sh.evict(key)
+		sh.evict(key, now)
 	}
 	return nil
 }
 
-// evict drops the sampled key that expires soonest (never-expiring keys
-// last), sparing keep, the key just written.
-func (sh *memShard) evict(keep string) {
+// evict drops a sampled key: an expired one, else the one written longest
+// ago, sparing keep, the key just written.
+func (sh *memShard) evict(keep string, now int64) {
 	var (
 		victim string
 		found  bool
@@ -143,12 +154,12 @@ func (sh *memShard) evict(keep string) {
 		if k == keep {
 			continue
 		}
-		exp := e.expires
-		if exp == 0 {
-			exp = 1<<63 - 1
+		age := e.written
+		if e.expires != 0 && e.expires <= now {
+			age = -1 << 63 // expired: before anything written
 		}
-		if !found || exp < best {
-			victim, best, found = k, exp, true
+		if !found || age < best {
+			victim, best, found = k, age, true
 		}
 		if n++; n >= memEvictSample {
 			break

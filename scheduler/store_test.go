@@ -100,7 +100,7 @@ func TestMemoryStoreBounded(t *testing.T) {
 	if _, ok, _ := s.Get(ctx, last); !ok {
 		t.Fatal("the key just set was evicted")
 	}
-	// Keys expiring soonest go first: the oldest are mostly gone.
+	// Keys written longest ago go first: the oldest are mostly gone.
 	old := 0
 	for i := range max {
 		if _, ok, _ := s.Get(ctx, fmt.Sprint("k", i)); ok {
@@ -133,5 +133,30 @@ func TestMemoryStoreConcurrent(t *testing.T) {
 	wg.Wait()
 	if n := s.len(); n > 500 {
 		t.Fatalf("%d keys from 500 names", n)
+	}
+}
+
+// TestMemoryStoreEvictsOldestWritten: when full, owner records written long
+// ago go before fresh bindings that expire sooner.
+func TestMemoryStoreEvictsOldestWritten(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	const max = 64 * memShards
+	s := newMemoryStore(max, c.Now)
+	for i := range max {
+		_ = s.Set(ctx, fmt.Sprint("owner", i), "v", 30*24*time.Hour)
+	}
+	c.Advance(24 * time.Hour)
+	for i := range max {
+		_ = s.Set(ctx, fmt.Sprint("fresh", i), "v", time.Hour)
+	}
+	fresh := 0
+	for i := range max {
+		if _, ok, _ := s.Get(ctx, fmt.Sprint("fresh", i)); ok {
+			fresh++
+		}
+	}
+	if fresh < max*3/4 {
+		t.Fatalf("only %d of the %d fresh keys survived; the old long-lived ones should go first", fresh, max)
 	}
 }

@@ -62,6 +62,8 @@ type cluster struct {
 	keys  scheduler.StaticKeys
 	subj  relay.Subject
 	nodes []*instance
+	// prefix is the key prefix the instances share.
+	prefix string
 }
 
 // newCluster starts n relay instances over one Redis in front of one fake
@@ -71,7 +73,7 @@ func newCluster(t *testing.T, n int, lim *redisstore.LimiterOptions, accts ...*s
 	opts := redisOptions(t)
 	admin := newClient(t)
 	p := prefix(t, admin)
-	cl := &cluster{t: t, up: newUpstream(t), accts: accts, keys: scheduler.StaticKeys{},
+	cl := &cluster{t: t, up: newUpstream(t), accts: accts, keys: scheduler.StaticKeys{}, prefix: p,
 		subj: relay.Subject{UserID: "u1", APIKeyID: "k1", GroupID: "g", Concurrency: 1}}
 	for _, a := range accts {
 		a.BaseURL = cl.up.baseURL(a.ID)
@@ -142,8 +144,11 @@ func (cl *cluster) start(opts *redis.Options, p string, lo *redisstore.LimiterOp
 		Scheduler:   in.sched,
 		Limiter:     in.lim,
 		Credentials: cl.keys,
-		Authenticate: func(*http.Request) (*relay.Subject, error) {
+		Authenticate: func(r *http.Request) (*relay.Subject, error) {
 			s := cl.subj
+			if k := r.Header.Get(testKeyHeader); k != "" {
+				s.APIKeyID = k
+			}
 			return &s, nil
 		},
 	}
@@ -170,8 +175,24 @@ type answer struct {
 	body   string
 }
 
-func (cl *cluster) post(in *instance, body string) answer {
-	resp, err := in.srv.Client().Post(in.srv.URL+"/v1/responses", "application/json", strings.NewReader(body))
+// testKeyHeader names the API key ID a test request authenticates as
+// (cluster.subj's when absent).
+const testKeyHeader = "X-Test-Api-Key-Id"
+
+func (cl *cluster) post(in *instance, body string) answer { return cl.postAs(in, "", body) }
+
+// postAs posts body as API key ID key ("": cluster.subj's).
+func (cl *cluster) postAs(in *instance, key, body string) answer {
+	req, err := http.NewRequest(http.MethodPost, in.srv.URL+"/v1/responses", strings.NewReader(body))
+	if err != nil {
+		cl.t.Error(err)
+		return answer{}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set(testKeyHeader, key)
+	}
+	resp, err := in.srv.Client().Do(req)
 	if err != nil {
 		cl.t.Error(err)
 		return answer{}

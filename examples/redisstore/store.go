@@ -22,7 +22,11 @@ type StoreOptions struct {
 
 // Store is a scheduler.Store in Redis: GET, SET with PX, DEL. Sticky
 // sessions and previous_response_id bindings made by one relay instance
-// are then seen by all.
+// are then seen by all, and so is who created each response: another API
+// key's previous_response_id is refused by every instance. Values are
+// stored as the scheduler writes them. A response binding lives for
+// Scheduler.OwnerTTL (30 days by default), about 200 bytes of Redis memory
+// per response.
 type Store struct {
 	c      redis.UniversalClient
 	prefix string
