@@ -46,13 +46,13 @@ type AsyncOptions struct {
 
 // Defaults of AsyncOptions.
 const (
-	DefaultAsyncWorkers        = 4
-	DefaultAsyncQueueSize      = 1024
-	DefaultAsyncEnqueueTimeout = time.Second
-	DefaultAsyncAttemptTimeout = 10 * time.Second
-	DefaultAsyncMaxRetries     = 5
-	DefaultAsyncRetryBase      = 100 * time.Millisecond
-	DefaultAsyncRetryMax       = 5 * time.Second
+	defaultAsyncWorkers        = 4
+	defaultAsyncQueueSize      = 1024
+	defaultAsyncEnqueueTimeout = time.Second
+	defaultAsyncAttemptTimeout = 10 * time.Second
+	defaultAsyncMaxRetries     = 5
+	defaultAsyncRetryBase      = 100 * time.Millisecond
+	defaultAsyncRetryMax       = 5 * time.Second
 )
 
 // ErrDropped is wrapped by the error Record returns when it delivered a
@@ -130,20 +130,20 @@ func NewAsync(sink UsageSink, o AsyncOptions) *Async {
 
 func (o AsyncOptions) withDefaults() AsyncOptions {
 	if o.Workers <= 0 {
-		o.Workers = DefaultAsyncWorkers
+		o.Workers = defaultAsyncWorkers
 	}
 	if o.QueueSize <= 0 {
-		o.QueueSize = DefaultAsyncQueueSize
+		o.QueueSize = defaultAsyncQueueSize
 	}
 	if o.EnqueueTimeout == 0 {
-		o.EnqueueTimeout = DefaultAsyncEnqueueTimeout
+		o.EnqueueTimeout = defaultAsyncEnqueueTimeout
 	}
 	if o.AttemptTimeout == 0 {
-		o.AttemptTimeout = DefaultAsyncAttemptTimeout
+		o.AttemptTimeout = defaultAsyncAttemptTimeout
 	}
 	switch {
 	case o.MaxRetries == 0:
-		o.MaxRetries = DefaultAsyncMaxRetries
+		o.MaxRetries = defaultAsyncMaxRetries
 	case o.MaxRetries < 0:
 		o.MaxRetries = 0
 	}
@@ -300,10 +300,10 @@ func jitteredBackoff(base, limit time.Duration, failed int) time.Duration {
 // and SpoolOptions with the defaults, and raises limit to base.
 func retryWaits(base, limit time.Duration) (time.Duration, time.Duration) {
 	if base <= 0 {
-		base = DefaultAsyncRetryBase
+		base = defaultAsyncRetryBase
 	}
 	if limit <= 0 {
-		limit = DefaultAsyncRetryMax
+		limit = defaultAsyncRetryMax
 	}
 	return base, max(limit, base)
 }

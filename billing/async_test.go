@@ -260,8 +260,8 @@ func TestAsyncBackpressureWritesInsteadOfDropping(t *testing.T) {
 	if err := a.Record(ended, record(3)); err != nil {
 		t.Fatal(err)
 	}
-	if sink.store.Len() != 2 {
-		t.Fatalf("stored %d records, want req_003 written despite the ended ctx", sink.store.Len())
+	if len(sink.store.Records()) != 2 {
+		t.Fatalf("stored %d records, want req_003 written despite the ended ctx", len(sink.store.Records()))
 	}
 
 	close(sink.open)
@@ -306,7 +306,7 @@ func TestAsyncCloseDrainsThenWritesSynchronously(t *testing.T) {
 	if err := a.Record(context.Background(), record(100)); err != nil {
 		t.Fatalf("Record after Close: %v", err)
 	}
-	if n := sink.store.Len(); n != 101 {
+	if n := len(sink.store.Records()); n != 101 {
 		t.Fatalf("stored %d records right after Record following Close, want 101", n)
 	}
 	if err := a.Close(context.Background()); err != nil {

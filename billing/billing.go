@@ -33,8 +33,6 @@ package billing
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -71,55 +69,24 @@ func (f GateFunc) Check(ctx context.Context, q Request) error { return f(ctx, q)
 // The zero Denial answers as OpenAI answers an exhausted quota: 429 with
 // type and code "insufficient_quota", which the official SDKs recognise
 // (they do not retry it, unlike a rate limit).
+//
+// The relay turns a Denial into the client's answer; a
+// zero field takes the default in its comment.
 type Denial struct {
-	Status     int           // HTTP status; 0 means 429
-	Type       string        // error type; "" means "insufficient_quota"
-	Code       string        // error code; "" means the type when Type is "", else null
-	Message    string        // client-facing message; "" means a generic one
+	Status     int           // HTTP status; 0: 429
+	Type       string        // error type; "": "insufficient_quota"
+	Code       string        // error code; "": the type when Type is "", else null
+	Message    string        // client-facing message; "": "Request denied by billing policy"
 	RetryAfter time.Duration // > 0 sets Retry-After (rounded up to seconds)
 }
 
 func (d *Denial) Error() string {
-	return fmt.Sprintf("billing: denied (%d %s): %s", d.StatusCode(), d.ErrorType(), d.ClientMessage())
-}
-
-// StatusCode is Status with its default applied.
-func (d *Denial) StatusCode() int {
-	if d.Status == 0 {
-		return http.StatusTooManyRequests
+	msg := d.Message
+	if msg == "" {
+		msg = "denied"
 	}
-	return d.Status
-}
-
-// ErrorCode is Code with its default applied: "insufficient_quota" for a
-// Denial that left both Type and Code empty, else Code ("" is null).
-func (d *Denial) ErrorCode() string {
-	if d.Code == "" && d.Type == "" {
-		return "insufficient_quota"
+	if d.Status != 0 {
+		return fmt.Sprintf("billing: %d %s", d.Status, msg)
 	}
-	return d.Code
-}
-
-// ErrorType is Type with its default applied.
-func (d *Denial) ErrorType() string {
-	if d.Type == "" {
-		return "insufficient_quota"
-	}
-	return d.Type
-}
-
-// ClientMessage is Message with its default applied.
-func (d *Denial) ClientMessage() string {
-	if d.Message == "" {
-		return "Request denied by billing policy"
-	}
-	return d.Message
-}
-
-// RetryAfterHeader is the Retry-After value in whole seconds, or "".
-func (d *Denial) RetryAfterHeader() string {
-	if d.RetryAfter <= 0 {
-		return ""
-	}
-	return strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10)
+	return "billing: " + msg
 }

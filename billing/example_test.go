@@ -33,7 +33,7 @@ func ExampleNewAsync() {
 	if err := usage.Close(ctx); err != nil {
 		fmt.Println("close:", err)
 	}
-	fmt.Println("stored:", db.Len())
+	fmt.Println("stored:", len(db.Records()))
 	// Output:
 	// stored: 3
 }
@@ -70,10 +70,8 @@ func ExampleDenial() {
 	err := gate.Check(context.Background(), billing.Request{UserID: "u-broke", Model: "gpt-5"})
 	var d *billing.Denial
 	if errors.As(err, &d) {
-		fmt.Println(d.StatusCode(), d.ErrorType(), d.RetryAfterHeader())
-		fmt.Println(d.ClientMessage())
+		fmt.Println(d.Message, d.RetryAfter)
 	}
 	// Output:
-	// 429 insufficient_quota 90
-	// Your balance is exhausted, please top up
+	// Your balance is exhausted, please top up 1m30s
 }

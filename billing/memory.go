@@ -34,13 +34,6 @@ func (s *MemorySink) Records() []Usage {
 	return slices.Clone(s.records)
 }
 
-// Len reports how many records were kept.
-func (s *MemorySink) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.records)
-}
-
 // WaitLen blocks until at least n records were kept or ctx ends; it lets a
 // test wait for records written after its request returned.
 func (s *MemorySink) WaitLen(ctx context.Context, n int) error {

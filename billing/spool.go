@@ -66,30 +66,30 @@ type SpoolOptions struct {
 
 // Defaults of SpoolOptions.
 const (
-	DefaultSpoolCommitBytes  = 256 << 10
-	DefaultSpoolSegmentBytes = 16 << 20
-	DefaultSpoolMaxBytes     = 1 << 30
-	DefaultSpoolFullWait     = time.Second
+	defaultSpoolCommitBytes  = 256 << 10
+	defaultSpoolSegmentBytes = 16 << 20
+	defaultSpoolMaxBytes     = 1 << 30
+	defaultSpoolFullWait     = time.Second
 )
 
 func (o SpoolOptions) withDefaults() SpoolOptions {
 	if o.CommitBytes <= 0 {
-		o.CommitBytes = DefaultSpoolCommitBytes
+		o.CommitBytes = defaultSpoolCommitBytes
 	}
 	if o.SegmentBytes <= 0 {
-		o.SegmentBytes = DefaultSpoolSegmentBytes
+		o.SegmentBytes = defaultSpoolSegmentBytes
 	}
 	if o.MaxBytes == 0 {
-		o.MaxBytes = DefaultSpoolMaxBytes
+		o.MaxBytes = defaultSpoolMaxBytes
 	}
 	if o.FullWait == 0 {
-		o.FullWait = DefaultSpoolFullWait
+		o.FullWait = defaultSpoolFullWait
 	}
 	if o.Workers <= 0 {
-		o.Workers = DefaultAsyncWorkers
+		o.Workers = defaultAsyncWorkers
 	}
 	if o.AttemptTimeout == 0 {
-		o.AttemptTimeout = DefaultAsyncAttemptTimeout
+		o.AttemptTimeout = defaultAsyncAttemptTimeout
 	}
 	o.RetryBase, o.RetryMax = retryWaits(o.RetryBase, o.RetryMax)
 	return o

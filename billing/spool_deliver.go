@@ -220,7 +220,7 @@ func (s *Spool) warnFailure(j job, err error) {
 func (s *Spool) direct(ctx context.Context, u Usage, cause error) error {
 	retries := s.o.MaxRetries
 	if retries == 0 {
-		retries = DefaultAsyncMaxRetries
+		retries = defaultAsyncMaxRetries
 	}
 	ctx = context.WithoutCancel(ctx)
 	var err error

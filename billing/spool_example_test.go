@@ -36,7 +36,7 @@ func ExampleOpenSpool() {
 	if err := usage.Close(ctx); err != nil {
 		fmt.Println("close:", err) // the undelivered records stay in dir
 	}
-	fmt.Println("stored:", db.Len(), "pending:", usage.Pending())
+	fmt.Println("stored:", len(db.Records()), "pending:", usage.Pending())
 	// Output:
 	// stored: 3 pending: 0
 }

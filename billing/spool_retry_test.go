@@ -88,7 +88,7 @@ func TestSpoolMaxRetriesDropsWithReplayableLog(t *testing.T) {
 	var store billing.MemorySink
 	s = openSpool(t, dir, &store, billing.SpoolOptions{})
 	closeSpool(t, s)
-	if store.Len() != 0 {
+	if len(store.Records()) != 0 {
 		t.Fatalf("dropped records were replayed: %v", requestIDs(store.Records()))
 	}
 }

@@ -210,8 +210,8 @@ func TestSpoolRecordAfterCloseDeliversDirectly(t *testing.T) {
 	if err := s.Record(context.Background(), record(0)); err != nil {
 		t.Fatal(err)
 	}
-	if store.Len() != 1 {
-		t.Fatalf("stored %d records right after Record following Close, want 1", store.Len())
+	if len(store.Records()) != 1 {
+		t.Fatalf("stored %d records right after Record following Close, want 1", len(store.Records()))
 	}
 
 	var dropped atomic.Int64

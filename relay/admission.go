@@ -112,7 +112,7 @@ func (t *turn) checkBilling() *APIError {
 	}
 	var d *billing.Denial
 	if errors.As(err, &d) {
-		return &APIError{Status: d.StatusCode(), Type: d.ErrorType(), Code: d.ErrorCode(), Message: d.ClientMessage(), RetryAfter: roundUp(d.RetryAfter)}
+		return denialError(d)
 	}
 	if t.ctx.Err() != nil {
 		return errClientGone

@@ -3,6 +3,8 @@ package relay
 import (
 	"net/http"
 
+	"github.com/relaykit/responsesrelay/billing"
+
 	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 	"strconv"
@@ -106,4 +108,23 @@ func errorObject(body []byte) []byte {
 		return nil
 	}
 	return []byte(v.Raw)
+}
+
+// denialError is the client's answer for a Gate's Denial, its zero fields
+// taking the defaults billing.Denial documents.
+func denialError(d *billing.Denial) *APIError {
+	e := &APIError{Status: d.Status, Type: d.Type, Code: d.Code, Message: d.Message, RetryAfter: roundUp(d.RetryAfter)}
+	if e.Status == 0 {
+		e.Status = http.StatusTooManyRequests
+	}
+	if e.Type == "" {
+		e.Type = "insufficient_quota"
+		if e.Code == "" {
+			e.Code = "insufficient_quota"
+		}
+	}
+	if e.Message == "" {
+		e.Message = "Request denied by billing policy"
+	}
+	return e
 }

@@ -89,7 +89,7 @@ func TestChainedTurnsBridge(t *testing.T) {
 			t.Fatalf("bridged request %s %s", q.Method, q.Body)
 		}
 	}
-	waitUntil(t, "two records", func() bool { return e.sink.Len() == 2 })
+	waitUntil(t, "two records", func() bool { return len(e.sink.Records()) == 2 })
 	if recs := e.sink.Records(); recs[1].Turn != 2 || recs[1].Transport != "ws" {
 		t.Fatalf("records %+v", recs)
 	}
@@ -234,7 +234,7 @@ func TestUpgradeFailover(t *testing.T) {
 	if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {
 		t.Fatalf("frames %v", f)
 	}
-	waitUntil(t, "the record", func() bool { return e.sink.Len() == 1 })
+	waitUntil(t, "the record", func() bool { return len(e.sink.Records()) == 1 })
 	recs := e.sink.Records()
 	if recs[0].AccountID != "b" || recs[0].Attempts != 2 {
 		t.Fatalf("records %+v", recs)
@@ -338,7 +338,7 @@ func TestErrorFrameRefusalFailsOver(t *testing.T) {
 	if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {
 		t.Fatalf("frames %v", f)
 	}
-	waitUntil(t, "the record", func() bool { return e.sink.Len() == 1 })
+	waitUntil(t, "the record", func() bool { return len(e.sink.Records()) == 1 })
 	if r := e.sink.Records()[0]; r.AccountID != "b" || r.Attempts != 2 {
 		t.Fatalf("record %+v", r)
 	}
