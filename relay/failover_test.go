@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"strings"
@@ -163,29 +164,55 @@ func TestExhausted(t *testing.T) {
 	}
 }
 
-func TestErrorRules(t *testing.T) {
+// TestMapError: the MapError hook decides what the client sees for an
+// upstream failure; nil answers and panics fall back to the built-in
+// mapping, and keys the hook copies into its answer are masked.
+func TestMapError(t *testing.T) {
 	e := newEnv(t, "a")
 	e.h.MaxAccountSwitches = -1
-	e.h.ErrorRules = []relay.ErrorRule{
-		{Name: "late", Priority: 5, StatusCodes: []int{500}, Message: "never chosen"},
-		{Name: "quota", Priority: 1, StatusCodes: []int{429, 500}, Keywords: []string{"QUOTA"}, Status: 402, Message: "Your plan is out of quota"},
-		{Name: "pass", Priority: 2, StatusCodes: []int{418}, PassStatus: true, PassBody: true},
+	var seen []relay.UpstreamError
+	e.h.MapError = func(ue *relay.UpstreamError) *relay.APIError {
+		seen = append(seen, *ue)
+		switch {
+		case ue.Status == 500 && bytes.Contains(bytes.ToLower(ue.Body), []byte("quota")):
+			return &relay.APIError{Status: 402, Type: "insufficient_quota", Message: "Your plan is out of quota"}
+		case ue.Status == 418:
+			a := passUpstreamErrors(ue)
+			a.Message = "copied: " + string(ue.Body) // a careless hook
+			return a
+		case ue.Status == 503:
+			panic("hook bug")
+		}
+		return nil
 	}
 	e.up.Script("a", relaytest.Step{Status: 500, Body: `{"error":{"message":"insufficient quota on org","type":"server_error","param":null,"code":null}}`})
 	r := e.do(textReq)
 	if _, msg, _, _ := apiErr(t, r.body); r.status != 402 || msg != "Your plan is out of quota" {
 		t.Fatalf("status %d msg %q", r.status, msg)
 	}
+	if len(seen) != 1 || !seen[0].Exhausted || seen[0].Status != 500 {
+		t.Fatalf("hook saw %+v; want one exhausted 500", seen)
+	}
 	e.up.Script("a", relaytest.Step{Status: 418, Body: `{"error":{"message":"teapot sk-abcdefghijklmnop","type":"odd","param":null,"code":"tea"}}`})
 	r = e.do(textReq)
 	if r.status != 418 || gjson.GetBytes(r.body, "error.code").String() != "tea" || strings.Contains(string(r.body), "abcdefghijklmnop") {
 		t.Fatalf("status %d body %s", r.status, r.body)
 	}
+	if len(seen) != 2 || seen[1].Exhausted || bytes.Contains(seen[1].Body, []byte("abcdefghijklmnop")) {
+		t.Fatalf("hook saw %+v; want the request's own 418, masked", seen[1:])
+	}
 	e.up.Script("a", relaytest.Step{Status: 500})
 	if r := e.do(textReq); r.status != 502 {
-		t.Fatalf("unmatched keyword: status %d", r.status)
-	} else if _, msg, _, _ := apiErr(t, r.body); msg != "never chosen" {
-		t.Fatalf("lower-priority rule not applied: %q", msg)
+		t.Fatalf("nil answer: status %d, want the built-in 502", r.status)
+	} else if _, msg, _, _ := apiErr(t, r.body); msg != "Upstream service temporarily unavailable" {
+		t.Fatalf("nil answer: message %q", msg)
+	}
+	e.up.Script("a", relaytest.Step{Status: 503})
+	if r := e.do(textReq); r.status != 502 {
+		t.Fatalf("panicking hook: status %d, want the built-in 502", r.status)
+	}
+	if !strings.Contains(e.logs.String(), "MapError panicked") {
+		t.Fatal("the hook's panic was not logged")
 	}
 }
 

@@ -17,7 +17,7 @@
 // refusals (a stream that fails before any output) move the turn to another
 // account, at most MaxAccountSwitches times. Once an event reached the
 // client the turn never moves. Other 4xx go back as the upstream said,
-// sanitized. ErrorRules may rewrite what the client sees.
+// sanitized. MapError may rewrite what the client sees.
 //
 // A stream that breaks is an upstream failure by the same rules: a reset,
 // an idle upstream (StreamIdleTimeout), an event over MaxEventBytes, or an
@@ -120,9 +120,11 @@ type Handler struct {
 	// Transport sends upstream requests. nil: a transport tuned for many
 	// long streams to few hosts (see NewTransport).
 	Transport http.RoundTripper
-	// ErrorRules rewrite upstream errors shown to clients; first match by
-	// Priority wins. nil: the built-in mapping.
-	ErrorRules []ErrorRule
+	// MapError decides what a client is told about an upstream failure.
+	// nil, or a nil result: MapUpstreamError. Keys are masked in its
+	// answer as in the upstream's body; a panic falls back to the built-in
+	// answer.
+	MapError func(*UpstreamError) *APIError
 	// Logger receives operational logs. nil: slog.Default().
 	Logger *slog.Logger
 	// Observer receives every turn's start, slot waits, upstream attempts,

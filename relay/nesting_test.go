@@ -235,10 +235,15 @@ func TestDeepUpstreamAfterOutput(t *testing.T) {
 }
 
 // TestDeepUpstreamError: an upstream error body nested too deep is not
-// passed to the client, as is or through an ErrorRule with PassBody.
+// passed to the client, as is or through a MapError hook that passes bodies on.
 func TestDeepUpstreamError(t *testing.T) {
 	e := newEnv(t, "a")
-	e.h.ErrorRules = []relay.ErrorRule{{Name: "pass 409", StatusCodes: []int{409}, PassBody: true}}
+	e.h.MapError = func(ue *relay.UpstreamError) *relay.APIError {
+		if ue.Status != 409 {
+			return nil
+		}
+		return passUpstreamErrors(ue)
+	}
 	deep := string(deepJSON(`{"error":{"message":"deep","type":"invalid_request_error","x":`, 30_000, true)) + "}"
 	for _, status := range []int{400, 409} {
 		e.up.Script("a", relaytest.Step{Status: status, Body: deep})

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -176,7 +175,7 @@ func TestSecretsEscaped(t *testing.T) {
 			turn(id, stream)
 		}
 	}
-	e.h.ErrorRules = []relay.ErrorRule{{Name: "pass all", PassStatus: true, PassBody: true}}
+	e.h.MapError = passUpstreamErrors
 	for _, id := range []string{"400-sk", "500-slash", "failed-before-sk", "failed-before-slash"} {
 		e.sched.Recover(id)
 		turn(id, "true")

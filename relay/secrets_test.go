@@ -148,7 +148,7 @@ func TestSecretsCanary(t *testing.T) {
 		}
 	}
 	// The same with every error passed through by a host rule.
-	e.h.ErrorRules = []relay.ErrorRule{{Name: "pass all", PassStatus: true, PassBody: true}}
+	e.h.MapError = passUpstreamErrors
 	for _, id := range []string{"400", "429", "500", "html403", "failed-before", "oauth-400", "oauth-failed-before"} {
 		for _, stream := range []string{"false", "true"} {
 			e.sched.Recover(id)

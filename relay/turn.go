@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 
 	"github.com/relaykit/responsesrelay/concurrency"
@@ -74,24 +73,6 @@ type EventStream interface {
 	// Close ends the attempt; it is called once, after the last Next.
 	Close() error
 }
-
-// UpstreamError is an upstream's refusal of an attempt, with the HTTP
-// status it carried.
-type UpstreamError struct {
-	Status int
-	Header http.Header
-	Body   []byte // an OpenAI-shaped error body, when there is one
-	Err    error
-}
-
-func (e *UpstreamError) Error() string {
-	if e.Err != nil {
-		return fmt.Sprintf("upstream refused with %d: %v", e.Status, e.Err)
-	}
-	return fmt.Sprintf("upstream refused with %d", e.Status)
-}
-
-func (e *UpstreamError) Unwrap() error { return e.Err }
 
 // TurnResult says how a turn served by ServeTurn went.
 type TurnResult struct {

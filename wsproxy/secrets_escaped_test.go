@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
@@ -140,7 +139,7 @@ func TestSecretsEscapedWS(t *testing.T) {
 		}
 	}
 	run()
-	e.rh.ErrorRules = []relay.ErrorRule{{Name: "pass", PassStatus: true, PassBody: true}}
+	e.rh.MapError = passUpstreamErrors
 	run()
 	out := seen.String() + e.logs.String()
 	for _, id := range ids {

@@ -82,7 +82,7 @@ func TestSecretsCanaryWS(t *testing.T) {
 	}
 	// The same with every error passed through by a host rule; a wrong
 	// client key is refused at the handshake.
-	e.rh.ErrorRules = []relay.ErrorRule{{Name: "pass", PassStatus: true, PassBody: true}}
+	e.rh.MapError = passUpstreamErrors
 	for _, id := range []string{"frame400", "oauth400", "frame429", "bridge500"} {
 		e.sched.Recover(id)
 		cl, _ := e.dialStatus(http.Header{"Authorization": {"Bearer " + clientCanary}})
