@@ -35,10 +35,10 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 	}
 	o := t.userWait
 	if o.MaxWaiters == 0 {
-		o.MaxWaiters = limit + DefaultUserWaitExtra
+		o.MaxWaiters = limit + defaultUserWaitExtra
 	}
 	if o.Timeout == 0 {
-		o.Timeout = DefaultUserWaitTimeout
+		o.Timeout = defaultUserWaitTimeout
 	}
 	var release func()
 	timeout := time.Duration(0)

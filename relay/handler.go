@@ -79,19 +79,19 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
-// Defaults applied to zero Handler fields.
+// Defaults of zero Handler fields (documented on each field).
 const (
-	DefaultMaxBodyBytes       = 32 << 20
-	DefaultMaxAccountSwitches = 3
-	DefaultUserWaitTimeout    = 30 * time.Second
-	DefaultUserWaitExtra      = 20 // waiters beyond the user's limit
-	DefaultKeepAlive          = 10 * time.Second
-	DefaultStreamIdleTimeout  = 300 * time.Second
-	DefaultDrainTimeout       = 30 * time.Second
-	DefaultJSONHeaderTimeout  = 15 * time.Minute
-	DefaultHookTimeout        = 10 * time.Second
-	DefaultClientWriteTimeout = 60 * time.Second
-	DefaultMaxEventBytes      = sse.DefaultMaxEventBytes
+	defaultMaxBodyBytes       = 32 << 20
+	defaultMaxAccountSwitches = 3
+	defaultUserWaitTimeout    = 30 * time.Second
+	defaultUserWaitExtra      = 20 // waiters beyond the user's limit
+	defaultKeepAlive          = 10 * time.Second
+	defaultStreamIdleTimeout  = 300 * time.Second
+	defaultDrainTimeout       = 30 * time.Second
+	defaultJSONHeaderTimeout  = 15 * time.Minute
+	defaultHookTimeout        = 10 * time.Second
+	defaultClientWriteTimeout = 60 * time.Second
+	defaultMaxEventBytes      = sse.DefaultMaxEventBytes
 )
 
 // Handler relays the Responses API. Only Scheduler is required; every other
@@ -279,30 +279,30 @@ func orDefaultOff[T int | int64 | time.Duration](v, def T) T {
 	return v
 }
 
-func (h *Handler) maxBody() int64 { return orDefault(h.MaxBodyBytes, DefaultMaxBodyBytes) }
+func (h *Handler) maxBody() int64 { return orDefault(h.MaxBodyBytes, defaultMaxBodyBytes) }
 
-func (h *Handler) maxEventBytes() int { return orDefault(h.MaxEventBytes, DefaultMaxEventBytes) }
+func (h *Handler) maxEventBytes() int { return orDefault(h.MaxEventBytes, defaultMaxEventBytes) }
 
 func (h *Handler) maxSwitches() int {
-	return orDefaultOff(h.MaxAccountSwitches, DefaultMaxAccountSwitches)
+	return orDefaultOff(h.MaxAccountSwitches, defaultMaxAccountSwitches)
 }
 
-func (h *Handler) keepAlive() time.Duration { return orDefaultOff(h.KeepAlive, DefaultKeepAlive) }
+func (h *Handler) keepAlive() time.Duration { return orDefaultOff(h.KeepAlive, defaultKeepAlive) }
 
 func (h *Handler) idleTimeout() time.Duration {
-	return orDefault(h.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	return orDefault(h.StreamIdleTimeout, defaultStreamIdleTimeout)
 }
 
 func (h *Handler) jsonHeaderTimeout() time.Duration {
-	return orDefault(h.JSONHeaderTimeout, DefaultJSONHeaderTimeout)
+	return orDefault(h.JSONHeaderTimeout, defaultJSONHeaderTimeout)
 }
 
 func (h *Handler) clientWriteTimeout() time.Duration {
-	return orDefaultOff(h.ClientWriteTimeout, DefaultClientWriteTimeout)
+	return orDefaultOff(h.ClientWriteTimeout, defaultClientWriteTimeout)
 }
 
 func (h *Handler) drainTimeout() time.Duration {
-	return orDefaultOff(h.DrainTimeout, DefaultDrainTimeout)
+	return orDefaultOff(h.DrainTimeout, defaultDrainTimeout)
 }
 
 // NewTransport returns the default upstream transport: HTTP/2 when the

@@ -207,7 +207,7 @@ func callHook(ctx context.Context, timeout time.Duration, fn func(context.Contex
 	return r.call(ctx, timeout, func(context.Context) error { return fn(hctx) }, cleanup, ping, interval)
 }
 
-func (h *Handler) hookTimeout() time.Duration { return orDefault(h.HookTimeout, DefaultHookTimeout) }
+func (h *Handler) hookTimeout() time.Duration { return orDefault(h.HookTimeout, defaultHookTimeout) }
 
 // selectTimeout bounds Scheduler.Select: its own wait for an account slot
 // plus HookTimeout for the Pool and Store calls around it. 0: only the

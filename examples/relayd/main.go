@@ -23,7 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/relaykit/responsesrelay/relay"
 )
 
 func main() {
@@ -179,9 +178,9 @@ func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duratio
 	}
 
 	// Handlers cut by Close still drain their upstream to learn the usage
-	// (up to the relay's DrainTimeout), so the usage queue gets that long
-	// and a little more.
-	cctx, cancel := context.WithTimeout(context.Background(), relay.DefaultDrainTimeout+15*time.Second)
+	// (up to the relay's DrainTimeout, 30 s by default), so the usage queue
+	// gets that long and a little more.
+	cctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	if err := srv.Close(cctx); err != nil {
 		logger.Error("relayd: usage log not closed cleanly", "error", err)
