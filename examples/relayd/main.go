@@ -22,7 +22,6 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
 )
 
 func main() {
