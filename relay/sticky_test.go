@@ -1,11 +1,12 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net/http"
 	"strings"
-
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,4 +137,46 @@ type failingPool struct{}
 
 func (failingPool) Accounts(context.Context, string) ([]*scheduler.Account, error) {
 	return nil, errors.New("db down")
+}
+
+// orderStore notes a binding written after the client already read the
+// turn's terminal event.
+type orderStore struct {
+	scheduler.Store
+	seen *atomic.Bool
+	late atomic.Int32
+}
+
+func (s *orderStore) Set(ctx context.Context, key, value string, ttl time.Duration) error {
+	if s.seen.Load() {
+		s.late.Add(1)
+	}
+	return s.Store.Set(ctx, key, value, ttl)
+}
+
+// TestBoundBeforeTerminal: the response's binding is written before the
+// client reads the terminal event, so a next turn sent the moment the
+// stream ends finds its account and its owner.
+func TestBoundBeforeTerminal(t *testing.T) {
+	e := newEnv(t, "a")
+	var seen atomic.Bool
+	st := &orderStore{Store: scheduler.NewMemoryStore(), seen: &seen}
+	e.sched.Store = st
+	for range 20 {
+		seen.Store(false)
+		resp := e.post(streamReq)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"type":"response.completed"`) {
+				seen.Store(true)
+			}
+		}
+		resp.Body.Close()
+		if !seen.Load() {
+			t.Fatal("no terminal event")
+		}
+	}
+	if n := st.late.Load(); n != 0 {
+		t.Fatalf("%d of 20 bindings were written after the client read the terminal event", n)
+	}
 }

@@ -349,6 +349,9 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		// Each bootstrap event echoes the request's instructions and tools:
 		// room for two such echoes beyond the fixed bound.
 		MaxHeldBytes: pump.DefaultMaxHeldBytes + 2*len(t.req.Body),
+		// Bound before the client sees the turn end, so that a next turn
+		// sent at once finds its account and its owner.
+		BeforeTerminal: func(typ, id string) { t.bind(sel, typ, id) },
 	})
 	switch res.End {
 	case pump.EndRefused:
@@ -386,7 +389,6 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 	case res.End == pump.EndBroken:
 		recStatus = billing.StatusUpstreamError
 	}
-	t.bind(sel, res.TerminalType, res.ResponseID)
 	t.recordServed(sel, recStatus, res.Response, res.ResponseID, res.FirstOutput)
 	return nil
 }
@@ -466,6 +468,9 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 		t.observeFirst(acct.ID, first)
 		t.answered(resp.StatusCode, "")
 	}
+	// Bound before the client has the answer, so that a next turn sent
+	// at once finds its account and its owner.
+	t.bind(sel, "response."+r.Status, r.ID)
 	hdr := t.w.Header()
 	returnHeaders(hdr, resp.Header, h.ReturnHeaders)
 	ct := resp.Header.Get("Content-Type")
@@ -491,8 +496,6 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	if werr != nil || t.ctx.Err() != nil {
 		status = billing.StatusClientGone
 	}
-	terminal := "response." + r.Status
-	t.bind(sel, terminal, r.ID)
 	t.recordServed(sel, status, r, r.ID, first)
 	return nil
 }

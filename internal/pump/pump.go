@@ -82,6 +82,11 @@ type Options struct {
 	// FirstOutput, when set, is called once, on the pump's goroutine, when
 	// the first output event arrives (before it is forwarded).
 	FirstOutput func(at time.Time)
+	// BeforeTerminal, when set, is called once, on the pump's goroutine,
+	// with the terminal event's type and response id before that event is
+	// forwarded: what must hold when the client learns the turn ended (a
+	// sticky binding its next turn needs) is done by then.
+	BeforeTerminal func(typ, responseID string)
 }
 
 // End is how a pump run ended.
@@ -275,6 +280,9 @@ func (p *runner) run(src Source) {
 			p.res.TerminalType = info.Type
 			if info.Type == event.TypeFailed {
 				data = p.sanitize(data)
+			}
+			if p.o.BeforeTerminal != nil {
+				p.o.BeforeTerminal(info.Type, p.res.ResponseID)
 			}
 			p.flushHeld()
 			// Delivered means the turn ended normally for the client, even
