@@ -91,7 +91,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.fail(apiErr)
 		return
 	}
-	req, apiErr := ParseRequest(body)
+	req, apiErr := parseRequest(body)
 	if apiErr != nil {
 		t.fail(apiErr)
 		return

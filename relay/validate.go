@@ -26,13 +26,22 @@ var messageIDPrefixes = []string{"msg_", "message_", "item_", "chatcmpl_", "fc_"
 
 // ParseRequest validates a request body (a POST body, or a WebSocket
 // response.create with its "type" already accepted) before any slot is
-// taken. The error, when non-nil, is a 400 the client should see as is.
+// taken. Its error holds the *APIError (a 400) the client should see as
+// is; errors.As finds it.
 //
-// A body nested deeper than jsonx.MaxDepth is refused before any
-// recursive parser sees it, and so is one whose top-level object repeats a
-// key the relay reads or rewrites: the relay and the upstream could each
-// take a different copy.
-func ParseRequest(body []byte) (*Request, *APIError) {
+// A body nested deeper than 512 levels is refused before any recursive
+// parser sees it, and so is one whose top-level object repeats a key the
+// relay reads or rewrites: the relay and the upstream could each take a
+// different copy.
+func ParseRequest(body []byte) (*Request, error) {
+	q, e := parseRequest(body)
+	if e != nil {
+		return nil, e
+	}
+	return q, nil
+}
+
+func parseRequest(body []byte) (*Request, *APIError) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errInvalid("Request body is empty", "")
 	}

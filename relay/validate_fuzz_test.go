@@ -26,7 +26,7 @@ func FuzzParseRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		q, e := ParseRequest(body)
+		q, e := parseRequest(body)
 		if (q == nil) == (e == nil) {
 			t.Fatalf("request %v and error %v", q, e)
 		}

@@ -1,6 +1,7 @@
 package wsproxy
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/coder/websocket"
@@ -32,8 +33,9 @@ func checkFrame(typ websocket.MessageType, data []byte) (websocket.StatusCode, s
 // out, so that the upstream socket gets a well-formed message. A non-nil
 // error is answered with an error frame and the connection stays open.
 func parseTurn(msg []byte) (*relay.Request, *relay.APIError) {
-	req, apiErr := relay.ParseRequest(msg)
-	if apiErr != nil {
+	req, err := relay.ParseRequest(msg)
+	if err != nil {
+		apiErr, _ := errors.AsType[*relay.APIError](err)
 		return nil, apiErr
 	}
 	if t := gjson.GetBytes(msg, "type"); t.Type != gjson.String || t.Str != "response.create" {
