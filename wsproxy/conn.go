@@ -136,6 +136,11 @@ func (c *conn) turn(msg []byte) bool {
 		ClientIP: c.ip, UserAgent: c.ua, UserWait: wait, PreferAccount: c.pinned,
 		NoFailover: localState, Upstream: c.up,
 	}, c)
+	if c.out != nil {
+		// Whatever ended the turn, nothing stays held: a frame the library
+		// writes next (a close) must go out when written.
+		c.out.release()
+	}
 	if res.AccountID != "" {
 		c.pinned = res.AccountID
 	}
@@ -154,8 +159,16 @@ func (c *conn) turn(msg []byte) bool {
 // held (relay.TurnSink).
 func (c *conn) Send(_ string, data []byte) error {
 	if c.out != nil {
-		return c.out.writeText(data, true)
+		if err := c.write(data); err != nil {
+			return err
+		}
+		return c.out.release()
 	}
+	return c.write(data)
+}
+
+// write sends one text message through the library.
+func (c *conn) write(data []byte) error {
 	// Background: a cancellable context costs coder/websocket a timer per
 	// write. A client that stops reading is cut by the ping keepalive,
 	// which ends a blocked Write.
@@ -169,7 +182,7 @@ func (c *conn) SendBuffered(_ string, data []byte) error {
 		return c.Send("", data)
 	}
 	c.out.hold()
-	return c.out.writeText(data, false)
+	return c.write(data)
 }
 
 // Flush writes out the events SendBuffered held (relay.BatchTurnSink).
@@ -183,15 +196,12 @@ func (c *conn) Flush() error {
 // Fail sends the error that ended a turn (relay.TurnSink).
 func (c *conn) Fail(e *relay.APIError) { c.sendError(e) }
 
-// sendError writes {"type":"error","status":N,"error":{...}}, as the
-// relay's events are written, so that the library writes only control
-// frames to the batch connection.
+// sendError writes {"type":"error","status":N,"error":{...}}.
 func (c *conn) sendError(e *relay.APIError) {
-	if c.out != nil {
-		c.out.writeText(errorFrame(e), true)
-		return
-	}
 	c.ws.Write(c.ctx, websocket.MessageText, errorFrame(e))
+	if c.out != nil {
+		c.out.release()
+	}
 }
 
 func errorFrame(e *relay.APIError) []byte {
