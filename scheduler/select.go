@@ -147,9 +147,9 @@ func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Reques
 			why = "does not support WebSocket"
 		case sl.st.coolUntil.Load() > now:
 			why = "cooling down"
-		case sl.st.errorRate(now) > failingErrorRate:
+		case sl.st.errorRate(now, s.health.ErrorHalfLife) > failingErrorRate:
 			why = "failing"
-		case time.Duration(sl.st.ttft.Load()) > slowTTFT:
+		case s.health.SlowTTFT >= 0 && time.Duration(sl.st.ttft.Load()) > s.health.SlowTTFT:
 			why = "slow"
 		default:
 			sel, err := s.take(ctx, sl, q.Model, layer)
@@ -283,7 +283,7 @@ func (s *Scheduler) rank(v *poolView, idx []int32, ws bool, ex []int32, now int6
 		}
 		x := score(h)
 		if st.errRate.Load() != 0 {
-			x += v.slots[i].st.errorRate(now)
+			x += v.slots[i].st.errorRate(now, s.health.ErrorHalfLife)
 		}
 		c := cand{idx: i, prio: h.prio, bucket: bucket(x)}
 

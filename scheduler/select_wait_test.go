@@ -64,8 +64,8 @@ func TestSelectWaitsForBestAccount(t *testing.T) {
 		t.Fatalf("got %+v, %v", r.sel, r.err)
 	}
 	r.sel.Release()
-	if lim.Total() != 0 {
-		t.Fatalf("%d slots left", lim.Total())
+	if n := accountSlots(lim, "a", "b"); n != 0 {
+		t.Fatalf("%d slots left", n)
 	}
 }
 
@@ -171,8 +171,10 @@ func TestSelectConcurrencyLimit(t *testing.T) {
 			t.Errorf("InFlight(%s) = %d after all released", a.ID, n)
 		}
 	}
-	if lim.Total() != 0 {
-		t.Errorf("limiter holds %d slots", lim.Total())
+	for _, a := range accts {
+		if n := accountSlots(lim, a.ID); n != 0 {
+			t.Errorf("limiter holds %d slots of %s", n, a.ID)
+		}
 	}
 }
 

@@ -36,13 +36,9 @@ func sessionKey(apiKeyID, session string) string {
 	return "sess:" + strconv.Itoa(len(apiKeyID)) + ":" + apiKeyID + ":" + session
 }
 
-// MemoryStoreMaxKeys is how many keys a MemoryStore holds at most. Past it,
-// Set evicts the keys written longest ago (sampled). One response binding
-// per turn kept for the default OwnerTTL (30 days) fills it at 0.4 turns a
-// second; past that, the owners of the oldest responses are forgotten
-// early (their ids are then not refused, see Scheduler.OwnerTTL): use a
-// shared Store sized for the owner TTL, or a shorter OwnerTTL.
-const MemoryStoreMaxKeys = 1 << 20
+// memoryStoreMaxKeys is how many keys a MemoryStore holds at most (its doc
+// gives the consequences).
+const memoryStoreMaxKeys = 1 << 20
 
 const (
 	memShards = 32
@@ -58,9 +54,14 @@ const (
 )
 
 // MemoryStore is an in-memory Store. Expired keys are dropped when read and
-// by a small sweep on every Set; the number of keys is capped at
-// MemoryStoreMaxKeys. It starts no goroutine and is safe for concurrent use.
-// The zero value is not usable; call NewMemoryStore.
+// by a small sweep on every Set. It holds at most 2^20 keys: past that, Set
+// evicts the keys written longest ago (sampled). One response binding per
+// turn kept for the default Scheduler.OwnerTTL (30 days) fills it at 0.4
+// turns a second; past that, the owners of the oldest responses are
+// forgotten early (their ids are then not refused, see Scheduler.OwnerTTL):
+// use a shared Store sized for the owner TTL, or a shorter OwnerTTL. It
+// starts no goroutine and is safe for concurrent use. The zero value is not
+// usable; call NewMemoryStore.
 type MemoryStore struct {
 	seed        maphash.Seed
 	maxPerShard int
@@ -82,7 +83,7 @@ type memEntry struct {
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return newMemoryStore(MemoryStoreMaxKeys, time.Now)
+	return newMemoryStore(memoryStoreMaxKeys, time.Now)
 }
 
 func newMemoryStore(maxKeys int, now func() time.Time) *MemoryStore {
