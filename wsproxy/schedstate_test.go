@@ -21,4 +21,6 @@ func accountState(s *scheduler.Scheduler, id string) scheduler.AccountState {
 func schedInFlight(s *scheduler.Scheduler, id string) int { return accountState(s, id).InFlight }
 
 // coolingUntil is the end of the account's cooldown; zero when not cooling.
-func coolingUntil(s *scheduler.Scheduler, id string) time.Time { return accountState(s, id).CoolingUntil }
+func coolingUntil(s *scheduler.Scheduler, id string) time.Time {
+	return accountState(s, id).CoolingUntil
+}
