@@ -88,7 +88,7 @@ func newFixture(t testing.TB, accts ...*Account) *fixture {
 	f.s = &Scheduler{
 		Pool:           f.pool,
 		Now:            f.clock.Now,
-		Rand:           seeded(1),
+		rand:           seeded(1),
 		OnAccountEvent: f.events.hook,
 		Logger:         slog.New(slog.NewTextHandler(&lockedWriter{w: f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -35,7 +35,11 @@ type Scheduler struct {
 	Pool Pool
 
 	// Store holds sticky bindings. nil: an in-memory store private to this
-	// Scheduler (NewMemoryStore).
+	// Scheduler that holds at most 2^20 keys and past that forgets those
+	// written longest ago. One response binding per turn kept for the
+	// default OwnerTTL fills it at 0.4 turns a second; past that, the
+	// owners of the oldest responses are forgotten early (see OwnerTTL):
+	// use a shared Store sized for the owner TTL, or a shorter OwnerTTL.
 	Store Store
 
 	// Limiter holds account slots under the key "account:"+Account.ID with
@@ -55,7 +59,7 @@ type Scheduler struct {
 	// long as the upstream keeps a stored response); a value
 	// below StickyTTL, negative included, keeps the owner only as long as
 	// the stickiness. Once the record is gone (expired, evicted from a full
-	// MemoryStore, or the Store failing) the turn is not refused: it goes
+	// in-memory Store, or the Store failing) the turn is not refused: it goes
 	// where Select sends it, and the upstream answers for itself.
 	OwnerTTL time.Duration
 
@@ -97,9 +101,9 @@ type Scheduler struct {
 	// it also drives the default in-memory Store.
 	Now func() time.Time
 
-	// Rand returns uniform numbers in [0, 1) for the weighted random order.
-	// It must be safe for concurrent use. nil: math/rand/v2.
-	Rand func() float64
+	// rand returns uniform numbers in [0, 1) for the weighted random order;
+	// nil: math/rand/v2. Tests seed it; it must be safe for concurrent use.
+	rand func() float64
 
 	once         sync.Once
 	store        Store
@@ -156,10 +160,10 @@ func (s *Scheduler) now() time.Time {
 
 // uniform returns a number in [0, 1).
 func (s *Scheduler) uniform() float64 {
-	if s.Rand == nil {
+	if s.rand == nil {
 		return rand.Float64()
 	}
-	u := s.Rand()
+	u := s.rand()
 	if !(u >= 0 && u < 1) { // also catches NaN
 		u = 0
 	}

@@ -216,7 +216,7 @@ func insertCand(cs []cand, c cand) []cand {
 
 // exp returns an exponential variate with mean 1.
 func (s *Scheduler) exp() float64 {
-	if s.Rand == nil {
+	if s.rand == nil {
 		return rand.ExpFloat64()
 	}
 	return -math.Log(1 - s.uniform())

@@ -120,7 +120,7 @@ func TestSelectConcurrencyLimit(t *testing.T) {
 	lim := concurrency.NewMemory()
 	f := newFixture(t, accts...)
 	f.s.Limiter = lim
-	f.s.Rand = nil // the default source is safe for concurrent use
+	f.s.rand = nil // the default source is safe for concurrent use
 	running := map[string]*atomic.Int32{}
 	for _, a := range accts {
 		running[a.ID] = new(atomic.Int32)

@@ -114,7 +114,7 @@ func TestMemoryStoreBounded(t *testing.T) {
 
 func TestMemoryStoreConcurrent(t *testing.T) {
 	ctx := context.Background()
-	s := NewMemoryStore()
+	s := newMemoryStore(memoryStoreMaxKeys, time.Now)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
