@@ -71,7 +71,7 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 	}
 	v := s.view(q.Group, accounts)
 	if len(v.slots) == 0 {
-		return nil, &NoAccountError{Group: q.Group, Model: q.Model, Transport: q.Transport, Reason: ReasonNoAccounts}
+		return nil, &NoAccountError{Group: q.Group, Model: q.Model, transport: q.Transport, Reason: ReasonNoAccounts}
 	}
 	now := s.now().UnixNano()
 	var exBuf [8]int32
@@ -393,7 +393,7 @@ func (s *Scheduler) balanced(ctx context.Context, v *poolView, q Request, ex []i
 	cands, n := s.rank(v, v.serving(q.Model), q.Transport == TransportWebSocket, ex, now, cands)
 
 	if len(cands) == 0 {
-		e := &NoAccountError{Group: q.Group, Model: q.Model, Transport: q.Transport, Total: len(v.slots), Eligible: n.eligible}
+		e := &NoAccountError{Group: q.Group, Model: q.Model, transport: q.Transport, total: len(v.slots), eligible: n.eligible}
 		switch {
 		case n.eligible == 0:
 			e.Reason = ReasonModel
