@@ -49,22 +49,23 @@ type Scheduler struct {
 	Limiter concurrency.SlotLimiter
 
 	// StickyTTL is how long a previous_response_id or session binding
-	// steers turns to its account after Bind. 0: 1 h; negative panics.
+	// steers turns to its account after Bind. 0: 1 h; negative panics at
+	// first use.
 	StickyTTL time.Duration
 
 	// OwnerTTL is how long the API key that created a response is
 	// remembered after Bind, so that Select refuses the response's id to
 	// other keys (ErrResponseNotOwned) after stickiness ended too. Each
 	// response binding is kept in the Store this long. 0: 30 days (as
-	// long as the upstream keeps a stored response); a value
-	// below StickyTTL, negative included, keeps the owner only as long as
-	// the stickiness. Once the record is gone (expired, evicted from a full
-	// in-memory Store, or the Store failing) the turn is not refused: it goes
-	// where Select sends it, and the upstream answers for itself.
+	// long as the upstream keeps a stored response); negative: off, the
+	// owner is kept only as long as the stickiness (as with any value below
+	// StickyTTL). Once the record is gone (expired, evicted from a full
+	// in-memory Store, or the Store failing) the turn is not refused: it
+	// goes where Select sends it, and the upstream answers for itself.
 	OwnerTTL time.Duration
 
 	// TopK is how many of the best-scored accounts Select tries before it
-	// waits or gives up. 0: 7; negative panics.
+	// waits or gives up. 0: 7; negative panics at first use.
 	TopK int
 
 	// AccountWait bounds the wait for a slot when every candidate is full
