@@ -19,7 +19,8 @@ const (
 // backing off from 10 ms to 200 ms, which serves waiters in no particular
 // order.
 //
-// When polling, o.MaxWaiters counts only the callers of this function in
+// A zero field of o takes its default: 100 waiters, 30 s; see WaitOptions
+// for negative ones. When polling, o.MaxWaiters counts only the callers of this function in
 // this process that are polling the same limiter and key, so the bound is
 // approximate for a limiter shared by several processes. o.Timeout is
 // honored to within one TryAcquire call.
@@ -49,14 +50,15 @@ func Acquire(ctx context.Context, l SlotLimiter, key string, limit int, o WaitOp
 	if reflect.ValueOf(l).Comparable() {
 		pk.limiter = l
 	}
-	if !pollers.join(pk, o.MaxWaiters) {
+	maxWaiters, timeout := o.resolve()
+	if !pollers.join(pk, maxWaiters) {
 		return nil, ErrQueueFull
 	}
 	defer pollers.leave(pk)
 
 	var deadline time.Time
-	if o.Timeout > 0 {
-		deadline = time.Now().Add(o.Timeout)
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
 	}
 	// Stopped until the first Reset; since Go 1.23 a stopped timer's channel
 	// holds no stale tick.

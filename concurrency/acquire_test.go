@@ -70,8 +70,8 @@ func TestAcquirePollingQueueFullAndTimeout(t *testing.T) {
 	hold := mustTry(t, p.m, "k", 1)
 	defer hold()
 
-	if _, err := concurrency.Acquire(bg, p, "k", 1, concurrency.WaitOptions{}); !errors.Is(err, concurrency.ErrQueueFull) {
-		t.Fatalf("MaxWaiters 0: err = %v, want ErrQueueFull", err)
+	if _, err := concurrency.Acquire(bg, p, "k", 1, concurrency.WaitOptions{MaxWaiters: -1}); !errors.Is(err, concurrency.ErrQueueFull) {
+		t.Fatalf("MaxWaiters -1: err = %v, want ErrQueueFull", err)
 	}
 
 	errc := make(chan error, 1)

@@ -43,11 +43,11 @@ func Example() {
 
 	second()
 	second() // releasing twice is harmless
-	fmt.Println("total:", limiter.Total())
+	fmt.Println("after release:", limiter.InFlight("user:42"))
 	// Output:
 	// third: true
 	// in flight: 1
-	// total: 0
+	// after release: 0
 }
 
 // TryAcquire never waits; a full key is simply refused.

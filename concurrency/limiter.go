@@ -32,6 +32,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
 // SlotLimiter hands out at most limit concurrent slots per key.
@@ -50,18 +52,35 @@ type SlotLimiter interface {
 // passes. It returns ErrQueueFull at once when o.MaxWaiters callers are
 // already waiting for key, ErrWaitTimeout when the timeout passed, and
 // ctx.Err() when ctx ended first. Waiters are served first in, first out.
+// A zero field of o takes the implementation's documented default.
 type Waiter interface {
 	Acquire(ctx context.Context, key string, limit int, o WaitOptions) (release func(), err error)
 }
 
-// WaitOptions bound a wait for a slot.
+// WaitOptions bound a wait for a slot. A zero field takes the default of
+// whoever holds the options (Acquire and Memory: 100 waiters, 30 s; each
+// field that holds a WaitOptions documents its own); a negative one turns
+// the bound off as the field says.
 type WaitOptions struct {
 	// MaxWaiters is how many callers may wait for one key at once; the next
-	// one gets ErrQueueFull. <= 0 means no waiting at all: a full key is
-	// ErrQueueFull.
+	// one gets ErrQueueFull. Negative: no queue, a full key is ErrQueueFull
+	// at once.
 	MaxWaiters int
-	// Timeout is how long one caller waits; <= 0 means until ctx is done.
+	// Timeout is how long one caller waits before ErrWaitTimeout. Negative:
+	// until ctx is done.
 	Timeout time.Duration
+}
+
+// Defaults of Acquire and Memory for the zero fields of WaitOptions.
+const (
+	defaultMaxWaiters  = 100
+	defaultWaitTimeout = 30 * time.Second
+)
+
+// resolve returns the queue bound (0: no queue) and the timeout (0: none)
+// that o asks for.
+func (o WaitOptions) resolve() (maxWaiters int, timeout time.Duration) {
+	return max(knob.Or(o.MaxWaiters, defaultMaxWaiters), 0), max(knob.Or(o.Timeout, defaultWaitTimeout), 0)
 }
 
 var (
@@ -72,8 +91,8 @@ var (
 )
 
 // Counter is implemented by limiters that can report how many slots a key
-// holds right now (the scheduler uses it for load; tests use it to prove
-// that every slot came back).
+// holds right now (the relay reports it as Handler.UserSlots; tests use it
+// to prove that every slot came back).
 type Counter interface {
 	InFlight(key string) int
 }

@@ -69,7 +69,8 @@ func (m *Memory) TryAcquire(ctx context.Context, key string, limit int) (release
 }
 
 // Acquire waits for a slot for key in first-in, first-out order. See Waiter
-// for the errors. A caller whose ctx ends or whose timeout fires just as a
+// for the errors. A zero field of o takes its default: 100 waiters, 30 s;
+// see WaitOptions for negative ones. A caller whose ctx ends or whose timeout fires just as a
 // slot is handed to it gives the slot back to the next waiter and returns
 // the error.
 func (m *Memory) Acquire(ctx context.Context, key string, limit int, o WaitOptions) (release func(), err error) {
@@ -86,7 +87,8 @@ func (m *Memory) Acquire(ctx context.Context, key string, limit int, o WaitOptio
 		m.mu.Unlock()
 		return sl.releaser(), nil
 	}
-	if ks.waiting >= o.MaxWaiters {
+	maxWaiters, timeout := o.resolve()
+	if ks.waiting >= maxWaiters {
 		m.forgetIfIdle(ks)
 		m.mu.Unlock()
 		return nil, ErrQueueFull
@@ -96,8 +98,8 @@ func (m *Memory) Acquire(ctx context.Context, key string, limit int, o WaitOptio
 	m.mu.Unlock()
 
 	var expired <-chan time.Time
-	if o.Timeout > 0 {
-		t := time.NewTimer(o.Timeout)
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
 		defer t.Stop()
 		expired = t.C
 	}
@@ -145,21 +147,6 @@ func (m *Memory) Waiting(key string) int {
 		return ks.waiting
 	}
 	return 0
-}
-
-// Total reports the slots held across all keys; tests use it to prove that
-// every slot came back.
-func (m *Memory) Total() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.total
-}
-
-// Keys reports how many keys have state (a holder or a waiter).
-func (m *Memory) Keys() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.keys)
 }
 
 // state returns the state of key, creating it. Callers hold m.mu and must

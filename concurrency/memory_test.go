@@ -200,8 +200,9 @@ func TestQueueFull(t *testing.T) {
 	m := concurrency.NewMemory()
 	hold := mustTry(t, m, "k", 1)
 
-	// MaxWaiters <= 0: no waiting at all.
-	for _, max := range []int{0, -5} {
+	// A negative MaxWaiters: no waiting at all (0 is the default, see
+	// TestZeroWaitOptionsQueueDefault).
+	for _, max := range []int{-1, -5} {
 		if _, err := m.Acquire(bg, "k", 1, concurrency.WaitOptions{MaxWaiters: max}); !errors.Is(err, concurrency.ErrQueueFull) {
 			t.Fatalf("MaxWaiters %d: err = %v, want ErrQueueFull", max, err)
 		}

@@ -148,7 +148,7 @@ func TestFaultHookHangs(t *testing.T) {
 		if r.status != 200 || n.Load() != 1 {
 			t.Fatalf("status %d, calls %d", r.status, n.Load())
 		}
-		if e.sched.CoolingUntil("bad").IsZero() {
+		if coolingUntil(e.sched, "bad").IsZero() {
 			t.Fatal("the 429 was not applied while the hook hung")
 		}
 		if !strings.Contains(e.logs.String(), "OnAccountEvent did not return") {
@@ -206,7 +206,7 @@ func TestFaultLateSelection(t *testing.T) {
 	// The abandoned Select now goes on and takes a slot of a; it must be
 	// given back. A later turn then finds the account free.
 	close(release)
-	waitUntil(t, "the late slot to be released", func() bool { return e.sched.InFlight("a") == 0 })
+	waitUntil(t, "the late slot to be released", func() bool { return schedInFlight(e.sched, "a") == 0 })
 	if r := e.do(textReq); r.status != 200 || n.Load() != 2 {
 		t.Fatalf("next turn: %d (%d pool calls)", r.status, n.Load())
 	}

@@ -130,7 +130,7 @@ func TestCooldownSources(t *testing.T) {
 			if r := e.do(textReq); r.status != 200 {
 				t.Fatalf("status %d: %s", r.status, r.body)
 			}
-			until := e.sched.CoolingUntil("a")
+			until := coolingUntil(e.sched, "a")
 			var got time.Duration
 			if !until.IsZero() {
 				got = until.Sub(clk.Now())
@@ -172,7 +172,7 @@ func TestExponentialBackoff(t *testing.T) {
 	for i, w := range want {
 		e.up.Script("a", rl())
 		e.do(textReq)
-		until := e.sched.CoolingUntil("a")
+		until := coolingUntil(e.sched, "a")
 		if got := until.Sub(clk.Now()); got != w {
 			t.Fatalf("429 #%d: cooldown %v, want %v", i+1, got, w)
 		}
@@ -181,7 +181,7 @@ func TestExponentialBackoff(t *testing.T) {
 	e.do(textReq) // success on a
 	e.up.Script("a", rl())
 	e.do(textReq)
-	if got := e.sched.CoolingUntil("a").Sub(clk.Now()); got != 5*time.Second {
+	if got := coolingUntil(e.sched, "a").Sub(clk.Now()); got != 5*time.Second {
 		t.Fatalf("after a success the backoff restarts at 5 s; got %v", got)
 	}
 }
@@ -193,7 +193,7 @@ func TestConsecutiveErrorsBench(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		e.up.Script("a", relaytest.Step{Status: 500})
 		e.do(textReq)
-		if !e.sched.CoolingUntil("a").IsZero() {
+		if !coolingUntil(e.sched, "a").IsZero() {
 			t.Fatalf("benched after %d errors", i+1)
 		}
 	}
@@ -202,7 +202,7 @@ func TestConsecutiveErrorsBench(t *testing.T) {
 		e.up.Script("a", relaytest.Step{Status: 502})
 		e.do(textReq)
 	}
-	if until := e.sched.CoolingUntil("a"); until.Sub(clk.Now()) != 5*time.Second {
+	if until := coolingUntil(e.sched, "a"); until.Sub(clk.Now()) != 5*time.Second {
 		t.Fatalf("cooldown until %v", until)
 	}
 	evs := log.all()

@@ -213,7 +213,7 @@ func (h *Handler) hookTimeout() time.Duration { return orDefault(h.HookTimeout, 
 // plus HookTimeout for the Pool and Store calls around it. 0: only the
 // client's context bounds it (the scheduler waits without a timeout).
 func (h *Handler) selectTimeout() time.Duration {
-	wait := orDefaultOff(h.Scheduler.AccountWait.Timeout, scheduler.DefaultWaitTimeout)
+	wait := orDefaultOff(h.Scheduler.AccountWait.Timeout, 30*time.Second) // the scheduler's default
 	if wait == 0 {
 		return 0
 	}

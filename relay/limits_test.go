@@ -97,7 +97,7 @@ func TestLimitAccountQueue(t *testing.T) {
 	if typ, msg, _, _ := apiErr(t, r.body); typ != "rate_limit_error" || !strings.Contains(msg, "busy") {
 		t.Fatalf("queue full: %q %q", typ, msg)
 	}
-	if n := e.sched.InFlight("a"); n != 1 {
+	if n := schedInFlight(e.sched, "a"); n != 1 {
 		t.Fatalf("account slots %d", n)
 	}
 	release()
@@ -119,7 +119,7 @@ func TestLimitAccountWaitTimeout(t *testing.T) {
 	e.addAccount(&scheduler.Account{ID: "a", Concurrency: 1})
 	release, first := e.holdOne()
 	r := e.do(streamReq)
-	if n := e.sched.InFlight("a"); n != 1 {
+	if n := schedInFlight(e.sched, "a"); n != 1 {
 		t.Fatalf("account slots %d", n)
 	}
 	release()

@@ -149,7 +149,7 @@ func TestClientGoneBeforeHeaders(t *testing.T) {
 	e.waitInFlight("a", 1)
 	cancel()
 	<-done
-	waitUntil(t, "the account slot", func() bool { return e.sched.InFlight("a") == 0 })
+	waitUntil(t, "the account slot", func() bool { return schedInFlight(e.sched, "a") == 0 })
 	if n := len(e.up.Requests()); n != 1 {
 		t.Fatalf("the relay failed over after the client left: %d requests", n)
 	}

@@ -90,11 +90,11 @@ func TestIsHTML(t *testing.T) {
 func TestBackoff(t *testing.T) {
 	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}
 	for i, w := range want {
-		if got := backoff(i + 1); got != w {
+		if got := backoff(5*time.Second, i+1); got != w {
 			t.Errorf("backoff(%d) = %s, want %s", i+1, got, w)
 		}
 	}
-	if got := backoff(1000); got != 5*time.Minute {
-		t.Errorf("backoff(1000) = %s", got)
+	if got := backoff(5*time.Second, 1000); got != 5*time.Minute {
+		t.Errorf("backoff(5*time.Second, 1000) = %s", got)
 	}
 }

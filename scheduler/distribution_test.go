@@ -59,7 +59,7 @@ func TestDistribution(t *testing.T) {
 			}
 			f := newFixture(t, accts...)
 			f.s.TopK = tt.topK
-			f.s.Rand = seeded(uint64(i + 1))
+			f.s.rand = seeded(uint64(i + 1))
 			got := share(t, f, n)
 			for j, w := range tt.weights {
 				within(t, accts[j].ID, got[accts[j].ID], float64(n*max(w, 1))/float64(total))
@@ -73,7 +73,7 @@ func TestDistribution(t *testing.T) {
 // samples stay fast under the race detector.
 func firsts(t *testing.T, accts []*Account, topK int, seed uint64, n int) map[string]int {
 	t.Helper()
-	s := &Scheduler{Pool: NewStaticPool(), TopK: topK, Rand: seeded(seed)}
+	s := &Scheduler{Pool: NewStaticPool(), TopK: topK, rand: seeded(seed)}
 	s.init()
 	v := s.view("g", accts)
 	idx := v.serving("gpt-5")

@@ -3,39 +3,29 @@ package scheduler
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relaykit/responsesrelay/internal/hookcall"
 )
 
-// Passive health tuning; Observe documents the resulting contract.
+// Passive health tuning beyond HealthPolicy; Observe documents the
+// resulting contract.
 const (
 	// ewmaAlpha weighs the newest outcome in the error-rate and TTFT
 	// averages: about the last ten outcomes matter, and four failures in a
 	// row from a clean start cross failingErrorRate.
 	ewmaAlpha = 0.2
-	// errHalfLife halves an account's error rate per minute without
-	// outcomes, so an account that got no traffic after a bad spell is not
-	// held back forever.
-	errHalfLife = time.Minute
 	// Below errFloor the error rate counts as zero, which keeps Select's
 	// loop cheap for healthy accounts.
 	errFloor = 0.01
 
-	failingErrorRate = 0.5              // sticky escape: error rate above this
-	slowTTFT         = 15 * time.Second // sticky escape: TTFT EWMA above this
-
-	unhealthyAfter    = 3 // consecutive failures before a cooldown
-	unhealthyCooldown = 5 * time.Second
-	backoffMin        = 5 * time.Second // first 429 without a reset header
-	backoffMax        = 5 * time.Minute
-	unauthorizedFor   = 10 * time.Minute
-	forbiddenFor      = 10 * time.Minute
-	paymentFor        = time.Hour
-	overloadedFor     = 30 * time.Second
+	failingErrorRate = 0.5 // sticky escape: error rate above this
 
 	// A cooldown extended by less than this emits no new event, so the 429s
 	// of one account's in-flight turns make one event, not one each.
@@ -71,22 +61,23 @@ type accountStats struct {
 	seen       bool
 }
 
-// errorRate is the error-rate EWMA decayed to now.
-func (st *accountStats) errorRate(now int64) float64 {
+// errorRate is the error-rate EWMA decayed to now, halving per halfLife
+// (<= 0: no decay).
+func (st *accountStats) errorRate(now int64, halfLife time.Duration) float64 {
 	e := math.Float64frombits(st.errRate.Load())
 	if e == 0 {
 		return 0
 	}
-	if dt := now - st.errAt.Load(); dt > 0 {
-		e *= math.Exp2(-float64(dt) / float64(errHalfLife))
+	if dt := now - st.errAt.Load(); dt > 0 && halfLife > 0 {
+		e *= math.Exp2(-float64(dt) / float64(halfLife))
 	}
 	return e
 }
 
 // observeError moves the error rate toward x (1 failure, 0 success).
 // Callers hold mu.
-func (st *accountStats) observeError(now int64, x float64) {
-	e := st.errorRate(now)*(1-ewmaAlpha) + ewmaAlpha*x
+func (st *accountStats) observeError(now int64, halfLife time.Duration, x float64) {
+	e := st.errorRate(now, halfLife)*(1-ewmaAlpha) + ewmaAlpha*x
 	if e < errFloor {
 		e = 0
 	}
@@ -144,17 +135,19 @@ func (s *Scheduler) lookup(id string) *accountStats {
 //     a cooldown has ended sends EventRecovered. A success does not end a
 //     cooldown early: it may belong to a turn that started before the 429.
 //   - 429: cooldown until the reset the headers announce (see below); with
-//     none, 5 s doubling per consecutive 429 up to 5 min. A 429 whose body
-//     says insufficient_quota is a billing problem: 1 h, payment_required.
-//   - 401: 10 min, unauthorized. 402: 1 h, payment_required.
-//   - 403: 10 min, forbidden; but none at all when the body is an HTML page,
-//     which comes from a proxy or CDN in front of the upstream, not from
-//     the account.
-//   - 529, a 503 whose body says "overloaded", OutcomeOverloaded: 30 s,
-//     overloaded.
+//     none, Health.RateLimitBackoff (5 s) doubling per consecutive 429 up
+//     to 5 min. A 429 whose body says insufficient_quota is a billing
+//     problem: Health.PaymentCooldown (1 h), payment_required.
+//   - 401: Health.AuthCooldown (10 min), unauthorized. 402:
+//     Health.PaymentCooldown (1 h), payment_required.
+//   - 403: Health.AuthCooldown (10 min), forbidden; but none at all when
+//     the body is an HTML page, which comes from a proxy or CDN in front of
+//     the upstream, not from the account.
+//   - 529, a 503 whose body says "overloaded", OutcomeOverloaded:
+//     Health.OverloadCooldown (30 s), overloaded.
 //   - Other 5xx, 408, OutcomeConnError, OutcomeStreamError: the error rate
-//     rises; the third in a row and every one after cools the account for
-//     5 s, unhealthy.
+//     rises; the Health.UnhealthyAfter-th (3rd) in a row and every one
+//     after cools the account for Health.UnhealthyCooldown (5 s), unhealthy.
 //   - OutcomeClientError and other 4xx: nothing; the request was at fault.
 //
 // Reset headers of a 429: Retry-After-Ms, Retry-After (seconds or an HTTP
@@ -165,10 +158,10 @@ func (s *Scheduler) lookup(id string) *accountStats {
 // since the account is blocked until every exhausted window resets. An
 // x-ratelimit-reset header without a remaining header counts only when
 // nothing better is known, and then the earliest wins. Every cooldown is
-// capped at MaxCooldown.
+// capped at Health.MaxCooldown (2 h).
 //
-// The averages use α = 0.2; the error rate also halves for every minute
-// without an outcome.
+// The averages use α = 0.2; the error rate also halves for every
+// Health.ErrorHalfLife (1 min) without an outcome.
 func (s *Scheduler) Observe(accountID string, o Outcome) {
 	s.init()
 	st := s.stats(accountID)
@@ -186,7 +179,7 @@ func (s *Scheduler) Observe(accountID string, o Outcome) {
 		if o.Status == 0 {
 			st.lastStatus = http.StatusOK
 		}
-		st.observeError(nowNs, 0)
+		st.observeError(nowNs, s.health.ErrorHalfLife, 0)
 		if o.TTFT > 0 {
 			if t := st.ttft.Load(); t > 0 {
 				st.ttft.Store(int64(float64(t)*(1-ewmaAlpha) + ewmaAlpha*float64(o.TTFT)))
@@ -200,7 +193,7 @@ func (s *Scheduler) Observe(accountID string, o Outcome) {
 			ev, send = AccountEvent{AccountID: accountID, Kind: EventRecovered, Reason: "served a turn after the cooldown"}, true
 		}
 	case OutcomeOverloaded:
-		ev, send = s.coolDown(st, now, overloadedFor, EventOverloaded, o.Status, "overloaded: the upstream refused the turn before any output")
+		ev, send = s.coolDown(st, now, s.health.OverloadCooldown, EventOverloaded, o.Status, "overloaded: the upstream refused the turn before any output")
 	case OutcomeConnError, OutcomeStreamError:
 		what := "connection error"
 		if o.Kind == OutcomeStreamError {
@@ -227,57 +220,54 @@ func (s *Scheduler) observeStatus(st *accountStats, now time.Time, o Outcome) (A
 	switch {
 	case code == http.StatusTooManyRequests:
 		if bytes.Contains(o.Body, []byte("insufficient_quota")) {
-			return s.coolDown(st, now, paymentFor, EventPaymentRequired, code, "429 insufficient_quota")
+			return s.coolDown(st, now, s.health.PaymentCooldown, EventPaymentRequired, code, "429 insufficient_quota")
 		}
 		st.limited++
 		d, src, ok := rateLimitReset(o.Header, o.Body, now)
 		reason := fmt.Sprintf("429, reset in %s per %s", d, src)
 		if !ok {
-			d = backoff(st.limited)
+			d = backoff(s.health.RateLimitBackoff, st.limited)
 			reason = fmt.Sprintf("429 without a reset header (%d in a row), backing off %s", st.limited, d)
 		}
 		return s.coolDown(st, now, d, EventRateLimited, code, reason)
 	case code == http.StatusUnauthorized:
-		return s.coolDown(st, now, unauthorizedFor, EventUnauthorized, code, "401: the upstream rejected the credentials")
+		return s.coolDown(st, now, s.health.AuthCooldown, EventUnauthorized, code, "401: the upstream rejected the credentials")
 	case code == http.StatusPaymentRequired:
-		return s.coolDown(st, now, paymentFor, EventPaymentRequired, code, "402: payment required")
+		return s.coolDown(st, now, s.health.PaymentCooldown, EventPaymentRequired, code, "402: payment required")
 	case code == http.StatusForbidden:
 		if isHTML(o.Body) {
 			return AccountEvent{}, false
 		}
-		return s.coolDown(st, now, forbiddenFor, EventForbidden, code, "403: access forbidden")
+		return s.coolDown(st, now, s.health.AuthCooldown, EventForbidden, code, "403: access forbidden")
 	case code == 529, code == http.StatusServiceUnavailable && bytes.Contains(bytes.ToLower(o.Body), []byte("overloaded")):
-		return s.coolDown(st, now, overloadedFor, EventOverloaded, code, fmt.Sprintf("%d: upstream overloaded", code))
+		return s.coolDown(st, now, s.health.OverloadCooldown, EventOverloaded, code, fmt.Sprintf("%d: upstream overloaded", code))
 	case code == http.StatusRequestTimeout, code >= 500:
 		return s.fail(st, now, code, fmt.Sprintf("status %d", code))
 	}
 	return AccountEvent{}, false
 }
 
-// backoff is the cooldown for the n-th consecutive 429 without a reset.
-func backoff(n int) time.Duration {
-	if n > 10 {
-		return backoffMax
-	}
-	return min(backoffMin<<(n-1), backoffMax)
-}
-
 // fail records a server-side failure. Callers hold st.mu.
 func (s *Scheduler) fail(st *accountStats, now time.Time, code int, what string) (AccountEvent, bool) {
-	st.observeError(now.UnixNano(), 1)
+	st.observeError(now.UnixNano(), s.health.ErrorHalfLife, 1)
 	st.failures++
-	if st.failures < unhealthyAfter {
+	if s.health.UnhealthyAfter < 0 || st.failures < s.health.UnhealthyAfter {
 		return AccountEvent{}, false
 	}
-	return s.coolDown(st, now, unhealthyCooldown, EventUnhealthy, code,
+	return s.coolDown(st, now, s.health.UnhealthyCooldown, EventUnhealthy, code,
 		fmt.Sprintf("%d failures in a row, last: %s", st.failures, what))
 }
 
-// coolDown benches the account for d (capped at MaxCooldown) unless it is
-// already benched for longer, and says whether that is news for
-// OnAccountEvent. Callers hold st.mu.
+// coolDown benches the account for d (capped at MaxCooldown; negative:
+// not at all) unless it is already benched for longer, and says whether
+// that is news for OnAccountEvent. Callers hold st.mu.
 func (s *Scheduler) coolDown(st *accountStats, now time.Time, d time.Duration, kind string, code int, reason string) (AccountEvent, bool) {
-	d = min(d, s.maxCooldown)
+	if d < 0 {
+		return AccountEvent{}, false
+	}
+	if s.health.MaxCooldown >= 0 {
+		d = min(d, s.health.MaxCooldown)
+	}
 	nowNs := now.UnixNano()
 	until := nowNs + int64(d)
 	cur := st.coolUntil.Load()
@@ -305,29 +295,27 @@ func actionable(kind string) bool {
 
 // emit calls OnAccountEvent on its own goroutine and waits for it at most
 // EventTimeout, so that a hook that blocks cannot hold the turn that saw
-// the change. A panic in it is logged, not passed on.
+// the change. A panic in it is logged, not passed on, even one that comes
+// after the wait ended.
 func (s *Scheduler) emit(e AccountEvent) {
 	if s.OnAccountEvent == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cmpOr(s.EventTimeout, DefaultEventTimeout))
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Error("scheduler: OnAccountEvent panicked", "account", e.AccountID, "kind", e.Kind, "panic", r)
-			}
-		}()
-		s.OnAccountEvent(ctx, e)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.log.Error("scheduler: OnAccountEvent did not return in time; going on without it",
-			"account", e.AccountID, "kind", e.Kind, "timeout", cmpOr(s.EventTimeout, DefaultEventTimeout))
+	logPanic := func(err error) {
+		if pe := (*hookcall.PanicError)(nil); errors.As(err, &pe) {
+			s.log.Error("scheduler: OnAccountEvent panicked", "account", e.AccountID, "kind", e.Kind, "panic", pe.Value)
+		}
 	}
+	err := hookcall.Bounded(context.Background(), s.eventTimeout, func(ctx context.Context) error {
+		s.OnAccountEvent(ctx, e)
+		return nil
+	}, logPanic)
+	if errors.Is(err, hookcall.ErrTimeout) {
+		s.log.Error("scheduler: OnAccountEvent did not return in time; going on without it",
+			"account", e.AccountID, "kind", e.Kind, "timeout", s.eventTimeout)
+		return
+	}
+	logPanic(err)
 }
 
 // Recover forgets an account's cooldown, error rate, latency and backoff,
@@ -370,35 +358,13 @@ func (s *Scheduler) Apply(e AccountEvent) {
 		return
 	}
 	until := e.Until.UnixNano()
-	if maxUntil := s.now().Add(s.maxCooldown).UnixNano(); until > maxUntil {
-		until = maxUntil
+	if s.health.MaxCooldown >= 0 {
+		if maxUntil := s.now().Add(s.health.MaxCooldown).UnixNano(); until > maxUntil {
+			until = maxUntil
+		}
 	}
 	if until > st.coolUntil.Load() {
 		st.coolUntil.Store(until)
 		st.coolKind, st.coolReason, st.penalized = e.Kind, e.Reason, true
 	}
-}
-
-// InFlight is how many Selections of the account are not yet released by
-// this Scheduler.
-func (s *Scheduler) InFlight(accountID string) int {
-	s.init()
-	if st := s.lookup(accountID); st != nil {
-		return int(st.inflight.Load())
-	}
-	return 0
-}
-
-// CoolingUntil is when the account's cooldown ends, or the zero Time when it
-// is not cooling down.
-func (s *Scheduler) CoolingUntil(accountID string) time.Time {
-	s.init()
-	st := s.lookup(accountID)
-	if st == nil {
-		return time.Time{}
-	}
-	if u := st.coolUntil.Load(); u > s.now().UnixNano() {
-		return time.Unix(0, u)
-	}
-	return time.Time{}
 }

@@ -47,7 +47,7 @@ func TestObserveRateLimitCooldown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, acct("a"))
-			f.s.MaxCooldown = tt.max
+			f.s.Health.MaxCooldown = tt.max
 			f.s.Observe("a", tt.outcome)
 			if got := f.cooling("a"); got != tt.want {
 				t.Fatalf("cooldown %s, want %s", got, tt.want)
@@ -318,7 +318,7 @@ func TestErrorRateAndTTFTAverages(t *testing.T) {
 	f := newFixture(t, acct("a"))
 	rate := func() float64 {
 		st := f.s.lookup("a")
-		return st.errorRate(f.clock.Now().UnixNano())
+		return st.errorRate(f.clock.Now().UnixNano(), time.Minute)
 	}
 	near := func(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
 

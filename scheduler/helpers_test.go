@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relaykit/responsesrelay/concurrency"
 )
 
 // clock is a hand-moved time source.
@@ -86,7 +88,7 @@ func newFixture(t testing.TB, accts ...*Account) *fixture {
 	f.s = &Scheduler{
 		Pool:           f.pool,
 		Now:            f.clock.Now,
-		Rand:           seeded(1),
+		rand:           seeded(1),
 		OnAccountEvent: f.events.hook,
 		Logger:         slog.New(slog.NewTextHandler(&lockedWriter{w: f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -138,4 +140,13 @@ type countingLimiter struct {
 func (l *countingLimiter) TryAcquire(context.Context, string, int) (func(), bool, error) {
 	l.tries.Add(1)
 	return nil, false, l.err
+}
+
+// accountSlots sums the slots the limiter holds for the accounts.
+func accountSlots(l concurrency.Counter, ids ...string) int {
+	n := 0
+	for _, id := range ids {
+		n += l.InFlight("account:" + id)
+	}
+	return n
 }

@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// DefaultOwnerTTL is how long the owner of a response is remembered by
+// defaultOwnerTTL is how long the owner of a response is remembered by
 // default: as long as the upstream keeps a stored response.
-const DefaultOwnerTTL = 30 * 24 * time.Hour
+const defaultOwnerTTL = 30 * 24 * time.Hour
 
 // ErrResponseNotOwned is returned (wrapped) by Select when
 // Request.PreviousResponseID names a response that was created under

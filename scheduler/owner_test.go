@@ -79,7 +79,7 @@ func TestOwnerOutlivesStickiness(t *testing.T) {
 	other := owner
 	other.APIKeyID = "k2"
 
-	f.clock.Advance(DefaultStickyTTL)
+	f.clock.Advance(defaultStickyTTL)
 	sel, err := f.s.Select(ctx, owner)
 	if err != nil || sel.Layer != LayerBalanced {
 		t.Fatalf("owner after StickyTTL: %+v, %v", sel, err)
@@ -87,7 +87,7 @@ func TestOwnerOutlivesStickiness(t *testing.T) {
 	sel.Release()
 	f.refused(t, other)
 
-	f.clock.Advance(DefaultOwnerTTL - DefaultStickyTTL - time.Second)
+	f.clock.Advance(defaultOwnerTTL - defaultStickyTTL - time.Second)
 	f.refused(t, other)
 	f.clock.Advance(time.Second)
 	// The record is gone: the turn goes where Select sends it.
@@ -104,8 +104,8 @@ func TestOwnerTTLSetting(t *testing.T) {
 		ttl      time.Duration
 		refusing time.Duration // how long another key is refused
 	}{
-		{"shorter than stickiness", time.Minute, DefaultStickyTTL},
-		{"negative", -1, DefaultStickyTTL},
+		{"shorter than stickiness", time.Minute, defaultStickyTTL},
+		{"negative", -1, defaultStickyTTL},
 		{"two days", 48 * time.Hour, 48 * time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,30 +11,35 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
-// Defaults for the zero fields of a Scheduler.
+// Defaults for the zero fields of a Scheduler; the field docs carry them.
 const (
-	DefaultStickyTTL   = time.Hour
-	DefaultTopK        = 7
-	DefaultMaxCooldown = 2 * time.Hour
-	DefaultMaxWaiters  = 100
-	DefaultWaitTimeout = 30 * time.Second
-	// DefaultEventTimeout bounds an OnAccountEvent call.
-	DefaultEventTimeout = 10 * time.Second
+	defaultStickyTTL    = time.Hour
+	defaultTopK         = 7
+	defaultMaxWaiters   = 100
+	defaultWaitTimeout  = 30 * time.Second
+	defaultEventTimeout = 10 * time.Second
 )
 
-// Scheduler chooses accounts for turns and tracks their health. Only Pool is
-// required; every other field has a default for its zero value. Set the
-// fields before the first call and do not change them afterwards. A
-// Scheduler is safe for concurrent use and must not be copied after first
-// use.
+// Scheduler chooses accounts for turns and tracks their health.
+//
+// The zero Scheduler is usable once Pool is set: a zero field takes its
+// default, a negative one turns the behaviour off where the field says so
+// (and panics at first use where it says that). Set the fields before the
+// first call and do not change them afterwards. A Scheduler is safe for
+// concurrent use and must not be copied after first use.
 type Scheduler struct {
 	// Pool lists the accounts of a group. Required.
 	Pool Pool
 
 	// Store holds sticky bindings. nil: an in-memory store private to this
-	// Scheduler (NewMemoryStore).
+	// Scheduler that holds at most 2^20 keys and past that forgets those
+	// written longest ago. One response binding per turn kept for the
+	// default OwnerTTL fills it at 0.4 turns a second; past that, the
+	// owners of the oldest responses are forgotten early (see OwnerTTL):
+	// use a shared Store sized for the owner TTL, or a shorter OwnerTTL.
 	Store Store
 
 	// Limiter holds account slots under the key "account:"+Account.ID with
@@ -44,33 +49,35 @@ type Scheduler struct {
 	Limiter concurrency.SlotLimiter
 
 	// StickyTTL is how long a previous_response_id or session binding
-	// steers turns to its account after Bind. 0: DefaultStickyTTL (1 h).
+	// steers turns to its account after Bind. 0: 1 h; negative panics at
+	// first use.
 	StickyTTL time.Duration
 
 	// OwnerTTL is how long the API key that created a response is
 	// remembered after Bind, so that Select refuses the response's id to
 	// other keys (ErrResponseNotOwned) after stickiness ended too. Each
-	// response binding is kept in the Store this long. 0: DefaultOwnerTTL
-	// (30 days, as long as the upstream keeps a stored response); a value
-	// below StickyTTL, negative included, keeps the owner only as long as
-	// the stickiness. Once the record is gone (expired, evicted from a full
-	// MemoryStore, or the Store failing) the turn is not refused: it goes
-	// where Select sends it, and the upstream answers for itself.
+	// response binding is kept in the Store this long. 0: 30 days (as
+	// long as the upstream keeps a stored response); negative: off, the
+	// owner is kept only as long as the stickiness (as with any value below
+	// StickyTTL). Once the record is gone (expired, evicted from a full
+	// in-memory Store, or the Store failing) the turn is not refused: it
+	// goes where Select sends it, and the upstream answers for itself.
 	OwnerTTL time.Duration
 
 	// TopK is how many of the best-scored accounts Select tries before it
-	// waits or gives up. 0: DefaultTopK (7).
+	// waits or gives up. 0: 7; negative panics at first use.
 	TopK int
 
 	// AccountWait bounds the wait for a slot when every candidate is full
-	// and Request.Wait is set. A zero field takes its default:
-	// DefaultMaxWaiters (100) per account, DefaultWaitTimeout (30 s). A
-	// negative MaxWaiters turns waiting off; a negative Timeout waits until
-	// the request's context ends.
+	// and Request.Wait is set. MaxWaiters 0: 100 per account; negative:
+	// no waiting. Timeout 0: 30 s; negative: until the request's context
+	// ends.
 	AccountWait concurrency.WaitOptions
 
-	// MaxCooldown caps every cooldown. 0: DefaultMaxCooldown (2 h).
-	MaxCooldown time.Duration
+	// Health sets how long failures bench an account (the cap on every
+	// cooldown included) and when a sticky account is left for another.
+	// The zero HealthPolicy is the default.
+	Health HealthPolicy
 
 	// OnAccountEvent, if set, is told about every change in an account's
 	// health: a cooldown starting or growing, or the account recovering.
@@ -82,8 +89,8 @@ type Scheduler struct {
 	// on. A panic in it is recovered and logged.
 	OnAccountEvent func(ctx context.Context, e AccountEvent)
 
-	// EventTimeout bounds the wait for one OnAccountEvent call. 0:
-	// DefaultEventTimeout (10 s).
+	// EventTimeout bounds the wait for one OnAccountEvent call. 0: 10 s;
+	// negative: wait until the hook returns.
 	EventTimeout time.Duration
 
 	// Logger receives store and limiter failures (Select fails open past a
@@ -95,19 +102,20 @@ type Scheduler struct {
 	// it also drives the default in-memory Store.
 	Now func() time.Time
 
-	// Rand returns uniform numbers in [0, 1) for the weighted random order.
-	// It must be safe for concurrent use. nil: math/rand/v2.
-	Rand func() float64
+	// rand returns uniform numbers in [0, 1) for the weighted random order;
+	// nil: math/rand/v2. Tests seed it; it must be safe for concurrent use.
+	rand func() float64
 
-	once        sync.Once
-	store       Store
-	limiter     concurrency.SlotLimiter
-	stickyTTL   time.Duration
-	ownerTTL    time.Duration
-	topK        int
-	wait        concurrency.WaitOptions
-	maxCooldown time.Duration
-	log         *slog.Logger
+	once         sync.Once
+	store        Store
+	limiter      concurrency.SlotLimiter
+	stickyTTL    time.Duration
+	ownerTTL     time.Duration
+	topK         int
+	wait         concurrency.WaitOptions
+	health       HealthPolicy // resolved
+	eventTimeout time.Duration
+	log          *slog.Logger
 
 	accts  sync.Map // account ID -> *accountStats
 	slab   statsSlab
@@ -121,41 +129,27 @@ func (s *Scheduler) init() {
 	s.once.Do(func() {
 		s.store = s.Store
 		if s.store == nil {
-			s.store = newMemoryStore(MemoryStoreMaxKeys, s.now)
+			s.store = newMemoryStore(memoryStoreMaxKeys, s.now)
 		}
 		s.limiter = s.Limiter
 		if s.limiter == nil {
 			s.limiter = concurrency.NewMemory()
 		}
-		s.stickyTTL = cmpOr(s.StickyTTL, DefaultStickyTTL)
-		s.ownerTTL = zeroOr(s.OwnerTTL, DefaultOwnerTTL)
-		s.topK = cmpOr(s.TopK, DefaultTopK)
+		s.stickyTTL = knob.Positive("Scheduler.StickyTTL", s.StickyTTL, defaultStickyTTL)
+		s.ownerTTL = knob.Or(s.OwnerTTL, defaultOwnerTTL)
+		s.topK = knob.Positive("Scheduler.TopK", s.TopK, defaultTopK)
+		// Negative fields pass through: the limiter reads them as off.
 		s.wait = concurrency.WaitOptions{
-			MaxWaiters: zeroOr(s.AccountWait.MaxWaiters, DefaultMaxWaiters),
-			Timeout:    zeroOr(s.AccountWait.Timeout, DefaultWaitTimeout),
+			MaxWaiters: knob.Or(s.AccountWait.MaxWaiters, defaultMaxWaiters),
+			Timeout:    knob.Or(s.AccountWait.Timeout, defaultWaitTimeout),
 		}
-		s.maxCooldown = cmpOr(s.MaxCooldown, DefaultMaxCooldown)
+		s.health = s.Health.resolved()
+		s.eventTimeout = knob.Or(s.EventTimeout, defaultEventTimeout)
 		s.log = s.Logger
 		if s.log == nil {
 			s.log = slog.Default()
 		}
 	})
-}
-
-// zeroOr is v, or def when v is zero.
-func zeroOr[T int | time.Duration](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
-// cmpOr is v, or def when v is zero or negative.
-func cmpOr[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 func (s *Scheduler) now() time.Time {
@@ -167,10 +161,10 @@ func (s *Scheduler) now() time.Time {
 
 // uniform returns a number in [0, 1).
 func (s *Scheduler) uniform() float64 {
-	if s.Rand == nil {
+	if s.rand == nil {
 		return rand.Float64()
 	}
-	u := s.Rand()
+	u := s.rand()
 	if !(u >= 0 && u < 1) { // also catches NaN
 		u = 0
 	}

@@ -71,7 +71,7 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 	}
 	v := s.view(q.Group, accounts)
 	if len(v.slots) == 0 {
-		return nil, &NoAccountError{Group: q.Group, Model: q.Model, Transport: q.Transport, Reason: ReasonNoAccounts}
+		return nil, &NoAccountError{Group: q.Group, Model: q.Model, transport: q.Transport, Reason: ReasonNoAccounts}
 	}
 	now := s.now().UnixNano()
 	var exBuf [8]int32
@@ -147,9 +147,9 @@ func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Reques
 			why = "does not support WebSocket"
 		case sl.st.coolUntil.Load() > now:
 			why = "cooling down"
-		case sl.st.errorRate(now) > failingErrorRate:
+		case sl.st.errorRate(now, s.health.ErrorHalfLife) > failingErrorRate:
 			why = "failing"
-		case time.Duration(sl.st.ttft.Load()) > slowTTFT:
+		case s.health.SlowTTFT >= 0 && time.Duration(sl.st.ttft.Load()) > s.health.SlowTTFT:
 			why = "slow"
 		default:
 			sel, err := s.take(ctx, sl, q.Model, layer)
@@ -216,7 +216,7 @@ func insertCand(cs []cand, c cand) []cand {
 
 // exp returns an exponential variate with mean 1.
 func (s *Scheduler) exp() float64 {
-	if s.Rand == nil {
+	if s.rand == nil {
 		return rand.ExpFloat64()
 	}
 	return -math.Log(1 - s.uniform())
@@ -283,7 +283,7 @@ func (s *Scheduler) rank(v *poolView, idx []int32, ws bool, ex []int32, now int6
 		}
 		x := score(h)
 		if st.errRate.Load() != 0 {
-			x += v.slots[i].st.errorRate(now)
+			x += v.slots[i].st.errorRate(now, s.health.ErrorHalfLife)
 		}
 		c := cand{idx: i, prio: h.prio, bucket: bucket(x)}
 
@@ -393,7 +393,7 @@ func (s *Scheduler) balanced(ctx context.Context, v *poolView, q Request, ex []i
 	cands, n := s.rank(v, v.serving(q.Model), q.Transport == TransportWebSocket, ex, now, cands)
 
 	if len(cands) == 0 {
-		e := &NoAccountError{Group: q.Group, Model: q.Model, Transport: q.Transport, Total: len(v.slots), Eligible: n.eligible}
+		e := &NoAccountError{Group: q.Group, Model: q.Model, transport: q.Transport, total: len(v.slots), eligible: n.eligible}
 		switch {
 		case n.eligible == 0:
 			e.Reason = ReasonModel

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
 func TestSelectPriorityTiers(t *testing.T) {
@@ -138,7 +140,7 @@ func TestTopKBoundsAttempts(t *testing.T) {
 		f := newFixture(t, accounts(20, func(int) *Account { return &Account{Concurrency: 1} })...)
 		f.s.Limiter, f.s.TopK = lim, k
 		_, err := f.s.Select(context.Background(), Request{Group: "g"})
-		want := int32(cmpOr(k, DefaultTopK))
+		want := int32(knob.Or(k, defaultTopK))
 		if !errors.Is(err, ErrAccountsBusy) || lim.tries.Load() != want {
 			t.Fatalf("TopK %d: %d tries, err %v; want %d tries", k, lim.tries.Load(), err, want)
 		}

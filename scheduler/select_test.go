@@ -26,7 +26,7 @@ func TestSelectNoAccount(t *testing.T) {
 		f := newFixture(t, &Account{ID: "a", Models: []string{"gpt-4*"}}, &Account{ID: "b", Models: []string{"o3"}})
 		_, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5"})
 		var na *NoAccountError
-		if !errors.As(err, &na) || na.Reason != ReasonModel || na.Total != 2 || na.Eligible != 0 || !strings.Contains(err.Error(), "gpt-5") {
+		if !errors.As(err, &na) || na.Reason != ReasonModel || na.total != 2 || na.eligible != 0 || !strings.Contains(err.Error(), "gpt-5") {
 			t.Fatalf("err %v (%+v)", err, na)
 		}
 	})
@@ -44,7 +44,7 @@ func TestSelectNoAccount(t *testing.T) {
 		f.s.Observe("b", status(429, "", "Retry-After", "7"))
 		_, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5"})
 		var na *NoAccountError
-		if !errors.As(err, &na) || na.Reason != ReasonCoolingDown || na.Eligible != 2 || na.Total != 3 ||
+		if !errors.As(err, &na) || na.Reason != ReasonCoolingDown || na.eligible != 2 || na.total != 3 ||
 			!na.Until.Equal(f.clock.Now().Add(7*time.Second)) {
 			t.Fatalf("err %v (%+v)", err, na)
 		}
@@ -56,7 +56,7 @@ func TestSelectNoAccount(t *testing.T) {
 		f := newFixture(t, acct("a"), acct("b"))
 		_, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5", Exclude: []string{"a", "b"}})
 		var na *NoAccountError
-		if !errors.As(err, &na) || na.Reason != ReasonExcluded || na.Eligible != 2 {
+		if !errors.As(err, &na) || na.Reason != ReasonExcluded || na.eligible != 2 {
 			t.Fatalf("err %v", err)
 		}
 	})
@@ -92,8 +92,8 @@ func TestSelectionReleaseIdempotent(t *testing.T) {
 		t.Fatalf("double release freed two slots: %d / %d", f.s.InFlight("a"), lim.InFlight("account:a"))
 	}
 	sel2.Release()
-	if f.s.InFlight("a") != 0 || lim.Total() != 0 {
-		t.Fatalf("slots left: %d / %d", f.s.InFlight("a"), lim.Total())
+	if f.s.InFlight("a") != 0 || accountSlots(lim, "a") != 0 {
+		t.Fatalf("slots left: %d / %d", f.s.InFlight("a"), accountSlots(lim, "a"))
 	}
 }
 

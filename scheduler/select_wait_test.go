@@ -64,8 +64,8 @@ func TestSelectWaitsForBestAccount(t *testing.T) {
 		t.Fatalf("got %+v, %v", r.sel, r.err)
 	}
 	r.sel.Release()
-	if lim.Total() != 0 {
-		t.Fatalf("%d slots left", lim.Total())
+	if n := accountSlots(lim, "a", "b"); n != 0 {
+		t.Fatalf("%d slots left", n)
 	}
 }
 
@@ -120,7 +120,7 @@ func TestSelectConcurrencyLimit(t *testing.T) {
 	lim := concurrency.NewMemory()
 	f := newFixture(t, accts...)
 	f.s.Limiter = lim
-	f.s.Rand = nil // the default source is safe for concurrent use
+	f.s.rand = nil // the default source is safe for concurrent use
 	running := map[string]*atomic.Int32{}
 	for _, a := range accts {
 		running[a.ID] = new(atomic.Int32)
@@ -171,8 +171,10 @@ func TestSelectConcurrencyLimit(t *testing.T) {
 			t.Errorf("InFlight(%s) = %d after all released", a.ID, n)
 		}
 	}
-	if lim.Total() != 0 {
-		t.Errorf("limiter holds %d slots", lim.Total())
+	for _, a := range accts {
+		if n := accountSlots(lim, a.ID); n != 0 {
+			t.Errorf("limiter holds %d slots of %s", n, a.ID)
+		}
 	}
 }
 

@@ -224,14 +224,14 @@ func (s *Scheduler) snapshot(group string, only *poolView) []AccountState {
 			as.Name = a.Name
 			as.Limit = max(a.Concurrency, 0)
 		}
-		en.st.fill(as, now)
+		en.st.fill(as, now, s.health.ErrorHalfLife)
 	}
 	return out
 }
 
 // fill copies the record's health into as. The fields under mu are read
 // together, so a cooldown and its reason match.
-func (st *accountStats) fill(as *AccountState, now int64) {
+func (st *accountStats) fill(as *AccountState, now int64, halfLife time.Duration) {
 	st.mu.Lock()
 	until, kind, reason := st.coolUntil.Load(), st.coolKind, st.coolReason
 	as.ConsecutiveFailures = st.failures
@@ -243,7 +243,7 @@ func (st *accountStats) fill(as *AccountState, now int64) {
 		as.CoolingUntil = time.Unix(0, until)
 		as.CoolingReason, as.CoolingDetail = kind, reason
 	}
-	if e := st.errorRate(now); e > 0 {
+	if e := st.errorRate(now, halfLife); e > 0 {
 		as.ErrorRate = min(e, 1)
 	}
 	as.TTFT = time.Duration(st.ttft.Load())

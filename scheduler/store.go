@@ -9,7 +9,7 @@ import (
 )
 
 // Store is a key-value store with expiry that holds sticky bindings. The
-// default is in memory (NewMemoryStore); a shared store such as Redis lets
+// default is in memory, private to the Scheduler; a shared store such as Redis lets
 // several relay processes keep the same bindings.
 //
 // Keys are "resp:<response id>" for previous_response_id bindings and
@@ -36,13 +36,9 @@ func sessionKey(apiKeyID, session string) string {
 	return "sess:" + strconv.Itoa(len(apiKeyID)) + ":" + apiKeyID + ":" + session
 }
 
-// MemoryStoreMaxKeys is how many keys a MemoryStore holds at most. Past it,
-// Set evicts the keys written longest ago (sampled). One response binding
-// per turn kept for the default OwnerTTL (30 days) fills it at 0.4 turns a
-// second; past that, the owners of the oldest responses are forgotten
-// early (their ids are then not refused, see Scheduler.OwnerTTL): use a
-// shared Store sized for the owner TTL, or a shorter OwnerTTL.
-const MemoryStoreMaxKeys = 1 << 20
+// memoryStoreMaxKeys is how many keys a memoryStore holds at most (its doc
+// gives the consequences).
+const memoryStoreMaxKeys = 1 << 20
 
 const (
 	memShards = 32
@@ -57,11 +53,11 @@ const (
 	memEvictSample = 8
 )
 
-// MemoryStore is an in-memory Store. Expired keys are dropped when read and
-// by a small sweep on every Set; the number of keys is capped at
-// MemoryStoreMaxKeys. It starts no goroutine and is safe for concurrent use.
-// The zero value is not usable; call NewMemoryStore.
-type MemoryStore struct {
+// memoryStore is the default Store, in memory and private to one
+// Scheduler. Expired keys are dropped when read and by a small sweep on
+// every Set; past maxKeys, Set evicts the keys written longest ago
+// (sampled). It starts no goroutine and is safe for concurrent use.
+type memoryStore struct {
 	seed        maphash.Seed
 	maxPerShard int
 	now         func() time.Time
@@ -80,25 +76,20 @@ type memEntry struct {
 	written int64 // unix nanoseconds
 }
 
-// NewMemoryStore returns an empty MemoryStore.
-func NewMemoryStore() *MemoryStore {
-	return newMemoryStore(MemoryStoreMaxKeys, time.Now)
-}
-
-func newMemoryStore(maxKeys int, now func() time.Time) *MemoryStore {
-	s := &MemoryStore{seed: maphash.MakeSeed(), maxPerShard: max(1, maxKeys/memShards), now: now}
+func newMemoryStore(maxKeys int, now func() time.Time) *memoryStore {
+	s := &memoryStore{seed: maphash.MakeSeed(), maxPerShard: max(1, maxKeys/memShards), now: now}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]memEntry)
 	}
 	return s
 }
 
-func (s *MemoryStore) shard(key string) *memShard {
+func (s *memoryStore) shard(key string) *memShard {
 	return &s.shards[maphash.String(s.seed, key)%memShards]
 }
 
 // Get implements Store.
-func (s *MemoryStore) Get(_ context.Context, key string) (string, bool, error) {
+func (s *memoryStore) Get(_ context.Context, key string) (string, bool, error) {
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -114,7 +105,7 @@ func (s *MemoryStore) Get(_ context.Context, key string) (string, bool, error) {
 }
 
 // Set implements Store.
-func (s *MemoryStore) Set(_ context.Context, key, value string, ttl time.Duration) error {
+func (s *memoryStore) Set(_ context.Context, key, value string, ttl time.Duration) error {
 	now := s.now().UnixNano()
 	var exp int64
 	if ttl > 0 {
@@ -172,7 +163,7 @@ func (sh *memShard) evict(keep string, now int64) {
 }
 
 // Delete implements Store.
-func (s *MemoryStore) Delete(_ context.Context, key string) error {
+func (s *memoryStore) Delete(_ context.Context, key string) error {
 	sh := s.shard(key)
 	sh.mu.Lock()
 	delete(sh.m, key)
@@ -181,7 +172,7 @@ func (s *MemoryStore) Delete(_ context.Context, key string) error {
 }
 
 // len counts stored keys, expired ones included (for tests).
-func (s *MemoryStore) len() int {
+func (s *memoryStore) len() int {
 	n := 0
 	for i := range s.shards {
 		sh := &s.shards[i]

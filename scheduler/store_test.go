@@ -11,7 +11,7 @@ import (
 func TestMemoryStore(t *testing.T) {
 	ctx := context.Background()
 	c := newClock()
-	s := newMemoryStore(MemoryStoreMaxKeys, c.Now)
+	s := newMemoryStore(memoryStoreMaxKeys, c.Now)
 
 	if _, ok, err := s.Get(ctx, "k"); ok || err != nil {
 		t.Fatalf("empty store: ok %v, err %v", ok, err)
@@ -64,7 +64,7 @@ func TestMemoryStore(t *testing.T) {
 func TestMemoryStoreSweeps(t *testing.T) {
 	ctx := context.Background()
 	c := newClock()
-	s := newMemoryStore(MemoryStoreMaxKeys, c.Now)
+	s := newMemoryStore(memoryStoreMaxKeys, c.Now)
 	for i := range 10000 {
 		_ = s.Set(ctx, fmt.Sprint("old", i), "v", time.Minute)
 	}
@@ -114,7 +114,7 @@ func TestMemoryStoreBounded(t *testing.T) {
 
 func TestMemoryStoreConcurrent(t *testing.T) {
 	ctx := context.Background()
-	s := NewMemoryStore()
+	s := newMemoryStore(memoryStoreMaxKeys, time.Now)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {

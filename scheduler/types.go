@@ -72,18 +72,18 @@ type Selection struct {
 
 // NoAccountError is Select's answer when no account can take the turn. The
 // relay answers 503 "No available accounts"; Error() carries the detail for
-// the operator's log.
+// the operator's log (how many accounts the group has, how many serve the
+// model and transport).
 type NoAccountError struct {
 	Group, Model string
-	Transport    Transport
 	// Reason is one of the Reason constants.
 	Reason string
-	// Total is how many accounts the group has; Eligible how many serve the
-	// model and transport.
-	Total, Eligible int
 	// Until is the earliest time a cooling-down account is back (Reason
 	// ReasonCoolingDown).
 	Until time.Time
+
+	transport       Transport
+	total, eligible int
 }
 
 // Reasons for NoAccountError.
@@ -99,15 +99,15 @@ func (e *NoAccountError) Error() string {
 	case ReasonNoAccounts:
 		return fmt.Sprintf("scheduler: group %q has no accounts", e.Group)
 	case ReasonModel:
-		if e.Transport == TransportWebSocket {
-			return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q over WebSocket", e.Total, e.Group, e.Model)
+		if e.transport == TransportWebSocket {
+			return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q over WebSocket", e.total, e.Group, e.Model)
 		}
-		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.Total, e.Group, e.Model)
+		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.total, e.Group, e.Model)
 	case ReasonCoolingDown:
 		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q are cooling down; the earliest is back at %s",
-			e.Eligible, e.Model, e.Group, e.Until.UTC().Format(time.RFC3339))
+			e.eligible, e.Model, e.Group, e.Until.UTC().Format(time.RFC3339))
 	case ReasonExcluded:
-		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q failed this request", e.Eligible, e.Model, e.Group)
+		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q failed this request", e.eligible, e.Model, e.Group)
 	}
 	return fmt.Sprintf("scheduler: no available account for model %q in group %q (%s)", e.Model, e.Group, e.Reason)
 }

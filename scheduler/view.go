@@ -166,7 +166,7 @@ func (s *Scheduler) pruneStats() {
 	now := s.now().UnixNano()
 	s.accts.Range(func(k, x any) bool {
 		id, st := k.(string), x.(*accountStats)
-		if st.inflight.Load() != 0 || st.coolUntil.Load() > now || st.errorRate(now) > 0 {
+		if st.inflight.Load() != 0 || st.coolUntil.Load() > now || st.errorRate(now, s.health.ErrorHalfLife) > 0 {
 			return true
 		}
 		inView := false

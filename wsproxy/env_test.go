@@ -105,7 +105,7 @@ func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 		held := func() (user int, accts map[string]int) {
 			accts = map[string]int{}
 			for _, a := range e.accts {
-				if n := e.sched.InFlight(a); n != 0 {
+				if n := schedInFlight(e.sched, a); n != 0 {
 					accts[a] = n
 				}
 			}

@@ -116,7 +116,7 @@ func TestSoak(t *testing.T) {
 	for _, id := range ids {
 		keys[id] = "sk-soak-" + id
 	}
-	sched := &scheduler.Scheduler{Pool: pool, MaxCooldown: 10 * time.Millisecond, StickyTTL: 2 * time.Second,
+	sched := &scheduler.Scheduler{Pool: pool, Health: scheduler.HealthPolicy{MaxCooldown: 10 * time.Millisecond}, StickyTTL: 2 * time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
 	sink := &soakSink{}
 	rh := &relay.Handler{
@@ -205,7 +205,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		if n := sched.InFlight(id); n != 0 {
+		if n := schedInFlight(sched, id); n != 0 {
 			t.Errorf("account %s holds %d slots", id, n)
 		}
 	}

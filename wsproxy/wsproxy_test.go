@@ -35,7 +35,7 @@ func TestChainedTurnsPinnedSocket(t *testing.T) {
 	}
 	// An idle connection holds no slot.
 	waitUntil(t, "slots released while the connection stays open", func() bool {
-		return e.rh.UserSlots("u1") == 0 && e.sched.InFlight("a") == 0
+		return e.rh.UserSlots("u1") == 0 && schedInFlight(e.sched, "a") == 0
 	})
 	if e.wh.Open() != 1 {
 		t.Fatalf("%d open connections", e.wh.Open())
@@ -239,7 +239,7 @@ func TestUpgradeFailover(t *testing.T) {
 	if recs[0].AccountID != "b" || recs[0].Attempts != 2 {
 		t.Fatalf("records %+v", recs)
 	}
-	if e.sched.CoolingUntil("a").IsZero() {
+	if coolingUntil(e.sched, "a").IsZero() {
 		t.Fatal("the 429 did not bench the account")
 	}
 }
@@ -342,7 +342,7 @@ func TestErrorFrameRefusalFailsOver(t *testing.T) {
 	if r := e.sink.Records()[0]; r.AccountID != "b" || r.Attempts != 2 {
 		t.Fatalf("record %+v", r)
 	}
-	if d := time.Until(e.sched.CoolingUntil("a")); d < 40*time.Second || d > 42*time.Second {
+	if d := time.Until(coolingUntil(e.sched, "a")); d < 40*time.Second || d > 42*time.Second {
 		t.Fatalf("cooldown %v, want about 42s", d)
 	}
 }

@@ -244,8 +244,8 @@ func TestQueueFull(t *testing.T) {
 
 	holder, _, _ := a.TryAcquire(ctx, key, 1)
 	defer holder()
-	if _, err := b.Acquire(ctx, key, 1, concurrency.WaitOptions{MaxWaiters: 0}); !errors.Is(err, concurrency.ErrQueueFull) {
-		t.Fatalf("MaxWaiters 0 on a full key: %v, want ErrQueueFull", err)
+	if _, err := b.Acquire(ctx, key, 1, concurrency.WaitOptions{MaxWaiters: -1}); !errors.Is(err, concurrency.ErrQueueFull) {
+		t.Fatalf("MaxWaiters -1 on a full key: %v, want ErrQueueFull", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

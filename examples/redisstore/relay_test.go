@@ -94,7 +94,7 @@ func newCluster(t *testing.T, n int, lim *redisstore.LimiterOptions, accts ...*s
 				t.Errorf("user slots held after the test: %d", got)
 			}
 			for _, a := range accts {
-				if got := in.sched.InFlight(a.ID); got != 0 {
+				if got := schedInFlight(in.sched, a.ID); got != 0 {
 					t.Errorf("account %s slots held after the test: %d", a.ID, got)
 				}
 			}
@@ -320,14 +320,14 @@ func TestTwoRelaysShareCooldowns(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("status %d: %s", r.status, r.body) // failed over to b
 	}
-	local := one.sched.CoolingUntil("a")
+	local := coolingUntil(one.sched, "a")
 	if local.IsZero() {
 		t.Fatal("the instance that saw the 429 did not bench the account")
 	}
 	waitFor(t, 5*time.Second, "the cooldown to reach the other instance", func() bool {
-		return !two.sched.CoolingUntil("a").IsZero()
+		return !coolingUntil(two.sched, "a").IsZero()
 	})
-	if d := two.sched.CoolingUntil("a").Sub(local).Abs(); d > time.Second {
+	if d := coolingUntil(two.sched, "a").Sub(local).Abs(); d > time.Second {
 		t.Fatalf("cooldowns differ by %s", d)
 	}
 	before := len(cl.up.Requests())

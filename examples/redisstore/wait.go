@@ -9,6 +9,13 @@ import (
 	"github.com/relaykit/responsesrelay/concurrency"
 )
 
+// Defaults for the zero fields of concurrency.WaitOptions, the same as
+// concurrency.Acquire's.
+const (
+	defaultMaxWaiters  = 100
+	defaultWaitTimeout = 30 * time.Second
+)
+
 // waiter is a caller parked in Acquire.
 type waiter struct {
 	wake chan struct{} // buffered 1: a pending wake-up is never lost
@@ -20,6 +27,10 @@ type waiter struct {
 // ctx ends; ErrClosed when the Limiter is closed meanwhile; and an error
 // wrapping ErrUnavailable when Redis fails (unless FailOpen, which then
 // grants a local slot as TryAcquire does, or keeps waiting for one).
+//
+// A zero field of o takes the defaults of concurrency.Acquire: 100 waiters,
+// 30 s. A negative MaxWaiters queues nobody (a full key is ErrQueueFull at
+// once); a negative Timeout waits until ctx ends.
 func (l *Limiter) Acquire(ctx context.Context, key string, limit int, o concurrency.WaitOptions) (release func(), err error) {
 	if limit <= 0 {
 		return noop, nil
@@ -30,9 +41,16 @@ func (l *Limiter) Acquire(ctx context.Context, key string, limit int, o concurre
 	if l.isClosed() {
 		return nil, ErrClosed
 	}
+	maxWaiters, timeout := o.MaxWaiters, o.Timeout
+	if maxWaiters == 0 {
+		maxWaiters = defaultMaxWaiters
+	}
+	if timeout == 0 {
+		timeout = defaultWaitTimeout
+	}
 	var expired <-chan time.Time
-	if o.Timeout > 0 {
-		t := time.NewTimer(o.Timeout)
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
 		defer t.Stop()
 		expired = t.C
 	}
@@ -42,7 +60,7 @@ func (l *Limiter) Acquire(ctx context.Context, key string, limit int, o concurre
 	// next attempt needs a new one.
 	ticket := l.newID()
 	id := ticket
-	res, err := l.acquire(ctx, n, id, limit, ticket, max(o.MaxWaiters, 0))
+	res, err := l.acquire(ctx, n, id, limit, ticket, max(maxWaiters, 0))
 	switch {
 	case err == nil && res == resGranted:
 		return l.hold(key, n, id).release, nil

@@ -112,7 +112,7 @@ func newEnvOn(t *testing.T, up *relaytest.Server, accounts []string, tweak func(
 		e.finish()
 		e.up.Close()
 		for _, a := range e.cfg.Accounts {
-			if n := e.srv.sched.InFlight(a.ID); n != 0 {
+			if n := schedInFlight(e.srv.sched, a.ID); n != 0 {
 				t.Errorf("account %s: %d slots still held", a.ID, n)
 			}
 		}

@@ -114,7 +114,7 @@ func TestRedisStickyAcrossInstances(t *testing.T) {
 		}
 	}
 	for _, n := range accts {
-		if a.srv.sched.InFlight(n) != 0 || b.srv.sched.InFlight(n) != 0 {
+		if schedInFlight(a.srv.sched, n) != 0 || schedInFlight(b.srv.sched, n) != 0 {
 			t.Fatalf("account %s: slots held", n)
 		}
 	}
@@ -143,11 +143,11 @@ func TestRedisCooldownAcrossInstances(t *testing.T) {
 	if resp, body := a.post(`{"model":"gpt-5","input":"x"}`, "Authorization", "Bearer "+keyAlice); resp.StatusCode != 200 {
 		t.Fatalf("failover: %d %s", resp.StatusCode, body)
 	}
-	if a.srv.sched.CoolingUntil(acct[0]).Before(time.Now().Add(time.Minute)) {
-		t.Fatalf("instance a: %s cooling until %v", acct[0], a.srv.sched.CoolingUntil(acct[0]))
+	if coolingUntil(a.srv.sched, acct[0]).Before(time.Now().Add(time.Minute)) {
+		t.Fatalf("instance a: %s cooling until %v", acct[0], coolingUntil(a.srv.sched, acct[0]))
 	}
 	waitUntil(t, "instance b to bench "+acct[0], func() bool {
-		return b.srv.sched.CoolingUntil(acct[0]).After(time.Now().Add(time.Minute))
+		return coolingUntil(b.srv.sched, acct[0]).After(time.Now().Add(time.Minute))
 	})
 	if resp, body := b.post(`{"model":"gpt-5","input":"y"}`, "Authorization", "Bearer "+keyAlice); resp.StatusCode != 200 {
 		t.Fatalf("on b: %d %s", resp.StatusCode, body)
