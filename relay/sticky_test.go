@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,19 +140,37 @@ func (failingPool) Accounts(context.Context, string) ([]*scheduler.Account, erro
 	return nil, errors.New("db down")
 }
 
-// orderStore notes a binding written after the client already read the
-// turn's terminal event.
+// orderStore is a map Store that notes a binding written after the
+// client already read the turn's terminal event.
 type orderStore struct {
-	scheduler.Store
+	mu   sync.Mutex
+	m    map[string]string
 	seen *atomic.Bool
 	late atomic.Int32
 }
 
-func (s *orderStore) Set(ctx context.Context, key, value string, ttl time.Duration) error {
+func (s *orderStore) Get(_ context.Context, key string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	return v, ok, nil
+}
+
+func (s *orderStore) Set(_ context.Context, key, value string, _ time.Duration) error {
 	if s.seen.Load() {
 		s.late.Add(1)
 	}
-	return s.Store.Set(ctx, key, value, ttl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key] = value
+	return nil
+}
+
+func (s *orderStore) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+	return nil
 }
 
 // TestBoundBeforeTerminal: the response's binding is written before the
@@ -160,7 +179,7 @@ func (s *orderStore) Set(ctx context.Context, key, value string, ttl time.Durati
 func TestBoundBeforeTerminal(t *testing.T) {
 	e := newEnv(t, "a")
 	var seen atomic.Bool
-	st := &orderStore{Store: scheduler.NewMemoryStore(), seen: &seen}
+	st := &orderStore{m: map[string]string{}, seen: &seen}
 	e.sched.Store = st
 	for range 20 {
 		seen.Store(false)
