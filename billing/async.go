@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/relaykit/responsesrelay/internal/hookcall"
 )
 
 // AsyncOptions tune an Async. A zero field takes the default in its doc.
@@ -266,18 +268,17 @@ func (a *Async) attempt(ctx context.Context, u Usage) error {
 
 // attemptOnce makes one call to sink, bounded by timeout when it is > 0;
 // a panic in the sink counts as a failed attempt.
-func attemptOnce(ctx context.Context, sink UsageSink, timeout time.Duration, u Usage) (err error) {
+func attemptOnce(ctx context.Context, sink UsageSink, timeout time.Duration, u Usage) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("billing: usage sink panicked: %v", p)
-		}
-	}()
-	return sink.Record(ctx, u)
+	err := hookcall.Safe(ctx, func(ctx context.Context) error { return sink.Record(ctx, u) })
+	if pe, ok := errors.AsType[*hookcall.PanicError](err); ok {
+		return fmt.Errorf("billing: usage sink panicked: %v", pe.Value)
+	}
+	return err
 }
 
 // backoff is the wait after the given number of failed attempts.
@@ -342,11 +343,9 @@ func dropRecord(log *slog.Logger, onDropped func(Usage, error), u Usage, err err
 	if onDropped == nil {
 		return
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			log.LogAttrs(context.Background(), slog.LevelError, "billing: OnDropped panicked",
-				slog.String("request_id", u.RequestID), slog.Any("panic", p))
-		}
-	}()
-	onDropped(u, err)
+	perr := hookcall.Safe(context.Background(), func(context.Context) error { onDropped(u, err); return nil })
+	if pe, ok := errors.AsType[*hookcall.PanicError](perr); ok {
+		log.LogAttrs(context.Background(), slog.LevelError, "billing: OnDropped panicked",
+			slog.String("request_id", u.RequestID), slog.Any("panic", pe.Value))
+	}
 }

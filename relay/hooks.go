@@ -3,30 +3,16 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
+	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
 // ErrHookTimeout is returned (wrapped) when a host hook did not return
 // within its bound; the relay has stopped waiting for it.
 var ErrHookTimeout = errors.New("relay: host hook did not return in time")
-
-// errPanic wraps a panic in host code (a Gate, Pool, Store, limiter, sink).
-type errPanic struct{ v any }
-
-func (e errPanic) Error() string { return fmt.Sprintf("relay: hook panicked: %v", e.v) }
-
-func callSafely(ctx context.Context, fn func(ctx context.Context) error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = errPanic{p}
-		}
-	}()
-	return fn(ctx)
-}
 
 // hookCall is one host hook running on its own goroutine, so that a hook
 // that ignores its context cannot hold a turn (and its slots) forever.
@@ -51,13 +37,13 @@ var hookCalls = sync.Pool{New: func() any {
 
 func (c *hookCall) run() {
 	ctx, fn := c.ctx, c.fn
-	err := callSafely(ctx, fn)
+	err := hookcall.Safe(ctx, fn)
 	c.mu.Lock()
 	if c.abandoned {
 		c.mu.Unlock()
 		if c.cleanup != nil {
 			// Undo what the late hook took (a slot): nobody will use it.
-			callSafely(ctx, func(context.Context) error { c.cleanup(); return nil })
+			hookcall.Safe(ctx, func(context.Context) error { c.cleanup(); return nil })
 		}
 		return
 	}

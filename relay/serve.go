@@ -14,6 +14,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -158,10 +159,10 @@ func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, er
 			return err
 		}, nil, nil, 0)
 	}
-	p, isPanic := err.(errPanic)
+	p, isPanic := errors.AsType[*hookcall.PanicError](err)
 	switch {
 	case isPanic:
-		h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p.v))
+		h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p.Value))
 		return nil, errInvalidAPIKey
 	case errors.Is(err, ErrHookTimeout):
 		h.log.Error("relay: Authenticate did not return in time; answering 503", "timeout", h.hookTimeout())
