@@ -75,6 +75,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
@@ -94,9 +95,11 @@ const (
 	defaultMaxEventBytes      = sse.DefaultMaxEventBytes
 )
 
-// Handler relays the Responses API. Only Scheduler is required; every other
-// field has a documented zero value. A Handler must not be copied after
-// first use, and its fields must not change while it serves.
+// Handler relays the Responses API. Only Scheduler is required: a zero
+// field takes the default its comment gives, and a negative one turns the
+// behaviour off where the comment says so (elsewhere it panics at first
+// use, naming the field). A Handler must not be copied after first use,
+// and its fields must not change while it serves.
 type Handler struct {
 	// Scheduler picks upstream accounts. Required.
 	Scheduler *scheduler.Scheduler
@@ -145,9 +148,10 @@ type Handler struct {
 	KeepAlive time.Duration
 	// StreamIdleTimeout aborts a stream whose upstream sent nothing for this
 	// long (the account is penalized). It also bounds the wait for response
-	// headers of a streaming request. 0: 300 s.
+	// headers of a streaming request. 0: 300 s; it cannot be turned off.
 	StreamIdleTimeout time.Duration
-	// JSONHeaderTimeout bounds the wait for a non-streaming answer. 0: 15 min.
+	// JSONHeaderTimeout bounds the wait for a non-streaming answer. 0: 15
+	// min; it cannot be turned off.
 	JSONHeaderTimeout time.Duration
 	// DrainTimeout is how long the upstream is still read after the client
 	// left, to learn the usage. 0: 30 s; negative: not at all.
@@ -158,7 +162,8 @@ type Handler struct {
 	// wait) Select with its Pool and Store. The client's context bounds
 	// those before the upstream answer too. A hook that ignores its
 	// context is abandoned: the turn goes on (or fails) without it, and a
-	// slot it takes late is given back. 0: 10 s. (The scheduler bounds its
+	// slot it takes late is given back. 0: 10 s; it cannot be turned off.
+	// (The scheduler bounds its
 	// OnAccountEvent itself: Scheduler.EventTimeout.)
 	HookTimeout time.Duration
 	// ClientWriteTimeout bounds one write to the client (an event, a ping,
@@ -220,6 +225,13 @@ func (h *Handler) bearer(token string) []string {
 
 func (h *Handler) init() {
 	h.initOnce.Do(func() {
+		// A misconfigured knob panics here, on the first turn, rather
+		// than deep inside one later.
+		h.maxBody()
+		h.maxEventBytes()
+		h.idleTimeout()
+		h.jsonHeaderTimeout()
+		h.hookTimeout()
 		h.log = h.Logger
 		if h.log == nil {
 			h.log = slog.Default()
@@ -259,50 +271,42 @@ func (h *Handler) now() time.Time {
 	return time.Now()
 }
 
-// orDefault resolves a limit where only a positive value overrides def.
-func orDefault[T int | int64 | time.Duration](v, def T) T {
-	if v > 0 {
-		return v
-	}
-	return def
+// The knobs resolve by internal/knob's rule (see the Handler doc): a
+// negative value is 0 ("off") where off is meaningful, and panics where it
+// is not.
+
+func (h *Handler) maxBody() int64 {
+	return knob.Positive("relay.Handler.MaxBodyBytes", h.MaxBodyBytes, defaultMaxBodyBytes)
 }
 
-// orDefaultOff resolves a setting where 0 takes def and a negative value
-// turns it off (0).
-func orDefaultOff[T int | int64 | time.Duration](v, def T) T {
-	switch {
-	case v < 0:
-		return 0
-	case v == 0:
-		return def
-	}
-	return v
+func (h *Handler) maxEventBytes() int {
+	return knob.Positive("relay.Handler.MaxEventBytes", h.MaxEventBytes, defaultMaxEventBytes)
 }
-
-func (h *Handler) maxBody() int64 { return orDefault(h.MaxBodyBytes, defaultMaxBodyBytes) }
-
-func (h *Handler) maxEventBytes() int { return orDefault(h.MaxEventBytes, defaultMaxEventBytes) }
 
 func (h *Handler) maxSwitches() int {
-	return orDefaultOff(h.MaxAccountSwitches, defaultMaxAccountSwitches)
+	return max(knob.Or(h.MaxAccountSwitches, defaultMaxAccountSwitches), 0)
 }
 
-func (h *Handler) keepAlive() time.Duration { return orDefaultOff(h.KeepAlive, defaultKeepAlive) }
+func (h *Handler) keepAlive() time.Duration { return max(knob.Or(h.KeepAlive, defaultKeepAlive), 0) }
 
 func (h *Handler) idleTimeout() time.Duration {
-	return orDefault(h.StreamIdleTimeout, defaultStreamIdleTimeout)
+	return knob.Positive("relay.Handler.StreamIdleTimeout", h.StreamIdleTimeout, defaultStreamIdleTimeout)
 }
 
 func (h *Handler) jsonHeaderTimeout() time.Duration {
-	return orDefault(h.JSONHeaderTimeout, defaultJSONHeaderTimeout)
+	return knob.Positive("relay.Handler.JSONHeaderTimeout", h.JSONHeaderTimeout, defaultJSONHeaderTimeout)
 }
 
 func (h *Handler) clientWriteTimeout() time.Duration {
-	return orDefaultOff(h.ClientWriteTimeout, defaultClientWriteTimeout)
+	return max(knob.Or(h.ClientWriteTimeout, defaultClientWriteTimeout), 0)
 }
 
 func (h *Handler) drainTimeout() time.Duration {
-	return orDefaultOff(h.DrainTimeout, defaultDrainTimeout)
+	return max(knob.Or(h.DrainTimeout, defaultDrainTimeout), 0)
+}
+
+func (h *Handler) hookTimeout() time.Duration {
+	return knob.Positive("relay.Handler.HookTimeout", h.HookTimeout, defaultHookTimeout)
 }
 
 // NewTransport returns the default upstream transport: HTTP/2 when the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/hookcall"
+	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -193,13 +194,11 @@ func callHook(ctx context.Context, timeout time.Duration, fn func(context.Contex
 	return r.call(ctx, timeout, func(context.Context) error { return fn(hctx) }, cleanup, ping, interval)
 }
 
-func (h *Handler) hookTimeout() time.Duration { return orDefault(h.HookTimeout, defaultHookTimeout) }
-
 // selectTimeout bounds Scheduler.Select: its own wait for an account slot
 // plus HookTimeout for the Pool and Store calls around it. 0: only the
 // client's context bounds it (the scheduler waits without a timeout).
 func (h *Handler) selectTimeout() time.Duration {
-	wait := orDefaultOff(h.Scheduler.AccountWait.Timeout, 30*time.Second) // the scheduler's default
+	wait := max(knob.Or(h.Scheduler.AccountWait.Timeout, 30*time.Second), 0) // the scheduler's default
 	if wait == 0 {
 		return 0
 	}
