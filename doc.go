@@ -37,7 +37,7 @@
 //	h := &relay.Handler{
 //		Scheduler:   &scheduler.Scheduler{Pool: pool},
 //		Credentials: scheduler.StaticKeys{"a1": os.Getenv("OPENAI_API_KEY")},
-//		Usage:       billing.NewAsync(mySink, billing.AsyncOptions{}),
+//		Usage:       billing.NewAsync(mySink, billing.DeliveryOptions{}),
 //		Authenticate: func(r *http.Request) (*relay.Subject, error) {
 //			return lookupKey(r.Header.Get("Authorization")) // the host's own API keys
 //		},

@@ -11,42 +11,10 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/hookcall"
+	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
-// AsyncOptions tune an Async. A zero field takes the default in its doc.
-type AsyncOptions struct {
-	// Workers is how many records are delivered to the sink at once.
-	// 0: 4.
-	Workers int
-	// QueueSize is how many records wait for a worker. 0: 1024.
-	QueueSize int
-	// EnqueueTimeout is how long Record waits for room in a full queue
-	// before it delivers the record itself, in the caller's goroutine: a
-	// slow sink slows the callers down rather than lose records.
-	// 0: 1 s; < 0: deliver at once when the queue is full.
-	EnqueueTimeout time.Duration
-	// AttemptTimeout bounds one call to the sink. 0: 10 s; < 0: no bound.
-	AttemptTimeout time.Duration
-	// MaxRetries is how many times a failed delivery is tried again.
-	// 0: 5; < 0: none.
-	MaxRetries int
-	// RetryBase is the wait before the first retry; it doubles on each
-	// retry up to RetryMax. Each wait is drawn at random between half and
-	// all of that, so that workers do not retry in step.
-	// 0: 100 ms and 5 s.
-	RetryBase, RetryMax time.Duration
-	// OnDropped is called with a record that could not be delivered and
-	// the last error: the retries ran out, or Close gave up. Persist it
-	// somewhere else or alert. nil: only the log line. A panic in it is
-	// recovered and logged.
-	OnDropped func(u Usage, err error)
-	// Logger gets one error line per dropped record, carrying the whole
-	// record as JSON under "record" so that an operator can replay it.
-	// nil: slog.Default() at the time of the drop.
-	Logger *slog.Logger
-}
-
-// Defaults of AsyncOptions.
+// Defaults of DeliveryOptions for an Async.
 const (
 	defaultAsyncWorkers        = 4
 	defaultAsyncQueueSize      = 1024
@@ -86,7 +54,7 @@ var ErrDropped = errors.New("billing: usage record dropped")
 // retry may repeat a write that had in fact succeeded.
 type Async struct {
 	sink  UsageSink
-	o     AsyncOptions
+	o     DeliveryOptions
 	queue chan Usage
 
 	// mu orders Record's sends against Close: after closed is set, no
@@ -106,11 +74,11 @@ type Async struct {
 
 // NewAsync starts o.Workers workers delivering to sink. It panics when sink
 // is nil, a wiring mistake better found at startup than at the first turn.
-func NewAsync(sink UsageSink, o AsyncOptions) *Async {
+func NewAsync(sink UsageSink, o DeliveryOptions) *Async {
 	if sink == nil {
 		panic("billing: NewAsync with a nil sink")
 	}
-	o = o.withDefaults()
+	o = o.forAsync()
 	a := &Async{
 		sink:    sink,
 		o:       o,
@@ -130,13 +98,9 @@ func NewAsync(sink UsageSink, o AsyncOptions) *Async {
 	return a
 }
 
-func (o AsyncOptions) withDefaults() AsyncOptions {
-	if o.Workers <= 0 {
-		o.Workers = defaultAsyncWorkers
-	}
-	if o.QueueSize <= 0 {
-		o.QueueSize = defaultAsyncQueueSize
-	}
+func (o DeliveryOptions) forAsync() DeliveryOptions {
+	o.Workers = knob.Positive("billing.DeliveryOptions.Workers", o.Workers, defaultAsyncWorkers)
+	o.QueueSize = knob.Positive("billing.DeliveryOptions.QueueSize", o.QueueSize, defaultAsyncQueueSize)
 	if o.EnqueueTimeout == 0 {
 		o.EnqueueTimeout = defaultAsyncEnqueueTimeout
 	}
@@ -297,8 +261,8 @@ func jitteredBackoff(base, limit time.Duration, failed int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// retryWaits fills zero or negative RetryBase and RetryMax of AsyncOptions
-// and SpoolOptions with the defaults, and raises limit to base.
+// retryWaits fills zero or negative RetryBase and RetryMax of DeliveryOptions
+// and DeliveryOptions with the defaults, and raises limit to base.
 func retryWaits(base, limit time.Duration) (time.Duration, time.Duration) {
 	if base <= 0 {
 		base = defaultAsyncRetryBase

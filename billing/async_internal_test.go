@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -10,15 +11,15 @@ import (
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func TestAsyncOptionsDefaults(t *testing.T) {
-	got := AsyncOptions{}.withDefaults()
-	want := AsyncOptions{Workers: 4, QueueSize: 1024, EnqueueTimeout: time.Second, AttemptTimeout: 10 * time.Second,
+	got := DeliveryOptions{}.forAsync()
+	want := DeliveryOptions{Workers: 4, QueueSize: 1024, EnqueueTimeout: time.Second, AttemptTimeout: 10 * time.Second,
 		MaxRetries: 5, RetryBase: 100 * time.Millisecond, RetryMax: 5 * time.Second}
 	if got.Workers != want.Workers || got.QueueSize != want.QueueSize || got.EnqueueTimeout != want.EnqueueTimeout ||
 		got.AttemptTimeout != want.AttemptTimeout || got.MaxRetries != want.MaxRetries ||
 		got.RetryBase != want.RetryBase || got.RetryMax != want.RetryMax {
 		t.Fatalf("defaults = %+v, want %+v", got, want)
 	}
-	neg := AsyncOptions{MaxRetries: -1, EnqueueTimeout: -1, AttemptTimeout: -1, RetryBase: time.Minute}.withDefaults()
+	neg := DeliveryOptions{MaxRetries: -1, EnqueueTimeout: -1, AttemptTimeout: -1, RetryBase: time.Minute}.forAsync()
 	if neg.MaxRetries != 0 || neg.EnqueueTimeout >= 0 || neg.AttemptTimeout >= 0 {
 		t.Fatalf("negative options must mean none: %+v", neg)
 	}
@@ -28,7 +29,7 @@ func TestAsyncOptionsDefaults(t *testing.T) {
 }
 
 func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
-	a := &Async{o: AsyncOptions{RetryBase: 100 * time.Millisecond, RetryMax: time.Second}}
+	a := &Async{o: DeliveryOptions{RetryBase: 100 * time.Millisecond, RetryMax: time.Second}}
 	for failed, step := range map[int]time.Duration{
 		1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond,
 		4: 800 * time.Millisecond, 5: time.Second, 60: time.Second,
@@ -43,6 +44,24 @@ func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
 		}
 		if len(seen) < 2 {
 			t.Fatalf("backoff(%d) has no jitter: always %v", failed, seen)
+		}
+	}
+}
+
+func TestDeliveryOptionsNegativePanics(t *testing.T) {
+	for name, f := range map[string]func(){
+		"Workers":      func() { DeliveryOptions{Workers: -1}.forAsync() },
+		"QueueSize":    func() { DeliveryOptions{QueueSize: -1}.forAsync() },
+		"CommitBytes":  func() { DeliveryOptions{CommitBytes: -1}.forSpool() },
+		"SegmentBytes": func() { DeliveryOptions{SegmentBytes: -1}.forSpool() },
+	} {
+		got := func() (p any) {
+			defer func() { p = recover() }()
+			f()
+			return nil
+		}()
+		if msg, _ := got.(string); !strings.Contains(msg, "billing.DeliveryOptions."+name+" must not be negative") {
+			t.Errorf("negative %s: panic %v", name, got)
 		}
 	}
 }

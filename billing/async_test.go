@@ -22,7 +22,7 @@ var _ billing.UsageSink = (*billing.Async)(nil)
 var _ billing.UsageSink = (*billing.MemorySink)(nil)
 
 // fast keeps the retry waits of a test in the millisecond range.
-func fast(o billing.AsyncOptions) billing.AsyncOptions {
+func fast(o billing.DeliveryOptions) billing.DeliveryOptions {
 	if o.RetryBase == 0 {
 		o.RetryBase = time.Millisecond
 	}
@@ -92,7 +92,7 @@ func (f *flaky) Record(ctx context.Context, u billing.Usage) error {
 func TestAsyncRetriesUntilSinkRecovers(t *testing.T) {
 	sink := &flaky{failures: 3, calls: map[string]int{}}
 	var dropped atomic.Int64
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{
 		MaxRetries: 3,
 		OnDropped:  func(billing.Usage, error) { dropped.Add(1) },
 	}))
@@ -134,7 +134,7 @@ func TestAsyncDropsAfterLastRetryWithReplayableLog(t *testing.T) {
 	var mu sync.Mutex
 	var dropped []billing.Usage
 	var errs []error
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{
 		MaxRetries: 2,
 		Logger:     slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs}, nil)),
 		OnDropped: func(u billing.Usage, err error) {
@@ -227,7 +227,7 @@ func (g *gated) Record(ctx context.Context, u billing.Usage) error {
 func TestAsyncBackpressureWritesInsteadOfDropping(t *testing.T) {
 	sink := newGated(record(0).RequestID)
 	var dropped atomic.Int64
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{
 		Workers: 1, QueueSize: 1, EnqueueTimeout: 20 * time.Millisecond,
 		OnDropped: func(billing.Usage, error) { dropped.Add(1) },
 	}))
@@ -276,7 +276,7 @@ func TestAsyncBackpressureWritesInsteadOfDropping(t *testing.T) {
 
 func TestAsyncCloseDrainsThenWritesSynchronously(t *testing.T) {
 	sink := newGated(record(0).RequestID)
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{Workers: 2, QueueSize: 200}))
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{Workers: 2, QueueSize: 200}))
 	for i := range 100 {
 		if err := a.Record(context.Background(), record(i)); err != nil {
 			t.Fatal(err)
@@ -323,7 +323,7 @@ func TestAsyncCloseDeadlineDropsTheRest(t *testing.T) {
 		return ctx.Err()
 	})
 	droppedc := make(chan error, 10)
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{
 		Workers: 1, QueueSize: 10, AttemptTimeout: -1,
 		Logger:    slog.New(slog.DiscardHandler),
 		OnDropped: func(_ billing.Usage, err error) { droppedc <- err },
@@ -356,7 +356,7 @@ func TestAsyncCloseDeadlineStopsRetries(t *testing.T) {
 	a := billing.NewAsync(billing.SinkFunc(func(context.Context, billing.Usage) error {
 		calls.Add(1)
 		return boom
-	}), billing.AsyncOptions{
+	}), billing.DeliveryOptions{
 		Workers: 1, RetryBase: time.Hour,
 		Logger:    slog.New(slog.DiscardHandler),
 		OnDropped: func(_ billing.Usage, err error) { droppedc <- err },
@@ -391,7 +391,7 @@ func TestAsyncSurvivesPanics(t *testing.T) {
 		return errors.New("still failing")
 	})
 	var logs bytes.Buffer
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{
 		Workers: 1, MaxRetries: 1,
 		Logger:    slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs}, nil)),
 		OnDropped: func(billing.Usage, error) { panic("hook bug") },
@@ -413,7 +413,7 @@ func TestAsyncSynchronousDropReturnsErrDropped(t *testing.T) {
 	boom := errors.New("db down")
 	var dropped atomic.Int64
 	a := billing.NewAsync(billing.SinkFunc(func(context.Context, billing.Usage) error { return boom }),
-		fast(billing.AsyncOptions{
+		fast(billing.DeliveryOptions{
 			MaxRetries: -1,
 			Logger:     slog.New(slog.DiscardHandler),
 			OnDropped:  func(billing.Usage, error) { dropped.Add(1) },
@@ -437,7 +437,7 @@ func TestAsyncAttemptTimeout(t *testing.T) {
 		}
 		return nil
 	})
-	a := billing.NewAsync(sink, fast(billing.AsyncOptions{AttemptTimeout: 10 * time.Millisecond}))
+	a := billing.NewAsync(sink, fast(billing.DeliveryOptions{AttemptTimeout: 10 * time.Millisecond}))
 	if err := a.Record(context.Background(), record(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func TestAsyncAttemptTimeout(t *testing.T) {
 
 func TestAsyncConcurrentRecordAndClose(t *testing.T) {
 	var store billing.MemorySink
-	a := billing.NewAsync(&store, fast(billing.AsyncOptions{Workers: 3, QueueSize: 4, EnqueueTimeout: time.Millisecond}))
+	a := billing.NewAsync(&store, fast(billing.DeliveryOptions{Workers: 3, QueueSize: 4, EnqueueTimeout: time.Millisecond}))
 	var wg sync.WaitGroup
 	const producers, each = 8, 50
 	for p := range producers {
@@ -474,5 +474,5 @@ func TestNewAsyncNilSinkPanics(t *testing.T) {
 			t.Fatal("NewAsync(nil) did not panic")
 		}
 	}()
-	billing.NewAsync(nil, billing.AsyncOptions{})
+	billing.NewAsync(nil, billing.DeliveryOptions{})
 }

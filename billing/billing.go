@@ -6,7 +6,7 @@
 // a database should be wrapped in NewAsync: records are delivered by a pool
 // of workers with retries, a full queue slows callers down instead of
 // losing records, and a record that cannot be stored reaches
-// AsyncOptions.OnDropped and an error log line carrying it as JSON.
+// DeliveryOptions.OnDropped and an error log line carrying it as JSON.
 //
 // Async's queue is in memory. When records must also survive a crash or a
 // restart, wrap the sink in OpenSpool instead: Record returns once the
@@ -19,7 +19,7 @@
 //
 // # Example
 //
-//	usage, err := billing.OpenSpool("/var/lib/relay/usage", mySQLSink, billing.SpoolOptions{})
+//	usage, err := billing.OpenSpool("/var/lib/relay/usage", mySQLSink, billing.DeliveryOptions{})
 //	if err != nil {
 //		return err
 //	}

@@ -14,7 +14,7 @@ import (
 // turn, and drain it on shutdown.
 func ExampleNewAsync() {
 	var db billing.MemorySink // stands in for the host's SQL sink
-	usage := billing.NewAsync(&db, billing.AsyncOptions{
+	usage := billing.NewAsync(&db, billing.DeliveryOptions{
 		OnDropped: func(u billing.Usage, err error) {
 			// Last resort: the record is also in the error log as JSON.
 			fmt.Println("dropped", u.RequestID, err)
@@ -40,11 +40,11 @@ func ExampleNewAsync() {
 
 // A record that still fails after the retries reaches OnDropped and an
 // error log line holding the whole record.
-func ExampleAsyncOptions_onDropped() {
+func ExampleDeliveryOptions_onDropped() {
 	down := billing.SinkFunc(func(context.Context, billing.Usage) error {
 		return errors.New("connection refused")
 	})
-	usage := billing.NewAsync(down, billing.AsyncOptions{
+	usage := billing.NewAsync(down, billing.DeliveryOptions{
 		MaxRetries: 2,
 		RetryBase:  time.Millisecond,
 		Logger:     slog.New(slog.DiscardHandler), // keep the example's output short

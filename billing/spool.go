@@ -11,60 +11,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
-// SpoolOptions tune a Spool. A zero field takes the default in its doc.
-type SpoolOptions struct {
-	// CommitDelay is how long the first record of a group waits for others
-	// before the group is written and synced. Groups form without it too:
-	// the records that arrive while a sync runs share the next one. A
-	// delay of a millisecond or two saves syncs (disk IOPS) at moderate
-	// load, for that much more latency per Record. 0: no delay.
-	CommitDelay time.Duration
-	// CommitBytes ends the delay as soon as a group holds this many bytes.
-	// 0: 256 KiB.
-	CommitBytes int
-	// SegmentBytes is the size past which records go to a new segment
-	// file. A segment is deleted once all its records are acknowledged,
-	// so smaller segments give disk space back sooner. 0: 16 MiB.
-	SegmentBytes int64
-	// MaxBytes bounds the bytes of unacknowledged records. Once they
-	// reach it, Record waits up to FullWait for deliveries to make room,
-	// then writes the record anyway and logs a warning (at most every
-	// 10 s): a spool over budget slows turns down and says so, but never
-	// refuses a record. The hard limit is the disk: when a write fails,
-	// Record delivers directly (see Record). Acknowledged records leave
-	// the disk with their segment, so the disk holds about MaxBytes plus
-	// a few segments. 0: 1 GiB; < 0: no bound.
-	MaxBytes int64
-	// FullWait bounds the wait for room under MaxBytes. 0: 1 s; < 0: none.
-	FullWait time.Duration
-
-	// Workers is how many records are delivered to the next sink at once.
-	// 0: 4.
-	Workers int
-	// AttemptTimeout bounds one call to the next sink. 0: 10 s; < 0: none.
-	AttemptTimeout time.Duration
-	// MaxRetries is how many times a failed delivery is tried again before
-	// the record is given up: handed to OnDropped and the error log, then
-	// acknowledged, so the spool forgets it. 0: no limit, the record stays
-	// in the spool until it is delivered, across restarts; < 0: no retry.
-	MaxRetries int
-	// RetryBase is the wait before the first retry; it doubles on each
-	// retry up to RetryMax, and each wait is drawn between half and all of
-	// that. 0: 100 ms and 5 s.
-	RetryBase, RetryMax time.Duration
-	// OnDropped is called with a record the spool gave up on, and why: its
-	// retries ran out, or it could neither be stored nor delivered. nil:
-	// only the error log line, which carries the whole record as JSON. A
-	// panic in it is recovered and logged.
-	OnDropped func(u Usage, err error)
-	// Logger gets warnings (sink failures, torn tails, the disk budget)
-	// and the error lines of dropped records. nil: slog.Default().
-	Logger *slog.Logger
-}
-
-// Defaults of SpoolOptions.
+// Defaults of DeliveryOptions for a Spool.
 const (
 	defaultSpoolCommitBytes  = 256 << 10
 	defaultSpoolSegmentBytes = 16 << 20
@@ -72,22 +23,16 @@ const (
 	defaultSpoolFullWait     = time.Second
 )
 
-func (o SpoolOptions) withDefaults() SpoolOptions {
-	if o.CommitBytes <= 0 {
-		o.CommitBytes = defaultSpoolCommitBytes
-	}
-	if o.SegmentBytes <= 0 {
-		o.SegmentBytes = defaultSpoolSegmentBytes
-	}
+func (o DeliveryOptions) forSpool() DeliveryOptions {
+	o.CommitBytes = knob.Positive("billing.DeliveryOptions.CommitBytes", o.CommitBytes, defaultSpoolCommitBytes)
+	o.SegmentBytes = knob.Positive("billing.DeliveryOptions.SegmentBytes", o.SegmentBytes, defaultSpoolSegmentBytes)
 	if o.MaxBytes == 0 {
 		o.MaxBytes = defaultSpoolMaxBytes
 	}
 	if o.FullWait == 0 {
 		o.FullWait = defaultSpoolFullWait
 	}
-	if o.Workers <= 0 {
-		o.Workers = defaultAsyncWorkers
-	}
+	o.Workers = knob.Positive("billing.DeliveryOptions.Workers", o.Workers, defaultAsyncWorkers)
 	if o.AttemptTimeout == 0 {
 		o.AttemptTimeout = defaultAsyncAttemptTimeout
 	}
@@ -154,7 +99,7 @@ func (o SpoolOptions) withDefaults() SpoolOptions {
 type Spool struct {
 	dir  string
 	next UsageSink
-	o    SpoolOptions
+	o    DeliveryOptions
 	lock *os.File
 
 	// gmu guards the group being filled and closed.
@@ -260,7 +205,7 @@ var errCrashed = errors.New("billing: spool abandoned")
 // OpenSpool opens the spool in dir, creating dir if needed, and starts
 // delivering to next: first the records an earlier run left
 // unacknowledged, in the order they were written, then new ones.
-func OpenSpool(dir string, next UsageSink, o SpoolOptions) (*Spool, error) {
+func OpenSpool(dir string, next UsageSink, o DeliveryOptions) (*Spool, error) {
 	if next == nil {
 		return nil, errors.New("billing: OpenSpool with a nil sink")
 	}
@@ -272,7 +217,7 @@ func OpenSpool(dir string, next UsageSink, o SpoolOptions) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{
-		dir: dir, next: next, o: o.withDefaults(), lock: lock,
+		dir: dir, next: next, o: o.forSpool(), lock: lock,
 		kick:          make(chan struct{}, 1),
 		full:          make(chan struct{}, 1),
 		stopCommit:    make(chan struct{}),

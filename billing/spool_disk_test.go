@@ -34,7 +34,7 @@ func TestSpoolIgnoresTornTail(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s := openSpool(t, dir, hung, billing.SpoolOptions{})
+			s := openSpool(t, dir, hung, billing.DeliveryOptions{})
 			recordAll(t, s, 0, n)
 			billing.CrashSpool(s)
 			segs := files(t, dir, ".seg")
@@ -45,7 +45,7 @@ func TestSpoolIgnoresTornTail(t *testing.T) {
 
 			var logs bytes.Buffer
 			var store billing.MemorySink
-			s = openSpool(t, dir, &store, billing.SpoolOptions{
+			s = openSpool(t, dir, &store, billing.DeliveryOptions{
 				Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, nil)),
 			})
 			closeSpool(t, s)
@@ -122,7 +122,7 @@ func TestSpoolTornAckLog(t *testing.T) {
 		})
 	}
 	var run1, run2, run3 billing.MemorySink
-	s := openSpool(t, dir, failFrom(4, &run1), billing.SpoolOptions{Workers: 1})
+	s := openSpool(t, dir, failFrom(4, &run1), billing.DeliveryOptions{Workers: 1})
 	recordAll(t, s, 0, 10)
 	waitPending(t, s, 6)
 	billing.CrashSpool(s)
@@ -132,11 +132,11 @@ func TestSpoolTornAckLog(t *testing.T) {
 	}
 	appendBytes(t, acks[0], []byte{1, 2, 3, 4, 5}) // a torn entry
 
-	s = openSpool(t, dir, failFrom(7, &run2), billing.SpoolOptions{Workers: 1})
+	s = openSpool(t, dir, failFrom(7, &run2), billing.DeliveryOptions{Workers: 1})
 	waitPending(t, s, 3)
 	billing.CrashSpool(s)
 
-	s = openSpool(t, dir, &run3, billing.SpoolOptions{})
+	s = openSpool(t, dir, &run3, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	for i, c := range []struct {
 		got  []billing.Usage
@@ -151,7 +151,7 @@ func TestSpoolTornAckLog(t *testing.T) {
 func TestSpoolDeletesDeliveredSegments(t *testing.T) {
 	dir := t.TempDir()
 	db := newIdempotent()
-	s := openSpool(t, dir, db, billing.SpoolOptions{SegmentBytes: 4096})
+	s := openSpool(t, dir, db, billing.DeliveryOptions{SegmentBytes: 4096})
 	recordAll(t, s, 0, 200) // about 500 bytes each: ~25 segments
 	waitPending(t, s, 0)
 	segs := files(t, dir, ".seg")
@@ -170,7 +170,7 @@ func TestSpoolDeletesDeliveredSegments(t *testing.T) {
 	}
 
 	again := newIdempotent()
-	s = openSpool(t, dir, again, billing.SpoolOptions{})
+	s = openSpool(t, dir, again, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	if n := len(again.ids()); n != 0 {
 		t.Fatalf("reopen replayed %d delivered records", n)
@@ -181,7 +181,7 @@ func TestSpoolMaxBytesBackpressure(t *testing.T) {
 	t.Run("waits for room", func(t *testing.T) {
 		sink := newGated(record(0).RequestID)
 		var logs bytes.Buffer
-		s := openSpool(t, t.TempDir(), sink, billing.SpoolOptions{
+		s := openSpool(t, t.TempDir(), sink, billing.DeliveryOptions{
 			MaxBytes: 1, FullWait: time.Hour,
 			Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, nil)),
 		})
@@ -207,7 +207,7 @@ func TestSpoolMaxBytesBackpressure(t *testing.T) {
 	t.Run("writes anyway after FullWait", func(t *testing.T) {
 		sink := newGated(record(0).RequestID)
 		var logs bytes.Buffer
-		s := openSpool(t, t.TempDir(), sink, billing.SpoolOptions{
+		s := openSpool(t, t.TempDir(), sink, billing.DeliveryOptions{
 			MaxBytes: 1, FullWait: 30 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, nil)),
 		})

@@ -20,7 +20,7 @@ func ExampleOpenSpool() {
 	defer os.RemoveAll(dir)
 
 	var db billing.MemorySink // stands in for the host's SQL sink, idempotent by RequestID
-	usage, err := billing.OpenSpool(dir, &db, billing.SpoolOptions{})
+	usage, err := billing.OpenSpool(dir, &db, billing.DeliveryOptions{})
 	if err != nil {
 		panic(err)
 	}

@@ -12,14 +12,14 @@ import (
 )
 
 func TestSpoolOptionsDefaults(t *testing.T) {
-	got := SpoolOptions{}.withDefaults()
+	got := DeliveryOptions{}.forSpool()
 	if got.CommitDelay != 0 || got.CommitBytes != 256<<10 || got.SegmentBytes != 16<<20 ||
 		got.MaxBytes != 1<<30 || got.FullWait != time.Second || got.Workers != 4 ||
 		got.AttemptTimeout != 10*time.Second || got.MaxRetries != 0 ||
 		got.RetryBase != 100*time.Millisecond || got.RetryMax != 5*time.Second {
 		t.Fatalf("defaults = %+v", got)
 	}
-	neg := SpoolOptions{CommitDelay: -1, MaxBytes: -1, FullWait: -1, AttemptTimeout: -1, MaxRetries: -1}.withDefaults()
+	neg := DeliveryOptions{CommitDelay: -1, MaxBytes: -1, FullWait: -1, AttemptTimeout: -1, MaxRetries: -1}.forSpool()
 	if neg.CommitDelay >= 0 || neg.MaxBytes >= 0 || neg.FullWait >= 0 || neg.AttemptTimeout >= 0 || neg.MaxRetries != -1 {
 		t.Fatalf("negative options must mean none: %+v", neg)
 	}
@@ -29,7 +29,7 @@ func TestSpoolWriteFailureDeliversDirectly(t *testing.T) {
 	var store MemorySink
 	var logs bytes.Buffer
 	var mu sync.Mutex
-	s, err := OpenSpool(t.TempDir(), &store, SpoolOptions{
+	s, err := OpenSpool(t.TempDir(), &store, DeliveryOptions{
 		Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -21,21 +21,21 @@ import (
 
 func TestSpoolReplaysUndeliveredAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	s := openSpool(t, dir, hung, billing.SpoolOptions{})
+	s := openSpool(t, dir, hung, billing.DeliveryOptions{})
 	recordAll(t, s, 0, 30)
 	if n := s.Pending(); n != 30 {
 		t.Fatalf("Pending = %d, want 30", n)
 	}
 	billing.CrashSpool(s)
 
-	s = openSpool(t, dir, hung, billing.SpoolOptions{}) // still down: nothing is acknowledged
+	s = openSpool(t, dir, hung, billing.DeliveryOptions{}) // still down: nothing is acknowledged
 	if n := s.Pending(); n != 30 {
 		t.Fatalf("Pending after reopen = %d, want the 30 undelivered records", n)
 	}
 	billing.CrashSpool(s)
 
 	db := newIdempotent()
-	s = openSpool(t, dir, db, billing.SpoolOptions{})
+	s = openSpool(t, dir, db, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	if got := db.ids(); !slices.Equal(got, wantIDs(0, 30)) {
 		t.Fatalf("replayed %v, want all 30", got)
@@ -61,13 +61,13 @@ func TestSpoolDoesNotReplayAcknowledged(t *testing.T) {
 		}
 		return first.Record(ctx, u)
 	})
-	s := openSpool(t, dir, evenOnly, billing.SpoolOptions{})
+	s := openSpool(t, dir, evenOnly, billing.DeliveryOptions{})
 	recordAll(t, s, 0, 20)
 	waitPending(t, s, 10) // the even ones are acknowledged
 	billing.CrashSpool(s)
 
 	second := newIdempotent()
-	s = openSpool(t, dir, second, billing.SpoolOptions{})
+	s = openSpool(t, dir, second, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	var odd []string
 	for i := 1; i < 20; i += 2 {
@@ -92,7 +92,7 @@ func TestSpoolRedeliversStoredButUnacknowledged(t *testing.T) {
 		<-ctx.Done() // the crash: the write lands, its acknowledgement does not
 		return db.Record(ctx, u)
 	})
-	s := openSpool(t, dir, dying, billing.SpoolOptions{Workers: 1})
+	s := openSpool(t, dir, dying, billing.DeliveryOptions{Workers: 1})
 	recordAll(t, s, 0, 1)
 	<-entered
 	billing.CrashSpool(s)
@@ -100,7 +100,7 @@ func TestSpoolRedeliversStoredButUnacknowledged(t *testing.T) {
 		t.Fatalf("first run stored %v, want req_000", got)
 	}
 
-	s = openSpool(t, dir, db, billing.SpoolOptions{})
+	s = openSpool(t, dir, db, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	if n := db.calls["req_000"]; n != 2 {
 		t.Fatalf("req_000 delivered %d times, want 2 (once more after the restart)", n)
@@ -131,7 +131,7 @@ func TestSpoolHelperProcess(t *testing.T) {
 		say("D", u.RequestID)
 		return nil
 	})
-	s, err := billing.OpenSpool(dir, slow, billing.SpoolOptions{Workers: 2, Logger: slog.New(slog.DiscardHandler)})
+	s, err := billing.OpenSpool(dir, slow, billing.DeliveryOptions{Workers: 2, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(2)
@@ -194,7 +194,7 @@ func TestSpoolSurvivesSIGKILL(t *testing.T) {
 	}
 
 	replayed := newIdempotent()
-	s := openSpool(t, dir, replayed, billing.SpoolOptions{})
+	s := openSpool(t, dir, replayed, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	var lost []string
 	for id := range recorded {

@@ -21,7 +21,7 @@ func TestSpoolSinkFailsThenRecovers(t *testing.T) {
 	dir := t.TempDir()
 	sink := &flaky{failures: 3, calls: map[string]int{}}
 	var dropped atomic.Int64
-	s := openSpool(t, dir, sink, billing.SpoolOptions{
+	s := openSpool(t, dir, sink, billing.DeliveryOptions{
 		OnDropped: func(billing.Usage, error) { dropped.Add(1) },
 	})
 	recordAll(t, s, 0, 50)
@@ -49,7 +49,7 @@ func TestSpoolMaxRetriesDropsWithReplayableLog(t *testing.T) {
 	s := openSpool(t, dir, billing.SinkFunc(func(context.Context, billing.Usage) error {
 		calls.Add(1)
 		return boom
-	}), billing.SpoolOptions{
+	}), billing.DeliveryOptions{
 		MaxRetries: 2,
 		Logger:     slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelError})),
 		OnDropped: func(u billing.Usage, err error) {
@@ -86,7 +86,7 @@ func TestSpoolMaxRetriesDropsWithReplayableLog(t *testing.T) {
 	}
 
 	var store billing.MemorySink
-	s = openSpool(t, dir, &store, billing.SpoolOptions{})
+	s = openSpool(t, dir, &store, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	if len(store.Records()) != 0 {
 		t.Fatalf("dropped records were replayed: %v", requestIDs(store.Records()))

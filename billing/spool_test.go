@@ -22,7 +22,7 @@ var _ billing.UsageSink = (*billing.Spool)(nil)
 
 // fastSpool keeps the retry waits of a test in the millisecond range and
 // its logs out of the output unless a test asks for them.
-func fastSpool(o billing.SpoolOptions) billing.SpoolOptions {
+func fastSpool(o billing.DeliveryOptions) billing.DeliveryOptions {
 	if o.RetryBase == 0 {
 		o.RetryBase = time.Millisecond
 	}
@@ -35,7 +35,7 @@ func fastSpool(o billing.SpoolOptions) billing.SpoolOptions {
 	return o
 }
 
-func openSpool(t *testing.T, dir string, next billing.UsageSink, o billing.SpoolOptions) *billing.Spool {
+func openSpool(t *testing.T, dir string, next billing.UsageSink, o billing.DeliveryOptions) *billing.Spool {
 	t.Helper()
 	s, err := billing.OpenSpool(dir, next, fastSpool(o))
 	if err != nil {
@@ -123,7 +123,7 @@ func files(t *testing.T, dir, suffix string) []string {
 
 func TestSpoolDeliversEveryRecord(t *testing.T) {
 	var store billing.MemorySink
-	s := openSpool(t, t.TempDir(), &store, billing.SpoolOptions{})
+	s := openSpool(t, t.TempDir(), &store, billing.DeliveryOptions{})
 	recordAll(t, s, 0, 20)
 	closeSpool(t, s)
 	if got := requestIDs(store.Records()); !slices.Equal(got, wantIDs(0, 20)) {
@@ -143,7 +143,7 @@ func TestSpoolDeliversEveryRecord(t *testing.T) {
 
 func TestSpoolConcurrentRecordsShareSyncs(t *testing.T) {
 	db := newIdempotent()
-	s := openSpool(t, t.TempDir(), db, billing.SpoolOptions{})
+	s := openSpool(t, t.TempDir(), db, billing.DeliveryOptions{})
 	const goroutines, each = 64, 25
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -177,7 +177,7 @@ func TestSpoolConcurrentRecordsShareSyncs(t *testing.T) {
 func TestSpoolCloseDeadlineKeepsRecords(t *testing.T) {
 	dir := t.TempDir()
 	var dropped atomic.Int64
-	s := openSpool(t, dir, hung, billing.SpoolOptions{
+	s := openSpool(t, dir, hung, billing.DeliveryOptions{
 		AttemptTimeout: -1,
 		OnDropped:      func(billing.Usage, error) { dropped.Add(1) },
 	})
@@ -196,7 +196,7 @@ func TestSpoolCloseDeadlineKeepsRecords(t *testing.T) {
 	}
 
 	var store billing.MemorySink
-	s = openSpool(t, dir, &store, billing.SpoolOptions{})
+	s = openSpool(t, dir, &store, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	if got := requestIDs(store.Records()); !slices.Equal(got, wantIDs(0, 5)) {
 		t.Fatalf("delivered after reopen: %v, want all 5", got)
@@ -205,7 +205,7 @@ func TestSpoolCloseDeadlineKeepsRecords(t *testing.T) {
 
 func TestSpoolRecordAfterCloseDeliversDirectly(t *testing.T) {
 	var store billing.MemorySink
-	s := openSpool(t, t.TempDir(), &store, billing.SpoolOptions{})
+	s := openSpool(t, t.TempDir(), &store, billing.DeliveryOptions{})
 	closeSpool(t, s)
 	if err := s.Record(context.Background(), record(0)); err != nil {
 		t.Fatal(err)
@@ -217,7 +217,7 @@ func TestSpoolRecordAfterCloseDeliversDirectly(t *testing.T) {
 	var dropped atomic.Int64
 	s = openSpool(t, t.TempDir(), billing.SinkFunc(func(context.Context, billing.Usage) error {
 		return errors.New("db down")
-	}), billing.SpoolOptions{MaxRetries: -1, OnDropped: func(billing.Usage, error) { dropped.Add(1) }})
+	}), billing.DeliveryOptions{MaxRetries: -1, OnDropped: func(billing.Usage, error) { dropped.Add(1) }})
 	closeSpool(t, s)
 	if err := s.Record(context.Background(), record(1)); !errors.Is(err, billing.ErrDropped) {
 		t.Fatalf("Record after Close with a failing sink = %v, want ErrDropped", err)
@@ -229,15 +229,15 @@ func TestSpoolRecordAfterCloseDeliversDirectly(t *testing.T) {
 
 func TestOpenSpoolLocksDir(t *testing.T) {
 	dir := t.TempDir()
-	s := openSpool(t, dir, billing.Discard, billing.SpoolOptions{})
-	if _, err := billing.OpenSpool(dir, billing.Discard, billing.SpoolOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
+	s := openSpool(t, dir, billing.Discard, billing.DeliveryOptions{})
+	if _, err := billing.OpenSpool(dir, billing.Discard, billing.DeliveryOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second OpenSpool on the same dir = %v, want an in-use error", err)
 	}
 	closeSpool(t, s)
-	s = openSpool(t, dir, billing.Discard, billing.SpoolOptions{})
+	s = openSpool(t, dir, billing.Discard, billing.DeliveryOptions{})
 	closeSpool(t, s)
 
-	if _, err := billing.OpenSpool(t.TempDir(), nil, billing.SpoolOptions{}); err == nil {
+	if _, err := billing.OpenSpool(t.TempDir(), nil, billing.DeliveryOptions{}); err == nil {
 		t.Fatal("OpenSpool with a nil sink succeeded")
 	}
 }
@@ -247,7 +247,7 @@ func TestOpenSpoolRejectsForeignSegment(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d.seg", 1)), []byte("not a spool file"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := billing.OpenSpool(dir, billing.Discard, billing.SpoolOptions{}); err == nil {
+	if _, err := billing.OpenSpool(dir, billing.Discard, billing.DeliveryOptions{}); err == nil {
 		t.Fatal("OpenSpool took over a file that is not a segment")
 	}
 }
@@ -263,7 +263,7 @@ func BenchmarkSpoolRecord(b *testing.B) {
 		{"goroutines=64xP/delay=2ms", 64, 2 * time.Millisecond},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s, err := billing.OpenSpool(b.TempDir(), billing.Discard, billing.SpoolOptions{
+			s, err := billing.OpenSpool(b.TempDir(), billing.Discard, billing.DeliveryOptions{
 				CommitDelay: bc.delay, Logger: slog.New(slog.DiscardHandler),
 			})
 			if err != nil {

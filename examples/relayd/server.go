@@ -174,13 +174,13 @@ func (s *server) openUsage(cfg UsageConfig) error {
 	}
 	s.sink = sink
 	if cfg.Spool == "" {
-		s.async = billing.NewAsync(sink, billing.AsyncOptions{Workers: deliveryWorkers, Logger: s.log})
+		s.async = billing.NewAsync(sink, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
 		s.usage = s.async
 		return nil
 	}
 	// The spool retries a record until the database takes it (MaxRetries
 	// 0): the disk, not memory, holds records through a database outage.
-	s.spool, err = billing.OpenSpool(cfg.Spool, sink, billing.SpoolOptions{Workers: deliveryWorkers, Logger: s.log})
+	s.spool, err = billing.OpenSpool(cfg.Spool, sink, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
 	if err != nil {
 		sink.Close()
 		return fmt.Errorf("usage spool: %w", err)

@@ -115,7 +115,7 @@ func TestThroughAsyncExactlyOnce(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		s := tg.open(t)
 		ctx := context.Background()
-		a := billing.NewAsync(s, billing.AsyncOptions{Workers: 64, QueueSize: 128})
+		a := billing.NewAsync(s, billing.DeliveryOptions{Workers: 64, QueueSize: 128})
 		const distinct = 300
 		var wantTokens int64
 		var wg sync.WaitGroup

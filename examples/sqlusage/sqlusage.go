@@ -7,7 +7,7 @@
 //
 //	sink, err := sqlusage.Open(ctx, "postgres", "postgres://...") // or "sqlite", "usage.db"
 //	if err != nil { ... }
-//	usage := billing.NewAsync(sink, billing.AsyncOptions{Workers: 128})
+//	usage := billing.NewAsync(sink, billing.DeliveryOptions{Workers: 128})
 //	h := &relay.Handler{Scheduler: sched, Usage: usage}
 //	...
 //	usage.Close(ctx)    // drain the queue first
