@@ -75,7 +75,7 @@ func (t *turn) acquireUserSlot() (func(), *APIError) {
 }
 
 // waitOutcome names how a wait for a slot ended, for SlotWait.Outcome.
-func (t *turn) waitOutcome(err error) string {
+func (t *turn) waitOutcome(err error) WaitOutcome {
 	var na *scheduler.NoAccountError
 	switch {
 	case err == nil:

@@ -65,20 +65,24 @@ type TurnStart struct {
 	Model   string
 }
 
-// Slot kinds, for SlotWait.Kind.
+// SlotKind says which slot a SlotWait waited for.
+type SlotKind string
+
 const (
-	SlotUser    = "user"    // the user's concurrency slot
-	SlotAccount = "account" // account selection, including a wait for an account slot
+	SlotUser    SlotKind = "user"    // the user's concurrency slot
+	SlotAccount SlotKind = "account" // account selection, including a wait for an account slot
 )
 
-// Slot wait outcomes, for SlotWait.Outcome.
+// WaitOutcome is how a SlotWait ended.
+type WaitOutcome string
+
 const (
-	WaitAcquired   = "acquired"    // the slot was taken (at once or after waiting)
-	WaitQueueFull  = "queue_full"  // the wait queue was full: 429
-	WaitTimeout    = "timeout"     // the wait timed out: 429
-	WaitClientGone = "client_gone" // the client left while waiting
-	WaitNoAccount  = "no_account"  // no account can take the turn (model, cooldowns, exclusions): 503
-	WaitError      = "error"       // the limiter or another hook failed: 503
+	WaitAcquired   WaitOutcome = "acquired"    // the slot was taken (at once or after waiting)
+	WaitQueueFull              = "queue_full"  // the wait queue was full: 429
+	WaitTimeout                = "timeout"     // the wait timed out: 429
+	WaitClientGone             = "client_gone" // the client left while waiting
+	WaitNoAccount              = "no_account"  // no account can take the turn (model, cooldowns, exclusions): 503
+	WaitError                  = "error"       // the limiter or another hook failed: 503
 	// WaitNotOwned: previous_response_id names another API key's response
 	// (scheduler.ErrResponseNotOwned): 400 previous_response_not_found.
 	WaitNotOwned = "not_owned"
@@ -87,14 +91,14 @@ const (
 // SlotWait is one wait for a slot.
 type SlotWait struct {
 	RequestID string
-	Kind      string // SlotUser or SlotAccount
+	Kind      SlotKind
 	// AccountID is the account selected (SlotAccount with WaitAcquired).
 	AccountID string
 	// Layer is how the account was chosen (SlotAccount with WaitAcquired).
 	Layer scheduler.Layer
 	// Wait is how long the step took: near zero when a slot was free.
 	Wait    time.Duration
-	Outcome string // one of the Wait* constants
+	Outcome WaitOutcome
 }
 
 // FirstToken is the first output event of a turn.
@@ -105,24 +109,28 @@ type FirstToken struct {
 	TTFT      time.Duration // since the turn arrived
 }
 
-// Attempt outcomes, for Attempt.Outcome.
+// AttemptOutcome is how an upstream attempt ended.
+type AttemptOutcome string
+
 const (
-	AttemptServed     = "served"      // a terminal event (or a JSON answer) reached the client
-	AttemptBroken     = "broken"      // the upstream broke after output; the client got response.failed
-	AttemptFailover   = "failover"    // failed before output; the relay tries another account (one was found)
-	AttemptFailed     = "failed"      // failed before output; the client gets the error (no retry, or no account left)
-	AttemptClientGone = "client_gone" // the client left during the attempt
+	AttemptServed     AttemptOutcome = "served"      // a terminal event (or a JSON answer) reached the client
+	AttemptBroken                    = "broken"      // the upstream broke after output; the client got response.failed
+	AttemptFailover                  = "failover"    // failed before output; the relay tries another account (one was found)
+	AttemptFailed                    = "failed"      // failed before output; the client gets the error (no retry, or no account left)
+	AttemptClientGone                = "client_gone" // the client left during the attempt
 )
 
-// Reasons an attempt failed, for Attempt.Reason.
+// AttemptReason is why an upstream attempt failed.
+type AttemptReason string
+
 const (
-	ReasonConnection  = "connection"  // dial, reset or EOF before response headers
-	ReasonTimeout     = "timeout"     // no response headers, or no event, in time
-	ReasonStatus      = "status"      // an HTTP error status: see Attempt.Status
-	ReasonRefused     = "refused"     // in-band refusal: failed before any output
-	ReasonStream      = "stream"      // the stream broke or was not a usable answer
-	ReasonCredentials = "credentials" // Credentials gave no token for the account
-	ReasonClientGone  = "client_gone" // the client left first
+	ReasonConnection  AttemptReason = "connection"  // dial, reset or EOF before response headers
+	ReasonTimeout                   = "timeout"     // no response headers, or no event, in time
+	ReasonStatus                    = "status"      // an HTTP error status: see Attempt.Status
+	ReasonRefused                   = "refused"     // in-band refusal: failed before any output
+	ReasonStream                    = "stream"      // the stream broke or was not a usable answer
+	ReasonCredentials               = "credentials" // Credentials gave no token for the account
+	ReasonClientGone                = "client_gone" // the client left first
 )
 
 // Attempt is one upstream attempt.
@@ -134,8 +142,8 @@ type Attempt struct {
 	Start     time.Time
 	Duration  time.Duration // from Start until the attempt ended (for a stream, its end)
 	Status    int           // the upstream's HTTP status (200 for a WebSocket upstream that served); 0 when there was none
-	Outcome   string        // one of the Attempt* constants
-	Reason    string        // one of the Reason* constants; "" when served
+	Outcome   AttemptOutcome
+	Reason    AttemptReason // "" when served
 }
 
 // Turn end statuses beyond the usage statuses (billing.Status*).
@@ -210,7 +218,7 @@ func (t *turn) observeStart() {
 	}()
 }
 
-func (t *turn) observeSlot(kind string, began time.Time, sel *scheduler.Selection, outcome string) {
+func (t *turn) observeSlot(kind SlotKind, began time.Time, sel *scheduler.Selection, outcome WaitOutcome) {
 	o := t.obs.obs
 	if o == nil || o.SlotWait == nil {
 		return
@@ -242,7 +250,7 @@ func (t *turn) observeFirst(acct string, at time.Time) {
 	o.FirstToken(t.ctx, FirstToken{RequestID: t.id, AccountID: acct, Model: t.req.Model, TTFT: at.Sub(t.start)})
 }
 
-func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome string) {
+func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) {
 	t.obs.account = sel.Account.ID
 	o := t.obs.obs
 	if o == nil || o.Attempt == nil {
@@ -251,7 +259,7 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 	t.reportAttempt(t.attemptInfo(sel, began, ae, outcome))
 }
 
-func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome string) Attempt {
+func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
 	e := Attempt{RequestID: t.id, N: t.attempt, AccountID: sel.Account.ID, Layer: sel.Layer,
 		Start: began, Duration: t.h.now().Sub(began), Outcome: outcome}
 	if ae != nil {
@@ -279,7 +287,7 @@ func (t *turn) pendAttempt(sel *scheduler.Selection, began time.Time, ae *attemp
 
 // flushAttempt reports the pending attempt with its outcome: failover when
 // another account was found; otherwise failed (or client_gone).
-func (t *turn) flushAttempt(outcome string) {
+func (t *turn) flushAttempt(outcome AttemptOutcome) {
 	if !t.obs.hasPending {
 		return
 	}
@@ -293,7 +301,7 @@ func (t *turn) flushAttempt(outcome string) {
 }
 
 // served classifies a served attempt by the usage status it recorded.
-func servedOutcome(status string) string {
+func servedOutcome(status string) AttemptOutcome {
 	switch status {
 	case billing.StatusUpstreamError:
 		return AttemptBroken
@@ -304,7 +312,7 @@ func servedOutcome(status string) string {
 }
 
 // reason names why an attempt failed, for Attempt.Reason.
-func (e *attemptError) reason() string {
+func (e *attemptError) reason() AttemptReason {
 	switch e.kind {
 	case failStatus:
 		return ReasonStatus

@@ -41,7 +41,7 @@ func (r *recorder) observer() *relay.Observer {
 		SlotWait: func(ctx context.Context, e relay.SlotWait) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.calls = append(r.calls, "wait:"+e.Kind+":"+e.Outcome)
+			r.calls = append(r.calls, "wait:"+string(e.Kind)+":"+string(e.Outcome))
 			r.waits = append(r.waits, e)
 		},
 		FirstToken: func(ctx context.Context, e relay.FirstToken) {
@@ -53,7 +53,7 @@ func (r *recorder) observer() *relay.Observer {
 		Attempt: func(ctx context.Context, e relay.Attempt) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			r.calls = append(r.calls, "attempt:"+e.Outcome)
+			r.calls = append(r.calls, "attempt:"+string(e.Outcome))
 			r.tries = append(r.tries, e)
 		},
 		TurnEnd: func(ctx context.Context, e relay.TurnEnd) {
@@ -187,14 +187,14 @@ func TestObserverFailover(t *testing.T) {
 func TestObserverFailoverReasons(t *testing.T) {
 	cases := []struct {
 		step   relaytest.Step
-		reason string
+		reason relay.AttemptReason
 	}{
 		{relaytest.Step{ResetBeforeHeaders: true}, relay.ReasonConnection},
 		{relaytest.Step{InBandFailed: "server_is_overloaded"}, relay.ReasonRefused},
 		{relaytest.Step{Status: 503}, relay.ReasonStatus},
 	}
 	for _, c := range cases {
-		t.Run(c.reason, func(t *testing.T) {
+		t.Run(string(c.reason), func(t *testing.T) {
 			e := newPriorityEnv(t)
 			rec := observed(e)
 			e.up.Script("bad", c.step)

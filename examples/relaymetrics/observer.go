@@ -39,7 +39,7 @@ func addTokens(c interface{ Add(float64) }, n int64) {
 }
 
 func (m *Metrics) slotWaited(_ context.Context, e relay.SlotWait) {
-	m.slotBy.get([2]string{e.Kind, e.Outcome}).Observe(e.Wait.Seconds())
+	m.slotBy.get([2]string{string(e.Kind), string(e.Outcome)}).Observe(e.Wait.Seconds())
 }
 
 func (m *Metrics) firstToken(_ context.Context, e relay.FirstToken) {
@@ -47,10 +47,10 @@ func (m *Metrics) firstToken(_ context.Context, e relay.FirstToken) {
 }
 
 func (m *Metrics) attempt(_ context.Context, e relay.Attempt) {
-	m.attemptsBy.get([3]string{e.AccountID, e.Outcome, e.Reason}).Inc()
-	m.attDurBy.get([2]string{e.AccountID, e.Outcome}).Observe(e.Duration.Seconds())
+	m.attemptsBy.get([3]string{e.AccountID, string(e.Outcome), string(e.Reason)}).Inc()
+	m.attDurBy.get([2]string{e.AccountID, string(e.Outcome)}).Observe(e.Duration.Seconds())
 	if e.Outcome == relay.AttemptFailover {
-		m.failBy.get([2]string{e.AccountID, e.Reason}).Inc()
+		m.failBy.get([2]string{e.AccountID, string(e.Reason)}).Inc()
 	}
 }
 

@@ -113,8 +113,8 @@ func (t *tracer) slotWait(ctx context.Context, e relay.SlotWait) {
 		return
 	}
 	attrs := []attribute.KeyValue{
-		AttrSlotKind.String(e.Kind),
-		AttrSlotOutcome.String(e.Outcome),
+		AttrSlotKind.String(string(e.Kind)),
+		AttrSlotOutcome.String(string(e.Outcome)),
 		AttrSlotWaitMS.Float64(ms(e.Wait)),
 	}
 	if e.AccountID != "" {
@@ -144,19 +144,19 @@ func (t *tracer) attempt(ctx context.Context, e relay.Attempt) {
 		AttrAccountID.String(e.AccountID),
 		AttrAttempt.Int(e.N),
 		AttrLayer.String(string(e.Layer)),
-		AttrOutcome.String(e.Outcome),
+		AttrOutcome.String(string(e.Outcome)),
 	}
 	if e.Status != 0 {
 		attrs = append(attrs, AttrHTTPStatus.Int(e.Status))
 	}
 	if e.Reason != "" {
-		attrs = append(attrs, AttrReason.String(e.Reason))
+		attrs = append(attrs, AttrReason.String(string(e.Reason)))
 	}
 	_, span := t.tr.Start(ctx, AttemptSpan, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithTimestamp(e.Start), trace.WithAttributes(attrs...))
 	switch e.Outcome {
 	case relay.AttemptFailover, relay.AttemptFailed, relay.AttemptBroken:
-		span.SetStatus(codes.Error, e.Reason)
+		span.SetStatus(codes.Error, string(e.Reason))
 	}
 	span.End(trace.WithTimestamp(e.Start.Add(e.Duration)))
 }
