@@ -71,7 +71,7 @@ func TestServedTurn(t *testing.T) {
 		relaytrace.AttrAccountID: "a",
 		relaytrace.AttrAttempt:   1,
 		relaytrace.AttrLayer:     string(scheduler.LayerBalanced),
-		relaytrace.AttrOutcome:   relay.AttemptServed,
+		relaytrace.AttrOutcome:   string(relay.AttemptServed),
 	})
 	if at.StartTime().Before(turn.StartTime()) || at.EndTime().After(turn.EndTime()) || !at.EndTime().After(at.StartTime()) {
 		t.Errorf("attempt [%v, %v] not within turn [%v, %v]", at.StartTime(), at.EndTime(), turn.StartTime(), turn.EndTime())
@@ -94,8 +94,8 @@ func TestFailoverSpans(t *testing.T) {
 	wantAttrs(t, kids[0], map[attribute.Key]any{
 		relaytrace.AttrAccountID:  "a",
 		relaytrace.AttrAttempt:    1,
-		relaytrace.AttrOutcome:    relay.AttemptFailover,
-		relaytrace.AttrReason:     relay.ReasonStatus,
+		relaytrace.AttrOutcome:    string(relay.AttemptFailover),
+		relaytrace.AttrReason:     string(relay.ReasonStatus),
 		relaytrace.AttrHTTPStatus: 429,
 	})
 	if kids[0].Status().Code != codes.Error {
@@ -104,7 +104,7 @@ func TestFailoverSpans(t *testing.T) {
 	wantAttrs(t, kids[1], map[attribute.Key]any{
 		relaytrace.AttrAccountID: "b",
 		relaytrace.AttrAttempt:   2,
-		relaytrace.AttrOutcome:   relay.AttemptServed,
+		relaytrace.AttrOutcome:   string(relay.AttemptServed),
 	})
 	if kids[1].Status().Code != codes.Unset {
 		t.Errorf("served attempt status %v, want unset", kids[1].Status())
@@ -184,7 +184,7 @@ func TestClientGoneSpan(t *testing.T) {
 	if len(kids) != 1 {
 		t.Fatalf("%d attempt spans, want 1", len(kids))
 	}
-	wantAttrs(t, kids[0], map[attribute.Key]any{relaytrace.AttrOutcome: relay.AttemptClientGone})
+	wantAttrs(t, kids[0], map[attribute.Key]any{relaytrace.AttrOutcome: string(relay.AttemptClientGone)})
 }
 
 func TestRecordSubject(t *testing.T) {
