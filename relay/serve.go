@@ -109,7 +109,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		APIKeyID:           subj.APIKeyID,
 		PreviousResponseID: req.PreviousResponseID,
 		SessionKey:         sessionKey(r.Header, req),
-		Transport:          scheduler.TransportHTTP,
 		Wait:               true,
 	}
 	t.serve()

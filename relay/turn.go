@@ -136,7 +136,6 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 		PreviousResponseID: req.PreviousResponseID,
 		SessionKey:         sessionKey(tr.Header, &req),
 		PreferAccount:      tr.PreferAccount,
-		Transport:          scheduler.TransportHTTP,
 		Wait:               true,
 	}
 	t.serve()

@@ -50,7 +50,7 @@ const (
 // with an error wrapping ErrResponseNotOwned, without taking a slot.
 //
 // The balanced layer considers the accounts that serve q.Model over
-// q.Transport, are not cooling down and not in q.Exclude. It keeps the TopK
+// q.WebSocket, are not cooling down and not in q.Exclude. It keeps the TopK
 // best by (Priority, score) and tries their slots in that order, where
 // accounts of equal priority and score are in weighted random order (an
 // account's chance to come first is proportional to its Weight). When all
@@ -71,7 +71,7 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 	}
 	v := s.view(q.Group, accounts)
 	if len(v.slots) == 0 {
-		return nil, &NoAccountError{Group: q.Group, Model: q.Model, transport: q.Transport, Reason: ReasonNoAccounts}
+		return nil, &NoAccountError{Group: q.Group, Model: q.Model, webSocket: q.WebSocket, Reason: ReasonNoAccounts}
 	}
 	now := s.now().UnixNano()
 	var exBuf [8]int32
@@ -143,7 +143,7 @@ func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Reques
 			why = "failed earlier in this turn"
 		case !sl.acct.Serves(q.Model):
 			why = "does not serve the model"
-		case q.Transport == TransportWebSocket && !h.ws:
+		case q.WebSocket && !h.ws:
 			why = "does not support WebSocket"
 		case sl.st.coolUntil.Load() > now:
 			why = "cooling down"
@@ -390,10 +390,10 @@ func (s *Scheduler) balanced(ctx context.Context, v *poolView, q Request, ex []i
 	if s.topK > len(buf) {
 		cands = make([]cand, 0, s.topK)
 	}
-	cands, n := s.rank(v, v.serving(q.Model), q.Transport == TransportWebSocket, ex, now, cands)
+	cands, n := s.rank(v, v.serving(q.Model), q.WebSocket, ex, now, cands)
 
 	if len(cands) == 0 {
-		e := &NoAccountError{Group: q.Group, Model: q.Model, transport: q.Transport, total: len(v.slots), eligible: n.eligible}
+		e := &NoAccountError{Group: q.Group, Model: q.Model, webSocket: q.WebSocket, total: len(v.slots), eligible: n.eligible}
 		switch {
 		case n.eligible == 0:
 			e.Reason = ReasonModel

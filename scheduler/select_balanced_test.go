@@ -91,7 +91,7 @@ func TestSelectExcludeTransportAndModelMap(t *testing.T) {
 	)
 	ctx := context.Background()
 	for range 50 {
-		sel, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5", Transport: TransportWebSocket})
+		sel, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5", WebSocket: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -175,7 +175,7 @@ func TestStickyEscape(t *testing.T) {
 			f.pool.Add("g", &Account{ID: "a", Concurrency: 1, Models: []string{"gpt-4o"}})
 		}},
 		{"no websocket", "WebSocket", func(t *testing.T, f *fixture, q *Request) {
-			q.Transport = TransportWebSocket
+			q.WebSocket = true
 		}},
 	}
 	for _, layer := range []Layer{LayerPreviousResponse, LayerSession} {

@@ -32,7 +32,7 @@ func TestSelectNoAccount(t *testing.T) {
 	})
 	t.Run("transport", func(t *testing.T) {
 		f := newFixture(t, acct("a"))
-		_, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5", Transport: TransportWebSocket})
+		_, err := f.s.Select(ctx, Request{Group: "g", Model: "gpt-5", WebSocket: true})
 		var na *NoAccountError
 		if !errors.As(err, &na) || na.Reason != ReasonModel || !strings.Contains(err.Error(), "WebSocket") {
 			t.Fatalf("err %v", err)
@@ -216,12 +216,6 @@ func TestStatsPruned(t *testing.T) {
 	}
 	if f.s.CoolingUntil("cooling").IsZero() {
 		t.Fatal("pruning dropped a cooldown")
-	}
-}
-
-func TestTransportString(t *testing.T) {
-	if TransportHTTP.String() != "http" || TransportWebSocket.String() != "ws" || Transport(9).String() != "Transport(9)" {
-		t.Fatal(TransportHTTP.String(), TransportWebSocket.String())
 	}
 }
 

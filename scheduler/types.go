@@ -7,25 +7,6 @@ import (
 	"time"
 )
 
-// Transport is how a turn reaches the upstream.
-type Transport int
-
-const (
-	TransportHTTP      Transport = iota // a POST to BaseURL/responses
-	TransportWebSocket                  // the Responses WebSocket mode; needs Account.WebSocket
-)
-
-// String returns "http" or "ws", the names usage records use.
-func (t Transport) String() string {
-	switch t {
-	case TransportHTTP:
-		return "http"
-	case TransportWebSocket:
-		return "ws"
-	}
-	return fmt.Sprintf("Transport(%d)", int(t))
-}
-
 // Request is what Select needs to know about a turn.
 type Request struct {
 	Group    string
@@ -42,7 +23,9 @@ type Request struct {
 	// same escape rules: the account a WebSocket connection is pinned to.
 	PreferAccount string
 
-	Transport Transport
+	// WebSocket asks for an account that serves the Responses WebSocket
+	// mode (Account.WebSocket).
+	WebSocket bool
 	// Exclude lists account IDs that already failed this turn.
 	Exclude []string
 	// Wait enables waiting for an account slot when every candidate is
@@ -82,7 +65,7 @@ type NoAccountError struct {
 	// ReasonCoolingDown).
 	Until time.Time
 
-	transport       Transport
+	webSocket       bool
 	total, eligible int
 }
 
@@ -99,7 +82,7 @@ func (e *NoAccountError) Error() string {
 	case ReasonNoAccounts:
 		return fmt.Sprintf("scheduler: group %q has no accounts", e.Group)
 	case ReasonModel:
-		if e.transport == TransportWebSocket {
+		if e.webSocket {
 			return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q over WebSocket", e.total, e.Group, e.Model)
 		}
 		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.total, e.Group, e.Model)
