@@ -24,7 +24,8 @@ type conn struct {
 	ctx    context.Context // ends when the client is gone
 	cancel context.CancelFunc
 
-	msgs chan []byte // response.create messages for the turn loop
+	msgs  chan []byte // response.create messages for the turn loop
+	limit int64       // the largest client message
 
 	out    *batchConn // the client's socket, to hold a burst of writes
 	up     *upstream  // the pinned upstream socket, if any
@@ -37,7 +38,8 @@ func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subjec
 	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: clientIP(r), ua: r.UserAgent(),
 		ctx: ctx, cancel: cancel, msgs: make(chan []byte, 1)}
 	c.up = &upstream{h: h, header: c.header}
-	ws.SetReadLimit(orDefault(h.ReadLimit, DefaultReadLimit))
+	c.limit = h.readLimit()
+	ws.SetReadLimit(c.limit)
 	return c
 }
 
@@ -98,6 +100,11 @@ func (c *conn) readLoop() {
 		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {
 			return // closed, too big (coder/websocket sends 1009), or gone
+		}
+		if int64(len(data)) > c.limit {
+			// coder/websocket lets one byte over its limit through.
+			c.close(websocket.StatusMessageTooBig, "message over the read limit")
+			return
 		}
 		if code, reason := checkFrame(typ, data); code != 0 {
 			c.close(code, reason)

@@ -66,6 +66,13 @@ const (
 	DefaultPingTimeout         = 10 * time.Second
 	DefaultUpstreamMaxAge      = 55 * time.Minute
 	DefaultTurnWaitTimeout     = 5 * time.Second
+	// DefaultMaxConnsPerKey caps the connections of a key whose Subject
+	// has no concurrency limit (MaxConnsPerKey 0).
+	DefaultMaxConnsPerKey = 16
+	// ConnsPerConcurrency is how many connections per allowed concurrent
+	// turn a key may open (MaxConnsPerKey 0): a client keeps a spare
+	// connection or two, not hundreds.
+	ConnsPerConcurrency = 2
 	// BetaHeader is the OpenAI-Beta value sent on upstream dials.
 	BetaHeader = "responses_websockets=2026-02-06"
 )
@@ -76,7 +83,9 @@ type Handler struct {
 	// Relay is the HTTP relay whose pipeline (authentication, limiter,
 	// billing, scheduler, credentials, usage, logger) the turns share.
 	Relay *relay.Handler
-	// ReadLimit caps one client message; larger closes with 1009. 0: 32 MiB.
+	// ReadLimit caps one client message; larger closes with 1009. It is
+	// never larger than the relay's MaxBodyBytes (a message is a body).
+	// 0: 32 MiB. Upstream frames are capped by ReadLimit alone.
 	ReadLimit int64
 	// FirstMessageTimeout is how long a new connection may stay silent
 	// before its first response.create; then it closes with 1008. 0: 30 s.
@@ -90,7 +99,9 @@ type Handler struct {
 	// zero MaxWaiters: the relay's default.
 	TurnWait concurrency.WaitOptions
 	// MaxConnsPerKey caps open connections per API key; one more is
-	// answered 429 before the upgrade. <= 0: unlimited.
+	// answered 429 before the upgrade. 0: ConnsPerConcurrency times the
+	// Subject's Concurrency, or DefaultMaxConnsPerKey when that is
+	// unlimited; negative: unlimited.
 	MaxConnsPerKey int
 	// ConnLimiter counts open connections (key "wsconn:"+APIKeyID). nil:
 	// an in-memory limiter owned by the Handler.
@@ -99,8 +110,10 @@ type Handler struct {
 	// compression). nil: coder/websocket's defaults.
 	Accept *websocket.AcceptOptions
 	// HTTPClient sends the handshakes of upstream sockets (an HTTP/1.1
-	// upgrade; its Timeout bounds the handshake only). nil:
-	// http.DefaultClient.
+	// upgrade; its Timeout bounds the handshake only). Redirects are never
+	// followed: a 3xx answer is a failed dial. nil: a client on the
+	// relay's Transport when that is an *http.Transport (its TLS config,
+	// Proxy and DialContext apply), else http.DefaultClient.
 	HTTPClient *http.Client
 
 	connsOnce      sync.Once
@@ -143,8 +156,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	release := func() {}
-	if h.MaxConnsPerKey > 0 {
-		rel, ok, err := h.connLimiter().TryAcquire(r.Context(), "wsconn:"+subj.APIKeyID, h.MaxConnsPerKey)
+	if max := h.maxConns(subj); max > 0 {
+		rel, ok, err := h.connLimiter().TryAcquire(r.Context(), "wsconn:"+subj.APIKeyID, max)
 		if err != nil || !ok {
 			relay.WriteError(w, &relay.APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 				Message: "Too many open WebSocket connections for this API key", RetryAfter: 5 * time.Second})
@@ -274,6 +287,38 @@ func (h *Handler) Open() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.open
+}
+
+// maxConns is the connection cap of subj's key; 0: none.
+func (h *Handler) maxConns(subj *relay.Subject) int {
+	switch {
+	case h.MaxConnsPerKey < 0:
+		return 0
+	case h.MaxConnsPerKey > 0:
+		return h.MaxConnsPerKey
+	case subj.Concurrency > 0:
+		return ConnsPerConcurrency * subj.Concurrency
+	}
+	return DefaultMaxConnsPerKey
+}
+
+// readLimit is the cap of one client message: ReadLimit, and never more
+// than the relay takes as a body.
+func (h *Handler) readLimit() int64 {
+	return min(orDefault(h.ReadLimit, DefaultReadLimit), orDefault(h.Relay.MaxBodyBytes, relay.DefaultMaxBodyBytes))
+}
+
+// dialClient is the client that sends upstream handshakes.
+func (h *Handler) dialClient() *http.Client {
+	if h.HTTPClient != nil {
+		return h.HTTPClient
+	}
+	if t, ok := h.Relay.Transport.(*http.Transport); ok {
+		// The relay's own transport: the same TLS roots, proxy and
+		// dialer as its HTTP requests. It sends an upgrade over HTTP/1.1.
+		return &http.Client{Transport: t}
+	}
+	return nil
 }
 
 func (h *Handler) connLimiter() concurrency.SlotLimiter {

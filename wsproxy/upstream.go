@@ -119,7 +119,7 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 		hdr.Set("Authorization", "Bearer "+token)
 	}
 	hdr.Set("OpenAI-Beta", BetaHeader)
-	ws, err := wsconn.Dial(ctx, u.h.HTTPClient, wsURL(a.BaseURL), hdr)
+	ws, err := wsconn.Dial(ctx, u.h.dialClient(), wsURL(a.BaseURL), hdr)
 	if err != nil {
 		var he *wsconn.HandshakeError
 		if errors.As(err, &he) && he.Status >= 400 {
