@@ -66,12 +66,20 @@ const (
 	DefaultPingTimeout         = 10 * time.Second
 	DefaultUpstreamMaxAge      = 55 * time.Minute
 	DefaultTurnWaitTimeout     = 5 * time.Second
+	// DefaultUpstreamIdleTimeout is how long an upstream socket is kept
+	// between turns (UpstreamIdleTimeout 0).
+	DefaultUpstreamIdleTimeout = 10 * time.Minute
+	// DefaultMaxUpstreamSockets caps the upstream sockets of an account
+	// without a concurrency limit (MaxUpstreamSockets 0).
+	DefaultMaxUpstreamSockets = 64
 	// DefaultMaxConnsPerKey caps the connections of a key whose Subject
 	// has no concurrency limit (MaxConnsPerKey 0).
 	DefaultMaxConnsPerKey = 16
-	// ConnsPerConcurrency is how many connections per allowed concurrent
-	// turn a key may open (MaxConnsPerKey 0): a client keeps a spare
-	// connection or two, not hundreds.
+	// ConnsPerConcurrency is how many sockets per allowed concurrent turn
+	// are open at most by default: client connections of a key
+	// (MaxConnsPerKey 0) and upstream sockets of an account
+	// (MaxUpstreamSockets 0). Idle connections keep a spare or two, not
+	// hundreds.
 	ConnsPerConcurrency = 2
 	// BetaHeader is the OpenAI-Beta value sent on upstream dials.
 	BetaHeader = "responses_websockets=2026-02-06"
@@ -95,6 +103,18 @@ type Handler struct {
 	// UpstreamMaxAge is how old an upstream socket may get before the next
 	// turn dials a fresh one (the upstream closes at 60 minutes). 0: 55 min.
 	UpstreamMaxAge time.Duration
+	// UpstreamIdleTimeout closes an upstream socket no turn used for this
+	// long; the connection's next turn dials a new one (a store=false
+	// continuation of the old socket's response then fails). 0: 10 min;
+	// negative: kept until UpstreamMaxAge.
+	UpstreamIdleTimeout time.Duration
+	// MaxUpstreamSockets caps the open upstream sockets of one account
+	// across all connections. A turn that would dial one more goes through
+	// the account's HTTP bridge instead (relay.ErrUseHTTP); it is not a
+	// failure of the account. 0: ConnsPerConcurrency times the account's
+	// Concurrency, or DefaultMaxUpstreamSockets when that is unlimited;
+	// negative: unlimited.
+	MaxUpstreamSockets int
 	// TurnWait bounds a turn's wait for a user slot. Zero Timeout: 5 s;
 	// zero MaxWaiters: the relay's default.
 	TurnWait concurrency.WaitOptions
@@ -119,6 +139,9 @@ type Handler struct {
 	connsOnce      sync.Once
 	noHijackLogged atomic.Bool
 	memConns       *concurrency.Memory
+
+	sockMu  sync.Mutex
+	sockets map[string]int // open upstream sockets per account
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}

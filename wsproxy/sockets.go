@@ -1,0 +1,91 @@
+package wsproxy
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/relaykit/responsesrelay/relay"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// errSocketCap declines a dial over MaxUpstreamSockets: the relay sends
+// the attempt through the HTTP bridge.
+var errSocketCap = fmt.Errorf("wsproxy: upstream sockets of the account at MaxUpstreamSockets: %w", relay.ErrUseHTTP)
+
+// maxSockets is the socket cap of account a; 0: none.
+func (h *Handler) maxSockets(a *scheduler.Account) int {
+	switch {
+	case h.MaxUpstreamSockets < 0:
+		return 0
+	case h.MaxUpstreamSockets > 0:
+		return h.MaxUpstreamSockets
+	case a.Concurrency > 0:
+		return ConnsPerConcurrency * a.Concurrency
+	}
+	return DefaultMaxUpstreamSockets
+}
+
+// takeSocket counts one more open socket on a; false when a is at its cap.
+func (h *Handler) takeSocket(a *scheduler.Account) bool {
+	max := h.maxSockets(a)
+	h.sockMu.Lock()
+	defer h.sockMu.Unlock()
+	if h.sockets == nil {
+		h.sockets = make(map[string]int)
+	}
+	if max > 0 && h.sockets[a.ID] >= max {
+		return false
+	}
+	h.sockets[a.ID]++
+	return true
+}
+
+// giveSocket counts a socket of account id closed.
+func (h *Handler) giveSocket(id string) {
+	h.sockMu.Lock()
+	defer h.sockMu.Unlock()
+	if h.sockets[id]--; h.sockets[id] <= 0 {
+		delete(h.sockets, id)
+	}
+}
+
+// idleTimeout is how long a socket is kept between turns; 0: until it
+// ages out.
+func (h *Handler) idleTimeout() time.Duration {
+	switch {
+	case h.UpstreamIdleTimeout < 0:
+		return 0
+	case h.UpstreamIdleTimeout > 0:
+		return h.UpstreamIdleTimeout
+	}
+	return DefaultUpstreamIdleTimeout
+}
+
+// armIdle starts the idle clock of the pinned socket after a turn; the
+// caller holds u.mu.
+func (u *upstream) armIdleLocked() {
+	u.busy = false
+	d := u.h.idleTimeout()
+	if u.ws == nil || u.broken || d <= 0 {
+		return
+	}
+	u.idleGen++
+	gen := u.idleGen
+	u.idle = time.AfterFunc(d, func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if gen == u.idleGen && !u.busy {
+			u.closeLocked()
+		}
+	})
+}
+
+// stopIdleLocked stops the idle clock: a turn takes the socket, or the
+// connection ends. A callback already running sees the generation changed.
+func (u *upstream) stopIdleLocked() {
+	u.idleGen++
+	if u.idle != nil {
+		u.idle.Stop()
+		u.idle = nil
+	}
+}
