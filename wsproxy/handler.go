@@ -20,7 +20,8 @@
 // # Close codes
 //
 // 1000 normal; 1008 policy (first message late or not response.create,
-// binary frame); 1009 message over ReadLimit; 1011 internal error; 1013
+// binary frame); 1009 message over ReadLimit (never more than the relay's
+// MaxBodyBytes); 1011 internal error; 1013
 // try again later (no slot, no account, upstream overloaded or rate
 // limited: the error frame that precedes the close says which). Reasons
 // are cut to 120 bytes.
@@ -40,6 +41,17 @@
 // over HTTP: StreamIdleTimeout (also for an upstream that never sends a
 // first event), DrainTimeout, HookTimeout; frames from the upstream are
 // capped by ReadLimit.
+//
+// # Upstream sockets
+//
+// A socket no turn used for UpstreamIdleTimeout is closed; the next turn
+// dials again. The open sockets of one account are capped by
+// MaxUpstreamSockets across all connections: a turn that would dial one
+// more is sent through the account's HTTP bridge. A handshake is never
+// redirected: a 3xx answer is a failed dial (failed over like any other),
+// so the account's token reaches only the account's BaseURL. Handshakes
+// use the relay's Transport (TLS roots, proxy, dialer) unless HTTPClient
+// is set.
 package wsproxy
 
 import (

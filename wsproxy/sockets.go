@@ -61,31 +61,39 @@ func (h *Handler) idleTimeout() time.Duration {
 	return DefaultUpstreamIdleTimeout
 }
 
-// armIdle starts the idle clock of the pinned socket after a turn; the
-// caller holds u.mu.
+// armIdleLocked starts the idle clock of the pinned socket after a turn;
+// the caller holds u.mu. One timer per connection, reset per turn: no
+// allocation on the turn's path.
 func (u *upstream) armIdleLocked() {
 	u.busy = false
 	d := u.h.idleTimeout()
 	if u.ws == nil || u.broken || d <= 0 {
 		return
 	}
-	u.idleGen++
-	gen := u.idleGen
-	u.idle = time.AfterFunc(d, func() {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		if gen == u.idleGen && !u.busy {
-			u.closeLocked()
-		}
-	})
+	u.lastUsed = time.Now()
+	if u.idle == nil {
+		u.idle = time.AfterFunc(d, u.idleFire)
+	} else {
+		u.idle.Reset(d)
+	}
+}
+
+// idleFire closes the socket if no turn used it for the idle timeout. A
+// call that lost the race to a turn (or to a later turn's reset) finds
+// the socket busy or used recently, and leaves it.
+func (u *upstream) idleFire() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.busy || u.ws == nil || time.Since(u.lastUsed) < u.h.idleTimeout() {
+		return
+	}
+	u.closeLocked()
 }
 
 // stopIdleLocked stops the idle clock: a turn takes the socket, or the
-// connection ends. A callback already running sees the generation changed.
+// connection ends.
 func (u *upstream) stopIdleLocked() {
-	u.idleGen++
 	if u.idle != nil {
 		u.idle.Stop()
-		u.idle = nil
 	}
 }

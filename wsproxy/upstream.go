@@ -29,18 +29,18 @@ type upstream struct {
 	h      *Handler
 	header http.Header // the client's handshake headers
 
-	mu      sync.Mutex
-	ws      *wsconn.Conn
-	account string
-	dialed  time.Time
-	first   chan frame    // from the reader: a message (with the read role) or its final error
-	resume  chan struct{} // gives the read role back to the reader
-	done    chan struct{}
-	cancel  context.CancelFunc
-	broken  bool
-	busy    bool        // a turn uses the socket
-	idle    *time.Timer // closes the socket when no turn used it for UpstreamIdleTimeout
-	idleGen int         // invalidates an idle callback that lost the race to a turn
+	mu       sync.Mutex
+	ws       *wsconn.Conn
+	account  string
+	dialed   time.Time
+	first    chan frame    // from the reader: a message (with the read role) or its final error
+	resume   chan struct{} // gives the read role back to the reader
+	done     chan struct{}
+	cancel   context.CancelFunc
+	broken   bool
+	busy     bool        // a turn uses the socket
+	lastUsed time.Time   // when the last turn ended
+	idle     *time.Timer // closes the socket when no turn used it for UpstreamIdleTimeout
 }
 
 type frame struct {
