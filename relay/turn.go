@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/relaykit/responsesrelay/concurrency"
@@ -63,6 +64,12 @@ type Upstream interface {
 	// be an *UpstreamError, so that the failover rules apply to it.
 	Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (EventStream, error)
 }
+
+// ErrUseHTTP, returned (or wrapped) by Upstream.Open before it sent
+// anything, sends the attempt through the HTTP bridge instead, on the same
+// account and without counting against it: for an Upstream that declines
+// for a reason of its own (a local cap on open sockets).
+var ErrUseHTTP = errors.New("relay: attempt sent through the HTTP bridge")
 
 // EventStream is one attempt's upstream events. A stream that can tell
 // whether Next would return at once may also have a Pending() bool method;

@@ -138,7 +138,11 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	}()
 
 	if t.upstream != nil && acct.WebSocket {
-		return t.tryUpstream(sel, uctx, token, abort, headerTimer)
+		ae, bridge := t.tryUpstream(sel, uctx, token, abort, headerTimer)
+		if !bridge {
+			return ae
+		}
+		headerTimer.Reset(headerTimeout) // the bridged request gets its own wait
 	}
 	upreq, err := t.upstreamRequest(uctx, sel, token)
 	if err != nil {
@@ -192,28 +196,33 @@ func validJSON(b []byte) bool {
 }
 
 // tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).
-func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) *attemptError {
+// bridge reports that Open declined with ErrUseHTTP: the attempt goes
+// through the HTTP bridge instead.
+func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) (ae *attemptError, bridge bool) {
 	h, acct := t.h, sel.Account
 	body, err := t.upstreamBody(sel)
 	if err != nil {
 		headerTimer.Stop()
-		return &attemptError{kind: failConn, account: acct.ID, err: err}
+		return &attemptError{kind: failConn, account: acct.ID, err: err}, false
 	}
 	st, err := t.upstream.Open(uctx, acct, token, body)
 	headerTimer.Stop()
 	if err != nil {
+		if errors.Is(err, ErrUseHTTP) {
+			return nil, true
+		}
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.Status > 0 {
 			t.reached = true
-			return t.statusError(acct, ue.Status, ue.Header, ue.Body, []string{token})
+			return t.statusError(acct, ue.Status, ue.Header, ue.Body, []string{token}), false
 		}
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
-		return &attemptError{kind: failConn, account: acct.ID, err: err}
+		return &attemptError{kind: failConn, account: acct.ID, err: err}, false
 	}
 	defer st.Close()
 	as := &answeredStream{EventStream: st, t: t}
 	as.pending, _ = st.(interface{ Pending() bool })
-	return t.relayEvents(sel, as, 0, nil, abort)
+	return t.relayEvents(sel, as, 0, nil, abort), false
 }
 
 // answeredStream marks the turn as reached at the upstream's first frame

@@ -24,7 +24,8 @@ type conn struct {
 	ctx    context.Context // ends when the client is gone
 	cancel context.CancelFunc
 
-	msgs chan []byte // response.create messages for the turn loop
+	msgs  chan []byte // response.create messages for the turn loop
+	limit int64       // the largest client message
 
 	out    *batchConn // the client's socket, to hold a burst of writes
 	up     *upstream  // the pinned upstream socket, if any
@@ -37,7 +38,8 @@ func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subjec
 	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: clientIP(r), ua: r.UserAgent(),
 		ctx: ctx, cancel: cancel, msgs: make(chan []byte, 1)}
 	c.up = &upstream{h: h, header: c.header}
-	ws.SetReadLimit(orDefault(h.ReadLimit, DefaultReadLimit))
+	c.limit = h.readLimit()
+	ws.SetReadLimit(c.limit)
 	return c
 }
 
@@ -56,7 +58,7 @@ func (c *conn) run() {
 		<-pingDone
 	}()
 
-	first := time.NewTimer(orDefault(c.h.FirstMessageTimeout, DefaultFirstMessageTimeout))
+	first := time.NewTimer(c.h.firstMessageTimeout())
 	defer first.Stop()
 	stopping := c.h.stop()
 	for {
@@ -99,6 +101,11 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return // closed, too big (coder/websocket sends 1009), or gone
 		}
+		if int64(len(data)) > c.limit {
+			// coder/websocket lets one byte over its limit through.
+			c.close(websocket.StatusMessageTooBig, "message over the read limit")
+			return
+		}
 		if code, reason := checkFrame(typ, data); code != 0 {
 			c.close(code, reason)
 			return
@@ -129,7 +136,7 @@ func (c *conn) turn(msg []byte) bool {
 	localState := req.PreviousResponseID != "" && gjson.GetBytes(msg, "store").Type == gjson.False
 	wait := c.h.TurnWait
 	if wait.Timeout == 0 {
-		wait.Timeout = DefaultTurnWaitTimeout
+		wait.Timeout = defaultTurnWaitTimeout
 	}
 	res := c.h.Relay.ServeTurn(c.ctx, &relay.Turn{
 		Subject: c.subj, Request: req, Header: c.header, Transport: "ws", Number: c.turns,
@@ -218,13 +225,13 @@ func errorFrame(e *relay.APIError) []byte {
 
 // close closes the client socket with code and a reason cut to 120 bytes.
 func (c *conn) close(code websocket.StatusCode, reason string) {
-	c.ws.Close(code, CloseReason(reason))
+	c.ws.Close(code, closeReason(reason))
 	c.cancel()
 }
 
-// CloseReason cuts a close reason to 120 bytes without splitting a UTF-8
+// closeReason cuts a close reason to 120 bytes without splitting a UTF-8
 // sequence (the protocol allows 123).
-func CloseReason(s string) string {
+func closeReason(s string) string {
 	const max = 120
 	if len(s) <= max {
 		return s
@@ -239,14 +246,14 @@ func CloseReason(s string) string {
 // keepAlive pings the socket every PingInterval and closes it when a pong
 // does not come back within PingTimeout.
 func keepAlive(ctx context.Context, ws pinger, h *Handler) {
-	t := time.NewTicker(orDefault(h.PingInterval, DefaultPingInterval))
+	t := time.NewTicker(h.pingInterval())
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, orDefault(h.PingTimeout, DefaultPingTimeout))
+			pctx, cancel := context.WithTimeout(ctx, h.pingTimeout())
 			err := ws.Ping(pctx)
 			cancel()
 			if err != nil && ctx.Err() == nil {

@@ -20,7 +20,8 @@
 // # Close codes
 //
 // 1000 normal; 1008 policy (first message late or not response.create,
-// binary frame); 1009 message over ReadLimit; 1011 internal error; 1013
+// binary frame); 1009 message over ReadLimit (never more than the relay's
+// MaxBodyBytes); 1011 internal error; 1013
 // try again later (no slot, no account, upstream overloaded or rate
 // limited: the error frame that precedes the close says which). Reasons
 // are cut to 120 bytes.
@@ -40,6 +41,17 @@
 // over HTTP: StreamIdleTimeout (also for an upstream that never sends a
 // first event), DrainTimeout, HookTimeout; frames from the upstream are
 // capped by ReadLimit.
+//
+// # Upstream sockets
+//
+// A socket no turn used for UpstreamIdleTimeout is closed; the next turn
+// dials again. The open sockets of one account are capped by
+// MaxUpstreamSockets across all connections: a turn that would dial one
+// more is sent through the account's HTTP bridge. A handshake is never
+// redirected: a 3xx answer is a failed dial (failed over like any other),
+// so the account's token reaches only the account's BaseURL. Handshakes
+// use the relay's Transport (TLS roots, proxy, dialer) unless HTTPClient
+// is set.
 package wsproxy
 
 import (
@@ -54,29 +66,50 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/wsconn"
 	"github.com/relaykit/responsesrelay/relay"
 )
 
-// Defaults applied to zero Handler fields.
+// Defaults of zero Handler fields (documented on each field).
 const (
-	DefaultReadLimit           = 32 << 20
-	DefaultFirstMessageTimeout = 30 * time.Second
-	DefaultPingInterval        = 30 * time.Second
-	DefaultPingTimeout         = 10 * time.Second
-	DefaultUpstreamMaxAge      = 55 * time.Minute
-	DefaultTurnWaitTimeout     = 5 * time.Second
-	// BetaHeader is the OpenAI-Beta value sent on upstream dials.
-	BetaHeader = "responses_websockets=2026-02-06"
+	defaultReadLimit           = 32 << 20
+	defaultFirstMessageTimeout = 30 * time.Second
+	defaultPingInterval        = 30 * time.Second
+	defaultPingTimeout         = 10 * time.Second
+	defaultUpstreamMaxAge      = 55 * time.Minute
+	defaultTurnWaitTimeout     = 5 * time.Second
+	// defaultUpstreamIdleTimeout is how long an upstream socket is kept
+	// between turns (UpstreamIdleTimeout 0).
+	defaultUpstreamIdleTimeout = 10 * time.Minute
+	// defaultMaxUpstreamSockets caps the upstream sockets of an account
+	// without a concurrency limit (MaxUpstreamSockets 0).
+	defaultMaxUpstreamSockets = 64
+	// defaultMaxConnsPerKey caps the connections of a key whose Subject
+	// has no concurrency limit (MaxConnsPerKey 0).
+	defaultMaxConnsPerKey = 16
+	// connsPerConcurrency is how many sockets per allowed concurrent turn
+	// are open at most by default: client connections of a key
+	// (MaxConnsPerKey 0) and upstream sockets of an account
+	// (MaxUpstreamSockets 0). Idle connections keep a spare or two, not
+	// hundreds.
+	connsPerConcurrency = 2
+	// betaHeader is the OpenAI-Beta value sent on upstream dials.
+	betaHeader = "responses_websockets=2026-02-06"
 )
 
 // Handler serves the Responses WebSocket mode and hands every request that
-// is not a WebSocket upgrade to Relay. Only Relay is required.
+// is not a WebSocket upgrade to Relay. Only Relay is required: a zero field
+// takes the default its comment gives, and a negative one turns the
+// behaviour off where the comment says so (elsewhere it panics at first
+// use, naming the field).
 type Handler struct {
 	// Relay is the HTTP relay whose pipeline (authentication, limiter,
 	// billing, scheduler, credentials, usage, logger) the turns share.
 	Relay *relay.Handler
-	// ReadLimit caps one client message; larger closes with 1009. 0: 32 MiB.
+	// ReadLimit caps one client message; larger closes with 1009. It is
+	// never larger than the relay's MaxBodyBytes (a message is a body).
+	// 0: 32 MiB. Upstream frames are capped by ReadLimit alone.
 	ReadLimit int64
 	// FirstMessageTimeout is how long a new connection may stay silent
 	// before its first response.create; then it closes with 1008. 0: 30 s.
@@ -86,11 +119,23 @@ type Handler struct {
 	// UpstreamMaxAge is how old an upstream socket may get before the next
 	// turn dials a fresh one (the upstream closes at 60 minutes). 0: 55 min.
 	UpstreamMaxAge time.Duration
+	// UpstreamIdleTimeout closes an upstream socket no turn used for this
+	// long; the connection's next turn dials a new one (a store=false
+	// continuation of the old socket's response then fails). 0: 10 min;
+	// negative: kept until UpstreamMaxAge.
+	UpstreamIdleTimeout time.Duration
+	// MaxUpstreamSockets caps the open upstream sockets of one account
+	// across all connections. A turn that would dial one more goes through
+	// the account's HTTP bridge instead (relay.ErrUseHTTP); it is not a
+	// failure of the account. 0: twice the account's Concurrency, or 64
+	// when that is unlimited; negative: unlimited.
+	MaxUpstreamSockets int
 	// TurnWait bounds a turn's wait for a user slot. Zero Timeout: 5 s;
 	// zero MaxWaiters: the relay's default.
 	TurnWait concurrency.WaitOptions
 	// MaxConnsPerKey caps open connections per API key; one more is
-	// answered 429 before the upgrade. <= 0: unlimited.
+	// answered 429 before the upgrade. 0: twice the Subject's Concurrency,
+	// or 16 when that is unlimited; negative: unlimited.
 	MaxConnsPerKey int
 	// ConnLimiter counts open connections (key "wsconn:"+APIKeyID). nil:
 	// an in-memory limiter owned by the Handler.
@@ -99,13 +144,18 @@ type Handler struct {
 	// compression). nil: coder/websocket's defaults.
 	Accept *websocket.AcceptOptions
 	// HTTPClient sends the handshakes of upstream sockets (an HTTP/1.1
-	// upgrade; its Timeout bounds the handshake only). nil:
-	// http.DefaultClient.
+	// upgrade; its Timeout bounds the handshake only). Redirects are never
+	// followed: a 3xx answer is a failed dial. nil: a client on the
+	// relay's Transport when that is an *http.Transport (its TLS config,
+	// Proxy and DialContext apply), else http.DefaultClient.
 	HTTPClient *http.Client
 
 	connsOnce      sync.Once
 	noHijackLogged atomic.Bool
 	memConns       *concurrency.Memory
+
+	sockMu  sync.Mutex
+	sockets map[string]int // open upstream sockets per account
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -143,8 +193,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	release := func() {}
-	if h.MaxConnsPerKey > 0 {
-		rel, ok, err := h.connLimiter().TryAcquire(r.Context(), "wsconn:"+subj.APIKeyID, h.MaxConnsPerKey)
+	if max := h.maxConns(subj); max > 0 {
+		rel, ok, err := h.connLimiter().TryAcquire(r.Context(), "wsconn:"+subj.APIKeyID, max)
 		if err != nil || !ok {
 			relay.WriteError(w, &relay.APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 				Message: "Too many open WebSocket connections for this API key", RetryAfter: 5 * time.Second})
@@ -269,11 +319,43 @@ func (h *Handler) Wait(ctx context.Context) error {
 	}
 }
 
-// Open reports how many WebSocket connections are open.
-func (h *Handler) Open() int {
+// Active reports how many WebSocket connections are open.
+func (h *Handler) Active() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.open
+}
+
+// maxConns is the connection cap of subj's key; 0: none.
+func (h *Handler) maxConns(subj *relay.Subject) int {
+	switch {
+	case h.MaxConnsPerKey < 0:
+		return 0
+	case h.MaxConnsPerKey > 0:
+		return h.MaxConnsPerKey
+	case subj.Concurrency > 0:
+		return connsPerConcurrency * subj.Concurrency
+	}
+	return defaultMaxConnsPerKey
+}
+
+// readLimit is the cap of one client message: ReadLimit, and never more
+// than the relay takes as a body.
+func (h *Handler) readLimit() int64 {
+	return min(h.readLimitKnob(), knob.Or(h.Relay.MaxBodyBytes, 32<<20)) // the relay's default body limit
+}
+
+// dialClient is the client that sends upstream handshakes.
+func (h *Handler) dialClient() *http.Client {
+	if h.HTTPClient != nil {
+		return h.HTTPClient
+	}
+	if t, ok := h.Relay.Transport.(*http.Transport); ok {
+		// The relay's own transport: the same TLS roots, proxy and
+		// dialer as its HTTP requests. It sends an upgrade over HTTP/1.1.
+		return &http.Client{Transport: t}
+	}
+	return nil
 }
 
 func (h *Handler) connLimiter() concurrency.SlotLimiter {
@@ -315,9 +397,24 @@ func isUpgrade(r *http.Request) bool {
 	return r.Method == http.MethodGet && wsconn.HeaderHasToken(r.Header, "Connection", "upgrade") && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-func orDefault[T int64 | time.Duration](v, d T) T {
-	if v > 0 {
-		return v
-	}
-	return d
+// The knobs resolve by internal/knob's rule (see the Handler doc).
+
+func (h *Handler) readLimitKnob() int64 {
+	return knob.Positive("wsproxy.Handler.ReadLimit", h.ReadLimit, defaultReadLimit)
+}
+
+func (h *Handler) firstMessageTimeout() time.Duration {
+	return knob.Positive("wsproxy.Handler.FirstMessageTimeout", h.FirstMessageTimeout, defaultFirstMessageTimeout)
+}
+
+func (h *Handler) pingInterval() time.Duration {
+	return knob.Positive("wsproxy.Handler.PingInterval", h.PingInterval, defaultPingInterval)
+}
+
+func (h *Handler) pingTimeout() time.Duration {
+	return knob.Positive("wsproxy.Handler.PingTimeout", h.PingTimeout, defaultPingTimeout)
+}
+
+func (h *Handler) upstreamMaxAge() time.Duration {
+	return knob.Positive("wsproxy.Handler.UpstreamMaxAge", h.UpstreamMaxAge, defaultUpstreamMaxAge)
 }

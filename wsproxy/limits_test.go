@@ -25,11 +25,11 @@ func TestLimitWSConnCap(t *testing.T) {
 	if c != nil || resp == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("third connection: %v", resp)
 	}
-	if e.wh.Open() != 2 || e.rh.UserSlots("u1") != 0 || len(e.up.Requests()) != 0 {
-		t.Fatalf("open %d, user slots %d, upstream %d", e.wh.Open(), e.rh.UserSlots("u1"), len(e.up.Requests()))
+	if e.wh.Active() != 2 || e.rh.UserSlots("u1") != 0 || len(e.up.Requests()) != 0 {
+		t.Fatalf("open %d, user slots %d, upstream %d", e.wh.Active(), e.rh.UserSlots("u1"), len(e.up.Requests()))
 	}
 	first.ws.Close(websocket.StatusNormalClosure, "")
-	waitUntil(t, "the closed connection to leave", func() bool { return e.wh.Open() == 1 })
+	waitUntil(t, "the closed connection to leave", func() bool { return e.wh.Active() == 1 })
 	if c, resp := e.dialStatus(clientHeader); c == nil {
 		t.Fatalf("a freed place was not given out: %v", resp)
 	}

@@ -24,7 +24,7 @@ func checkFrame(typ websocket.MessageType, data []byte) (websocket.StatusCode, s
 	case "response.append":
 		return websocket.StatusPolicyViolation, "response.append is not supported: send response.create with previous_response_id"
 	default:
-		return websocket.StatusPolicyViolation, CloseReason("unsupported message type " + strconv.Quote(t) + ": send response.create")
+		return websocket.StatusPolicyViolation, closeReason("unsupported message type " + strconv.Quote(t) + ": send response.create")
 	}
 }
 

@@ -209,8 +209,8 @@ func TestSoak(t *testing.T) {
 			t.Errorf("account %s holds %d slots", id, n)
 		}
 	}
-	if wh.Open() != 0 || rh.Active() != 0 {
-		t.Errorf("open connections %d, active turns %d", wh.Open(), rh.Active())
+	if wh.Active() != 0 || rh.Active() != 0 {
+		t.Errorf("open connections %d, active turns %d", wh.Active(), rh.Active())
 	}
 
 	// Usage: one record per turn that reached an upstream, none lost.

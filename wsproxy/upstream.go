@@ -29,15 +29,18 @@ type upstream struct {
 	h      *Handler
 	header http.Header // the client's handshake headers
 
-	mu      sync.Mutex
-	ws      *wsconn.Conn
-	account string
-	dialed  time.Time
-	first   chan frame    // from the reader: a message (with the read role) or its final error
-	resume  chan struct{} // gives the read role back to the reader
-	done    chan struct{}
-	cancel  context.CancelFunc
-	broken  bool
+	mu       sync.Mutex
+	ws       *wsconn.Conn
+	account  string
+	dialed   time.Time
+	first    chan frame    // from the reader: a message (with the read role) or its final error
+	resume   chan struct{} // gives the read role back to the reader
+	done     chan struct{}
+	cancel   context.CancelFunc
+	broken   bool
+	busy     bool        // a turn uses the socket
+	lastUsed time.Time   // when the last turn ended
+	idle     *time.Timer // closes the socket when no turn used it for UpstreamIdleTimeout
 }
 
 type frame struct {
@@ -53,7 +56,8 @@ var forwardHeaders = []string{"User-Agent", "Originator", "Session_id", "Session
 func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (relay.EventStream, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	maxAge := orDefault(u.h.UpstreamMaxAge, DefaultUpstreamMaxAge)
+	u.stopIdleLocked()
+	maxAge := u.h.upstreamMaxAge()
 	if u.ws != nil && (u.broken || u.account != a.ID || time.Since(u.dialed) > maxAge) {
 		u.closeLocked()
 	}
@@ -95,6 +99,7 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 			return nil, err
 		}
 	}
+	u.busy = true
 	s := &stream{u: u, ws: u.ws, first: u.first, resume: u.resume, role: role, reused: reused, ctx: ctx, acct: a, token: token, body: body}
 	s.stop = context.AfterFunc(ctx, s.drop)
 	return s, nil
@@ -118,16 +123,20 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 	if token != "" {
 		hdr.Set("Authorization", "Bearer "+token)
 	}
-	hdr.Set("OpenAI-Beta", BetaHeader)
-	ws, err := wsconn.Dial(ctx, u.h.HTTPClient, wsURL(a.BaseURL), hdr)
+	hdr.Set("OpenAI-Beta", betaHeader)
+	if !u.h.takeSocket(a) {
+		return errSocketCap
+	}
+	ws, err := wsconn.Dial(ctx, u.h.dialClient(), wsURL(a.BaseURL), hdr)
 	if err != nil {
+		u.h.giveSocket(a.ID)
 		var he *wsconn.HandshakeError
 		if errors.As(err, &he) && he.Status >= 400 {
 			return &relay.UpstreamError{Status: he.Status, Header: he.Header, Body: he.Body, Err: err}
 		}
 		return err
 	}
-	ws.SetReadLimit(orDefault(u.h.ReadLimit, DefaultReadLimit))
+	ws.SetReadLimit(u.h.readLimitKnob())
 	rctx, cancel := context.WithCancel(context.Background())
 	u.ws, u.account, u.dialed, u.broken, u.cancel = ws, a.ID, time.Now(), false, cancel
 	u.first, u.resume, u.done = make(chan frame, 1), make(chan struct{}, 1), make(chan struct{})
@@ -161,6 +170,7 @@ func (u *upstream) readLoop(ctx context.Context, ws *wsconn.Conn, first chan<- f
 
 func (u *upstream) close() {
 	u.mu.Lock()
+	u.stopIdleLocked()
 	u.closeLocked()
 	u.mu.Unlock()
 }
@@ -172,6 +182,7 @@ func (u *upstream) closeLocked() {
 	u.cancel()
 	u.ws.CloseNow()
 	<-u.done
+	u.h.giveSocket(u.account)
 	u.ws, u.account, u.first, u.resume, u.done = nil, "", nil, nil, nil
 }
 
@@ -315,6 +326,11 @@ func (s *stream) redial() error {
 // dials again.
 func (s *stream) Close() error {
 	s.stop()
+	defer func() {
+		s.u.mu.Lock()
+		s.u.armIdleLocked()
+		s.u.mu.Unlock()
+	}()
 	if s.broken || s.ctx.Err() != nil || (s.role && !s.ended && !isTerminal(s.last)) {
 		s.drop()
 		return nil

@@ -39,7 +39,8 @@ type Config struct {
 	APIKeys  []APIKeyConfig  `json:"api_keys"`
 	Usage    UsageConfig     `json:"usage"`
 	// WSMaxConnsPerKey caps the open WebSocket connections of one client
-	// key; 0 means no cap.
+	// key. 0: twice the key's concurrency, or 16 when that is unlimited
+	// (wsproxy.Handler.MaxConnsPerKey); negative: no cap.
 	WSMaxConnsPerKey int `json:"ws_max_conns_per_key"`
 	// Redis, a URL like redis://host:6379/0, moves user and account slots
 	// and sticky bindings to that server and shares account cooldowns
@@ -162,9 +163,6 @@ func (c *Config) validate() error {
 		if c.AdminToken != "" && k.Key == c.AdminToken {
 			bad("admin_token: must differ from api_keys[%d].key", i)
 		}
-	}
-	if c.WSMaxConnsPerKey < 0 {
-		bad("ws_max_conns_per_key: must not be negative (0 means no cap)")
 	}
 	switch c.Usage.Driver {
 	case sqlusage.DriverSQLite:

@@ -97,6 +97,15 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.APIKeys[0].Concurrency != 0 || cfg.Accounts[0].Concurrency != 0 {
 		t.Error("concurrency should stay 0 (unlimited)")
 	}
+	if cfg.WSMaxConnsPerKey != 0 {
+		t.Errorf("ws_max_conns_per_key = %d, want 0 (the wsproxy default cap)", cfg.WSMaxConnsPerKey)
+	}
+	off, err := parseConfig([]byte(`{
+		"accounts": [{"id": "a1", "base_url": "https://api.openai.com/v1", "api_key": "sk-x"}],
+		"api_keys": [{"key": "rk-x", "user_id": "u1"}], "ws_max_conns_per_key": -1}`))
+	if err != nil || off.WSMaxConnsPerKey != -1 {
+		t.Errorf("ws_max_conns_per_key -1 (no cap): %d, %v", off.WSMaxConnsPerKey, err)
+	}
 }
 
 // PostgreSQL: the DSN is required (no default), and logs name the server
@@ -190,8 +199,6 @@ func TestParseConfigErrors(t *testing.T) {
 			`usage.spool: " " is not a directory name`},
 		{"listen", `{"listen": "8080", "accounts": [` + acct + `], ` + key + `}`,
 			`listen: "8080" is not host:port`},
-		{"negative ws_max_conns_per_key", `{"accounts": [` + acct + `], ` + key + `, "ws_max_conns_per_key": -1}`,
-			"ws_max_conns_per_key: must not be negative"},
 		{"bad model pattern", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "models": ["gpt-["]}], ` + key + `}`,
 			`models: "gpt-[" is not a model name or pattern`},
 		{"bad header", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "k", "headers": {"bad header": "v"}}], ` + key + `}`,

@@ -17,8 +17,6 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/tidwall/gjson"
-
-	"github.com/relaykit/responsesrelay/wsproxy"
 )
 
 // connect opens the SDK's WebSocket mode on relayd; the connection is
@@ -158,7 +156,7 @@ func TestInteropWebSocketPinnedChain(t *testing.T) {
 	for _, r := range e.up.Requests() {
 		switch r.Method {
 		case http.MethodGet:
-			if r.Header.Get("Authorization") != "Bearer "+upstreamKey(acct) || r.Header.Get("OpenAI-Beta") != wsproxy.BetaHeader {
+			if r.Header.Get("Authorization") != "Bearer "+upstreamKey(acct) || !strings.HasPrefix(r.Header.Get("OpenAI-Beta"), "responses_websockets=") {
 				t.Fatalf("upgrade headers: auth %q, beta %q", r.Header.Get("Authorization"), r.Header.Get("OpenAI-Beta"))
 			}
 		case "WS":
@@ -312,8 +310,8 @@ func TestInteropWebSocketBadKey(t *testing.T) {
 	if json.Unmarshal(b, &body) != nil || body.Error.Type != "authentication_error" || body.Error.Code != "invalid_api_key" {
 		t.Fatalf("401 body %s", b)
 	}
-	if n := len(e.up.Requests()); n != 0 || e.srv.ws.Open() != 0 {
-		t.Fatalf("upstream requests %d, open connections %d", n, e.srv.ws.Open())
+	if n := len(e.up.Requests()); n != 0 || e.srv.ws.Active() != 0 {
+		t.Fatalf("upstream requests %d, open connections %d", n, e.srv.ws.Active())
 	}
 }
 
@@ -333,7 +331,7 @@ func TestWebSocketConnectionCapPerKey(t *testing.T) {
 		t.Fatalf("second connection: %v, %v", resp, err)
 	}
 	e.connect(keyBob)
-	if n := e.srv.ws.Open(); n != 2 {
+	if n := e.srv.ws.Active(); n != 2 {
 		t.Fatalf("%d open connections, want 2", n)
 	}
 }

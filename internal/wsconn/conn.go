@@ -42,8 +42,10 @@ type Conn struct {
 	readErr   error
 
 	// Write side.
-	wmu  sync.Mutex
-	wbuf []byte
+	wmu     sync.Mutex
+	wbuf    []byte
+	maskBuf [maskBatch]byte // crypto/rand bytes for masking keys
+	maskPos int             // next unused byte of maskBuf
 
 	pong      chan struct{} // a pong came in (for Ping)
 	closed    chan struct{}
@@ -58,11 +60,15 @@ const (
 	maxKeptBuf = 64 << 10
 )
 
+// maskBatch is how many random bytes a connection reads at once for its
+// masking keys: 64 frames' worth.
+const maskBatch = 256
+
 // DefaultReadLimit caps a message when SetReadLimit was not called.
 const DefaultReadLimit = 32 << 20
 
 func newConn(rwc io.ReadWriteCloser) *Conn {
-	return &Conn{rwc: rwc, buf: make([]byte, initialBuf), readLimit: DefaultReadLimit,
+	return &Conn{rwc: rwc, buf: make([]byte, initialBuf), readLimit: DefaultReadLimit, maskPos: maskBatch,
 		pong: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
@@ -81,21 +87,24 @@ func (e *HandshakeError) Error() string {
 // Dial opens a WebSocket to url (http, https, ws or wss) through client
 // (nil: http.DefaultClient), sending header with the handshake. ctx bounds
 // the handshake only. A server that answers with another status than 101
-// gives a *HandshakeError.
+// gives a *HandshakeError. Redirects are never followed, whatever the
+// client's CheckRedirect says: a 3xx answer is a *HandshakeError too, so
+// the handshake's headers (credentials) reach only the host url names.
 func Dial(ctx context.Context, client *http.Client, url string, header http.Header) (*Conn, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
-	if client.Timeout > 0 {
+	c := *client
+	c.CheckRedirect = noRedirect
+	if c.Timeout > 0 {
 		// The client's Timeout would also end the upgraded connection,
 		// which is the response body: it bounds the handshake instead.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, client.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
-		c := *client
 		c.Timeout = 0
-		client = &c
 	}
+	client = &c
 	switch {
 	case strings.HasPrefix(url, "ws://"):
 		url = "http://" + url[len("ws://"):]
@@ -144,6 +153,8 @@ func Dial(ctx context.Context, client *http.Client, url string, header http.Head
 	}
 	return newConn(rwc), nil
 }
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func acceptKey(key string) string {
 	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))

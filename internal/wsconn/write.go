@@ -2,8 +2,8 @@ package wsconn
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
-	"math/rand/v2"
 	"time"
 )
 
@@ -113,8 +113,7 @@ func (c *Conn) writeLocked(op byte, p []byte) error {
 		b = append(b, 0x80|127)
 		b = binary.BigEndian.AppendUint64(b, uint64(n))
 	}
-	var key [4]byte
-	binary.LittleEndian.PutUint32(key[:], rand.Uint32())
+	key := c.maskKey()
 	b = append(b, key[:]...)
 	pos := 0
 	for {
@@ -138,6 +137,22 @@ func (c *Conn) writeLocked(op byte, p []byte) error {
 	}
 	c.wbuf = b
 	return nil
+}
+
+// maskKey returns the next frame's masking key. Keys must be unpredictable
+// (RFC 6455 10.3: a script that can guess them can shape the bytes on the
+// wire for a proxy in between), so they come from crypto/rand, read a
+// buffer at a time to keep the system call off the per-frame path. The
+// caller holds wmu.
+func (c *Conn) maskKey() [4]byte {
+	if c.maskPos+4 > len(c.maskBuf) {
+		rand.Read(c.maskBuf[:]) // never fails (crypto/rand panics instead)
+		c.maskPos = 0
+	}
+	var k [4]byte
+	copy(k[:], c.maskBuf[c.maskPos:])
+	c.maskPos += 4
+	return k
 }
 
 // mask XORs b with key, b starting at payload offset pos; it returns the
