@@ -284,23 +284,17 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	default:
 		close(h.stopping)
 	}
-	idle := h.idle
 	h.mu.Unlock()
-	if idle == nil {
-		return nil
-	}
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
+	err := h.Wait(ctx)
+	if err != nil {
 		h.mu.Lock()
 		for c := range h.conns {
 			c.ws.CloseNow()
 			c.cancel()
 		}
 		h.mu.Unlock()
-		return ctx.Err()
 	}
+	return err
 }
 
 // Wait blocks until no connection is open or ctx ends.
