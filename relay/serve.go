@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
@@ -71,7 +71,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.active.add()
 	defer h.active.done()
 	t := &turn{h: h, w: w, ctx: r.Context(), id: newRequestID(), start: h.now(), header: r.Header,
-		userAgent: r.UserAgent(), clientIP: clientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
+		userAgent: r.UserAgent(), clientIP: headers.ClientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
 	w.Header().Set("X-Relay-Request-Id", t.id)
 	defer t.hooks.end()
 	if h.Observer != nil {
@@ -354,14 +354,4 @@ func (t *turn) recordFailure(ae *attemptError) {
 	if t.reached {
 		t.record(billing.StatusUpstreamError, nil)
 	}
-}
-
-// clientIP is the peer address; hosts behind a proxy that want the
-// forwarded address set it through Subject.Meta or their own sink.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

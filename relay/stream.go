@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/internal/sse"
 )
@@ -107,7 +108,7 @@ func (s *sseWriter) commitLocked() {
 	s.committed = true
 	h := s.w.Header()
 	if s.upstream != nil {
-		returnHeaders(h, s.upstream, s.extra)
+		headers.Return(h, s.upstream, s.extra)
 	}
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

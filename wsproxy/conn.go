@@ -3,13 +3,13 @@ package wsproxy
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/tidwall/gjson"
 )
@@ -35,7 +35,7 @@ type conn struct {
 
 func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subject) *conn {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: clientIP(r), ua: r.UserAgent(),
+	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: headers.ClientIP(r), ua: r.UserAgent(),
 		ctx: ctx, cancel: cancel, msgs: make(chan []byte, 1)}
 	c.up = &upstream{h: h, header: c.header}
 	c.limit = h.readLimit()
@@ -268,14 +268,6 @@ func keepAlive(ctx context.Context, ws pinger, h *Handler) {
 type pinger interface {
 	Ping(context.Context) error
 	CloseNow() error
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 var errUpstreamClosed = errors.New("upstream websocket closed")

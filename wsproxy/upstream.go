@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/internal/wsconn"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -47,10 +48,6 @@ type frame struct {
 	data []byte // valid until the socket is read again
 	err  error
 }
-
-// forwardHeaders are client handshake headers passed to the upstream.
-var forwardHeaders = []string{"User-Agent", "Originator", "Session_id", "Session-Id", "Conversation_id",
-	"X-Client-Request-Id", "X-Codex-Turn-State", "X-Codex-Turn-Metadata", "X-Codex-Window-Id", "X-Codex-Beta-Features"}
 
 // Open implements relay.Upstream.
 func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (relay.EventStream, error) {
@@ -106,17 +103,10 @@ func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string,
 }
 
 func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token string) error {
+	// The HTTP relay's policy, ForwardHeaders included; the handshake's
+	// own headers (Upgrade, Sec-WebSocket-*) are hop-by-hop or not listed.
 	hdr := http.Header{}
-	for _, k := range forwardHeaders {
-		if wsconn.HeaderHasToken(u.header, "Connection", k) {
-			continue // hop-by-hop by the client's own word
-		}
-		if vs := u.header.Values(k); len(vs) > 0 {
-			hdr[http.CanonicalHeaderKey(k)] = vs
-		} else if vs := u.header[k]; len(vs) > 0 {
-			hdr[k] = vs
-		}
-	}
+	headers.Forward(hdr, u.header, u.h.Relay.ForwardHeaders)
 	for k, vs := range a.Header {
 		hdr[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
