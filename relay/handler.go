@@ -132,6 +132,19 @@ type Handler struct {
 
 	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.
 	MaxBodyBytes int64
+	// BodyMemory bounds the request body bytes held, across all users,
+	// between the first byte read and the user slot taken (bodies are
+	// read, decoded and parsed before the slot's wait; see bodybudget.go).
+	// A body reserves its Content-Length, or MaxBodyBytes when unknown,
+	// plus MaxBodyBytes when it is encoded, before reading. A request that
+	// cannot reserve within UserWait.Timeout is answered 503. 0:
+	// DefaultBodyMemory (256 MiB); negative: no bound.
+	BodyMemory int64
+	// BodyMemoryPerUser is the same bound per user; a request that cannot
+	// reserve in time is answered 429. For a user without a concurrency
+	// limit it also covers the turns being served. 0: 4 × MaxBodyBytes;
+	// negative: no bound.
+	BodyMemoryPerUser int64
 	// MaxAccountSwitches is how many times a turn may move to another
 	// account after an upstream failure. 0: 3; negative: never.
 	MaxAccountSwitches int
@@ -191,6 +204,7 @@ type Handler struct {
 	log         *slog.Logger
 	usageSink   billing.UsageSink
 	userLimiter concurrency.SlotLimiter
+	bodies      *bodyBudget
 	bearers     sync.Map // token -> []string{"Bearer " + token}
 	nbearers    atomic.Int64
 	// noFlushLogged: the "cannot flush" warning was logged.
@@ -230,6 +244,8 @@ func (h *Handler) init() {
 		if h.usageSink == nil {
 			h.usageSink = billing.Discard
 		}
+		h.bodies = newBodyBudget(orDefaultOff(h.BodyMemory, DefaultBodyMemory),
+			orDefaultOff(h.BodyMemoryPerUser, defaultBodyMemoryPerUser*h.maxBody()))
 		h.userLimiter = h.Limiter
 		if h.userLimiter == nil {
 			h.memory = concurrency.NewMemory()
