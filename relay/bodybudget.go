@@ -83,12 +83,8 @@ func (b *bodyBudget) reserve(ctx context.Context, user string, n int64, timeout 
 		return nil, nil
 	}
 	l := &bodyLease{b: b, user: user}
-	wctx := ctx
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	w := budgetWait{ctx: ctx, timeout: timeout}
+	defer w.done()
 	if b.perUser > 0 {
 		b.mu.Lock()
 		u := b.users[user]
@@ -100,7 +96,7 @@ func (b *bodyBudget) reserve(ctx context.Context, user string, n int64, timeout 
 		b.mu.Unlock()
 		l.u = u
 		l.userN = min(n, b.perUser)
-		if err := u.sem.Acquire(wctx, l.userN); err != nil {
+		if err := w.acquire(u.sem, l.userN); err != nil {
 			l.userN = 0
 			l.release()
 			return nil, waitErr(ctx, errBodyBudgetUser)
@@ -108,7 +104,7 @@ func (b *bodyBudget) reserve(ctx context.Context, user string, n int64, timeout 
 	}
 	if b.total != nil {
 		l.totalN = min(n, b.totalN)
-		if err := b.total.Acquire(wctx, l.totalN); err != nil {
+		if err := w.acquire(b.total, l.totalN); err != nil {
 			l.totalN = 0
 			l.release()
 			return nil, waitErr(ctx, errBodyBudgetTotal)
@@ -116,6 +112,33 @@ func (b *bodyBudget) reserve(ctx context.Context, user string, n int64, timeout 
 	}
 	b.note(max(l.userN, l.totalN))
 	return l, nil
+}
+
+// budgetWait is one reservation's wait. Its timer is made only when a
+// budget is short: the common case takes both without waiting.
+type budgetWait struct {
+	ctx, wctx context.Context
+	cancel    context.CancelFunc
+	timeout   time.Duration
+}
+
+func (w *budgetWait) acquire(sem *semaphore.Weighted, n int64) error {
+	if sem.TryAcquire(n) {
+		return nil
+	}
+	if w.wctx == nil {
+		w.wctx = w.ctx
+		if w.timeout > 0 {
+			w.wctx, w.cancel = context.WithTimeout(w.ctx, w.timeout)
+		}
+	}
+	return sem.Acquire(w.wctx, n)
+}
+
+func (w *budgetWait) done() {
+	if w.cancel != nil {
+		w.cancel()
+	}
 }
 
 // waitErr is the client's context error when the client left, else full.

@@ -68,3 +68,19 @@ func TestBodyBudgetOff(t *testing.T) {
 	l.shrink(1)
 	l.release()
 }
+
+// BenchmarkBodyBudget is the budget's cost on a body that fits: reserve,
+// shrink to the size read, release.
+func BenchmarkBodyBudget(b *testing.B) {
+	bb := newBodyBudget(DefaultBodyMemory, defaultBodyMemoryPerUser*DefaultMaxBodyBytes)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := bb.reserve(ctx, "u", 2048, DefaultUserWaitTimeout)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.shrink(2000)
+		l.release()
+	}
+}
