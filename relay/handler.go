@@ -133,12 +133,13 @@ type Handler struct {
 	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.
 	MaxBodyBytes int64
 	// BodyMemory bounds the request body bytes held, across all users,
-	// between the first byte read and the user slot taken (bodies are
-	// read, decoded and parsed before the slot's wait; see bodybudget.go).
-	// A body reserves its Content-Length, or MaxBodyBytes when unknown,
-	// plus MaxBodyBytes when it is encoded, before reading. A request that
-	// cannot reserve within UserWait.Timeout is answered 503. 0:
-	// DefaultBodyMemory (256 MiB); negative: no bound.
+	// from before the first byte is read until the user slot is taken:
+	// bodies are read, decoded and parsed before the wait for the slot, so
+	// queued requests would otherwise hold any number of them. A body
+	// reserves its Content-Length (MaxBodyBytes when unknown), plus
+	// MaxBodyBytes for the decoded copy when it is encoded, then keeps only
+	// its final size. A request that cannot reserve within UserWait.Timeout
+	// is answered 503. 0: DefaultBodyMemory (256 MiB); negative: no bound.
 	BodyMemory int64
 	// BodyMemoryPerUser is the same bound per user; a request that cannot
 	// reserve in time is answered 429. For a user without a concurrency
