@@ -55,9 +55,18 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 	e.waitInFlight("a", 2)
 
 	bomb := gzipBomb(t, limit)
-	reservation := int64(len(bomb)) + limit // compressed + decoded
+	reservation := int64(len(bomb)) + limit // compressed + decoded, before reading
+	decoded := int64(limit - 64)            // kept once decoded
 	const perUser = 4 * limit
-	fit := perUser / reservation // bodies that may wait for a slot at once
+	// Bodies that get budget while both slots are busy: each reserves its
+	// worst case, then keeps its decoded size.
+	var fit int64
+	for fit*decoded+reservation <= perUser {
+		fit++
+	}
+	if fit < 2 || fit >= 16 {
+		t.Fatalf("%d bodies fit; the test wants some, not all", fit)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var sent sync.WaitGroup
@@ -76,7 +85,7 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 		})
 	}
 	waitUntil(t, "bodies to fill the per-user budget", func() bool {
-		return relay.BodyMemoryHeld(e.h) == fit*reservation
+		return relay.BodyMemoryHeld(e.h) == fit*decoded
 	})
 	// Over HTTP/1.1 the server sees a client leave only once it has read
 	// the body, so this one is noticed after it got its budget; the test
@@ -87,8 +96,8 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 	if err := <-gaveUp; err == nil {
 		t.Fatal("the abandoned request was answered")
 	}
-	if held := relay.BodyMemoryHeld(e.h); held != fit*reservation {
-		t.Fatalf("%d bytes held with the slots busy, want %d", held, fit*reservation)
+	if held := relay.BodyMemoryHeld(e.h); held != fit*decoded {
+		t.Fatalf("%d bytes held with the slots busy, want %d", held, fit*decoded)
 	}
 
 	close(hold)
