@@ -42,8 +42,9 @@ type bodyBudget struct {
 	mu    sync.Mutex
 	users map[string]*userBodies
 
-	// held and peak count reserved bytes, for tests.
-	held, peak atomic.Int64
+	// held and peak count reserved bytes, waiting the reservations
+	// waiting; for tests.
+	held, peak, waiting atomic.Int64
 }
 
 type userBodies struct {
@@ -83,7 +84,7 @@ func (b *bodyBudget) reserve(ctx context.Context, user string, n int64, timeout 
 		return nil, nil
 	}
 	l := &bodyLease{b: b, user: user}
-	w := budgetWait{ctx: ctx, timeout: timeout}
+	w := budgetWait{ctx: ctx, timeout: timeout, waiting: &b.waiting}
 	defer w.done()
 	if b.perUser > 0 {
 		b.mu.Lock()
@@ -120,6 +121,7 @@ type budgetWait struct {
 	ctx, wctx context.Context
 	cancel    context.CancelFunc
 	timeout   time.Duration
+	waiting   *atomic.Int64
 }
 
 func (w *budgetWait) acquire(sem *semaphore.Weighted, n int64) error {
@@ -132,6 +134,8 @@ func (w *budgetWait) acquire(sem *semaphore.Weighted, n int64) error {
 			w.wctx, w.cancel = context.WithTimeout(w.ctx, w.timeout)
 		}
 	}
+	w.waiting.Add(1)
+	defer w.waiting.Add(-1)
 	return sem.Acquire(w.wctx, n)
 }
 

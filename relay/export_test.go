@@ -13,3 +13,9 @@ func BodyMemoryPeak(h *Handler) int64 {
 	h.init()
 	return h.bodies.peak.Load()
 }
+
+// BodyMemoryWaiting reports the requests waiting for body budget now.
+func BodyMemoryWaiting(h *Handler) int64 {
+	h.init()
+	return h.bodies.waiting.Load()
+}

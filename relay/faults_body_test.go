@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -172,4 +173,63 @@ func TestBodyMemoryWaitTimesOut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBodyMemoryClientGoneWhileWaiting: over HTTP/2 a client that resets
+// its stream while its body waits for budget ends the wait at once: the
+// relay sees it leave, holds nothing for it, and the body already
+// reserved is served once the slot frees.
+func TestBodyMemoryClientGoneWhileWaiting(t *testing.T) {
+	const limit = 1 << 20
+	e := newEnv(t, "a")
+	e.h.MaxBodyBytes = limit
+	bomb := gzipBomb(t, limit)
+	decoded := int64(limit - 64)
+	// Room for one gzip body kept whole, not for a second one's reservation.
+	e.h.BodyMemoryPerUser = decoded + int64(len(bomb)) + limit - 1
+	h2 := httptest.NewUnstartedServer(http.HandlerFunc(e.serve))
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
+	defer h2.Close()
+	post := func(ctx context.Context) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h2.URL+"/v1/responses", bytes.NewReader(bomb))
+		req.Header.Set("Authorization", "Bearer rk-client")
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := h2.Client().Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		if resp.ProtoMajor != 2 {
+			t.Errorf("served over HTTP/%d", resp.ProtoMajor)
+		}
+		return resp.StatusCode, nil
+	}
+
+	release, first := busyUser(e)
+	kept := make(chan int, 1)
+	go func() { s, _ := post(context.Background()); kept <- s }()
+	waitUntil(t, "the first body to wait for the slot", func() bool { return relay.BodyMemoryHeld(e.h) == decoded })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error, 1)
+	go func() { _, err := post(ctx); gone <- err }()
+	waitUntil(t, "the second body to wait for budget", func() bool { return relay.BodyMemoryWaiting(e.h) == 1 })
+	cancel()
+	if err := <-gone; err == nil {
+		t.Fatal("the abandoned request was answered")
+	}
+	e.waitGone(1)
+	waitUntil(t, "the wait to end", func() bool { return relay.BodyMemoryWaiting(e.h) == 0 })
+	if held := relay.BodyMemoryHeld(e.h); held != decoded {
+		t.Fatalf("%d bytes held, want the first body's %d", held, decoded)
+	}
+	release()
+	<-first
+	if s := <-kept; s != http.StatusOK {
+		t.Fatalf("the reserved body was answered %d", s)
+	}
+	waitUntil(t, "the budget to be given back", func() bool { return relay.BodyMemoryHeld(e.h) == 0 })
+	h2.Client().CloseIdleConnections()
 }
