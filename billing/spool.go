@@ -209,9 +209,14 @@ func OpenSpool(dir string, next UsageSink, o DeliveryOptions) (*Spool, error) {
 	if next == nil {
 		return nil, errors.New("billing: OpenSpool with a nil sink")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, spoolDirMode); err != nil {
 		return nil, fmt.Errorf("billing: spool: %w", err)
 	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	tightenSpool(dir, log)
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err

@@ -137,6 +137,20 @@ type Handler struct {
 
 	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.
 	MaxBodyBytes int64
+	// BodyMemory bounds the request body bytes held, across all users,
+	// from before the first byte is read until the user slot is taken:
+	// bodies are read, decoded and parsed before the wait for the slot, so
+	// queued requests would otherwise hold any number of them. A body
+	// reserves its Content-Length (MaxBodyBytes when unknown), plus
+	// MaxBodyBytes for the decoded copy when it is encoded, then keeps only
+	// its final size. A request that cannot reserve within UserWait.Timeout
+	// is answered 503. 0: 256 MiB; negative: no bound.
+	BodyMemory int64
+	// BodyMemoryPerUser is the same bound per user; a request that cannot
+	// reserve in time is answered 429. For a user without a concurrency
+	// limit it also covers the turns being served. 0: 4 × MaxBodyBytes;
+	// negative: no bound.
+	BodyMemoryPerUser int64
 	// MaxAccountSwitches is how many times a turn may move to another
 	// account after an upstream failure. 0: 3; negative: never.
 	MaxAccountSwitches int
@@ -198,6 +212,7 @@ type Handler struct {
 	log         *slog.Logger
 	usageSink   billing.UsageSink
 	userLimiter concurrency.SlotLimiter
+	bodies      *bodyBudget
 	bearers     sync.Map // token -> []string{"Bearer " + token}
 	nbearers    atomic.Int64
 	// noFlushLogged: the "cannot flush" warning was logged.
@@ -244,6 +259,8 @@ func (h *Handler) init() {
 		if h.usageSink == nil {
 			h.usageSink = billing.Discard
 		}
+		h.bodies = newBodyBudget(max(knob.Or(h.BodyMemory, defaultBodyMemory), 0),
+			max(knob.Or(h.BodyMemoryPerUser, defaultBodyMemoryPerUser*h.maxBody()), 0))
 		h.userLimiter = h.Limiter
 		if h.userLimiter == nil {
 			h.memory = concurrency.NewMemory()

@@ -15,6 +15,7 @@ import (
 	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/internal/hookcall"
+	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -50,6 +51,9 @@ type turn struct {
 	usage    billing.Usage
 	obs      turnObs // what the Observer needs; unused without one
 	hooks    hookRunner
+	// body is the body budget's lease (nil: none), released once the user
+	// slot is taken or the turn ends.
+	body *bodyLease
 }
 
 // ServeHTTP serves POST /v1/responses.
@@ -87,11 +91,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.subj = subj
-	body, apiErr := h.readBody(w, r)
+	body, lease, apiErr := h.readBody(w, r, subj.UserID)
 	if apiErr != nil {
 		t.fail(apiErr)
 		return
 	}
+	t.body = lease
+	defer lease.release()
 	req, apiErr := parseRequest(body)
 	if apiErr != nil {
 		t.fail(apiErr)
@@ -205,14 +211,35 @@ func sessionKey(h http.Header, req *Request) string {
 	return req.PromptCacheKey
 }
 
-// readBody reads at most MaxBodyBytes, whatever Content-Length claims.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *APIError) {
+// readBody reads at most MaxBodyBytes, whatever Content-Length claims,
+// under a reservation of the body budget taken before the first byte (see
+// bodyBudget). On success the caller owns the lease.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, user string) (_ []byte, lease *bodyLease, apiErr *APIError) {
 	limit := h.maxBody()
 	tooLarge := &APIError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
 		Message: fmt.Sprintf("Request body too large: the limit is %d bytes", limit)}
 	if r.ContentLength > limit {
-		return nil, tooLarge
+		return nil, nil, tooLarge
 	}
+	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+	plain := enc == "" || enc == "identity"
+	need := r.ContentLength
+	if need < 0 {
+		need = limit
+	}
+	if !plain {
+		need += limit // the decoded copy
+	}
+	lease, err := h.bodies.reserve(r.Context(), user, need, h.bodyWait())
+	if err != nil {
+		return nil, nil, bodyBudgetAnswer(err)
+	}
+	defer func() {
+		if apiErr != nil {
+			lease.release()
+			lease = nil
+		}
+	}()
 	size := r.ContentLength
 	if size < 0 || size > 1<<20 {
 		size = 512
@@ -220,19 +247,18 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *API
 	// ReadFrom wants bytes.MinRead free before each read: with less it
 	// grows the buffer, a second allocation for every body.
 	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, tooLarge
+			return nil, nil, tooLarge
 		}
-		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Failed to read request body"}
+		return nil, nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Failed to read request body"}
 	}
 	body := buf.Bytes()
-	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
-	switch enc {
-	case "", "identity":
-		return body, nil
+	if plain {
+		lease.shrink(int64(len(body)))
+		return body, lease, nil
 	}
 	decode := h.DecodeBody[enc]
 	if decode == nil && enc == "gzip" {
@@ -245,17 +271,24 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *API
 		}
 	}
 	if decode == nil {
-		return nil, &APIError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error",
+		return nil, nil, &APIError{Status: http.StatusUnsupportedMediaType, Type: "invalid_request_error",
 			Message: "Unsupported Content-Encoding " + enc}
 	}
 	out, err := decode(body)
 	if err != nil {
-		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Failed to decode request body (" + enc + ")"}
+		return nil, nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Failed to decode request body (" + enc + ")"}
 	}
 	if int64(len(out)) > limit {
-		return nil, tooLarge
+		return nil, nil, tooLarge
 	}
-	return out, nil
+	lease.shrink(int64(len(out)))
+	return out, lease, nil
+}
+
+// bodyWait bounds the wait for body budget as UserWait bounds the wait for
+// a user slot: 0 means that default, negative only the client's context.
+func (h *Handler) bodyWait() time.Duration {
+	return max(knob.Or(h.UserWait.Timeout, defaultUserWaitTimeout), 0)
 }
 
 // serve runs admission and the failover loop.
@@ -267,6 +300,10 @@ func (t *turn) serve() {
 		return
 	}
 	defer release()
+	if t.subj.Concurrency > 0 {
+		// From here the user's limit bounds the bodies it holds.
+		t.body.release()
+	}
 	if apiErr := t.checkBilling(); apiErr != nil {
 		t.fail(apiErr)
 		return

@@ -260,12 +260,29 @@ func checkBaseURL(s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL like https://api.openai.com/v1", s)
+		return fmt.Errorf("%q is not an http(s) URL like https://api.openai.com/v1", redactUserinfo(s))
 	}
 	if u.User != nil {
 		return errors.New("must not carry credentials; use api_key")
 	}
 	return nil
+}
+
+// redactUserinfo hides whatever could be user:password in a URL that is
+// about to be quoted. It works on the raw text because the URLs quoted are
+// the ones that failed to parse, and a password holding '/' or '@' is a
+// common reason for that: everything between "://" (or the start) and the
+// last '@' goes.
+func redactUserinfo(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	return s[:start] + "xxxxx" + s[at:]
 }
 
 // checkRedisURL reports what is wrong with a Redis URL, without quoting

@@ -171,6 +171,14 @@ func TestParseConfigErrors(t *testing.T) {
 			`base_url "api.openai.com" is not an http(s) URL`},
 		{"base_url with credentials", `{"accounts": [{"id": "a1", "base_url": "https://u:pw@x/v1", "api_key": "k"}], ` + key + `}`,
 			"base_url must not carry credentials"},
+		// A password with '/' and '@' does not parse; the quoted URL
+		// must not carry it anyway.
+		{"unparsable base_url with password", `{"accounts": [{"id": "a1", "base_url": "https://u:sk-secret-value-a1/x@y@h:port/v1", "api_key": "k"}], ` + key + `}`,
+			`base_url "https://xxxxx@h:port/v1" is not an http(s) URL`},
+		{"base_url with password and a bad scheme", `{"accounts": [{"id": "a1", "base_url": "ftp://u:sk-secret-value-a1@h/v1", "api_key": "k"}], ` + key + `}`,
+			`base_url "ftp://xxxxx@h/v1" is not an http(s) URL`},
+		{"base_url with password and no scheme", `{"accounts": [{"id": "a1", "base_url": "u:sk-secret-value-a1@h/v1", "api_key": "k"}], ` + key + `}`,
+			`base_url "xxxxx@h/v1" is not an http(s) URL`},
 		{"missing api_key", `{"accounts": [{"id": "a1", "base_url": "https://x/v1"}], ` + key + `}`,
 			"accounts[0] (a1): api_key is required"},
 		{"duplicate account", `{"accounts": [` + acct + `,` + acct + `], ` + key + `}`,

@@ -67,6 +67,10 @@ func OpenSQLite(ctx context.Context, dsn string, opts ...Option) (*Sink, error) 
 	if strings.TrimSpace(dsn) == "" {
 		return nil, errors.New("sqlusage: empty SQLite DSN")
 	}
+	path := sqlitePath(dsn)
+	if err := prepareSQLiteFile(path); err != nil {
+		return nil, fmt.Errorf("sqlusage: create %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite", withPragmas(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("sqlusage: open %s: %w", dsn, err)
@@ -80,6 +84,7 @@ func OpenSQLite(ctx context.Context, dsn string, opts ...Option) (*Sink, error) 
 		db.Close()
 		return nil, err
 	}
+	tightenSQLiteFiles(path) // the -wal and -shm files exist by now
 	s := newSink(DriverSQLite, st, newConfig(1, opts))
 	s.db = db
 	return s, nil

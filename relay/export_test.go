@@ -1,0 +1,21 @@
+package relay
+
+// Hooks into Handler for the tests of package relay_test.
+
+// BodyMemoryHeld reports the body budget's bytes reserved now.
+func BodyMemoryHeld(h *Handler) int64 {
+	h.init()
+	return h.bodies.held.Load()
+}
+
+// BodyMemoryPeak reports the most body budget bytes ever reserved at once.
+func BodyMemoryPeak(h *Handler) int64 {
+	h.init()
+	return h.bodies.peak.Load()
+}
+
+// BodyMemoryWaiting reports the requests waiting for body budget now.
+func BodyMemoryWaiting(h *Handler) int64 {
+	h.init()
+	return h.bodies.waiting.Load()
+}
