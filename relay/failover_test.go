@@ -26,7 +26,7 @@ func newPriorityEnv(t *testing.T) *env {
 // the turn to the next one; the client sees only the good answer, and one
 // usage record counts both attempts.
 func TestFailoverStatuses(t *testing.T) {
-	steps := map[string]relaytest.Step{"reset before headers": {Cut: true}, "in-band failed": {End: "refused", Code: "server_is_overloaded"},
+	steps := map[string]relaytest.Step{"reset before headers": {Cut: true}, "in-band failed": {End: "refused server_is_overloaded"},
 		"error event": {End: "error"}}
 	for _, s := range []int{401, 402, 403, 408, 429, 500, 502, 503, 529} {
 		steps[fmt.Sprint(s)] = relaytest.Step{Status: s}
@@ -115,7 +115,7 @@ func TestExhausted(t *testing.T) {
 		{relaytest.Step{Status: 503}, 502, "Upstream service temporarily unavailable", false},
 		{relaytest.Step{Status: 402}, 502, "Upstream request failed", false},
 		{relaytest.Step{Cut: true}, 502, "Upstream request failed", false},
-		{relaytest.Step{End: "refused", Code: "server_is_overloaded"}, 503, "Upstream service overloaded", true},
+		{relaytest.Step{End: "refused server_is_overloaded"}, 503, "Upstream service overloaded", true},
 	}
 	for _, c := range cases {
 		for _, stream := range []bool{false, true} {

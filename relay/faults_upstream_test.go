@@ -66,7 +66,7 @@ func upstreamFaults() []upstreamFault {
 		{"502", stepFault(relaytest.Step{Status: 502}), 502, "Upstream service temporarily unavailable", true},
 		{"503", stepFault(relaytest.Step{Status: 503}), 502, "Upstream service temporarily unavailable", true},
 		{"529", stepFault(relaytest.Step{Status: 529}), 503, "Upstream service overloaded", true},
-		{"in-band failed", stepFault(relaytest.Step{End: "refused", Code: "server_is_overloaded"}), 503, "Upstream service overloaded", true},
+		{"in-band failed", stepFault(relaytest.Step{End: "refused server_is_overloaded"}), 503, "Upstream service overloaded", true},
 		{"error event", stepFault(relaytest.Step{End: "error"}), 502, "Upstream request failed", true},
 	}
 }

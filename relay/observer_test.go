@@ -190,7 +190,7 @@ func TestObserverFailoverReasons(t *testing.T) {
 		reason string
 	}{
 		{relaytest.Step{Cut: true}, relay.ReasonConnection},
-		{relaytest.Step{End: "refused", Code: "server_is_overloaded"}, relay.ReasonRefused},
+		{relaytest.Step{End: "refused server_is_overloaded"}, relay.ReasonRefused},
 		{relaytest.Step{Status: 503}, relay.ReasonStatus},
 	}
 	for _, c := range cases {

@@ -67,8 +67,8 @@ func TestTerminalWithUsage(t *testing.T) {
 		status string
 		last   string
 	}{
-		{relaytest.Step{End: "incomplete", Code: "max_output_tokens"}, billing.StatusIncomplete, "response.incomplete"},
-		{relaytest.Step{End: "failed", Code: "server_error"}, billing.StatusFailed, "response.failed"},
+		{relaytest.Step{End: "incomplete max_output_tokens"}, billing.StatusIncomplete, "response.incomplete"},
+		{relaytest.Step{End: "failed server_error"}, billing.StatusFailed, "response.failed"},
 	} {
 		for _, body := range []string{textReq, streamReq} {
 			e := newEnv(t, "a")
@@ -100,10 +100,8 @@ func TestClientGoneDrains(t *testing.T) {
 	<-done
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	served, err := func() ([]relaytest.Served, error) {
-		err := e.up.Wait(ctx, func() bool { return len(e.up.Served()) >= 1 })
-		return e.up.Served(), err
-	}()
+	err := e.up.Wait(ctx, func() bool { return len(e.up.Served()) >= 1 })
+	served := e.up.Served()
 	if err != nil {
 		t.Fatal(err)
 	}

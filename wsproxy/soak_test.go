@@ -47,9 +47,9 @@ const (
 // request.
 var soakFaults = []relaytest.Step{
 	{Status: 429, Header: http.Header{"Retry-After": {"1"}}}, {Status: 500}, {Status: 502}, {Status: 503}, {Status: 529},
-	{Status: 401}, {Cut: true}, {After: 5, Cut: true}, {End: "refused", Code: "server_is_overloaded"},
+	{Status: 401}, {Cut: true}, {After: 5, Cut: true}, {End: "refused server_is_overloaded"},
 	{End: "error"}, {After: 4, Hold: make(chan struct{})}, {End: "none"}, {FirstTokenDelay: 50 * time.Millisecond}, {Hold: make(chan struct{})},
-	{End: "incomplete", Code: "max_output_tokens"}, {End: "failed", Code: "server_error"}, {},
+	{End: "incomplete max_output_tokens"}, {End: "failed server_error"}, {},
 }
 
 // soakSink keeps what the checks need of each record.

@@ -166,10 +166,8 @@ func TestIdleAfterEvents(t *testing.T) {
 		t.Errorf("in flight while idle: %d", n)
 	}
 	cancel()
-	served, err := func() ([]relaytest.Served, error) {
-		err := s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
-		return s.Served(), err
-	}()
+	err = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	served := s.Served()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,10 +198,8 @@ func TestHangAndHold(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("hung request: %v", err)
 	}
-	if served, _ := func() ([]relaytest.Served, error) {
-		err := s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
-		return s.Served(), err
-	}(); served[0].Status != "aborted" || served[0].HTTPStatus != 0 {
+	_ = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	if served := s.Served(); served[0].Status != "aborted" || served[0].HTTPStatus != 0 {
 		t.Errorf("served %+v", served[0])
 	}
 
@@ -255,10 +251,8 @@ func TestFirstTokenDelay(t *testing.T) {
 		t.Errorf("events %v", got)
 	}
 	cancel() // the timer must not keep the handler alive
-	if served, _ := func() ([]relaytest.Served, error) {
-		err := s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
-		return s.Served(), err
-	}(); served[0].Status != "aborted" || served[0].Events != 2 {
+	_ = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	if served := s.Served(); served[0].Status != "aborted" || served[0].Events != 2 {
 		t.Errorf("served %+v", served[0])
 	}
 
@@ -270,7 +264,7 @@ func TestFirstTokenDelay(t *testing.T) {
 
 func TestInBandFailures(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{End: "refused", Code: "server_is_overloaded"}, relaytest.Step{End: "error", Code: "rate_limit_exceeded"})
+	s.Script("a", relaytest.Step{End: "refused server_is_overloaded"}, relaytest.Step{End: "error rate_limit_exceeded"})
 
 	resp, events, err := stream(t, s, "a", `{"model":"m","stream":true}`)
 	if err != nil || resp.StatusCode != 200 {
@@ -300,7 +294,7 @@ func TestInBandFailures(t *testing.T) {
 	}
 
 	// stream:false: a failed response object.
-	s.Script("a", relaytest.Step{End: "refused", Code: "server_error"})
+	s.Script("a", relaytest.Step{End: "refused server_error"})
 	resp, b := call(t, s, "a", `{"model":"m"}`)
 	if resp.StatusCode != 200 || gjson.GetBytes(b, "status").String() != "failed" || gjson.GetBytes(b, "error.code").String() != "server_error" {
 		t.Errorf("json: %s", b)
@@ -321,8 +315,8 @@ func TestInBandFailures(t *testing.T) {
 func TestTerminalVariants(t *testing.T) {
 	s := newServer(t)
 	s.Script("a",
-		relaytest.Step{End: "incomplete", Code: "max_output_tokens"},
-		relaytest.Step{End: "failed", Code: "server_error"},
+		relaytest.Step{End: "incomplete max_output_tokens"},
+		relaytest.Step{End: "failed server_error"},
 		relaytest.Step{End: "none"},
 	)
 	_, events, err := stream(t, s, "a", `{"model":"m","stream":true,"input":"a b c"}`)

@@ -55,10 +55,8 @@ func TestPauseCutByClient(t *testing.T) {
 	defer resp.Body.Close()
 	readEvents(t, bufio.NewReader(resp.Body), 3)
 	cancel()
-	sv, err := func() ([]relaytest.Served, error) {
-		err := s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
-		return s.Served(), err
-	}()
+	err = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	sv := s.Served()
 	if err != nil {
 		t.Fatal(err)
 	}

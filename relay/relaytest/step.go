@@ -20,7 +20,7 @@ import (
 //     connection, Status answers with an HTTP status. These act before
 //     authentication and validation, like a failing proxy would.
 //   - While the answer is produced: FunctionCall, Deltas, EventPadding and
-//     Usage shape it, End and Code choose how it ends, FirstTokenDelay and
+//     Usage shape it, End chooses how it ends, FirstTokenDelay and
 //     EventInterval pace it, Events changes how events are written.
 //   - After that many events (After > 0): Hold pauses the stream, Cut cuts
 //     it; both together pause, then cut.
@@ -114,25 +114,24 @@ type Step struct {
 	// unknown word panics.
 	Events string
 
-	// End is how the turn ends:
+	// End is how the turn ends: a word, optionally followed by a space and
+	// a code, such as "refused server_is_overloaded".
 	//   - "" (or "completed"): response.completed.
 	//   - "incomplete": response.incomplete whose
-	//     incomplete_details.reason is Code ("max_output_tokens" when
-	//     empty). Usage is sent.
+	//     incomplete_details.reason is the code ("max_output_tokens" when
+	//     none). Usage is sent.
 	//   - "failed": response.failed after the output, whose error.code is
-	//     Code ("server_error" when empty). Usage is sent.
+	//     the code ("server_error" when none). Usage is sent.
 	//   - "refused": response.failed right after response.in_progress,
-	//     before any output, with usage null: an in-band refusal such as
-	//     Code "server_is_overloaded" ("server_error" when empty). With
-	//     stream:false the JSON response has status failed and this error.
+	//     before any output, with usage null: an in-band refusal
+	//     ("server_error" when no code). With stream:false the JSON response
+	//     has status failed and this error.
 	//   - "error": like "refused" but an `error` event of the nested shape
 	//     {"type":"error","error":{"type","code","message","param"}}.
 	//   - "none": a clean EOF right after the output, without a terminal
 	//     event (stream:false ignores it).
-	// Another value panics.
+	// Another word panics.
 	End string
-	// Code is the error code or reason of End.
-	Code string
 
 	// Usage, when non-nil, replaces the computed token counts.
 	Usage *Usage
@@ -198,17 +197,19 @@ const (
 	endNone       = "none"
 )
 
-// end checks Step.End and returns it with its code, defaults applied.
+// end splits Step.End into its word and code, defaults applied.
 func (s *Step) end() (end, code string) {
-	switch s.End {
+	end, code, _ = strings.Cut(s.End, " ")
+	code = strings.TrimSpace(code)
+	switch end {
 	case "", statusCompleted:
 		return "", ""
 	case endIncomplete:
-		return s.End, cmp.Or(s.Code, "max_output_tokens")
+		return end, cmp.Or(code, "max_output_tokens")
 	case endFailed, endRefused, endError:
-		return s.End, cmp.Or(s.Code, "server_error")
+		return end, cmp.Or(code, "server_error")
 	case endNone:
-		return s.End, ""
+		return end, ""
 	}
 	panic("relaytest: unknown Step.End " + strconv.Quote(s.End))
 }

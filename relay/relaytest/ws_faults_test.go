@@ -15,10 +15,10 @@ func TestWSFaultsInBand(t *testing.T) {
 	s := newServer(t)
 	c := openWS(t, s, "a")
 	s.Script("a",
-		relaytest.Step{End: "refused", Code: "server_is_overloaded"},
-		relaytest.Step{End: "error", Code: "rate_limit_exceeded"},
-		relaytest.Step{End: "failed", Code: "server_error"},
-		relaytest.Step{End: "incomplete", Code: "max_output_tokens", Deltas: 2},
+		relaytest.Step{End: "refused server_is_overloaded"},
+		relaytest.Step{End: "error rate_limit_exceeded"},
+		relaytest.Step{End: "failed server_error"},
+		relaytest.Step{End: "incomplete max_output_tokens", Deltas: 2},
 		relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"2"}, "x-codex-primary-used-percent": {"100"}}},
 		relaytest.Step{Status: 503},
 		relaytest.Step{Status: 400, Body: `{"type":"error","status":400,"error":{"code":"context_length_exceeded"}}`},

@@ -402,7 +402,7 @@ func TestWSFailedTurnEvicts(t *testing.T) {
 	s.Script("a", relaytest.Step{Status: 429})
 	checkError(t, wsTurn(t, c, `{"type":"response.create","model":"m","store":false,"input":"y"}`)[0], 429, "rate_limit_error", "rate_limit_exceeded", "")
 	// A failed continuation evicts it.
-	s.Script("a", relaytest.Step{End: "refused", Code: "server_is_overloaded"})
+	s.Script("a", relaytest.Step{End: "refused server_is_overloaded"})
 	ms := wsTurn(t, c, `{"type":"response.create","model":"m","store":false,"previous_response_id":"`+id1+`","input":"z"}`)
 	if ms[len(ms)-1].Get("type").String() != "response.failed" {
 		t.Fatalf("turn %v", msgTypes(ms))
@@ -411,7 +411,7 @@ func TestWSFailedTurnEvicts(t *testing.T) {
 	checkError(t, m, 400, "invalid_request_error", "previous_response_not_found", "previous_response_id")
 	// Stored responses are still found after a failed continuation.
 	id2 := completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m","input":"stored"}`))
-	s.Script("a", relaytest.Step{End: "failed", Code: "server_error"})
+	s.Script("a", relaytest.Step{End: "failed server_error"})
 	wsTurn(t, c, `{"type":"response.create","model":"m","previous_response_id":"`+id2+`"}`)
 	completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m","previous_response_id":"`+id2+`"}`))
 }
