@@ -64,8 +64,9 @@ type Step struct {
 	// After is the number of events written before Hold and Cut act; 0:
 	// before anything is answered. A count that covers the whole stream
 	// acts after the last event, before the body's clean end. With
-	// stream:false any After > 0 sends the headers and half of the JSON
-	// body first; if the step neither holds nor cuts there, the rest follows.
+	// stream:false, Hold and Cut at any After > 0 act after the headers and
+	// half of the JSON body; a Hold that ends sends the rest. After > 0 does
+	// not apply to a Status answer.
 	After int
 	// Hold, when non-nil, waits at After until the channel is closed, then
 	// goes on with the rest of the step: a test keeps requests in flight,
