@@ -204,8 +204,8 @@ var (
 	prefixData  = []byte("data:")
 )
 
-// recordStamp records how long ago a stamped event (relaytest.s
-// "stamp" events) was written; other events are ignored.
+// recordStamp records how long ago a stamped event (relaytest Step.Events
+// "stamp") was written; other events are ignored.
 func (w *worker) recordStamp(event []byte) {
 	if sent, ok := parseStamp(event); ok {
 		w.evHist.record(time.Since(sent))
