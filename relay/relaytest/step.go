@@ -14,11 +14,12 @@ import (
 // response.create on its WebSockets. The zero Step is the normal,
 // spec-faithful behaviour; each field changes one thing and fields combine.
 //
-// A Step acts where a request is answered in three places:
+// A Step acts at three points of an answer:
 //
 //   - Before anything is answered (After 0): Hold waits, Cut cuts the
-//     connection, Status answers with an HTTP status. These act before
-//     authentication and validation, like a failing proxy would.
+//     connection (after Hold), else Status answers with an HTTP status.
+//     These act before authentication and validation, like a failing proxy
+//     would.
 //   - While the answer is produced: FunctionCall, Deltas, EventPadding and
 //     Usage shape it, End chooses how it ends, FirstTokenDelay and
 //     EventInterval pace it, Events changes how events are written.
