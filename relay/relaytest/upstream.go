@@ -22,7 +22,8 @@ import (
 // Request bodies may be gzip-compressed and are read up to 64 MiB.
 //
 // The zero Upstream is ready to use; New returns one. All methods are safe
-// for concurrent use, also while requests are being served.
+// for concurrent use, also while requests are being served; the fields are
+// not, so set them while no request is in flight.
 //
 // Faults that cut a connection (Step.Cut, a Step.Hold that never ends, ...) hijack it; where that is impossible, as with
 // HTTP/2 or an httptest.ResponseRecorder, they panic with
