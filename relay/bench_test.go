@@ -24,7 +24,7 @@ func benchRelay(b *testing.B, deltas int) (relaySrv, upSrv *httptest.Server, up 
 // benchRelayObserved is benchRelay with an Observer on the handler.
 func benchRelayObserved(b *testing.B, deltas int, obs *relay.Observer) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
 	up = relaytest.New()
-	up.SetLogging(false)
+	up.NoLog = true
 	up.SetDefault("a", relaytest.Step{Deltas: deltas})
 	upSrv = httptest.NewServer(up)
 	pool := scheduler.NewStaticPool()

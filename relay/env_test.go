@@ -288,7 +288,7 @@ func (e *env) waitInFlight(account string, n int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.up.WaitInFlight(ctx, account, n); err != nil {
+	if err := e.up.Wait(ctx, func() bool { return e.up.InFlight(account) == n }); err != nil {
 		e.t.Fatalf("waiting for %d requests in flight on %s: %v", n, account, err)
 	}
 }

@@ -27,8 +27,8 @@ func newPriorityEnv(t *testing.T) *env {
 // the turn to the next one; the client sees only the good answer, and one
 // usage record counts both attempts.
 func TestFailoverStatuses(t *testing.T) {
-	steps := map[string]relaytest.Step{"reset before headers": {ResetBeforeHeaders: true}, "in-band failed": {InBandFailed: "server_is_overloaded"},
-		"error event": {ErrorEvent: true}}
+	steps := map[string]relaytest.Step{"reset before headers": {Cut: true}, "in-band failed": {End: "refused server_is_overloaded"},
+		"error event": {End: "error"}}
 	for _, s := range []int{401, 402, 403, 408, 429, 500, 502, 503, 529} {
 		steps[fmt.Sprint(s)] = relaytest.Step{Status: s}
 	}
@@ -115,8 +115,8 @@ func TestExhausted(t *testing.T) {
 		{relaytest.Step{Status: 500}, 502, "Upstream service temporarily unavailable", false},
 		{relaytest.Step{Status: 503}, 502, "Upstream service temporarily unavailable", false},
 		{relaytest.Step{Status: 402}, 502, "Upstream request failed", false},
-		{relaytest.Step{ResetBeforeHeaders: true}, 502, "Upstream request failed", false},
-		{relaytest.Step{InBandFailed: "server_is_overloaded"}, 503, "Upstream service overloaded", true},
+		{relaytest.Step{Cut: true}, 502, "Upstream request failed", false},
+		{relaytest.Step{End: "refused server_is_overloaded"}, 503, "Upstream service overloaded", true},
 	}
 	for _, c := range cases {
 		for _, stream := range []bool{false, true} {
@@ -150,7 +150,7 @@ func TestExhausted(t *testing.T) {
 				// A turn that reached an upstream (got an answer) has one
 				// record; one that never got response headers has none.
 				recs := e.sink.all()
-				if c.step.ResetBeforeHeaders {
+				if c.step.Cut {
 					if len(recs) != 0 {
 						t.Fatalf("records %+v for a turn no upstream answered", recs)
 					}
@@ -234,7 +234,7 @@ func TestNoAccounts(t *testing.T) {
 // retried; the stream ends with exactly one response.failed.
 func TestNoFailoverAfterOutput(t *testing.T) {
 	e := newPriorityEnv(t)
-	e.up.Script("bad", relaytest.Step{ResetAfterEvents: 6, Deltas: 10})
+	e.up.Script("bad", relaytest.Step{After: 6, Cut: true, Deltas: 10})
 	r := e.do(streamReq)
 	if r.status != 200 || r.lastType() != "response.failed" || countType(r, "response.failed") != 1 || countType(r, "response.completed") != 0 {
 		t.Fatalf("events %v", r.types())

@@ -104,7 +104,7 @@ func TestFaultClientGoneBeforeHeadersDrained(t *testing.T) {
 func TestFaultClientGoneMidStream(t *testing.T) {
 	e := newEnv(t, "a")
 	resume := make(chan struct{})
-	e.up.Script("a", relaytest.Step{PauseAfterEvents: 6, Resume: resume})
+	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := e.streamOpen(ctx, streamReq)
 	got := readEventTypes(t, bufio.NewReader(resp.Body), 6, "")

@@ -168,8 +168,8 @@ func TestFaultEventTooLarge(t *testing.T) {
 func TestFaultFramingVariants(t *testing.T) {
 	e := newEnv(t, "a")
 	plain := e.do(streamReq)
-	for name, step := range map[string]relaytest.Step{"crlf": {CRLF: true}, "multi-line data": {MultiLineData: true},
-		"comments": {Comments: true}, "all three": {CRLF: true, MultiLineData: true, Comments: true}} {
+	for name, step := range map[string]relaytest.Step{"crlf": {Events: "crlf"}, "multi-line data": {Events: "multiline"},
+		"comments": {Events: "comments"}, "all three": {Events: "crlf multiline comments"}} {
 		t.Run(name, func(t *testing.T) {
 			e.up.Script("a", step)
 			r := e.do(streamReq)

@@ -55,7 +55,7 @@ func upstreamFaults() []upstreamFault {
 				e.addAccount(&scheduler.Account{ID: id, BaseURL: closedURL(t)})
 			}
 		}, 502, "Upstream request failed", false},
-		{"reset before headers", stepFault(relaytest.Step{ResetBeforeHeaders: true}), 502, "Upstream request failed", false},
+		{"reset before headers", stepFault(relaytest.Step{Cut: true}), 502, "Upstream request failed", false},
 		{"401", stepFault(relaytest.Step{Status: 401}), 502, "Upstream authentication failed", true},
 		{"402", stepFault(relaytest.Step{Status: 402}), 502, "Upstream request failed", true},
 		{"403 json", stepFault(relaytest.Step{Status: 403}), 502, "Upstream access forbidden", true},
@@ -66,8 +66,8 @@ func upstreamFaults() []upstreamFault {
 		{"502", stepFault(relaytest.Step{Status: 502}), 502, "Upstream service temporarily unavailable", true},
 		{"503", stepFault(relaytest.Step{Status: 503}), 502, "Upstream service temporarily unavailable", true},
 		{"529", stepFault(relaytest.Step{Status: 529}), 503, "Upstream service overloaded", true},
-		{"in-band failed", stepFault(relaytest.Step{InBandFailed: "server_is_overloaded"}), 503, "Upstream service overloaded", true},
-		{"error event", stepFault(relaytest.Step{ErrorEvent: true}), 502, "Upstream request failed", true},
+		{"in-band failed", stepFault(relaytest.Step{End: "refused server_is_overloaded"}), 503, "Upstream service overloaded", true},
+		{"error event", stepFault(relaytest.Step{End: "error"}), 502, "Upstream request failed", true},
 	}
 }
 
@@ -161,7 +161,7 @@ func TestFaultHeaderTimeout(t *testing.T) {
 		e := newPriorityEnv(t)
 		e.h.StreamIdleTimeout = 250 * time.Millisecond
 		e.h.JSONHeaderTimeout = 250 * time.Millisecond
-		e.up.Script("bad", relaytest.Step{Hang: true})
+		e.up.Script("bad", relaytest.Step{Hold: make(chan struct{})})
 		r := e.do(body)
 		if r.status != 200 {
 			t.Fatalf("status %d: %s", r.status, r.body)
@@ -201,7 +201,7 @@ func TestFaultSlowFirstToken(t *testing.T) {
 // before output: the turn moves on, and nothing half-read reaches the
 // client.
 func TestFaultJSONBodyBroken(t *testing.T) {
-	for name, step := range map[string]relaytest.Step{"stalls": {IdleAfterEvents: 1}, "cut": {ResetAfterEvents: 1}} {
+	for name, step := range map[string]relaytest.Step{"stalls": {After: 1, Hold: make(chan struct{})}, "cut": {After: 1, Cut: true}} {
 		t.Run(name, func(t *testing.T) {
 			e := newPriorityEnv(t)
 			e.h.StreamIdleTimeout = 250 * time.Millisecond

@@ -121,7 +121,7 @@ func TestCooldownSources(t *testing.T) {
 		{"403 json", relaytest.Step{Status: 403}, 10 * time.Minute, scheduler.EventForbidden},
 		{"403 html", relaytest.Step{Status: 403, Header: http.Header{"Content-Type": {"text/html"}}, Body: "<html><body>Access denied by proxy</body></html>"}, 0, ""},
 		{"529", relaytest.Step{Status: 529}, 30 * time.Second, scheduler.EventOverloaded},
-		{"in-band overloaded", relaytest.Step{InBandFailed: "server_is_overloaded"}, 30 * time.Second, scheduler.EventOverloaded},
+		{"in-band overloaded", relaytest.Step{End: "refused server_is_overloaded"}, 30 * time.Second, scheduler.EventOverloaded},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

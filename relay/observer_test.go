@@ -189,8 +189,8 @@ func TestObserverFailoverReasons(t *testing.T) {
 		step   relaytest.Step
 		reason relay.AttemptReason
 	}{
-		{relaytest.Step{ResetBeforeHeaders: true}, relay.ReasonConnection},
-		{relaytest.Step{InBandFailed: "server_is_overloaded"}, relay.ReasonRefused},
+		{relaytest.Step{Cut: true}, relay.ReasonConnection},
+		{relaytest.Step{End: "refused server_is_overloaded"}, relay.ReasonRefused},
 		{relaytest.Step{Status: 503}, relay.ReasonStatus},
 	}
 	for _, c := range cases {
@@ -255,7 +255,7 @@ func TestObserverClientGoneMidStream(t *testing.T) {
 	e := newEnv(t, "a")
 	rec := observed(e)
 	resume := make(chan struct{})
-	e.up.Script("a", relaytest.Step{PauseAfterEvents: 6, Resume: resume})
+	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := e.streamOpen(ctx, streamReq)
 	readEventTypes(t, bufio.NewReader(resp.Body), 6, "")

@@ -15,7 +15,7 @@ import (
 func TestStreamIdleTimeout(t *testing.T) {
 	e := newEnv(t, "a")
 	e.h.StreamIdleTimeout = 250 * time.Millisecond
-	e.up.Script("a", relaytest.Step{IdleAfterEvents: 5})
+	e.up.Script("a", relaytest.Step{After: 5, Hold: make(chan struct{})})
 	r := e.do(streamReq)
 	if r.lastType() != "response.failed" || countType(r, "response.failed") != 1 {
 		t.Fatalf("events %v", r.types())
@@ -34,7 +34,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 
 func TestStreamEOFWithoutTerminal(t *testing.T) {
 	e := newEnv(t, "a")
-	e.up.Script("a", relaytest.Step{NoTerminal: true})
+	e.up.Script("a", relaytest.Step{End: "none"})
 	r := e.do(streamReq)
 	if r.lastType() != "response.failed" || countType(r, "response.failed") != 1 || countType(r, "response.completed") != 0 {
 		t.Fatalf("events %v", r.types())
@@ -67,8 +67,8 @@ func TestTerminalWithUsage(t *testing.T) {
 		status string
 		last   string
 	}{
-		{relaytest.Step{Incomplete: "max_output_tokens"}, billing.StatusIncomplete, "response.incomplete"},
-		{relaytest.Step{FailAfterOutput: "server_error"}, billing.StatusFailed, "response.failed"},
+		{relaytest.Step{End: "incomplete max_output_tokens"}, billing.StatusIncomplete, "response.incomplete"},
+		{relaytest.Step{End: "failed server_error"}, billing.StatusFailed, "response.failed"},
 	} {
 		for _, body := range []string{textReq, streamReq} {
 			e := newEnv(t, "a")
@@ -100,7 +100,8 @@ func TestClientGoneDrains(t *testing.T) {
 	<-done
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	served, err := e.up.WaitServed(ctx, 1)
+	err := e.up.Wait(ctx, func() bool { return len(e.up.Served()) >= 1 })
+	served := e.up.Served()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestClientGoneDrains(t *testing.T) {
 func TestClientGoneDrainTimeout(t *testing.T) {
 	e := newEnv(t, "a")
 	e.h.DrainTimeout = 30 * time.Millisecond
-	e.up.Script("a", relaytest.Step{IdleAfterEvents: 4})
+	e.up.Script("a", relaytest.Step{After: 4, Hold: make(chan struct{})})
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(streamReq))
 	req.Header.Set("Authorization", "Bearer rk-client")
@@ -144,7 +145,7 @@ func TestClientGoneDrainTimeout(t *testing.T) {
 func TestClientGoneBeforeHeaders(t *testing.T) {
 	e := newEnv(t, "a")
 	e.h.DrainTimeout = 20 * time.Millisecond
-	e.up.Script("a", relaytest.Step{Hang: true})
+	e.up.Script("a", relaytest.Step{Hold: make(chan struct{})})
 	cancel, done := e.abandonable(textReq)
 	e.waitInFlight("a", 1)
 	cancel()

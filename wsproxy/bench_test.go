@@ -49,7 +49,7 @@ func benchTurns(b *testing.B, url string, deltas int) {
 
 func benchUpstream(b *testing.B, deltas int) (*relaytest.Upstream, *httptest.Server) {
 	up := relaytest.New()
-	up.SetLogging(false)
+	up.NoLog = true
 	up.SetDefault("a", relaytest.Step{Deltas: deltas})
 	srv := httptest.NewServer(up)
 	b.Cleanup(srv.Close)

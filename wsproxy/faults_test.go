@@ -52,7 +52,7 @@ func TestFaultWSUpstreamIdle(t *testing.T) {
 	for _, ws := range []bool{true, false} {
 		e := newEnv(t, ws, "a")
 		e.rh.StreamIdleTimeout = 250 * time.Millisecond
-		e.up.Script("a", relaytest.Step{IdleAfterEvents: 5})
+		e.up.Script("a", relaytest.Step{After: 5, Hold: make(chan struct{})})
 		c := e.dial()
 		c.send(create(``))
 		f := c.recvTurn()
@@ -81,7 +81,7 @@ func TestFaultWSUpstreamIdle(t *testing.T) {
 func TestFaultWSUpstreamSilentBeforeFirstEvent(t *testing.T) {
 	e := newEnv(t, true, "a", "b")
 	e.rh.StreamIdleTimeout = 250 * time.Millisecond
-	e.up.Script("a", relaytest.Step{Hang: true})
+	e.up.Script("a", relaytest.Step{Hold: make(chan struct{})})
 	c := e.dial()
 	c.send(create(``))
 	if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {
@@ -131,7 +131,7 @@ func TestFaultWSClientGoneMidStream(t *testing.T) {
 	for _, ws := range []bool{true, false} {
 		e := newEnv(t, ws, "a")
 		resume := make(chan struct{})
-		e.up.Script("a", relaytest.Step{PauseAfterEvents: 6, Resume: resume})
+		e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
 		c := e.dial()
 		c.send(create(``))
 		for i := 0; i < 6; i++ {
@@ -250,7 +250,7 @@ func TestFaultWSHooks(t *testing.T) {
 		ch := stuck(t)
 		e.sched.EventTimeout = bound
 		e.sched.OnAccountEvent = func(context.Context, scheduler.AccountEvent) { <-ch }
-		e.up.ScriptUpgrade("a", relaytest.Step{Status: 401})
+		e.up.Script("a", relaytest.Step{Upgrade: true, Status: 401})
 		c := e.dial()
 		c.send(create(``))
 		if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {
@@ -326,7 +326,7 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 		e.up.Script("a", relaytest.Step{Hold: hold})
 		busy := e.dial()
 		busy.send(create(``))
-		if err := e.up.WaitInFlight(context.Background(), "a", 1); err != nil {
+		if err := e.up.Wait(context.Background(), func() bool { return e.up.InFlight("a") == 1 }); err != nil {
 			t.Fatal(err)
 		}
 		c := e.dial()
@@ -352,7 +352,7 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 			e.up.Script("a", relaytest.Step{Hold: hold})
 			c := e.dial()
 			c.send(create(``))
-			if err := e.up.WaitInFlight(context.Background(), "a", 1); err != nil {
+			if err := e.up.Wait(context.Background(), func() bool { return e.up.InFlight("a") == 1 }); err != nil {
 				t.Fatal(err)
 			}
 			if err := c.ws.Close(websocket.StatusNormalClosure, ""); err != nil {

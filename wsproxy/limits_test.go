@@ -46,7 +46,7 @@ func TestLimitWSUserSlotBusy(t *testing.T) {
 	busy := e.dial()
 	busy.send(create(``))
 	ctx := context.Background()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
+	if err := e.up.Wait(ctx, func() bool { return e.up.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	c := e.dial()
@@ -76,7 +76,7 @@ func TestLimitWSOneTurnAtATime(t *testing.T) {
 	e.up.Script("a", relaytest.Step{Hold: hold})
 	c := e.dial()
 	c.send(create(``))
-	if err := e.up.WaitInFlight(context.Background(), "a", 1); err != nil {
+	if err := e.up.Wait(context.Background(), func() bool { return e.up.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	c.send(create(``))

@@ -47,9 +47,9 @@ const (
 // request.
 var soakFaults = []relaytest.Step{
 	{Status: 429, Header: http.Header{"Retry-After": {"1"}}}, {Status: 500}, {Status: 502}, {Status: 503}, {Status: 529},
-	{Status: 401}, {ResetBeforeHeaders: true}, {ResetAfterEvents: 5}, {InBandFailed: "server_is_overloaded"},
-	{ErrorEvent: true}, {IdleAfterEvents: 4}, {NoTerminal: true}, {FirstTokenDelay: 50 * time.Millisecond}, {Hang: true},
-	{Incomplete: "max_output_tokens"}, {FailAfterOutput: "server_error"}, {},
+	{Status: 401}, {Cut: true}, {After: 5, Cut: true}, {End: "refused server_is_overloaded"},
+	{End: "error"}, {After: 4, Hold: make(chan struct{})}, {End: "none"}, {FirstTokenDelay: 50 * time.Millisecond}, {Hold: make(chan struct{})},
+	{End: "incomplete max_output_tokens"}, {End: "failed server_error"}, {},
 }
 
 // soakSink keeps what the checks need of each record.

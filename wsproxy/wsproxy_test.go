@@ -55,7 +55,7 @@ func TestChainedTurnsPinnedSocket(t *testing.T) {
 			t.Fatalf("record %d: %+v", i, r)
 		}
 		u := wsServed[i].Usage
-		if r.InputTokens != u.Input || r.OutputTokens != u.Output || r.CachedInputTokens != u.Cached || r.TotalTokens != u.Total() {
+		if r.InputTokens != u.Input || r.OutputTokens != u.Output || r.CachedInputTokens != u.Cached || r.TotalTokens != (u.Input+u.Output) {
 			t.Fatalf("record %d usage %+v, upstream %+v", i, r, u)
 		}
 	}
@@ -175,7 +175,7 @@ func TestClientGoneMidTurn(t *testing.T) {
 	c.send(create(``))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.up.WaitInFlight(ctx, "a", 1); err != nil {
+	if err := e.up.Wait(ctx, func() bool { return e.up.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	c.ws.CloseNow()
@@ -193,7 +193,7 @@ func TestClientGoneMidTurn(t *testing.T) {
 // a new upstream socket.
 func TestUpstreamResetMidTurn(t *testing.T) {
 	e := newEnv(t, true, "a")
-	e.up.Script("a", relaytest.Step{ResetAfterEvents: 5})
+	e.up.Script("a", relaytest.Step{After: 5, Cut: true})
 	c := e.dial()
 	c.send(create(``))
 	f := c.recvTurn()
@@ -216,7 +216,7 @@ func TestUpstreamResetMidTurn(t *testing.T) {
 // failed over before any event; the turn is served by the next account.
 func TestUpgradeFailover(t *testing.T) {
 	e := newEnv(t, true, "a", "b")
-	e.up.ScriptUpgrade("a", relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"30"}}})
+	e.up.Script("a", relaytest.Step{Upgrade: true, Status: 429, Header: http.Header{"Retry-After": {"30"}}})
 	c := e.dial()
 	c.send(create(``))
 	if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {

@@ -294,7 +294,7 @@ func crashAndRestart(t *testing.T, db usageDB) {
 	}
 	up.Script("a1", steps...)
 	paused := make(chan struct{}) // never closed: the turns end with relayd
-	up.SetDefault("a1", relaytest.Step{PauseAfterEvents: 4, Resume: paused})
+	up.SetDefault("a1", relaytest.Step{After: 4, Hold: paused})
 
 	dir := t.TempDir()
 	spool := filepath.Join(dir, "spool")

@@ -59,7 +59,7 @@ func startDemo(dbPath string) (*demo, error) {
 	// credential handling end to end.
 	d.upstream.SetKey(demoAccount, upstreamKey)
 	// Keep no request log: a long-running demo would grow it forever.
-	d.upstream.SetLogging(false)
+	d.upstream.NoLog = true
 	d.hs = &http.Server{Handler: d.upstream, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(d.served)
@@ -144,7 +144,7 @@ Press Ctrl-C to stop.
 func (d *demo) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d.upstream.WaitWSConns(ctx, demoAccount, 0)
+	d.upstream.Wait(ctx, func() bool { return d.upstream.WSConns(demoAccount) == 0 })
 	d.hs.Close()
 	<-d.served
 }

@@ -130,7 +130,7 @@ func TestDemoCurlCommandsWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	d.upstream.SetLogging(true) // to compare with what it served
+	d.upstream.NoLog = false // to compare with what it served
 	logs := newLogBuffer()
 	srv, err := newServer(d.cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {

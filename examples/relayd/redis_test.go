@@ -67,7 +67,7 @@ func TestRedisUserLimitAcrossInstances(t *testing.T) {
 	a.up.Script(acct[0], relaytest.Step{Hold: hold})
 
 	first := postAsync(a, `{"model":"gpt-5","input":"first"}`)
-	if err := a.up.WaitInFlight(t.Context(), acct[0], 1); err != nil {
+	if err := a.up.Wait(t.Context(), func() bool { return a.up.InFlight(acct[0]) == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	second := postAsync(b, `{"model":"gpt-5","input":"second"}`)

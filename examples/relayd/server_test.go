@@ -326,7 +326,7 @@ func TestShutdownDrainsInFlightTurns(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		done <- result{resp.StatusCode, b, err}
 	}()
-	if err := r.up.WaitInFlight(t.Context(), "a1", 1); err != nil {
+	if err := r.up.Wait(t.Context(), func() bool { return r.up.InFlight("a1") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	r.stop()
@@ -374,7 +374,7 @@ func TestShutdownFinishesWebSocketTurns(t *testing.T) {
 	if err := conn.Send(ctx, openai.BetaResponsesClientEventUnionParam{OfResponseCreate: &p}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.up.WaitInFlight(ctx, "a1", 1); err != nil {
+	if err := r.up.Wait(ctx, func() bool { return r.up.InFlight("a1") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	r.stop()
@@ -420,7 +420,7 @@ func TestShutdownTimeoutStillRecordsWebSocketTurns(t *testing.T) {
 	if err := conn.Send(ctx, openai.BetaResponsesClientEventUnionParam{OfResponseCreate: &p}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.up.WaitInFlight(ctx, "a1", 1); err != nil {
+	if err := r.up.Wait(ctx, func() bool { return r.up.InFlight("a1") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	r.stop()

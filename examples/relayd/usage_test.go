@@ -115,7 +115,7 @@ func TestUsageRowsMatchUpstream(t *testing.T) {
 	// once relayd has seen it leave.
 	streamGone := func(t *testing.T, e *env, st relaytest.Step) string {
 		resume := make(chan struct{})
-		st.PauseAfterEvents, st.Resume = 6, resume
+		st.After, st.Hold = 6, resume
 		e.up.Script("a1", st)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -150,7 +150,7 @@ func TestUsageRowsMatchUpstream(t *testing.T) {
 				t.Errorf("the request was answered: %d", resp.StatusCode)
 			}
 		}()
-		if err := e.up.WaitInFlight(ctx, "a1", 1); err != nil {
+		if err := e.up.Wait(ctx, func() bool { return e.up.InFlight("a1") == 1 }); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
@@ -164,7 +164,7 @@ func TestUsageRowsMatchUpstream(t *testing.T) {
 	// goes on.
 	wsGone := func(t *testing.T, e *env, st relaytest.Step) string {
 		resume := make(chan struct{})
-		st.PauseAfterEvents, st.Resume = 6, resume
+		st.After, st.Hold = 6, resume
 		e.up.Script("a1", st)
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 		defer cancel()
@@ -206,15 +206,15 @@ func TestUsageRowsMatchUpstream(t *testing.T) {
 			usageWant{"completed", "ws", true, "completed"}},
 		{"websocket bridged", false, relaytest.Step{}, ws("response.completed"),
 			usageWant{"completed", "ws", true, "completed"}},
-		{"json incomplete", false, relaytest.Step{Incomplete: "max_output_tokens"}, post(false, "incomplete"),
+		{"json incomplete", false, relaytest.Step{End: "incomplete max_output_tokens"}, post(false, "incomplete"),
 			usageWant{"incomplete", "http", false, "incomplete"}},
-		{"stream incomplete", false, relaytest.Step{Incomplete: "max_output_tokens"}, post(true, "response.incomplete"),
+		{"stream incomplete", false, relaytest.Step{End: "incomplete max_output_tokens"}, post(true, "response.incomplete"),
 			usageWant{"incomplete", "http", true, "incomplete"}},
-		{"websocket incomplete", true, relaytest.Step{Incomplete: "max_output_tokens"}, ws("response.incomplete"),
+		{"websocket incomplete", true, relaytest.Step{End: "incomplete max_output_tokens"}, ws("response.incomplete"),
 			usageWant{"incomplete", "ws", true, "incomplete"}},
-		{"websocket bridged incomplete", false, relaytest.Step{Incomplete: "content_filter"}, ws("response.incomplete"),
+		{"websocket bridged incomplete", false, relaytest.Step{End: "incomplete content_filter"}, ws("response.incomplete"),
 			usageWant{"incomplete", "ws", true, "incomplete"}},
-		{"stream failed after output", false, relaytest.Step{FailAfterOutput: "server_error"}, post(true, "response.failed"),
+		{"stream failed after output", false, relaytest.Step{End: "failed server_error"}, post(true, "response.failed"),
 			usageWant{"failed", "http", true, "failed"}},
 		{"stream client gone", false, relaytest.Step{}, streamGone,
 			usageWant{"client_gone", "http", true, "completed"}},

@@ -25,7 +25,7 @@ import (
 // runs differ by their cost only.
 func benchStream(b *testing.B, observed bool) {
 	up := relaytest.New()
-	up.SetLogging(false)
+	up.NoLog = true
 	up.SetDefault("a", relaytest.Step{Deltas: 192})
 	upSrv := httptest.NewServer(up)
 	pool := scheduler.NewStaticPool()

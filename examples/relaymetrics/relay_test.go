@@ -135,7 +135,7 @@ func TestSchedulerGauges(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.Up.WaitInFlight(ctx, "a", 1); err != nil {
+	if err := e.Up.Wait(ctx, func() bool { return e.Up.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 

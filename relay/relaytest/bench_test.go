@@ -24,7 +24,7 @@ func (d *discardWriter) Flush()                      {}
 
 func benchmarkHandler(b *testing.B, body string) {
 	u := relaytest.New()
-	u.SetLogging(false)
+	u.NoLog = true
 	u.SetDefault("", relaytest.Step{Deltas: 200})
 	w := &discardWriter{h: http.Header{}}
 	b.ReportAllocs()
@@ -50,7 +50,7 @@ func BenchmarkHandlerJSON(b *testing.B) {
 func BenchmarkServerStream200(b *testing.B) {
 	s := relaytest.NewServer()
 	defer s.Close()
-	s.SetLogging(false)
+	s.NoLog = true
 	s.SetDefault("a", relaytest.Step{Deltas: 200})
 	c := s.Client()
 	url := s.BaseURL("a") + "/responses"
@@ -72,7 +72,7 @@ func BenchmarkServerStream200(b *testing.B) {
 func BenchmarkServerWSTurn200(b *testing.B) {
 	s := relaytest.NewServer()
 	defer s.Close()
-	s.SetLogging(false)
+	s.NoLog = true
 	s.SetDefault("a", relaytest.Step{Deltas: 200})
 	ctx := context.Background()
 	c, _, err := websocket.Dial(ctx, s.WSURL("a"), &websocket.DialOptions{HTTPClient: s.Client(),

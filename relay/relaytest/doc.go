@@ -59,40 +59,44 @@
 //     response.completed of a chainable response with no output. Its input
 //     tokens are counted (so that the next turn shows them as cached); its
 //     output tokens are 0.
-//   - A connection older than the age limit (60 minutes; see SetWSMaxAge)
+//   - A connection older than the age limit (60 minutes; see
+//     Upstream.WSMaxAge)
 //     answers its next response.create with websocket_connection_limit_reached
 //     and closes with 1000.
 //
 // Every response.create takes a Step from the account's script, like a POST;
 // see Step for how each field acts on a WebSocket turn. The upgrade request
-// takes its Step from a separate queue (ScriptUpgrade, SetUpgradeDefault),
-// so that one script means the same thing on both transports.
+// takes the steps marked Step.Upgrade, from their own queue, so that one
+// script means the same thing on both transports.
 //
 // Requests lists the upgrade (Method GET) and then every message (Method
 // "WS", Body the message); Served has an entry with WebSocket set for the
 // upgrade (Status "upgraded", HTTPStatus 101) and for every message.
-// InFlight counts turns, WSConns and WaitWSConns open connections.
+// InFlight counts turns, WSConns open connections.
 //
 // # Scripting
 //
 // Script queues Steps per account, one per request in arrival order;
 // SetDefault sets the Step used when the queue is empty. A Step turns the
-// answer into an HTTP error, a reset or hung connection, an in-band failure,
-// a stream cut, stalled or paused after N events, a slow first token, large
-// events or unusual SSE framing. The zero Step is the normal behaviour.
+// answer into an HTTP error, an in-band failure or an unfinished turn
+// (End), holds or cuts it before anything or after N events (After, Hold,
+// Cut), slows its first token, paces or pads its events, or changes their
+// SSE framing. The zero Step is the normal behaviour.
 //
 //	srv := relaytest.NewServer()
 //	defer srv.Close()
 //	srv.Script("a", relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"2"}}})
-//	srv.Script("b", relaytest.Step{ResetAfterEvents: 4})
+//	srv.Script("b", relaytest.Step{After: 4, Cut: true})
+//	srv.Script("c", relaytest.Step{End: "refused", Code: "server_is_overloaded"})
+//	srv.SetDefault("d", relaytest.Step{Upgrade: true, Status: 426}) // no WebSockets
 //
 // # Observing
 //
 // Requests lists what arrived, Served how each request was answered
 // (response id, status, usage, events written; Seq names the request), and
-// InFlight and MaxInFlight the concurrency seen per account. WaitRequests, WaitServed and
-// WaitInFlight block until something happened, so tests need no sleeps;
-// Step.Hold keeps requests in flight until the test releases them.
+// InFlight and MaxInFlight the concurrency seen per account. Wait blocks
+// until a condition on them holds, so tests need no sleeps; Step.Hold keeps
+// requests in flight until the test releases them.
 //
 // ReadSSE parses an SSE body, for checking what a relay sent to its client.
 package relaytest

@@ -47,7 +47,7 @@ func ExampleUpstream_Script() {
 	defer srv.Close()
 	srv.Script("acct-1",
 		relaytest.Step{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"2"}}},
-		relaytest.Step{ResetAfterEvents: 3},
+		relaytest.Step{After: 3, Cut: true},
 	)
 
 	for range 3 {

@@ -76,7 +76,7 @@ func equalInts(a, b []int) bool {
 
 func TestResetBeforeHeaders(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{ResetBeforeHeaders: true})
+	s.Script("a", relaytest.Step{Cut: true})
 	resp, err := send(t, context.Background(), s, "a", `{"model":"m","stream":true}`)
 	if err == nil {
 		resp.Body.Close()
@@ -94,7 +94,7 @@ func TestResetBeforeHeaders(t *testing.T) {
 
 func TestResetAfterEvents(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{ResetAfterEvents: 4})
+	s.Script("a", relaytest.Step{After: 4, Cut: true})
 	resp, events, err := stream(t, s, "a", `{"model":"m","stream":true,"input":"x"}`)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
@@ -110,7 +110,7 @@ func TestResetAfterEvents(t *testing.T) {
 	}
 
 	// Stream:false: headers and half the body, then the cut.
-	s.Script("a", relaytest.Step{ResetAfterEvents: 1})
+	s.Script("a", relaytest.Step{After: 1, Cut: true})
 	resp, err = send(t, context.Background(), s, "a", `{"model":"m"}`)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestResetAfterEvents(t *testing.T) {
 	}
 
 	// A count covering the whole stream: all events, then a cut body.
-	s.Script("a", relaytest.Step{ResetAfterEvents: 1000})
+	s.Script("a", relaytest.Step{After: 1000, Cut: true})
 	_, events, err = stream(t, s, "a", `{"model":"m","stream":true}`)
 	if err == nil || len(events) != 13 || events[12].Type != "response.completed" {
 		t.Errorf("got %v, err %v", types(events), err)
@@ -150,7 +150,7 @@ func readEvents(t *testing.T, br *bufio.Reader, n int) []string {
 
 func TestIdleAfterEvents(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{IdleAfterEvents: 3})
+	s.Script("a", relaytest.Step{After: 3, Hold: make(chan struct{})})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resp, err := send(t, ctx, s, "a", `{"model":"m","stream":true}`)
@@ -166,7 +166,8 @@ func TestIdleAfterEvents(t *testing.T) {
 		t.Errorf("in flight while idle: %d", n)
 	}
 	cancel()
-	served, err := s.WaitServed(context.Background(), 1)
+	err = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	served := s.Served()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestIdleAfterEvents(t *testing.T) {
 
 func TestHangAndHold(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{Hang: true})
+	s.Script("a", relaytest.Step{Hold: make(chan struct{})})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -190,14 +191,15 @@ func TestHangAndHold(t *testing.T) {
 		}
 		errc <- err
 	}()
-	if err := s.WaitInFlight(context.Background(), "a", 1); err != nil {
+	if err := s.Wait(context.Background(), func() bool { return s.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("hung request: %v", err)
 	}
-	if served, _ := s.WaitServed(context.Background(), 1); served[0].Status != "aborted" || served[0].HTTPStatus != 0 {
+	_ = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	if served := s.Served(); served[0].Status != "aborted" || served[0].HTTPStatus != 0 {
 		t.Errorf("served %+v", served[0])
 	}
 
@@ -218,7 +220,7 @@ func TestHangAndHold(t *testing.T) {
 			codes <- resp.StatusCode
 		})
 	}
-	if err := s.WaitInFlight(context.Background(), "b", 3); err != nil {
+	if err := s.Wait(context.Background(), func() bool { return s.InFlight("b") == 3 }); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
@@ -249,7 +251,8 @@ func TestFirstTokenDelay(t *testing.T) {
 		t.Errorf("events %v", got)
 	}
 	cancel() // the timer must not keep the handler alive
-	if served, _ := s.WaitServed(context.Background(), 1); served[0].Status != "aborted" || served[0].Events != 2 {
+	_ = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	if served := s.Served(); served[0].Status != "aborted" || served[0].Events != 2 {
 		t.Errorf("served %+v", served[0])
 	}
 
@@ -261,7 +264,7 @@ func TestFirstTokenDelay(t *testing.T) {
 
 func TestInBandFailures(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{InBandFailed: "server_is_overloaded"}, relaytest.Step{ErrorEvent: true, InBandFailed: "rate_limit_exceeded"})
+	s.Script("a", relaytest.Step{End: "refused server_is_overloaded"}, relaytest.Step{End: "error rate_limit_exceeded"})
 
 	resp, events, err := stream(t, s, "a", `{"model":"m","stream":true}`)
 	if err != nil || resp.StatusCode != 200 {
@@ -291,7 +294,7 @@ func TestInBandFailures(t *testing.T) {
 	}
 
 	// stream:false: a failed response object.
-	s.Script("a", relaytest.Step{InBandFailed: "server_error"})
+	s.Script("a", relaytest.Step{End: "refused server_error"})
 	resp, b := call(t, s, "a", `{"model":"m"}`)
 	if resp.StatusCode != 200 || gjson.GetBytes(b, "status").String() != "failed" || gjson.GetBytes(b, "error.code").String() != "server_error" {
 		t.Errorf("json: %s", b)
@@ -312,9 +315,9 @@ func TestInBandFailures(t *testing.T) {
 func TestTerminalVariants(t *testing.T) {
 	s := newServer(t)
 	s.Script("a",
-		relaytest.Step{Incomplete: "max_output_tokens"},
-		relaytest.Step{FailAfterOutput: "server_error"},
-		relaytest.Step{NoTerminal: true},
+		relaytest.Step{End: "incomplete max_output_tokens"},
+		relaytest.Step{End: "failed server_error"},
+		relaytest.Step{End: "none"},
 	)
 	_, events, err := stream(t, s, "a", `{"model":"m","stream":true,"input":"a b c"}`)
 	if err != nil {
@@ -430,7 +433,7 @@ func TestFraming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Script("a", relaytest.Step{CRLF: true, MultiLineData: true, Comments: true})
+	s.Script("a", relaytest.Step{Events: "crlf multiline comments"})
 	resp, err := send(t, context.Background(), s, "a", body)
 	if err != nil {
 		t.Fatal(err)

@@ -135,19 +135,23 @@ func (x *exchange) json(t *turn) {
 	body = append(body, '\n')
 	x.header(hdrJSON, http.StatusOK)
 	x.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	if s.ResetAfterEvents > 0 || s.IdleAfterEvents > 0 {
-		x.w.WriteHeader(http.StatusOK)
-		_, _ = x.w.Write(body[:len(body)/2])
-		_ = http.NewResponseController(x.w).Flush()
-		if s.ResetAfterEvents <= 0 {
-			x.u.wait(ctx, nil, 0)
-		}
-		x.abort(false)
-		return
-	}
 	x.served.Code = t.failCode
 	if !t.early {
 		x.served.Usage = t.usage
+	}
+	if s.After > 0 && (s.Hold != nil || s.Cut) {
+		half := len(body) / 2
+		x.w.WriteHeader(http.StatusOK)
+		_, _ = x.w.Write(body[:half])
+		_ = http.NewResponseController(x.w).Flush()
+		if (s.Hold != nil && !x.u.wait(ctx, s.Hold, 0)) || s.Cut {
+			x.served.Code, x.served.Usage = "", Usage{}
+			x.abort(false)
+			return
+		}
+		x.finish(t.final)
+		_, _ = x.w.Write(body[half:])
+		return
 	}
 	x.finish(t.final)
 	x.w.WriteHeader(http.StatusOK)
@@ -160,8 +164,8 @@ func (x *exchange) stream(t *turn) {
 	x.w.Header()["Cache-Control"] = hdrNoCache
 	x.w.WriteHeader(http.StatusOK)
 	s := &sseSink{w: x.w, rc: http.NewResponseController(x.w), nl: "\n",
-		multi: t.step.MultiLineData, comments: t.step.Comments}
-	if t.step.CRLF {
+		multi: t.ev.multi, comments: t.ev.comments}
+	if t.ev.crlf {
 		s.nl = "\r\n"
 	}
 	cut := x.u.play(x.r.Context(), t, s, func(n int) {
@@ -189,14 +193,25 @@ type eventSink interface {
 // reports whether the caller must cut the connection.
 func (u *Upstream) play(ctx context.Context, t *turn, s eventSink, done func(n int)) (cut bool) {
 	st := t.step
-	stop, reset, idle := len(t.plan), false, false
-	switch {
-	case st.ResetAfterEvents > 0:
-		stop, reset = min(stop, st.ResetAfterEvents), true
-	case st.IdleAfterEvents > 0:
-		stop, idle = min(stop, st.IdleAfterEvents), true
+	// at is where the step holds or cuts; -1: nowhere.
+	at := -1
+	if st.After > 0 && (st.Hold != nil || st.Cut) {
+		at = min(st.After, len(t.plan))
 	}
-	for i := 0; i < stop; i++ {
+	stopAt := func(i int) bool {
+		if i != at {
+			return false
+		}
+		if (st.Hold != nil && !u.wait(ctx, st.Hold, 0)) || st.Cut {
+			done(i)
+			return true
+		}
+		return false
+	}
+	for i := range t.plan {
+		if stopAt(i) {
+			return true
+		}
 		if i == t.firstOut && st.FirstTokenDelay > 0 && !u.wait(ctx, nil, st.FirstTokenDelay) {
 			done(i)
 			return true
@@ -205,11 +220,7 @@ func (u *Upstream) play(ctx context.Context, t *turn, s eventSink, done func(n i
 			done(i)
 			return true
 		}
-		if i > 0 && i == st.PauseAfterEvents && st.Resume != nil && !u.wait(ctx, st.Resume, 0) {
-			done(i)
-			return true
-		}
-		if i == len(t.plan)-1 && !reset && !idle {
+		if i == len(t.plan)-1 && at != len(t.plan) {
 			done(len(t.plan))
 		}
 		if err := s.writeEvent(t, t.plan[i], i); err != nil {
@@ -217,11 +228,11 @@ func (u *Upstream) play(ctx context.Context, t *turn, s eventSink, done func(n i
 			return true
 		}
 	}
-	if idle {
-		u.wait(ctx, nil, 0)
+	if stopAt(len(t.plan)) {
+		return true
 	}
-	done(stop)
-	return reset || idle
+	done(len(t.plan))
+	return false
 }
 
 // sseSink writes events as SSE frames, flushing each one.

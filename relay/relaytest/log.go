@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"slices"
-	"time"
 )
 
 // Received is one request as the fake received it, or one message a client
@@ -22,8 +21,6 @@ type Received struct {
 	// Body is the request body as it arrived: still compressed if the client
 	// compressed it, cut after 64 MiB. For a WebSocket message, the message.
 	Body []byte
-	// Time is when the request reached the handler.
-	Time time.Time
 	// Seq numbers requests and WebSocket messages from 1 in arrival order;
 	// Served.Seq links an answer to its request. Reset does not restart it.
 	Seq int64
@@ -47,11 +44,6 @@ type Served struct {
 	// ResponseID is the resp_ id of the response created; "" when the request
 	// was answered with an HTTP error or cut before a response was created.
 	ResponseID string
-	// Model is the model as the request named it.
-	Model string
-	// Stream is the request's stream flag; true for WebSocket turns (every
-	// response.create taken as a turn).
-	Stream bool
 	// HTTPStatus is the status code sent; 0 when no headers were sent. A
 	// successful WebSocket upgrade has 101; a WebSocket message has the
 	// status member of the error message it was answered with, else 0.
@@ -114,58 +106,28 @@ func (u *Upstream) MaxInFlight(account string) int {
 	return 0
 }
 
-// WaitRequests blocks until at least n requests have been received, and
-// returns them; or returns ctx.Err() when ctx ends first.
-func (u *Upstream) WaitRequests(ctx context.Context, n int) ([]Received, error) {
-	var out []Received
-	err := u.waitFor(ctx, func() bool {
-		if len(u.requests) < n {
-			return false
-		}
-		out = slices.Clone(u.requests)
-		return true
-	})
-	return out, err
-}
-
-// WaitServed blocks until at least n answers have been recorded, and returns
-// them; or returns ctx.Err() when ctx ends first. Use it after cancelling a
-// request whose answer is recorded asynchronously (Hang, IdleAfterEvents).
-func (u *Upstream) WaitServed(ctx context.Context, n int) ([]Served, error) {
-	var out []Served
-	err := u.waitFor(ctx, func() bool {
-		if len(u.served) < n {
-			return false
-		}
-		out = slices.Clone(u.served)
-		return true
-	})
-	return out, err
-}
-
-// WaitInFlight blocks until exactly n requests to account are in flight, or
-// returns ctx.Err() when ctx ends first. With Step.Hold it lets a test line
-// up concurrent requests without sleeping.
-func (u *Upstream) WaitInFlight(ctx context.Context, account string, n int) error {
-	return u.waitFor(ctx, func() bool {
-		a := u.accounts[account]
-		return (a == nil && n == 0) || (a != nil && a.inFlight == n)
-	})
-}
-
-// waitFor calls cond with u.mu held until it returns true or ctx ends.
-func (u *Upstream) waitFor(ctx context.Context, cond func() bool) error {
+// Wait blocks until cond returns true, or returns ctx.Err() when ctx ends
+// first. It calls cond now and again after every change the fake sees (a
+// request or message arriving, an answer recorded, a connection opened or
+// closed, Reset), so cond reads the Upstream's methods, for example
+//
+//	err := up.Wait(ctx, func() bool { return up.InFlight("a") == 2 })
+//	err := up.Wait(ctx, func() bool { return len(up.Served()) >= 1 })
+//
+// With Step.Hold it lets a test line up concurrent requests, and after a
+// cancelled request wait for its answer to be recorded, without sleeping.
+func (u *Upstream) Wait(ctx context.Context, cond func() bool) error {
 	for {
 		u.mu.Lock()
-		if cond() {
-			u.mu.Unlock()
-			return nil
-		}
 		if u.changed == nil {
 			u.changed = make(chan struct{})
 		}
 		ch := u.changed
 		u.mu.Unlock()
+		// A change after ch was taken closes it: none is missed.
+		if cond() {
+			return nil
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -182,22 +144,22 @@ func (u *Upstream) record(a *account, s Served) {
 	if a != nil {
 		a.inFlight--
 	}
-	if !u.noLog {
+	if !u.NoLog {
 		u.served = append(u.served, s)
 	}
 	u.notifyLocked()
 }
 
 // logRequest logs r and returns its Seq.
-func (u *Upstream) logRequest(r *http.Request, name string, body []byte, at time.Time) int64 {
+func (u *Upstream) logRequest(r *http.Request, name string, body []byte) int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.seq++
-	if u.noLog {
+	if u.NoLog {
 		return u.seq
 	}
 	u.requests = append(u.requests, Received{Account: name, Method: r.Method, Path: r.URL.Path,
-		Header: r.Header.Clone(), Body: body, Time: at, Seq: u.seq})
+		Header: r.Header.Clone(), Body: body, Seq: u.seq})
 	u.notifyLocked()
 	return u.seq
 }

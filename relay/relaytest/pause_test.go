@@ -10,11 +10,11 @@ import (
 )
 
 // TestPauseAfterEvents: the stream stops after N events, stays in flight,
-// and finishes normally once Resume is closed.
+// and finishes normally once Hold is closed.
 func TestPauseAfterEvents(t *testing.T) {
 	s := newServer(t)
 	resume := make(chan struct{})
-	s.Script("a", relaytest.Step{PauseAfterEvents: 4, Resume: resume})
+	s.Script("a", relaytest.Step{After: 4, Hold: resume})
 	resp, err := send(t, context.Background(), s, "a", `{"model":"m","stream":true}`)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestPauseAfterEvents(t *testing.T) {
 // answer as aborted, with the events written so far.
 func TestPauseCutByClient(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{PauseAfterEvents: 3, Resume: make(chan struct{})})
+	s.Script("a", relaytest.Step{After: 3, Hold: make(chan struct{})})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resp, err := send(t, ctx, s, "a", `{"model":"m","stream":true}`)
@@ -55,7 +55,8 @@ func TestPauseCutByClient(t *testing.T) {
 	defer resp.Body.Close()
 	readEvents(t, bufio.NewReader(resp.Body), 3)
 	cancel()
-	sv, err := s.WaitServed(context.Background(), 1)
+	err = s.Wait(context.Background(), func() bool { return len(s.Served()) >= 1 })
+	sv := s.Served()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +65,10 @@ func TestPauseCutByClient(t *testing.T) {
 	}
 }
 
-// TestPauseWithoutResume: PauseAfterEvents alone does nothing.
+// TestPauseWithoutResume: After alone (no Hold, no Cut) does nothing.
 func TestPauseWithoutResume(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{PauseAfterEvents: 2})
+	s.Script("a", relaytest.Step{After: 2})
 	if _, evs, err := stream(t, s, "a", `{"model":"m","stream":true}`); err != nil || evs[len(evs)-1].Type != "response.completed" {
 		t.Fatalf("%v %v", types(evs), err)
 	}
@@ -78,7 +79,7 @@ func TestPauseWithoutResume(t *testing.T) {
 func TestWSPause(t *testing.T) {
 	s := newServer(t)
 	resume := make(chan struct{})
-	s.Script("a", relaytest.Step{PauseAfterEvents: 3, Resume: resume})
+	s.Script("a", relaytest.Step{After: 3, Hold: resume})
 	c := openWS(t, s, "a")
 	wsSend(t, c, `{"type":"response.create","model":"m","input":"hi"}`)
 	for i := 0; i < 3; i++ {

@@ -38,7 +38,7 @@ func TestRequestsLogAndGzip(t *testing.T) {
 	}
 	reqs := s.Requests()
 	if len(reqs) != 1 || reqs[0].Account != "z" || reqs[0].Method != "POST" || !bytes.Equal(reqs[0].Body, zb.Bytes()) ||
-		reqs[0].Header.Get("Session_id") != "sess-1" || reqs[0].Header.Get("Authorization") != "Bearer "+testKey || reqs[0].Time.IsZero() {
+		reqs[0].Header.Get("Session_id") != "sess-1" || reqs[0].Header.Get("Authorization") != "Bearer "+testKey {
 		t.Errorf("requests %+v", reqs)
 	}
 
@@ -46,7 +46,7 @@ func TestRequestsLogAndGzip(t *testing.T) {
 	if len(s.Requests()) != 0 || len(s.Served()) != 0 || s.MaxInFlight("z") != 0 {
 		t.Error("Reset kept logs")
 	}
-	s.SetLogging(false)
+	s.NoLog = true
 	call(t, s, "z", `{"model":"m"}`)
 	if len(s.Requests()) != 0 || len(s.Served()) != 0 || s.MaxInFlight("z") != 1 {
 		t.Error("logging off still logs, or stopped counting")
@@ -68,7 +68,7 @@ func TestResetClearsScriptsAndStores(t *testing.T) {
 
 func TestConcurrentAccounts(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{Status: 429}, relaytest.Step{ResetAfterEvents: 3})
+	s.Script("a", relaytest.Step{Status: 429}, relaytest.Step{After: 3, Cut: true})
 	var wg sync.WaitGroup
 	for i := range 40 {
 		wg.Go(func() {
@@ -97,8 +97,8 @@ func TestConcurrentAccounts(t *testing.T) {
 
 func TestCloseEndsEverything(t *testing.T) {
 	s := relaytest.NewServer()
-	s.Script("hang", relaytest.Step{Hang: true})
-	s.Script("idle", relaytest.Step{IdleAfterEvents: 2})
+	s.Script("hang", relaytest.Step{Hold: make(chan struct{})})
+	s.Script("idle", relaytest.Step{After: 2, Hold: make(chan struct{})})
 	s.Script("hold", relaytest.Step{Hold: make(chan struct{})})
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
@@ -113,7 +113,7 @@ func TestCloseEndsEverything(t *testing.T) {
 		})
 	}
 	for _, a := range []string{"hang", "idle", "hold"} {
-		if err := s.WaitInFlight(context.Background(), a, 1); err != nil {
+		if err := s.Wait(context.Background(), func() bool { return s.InFlight(a) == 1 }); err != nil {
 			t.Fatal(err)
 		}
 	}

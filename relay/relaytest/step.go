@@ -1,49 +1,53 @@
 package relaytest
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
 )
 
-// Step scripts how the fake answers one request to an account.
+// Step scripts how the fake answers one request to an account, or one
+// response.create on its WebSockets. The zero Step is the normal,
+// spec-faithful behaviour; each field changes one thing and fields combine.
 //
-// The zero Step is the normal, spec-faithful behaviour. Fields combine; they
-// apply in this order:
+// A Step acts at three points of an answer:
 //
-//  1. Hold, ResetBeforeHeaders, Hang and Status act before authentication and
-//     validation, like a failing proxy or an overloaded upstream would.
-//  2. Otherwise the request is authenticated and validated as the real API
-//     does, and a response is produced.
-//  3. InBandFailed and ErrorEvent replace the output; FunctionCall, Deltas,
-//     EventPadding and Usage shape it; Incomplete, FailAfterOutput and
-//     NoTerminal choose how it ends; FirstTokenDelay, PauseAfterEvents,
-//     ResetAfterEvents and IdleAfterEvents cut into it; CRLF, MultiLineData
-//     and Comments change the SSE framing only.
+//   - Before anything is answered (After 0): Hold waits, Cut cuts the
+//     connection (after Hold), else Status answers with an HTTP status.
+//     These act before authentication and validation, like a failing proxy
+//     would.
+//   - While the answer is produced: FunctionCall, Deltas, EventPadding and
+//     Usage shape it, End chooses how it ends, FirstTokenDelay and
+//     EventInterval pace it, Events changes how events are written.
+//   - After that many events (After > 0): Hold pauses the stream, Cut cuts
+//     it; both together pause, then cut.
 //
 // Header applies to every answer the step produces.
 //
-// On a WebSocket turn (a response.create message) the fields act on the
-// turn, and the connection outlives it unless said otherwise:
+// On a WebSocket turn the connection outlives the turn unless said
+// otherwise: Cut cuts the connection; Status sends Body as one text message
+// when Body is set, else an error message
+// {"type":"error","status":Status,"error":{...}} with the error an HTTP
+// answer would carry, whose "headers" object (lower-case names, first
+// values) is Header, where Codex reads rate-limit headers; a Status below
+// 400 without Body sends nothing. End "none" closes the connection with
+// status 1000 after the output, the counterpart of a clean EOF.
 //
-//   - Hold delays the turn; Hang never answers it (until the connection
-//     ends); ResetBeforeHeaders cuts the connection (TCP reset) before any
-//     event.
-//   - Status sends Body as one text message when Body is set, else an error
-//     message {"type":"error","status":Status,"error":{...}} with the error
-//     an HTTP answer would carry; Header, when set, becomes its "headers"
-//     object (lower-case names, first values), where Codex reads rate-limit
-//     headers. A Status below 400 without Body sends nothing.
-//   - ResetAfterEvents and IdleAfterEvents cut or stall the connection after
-//     that many event messages, and PauseAfterEvents pauses it; NoTerminal closes it with status 1000 after
-//     the output, the counterpart of a clean EOF.
-//   - CRLF, MultiLineData and Comments do not apply.
-//
-// A WebSocket upgrade request takes its Step from ScriptUpgrade; there, only
-// Hold, ResetBeforeHeaders, Hang, Status, Body and Header act.
+// A Step with Upgrade set answers a WebSocket upgrade request instead of a
+// turn; there only Hold, Cut, Status, Body and Header act.
 type Step struct {
+	// Upgrade makes the step answer the account's WebSocket upgrade
+	// requests: Script queues it for them and SetDefault sets their
+	// default, apart from the steps of turns, so that one script means the
+	// same over HTTP and over a WebSocket. The zero upgrade step accepts the
+	// upgrade; Status refuses it with that HTTP status (426 makes clients
+	// fall back to HTTP), and Header is also added to the 101 response.
+	Upgrade bool
+
 	// Status, when non-zero, answers with this HTTP status instead of running
 	// the request. Body is sent as is (Content-Type application/json unless
 	// Header says otherwise); an empty Body with a status >= 400 is replaced
@@ -58,21 +62,27 @@ type Step struct {
 	// Body is the response body used with Status.
 	Body string
 
-	// ResetBeforeHeaders closes the connection (with a TCP reset where
-	// possible) without answering: the client sees a transport error. Note
-	// that net/http's Transport silently retries a replayable request (for
-	// example a POST with an Idempotency-Key header) that failed so on a
-	// reused connection; the retry takes the account's next step.
-	ResetBeforeHeaders bool
-	// Hang never answers. The handler returns when the request's context ends
-	// or the Server closes; the connection is then closed without a response.
-	Hang bool
-	// Hold, when non-nil, delays the request until the channel is closed and
-	// then goes on with the rest of the step. It lets a test keep requests in
-	// flight for as long as it likes (to observe concurrency) without sleeps.
-	// If the request's context ends or the Server closes first, the
-	// connection is closed without a response.
+	// After is the number of events written before Hold and Cut act; 0:
+	// before anything is answered. A count that covers the whole stream
+	// acts after the last event, before the body's clean end. With
+	// stream:false, Hold and Cut at any After > 0 act after the headers and
+	// half of the JSON body; a Hold that ends sends the rest. After > 0 does
+	// not apply to a Status answer.
+	After int
+	// Hold, when non-nil, waits at After until the channel is closed, then
+	// goes on with the rest of the step: a test keeps requests in flight,
+	// or a stream paused mid-way, for as long as it likes without sleeps. A
+	// channel that is never closed hangs (before anything) or stalls the
+	// open connection (after events). If the request's context ends or the
+	// Server closes first, the connection is closed without a clean end.
 	Hold <-chan struct{}
+	// Cut closes the connection at After (after Hold): before anything, with
+	// a TCP reset where possible, so the client sees a transport error;
+	// after events, mid-body. Note that net/http's Transport silently
+	// retries a replayable request (for example a POST with an
+	// Idempotency-Key header) cut before the headers on a reused
+	// connection; the retry takes the account's next step.
+	Cut bool
 
 	// Deltas is the number of response.output_text.delta events (or
 	// response.function_call_arguments.delta events, at most one per
@@ -94,68 +104,47 @@ type Step struct {
 	// FirstTokenDelay the wait ends early, and the connection is closed,
 	// when the request's context ends or the Server closes.
 	EventInterval time.Duration
-	// StampEvents writes into each delta event's obfuscation string the
-	// time the fake wrote it, in Unix nanoseconds (decimal), instead of
-	// the padding, so that a client in the same process can tell how long
-	// each event took to reach it (see ParseStamp).
-	StampEvents bool
+	// Events lists, separated by spaces, changes to how events are written:
+	//   - "stamp": each delta event's obfuscation string is the time the
+	//     fake wrote it, in Unix nanoseconds (decimal), instead of the
+	//     padding, so that a client in the same process can tell how long
+	//     each event took to reach it.
+	//   - "crlf": SSE lines end with "\r\n" instead of "\n".
+	//   - "multiline": each event's JSON is split over three data: lines.
+	//   - "comments": a ": ping" comment block precedes every event.
+	// The SSE ones do not apply to WebSocket turns. "" changes nothing; an
+	// unknown word panics.
+	Events string
 
-	// ResetAfterEvents > 0 writes that many events and then closes the
-	// connection mid-body. With stream:false it sends the headers and half of
-	// the JSON body instead. If the count covers the whole stream, every event
-	// is written and the body is still cut before its clean end.
-	ResetAfterEvents int
-	// IdleAfterEvents > 0 writes that many events and then stops writing with
-	// the connection open, until the request's context ends or the Server
-	// closes; then the connection is closed. With stream:false it sends the
-	// headers and half of the body. ResetAfterEvents wins when both are set.
-	IdleAfterEvents int
-
-	// PauseAfterEvents > 0 writes that many events of a stream, then waits
-	// until Resume is closed and goes on with the rest: the answer stays in
-	// flight, mid-stream, for as long as the test likes. If the request's
-	// context ends or the Server closes first, the connection is cut. It
-	// needs Resume (without it nothing pauses) and does not apply to
-	// stream:false. A count that covers the whole stream does not pause.
-	PauseAfterEvents int
-	// Resume ends the pause of PauseAfterEvents when closed.
-	Resume <-chan struct{}
-
-	// InBandFailed, when non-empty, answers 200 with response.created,
-	// response.in_progress and then response.failed whose response.error.code
-	// is this value, before any output (an in-band refusal such as
-	// "server_is_overloaded"). Its usage is null. With stream:false the JSON
-	// response has status failed and this error.
-	InBandFailed string
-	// ErrorEvent is like InBandFailed but ends with an `error` event of the
-	// nested shape {"type":"error","error":{"type","code","message","param"}}
-	// instead of response.failed. Its code is InBandFailed, or "server_error"
-	// when that is empty.
-	ErrorEvent bool
-
-	// Incomplete, when non-empty, ends the turn with response.incomplete
-	// (status incomplete) whose incomplete_details.reason is this value, for
-	// example "max_output_tokens". Usage is sent.
-	Incomplete string
-	// FailAfterOutput, when non-empty, ends the turn after the output with
-	// response.failed whose error.code is this value. Usage is sent.
-	FailAfterOutput string
-	// NoTerminal ends the stream with a clean EOF right after the output,
-	// without a terminal event. stream:false ignores it.
-	NoTerminal bool
+	// End is how the turn ends: a word, optionally followed by a space and
+	// a code, such as "refused server_is_overloaded".
+	//   - "" (or "completed"): response.completed.
+	//   - "incomplete": response.incomplete whose
+	//     incomplete_details.reason is the code ("max_output_tokens" when
+	//     none). Usage is sent.
+	//   - "failed": response.failed after the output, whose error.code is
+	//     the code ("server_error" when none). Usage is sent.
+	//   - "refused": response.failed right after response.in_progress,
+	//     before any output, with usage null: an in-band refusal
+	//     ("server_error" when no code). With stream:false the JSON response
+	//     has status failed and this error.
+	//   - "error": like "refused" but an `error` event of the nested shape
+	//     {"type":"error","error":{"type","code","message","param"}}.
+	//   - "none": a clean EOF right after the output, without a terminal
+	//     event (stream:false ignores it).
+	// Another word panics.
+	End string
 
 	// Usage, when non-nil, replaces the computed token counts.
 	Usage *Usage
-	// FunctionCall, when non-nil, makes the output a function call whatever
-	// the request contains.
-	FunctionCall *FunctionCall
-
-	// CRLF ends SSE lines with "\r\n" instead of "\n".
-	CRLF bool
-	// MultiLineData splits each event's JSON over three data: lines.
-	MultiLineData bool
-	// Comments writes a ": ping" comment block before every event.
-	Comments bool
+	// FunctionCall, when non-empty, makes the output a function call
+	// whatever the request contains. It is a JSON object whose "name",
+	// "arguments" (a JSON string) and "call_id" members set the call's;
+	// absent members are derived as for an unscripted function call: the
+	// first function tool of the request ("tool" when none),
+	// {"input":<last user text>}, a fresh "call_" + hex id. "{}" derives
+	// all three.
+	FunctionCall string
 }
 
 // Usage holds token counts as the fake reports them in response.usage.
@@ -179,32 +168,59 @@ type Usage struct {
 	Reasoning int64 // output_tokens_details.reasoning_tokens
 }
 
-// Total is Input + Output, as total_tokens reports it.
-func (u Usage) Total() int64 { return u.Input + u.Output }
+// eventOpts is Step.Events parsed.
+type eventOpts struct{ stamp, crlf, multi, comments bool }
 
-// FunctionCall forces a function call output item. Empty fields are
-// derived as for an unscripted function call.
-type FunctionCall struct {
-	// Name is the function's name; "" means the first function tool of the
-	// request, or "tool" when it has none.
-	Name string
-	// Arguments is the JSON arguments string; "" means
-	// {"input":<last user text>}.
-	Arguments string
-	// CallID is the call_id; "" means a fresh "call_" + hex id.
-	CallID string
+func (s *Step) eventOpts() eventOpts {
+	var o eventOpts
+	for _, w := range strings.Fields(s.Events) {
+		switch w {
+		case "stamp":
+			o.stamp = true
+		case "crlf":
+			o.crlf = true
+		case "multiline":
+			o.multi = true
+		case "comments":
+			o.comments = true
+		default:
+			panic("relaytest: unknown word " + strconv.Quote(w) + " in Step.Events")
+		}
+	}
+	return o
 }
 
-// ParseStamp reads the time a StampEvents delta event was written from its
-// JSON; ok is false for other events.
-func ParseStamp(event []byte) (sent time.Time, ok bool) {
-	o := gjson.GetBytes(event, "obfuscation")
-	if o.Type != gjson.String || o.Str == "" {
-		return time.Time{}, false
+// Values of Step.End.
+const (
+	endIncomplete = "incomplete"
+	endFailed     = "failed"
+	endRefused    = "refused"
+	endError      = "error"
+	endNone       = "none"
+)
+
+// end splits Step.End into its word and code, defaults applied.
+func (s *Step) end() (end, code string) {
+	end, code, _ = strings.Cut(s.End, " ")
+	code = strings.TrimSpace(code)
+	switch end {
+	case "", statusCompleted:
+		return "", ""
+	case endIncomplete:
+		return end, cmp.Or(code, "max_output_tokens")
+	case endFailed, endRefused, endError:
+		return end, cmp.Or(code, "server_error")
+	case endNone:
+		return end, ""
 	}
-	ns, err := strconv.ParseInt(o.Str, 10, 64)
-	if err != nil {
-		return time.Time{}, false
+	panic("relaytest: unknown Step.End " + strconv.Quote(s.End))
+}
+
+// functionCall reads Step.FunctionCall.
+func (s *Step) functionCall() (name, args, callID string) {
+	if !gjson.Valid(s.FunctionCall) || !gjson.Parse(s.FunctionCall).IsObject() {
+		panic("relaytest: Step.FunctionCall is not a JSON object: " + s.FunctionCall)
 	}
-	return time.Unix(0, ns), true
+	r := gjson.GetMany(s.FunctionCall, "name", "arguments", "call_id")
+	return r[0].String(), r[1].String(), r[2].String()
 }

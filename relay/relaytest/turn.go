@@ -29,6 +29,9 @@ type turn struct {
 	failCode  string // error.code when final is failed
 	early     bool   // failed before any output
 	errEvent  bool   // ends with an error event instead of a terminal event
+	noEnd     bool   // ends without a terminal event
+	reason    string // incomplete_details.reason
+	ev        eventOpts
 	tail      []byte // constant members of the response object
 }
 
@@ -96,7 +99,8 @@ const (
 // events is only appending bytes. prev is the previous response when the
 // request chains, else nil.
 func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
-	t := &turn{req: q, step: s, id: newID("resp_", 32), createdAt: createdAt, final: statusCompleted}
+	t := &turn{req: q, step: s, id: newID("resp_", 32), createdAt: createdAt, final: statusCompleted,
+		ev: s.eventOpts()}
 	n := s.Deltas
 	if n <= 0 {
 		n = defaultDeltas
@@ -104,9 +108,9 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 	switch {
 	case q.warmup:
 		n = 0
-	case s.FunctionCall != nil:
+	case s.FunctionCall != "":
 		t.fc = true
-		t.fnName, t.out, t.callID = s.FunctionCall.Name, s.FunctionCall.Arguments, s.FunctionCall.CallID
+		t.fnName, t.out, t.callID = s.functionCall()
 	case q.fnName != "" && q.lastKind == itemUserMessage:
 		t.fc = true
 	}
@@ -178,12 +182,10 @@ func (t *turn) planEvents(n int) {
 		t.plan = append(t.plan, planned{kind: evInProgress})
 	}
 	t.firstOut = len(t.plan)
-	if s.InBandFailed != "" || s.ErrorEvent {
-		t.final, t.early, t.failCode = statusFailed, true, s.InBandFailed
-		if t.failCode == "" {
-			t.failCode = "server_error"
-		}
-		if s.ErrorEvent {
+	end, code := s.end()
+	if end == endRefused || end == endError {
+		t.final, t.early, t.failCode = statusFailed, true, code
+		if end == endError {
 			t.errEvent = true
 			t.plan = append(t.plan, planned{kind: evError})
 		} else {
@@ -206,13 +208,14 @@ func (t *turn) planEvents(n int) {
 		}
 		t.plan = append(t.plan, planned{kind: evTextDone}, planned{kind: evPartDone}, planned{kind: evItemDone})
 	}
-	switch {
-	case s.NoTerminal:
-	case s.FailAfterOutput != "":
-		t.final, t.failCode = statusFailed, s.FailAfterOutput
+	switch end {
+	case endNone:
+		t.noEnd = true
+	case endFailed:
+		t.final, t.failCode = statusFailed, code
 		t.plan = append(t.plan, planned{kind: evFailed})
-	case s.Incomplete != "":
-		t.final = statusIncomplete
+	case endIncomplete:
+		t.final, t.reason = statusIncomplete, code
 		t.plan = append(t.plan, planned{kind: evIncomplete})
 	default:
 		t.plan = append(t.plan, planned{kind: evCompleted})
@@ -221,7 +224,7 @@ func (t *turn) planEvents(n int) {
 
 // servedStatus is the Served.Status of a stream cut after n events.
 func (t *turn) servedStatus(n int) string {
-	if n < len(t.plan) || t.step.NoTerminal {
+	if n < len(t.plan) || t.noEnd {
 		return statusAborted
 	}
 	if t.errEvent {
@@ -232,7 +235,7 @@ func (t *turn) servedStatus(n int) string {
 
 // servedUsage is the usage that went out in the first n events.
 func (t *turn) servedUsage(n int) Usage {
-	if n < len(t.plan) || t.step.NoTerminal || t.early {
+	if n < len(t.plan) || t.noEnd || t.early {
 		return Usage{}
 	}
 	return t.usage
@@ -249,9 +252,9 @@ func padding(n int) string {
 
 // appendEvent appends the JSON of event e with the given sequence number.
 // appendPad appends a delta's obfuscation string: the padding, or the
-// time of writing with StampEvents.
+// time of writing with the "stamp" option.
 func (t *turn) appendPad(b []byte) []byte {
-	if t.step.StampEvents {
+	if t.ev.stamp {
 		b = append(b, '"')
 		b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
 		return append(b, '"')
@@ -392,7 +395,7 @@ func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
 	b = append(b, `,"incomplete_details":`...)
 	if status == statusIncomplete {
 		b = append(b, `{"reason":`...)
-		b = appendString(b, t.step.Incomplete)
+		b = appendString(b, t.reason)
 		b = append(b, '}')
 	} else {
 		b = append(b, "null"...)
@@ -421,7 +424,7 @@ func appendUsage(b []byte, u Usage) []byte {
 	b = append(b, `,"output_tokens_details":{"reasoning_tokens":`...)
 	b = appendInt(b, u.Reasoning)
 	b = append(b, `},"total_tokens":`...)
-	b = appendInt(b, u.Total())
+	b = appendInt(b, u.Input+u.Output)
 	return append(b, '}')
 }
 

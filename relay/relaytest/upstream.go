@@ -22,13 +22,27 @@ import (
 // Request bodies may be gzip-compressed and are read up to 64 MiB.
 //
 // The zero Upstream is ready to use; New returns one. All methods are safe
-// for concurrent use, also while requests are being served.
+// for concurrent use, also while requests are being served; the fields are
+// not, so set them while no request is in flight.
 //
-// Faults that cut a connection (Step.ResetBeforeHeaders, ResetAfterEvents,
-// a Hang that ends, ...) hijack it; where that is impossible, as with
+// Faults that cut a connection (Step.Cut, a Step.Hold that never ends, ...) hijack it; where that is impossible, as with
 // HTTP/2 or an httptest.ResponseRecorder, they panic with
 // http.ErrAbortHandler, which net/http turns into an aborted response.
 type Upstream struct {
+	// NoLog keeps the Requests and Served logs empty; set it before first
+	// use, for long benchmarks and demos whose logs would grow without
+	// bound. The in-flight counters keep working.
+	NoLog bool
+	// WSMaxAge is the age at which WebSocket connections expire, as the real
+	// service's limit does: the first response.create received after it is
+	// answered with an error message whose code is
+	// "websocket_connection_limit_reached", and the connection is then
+	// closed with status 1000. A turn in flight is not interrupted. It is
+	// read at every response.create, so a test may change it between turns
+	// to expire an open connection without waiting. 0: 60 minutes;
+	// negative: no limit.
+	WSMaxAge time.Duration
+
 	setupOnce sync.Once
 	closeOnce sync.Once
 	closing   chan struct{} // closed by shutdown: hung requests give up
@@ -40,9 +54,7 @@ type Upstream struct {
 	accounts map[string]*account
 	requests []Received
 	served   []Served
-	noLog    bool
 	seq      int64         // the last Received.Seq given out
-	wsMaxAge time.Duration // 0: defaultWSMaxAge; < 0: no limit
 	changed  chan struct{} // closed on every change while someone waits
 }
 
@@ -121,36 +133,37 @@ func (u *Upstream) SetKey(account, key string) {
 
 // Script queues steps for account; each request to the account takes the
 // next one, whatever its method or content, and so does each response.create
-// message on its WebSockets. WebSocket upgrade requests take theirs from
-// ScriptUpgrade instead. When the queue is empty the account's default step
-// applies (see SetDefault).
+// message on its WebSockets. Steps with Upgrade set go to a separate queue
+// that the account's WebSocket upgrade requests take from. When a queue is
+// empty the account's default step for it applies (see SetDefault).
 func (u *Upstream) Script(account string, steps ...Step) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	a := u.acct(account)
-	a.queue = append(a.queue, steps...)
+	for _, s := range steps {
+		if s.Upgrade {
+			a.upQueue = append(a.upQueue, s)
+		} else {
+			a.queue = append(a.queue, s)
+		}
+	}
 }
 
-// SetDefault sets the step used for account when its queue is empty. The
-// zero Step restores the normal behaviour.
+// SetDefault sets the step used for account when its queue is empty: the
+// queue of upgrade requests when s.Upgrade is set, else that of turns. The
+// zero Step (with Upgrade set or not) restores the normal behaviour.
 func (u *Upstream) SetDefault(account string, s Step) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.acct(account).def = s
-}
-
-// SetLogging turns the Requests and Served logs on (the default) or off.
-// Turn it off for long benchmarks; the in-flight counters keep working, but
-// WaitRequests and WaitServed then only return when their context ends.
-func (u *Upstream) SetLogging(on bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.noLog = !on
+	if s.Upgrade {
+		u.acct(account).upDef = s
+	} else {
+		u.acct(account).def = s
+	}
 }
 
 // Reset forgets scripts, defaults, stored responses, both logs and the
-// in-flight maximums. Keys set with SetKey, the logging setting and the
-// WebSocket age limit stay. Requests still running are recorded when they
+// in-flight maximums. Keys set with SetKey, NoLog and WSMaxAge stay. Requests still running are recorded when they
 // finish; open WebSockets stay open and keep their connection-local response.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
@@ -215,7 +228,7 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upgrade := isUpgrade(r)
 	x.served.Account, x.served.WebSocket = name, upgrade
 	body, readErr := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	x.served.Seq = u.logRequest(r, name, body, x.start)
+	x.served.Seq = u.logRequest(r, name, body)
 	if !ok {
 		x.writeError(&apiError{status: 404, typ: typeInvalidRequest,
 			msg: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})
@@ -230,17 +243,12 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.abort(false)
 		return
 	}
-	if s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
+	if s.After == 0 && s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
 		x.abort(false)
 		return
 	}
-	if s.ResetBeforeHeaders {
+	if s.After == 0 && s.Cut {
 		x.abort(true)
-		return
-	}
-	if s.Hang {
-		u.wait(ctx, nil, 0)
-		x.abort(false)
 		return
 	}
 	if s.Status != 0 {
@@ -283,7 +291,6 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.writeError(e)
 		return
 	}
-	x.served.Model, x.served.Stream = q.model, q.stream
 	prev, e := u.resolve(x.acct, q, nil)
 	if e != nil {
 		x.writeError(e)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -200,8 +201,8 @@ func TestTextStream(t *testing.T) {
 	}
 
 	served := s.Served()
-	want := relaytest.Served{Account: "acct", RequestID: resp.Header.Get("X-Request-Id"), ResponseID: id, Model: "gpt-5",
-		Stream: true, HTTPStatus: 200, Status: "completed", Usage: relaytest.Usage{Input: 12, Output: 5}, Events: len(events), Seq: 1}
+	want := relaytest.Served{Account: "acct", RequestID: resp.Header.Get("X-Request-Id"), ResponseID: id,
+		HTTPStatus: 200, Status: "completed", Usage: relaytest.Usage{Input: 12, Output: 5}, Events: len(events), Seq: 1}
 	if len(served) != 1 || served[0] != want {
 		t.Errorf("served %+v\nwant %+v", served, want)
 	}
@@ -242,7 +243,7 @@ func TestNonStreaming(t *testing.T) {
 	if !strings.HasPrefix(r.Get("id").String(), "resp_") || r.Get("created_at").Int() == 0 {
 		t.Errorf("id/created_at: %s", body)
 	}
-	if served := s.Served(); len(served) != 1 || served[0].Status != "completed" || served[0].Events != 0 || served[0].Stream {
+	if served := s.Served(); len(served) != 1 || served[0].Status != "completed" || served[0].Events != 0 {
 		t.Errorf("served %+v", served)
 	}
 }
@@ -318,7 +319,7 @@ func TestFunctionCallTurns(t *testing.T) {
 
 	// Forced function call with given fields, and few characters: one delta
 	// per character at most.
-	s.Script("a", relaytest.Step{FunctionCall: &relaytest.FunctionCall{Name: "f", Arguments: "{}", CallID: "call_x"}})
+	s.Script("a", relaytest.Step{FunctionCall: `{"name":"f","arguments":"{}","call_id":"call_x"}`})
 	_, events, err = stream(t, s, "a", `{"model":"gpt-5","stream":true,"input":"hi"}`)
 	if err != nil {
 		t.Fatal(err)
@@ -365,7 +366,7 @@ func TestPreviousResponsePerAccount(t *testing.T) {
 func TestValidationErrors(t *testing.T) {
 	s := newServer(t)
 	s.SetKey("pinned", "sk-right-key-1234567890")
-	s.Script("fc", relaytest.Step{FunctionCall: &relaytest.FunctionCall{}})
+	s.Script("fc", relaytest.Step{FunctionCall: "{}"})
 	_, b := call(t, s, "fc", `{"model":"m","input":"go"}`)
 	fcResp := gjson.GetBytes(b, "id").String()
 
@@ -452,12 +453,12 @@ func TestRouting(t *testing.T) {
 }
 
 // TestPacedStampedStream: EventInterval spaces the events after the first
-// output event, and StampEvents puts each delta's writing time in its
+// output event, and Events "stamp" puts each delta's writing time in its
 // obfuscation string.
 func TestPacedStampedStream(t *testing.T) {
 	s := newServer(t)
 	const interval = 2 * time.Millisecond
-	s.SetDefault("acct", relaytest.Step{Deltas: 4, EventInterval: interval, StampEvents: true})
+	s.SetDefault("acct", relaytest.Step{Deltas: 4, EventInterval: interval, Events: "stamp"})
 	before := time.Now()
 	_, events, err := stream(t, s, "acct", `{"model":"gpt-5","stream":true,"input":"hi"}`)
 	if err != nil {
@@ -467,7 +468,7 @@ func TestPacedStampedStream(t *testing.T) {
 	checkEvents(t, events)
 	var stamps []time.Time
 	for _, e := range events {
-		sent, ok := relaytest.ParseStamp(e.Data)
+		sent, ok := parseStamp(e.Data)
 		if e.Type != "response.output_text.delta" {
 			if ok {
 				t.Fatalf("%s carries a stamp: %s", e.Type, e.Data)
@@ -487,7 +488,21 @@ func TestPacedStampedStream(t *testing.T) {
 			t.Fatalf("deltas %d and %d written %v apart, want >= %v", i-1, i, gap, interval)
 		}
 	}
-	if _, ok := relaytest.ParseStamp([]byte(`{"type":"response.output_text.delta","obfuscation":"abc"}`)); ok {
+	if _, ok := parseStamp([]byte(`{"type":"response.output_text.delta","obfuscation":"abc"}`)); ok {
 		t.Fatal("padding parsed as a stamp")
 	}
+}
+
+// parseStamp reads the time a "stamp" delta event was written from its
+// JSON; ok is false for other events.
+func parseStamp(event []byte) (sent time.Time, ok bool) {
+	o := gjson.GetBytes(event, "obfuscation")
+	if o.Type != gjson.String || o.Str == "" {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(o.Str, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
 }

@@ -26,46 +26,6 @@ const (
 	defaultWSMaxAge = 60 * time.Minute
 )
 
-// ScriptUpgrade queues steps for the WebSocket upgrade requests of account,
-// one per upgrade in arrival order; when the queue is empty the upgrade
-// default applies (see SetUpgradeDefault), and the zero Step accepts the
-// upgrade. Only Hold, ResetBeforeHeaders, Hang, Status, Body and Header act
-// on an upgrade: Status answers with that HTTP status instead of upgrading,
-// and Header is also added to the 101 response.
-//
-// Upgrades have their own queue so that a script for an account's turns
-// (Script, SetDefault) means the same over HTTP and over a WebSocket.
-func (u *Upstream) ScriptUpgrade(account string, steps ...Step) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	a := u.acct(account)
-	a.upQueue = append(a.upQueue, steps...)
-}
-
-// SetUpgradeDefault sets the step used for the WebSocket upgrade requests of
-// account when its upgrade queue is empty. For example Step{Status: 426}
-// makes the account refuse WebSockets, so that clients fall back to HTTP.
-// The zero Step restores the normal behaviour.
-func (u *Upstream) SetUpgradeDefault(account string, s Step) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.acct(account).upDef = s
-}
-
-// SetWSMaxAge sets the age at which WebSocket connections expire, as the
-// real service's 60-minute limit does: the first response.create received
-// after it is answered with an error message whose code is
-// "websocket_connection_limit_reached", and the connection is then closed
-// with status 1000. A turn in flight is not interrupted. The setting applies
-// to open connections too, so a test can expire a connection at a turn
-// boundary without waiting. d == 0 restores the default of 60 minutes;
-// d < 0 removes the limit.
-func (u *Upstream) SetWSMaxAge(d time.Duration) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.wsMaxAge = d
-}
-
 // WSConns is the number of WebSocket connections to account open right now.
 // A connection counts from just before its 101 response is written until
 // the last turn on it has been recorded in Served.
@@ -76,16 +36,6 @@ func (u *Upstream) WSConns(account string) int {
 		return a.wsConns
 	}
 	return 0
-}
-
-// WaitWSConns blocks until exactly n WebSocket connections to account are
-// open, or returns ctx.Err() when ctx ends first. Wait for 0 after a client
-// closes its connection to know that the fake has finished with it.
-func (u *Upstream) WaitWSConns(ctx context.Context, account string, n int) error {
-	return u.waitFor(ctx, func() bool {
-		a := u.accounts[account]
-		return (a == nil && n == 0) || (a != nil && a.wsConns == n)
-	})
 }
 
 // WSURL is the WebSocket URL of account's responses endpoint:
@@ -188,7 +138,7 @@ func (u *Upstream) wsCount(a *account, delta int) {
 func (u *Upstream) wsMaxAgeNow() time.Duration {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	switch d := u.wsMaxAge; {
+	switch d := u.WSMaxAge; {
 	case d == 0:
 		return defaultWSMaxAge
 	case d < 0:
@@ -266,7 +216,7 @@ func (w *wsConn) read() {
 			return
 		}
 		at := time.Now()
-		seq := w.u.logMessage(w, msg, at)
+		seq := w.u.logMessage(w, msg)
 		if typ != websocket.MessageText {
 			w.exchange(nil, at, seq).finish(statusError)
 			_ = w.c.Close(websocket.StatusPolicyViolation, "binary messages are not supported; send JSON text")
@@ -328,7 +278,7 @@ func checkMessage(msg []byte) *apiError {
 // that are not turns (they are never in flight).
 func (w *wsConn) exchange(a *account, at time.Time, seq int64) *exchange {
 	x := &exchange{u: w.u, acct: a, start: at}
-	x.served = Served{Account: w.name, WebSocket: true, RequestID: w.requestID, Stream: a != nil, Seq: seq}
+	x.served = Served{Account: w.name, WebSocket: true, RequestID: w.requestID, Seq: seq}
 	return x
 }
 
@@ -381,15 +331,15 @@ func (w *wsConn) cut(reset bool) {
 }
 
 // logMessage logs a client message and returns its Seq.
-func (u *Upstream) logMessage(w *wsConn, msg []byte, at time.Time) int64 {
+func (u *Upstream) logMessage(w *wsConn, msg []byte) int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.seq++
-	if u.noLog {
+	if u.NoLog {
 		return u.seq
 	}
 	u.requests = append(u.requests, Received{Account: w.name, Method: methodWS, Path: w.path,
-		Header: w.header, Body: msg, Time: at, Seq: u.seq})
+		Header: w.header, Body: msg, Seq: u.seq})
 	u.notifyLocked()
 	return u.seq
 }

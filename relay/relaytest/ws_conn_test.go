@@ -35,7 +35,7 @@ func TestWSUpgrade(t *testing.T) {
 	}
 
 	// Upgrade scripts: a status instead of the upgrade, a reset, a default.
-	s.ScriptUpgrade("a", relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"3"}}}, relaytest.Step{ResetBeforeHeaders: true})
+	s.Script("a", relaytest.Step{Upgrade: true, Status: 429, Header: http.Header{"Retry-After": {"3"}}}, relaytest.Step{Upgrade: true, Cut: true})
 	_, resp, err = dialWS(t, s, "a")
 	if err == nil || resp == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "3" ||
 		gjson.GetBytes(body(resp), "error.code").String() != "rate_limit_exceeded" {
@@ -46,14 +46,14 @@ func TestWSUpgrade(t *testing.T) {
 	if _, resp, err = dialWS(t, s, "a"); err == nil || resp != nil {
 		t.Errorf("reset: %v %v", err, resp)
 	}
-	s.SetUpgradeDefault("a", relaytest.Step{Status: 426})
+	s.SetDefault("a", relaytest.Step{Upgrade: true, Status: 426})
 	if _, resp, _ = dialWS(t, s, "a"); resp == nil || resp.StatusCode != 426 {
 		t.Errorf("default 426: %v", resp)
 	}
-	s.SetUpgradeDefault("a", relaytest.Step{})
+	s.SetDefault("a", relaytest.Step{Upgrade: true})
 
 	// The 101 carries the usual headers and the step's.
-	s.ScriptUpgrade("a", relaytest.Step{Header: http.Header{"X-Codex-Primary-Used-Percent": {"12"}}})
+	s.Script("a", relaytest.Step{Upgrade: true, Header: http.Header{"X-Codex-Primary-Used-Percent": {"12"}}})
 	// Upgrades do not take the account's turn steps.
 	s.Script("a", relaytest.Step{Status: 502})
 	c, resp, err := dialWS(t, s, "a")
@@ -68,7 +68,7 @@ func TestWSUpgrade(t *testing.T) {
 
 	// Hold keeps the upgrade in flight.
 	release := make(chan struct{})
-	s.ScriptUpgrade("h", relaytest.Step{Hold: release})
+	s.Script("h", relaytest.Step{Upgrade: true, Hold: release})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := dialWS(t, s, "h")
@@ -76,7 +76,7 @@ func TestWSUpgrade(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), wsTimeout)
 	defer cancel()
-	if err := s.WaitInFlight(ctx, "h", 1); err != nil {
+	if err := s.Wait(ctx, func() bool { return s.InFlight("h") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	if s.WSConns("h") != 0 {
@@ -132,11 +132,11 @@ func TestWSPlainGetAndBadHandshake(t *testing.T) {
 
 func TestWSMaxAge(t *testing.T) {
 	s := newServer(t)
-	s.SetWSMaxAge(time.Hour)
+	s.WSMaxAge = time.Hour
 	c := openWS(t, s, "a")
 	completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m"}`))
 	// The limit applies to open connections at the next turn.
-	s.SetWSMaxAge(time.Nanosecond)
+	s.WSMaxAge = time.Nanosecond
 	m := wsTurn(t, c, `{"type":"response.create","model":"m"}`)[0]
 	checkError(t, m, 400, "invalid_request_error", "websocket_connection_limit_reached", "")
 	if !strings.Contains(m.Get("error.message").String(), "new websocket connection") {
@@ -146,10 +146,10 @@ func TestWSMaxAge(t *testing.T) {
 		t.Errorf("close %v", err)
 	}
 	waitWSConns(t, s, "a", 0)
-	s.SetWSMaxAge(-1)
+	s.WSMaxAge = -1
 	c = openWS(t, s, "a")
 	completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m"}`))
-	s.SetWSMaxAge(0) // the default 60 minutes
+	s.WSMaxAge = 0 // the default 60 minutes
 	completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m"}`))
 }
 
@@ -170,8 +170,8 @@ func TestWSURL(t *testing.T) {
 
 func TestWSCloseEndsEverything(t *testing.T) {
 	s := relaytest.NewServer()
-	s.Script("hang", relaytest.Step{Hang: true})
-	s.Script("idle", relaytest.Step{IdleAfterEvents: 2})
+	s.Script("hang", relaytest.Step{Hold: make(chan struct{})})
+	s.Script("idle", relaytest.Step{After: 2, Hold: make(chan struct{})})
 	s.Script("hold", relaytest.Step{Hold: make(chan struct{})})
 	s.Script("slow", relaytest.Step{FirstTokenDelay: time.Hour})
 	accounts := []string{"hang", "idle", "hold", "slow", "quiet"}
@@ -190,7 +190,7 @@ func TestWSCloseEndsEverything(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wsTimeout)
 	defer cancel()
 	for _, a := range accounts[:4] {
-		if err := s.WaitInFlight(ctx, a, 1); err != nil {
+		if err := s.Wait(ctx, func() bool { return s.InFlight(a) == 1 }); err != nil {
 			t.Fatal(err)
 		}
 	}

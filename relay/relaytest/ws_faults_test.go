@@ -15,10 +15,10 @@ func TestWSFaultsInBand(t *testing.T) {
 	s := newServer(t)
 	c := openWS(t, s, "a")
 	s.Script("a",
-		relaytest.Step{InBandFailed: "server_is_overloaded"},
-		relaytest.Step{ErrorEvent: true, InBandFailed: "rate_limit_exceeded"},
-		relaytest.Step{FailAfterOutput: "server_error"},
-		relaytest.Step{Incomplete: "max_output_tokens", Deltas: 2},
+		relaytest.Step{End: "refused server_is_overloaded"},
+		relaytest.Step{End: "error rate_limit_exceeded"},
+		relaytest.Step{End: "failed server_error"},
+		relaytest.Step{End: "incomplete max_output_tokens", Deltas: 2},
 		relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"2"}, "x-codex-primary-used-percent": {"100"}}},
 		relaytest.Step{Status: 503},
 		relaytest.Step{Status: 400, Body: `{"type":"error","status":400,"error":{"code":"context_length_exceeded"}}`},
@@ -94,7 +94,7 @@ func wsReadUntilError(c *websocket.Conn) (int, error) {
 
 func TestWSResets(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{ResetAfterEvents: 4}, relaytest.Step{ResetBeforeHeaders: true}, relaytest.Step{ResetAfterEvents: 100})
+	s.Script("a", relaytest.Step{After: 4, Cut: true}, relaytest.Step{Cut: true}, relaytest.Step{After: 100, Cut: true})
 	for _, want := range []int{4, 0, 13} {
 		c := openWS(t, s, "a")
 		wsSend(t, c, `{"type":"response.create","model":"m","input":"x"}`)
@@ -121,7 +121,7 @@ func TestWSResets(t *testing.T) {
 
 func TestWSIdleAndSecondCreate(t *testing.T) {
 	s := newServer(t)
-	s.Script("a", relaytest.Step{IdleAfterEvents: 3}, relaytest.Step{Status: 500})
+	s.Script("a", relaytest.Step{After: 3, Hold: make(chan struct{})}, relaytest.Step{Status: 500})
 	c := openWS(t, s, "a")
 	wsSend(t, c, `{"type":"response.create","model":"m","input":"x"}`)
 	for i := range 3 {
@@ -147,12 +147,12 @@ func TestWSIdleAndSecondCreate(t *testing.T) {
 func TestWSHoldHangAndNoTerminal(t *testing.T) {
 	s := newServer(t)
 	release := make(chan struct{})
-	s.Script("a", relaytest.Step{Hold: release}, relaytest.Step{Hang: true}, relaytest.Step{NoTerminal: true})
+	s.Script("a", relaytest.Step{Hold: release}, relaytest.Step{Hold: make(chan struct{})}, relaytest.Step{End: "none"})
 	c := openWS(t, s, "a")
 	wsSend(t, c, `{"type":"response.create","model":"m","input":"held"}`)
 	ctx, cancel := context.WithTimeout(context.Background(), wsTimeout)
 	defer cancel()
-	if err := s.WaitInFlight(ctx, "a", 1); err != nil {
+	if err := s.Wait(ctx, func() bool { return s.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	wsSend(t, c, `{"type":"response.create","model":"m","input":"too soon"}`)
@@ -166,7 +166,7 @@ func TestWSHoldHangAndNoTerminal(t *testing.T) {
 	completedID(t, ms)
 
 	wsSend(t, c, `{"type":"response.create","model":"m","input":"hang"}`)
-	if err := s.WaitInFlight(ctx, "a", 1); err != nil {
+	if err := s.Wait(ctx, func() bool { return s.InFlight("a") == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	c.CloseNow()
@@ -175,7 +175,7 @@ func TestWSHoldHangAndNoTerminal(t *testing.T) {
 		t.Errorf("hung turn %+v", sv[len(sv)-1])
 	}
 
-	// NoTerminal: the output, then a normal close before any terminal event.
+	// End "none": the output, then a normal close before any terminal event.
 	c = openWS(t, s, "a")
 	wsSend(t, c, `{"type":"response.create","model":"m","input":"x"}`)
 	n, err := wsReadUntilError(c)

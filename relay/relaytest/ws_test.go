@@ -154,7 +154,7 @@ func waitWSConns(t *testing.T, s *relaytest.Server, account string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wsTimeout)
 	defer cancel()
-	if err := s.WaitWSConns(ctx, account, n); err != nil {
+	if err := s.Wait(ctx, func() bool { return s.WSConns(account) == n }); err != nil {
 		t.Fatalf("waiting for %d connections to %q: %v (have %d)", n, account, err, s.WSConns(account))
 	}
 }
@@ -234,8 +234,8 @@ func TestWSChainedTurnsStoreFalse(t *testing.T) {
 	if !up.WebSocket || up.HTTPStatus != 101 || up.Status != "upgraded" || !strings.HasPrefix(up.RequestID, "req_") {
 		t.Errorf("upgrade %+v", up)
 	}
-	want1 := relaytest.Served{Account: "a", WebSocket: true, RequestID: up.RequestID, ResponseID: id1, Model: "gpt-5",
-		Stream: true, Status: "completed", Usage: relaytest.Usage{Input: 12, Output: 5}, Events: len(first), Seq: 2}
+	want1 := relaytest.Served{Account: "a", WebSocket: true, RequestID: up.RequestID, ResponseID: id1,
+		Status: "completed", Usage: relaytest.Usage{Input: 12, Output: 5}, Events: len(first), Seq: 2}
 	if t1 != want1 {
 		t.Errorf("turn 1 %+v\nwant %+v", t1, want1)
 	}
@@ -402,7 +402,7 @@ func TestWSFailedTurnEvicts(t *testing.T) {
 	s.Script("a", relaytest.Step{Status: 429})
 	checkError(t, wsTurn(t, c, `{"type":"response.create","model":"m","store":false,"input":"y"}`)[0], 429, "rate_limit_error", "rate_limit_exceeded", "")
 	// A failed continuation evicts it.
-	s.Script("a", relaytest.Step{InBandFailed: "server_is_overloaded"})
+	s.Script("a", relaytest.Step{End: "refused server_is_overloaded"})
 	ms := wsTurn(t, c, `{"type":"response.create","model":"m","store":false,"previous_response_id":"`+id1+`","input":"z"}`)
 	if ms[len(ms)-1].Get("type").String() != "response.failed" {
 		t.Fatalf("turn %v", msgTypes(ms))
@@ -411,7 +411,7 @@ func TestWSFailedTurnEvicts(t *testing.T) {
 	checkError(t, m, 400, "invalid_request_error", "previous_response_not_found", "previous_response_id")
 	// Stored responses are still found after a failed continuation.
 	id2 := completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m","input":"stored"}`))
-	s.Script("a", relaytest.Step{FailAfterOutput: "server_error"})
+	s.Script("a", relaytest.Step{End: "failed server_error"})
 	wsTurn(t, c, `{"type":"response.create","model":"m","previous_response_id":"`+id2+`"}`)
 	completedID(t, wsTurn(t, c, `{"type":"response.create","model":"m","previous_response_id":"`+id2+`"}`))
 }

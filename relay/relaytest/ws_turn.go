@@ -19,16 +19,12 @@ func (w *wsConn) runTurn(m wsTurn) {
 	prevID := gjson.GetBytes(m.msg, "previous_response_id").String()
 	defer w.end(x, prevID, nil, statusAborted) // for panics and early returns
 
-	if s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
+	if s.After == 0 && s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
 		return
 	}
-	if s.ResetBeforeHeaders {
+	if s.After == 0 && s.Cut {
 		w.end(x, prevID, nil, statusAborted)
 		w.cut(true)
-		return
-	}
-	if s.Hang {
-		u.wait(ctx, nil, 0)
 		return
 	}
 	if s.Status != 0 {
@@ -40,7 +36,6 @@ func (w *wsConn) runTurn(m wsTurn) {
 		e = readGenerate(m.msg, q)
 	}
 	if e == nil {
-		x.served.Model = q.model
 		var prev *stored
 		if prev, e = u.resolve(w.acct, q, w.cached()); e == nil {
 			w.play(x, newTurn(q, s, prev, x.start.Unix()), prev)
@@ -88,7 +83,7 @@ func (w *wsConn) play(x *exchange, t *turn, prev *stored) {
 	switch {
 	case cut:
 		w.cut(false)
-	case t.step.NoTerminal:
+	case t.noEnd:
 		// The WebSocket counterpart of a clean EOF before the terminal event.
 		_ = w.c.Close(websocket.StatusNormalClosure, "")
 	}

@@ -130,7 +130,7 @@ func (e *Env) Do(body, key string) (*http.Response, []byte) {
 func (e *Env) LeaveMidStream(account, body string, during func()) {
 	e.T.Helper()
 	// The fifth event is the first delta.
-	e.Up.Script(account, relaytest.Step{PauseAfterEvents: 5, Resume: make(chan struct{})})
+	e.Up.Script(account, relaytest.Step{After: 5, Hold: make(chan struct{})})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resp, err := e.Srv.Client().Do(e.Request(ctx, body, ClientKey))

@@ -30,7 +30,7 @@ import (
 // stream. The numbers are this process's alone.
 //
 // The upstream answers every request with created, in_progress, the output
-// item and content part, and one delta, then pauses (Step.PauseAfterEvents)
+// item and content part, and one delta, then pauses (Step.After with Step.Hold)
 // until told to go on. Once all streams are open at the upstream and every
 // client has read an event, the relay's heap, goroutine stacks and RSS are
 // compared with the same figures before the first stream.

@@ -57,14 +57,14 @@ func upstreamChild(args []string, in io.Reader, out io.Writer) error {
 		return err
 	}
 	up := relaytest.New()
-	up.SetLogging(false)
+	up.NoLog = true
 	resume := make(chan struct{})
 	names := healthyAccounts(*accounts)
 	for _, a := range names {
 		up.SetKey(a, upstreamKey)
 		// created, in_progress, output_item.added, content_part.added and one
 		// delta, so the relay has committed the stream and forwarded them.
-		up.SetDefault(a, relaytest.Step{PauseAfterEvents: 5, Resume: resume})
+		up.SetDefault(a, relaytest.Step{After: 5, Hold: resume})
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -106,8 +106,11 @@ func accountsFor(w workload) (direct, relayAccounts []string) {
 // configureUpstream sets up the fake's accounts for workload w: the same
 // step for every healthy one, and 429s for acct-429.
 func configureUpstream(up *relaytest.Upstream, w workload, deltas int, pace time.Duration) {
-	up.SetLogging(false) // the logs would grow for the whole run
-	step := relaytest.Step{Deltas: deltas, EventInterval: pace, StampEvents: pace > 0}
+	up.NoLog = true // the logs would grow for the whole run
+	step := relaytest.Step{Deltas: deltas, EventInterval: pace}
+	if pace > 0 {
+		step.Events = "stamp"
+	}
 	if w == wlJSON {
 		step = relaytest.Step{} // the fake's default: 5 deltas of output text
 	}
