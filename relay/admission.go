@@ -28,7 +28,7 @@ func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, c
 // acquireUserSlot takes the user's concurrency slot, waiting in a bounded
 // queue. The release func runs on a detached context: it must run even when
 // the client has gone.
-func (t *turn) acquireUserSlot() (func(), *APIError) {
+func (t *turn) acquireUserSlot() (func(), error) {
 	limit := t.subj.Concurrency
 	if limit <= 0 {
 		return func() {}, nil
@@ -96,11 +96,15 @@ func (t *turn) waitOutcome(err error) WaitOutcome {
 
 // errClientGone is answered (to nobody) when the client left during
 // admission.
-var errClientGone = &APIError{Status: 499, Type: "client_gone", Message: "client closed request"}
+var errClientGone = errors.New("relay: the client closed the request")
+
+// statusClientGone is the status a turn whose client left is observed
+// with (the client itself is told nothing).
+const statusClientGone = 499
 
 // checkBilling asks the Gate. A *billing.Denial is shown as the host wrote
 // it; any other error fails closed with 503.
-func (t *turn) checkBilling() *APIError {
+func (t *turn) checkBilling() error {
 	if t.h.Billing == nil {
 		return nil
 	}
@@ -110,9 +114,8 @@ func (t *turn) checkBilling() *APIError {
 	if err == nil {
 		return nil
 	}
-	var d *billing.Denial
-	if errors.As(err, &d) {
-		return denialError(d)
+	if _, ok := errors.AsType[*billing.Denial](err); ok {
+		return err // answered as the host wrote it
 	}
 	if t.ctx.Err() != nil {
 		return errClientGone

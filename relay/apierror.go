@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/relaykit/responsesrelay/billing"
@@ -127,4 +128,18 @@ func denialError(d *billing.Denial) *APIError {
 		e.Message = "Request denied by billing policy"
 	}
 	return e
+}
+
+// answerFor is the one place an error becomes the client's answer: an
+// *APIError (a hook's, or the relay's own) as it is, a Gate's
+// *billing.Denial with its defaults, anything else a 500 that says
+// nothing of the cause.
+func answerFor(err error) *APIError {
+	if e, ok := errors.AsType[*APIError](err); ok {
+		return e
+	}
+	if d, ok := errors.AsType[*billing.Denial](err); ok {
+		return denialError(d)
+	}
+	return &APIError{Status: http.StatusInternalServerError, Type: "server_error", Message: "Internal error"}
 }

@@ -197,7 +197,7 @@ func (l *bodyLease) release() {
 // bodyBudgetAnswer is the client's answer when no budget could be had:
 // 429 when the user's own bodies fill theirs, as for a user slot; 503
 // when all users' bodies fill the relay's.
-func bodyBudgetAnswer(err error) *APIError {
+func bodyBudgetAnswer(err error) error {
 	switch {
 	case errors.Is(err, errBodyBudgetUser):
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",

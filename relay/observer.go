@@ -357,7 +357,7 @@ func (t *turn) observeEnd() {
 		if u.AccountID != "" {
 			e.AccountID = u.AccountID
 		}
-	case t.obs.code == errClientGone.Status || t.ctx.Err() != nil:
+	case t.obs.code == statusClientGone || t.ctx.Err() != nil:
 		e.Status = billing.StatusClientGone
 	default:
 		e.Status = TurnError
@@ -365,7 +365,7 @@ func (t *turn) observeEnd() {
 	if e.Code == 0 {
 		e.Code = 200
 		if e.Status == billing.StatusClientGone && !t.recorded {
-			e.Code = errClientGone.Status
+			e.Code = statusClientGone
 		}
 	}
 	defer t.observerPanic("TurnEnd")

@@ -98,9 +98,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t.body = lease
 	defer lease.release()
-	req, apiErr := parseRequest(body)
-	if apiErr != nil {
-		t.fail(apiErr)
+	req, invalid := parseRequest(body)
+	if invalid != nil {
+		t.fail(invalid)
 		return
 	}
 	t.req = req
@@ -214,7 +214,7 @@ func sessionKey(h http.Header, req *Request) string {
 // readBody reads at most MaxBodyBytes, whatever Content-Length claims,
 // under a reservation of the body budget taken before the first byte (see
 // bodyBudget). On success the caller owns the lease.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, user string) (_ []byte, lease *bodyLease, apiErr *APIError) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, user string) (_ []byte, lease *bodyLease, apiErr error) {
 	limit := h.maxBody()
 	tooLarge := &APIError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
 		Message: fmt.Sprintf("Request body too large: the limit is %d bytes", limit)}
@@ -358,7 +358,7 @@ func (t *turn) serve() {
 			// account, "failed" if this error goes to the client.
 			t.pendAttempt(sel, began, ae)
 		}
-		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.String())
+		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.Error())
 		t.sched.Exclude = append(t.sched.Exclude, sel.Account.ID)
 	}
 }
@@ -370,9 +370,15 @@ func (t *turn) tryOn(sel *scheduler.Selection) *attemptError {
 	return t.try(sel)
 }
 
-// fail answers e through the client end: a JSON error, an SSE error event
-// once the stream is committed, or the other transport's error.
-func (t *turn) fail(e *APIError) {
+// fail answers err through the client end: a JSON error, an SSE error
+// event once the stream is committed, or the other transport's error. A
+// client that left is told nothing.
+func (t *turn) fail(err error) {
+	if errors.Is(err, errClientGone) {
+		t.answered(statusClientGone, "client_gone")
+		return
+	}
+	e := answerFor(err)
 	t.answered(e.Status, e.Type)
 	if t.out != nil {
 		t.out.fail(e)

@@ -176,9 +176,6 @@ func (s *turnSink) Flush() error {
 func (s *turnSink) Ping() error                   { return nil } // the transport keeps itself alive
 func (s *turnSink) setUpstreamHeader(http.Header) {}
 func (s *turnSink) fail(e *APIError) {
-	if e == errClientGone {
-		return
-	}
 	s.err = e
 	s.sink.Fail(e)
 }

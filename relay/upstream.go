@@ -50,7 +50,7 @@ type attemptError struct {
 	idleAbort bool
 }
 
-func (e *attemptError) String() string {
+func (e *attemptError) Error() string {
 	switch e.kind {
 	case failStatus:
 		return fmt.Sprintf("upstream status %d", e.status)
