@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +70,11 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 		t.Fatalf("%d bodies fit; the test wants some, not all", fit)
 	}
 
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	baseline := ms.HeapAlloc
+
 	ctx, cancel := context.WithCancel(context.Background())
 	var sent sync.WaitGroup
 	statuses := make(chan int, 16)
@@ -88,6 +94,14 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 	waitUntil(t, "bodies to fill the per-user budget", func() bool {
 		return relay.BodyMemoryHeld(e.h) == fit*decoded
 	})
+	// The live heap agrees with the budget's count: the bodies held plus
+	// a little for sixteen connections, where without the budget all
+	// sixteen decoded bodies (64 MiB) would be live.
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if growth := int64(ms.HeapAlloc) - int64(baseline); growth > perUser+8<<20 {
+		t.Fatalf("live heap grew by %d bytes with the bodies waiting; the bound is %d", growth, perUser+8<<20)
+	}
 	// Over HTTP/1.1 the server sees a client leave only once it has read
 	// the body, so this one is noticed after it got its budget; the test
 	// checks that it then gives everything back like the others.
