@@ -91,8 +91,8 @@ var (
 )
 
 // Counter is implemented by limiters that can report how many slots a key
-// holds right now (the relay reports it as Handler.UserSlots; tests use it
-// to prove that every slot came back).
+// holds right now (tests and metrics use it to prove that every slot came
+// back).
 type Counter interface {
 	InFlight(key string) int
 }

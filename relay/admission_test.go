@@ -53,7 +53,7 @@ func TestUserQueueFull(t *testing.T) {
 	defer release()
 	second := make(chan result, 1)
 	go func() { second <- e.do(textReq) }() // waits in the queue
-	waitUntil(t, "a waiter", func() bool { return e.h.UserWaiting(e.subj.UserID) == 1 })
+	waitUntil(t, "a waiter", func() bool { return e.lim.Waiting("user:"+e.subj.UserID) == 1 })
 	r := e.do(textReq) // queue full
 	if r.status != 429 || r.header.Get("Retry-After") == "" {
 		t.Fatalf("status %d, Retry-After %q", r.status, r.header.Get("Retry-After"))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/leakcheck"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -34,6 +35,7 @@ type env struct {
 	sink  *recordingSink
 	logs  *syncBuffer
 	subj  *relay.Subject
+	lim   *concurrency.Memory // the user slots
 	keys  scheduler.StaticKeys
 	accts []string
 	// gone counts requests whose client went away while the relay was
@@ -105,8 +107,10 @@ func newEnv(t *testing.T, accounts ...string) *env {
 	}
 	e.sched = &scheduler.Scheduler{Pool: e.pool}
 	e.subj = &relay.Subject{UserID: "u1", APIKeyID: "k1", GroupID: "g"}
+	e.lim = concurrency.NewMemory()
 	e.h = &relay.Handler{
 		Scheduler:   e.sched,
+		Limiter:     e.lim,
 		Credentials: e.keys,
 		Usage:       e.sink,
 		Logger:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -139,7 +143,7 @@ func newEnv(t *testing.T, accounts ...string) *env {
 					accts[a] = n
 				}
 			}
-			return e.h.UserSlots(e.subj.UserID), accts
+			return e.lim.InFlight("user:" + e.subj.UserID), accts
 		}
 		leakcheck.Settle(5*time.Second, func() bool { u, a := held(); return u == 0 && len(a) == 0 })
 		if u, accts := held(); u != 0 || len(accts) != 0 {

@@ -197,7 +197,7 @@ func TestFaultBodyStalledThenGone(t *testing.T) {
 	c := e.rawRequest(streamReq)
 	io.WriteString(c, streamReq[:len(streamReq)/2])
 	waitUntil(t, "the relay to read the body", func() bool { return e.h.Active() == 1 })
-	if n := e.h.UserSlots("u1"); n != 0 {
+	if n := e.lim.InFlight("user:" + "u1"); n != 0 {
 		t.Fatalf("a slot is held while the body is read: %d", n)
 	}
 	c.Close()
@@ -229,7 +229,7 @@ func TestFaultClientStopsReading(t *testing.T) {
 		t.Fatalf("record %+v, served %+v", rec, served[0])
 	}
 	checkUsage(t, rec, served[0].Usage)
-	waitUntil(t, "the user slot", func() bool { return e.h.UserSlots("u1") == 0 })
+	waitUntil(t, "the user slot", func() bool { return e.lim.InFlight("user:"+"u1") == 0 })
 }
 
 // TestServerTimeoutsDoNotCutAnswers: a server-wide WriteTimeout and

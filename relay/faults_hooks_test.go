@@ -181,7 +181,7 @@ func TestFaultHookHangClientGone(t *testing.T) {
 			cancel()
 			<-done
 			waitUntil(t, "the turn to end", func() bool { return e.h.Active() == 0 })
-			if n := e.h.UserSlots("u1"); n != 0 {
+			if n := e.lim.InFlight("user:" + "u1"); n != 0 {
 				t.Fatalf("user slots %d", n)
 			}
 			if len(e.up.Requests()) != 0 || len(e.sink.all()) != 0 {

@@ -269,16 +269,6 @@ func (h *Handler) init() {
 	})
 }
 
-// UserSlots reports the user slots held right now for userID when the
-// Limiter implements concurrency.Counter (the default does); -1 otherwise.
-func (h *Handler) UserSlots(userID string) int {
-	h.init()
-	if c, ok := h.userLimiter.(concurrency.Counter); ok {
-		return c.InFlight(userKey(userID))
-	}
-	return -1
-}
-
 func userKey(userID string) string { return "user:" + userID }
 
 func (h *Handler) now() time.Time {
@@ -347,16 +337,6 @@ func newRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return "rr_" + hex.EncodeToString(b[:])
-}
-
-// UserWaiting reports how many turns of userID wait for a slot when the
-// Limiter can tell (the default can); -1 otherwise.
-func (h *Handler) UserWaiting(userID string) int {
-	h.init()
-	if w, ok := h.userLimiter.(interface{ Waiting(key string) int }); ok {
-		return w.Waiting(userKey(userID))
-	}
-	return -1
 }
 
 // CloseIdleConnections closes the idle upstream connections of the

@@ -66,7 +66,7 @@ func TestLimitBodyTakesNoSlot(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.status, b)
 			}
 			apiErr(t, b)
-			if n := e.h.UserSlots("u1"); n != 1 {
+			if n := e.lim.InFlight("user:" + "u1"); n != 1 {
 				t.Fatalf("user slots %d while one turn is held", n)
 			}
 		})
@@ -142,8 +142,8 @@ func TestLimitUserQueueTakesNoSlot(t *testing.T) {
 	e.h.UserWait = concurrency.WaitOptions{MaxWaiters: -1}
 	release, first := busyUser(e)
 	r := e.do(streamReq)
-	if r.status != 429 || e.h.UserSlots("u1") != 1 || e.h.UserWaiting("u1") != 0 {
-		t.Fatalf("status %d, slots %d, waiting %d", r.status, e.h.UserSlots("u1"), e.h.UserWaiting("u1"))
+	if r.status != 429 || e.lim.InFlight("user:"+"u1") != 1 || e.lim.Waiting("user:"+"u1") != 0 {
+		t.Fatalf("status %d, slots %d, waiting %d", r.status, e.lim.InFlight("user:"+"u1"), e.lim.Waiting("user:"+"u1"))
 	}
 	release()
 	<-first

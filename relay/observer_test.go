@@ -281,7 +281,7 @@ func TestObserverClientGoneWaiting(t *testing.T) {
 	release, first := e.holdOne()
 	rec := observed(e)
 	cancel, done := e.abandonable(streamReq)
-	waitUntil(t, "the waiter", func() bool { return e.h.UserWaiting(e.subj.UserID) == 1 })
+	waitUntil(t, "the waiter", func() bool { return e.lim.Waiting("user:"+e.subj.UserID) == 1 })
 	cancel()
 	<-done
 	waitUntil(t, "the turn to end", func() bool { return e.h.Active() == 1 })

@@ -166,10 +166,10 @@ func TestClientGoneWhileQueued(t *testing.T) {
 	e.subj.Concurrency = 1
 	release, first := e.holdOne()
 	cancel, done := e.abandonable(streamReq)
-	waitUntil(t, "a waiter", func() bool { return e.h.UserWaiting("u1") == 1 })
+	waitUntil(t, "a waiter", func() bool { return e.lim.Waiting("user:"+"u1") == 1 })
 	cancel()
 	<-done
-	waitUntil(t, "the queue to empty", func() bool { return e.h.UserWaiting("u1") == 0 })
+	waitUntil(t, "the queue to empty", func() bool { return e.lim.Waiting("user:"+"u1") == 0 })
 	release()
 	if r := <-first; r.status != 200 {
 		t.Fatalf("first %d", r.status)

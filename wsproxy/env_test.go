@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/leakcheck"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -29,6 +30,7 @@ type env struct {
 	pool  *scheduler.StaticPool
 	sched *scheduler.Scheduler
 	rh    *relay.Handler
+	lim   *concurrency.Memory // the user slots
 	wh    *wsproxy.Handler
 	srv   *httptest.Server
 	sink  *billing.MemorySink
@@ -69,7 +71,9 @@ func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 	}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.sched = &scheduler.Scheduler{Pool: e.pool, Logger: logger}
+	e.lim = concurrency.NewMemory()
 	e.rh = &relay.Handler{
+		Limiter:     e.lim,
 		Scheduler:   e.sched,
 		Credentials: e.keys,
 		Usage:       e.sink,
@@ -109,7 +113,7 @@ func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 					accts[a] = n
 				}
 			}
-			return e.rh.UserSlots("u1"), accts
+			return e.lim.InFlight("user:" + "u1"), accts
 		}
 		leakcheck.Settle(5*time.Second, func() bool { u, a := held(); return u == 0 && len(a) == 0 })
 		if u, accts := held(); u != 0 || len(accts) != 0 {

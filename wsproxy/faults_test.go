@@ -299,7 +299,7 @@ func TestFaultWSHookHangClientGone(t *testing.T) {
 	waitUntil(t, "the gate call", func() bool { return calls.Load() == 1 })
 	c.ws.CloseNow()
 	waitUntil(t, "the connection to end", func() bool { return e.wh.Active() == 0 && e.rh.Active() == 0 })
-	if n := e.rh.UserSlots("u1"); n != 0 {
+	if n := e.lim.InFlight("user:" + "u1"); n != 0 {
 		t.Fatalf("user slots %d", n)
 	}
 }
@@ -331,9 +331,9 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 		}
 		c := e.dial()
 		c.send(create(``))
-		waitUntil(t, "a waiter", func() bool { return e.rh.UserWaiting("u1") == 1 })
+		waitUntil(t, "a waiter", func() bool { return e.lim.Waiting("user:"+"u1") == 1 })
 		c.ws.CloseNow()
-		waitUntil(t, "the waiter to leave", func() bool { return e.rh.UserWaiting("u1") == 0 && e.wh.Active() == 1 })
+		waitUntil(t, "the waiter to leave", func() bool { return e.lim.Waiting("user:"+"u1") == 0 && e.wh.Active() == 1 })
 		close(hold)
 		if f := busy.recvTurn(); typeOf(last(f)) != "response.completed" {
 			t.Fatalf("held turn %v", f)

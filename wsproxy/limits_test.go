@@ -25,8 +25,8 @@ func TestLimitWSConnCap(t *testing.T) {
 	if c != nil || resp == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("third connection: %v", resp)
 	}
-	if e.wh.Active() != 2 || e.rh.UserSlots("u1") != 0 || len(e.up.Requests()) != 0 {
-		t.Fatalf("open %d, user slots %d, upstream %d", e.wh.Active(), e.rh.UserSlots("u1"), len(e.up.Requests()))
+	if e.wh.Active() != 2 || e.lim.InFlight("user:"+"u1") != 0 || len(e.up.Requests()) != 0 {
+		t.Fatalf("open %d, user slots %d, upstream %d", e.wh.Active(), e.lim.InFlight("user:"+"u1"), len(e.up.Requests()))
 	}
 	first.ws.Close(websocket.StatusNormalClosure, "")
 	waitUntil(t, "the closed connection to leave", func() bool { return e.wh.Active() == 1 })
@@ -58,7 +58,7 @@ func TestLimitWSUserSlotBusy(t *testing.T) {
 	if code := c.closeStatus(); code != websocket.StatusTryAgainLater {
 		t.Fatalf("close %d", code)
 	}
-	if n := e.rh.UserSlots("u1"); n != 1 {
+	if n := e.lim.InFlight("user:" + "u1"); n != 1 {
 		t.Fatalf("user slots %d", n)
 	}
 	close(hold)

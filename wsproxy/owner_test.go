@@ -61,7 +61,7 @@ func testAnotherKeysResponse(t *testing.T, ws bool) {
 		t.Fatalf("A chains its own response: %v", got)
 	}
 	waitUntil(t, "slots released while the connections stay open", func() bool {
-		return e.rh.UserSlots("u1") == 0 && schedInFlight(e.sched, "a") == 0
+		return e.lim.InFlight("user:"+"u1") == 0 && schedInFlight(e.sched, "a") == 0
 	})
 }
 

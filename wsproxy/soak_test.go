@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/leakcheck"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -119,7 +120,9 @@ func TestSoak(t *testing.T) {
 	sched := &scheduler.Scheduler{Pool: pool, Health: scheduler.HealthPolicy{MaxCooldown: 10 * time.Millisecond}, StickyTTL: 2 * time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
 	sink := &soakSink{}
+	lim := concurrency.NewMemory()
 	rh := &relay.Handler{
+		Limiter:   lim,
 		Scheduler: sched, Credentials: keys, Usage: sink, Logger: slog.New(slog.DiscardHandler),
 		// Long enough that a loaded loopback never trips them on a healthy
 		// answer (the answer would be billed upstream yet unseen here).
@@ -200,7 +203,7 @@ func TestSoak(t *testing.T) {
 
 	// Slots: nothing held anywhere.
 	for u := 0; u < soakUsers; u++ {
-		if n := rh.UserSlots(fmt.Sprintf("u%d", u)); n != 0 {
+		if n := lim.InFlight(fmt.Sprintf("user:u%d", u)); n != 0 {
 			t.Errorf("user u%d holds %d slots", u, n)
 		}
 	}

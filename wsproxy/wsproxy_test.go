@@ -34,7 +34,7 @@ func TestChainedTurnsPinnedSocket(t *testing.T) {
 	}
 	// An idle connection holds no slot.
 	waitUntil(t, "slots released while the connection stays open", func() bool {
-		return e.rh.UserSlots("u1") == 0 && schedInFlight(e.sched, "a") == 0
+		return e.lim.InFlight("user:"+"u1") == 0 && schedInFlight(e.sched, "a") == 0
 	})
 	if e.wh.Active() != 1 {
 		t.Fatalf("%d open connections", e.wh.Active())

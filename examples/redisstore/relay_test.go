@@ -90,7 +90,7 @@ func newCluster(t *testing.T, n int, lim *redisstore.LimiterOptions, accts ...*s
 				t.Errorf("turns still running after the test: %v", err)
 			}
 			cancel()
-			if got := in.h.UserSlots(cl.subj.UserID); got != 0 {
+			if got := in.lim.InFlight("user:" + cl.subj.UserID); got != 0 {
 				t.Errorf("user slots held after the test: %d", got)
 			}
 			for _, a := range accts {
@@ -227,7 +227,7 @@ func TestTwoRelaysShareUserLimit(t *testing.T) {
 	waitFor(t, 10*time.Second, "one turn upstream and the rest queued", func() bool {
 		_, queued := count(t, probe, "user:u1")
 		return cl.up.cur.Load() == 1 && queued == 2*perInstance-1 &&
-			cl.nodes[0].h.UserWaiting("u1") > 0 && cl.nodes[1].h.UserWaiting("u1") > 0
+			cl.nodes[0].lim.Waiting("user:u1") > 0 && cl.nodes[1].lim.Waiting("user:u1") > 0
 	})
 	letGo() // every turn now completes as soon as it is upstream
 	wg.Wait()

@@ -117,7 +117,7 @@ func newEnvOn(t *testing.T, up *relaytest.Server, accounts []string, tweak func(
 			}
 		}
 		for _, k := range e.cfg.APIKeys {
-			if n := e.srv.relay.UserSlots(k.UserID); n != 0 {
+			if n := e.srv.userSlots.InFlight("user:" + k.UserID); n != 0 {
 				t.Errorf("user %s: %d slots still held", k.UserID, n)
 			}
 		}

@@ -71,7 +71,7 @@ func TestRedisUserLimitAcrossInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := postAsync(b, `{"model":"gpt-5","input":"second"}`)
-	waitUntil(t, "the second turn to queue for alice's slot", func() bool { return b.srv.relay.UserWaiting(alice) == 1 })
+	waitUntil(t, "the second turn to queue for alice's slot", func() bool { return b.srv.limiter.Waiting("user:"+alice) == 1 })
 	if n := len(a.up.Requests()); n != 1 {
 		t.Fatalf("upstream requests while alice holds her slot on the other instance: %d", n)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 	"github.com/relaykit/responsesrelay/examples/relaymetrics"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
@@ -39,6 +40,7 @@ type server struct {
 	// Shared state in Redis, when the config names a server.
 	rdb        *redis.Client
 	limiter    *redisstore.Limiter
+	userSlots  concurrency.Counter // the relay's user slots, for tests and checks
 	events     *redisstore.Events
 	stopEvents context.CancelFunc
 	eventsDone chan struct{}
@@ -90,7 +92,10 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		Logger:       logger,
 	}
 	if s.limiter != nil { // a nil *Limiter would make a non-nil interface
-		s.relay.Limiter = s.limiter
+		s.relay.Limiter, s.userSlots = s.limiter, s.limiter
+	} else {
+		mem := concurrency.NewMemory()
+		s.relay.Limiter, s.userSlots = mem, mem
 	}
 	// Both transports on one path: WebSocket upgrades (authenticated
 	// before the upgrade) to the WebSocket mode, the rest to the relay,
