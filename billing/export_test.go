@@ -4,16 +4,19 @@ import "context"
 
 // Hooks into Spool for the tests of package billing_test.
 
+// Every spool a test opens gets a probe.
+func init() { newSpoolProbe = func() *spoolProbe { return &spoolProbe{} } }
+
 // CrashSpool abandons s as a killed process would: no drain, no more
 // acknowledgements; the directory can then be opened again.
 func CrashSpool(s *Spool) { s.crash() }
 
 // SpoolSyncs reports how many fsyncs s made.
-func SpoolSyncs(s *Spool) int64 { return s.syncs.Load() }
+func SpoolSyncs(s *Spool) int64 { return s.probe.syncs.Load() }
 
 // WaitSpoolPending waits until at most n records of s are unacknowledged.
 func WaitSpoolPending(ctx context.Context, s *Spool, n int) error { return s.waitPending(ctx, n) }
 
 // OnSpoolRoomWait makes every Record that starts waiting for room call f.
 // Set it before the first Record.
-func OnSpoolRoomWait(s *Spool, f func()) { s.roomWait = f }
+func OnSpoolRoomWait(s *Spool, f func()) { s.probe.roomWait = f }

@@ -124,7 +124,6 @@ type Spool struct {
 	pending      int           // records stored and not acknowledged
 	pendingBytes int64         // their size on disk
 	acked        chan struct{} // made by waiters, closed by the next ack
-	crashed      bool          // tests: simulate a dead process
 	retries      retryHeap
 
 	progress  chan struct{} // cap 1: more synced bytes, or a sealed segment
@@ -137,11 +136,31 @@ type Spool struct {
 
 	closeOnce sync.Once
 	closeErr  error
-	syncs     atomic.Int64 // fsync calls, for tests
 	warnedAt  atomic.Int64 // unix nanos of the last over-budget warning
 	failedAt  atomic.Int64 // unix nanos of the last delivery failure warning
 	failures  atomic.Int64 // delivery failures since that warning
-	roomWait  func()       // tests: called when a Record starts waiting for room
+
+	probe *spoolProbe // nil outside tests
+}
+
+// spoolProbe is what tests of the spool watch and steer. OpenSpool gives a
+// spool one only when newSpoolProbe is set, which only the package's tests
+// do.
+type spoolProbe struct {
+	crashed  bool         // under Spool.mu: a killed process, no more acks
+	syncs    atomic.Int64 // fsync calls
+	roomWait func()       // called when a Record starts waiting for room
+}
+
+var newSpoolProbe func() *spoolProbe
+
+// crashed reports a simulated dead process; s.mu is held.
+func (s *Spool) crashed() bool { return s.probe != nil && s.probe.crashed }
+
+func (s *Spool) countSync() {
+	if s.probe != nil {
+		s.probe.syncs.Add(1)
+	}
 }
 
 // group is the records of one write and fsync.
@@ -231,6 +250,9 @@ func OpenSpool(dir string, next UsageSink, o DeliveryOptions) (*Spool, error) {
 		retryKick:     make(chan struct{}, 1),
 		jobs:          make(chan job),
 		nextID:        1,
+	}
+	if newSpoolProbe != nil {
+		s.probe = newSpoolProbe()
 	}
 	s.group = &group{done: make(chan struct{})}
 	s.slots = make(chan struct{}, inFlightPerWorker*s.o.Workers)
@@ -331,7 +353,7 @@ func (s *Spool) Record(ctx context.Context, u Usage) error {
 	if s.closed {
 		s.gmu.Unlock()
 		s.mu.Lock()
-		crashed := s.crashed
+		crashed := s.crashed()
 		s.mu.Unlock()
 		if crashed {
 			return errCrashed
@@ -392,9 +414,9 @@ func (s *Spool) crash() {
 }
 
 func (s *Spool) shutdown(ctx context.Context, crash bool) error {
-	if crash {
+	if crash && s.probe != nil {
 		s.mu.Lock()
-		s.crashed = true
+		s.probe.crashed = true
 		s.mu.Unlock()
 	}
 	s.gmu.Lock()
@@ -487,8 +509,8 @@ func (s *Spool) waitRoom(ctx context.Context) {
 		return
 	}
 	if s.o.FullWait > 0 {
-		if s.roomWait != nil {
-			s.roomWait()
+		if s.probe != nil && s.probe.roomWait != nil {
+			s.probe.roomWait()
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.o.FullWait)
 		stop := context.AfterFunc(s.closing, cancel)

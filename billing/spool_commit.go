@@ -128,7 +128,7 @@ func (s *Spool) newSegment() (seg *segment, err error) {
 	if ack, err = os.OpenFile(ackPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600); err != nil {
 		return nil, err
 	}
-	s.syncs.Add(1)
+	s.countSync()
 	if err = syncDir(s.dir); err != nil {
 		return nil, err
 	}
@@ -153,14 +153,14 @@ func (s *Spool) seal(seg *segment) {
 }
 
 func (s *Spool) sync(f *os.File) error {
-	s.syncs.Add(1)
+	s.countSync()
 	return f.Sync()
 }
 
 // maybeDelete removes a sealed segment whose records are all acknowledged.
 // s.mu is held.
 func (s *Spool) maybeDelete(seg *segment) {
-	if !seg.sealed || seg.unacked > 0 || seg.keep || seg.deleted || s.crashed {
+	if !seg.sealed || seg.unacked > 0 || seg.keep || seg.deleted || s.crashed() {
 		return
 	}
 	seg.deleted = true

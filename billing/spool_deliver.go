@@ -245,7 +245,7 @@ func (s *Spool) ack(seg *segment, off, size int64) {
 	e := ackBytes(off)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.crashed {
+	if s.crashed() {
 		return
 	}
 	if _, err := seg.ack.Write(e[:]); err != nil {
