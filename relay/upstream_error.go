@@ -77,11 +77,13 @@ func (h *Handler) clientError(ae *attemptError, exhausted bool) (e *APIError) {
 			e = h.MapError(ue)
 		}()
 		if e != nil {
-			e.Message = string(sanitize([]byte(e.Message), ae.secrets...))
-			if e.Raw != nil {
-				e.Raw = sanitize(e.Raw, ae.secrets...)
+			// A copy: the hook may return an answer it shares.
+			c := *e
+			c.Message = string(sanitize([]byte(c.Message), ae.secrets...))
+			if c.Raw != nil {
+				c.Raw = sanitize(c.Raw, ae.secrets...)
 			}
-			return e
+			return &c
 		}
 	}
 	return MapUpstreamError(ue)
