@@ -54,7 +54,7 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 	for range 2 {
 		first.Go(func() { e.do(textReq) })
 	}
-	e.waitInFlight("a", 2)
+	e.WaitInFlight("a", 2)
 
 	bomb := gzipBomb(t, limit)
 	reservation := int64(len(bomb)) + limit // compressed + decoded, before reading
@@ -151,7 +151,7 @@ func TestBodyMemoryWaitTimesOut(t *testing.T) {
 			e.up.Script("a", relaytest.Step{Hold: hold})
 			done := make(chan struct{})
 			go func() { defer close(done); e.do(textReq) }()
-			e.waitInFlight("a", 1)
+			e.WaitInFlight("a", 1)
 			defer func() { close(hold); <-done }()
 
 			// The user wait also times out: 429 either way for bodies

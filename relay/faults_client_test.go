@@ -85,7 +85,7 @@ func TestFaultClientGoneBeforeHeadersDrained(t *testing.T) {
 	hold := make(chan struct{})
 	e.up.Script("a", relaytest.Step{Hold: hold})
 	cancel, done := e.abandonable(textReq)
-	e.waitInFlight("a", 1)
+	e.WaitInFlight("a", 1)
 	cancel()
 	<-done
 	e.waitGone(1)

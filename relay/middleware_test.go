@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -42,8 +41,7 @@ func TestStreamBehindWrappingMiddleware(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, "a")
-			e.srv.Close()
-			e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.mount(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				e.serve(c.wrap(w), r)
 			}))
 			for i := range 2 {

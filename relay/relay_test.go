@@ -171,7 +171,7 @@ func TestWaitCoversDrain(t *testing.T) {
 	}
 	e.up.Script("a", relaytest.Step{FirstTokenDelay: 100 * time.Millisecond})
 	cancel, done := e.abandonable(streamReq)
-	e.waitInFlight("a", 1)
+	e.WaitInFlight("a", 1)
 	cancel()
 	<-done
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)

@@ -95,7 +95,7 @@ func TestClientGoneDrains(t *testing.T) {
 	e := newEnv(t, "a")
 	e.up.Script("a", relaytest.Step{FirstTokenDelay: 150 * time.Millisecond})
 	cancel, done := e.abandonable(streamReq)
-	e.waitInFlight("a", 1)
+	e.WaitInFlight("a", 1)
 	cancel()
 	<-done
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
@@ -147,7 +147,7 @@ func TestClientGoneBeforeHeaders(t *testing.T) {
 	e.h.DrainTimeout = 20 * time.Millisecond
 	e.up.Script("a", relaytest.Step{Hold: make(chan struct{})})
 	cancel, done := e.abandonable(textReq)
-	e.waitInFlight("a", 1)
+	e.WaitInFlight("a", 1)
 	cancel()
 	<-done
 	waitUntil(t, "the account slot", func() bool { return schedInFlight(e.sched, "a") == 0 })

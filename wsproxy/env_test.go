@@ -1,13 +1,10 @@
 package wsproxy_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/leakcheck"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -24,7 +22,11 @@ import (
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
+// env is a relay with WebSocket mode in front of the fake upstream: the
+// shared test environment, with its pieces under the names this package's
+// tests use, and the wsproxy.Handler mounted.
 type env struct {
+	*relaytestenv.Env
 	t     *testing.T
 	up    *relaytest.Server
 	pool  *scheduler.StaticPool
@@ -36,103 +38,52 @@ type env struct {
 	sink  *billing.MemorySink
 	keys  scheduler.StaticKeys
 	accts []string
-	subj  relay.Subject
-	logs  *syncBuffer
-	mu    sync.Mutex
+	subj  *relay.Subject // change under Mu once connections are open
+	logs  *relaytestenv.Buffer
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+var (
+	waitUntil     = relaytestenv.WaitUntil
+	schedInFlight = relaytestenv.AccountInFlight
+	coolingUntil  = relaytestenv.CoolingUntil
+)
 
 // newEnv: a relay with WebSocket mode in front of the fake upstream, one
-// account per name; ws says whether they support upstream WebSockets.
+// account per name (4 slots, priority in order); ws says whether they
+// support upstream WebSockets. Cleanup shuts the wsproxy.Handler down, then
+// runs the shared checks: no turn active, no slot held, no goroutine left.
 func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 	t.Helper()
-	leakcheck.Check(t)
-	e := &env{t: t, up: relaytest.NewServer(), pool: scheduler.NewStaticPool(), sink: &billing.MemorySink{}, keys: scheduler.StaticKeys{},
-		logs: &syncBuffer{}}
-	e.subj = relay.Subject{UserID: "u1", APIKeyID: "k1", GroupID: "g", Concurrency: 2}
+	e := &env{Env: relaytestenv.New(t), t: t}
+	e.AccountConcurrency = 4
+	e.Subject.Concurrency = 2
+	e.Sched.Logger = e.Relay.Logger
 	for i, name := range accounts {
-		e.addAccount(&scheduler.Account{ID: name, WebSocket: ws, Priority: i})
+		e.AddAccount(&scheduler.Account{ID: name, WebSocket: ws, Priority: i})
 	}
-	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.sched = &scheduler.Scheduler{Pool: e.pool, Logger: logger}
-	e.lim = concurrency.NewMemory()
-	e.rh = &relay.Handler{
-		Limiter:     e.lim,
-		Scheduler:   e.sched,
-		Credentials: e.keys,
-		Usage:       e.sink,
-		Logger:      logger,
-		Authenticate: func(r *http.Request) (*relay.Subject, error) {
-			if r.Header.Get("Authorization") != "Bearer rk-client" {
-				return nil, nil
-			}
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			s := e.subj
-			return &s, nil
-		},
-	}
-	e.wh = &wsproxy.Handler{Relay: e.rh}
-	e.srv = httptest.NewServer(e.wh)
+	e.wh = &wsproxy.Handler{Relay: e.Relay}
+	e.Mount(e.wh)
+	e.bind()
+	// Registered after the shared checks, so it runs before them.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := e.wh.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		e.srv.CloseClientConnections()
-		e.srv.Close()
-		e.up.Close()
-		e.rh.CloseIdleConnections()
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		if err := e.rh.Wait(ctx); err != nil {
-			t.Errorf("turns still active after the test: %d", e.rh.Active())
-		}
-		// A hook abandoned by a turn and released at cleanup gives back the
-		// slot it took late, on its own goroutine: wait for that, bounded.
-		held := func() (user int, accts map[string]int) {
-			accts = map[string]int{}
-			for _, a := range e.accts {
-				if n := schedInFlight(e.sched, a); n != 0 {
-					accts[a] = n
-				}
-			}
-			return e.lim.InFlight("user:" + "u1"), accts
-		}
-		leakcheck.Settle(5*time.Second, func() bool { u, a := held(); return u == 0 && len(a) == 0 })
-		if u, accts := held(); u != 0 || len(accts) != 0 {
-			t.Errorf("slots held after the test: user %d, accounts %v", u, accts)
-		}
 	})
 	return e
 }
 
+// bind names the shared pieces; again after a change of Accounts.
+func (e *env) bind() {
+	e.up, e.pool, e.sched, e.rh, e.lim, e.srv = e.Up, e.Pool, e.Sched, e.Relay, e.Users, e.Srv
+	e.sink, e.keys, e.accts, e.subj, e.logs = e.Sink, e.Keys, e.Accounts, e.Subject, e.Logs
+}
+
 func (e *env) addAccount(a *scheduler.Account) {
-	if a.BaseURL == "" {
-		a.BaseURL = e.up.BaseURL(a.ID)
-	}
-	if a.Concurrency == 0 {
-		a.Concurrency = 4
-	}
-	e.pool.Add("g", a)
-	e.keys[a.ID] = "sk-test-" + a.ID
-	e.accts = append(e.accts, a.ID)
+	e.AddAccount(a)
+	e.bind()
 }
 
 // client is a test WebSocket client of the relay.
@@ -146,7 +97,7 @@ func (e *env) dial() *client {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v1/responses"
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer rk-client"}}})
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + relaytestenv.ClientKey}}})
 	if err != nil {
 		e.t.Fatalf("dial: %v", err)
 	}
@@ -202,17 +153,4 @@ func last(frames []string) string { return frames[len(frames)-1] }
 
 func create(extra string) string {
 	return `{"type":"response.create","model":"gpt-test","input":"hello there"` + extra + `}`
-}
-
-// waitUntil polls state that has no event to wait on (slots released by
-// the relay right after the terminal frame went out).
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

@@ -326,9 +326,7 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 		e.up.Script("a", relaytest.Step{Hold: hold})
 		busy := e.dial()
 		busy.send(create(``))
-		if err := e.up.Wait(context.Background(), func() bool { return e.up.InFlight("a") == 1 }); err != nil {
-			t.Fatal(err)
-		}
+		e.WaitInFlight("a", 1)
 		c := e.dial()
 		c.send(create(``))
 		waitUntil(t, "a waiter", func() bool { return e.lim.Waiting("user:"+"u1") == 1 })
@@ -352,9 +350,7 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 			e.up.Script("a", relaytest.Step{Hold: hold})
 			c := e.dial()
 			c.send(create(``))
-			if err := e.up.Wait(context.Background(), func() bool { return e.up.InFlight("a") == 1 }); err != nil {
-				t.Fatal(err)
-			}
+			e.WaitInFlight("a", 1)
 			if err := c.ws.Close(websocket.StatusNormalClosure, ""); err != nil {
 				t.Fatal(err)
 			}

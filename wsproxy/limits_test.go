@@ -45,10 +45,7 @@ func TestLimitWSUserSlotBusy(t *testing.T) {
 	e.up.Script("a", relaytest.Step{Hold: hold})
 	busy := e.dial()
 	busy.send(create(``))
-	ctx := context.Background()
-	if err := e.up.Wait(ctx, func() bool { return e.up.InFlight("a") == 1 }); err != nil {
-		t.Fatal(err)
-	}
+	e.WaitInFlight("a", 1)
 	c := e.dial()
 	c.send(create(``))
 	f := c.recvTurn()
@@ -76,9 +73,7 @@ func TestLimitWSOneTurnAtATime(t *testing.T) {
 	e.up.Script("a", relaytest.Step{Hold: hold})
 	c := e.dial()
 	c.send(create(``))
-	if err := e.up.Wait(context.Background(), func() bool { return e.up.InFlight("a") == 1 }); err != nil {
-		t.Fatal(err)
-	}
+	e.WaitInFlight("a", 1)
 	c.send(create(``))
 	c.send(create(``))
 	f := c.recvTurn()

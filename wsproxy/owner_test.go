@@ -8,9 +8,9 @@ import (
 
 // asKey makes the next dial authenticate as API key id.
 func (e *env) asKey(id string) {
-	e.mu.Lock()
+	e.Mu.Lock()
 	e.subj.APIKeyID = id
-	e.mu.Unlock()
+	e.Mu.Unlock()
 }
 
 // notFoundFrame is the error frame for an unknown previous_response_id.

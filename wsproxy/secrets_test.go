@@ -27,7 +27,7 @@ func TestSecretsCanaryWS(t *testing.T) {
 		if r.Header.Get("Authorization") != "Bearer "+clientCanary {
 			return nil, nil
 		}
-		s := e.subj
+		s := *e.subj
 		return &s, nil
 	}
 	key := func(id string) string {

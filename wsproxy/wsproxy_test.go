@@ -175,9 +175,7 @@ func TestClientGoneMidTurn(t *testing.T) {
 	c.send(create(``))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.up.Wait(ctx, func() bool { return e.up.InFlight("a") == 1 }); err != nil {
-		t.Fatal(err)
-	}
+	e.WaitInFlight("a", 1)
 	c.ws.CloseNow()
 	if err := e.sink.WaitLen(ctx, 1); err != nil {
 		t.Fatal(err)
