@@ -13,16 +13,16 @@ import (
 )
 
 // wait runs a blocking admission step through the turn's hook runner: bounded by the
-// client's context and timeout, abandoned (cleanup undoing what it took)
+// client's context and timeout, abandoned (late undoing what it took)
 // if it ignores them. For a streaming request it writes ": ping" every
 // KeepAlive meanwhile; the first ping commits the response as a 200 event
 // stream.
-func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, cleanup func()) error {
+func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, late func(error)) error {
 	var ping func()
 	if t.out != nil {
 		ping = func() { t.out.Ping() } // a dead client shows up as ctx done
 	}
-	return t.hooks.call(t.ctx, timeout, fn, cleanup, ping, t.h.keepAlive())
+	return hookErr(t.hooks.Call(t.ctx, timeout, fn, late, ping, t.h.keepAlive()))
 }
 
 // acquireUserSlot takes the user's concurrency slot, waiting in a bounded
@@ -50,7 +50,7 @@ func (t *turn) acquireUserSlot() (func(), error) {
 		var err error
 		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.subj.UserID), limit, o)
 		return err
-	}, func() {
+	}, func(error) {
 		if release != nil {
 			release()
 		}
@@ -110,7 +110,7 @@ func (t *turn) checkBilling() error {
 	}
 	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
 		Model: t.req.Model, Stream: t.req.Stream, Transport: t.transport, Meta: t.subj.Meta}
-	err := t.hooks.call(t.ctx, t.h.hookTimeout(), func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) }, nil, nil, 0)
+	err := t.hook(t.ctx, func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) })
 	if err == nil {
 		return nil
 	}
@@ -140,7 +140,7 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 		var err error
 		sel, err = t.h.Scheduler.Select(ctx, t.sched)
 		return err
-	}, func() {
+	}, func(error) {
 		if sel != nil {
 			sel.Release()
 		}

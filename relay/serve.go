@@ -50,7 +50,7 @@ type turn struct {
 	recorded bool
 	usage    billing.Usage
 	obs      turnObs // what the Observer needs; unused without one
-	hooks    hookRunner
+	hooks    hookcall.Runner
 	// body is the body budget's lease (nil: none), released once the user
 	// slot is taken or the turn ends.
 	body *bodyLease
@@ -77,7 +77,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := &turn{h: h, w: w, ctx: r.Context(), id: newRequestID(), start: h.now(), header: r.Header,
 		userAgent: r.UserAgent(), clientIP: headers.ClientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
 	w.Header().Set("X-Relay-Request-Id", t.id)
-	defer t.hooks.end()
+	defer t.hooks.End()
 	if h.Observer != nil {
 		t.obs.obs = h.Observer
 		t.observeStart()
@@ -142,7 +142,7 @@ func authAnswer(err error) *APIError {
 
 // authenticate runs Authenticate bounded, on the turn's runner when there
 // is one. Its error always carries an *APIError (see Subject).
-func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, error) {
+func (h *Handler) authenticate(r *http.Request, hooks *hookcall.Runner) (*Subject, error) {
 	if h.Authenticate == nil {
 		if s, _ := SubjectFrom(r.Context()); s != nil {
 			return s, nil
@@ -152,18 +152,20 @@ func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, er
 	var s *Subject
 	var err error
 	if hooks != nil {
-		err = hooks.call(r.Context(), h.hookTimeout(), func(context.Context) error {
+		err = hooks.Call(r.Context(), h.hookTimeout(), func(context.Context) error {
 			var err error
 			s, err = h.Authenticate(r)
 			return err
 		}, nil, nil, 0)
 	} else {
-		err = callHook(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
+		// Outside a turn: the hook's context carries the bound.
+		err = hookcall.Bounded(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
 			var err error
 			s, err = h.Authenticate(r.WithContext(ctx))
 			return err
-		}, nil, nil, 0)
+		}, nil)
 	}
+	err = hookErr(err)
 	p, isPanic := errors.AsType[*hookcall.PanicError](err)
 	switch {
 	case isPanic:

@@ -130,7 +130,7 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 	t := &turn{h: h, ctx: ctx, subj: tr.Subject, req: &req, id: newRequestID(), start: h.now(), out: ts,
 		header: tr.Header, userAgent: tr.UserAgent, clientIP: tr.ClientIP, transport: transport, turnNo: number,
 		userWait: userWait, upstream: tr.Upstream, switches: switches}
-	defer t.hooks.end()
+	defer t.hooks.End()
 	if h.Observer != nil {
 		t.obs.obs = h.Observer
 		t.observeStart()

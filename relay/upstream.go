@@ -106,11 +106,11 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		token = got
 	} else if h.Credentials != nil {
 		var got string // written by the hook; read only if it was not abandoned
-		err := t.hooks.call(t.ctx, h.hookTimeout(), func(ctx context.Context) error {
+		err := t.hook(t.ctx, func(ctx context.Context) error {
 			var err error
 			got, err = h.Credentials.Token(ctx, acct)
 			return err
-		}, nil, nil, 0)
+		})
 		if err != nil {
 			if t.ctx.Err() == nil {
 				h.log.Error("relay: no credentials for account", "request_id", t.id, "account", acct.ID, "error", err)
@@ -420,9 +420,9 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete {
 		return
 	}
-	err := t.hooks.call(t.hooks.detachedCtx(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error {
+	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {
 		return t.h.Scheduler.Bind(ctx, t.sched, sel.Account.ID, responseID)
-	}, nil, nil, 0)
+	})
 	if err != nil {
 		t.h.log.Warn("relay: sticky binding failed", "request_id", t.id, "account", sel.Account.ID, "error", err)
 	}

@@ -67,7 +67,7 @@ func (t *turn) emit(u billing.Usage) {
 	t.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
 	// the handler (and the client's end of stream) forever.
-	err := t.hooks.call(t.hooks.detachedCtx(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) }, nil, nil, 0)
+	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) })
 	if err != nil && !errors.Is(err, billing.ErrDropped) { // Async already logged it whole
 		rec, _ := json.Marshal(u)
 		msg := "relay: usage sink failed; record not stored"
