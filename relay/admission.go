@@ -12,6 +12,15 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
+// turnAdmit is what admission works with: userWait bounds the wait for the
+// user slot (set at entry); body is the body budget's lease (nil: none),
+// set by ServeHTTP once the body is read and given back by serve once the
+// user slot covers the body, or when the turn ends.
+type turnAdmit struct {
+	userWait concurrency.WaitOptions
+	body     *bodyLease
+}
+
 // wait runs a blocking admission step through the turn's hook runner: bounded by the
 // client's context and timeout, abandoned (late undoing what it took)
 // if it ignores them. For a streaming request it writes ": ping" every
@@ -19,8 +28,8 @@ import (
 // stream.
 func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, late func(error)) error {
 	var ping func()
-	if t.out != nil {
-		ping = func() { t.out.Ping() } // a dead client shows up as ctx done
+	if t.client.out != nil {
+		ping = func() { t.client.out.Ping() } // a dead client shows up as ctx done
 	}
 	return hookErr(t.hooks.Call(t.ctx, timeout, fn, late, ping, t.h.keepAlive()))
 }
@@ -29,11 +38,11 @@ func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, l
 // queue. The release func runs on a detached context: it must run even when
 // the client has gone.
 func (t *turn) acquireUserSlot() (func(), error) {
-	limit := t.subj.Concurrency
+	limit := t.in.subj.Concurrency
 	if limit <= 0 {
 		return func() {}, nil
 	}
-	o := t.userWait
+	o := t.admit.userWait
 	if o.MaxWaiters == 0 {
 		o.MaxWaiters = limit + defaultUserWaitExtra
 	}
@@ -48,7 +57,7 @@ func (t *turn) acquireUserSlot() (func(), error) {
 	began := t.h.now()
 	err := t.wait(timeout, func(ctx context.Context) error {
 		var err error
-		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.subj.UserID), limit, o)
+		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.in.subj.UserID), limit, o)
 		return err
 	}, func(error) {
 		if release != nil {
@@ -70,7 +79,7 @@ func (t *turn) acquireUserSlot() (func(), error) {
 	case t.ctx.Err() != nil:
 		return nil, errClientGone
 	}
-	t.h.log.Error("relay: user slot limiter failed", "request_id", t.id, "error", err)
+	t.h.log.Error("relay: user slot limiter failed", "request_id", t.in.id, "error", err)
 	return nil, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Concurrency backend unavailable, please retry later"}
 }
 
@@ -108,8 +117,8 @@ func (t *turn) checkBilling() error {
 	if t.h.Billing == nil {
 		return nil
 	}
-	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
-		Model: t.req.Model, Stream: t.req.Stream, Transport: t.transport, Meta: t.subj.Meta}
+	q := billing.Request{UserID: t.in.subj.UserID, APIKeyID: t.in.subj.APIKeyID, GroupID: t.in.subj.GroupID,
+		Model: t.in.req.Model, Stream: t.in.req.Stream, Transport: t.in.transport, Meta: t.in.subj.Meta}
 	err := t.hook(t.ctx, func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) })
 	if err == nil {
 		return nil
@@ -120,7 +129,7 @@ func (t *turn) checkBilling() error {
 	if t.ctx.Err() != nil {
 		return errClientGone
 	}
-	t.h.log.Error("relay: billing gate failed; refusing the request", "request_id", t.id, "user", t.subj.UserID, "error", err)
+	t.h.log.Error("relay: billing gate failed; refusing the request", "request_id", t.in.id, "user", t.in.subj.UserID, "error", err)
 	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Billing service unavailable, please retry later"}
 }
 
@@ -138,7 +147,7 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	began := t.h.now()
 	err := t.wait(t.h.selectTimeout(), func(ctx context.Context) error {
 		var err error
-		sel, err = t.h.Scheduler.Select(ctx, t.sched)
+		sel, err = t.h.Scheduler.Select(ctx, t.route.sched)
 		return err
 	}, func(error) {
 		if sel != nil {
@@ -164,7 +173,7 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 func (h *Handler) selectError(err error, t *turn) *APIError {
 	var na *scheduler.NoAccountError
 	if errors.As(err, &na) {
-		h.log.Warn("relay: no available accounts", "request_id", t.id, "group", na.Group, "model", na.Model, "reason", na.Reason, "detail", na.Error())
+		h.log.Warn("relay: no available accounts", "request_id", t.in.id, "group", na.Group, "model", na.Model, "reason", na.Reason, "detail", na.Error())
 		e := &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
 		switch na.Reason {
 		case scheduler.ReasonModel:
@@ -181,8 +190,8 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 	case errors.Is(err, scheduler.ErrResponseNotOwned):
 		// Another key's response: answered as the upstream answers an
 		// unknown one, so that the answer tells nothing about it.
-		h.log.Info("relay: previous response of another API key refused", "request_id", t.id, "api_key_id", t.subj.APIKeyID)
-		return errPreviousNotFound(t.req.PreviousResponseID)
+		h.log.Info("relay: previous response of another API key refused", "request_id", t.in.id, "api_key_id", t.in.subj.APIKeyID)
+		return errPreviousNotFound(t.in.req.PreviousResponseID)
 	case errors.Is(err, concurrency.ErrQueueFull), errors.Is(err, scheduler.ErrAccountsBusy):
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 			Message: "All upstream accounts are busy, please retry later", RetryAfter: time.Second}
@@ -190,11 +199,11 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 			Message: "Timed out waiting for an upstream account, please retry later", RetryAfter: 5 * time.Second}
 	case errors.Is(err, scheduler.ErrLimiter):
-		h.log.Error("relay: account limiter failed", "request_id", t.id, "error", err)
+		h.log.Error("relay: account limiter failed", "request_id", t.in.id, "error", err)
 		return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
 			Message: "Concurrency backend unavailable, please retry later", RetryAfter: time.Second}
 	}
-	h.log.Error("relay: account selection failed", "request_id", t.id, "error", err)
+	h.log.Error("relay: account selection failed", "request_id", t.in.id, "error", err)
 	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
 }
 
