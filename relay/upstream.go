@@ -18,6 +18,8 @@ import (
 // maxErrorBody caps how much of an upstream error body is read.
 const maxErrorBody = 64 << 10
 
+var errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
+
 // turnAttempt is the attempts' state, written by try (and answeredStream):
 // upstream serves accounts with WebSocket set (nil: an HTTP POST; set at
 // entry), n counts the attempts, token is the current attempt's credential
@@ -129,8 +131,6 @@ func (t *turn) credentials(acct *scheduler.Account) (string, *attemptError) {
 	}
 	return got, nil
 }
-
-var errNotEventStream = errors.New("upstream answered a streaming request without an event stream")
 
 // tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).
 // bridge reports that Open declined with ErrUseHTTP: the attempt goes
