@@ -9,6 +9,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -167,6 +168,17 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 		t.observeSlot(SlotAccount, began, sel, WaitAcquired)
 	}
 	return sel, nil
+}
+
+// selectTimeout bounds Scheduler.Select: its own wait for an account slot
+// plus HookTimeout for the Pool and Store calls around it. 0: only the
+// client's context bounds it (the scheduler waits without a timeout).
+func (h *Handler) selectTimeout() time.Duration {
+	wait := max(knob.Or(h.Scheduler.AccountWait.Timeout, 30*time.Second), 0) // the scheduler's default
+	if wait == 0 {
+		return 0
+	}
+	return wait + h.hookTimeout()
 }
 
 // selectError maps a scheduler failure (with no upstream error to report).

@@ -3,11 +3,8 @@ package relay
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/relaykit/responsesrelay/internal/hookcall"
-	"github.com/relaykit/responsesrelay/internal/knob"
-	"github.com/relaykit/responsesrelay/scheduler"
 )
 
 // ErrHookTimeout is returned (wrapped) when a host hook did not return
@@ -26,21 +23,4 @@ func hookErr(err error) error {
 		return ErrHookTimeout
 	}
 	return err
-}
-
-// selectTimeout bounds Scheduler.Select: its own wait for an account slot
-// plus HookTimeout for the Pool and Store calls around it. 0: only the
-// client's context bounds it (the scheduler waits without a timeout).
-func (h *Handler) selectTimeout() time.Duration {
-	wait := max(knob.Or(h.Scheduler.AccountWait.Timeout, 30*time.Second), 0) // the scheduler's default
-	if wait == 0 {
-		return 0
-	}
-	return wait + h.hookTimeout()
-}
-
-// observe reports an outcome to the scheduler, which bounds its own
-// OnAccountEvent hook (Scheduler.EventTimeout).
-func (h *Handler) observe(accountID string, o scheduler.Outcome) {
-	h.Scheduler.Observe(accountID, o)
 }

@@ -187,6 +187,12 @@ func (s *answeredStream) Next() ([]byte, error) {
 	return data, err
 }
 
+// observe reports an outcome to the scheduler, which bounds its own
+// OnAccountEvent hook (Scheduler.EventTimeout).
+func (h *Handler) observe(accountID string, o scheduler.Outcome) {
+	h.Scheduler.Observe(accountID, o)
+}
+
 // statusError reports an upstream's error status to the scheduler and
 // returns the attempt error that steers failover. The body is sanitized.
 func (t *turn) statusError(acct *scheduler.Account, status int, header http.Header, raw []byte, secrets []string) *attemptError {
