@@ -15,16 +15,17 @@ import (
 
 // turnAdmit is what admission works with: userWait bounds the wait for the
 // user slot (set at entry); body is the body budget's lease (nil: none),
-// set by ServeHTTP once the body is read and given back by serve once the
-// user slot covers the body, or when the turn ends.
+// set by ServeHTTP once the body is read and given back by
+// acquireUserSlot once the user slot covers the body, or by ServeHTTP when
+// the turn ends.
 type turnAdmit struct {
 	userWait concurrency.WaitOptions
 	body     *bodyLease
 }
 
-// wait runs a blocking admission step through the turn's hook runner: bounded by the
-// client's context and timeout, abandoned (late undoing what it took)
-// if it ignores them. For a streaming request it writes ": ping" every
+// wait runs a blocking admission step on the turn's hook runner: bounded
+// by the client's context and timeout, abandoned (late undoing what it
+// took) if it ignores them. For a streaming request it writes ": ping" every
 // KeepAlive meanwhile; the first ping commits the response as a 200 event
 // stream.
 func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, late func(error)) error {
@@ -36,8 +37,9 @@ func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, l
 }
 
 // acquireUserSlot takes the user's concurrency slot, waiting in a bounded
-// queue. The release func runs on a detached context: it must run even when
-// the client has gone.
+// queue; with the slot, the user's limit bounds the bodies it holds, so
+// the body lease goes back. The release func runs on a detached context:
+// it must run even when the client has gone.
 func (t *turn) acquireUserSlot() (func(), error) {
 	limit := t.in.subj.Concurrency
 	if limit <= 0 {
@@ -70,6 +72,8 @@ func (t *turn) acquireUserSlot() (func(), error) {
 	}
 	switch {
 	case err == nil:
+		// From here the user's limit bounds the bodies it holds.
+		t.admit.body.release()
 		return release, nil
 	case errors.Is(err, concurrency.ErrQueueFull):
 		return nil, &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",

@@ -54,10 +54,6 @@ func (t *turn) serve() {
 		return
 	}
 	defer release()
-	if t.in.subj.Concurrency > 0 {
-		// From here the user's limit bounds the bodies it holds.
-		t.admit.body.release()
-	}
 	if apiErr := t.checkBilling(); apiErr != nil {
 		t.fail(apiErr)
 		return

@@ -21,8 +21,8 @@ import (
 //	                                                  once serve starts
 //	client   the client end: ResponseWriter or        entry; answer.go, answer_json.go and
 //	         event sink                               answer_stream.go write through it
-//	admit    the user-slot wait, the body lease       entry; admission.go (the lease is given
-//	                                                  back once the user slot is taken)
+//	admit    the user-slot wait, the body lease       entry (ServeHTTP sets the lease);
+//	                                                  admission.go gives it back with the slot
 //	route    the scheduler request, the accounts      entry (setRequest); failover.go adds each
 //	         excluded, the switches allowed           failed account; admission.go and bind read it
 //	up       the attempts: their count, the current   upstream.go (and its answeredStream)
