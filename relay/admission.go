@@ -9,31 +9,43 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
-// wait runs a blocking admission step through the turn's hook runner: bounded by the
-// client's context and timeout, abandoned (cleanup undoing what it took)
-// if it ignores them. For a streaming request it writes ": ping" every
+// turnAdmit is what admission works with: userWait bounds the wait for the
+// user slot (set at entry); body is the body budget's lease (nil: none),
+// set by ServeHTTP once the body is read and given back by
+// acquireUserSlot once the user slot covers the body, or by ServeHTTP when
+// the turn ends.
+type turnAdmit struct {
+	userWait concurrency.WaitOptions
+	body     *bodyLease
+}
+
+// wait runs a blocking admission step on the turn's hook runner: bounded
+// by the client's context and timeout, abandoned (late undoing what it
+// took) if it ignores them. For a streaming request it writes ": ping" every
 // KeepAlive meanwhile; the first ping commits the response as a 200 event
 // stream.
-func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, cleanup func()) error {
+func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, late func(error)) error {
 	var ping func()
-	if t.out != nil {
-		ping = func() { t.out.Ping() } // a dead client shows up as ctx done
+	if t.client.out != nil {
+		ping = func() { t.client.out.Ping() } // a dead client shows up as ctx done
 	}
-	return t.hooks.call(t.ctx, timeout, fn, cleanup, ping, t.h.keepAlive())
+	return hookErr(t.hooks.Call(t.ctx, timeout, fn, late, ping, t.h.keepAlive()))
 }
 
 // acquireUserSlot takes the user's concurrency slot, waiting in a bounded
-// queue. The release func runs on a detached context: it must run even when
-// the client has gone.
+// queue; with the slot, the user's limit bounds the bodies it holds, so
+// the body lease goes back. The release func runs on a detached context:
+// it must run even when the client has gone.
 func (t *turn) acquireUserSlot() (func(), error) {
-	limit := t.subj.Concurrency
+	limit := t.in.subj.Concurrency
 	if limit <= 0 {
 		return func() {}, nil
 	}
-	o := t.userWait
+	o := t.admit.userWait
 	if o.MaxWaiters == 0 {
 		o.MaxWaiters = limit + defaultUserWaitExtra
 	}
@@ -48,9 +60,9 @@ func (t *turn) acquireUserSlot() (func(), error) {
 	began := t.h.now()
 	err := t.wait(timeout, func(ctx context.Context) error {
 		var err error
-		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.subj.UserID), limit, o)
+		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.in.subj.UserID), limit, o)
 		return err
-	}, func() {
+	}, func(error) {
 		if release != nil {
 			release()
 		}
@@ -60,6 +72,8 @@ func (t *turn) acquireUserSlot() (func(), error) {
 	}
 	switch {
 	case err == nil:
+		// From here the user's limit bounds the bodies it holds.
+		t.admit.body.release()
 		return release, nil
 	case errors.Is(err, concurrency.ErrQueueFull):
 		return nil, &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
@@ -70,7 +84,7 @@ func (t *turn) acquireUserSlot() (func(), error) {
 	case t.ctx.Err() != nil:
 		return nil, errClientGone
 	}
-	t.h.log.Error("relay: user slot limiter failed", "request_id", t.id, "error", err)
+	t.h.log.Error("relay: user slot limiter failed", "request_id", t.in.id, "error", err)
 	return nil, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Concurrency backend unavailable, please retry later"}
 }
 
@@ -108,9 +122,9 @@ func (t *turn) checkBilling() error {
 	if t.h.Billing == nil {
 		return nil
 	}
-	q := billing.Request{UserID: t.subj.UserID, APIKeyID: t.subj.APIKeyID, GroupID: t.subj.GroupID,
-		Model: t.req.Model, Stream: t.req.Stream, Transport: t.transport, Meta: t.subj.Meta}
-	err := t.hooks.call(t.ctx, t.h.hookTimeout(), func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) }, nil, nil, 0)
+	q := billing.Request{UserID: t.in.subj.UserID, APIKeyID: t.in.subj.APIKeyID, GroupID: t.in.subj.GroupID,
+		Model: t.in.req.Model, Stream: t.in.req.Stream, Transport: t.in.transport, Meta: t.in.subj.Meta}
+	err := t.hook(t.ctx, func(ctx context.Context) error { return t.h.Billing.Check(ctx, q) })
 	if err == nil {
 		return nil
 	}
@@ -120,7 +134,7 @@ func (t *turn) checkBilling() error {
 	if t.ctx.Err() != nil {
 		return errClientGone
 	}
-	t.h.log.Error("relay: billing gate failed; refusing the request", "request_id", t.id, "user", t.subj.UserID, "error", err)
+	t.h.log.Error("relay: billing gate failed; refusing the request", "request_id", t.in.id, "user", t.in.subj.UserID, "error", err)
 	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "Billing service unavailable, please retry later"}
 }
 
@@ -138,9 +152,9 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	began := t.h.now()
 	err := t.wait(t.h.selectTimeout(), func(ctx context.Context) error {
 		var err error
-		sel, err = t.h.Scheduler.Select(ctx, t.sched)
+		sel, err = t.h.Scheduler.Select(ctx, t.route.sched)
 		return err
-	}, func() {
+	}, func(error) {
 		if sel != nil {
 			sel.Release()
 		}
@@ -160,11 +174,22 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	return sel, nil
 }
 
+// selectTimeout bounds Scheduler.Select: its own wait for an account slot
+// plus HookTimeout for the Pool and Store calls around it. 0: only the
+// client's context bounds it (the scheduler waits without a timeout).
+func (h *Handler) selectTimeout() time.Duration {
+	wait := max(knob.Or(h.Scheduler.AccountWait.Timeout, 30*time.Second), 0) // the scheduler's default
+	if wait == 0 {
+		return 0
+	}
+	return wait + h.hookTimeout()
+}
+
 // selectError maps a scheduler failure (with no upstream error to report).
 func (h *Handler) selectError(err error, t *turn) *APIError {
 	var na *scheduler.NoAccountError
 	if errors.As(err, &na) {
-		h.log.Warn("relay: no available accounts", "request_id", t.id, "group", na.Group, "model", na.Model, "reason", na.Reason, "detail", na.Error())
+		h.log.Warn("relay: no available accounts", "request_id", t.in.id, "group", na.Group, "model", na.Model, "reason", na.Reason, "detail", na.Error())
 		e := &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
 		switch na.Reason {
 		case scheduler.ReasonModel:
@@ -181,8 +206,8 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 	case errors.Is(err, scheduler.ErrResponseNotOwned):
 		// Another key's response: answered as the upstream answers an
 		// unknown one, so that the answer tells nothing about it.
-		h.log.Info("relay: previous response of another API key refused", "request_id", t.id, "api_key_id", t.subj.APIKeyID)
-		return errPreviousNotFound(t.req.PreviousResponseID)
+		h.log.Info("relay: previous response of another API key refused", "request_id", t.in.id, "api_key_id", t.in.subj.APIKeyID)
+		return errPreviousNotFound(t.in.req.PreviousResponseID)
 	case errors.Is(err, concurrency.ErrQueueFull), errors.Is(err, scheduler.ErrAccountsBusy):
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 			Message: "All upstream accounts are busy, please retry later", RetryAfter: time.Second}
@@ -190,11 +215,11 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 		return &APIError{Status: http.StatusTooManyRequests, Type: "rate_limit_error",
 			Message: "Timed out waiting for an upstream account, please retry later", RetryAfter: 5 * time.Second}
 	case errors.Is(err, scheduler.ErrLimiter):
-		h.log.Error("relay: account limiter failed", "request_id", t.id, "error", err)
+		h.log.Error("relay: account limiter failed", "request_id", t.in.id, "error", err)
 		return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
 			Message: "Concurrency backend unavailable, please retry later", RetryAfter: time.Second}
 	}
-	h.log.Error("relay: account selection failed", "request_id", t.id, "error", err)
+	h.log.Error("relay: account selection failed", "request_id", t.in.id, "error", err)
 	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
 }
 

@@ -197,7 +197,7 @@ func (t *turn) observing() bool { return t.obs.obs != nil }
 // observerPanic logs a panic in an observer without failing the turn.
 func (t *turn) observerPanic(what string) {
 	if p := recover(); p != nil {
-		t.h.log.Error("relay: Observer."+what+" panicked", "request_id", t.id, "panic", fmt.Sprint(p))
+		t.h.log.Error("relay: Observer."+what+" panicked", "request_id", t.in.id, "panic", fmt.Sprint(p))
 	}
 }
 
@@ -206,9 +206,9 @@ func (t *turn) observeStart() {
 	if o == nil || o.TurnStart == nil {
 		return
 	}
-	e := TurnStart{RequestID: t.id, Transport: t.transport, Turn: t.turnNo, Start: t.start, Subject: t.subj}
-	if t.req != nil {
-		e.Model = t.req.Model
+	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Turn: t.in.number, Start: t.in.start, Subject: t.in.subj}
+	if t.in.req != nil {
+		e.Model = t.in.req.Model
 	}
 	func() {
 		defer t.observerPanic("TurnStart")
@@ -223,7 +223,7 @@ func (t *turn) observeSlot(kind SlotKind, began time.Time, sel *scheduler.Select
 	if o == nil || o.SlotWait == nil {
 		return
 	}
-	e := SlotWait{RequestID: t.id, Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome}
+	e := SlotWait{RequestID: t.in.id, Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome}
 	if sel != nil {
 		e.AccountID, e.Layer = sel.Account.ID, sel.Layer
 	}
@@ -247,7 +247,7 @@ func (t *turn) observeFirst(acct string, at time.Time) {
 	}
 	t.obs.firstSeen = true
 	defer t.observerPanic("FirstToken")
-	o.FirstToken(t.ctx, FirstToken{RequestID: t.id, AccountID: acct, Model: t.req.Model, TTFT: at.Sub(t.start)})
+	o.FirstToken(t.ctx, FirstToken{RequestID: t.in.id, AccountID: acct, Model: t.in.req.Model, TTFT: at.Sub(t.in.start)})
 }
 
 func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) {
@@ -260,7 +260,7 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 }
 
 func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
-	e := Attempt{RequestID: t.id, N: t.attempt, AccountID: sel.Account.ID, Layer: sel.Layer,
+	e := Attempt{RequestID: t.in.id, N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
 		Start: began, Duration: t.h.now().Sub(began), Outcome: outcome}
 	if ae != nil {
 		e.Status, e.Reason = ae.status, ae.reason()
@@ -345,14 +345,14 @@ func (t *turn) observeEnd() {
 	if o == nil || o.TurnEnd == nil {
 		return
 	}
-	e := TurnEnd{RequestID: t.id, Transport: t.transport, Subject: t.subj, Attempts: t.attempt,
-		Duration: t.h.now().Sub(t.start), Code: t.obs.code, ErrorType: t.obs.errType, AccountID: t.obs.account}
-	if t.req != nil {
-		e.Model, e.Stream = t.req.Model, t.req.Stream
+	e := TurnEnd{RequestID: t.in.id, Transport: t.in.transport, Subject: t.in.subj, Attempts: t.up.n,
+		Duration: t.h.now().Sub(t.in.start), Code: t.obs.code, ErrorType: t.obs.errType, AccountID: t.obs.account}
+	if t.in.req != nil {
+		e.Model, e.Stream = t.in.req.Model, t.in.req.Stream
 	}
 	switch {
-	case t.recorded:
-		u := t.usage
+	case t.rec.done:
+		u := t.rec.usage
 		e.Usage, e.Status = &u, u.Status
 		if u.AccountID != "" {
 			e.AccountID = u.AccountID
@@ -364,7 +364,7 @@ func (t *turn) observeEnd() {
 	}
 	if e.Code == 0 {
 		e.Code = 200
-		if e.Status == billing.StatusClientGone && !t.recorded {
+		if e.Status == billing.StatusClientGone && !t.rec.done {
 			e.Code = statusClientGone
 		}
 	}

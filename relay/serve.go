@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,50 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/relaykit/responsesrelay/billing"
-	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/headers"
-	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/internal/knob"
-	"github.com/relaykit/responsesrelay/scheduler"
 )
-
-// turn is one HTTP request on its way through the relay.
-type turn struct {
-	h    *Handler
-	ctx  context.Context // the client's
-	subj *Subject
-	req  *Request
-	id   string
-	// The client end: w for a JSON answer (HTTP, stream false), out for
-	// events (SSE, or another transport's sink through ServeTurn).
-	w         http.ResponseWriter
-	out       eventSink
-	header    http.Header // the client's request headers
-	userAgent string
-	clientIP  string
-	transport string // "http" or "ws"
-	turnNo    int
-	userWait  concurrency.WaitOptions
-	upstream  Upstream // for accounts with WebSocket set; nil: HTTP POST
-	switches  int      // account switches allowed
-	start     time.Time
-	sched     scheduler.Request
-	attempt   int
-	// reached reports that some upstream answered (response headers, a
-	// first frame, or a refusal with a status); only then is a usage
-	// record written.
-	reached bool
-	token   string // the current attempt's upstream credential, for sanitizing
-	// recorded guards the one usage record; usage is that record.
-	recorded bool
-	usage    billing.Usage
-	obs      turnObs // what the Observer needs; unused without one
-	hooks    hookRunner
-	// body is the body budget's lease (nil: none), released once the user
-	// slot is taken or the turn ends.
-	body *bodyLease
-}
 
 // ServeHTTP serves POST /v1/responses.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -74,14 +32,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.active.add()
 	defer h.active.done()
-	t := &turn{h: h, w: w, ctx: r.Context(), id: newRequestID(), start: h.now(), header: r.Header,
-		userAgent: r.UserAgent(), clientIP: headers.ClientIP(r), transport: "http", turnNo: 1, userWait: h.UserWait, switches: h.maxSwitches()}
-	w.Header().Set("X-Relay-Request-Id", t.id)
-	defer t.hooks.end()
-	if h.Observer != nil {
-		t.obs.obs = h.Observer
-		t.observeStart()
-		defer t.observeEnd()
+	t := h.newTurn(r.Context(), turnInput{header: r.Header, userAgent: r.UserAgent(), clientIP: headers.ClientIP(r),
+		transport: "http"}, turnClient{w: w}, nil)
+	w.Header().Set("X-Relay-Request-Id", t.in.id)
+	defer t.finish()
+	if t.observing() {
 		r = r.WithContext(t.ctx)
 	}
 
@@ -90,103 +45,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.fail(authAnswer(err))
 		return
 	}
-	t.subj = subj
+	t.in.subj = subj
 	body, lease, apiErr := h.readBody(w, r, subj.UserID)
 	if apiErr != nil {
 		t.fail(apiErr)
 		return
 	}
-	t.body = lease
+	t.admit.body = lease
 	defer lease.release()
 	req, invalid := parseRequest(body)
 	if invalid != nil {
 		t.fail(invalid)
 		return
 	}
-	t.req = req
+	t.setRequest(req, "")
 	if req.Stream {
 		sw := newSSEWriter(w, h.ReturnHeaders, h.clientWriteTimeout(), h.warnNoFlush)
 		defer sw.close()
-		t.out = sw
-	}
-	t.sched = scheduler.Request{
-		Group:              subj.GroupID,
-		Model:              req.Model,
-		APIKeyID:           subj.APIKeyID,
-		PreviousResponseID: req.PreviousResponseID,
-		SessionKey:         sessionKey(r.Header, req),
-		Wait:               true,
+		t.client.out = sw
 	}
 	t.serve()
-}
-
-// Subject authenticates r as ServeHTTP does (Authenticate, or the subject
-// stored by WithSubject). When it does not return a subject its error holds
-// the answer for the client, an *APIError found with errors.As: the one
-// Authenticate returned, 503 when Authenticate did not answer in time (the
-// error then also wraps ErrHookTimeout), else 401.
-func (h *Handler) Subject(r *http.Request) (*Subject, error) {
-	h.init()
-	return h.authenticate(r, nil)
-}
-
-var errInvalidAPIKey = &APIError{Status: http.StatusUnauthorized, Type: "authentication_error", Message: "Invalid API key", Code: "invalid_api_key"}
-
-// authAnswer is the client's answer for an error of authenticate.
-func authAnswer(err error) *APIError {
-	if ae, ok := errors.AsType[*APIError](err); ok {
-		return ae
-	}
-	return errInvalidAPIKey
-}
-
-// authenticate runs Authenticate bounded, on the turn's runner when there
-// is one. Its error always carries an *APIError (see Subject).
-func (h *Handler) authenticate(r *http.Request, hooks *hookRunner) (*Subject, error) {
-	if h.Authenticate == nil {
-		if s, _ := SubjectFrom(r.Context()); s != nil {
-			return s, nil
-		}
-		return nil, errInvalidAPIKey
-	}
-	var s *Subject
-	var err error
-	if hooks != nil {
-		err = hooks.call(r.Context(), h.hookTimeout(), func(context.Context) error {
-			var err error
-			s, err = h.Authenticate(r)
-			return err
-		}, nil, nil, 0)
-	} else {
-		err = callHook(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
-			var err error
-			s, err = h.Authenticate(r.WithContext(ctx))
-			return err
-		}, nil, nil, 0)
-	}
-	p, isPanic := errors.AsType[*hookcall.PanicError](err)
-	switch {
-	case isPanic:
-		h.log.Error("relay: Authenticate panicked", "panic", fmt.Sprint(p.Value))
-		return nil, errInvalidAPIKey
-	case errors.Is(err, ErrHookTimeout):
-		h.log.Error("relay: Authenticate did not return in time; answering 503", "timeout", h.hookTimeout())
-		return nil, fmt.Errorf("relay: Authenticate: %w: %w", &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
-			Message: "Authentication service unavailable, please retry later", RetryAfter: time.Second}, err)
-	case r.Context().Err() != nil:
-		return nil, fmt.Errorf("%w: %w", errInvalidAPIKey, r.Context().Err())
-	case err != nil:
-		if _, ok := errors.AsType[*APIError](err); !ok {
-			// Debug: refusing strangers' keys is routine; a host that
-			// wants outages seen returns an *APIError (503) and logs.
-			h.log.Debug("relay: Authenticate refused the request", "error", err)
-			return nil, fmt.Errorf("%w: %w", errInvalidAPIKey, err)
-		}
-		return nil, err
-	case s == nil:
-		return nil, errInvalidAPIKey
-	}
-	return s, nil
 }
 
 // warnNoFlush logs, once per Handler, that a ResponseWriter could not
@@ -197,18 +75,6 @@ func (h *Handler) warnNoFlush() {
 		h.log.Warn("relay: the ResponseWriter cannot flush (a middleware wraps it without Flush or Unwrap); " +
 			"streams are relayed but reach clients only as buffers fill. Give the wrapper an Unwrap method returning the wrapped ResponseWriter.")
 	}
-}
-
-// sessionKey is the client's session identity for sticky routing: header
-// session_id, then conversation_id, then the body's prompt_cache_key.
-func sessionKey(h http.Header, req *Request) string {
-	if v := headerValue(h, "session_id", "Session-Id"); v != "" {
-		return v
-	}
-	if v := headerValue(h, "conversation_id", "Conversation-Id"); v != "" {
-		return v
-	}
-	return req.PromptCacheKey
 }
 
 // readBody reads at most MaxBodyBytes, whatever Content-Length claims,
@@ -289,112 +155,4 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, user string) 
 // a user slot: 0 means that default, negative only the client's context.
 func (h *Handler) bodyWait() time.Duration {
 	return max(knob.Or(h.UserWait.Timeout, defaultUserWaitTimeout), 0)
-}
-
-// serve runs admission and the failover loop.
-func (t *turn) serve() {
-	h := t.h
-	release, apiErr := t.acquireUserSlot()
-	if apiErr != nil {
-		t.fail(apiErr)
-		return
-	}
-	defer release()
-	if t.subj.Concurrency > 0 {
-		// From here the user's limit bounds the bodies it holds.
-		t.body.release()
-	}
-	if apiErr := t.checkBilling(); apiErr != nil {
-		t.fail(apiErr)
-		return
-	}
-
-	switches := t.switches
-	var last *attemptError
-	for {
-		sel, err := t.selectAccount()
-		if err != nil {
-			if t.ctx.Err() != nil {
-				t.finishClientGone(nil)
-				return
-			}
-			if last != nil {
-				// Every remaining account is excluded or busy: the client
-				// learns what the last upstream said, mapped.
-				t.fail(h.clientError(last, true))
-				t.recordFailure(last)
-				return
-			}
-			t.fail(h.selectError(err, t))
-			return
-		}
-		canSwitch := len(t.sched.Exclude) < switches
-		began := h.now()
-		ae := t.tryOn(sel)
-		if ae == nil {
-			if t.observing() {
-				t.observeAttempt(sel, began, nil, servedOutcome(t.usage.Status))
-			}
-			return // served and recorded
-		}
-		last = ae
-		if t.ctx.Err() != nil {
-			if t.observing() {
-				t.observeAttempt(sel, began, ae, AttemptClientGone)
-			}
-			t.finishClientGone(ae)
-			return
-		}
-		if !ae.retryable() || !canSwitch {
-			if t.observing() {
-				t.observeAttempt(sel, began, ae, AttemptFailed)
-			}
-			t.fail(h.clientError(ae, ae.retryable()))
-			t.recordFailure(ae)
-			return
-		}
-		if t.observing() {
-			// Reported by the next selection: "failover" if it finds an
-			// account, "failed" if this error goes to the client.
-			t.pendAttempt(sel, began, ae)
-		}
-		h.log.Info("relay: failing over", "request_id", t.id, "account", sel.Account.ID, "reason", ae.Error())
-		t.sched.Exclude = append(t.sched.Exclude, sel.Account.ID)
-	}
-}
-
-// tryOn runs one attempt and gives the account slot back, even when the
-// attempt panics.
-func (t *turn) tryOn(sel *scheduler.Selection) *attemptError {
-	defer sel.Release()
-	return t.try(sel)
-}
-
-// fail answers err through the client end: a JSON error, an SSE error
-// event once the stream is committed, or the other transport's error. A
-// client that left is told nothing.
-func (t *turn) fail(err error) {
-	if errors.Is(err, errClientGone) {
-		t.answered(statusClientGone, "client_gone")
-		return
-	}
-	e := answerFor(err)
-	t.answered(e.Status, e.Type)
-	if t.out != nil {
-		t.out.fail(e)
-		return
-	}
-	writeJSONError(t.w, e)
-}
-
-func (t *turn) finishClientGone(ae *attemptError) {
-	if t.reached {
-		t.record(billing.StatusClientGone, nil)
-	}
-}
-
-func (t *turn) recordFailure(ae *attemptError) {
-	if t.reached {
-		t.record(billing.StatusUpstreamError, nil)
-	}
 }

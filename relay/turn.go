@@ -2,180 +2,109 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"net/http"
+	"time"
 
 	"github.com/relaykit/responsesrelay/concurrency"
-	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/relaykit/responsesrelay/internal/hookcall"
 )
 
-// Turn is one turn that arrived on a transport other than POST (the
-// Responses WebSocket mode), for ServeTurn.
-type Turn struct {
-	Subject *Subject
-	// Request is the validated message (ParseRequest). Its Body is sent
-	// upstream: as a message through Upstream, or as a streaming POST body
-	// (without "type", with "stream": true) through the HTTP bridge.
-	Request *Request
-	// Header holds the client's headers; the allowlisted ones go upstream.
-	Header    http.Header
-	Transport string // recorded in Usage.Transport, e.g. "ws"
-	Number    int    // the turn's number on its connection, from 1
-	ClientIP  string
-	UserAgent string
-	// UserWait bounds the wait for a user slot. Zero: Handler.UserWait.
-	UserWait concurrency.WaitOptions
-	// PreferAccount is tried first (with the escape rules of a sticky
-	// binding): the account a connection is pinned to.
-	PreferAccount string
-	// NoFailover keeps the turn on its first account: for a turn that
-	// depends on state only that upstream connection holds.
-	NoFailover bool
-	// Upstream serves attempts on accounts with WebSocket set; other
-	// accounts (and nil Upstream) get the HTTP bridge: a streaming POST.
-	Upstream Upstream
+// A turn is one response.create on its way through the relay: a POST body
+// (ServeHTTP, serve.go) or a message of another transport (ServeTurn,
+// serveturn.go). Both build it with newTurn and run it with serve
+// (failover.go). Its state is split by the stage that writes it, so that
+// the reader of each file knows what that file may touch:
+//
+//	part     what it holds                            written by
+//	in       who asked for what: id, subject,         entry only (newTurn; ServeHTTP once it
+//	         request, client headers, transport       has authenticated and parsed); read-only
+//	                                                  once serve starts
+//	client   the client end: ResponseWriter or        entry; answer.go, answer_json.go and
+//	         event sink                               answer_stream.go write through it
+//	admit    the user-slot wait, the body lease       entry (ServeHTTP sets the lease);
+//	                                                  admission.go gives it back with the slot
+//	route    the scheduler request, the accounts      entry (setRequest); failover.go adds each
+//	         excluded, the switches allowed           failed account; admission.go and bind read it
+//	up       the attempts: their count, the current   upstream.go (and its answeredStream)
+//	         credential, whether an upstream answered
+//	rec      the one usage record                     usage.go
+//	obs      what the Observer is told                observer.go
+//
+// ctx and hooks serve every stage: ctx is the client's context (the
+// Observer's TurnStart may replace it, at entry only); hooks runs the turn's
+// host calls, one at a time (hooks.go).
+type turn struct {
+	h      *Handler
+	ctx    context.Context
+	hooks  hookcall.Runner
+	in     turnInput
+	client turnClient
+	admit  turnAdmit
+	route  turnRoute
+	up     turnAttempt
+	rec    turnRecord
+	obs    turnObs
 }
 
-// TurnSink is the client end of a turn served by ServeTurn.
-type TurnSink interface {
-	// Send delivers one event's JSON; typ is its type. An error means the
-	// client is gone: the relay stops sending and drains the upstream.
-	Send(typ string, data []byte) error
-	// Fail delivers the error that ended the turn without a terminal
-	// event (validation passed, then admission or every upstream failed).
-	Fail(e *APIError)
+// turnInput is who asked for what. The entry fills it; every stage reads
+// it, none writes it once serve starts.
+type turnInput struct {
+	id        string // the request id: X-Relay-Request-Id, Usage.RequestID
+	start     time.Time
+	subj      *Subject // nil until ServeHTTP has authenticated
+	req       *Request // nil until ServeHTTP has parsed the body
+	header    http.Header
+	userAgent string
+	clientIP  string
+	transport string // "http", or ServeTurn's ("ws" when not given)
+	number    int    // the turn's number on its connection, from 1
 }
 
-// BatchTurnSink is a TurnSink that can hold events back and write a burst
-// at once. The relay uses it while the upstream has more events ready; it
-// calls Flush before it could wait for the upstream, and at the end.
-type BatchTurnSink interface {
-	TurnSink
-	SendBuffered(typ string, data []byte) error
-	Flush() error
-}
-
-// Upstream opens the event stream of one attempt on an account.
-type Upstream interface {
-	// Open sends body to the account and returns its events. ctx ends
-	// when the relay aborts the attempt (idle upstream, drain limit): the
-	// stream must then fail its Next. An upstream refusal with a status
-	// (a handshake answered 429, an error frame before any event) should
-	// be an *UpstreamError, so that the failover rules apply to it.
-	Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (EventStream, error)
-}
-
-// ErrUseHTTP, returned (or wrapped) by Upstream.Open before it sent
-// anything, sends the attempt through the HTTP bridge instead, on the same
-// account and without counting against it: for an Upstream that declines
-// for a reason of its own (a local cap on open sockets).
-var ErrUseHTTP = errors.New("relay: attempt sent through the HTTP bridge")
-
-// EventStream is one attempt's upstream events. A stream that can tell
-// whether Next would return at once may also have a Pending() bool method;
-// with a BatchTurnSink, the relay then writes bursts of events together.
-type EventStream interface {
-	// Next returns the next event's JSON, valid until the next call.
-	Next() ([]byte, error)
-	// Close ends the attempt; it is called once, after the last Next.
-	Close() error
-}
-
-// TurnResult says how a turn served by ServeTurn went.
-type TurnResult struct {
-	// AccountID is the account that served the turn ("" when none did).
-	AccountID string
-	// ResponseID is the upstream's response id, when one was created.
-	ResponseID string
-	// Status is the usage status (billing.Status*), or "" when the turn
-	// never reached an upstream.
-	Status string
-	// Err is the error sent through TurnSink.Fail, if any.
-	Err *APIError
-}
-
-// ServeTurn runs one turn through the same pipeline as ServeHTTP: user
-// slot, billing gate, account selection, failover before the first event,
-// event relaying with the streaming rules, and one usage record. Events
-// and errors go to sink. ctx is the client's: when it ends, the turn drains
-// its upstream for usage (DrainTimeout) and returns.
-func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnResult {
-	h.init()
-	h.active.add()
-	defer h.active.done()
-	req := *tr.Request
-	req.Stream = true
-	transport := tr.Transport
-	if transport == "" {
-		transport = "ws"
+// newTurn builds the turn of either entry: ServeHTTP passes tr nil and
+// sets the subject and the request once it has read them; ServeTurn passes
+// its Turn, whose options (user wait, upstream, preferred account,
+// failover) apply here. newTurn names the turn, applies the defaults and
+// starts observing it: TurnStart may replace ctx. The caller defers
+// t.finish().
+func (h *Handler) newTurn(ctx context.Context, in turnInput, client turnClient, tr *Turn) *turn {
+	t := &turn{h: h, ctx: ctx, in: in, client: client}
+	t.in.id, t.in.start = newRequestID(), h.now()
+	t.admit.userWait = h.UserWait
+	t.route.switches = h.maxSwitches()
+	if tr != nil {
+		if t.in.transport == "" {
+			t.in.transport = "ws"
+		}
+		if tr.UserWait != (concurrency.WaitOptions{}) {
+			t.admit.userWait = tr.UserWait
+		}
+		if tr.NoFailover {
+			t.route.switches = 0
+		}
+		t.up.upstream = tr.Upstream
 	}
-	number := tr.Number
-	if number <= 0 {
-		number = 1
+	if t.in.number <= 0 {
+		t.in.number = 1
 	}
-	userWait := tr.UserWait
-	if userWait == (concurrency.WaitOptions{}) {
-		userWait = h.UserWait
-	}
-	switches := h.maxSwitches()
-	if tr.NoFailover {
-		switches = 0
-	}
-	// The turn's hooks see a context that ends with the turn, not only
-	// with the connection.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ts := &turnSink{sink: sink}
-	ts.batch, _ = sink.(BatchTurnSink)
-	t := &turn{h: h, ctx: ctx, subj: tr.Subject, req: &req, id: newRequestID(), start: h.now(), out: ts,
-		header: tr.Header, userAgent: tr.UserAgent, clientIP: tr.ClientIP, transport: transport, turnNo: number,
-		userWait: userWait, upstream: tr.Upstream, switches: switches}
-	defer t.hooks.end()
 	if h.Observer != nil {
 		t.obs.obs = h.Observer
 		t.observeStart()
-		defer t.observeEnd()
 	}
-	t.sched = scheduler.Request{
-		Group:              tr.Subject.GroupID,
-		Model:              req.Model,
-		APIKeyID:           tr.Subject.APIKeyID,
-		PreviousResponseID: req.PreviousResponseID,
-		SessionKey:         sessionKey(tr.Header, &req),
-		PreferAccount:      tr.PreferAccount,
-		Wait:               true,
+	if in.req != nil {
+		prefer := ""
+		if tr != nil {
+			prefer = tr.PreferAccount
+		}
+		t.setRequest(in.req, prefer)
 	}
-	t.serve()
-	return TurnResult{AccountID: t.usage.AccountID, ResponseID: t.usage.ResponseID, Status: t.usage.Status, Err: ts.err}
+	return t
 }
 
-// turnSink adapts a TurnSink to the relay's event sink.
-type turnSink struct {
-	sink  TurnSink
-	batch BatchTurnSink // sink, when it can batch; nil otherwise
-	err   *APIError
-}
-
-func (s *turnSink) Send(typ string, data []byte) error { return s.sink.Send(typ, data) }
-
-// SendBuffered and Flush make every turnSink a pump.BatchSink; a TurnSink
-// that cannot batch gets each event flushed.
-func (s *turnSink) SendBuffered(typ string, data []byte) error {
-	if s.batch != nil {
-		return s.batch.SendBuffered(typ, data)
+// finish ends the turn at its entry's return: TurnEnd, then the hook
+// runner (its timer, the detached context of the late hooks).
+func (t *turn) finish() {
+	if t.observing() {
+		t.observeEnd()
 	}
-	return s.sink.Send(typ, data)
-}
-
-func (s *turnSink) Flush() error {
-	if s.batch != nil {
-		return s.batch.Flush()
-	}
-	return nil
-}
-func (s *turnSink) Ping() error                   { return nil } // the transport keeps itself alive
-func (s *turnSink) setUpstreamHeader(http.Header) {}
-func (s *turnSink) fail(e *APIError) {
-	s.err = e
-	s.sink.Fail(e)
+	t.hooks.End()
 }

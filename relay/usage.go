@@ -11,6 +11,13 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
+// turnRecord is the turn's one usage record: done once it was handed to
+// the sink (never twice), usage what was handed.
+type turnRecord struct {
+	done  bool
+	usage billing.Usage
+}
+
 // recordServed writes the one usage record of a turn an account served.
 func (t *turn) recordServed(sel *scheduler.Selection, status string, r event.Response, responseID string, first time.Time) {
 	u := t.baseUsage()
@@ -25,7 +32,7 @@ func (t *turn) recordServed(sel *scheduler.Selection, status string, r event.Res
 	u.TotalTokens = r.Usage.Total
 	u.ServiceTier = r.ServiceTier
 	if !first.IsZero() {
-		u.FirstTokenMS = first.Sub(t.start).Milliseconds()
+		u.FirstTokenMS = first.Sub(t.in.start).Milliseconds()
 	}
 	t.emit(u)
 }
@@ -40,34 +47,34 @@ func (t *turn) record(status string, _ error) {
 
 func (t *turn) baseUsage() billing.Usage {
 	return billing.Usage{
-		RequestID:    t.id,
-		UserID:       t.subj.UserID,
-		APIKeyID:     t.subj.APIKeyID,
-		GroupID:      t.subj.GroupID,
-		Model:        t.req.Model,
-		Transport:    t.transport,
-		Stream:       t.req.Stream,
-		Turn:         t.turnNo,
-		Attempts:     t.attempt,
+		RequestID:    t.in.id,
+		UserID:       t.in.subj.UserID,
+		APIKeyID:     t.in.subj.APIKeyID,
+		GroupID:      t.in.subj.GroupID,
+		Model:        t.in.req.Model,
+		Transport:    t.in.transport,
+		Stream:       t.in.req.Stream,
+		Turn:         t.in.number,
+		Attempts:     t.up.n,
 		FirstTokenMS: -1,
-		UserAgent:    t.userAgent,
-		ClientIP:     t.clientIP,
-		CreatedAt:    t.start,
+		UserAgent:    t.in.userAgent,
+		ClientIP:     t.in.clientIP,
+		CreatedAt:    t.in.start,
 	}
 }
 
 // emit hands the record to the sink on a detached context. A sink error is
 // logged with the whole record so that nothing is lost silently.
 func (t *turn) emit(u billing.Usage) {
-	if t.recorded {
+	if t.rec.done {
 		return
 	}
-	t.recorded = true
-	u.DurationMS = t.h.now().Sub(t.start).Milliseconds()
-	t.usage = u
+	t.rec.done = true
+	u.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()
+	t.rec.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
 	// the handler (and the client's end of stream) forever.
-	err := t.hooks.call(t.hooks.detachedCtx(t.ctx), t.h.hookTimeout(), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) }, nil, nil, 0)
+	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) })
 	if err != nil && !errors.Is(err, billing.ErrDropped) { // Async already logged it whole
 		rec, _ := json.Marshal(u)
 		msg := "relay: usage sink failed; record not stored"
@@ -75,5 +82,17 @@ func (t *turn) emit(u billing.Usage) {
 			msg = "relay: usage sink did not return in time; record may not be stored"
 		}
 		t.h.log.Error(msg, "request_id", u.RequestID, "error", err, "record", string(rec))
+	}
+}
+
+func (t *turn) finishClientGone(ae *attemptError) {
+	if t.up.reached {
+		t.record(billing.StatusClientGone, nil)
+	}
+}
+
+func (t *turn) recordFailure(ae *attemptError) {
+	if t.up.reached {
+		t.record(billing.StatusUpstreamError, nil)
 	}
 }

@@ -1,0 +1,197 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
+)
+
+// turnRoute is where the turn may go: the scheduler request (built at
+// entry by setRequest; serve adds each failed account to Exclude) and how
+// many account switches are left to it.
+type turnRoute struct {
+	sched    scheduler.Request
+	switches int // account switches allowed (0: none)
+}
+
+// setRequest records the validated request and the scheduler request it
+// makes; prefer is an account to try first (ServeTurn's PreferAccount).
+func (t *turn) setRequest(req *Request, prefer string) {
+	t.in.req = req
+	t.route.sched = scheduler.Request{
+		Group:              t.in.subj.GroupID,
+		Model:              req.Model,
+		APIKeyID:           t.in.subj.APIKeyID,
+		PreviousResponseID: req.PreviousResponseID,
+		SessionKey:         sessionKey(t.in.header, req),
+		PreferAccount:      prefer,
+		Wait:               true,
+	}
+}
+
+// sessionKey is the client's session identity for sticky routing: header
+// session_id, then conversation_id, then the body's prompt_cache_key.
+func sessionKey(h http.Header, req *Request) string {
+	if v := headerValue(h, "session_id", "Session-Id"); v != "" {
+		return v
+	}
+	if v := headerValue(h, "conversation_id", "Conversation-Id"); v != "" {
+		return v
+	}
+	return req.PromptCacheKey
+}
+
+// serve runs admission and the failover loop.
+func (t *turn) serve() {
+	h := t.h
+	release, apiErr := t.acquireUserSlot()
+	if apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	defer release()
+	if apiErr := t.checkBilling(); apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+
+	switches := t.route.switches
+	var last *attemptError
+	for {
+		sel, err := t.selectAccount()
+		if err != nil {
+			if t.ctx.Err() != nil {
+				t.finishClientGone(nil)
+				return
+			}
+			if last != nil {
+				// Every remaining account is excluded or busy: the client
+				// learns what the last upstream said, mapped.
+				t.fail(h.clientError(last, true))
+				t.recordFailure(last)
+				return
+			}
+			t.fail(h.selectError(err, t))
+			return
+		}
+		canSwitch := len(t.route.sched.Exclude) < switches
+		began := h.now()
+		ae := t.tryOn(sel)
+		if ae == nil {
+			if t.observing() {
+				t.observeAttempt(sel, began, nil, servedOutcome(t.rec.usage.Status))
+			}
+			return // served and recorded
+		}
+		last = ae
+		if t.ctx.Err() != nil {
+			if t.observing() {
+				t.observeAttempt(sel, began, ae, AttemptClientGone)
+			}
+			t.finishClientGone(ae)
+			return
+		}
+		if !ae.retryable() || !canSwitch {
+			if t.observing() {
+				t.observeAttempt(sel, began, ae, AttemptFailed)
+			}
+			t.fail(h.clientError(ae, ae.retryable()))
+			t.recordFailure(ae)
+			return
+		}
+		if t.observing() {
+			// Reported by the next selection: "failover" if it finds an
+			// account, "failed" if this error goes to the client.
+			t.pendAttempt(sel, began, ae)
+		}
+		h.log.Info("relay: failing over", "request_id", t.in.id, "account", sel.Account.ID, "reason", ae.Error())
+		t.route.sched.Exclude = append(t.route.sched.Exclude, sel.Account.ID)
+	}
+}
+
+// tryOn runs one attempt and gives the account slot back, even when the
+// attempt panics.
+func (t *turn) tryOn(sel *scheduler.Selection) *attemptError {
+	defer sel.Release()
+	return t.try(sel)
+}
+
+// attemptKind says how an upstream attempt failed.
+type attemptKind int
+
+const (
+	failConn        attemptKind = iota // no response headers (dial, reset, header timeout)
+	failStatus                         // an HTTP error status
+	failInBand                         // a 200 stream refused before output, or ended before any event
+	failCredentials                    // no token for the account
+)
+
+// attemptError is one failed upstream attempt; it steers the failover loop.
+type attemptError struct {
+	kind      attemptKind
+	account   string
+	status    int
+	header    http.Header
+	body      []byte // sanitized
+	refusal   []byte // in-band refusing event
+	err       error
+	secrets   []string
+	idleAbort bool
+}
+
+func (e *attemptError) Error() string {
+	switch e.kind {
+	case failStatus:
+		return fmt.Sprintf("upstream status %d", e.status)
+	case failInBand:
+		if e.refusal != nil {
+			return "in-band refusal: " + inBandCode(e.refusal)
+		}
+		return fmt.Sprintf("stream ended before any event: %v", e.err)
+	case failCredentials:
+		return fmt.Sprintf("credentials: %v", e.err)
+	}
+	return fmt.Sprintf("connection: %v", e.err)
+}
+
+// retryable is the failover predicate (ARCHITECTURE.md, "Failover predicate"): connection errors,
+// 401/402/403/408/429/529/5xx, and in-band refusals move to another account;
+// other 4xx are the request's fault and go back to the client.
+func (e *attemptError) retryable() bool {
+	switch e.kind {
+	case failConn, failInBand, failCredentials:
+		return true
+	}
+	switch s := e.status; {
+	case s == 401, s == 402, s == 403, s == 408, s == 429, s == 529, s >= 500:
+		return true
+	}
+	return false
+}
+
+func inBandCode(ev []byte) string {
+	if c := gjson.GetBytes(ev, "response.error.code").String(); c != "" {
+		return c
+	}
+	if c := gjson.GetBytes(ev, "error.code").String(); c != "" {
+		return c
+	}
+	return gjson.GetBytes(ev, "code").String()
+}
+
+// bind records stickiness once a response exists upstream.
+func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
+	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete {
+		return
+	}
+	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {
+		return t.h.Scheduler.Bind(ctx, t.route.sched, sel.Account.ID, responseID)
+	})
+	if err != nil {
+		t.h.log.Warn("relay: sticky binding failed", "request_id", t.in.id, "account", sel.Account.ID, "error", err)
+	}
+}
