@@ -88,10 +88,10 @@ const (
 	WaitNotOwned = "not_owned"
 )
 
-// SlotWait is one wait for a slot.
+// SlotWait is one wait for a slot. Like FirstToken and Attempt it names no
+// turn: the context the call gets is the one TurnStart returned.
 type SlotWait struct {
-	RequestID string
-	Kind      SlotKind
+	Kind SlotKind
 	// AccountID is the account selected (SlotAccount with WaitAcquired).
 	AccountID string
 	// Layer is how the account was chosen (SlotAccount with WaitAcquired).
@@ -103,7 +103,6 @@ type SlotWait struct {
 
 // FirstToken is the first output event of a turn.
 type FirstToken struct {
-	RequestID string
 	AccountID string
 	Model     string        // as the client asked for it
 	TTFT      time.Duration // since the turn arrived
@@ -135,7 +134,6 @@ const (
 
 // Attempt is one upstream attempt.
 type Attempt struct {
-	RequestID string
 	N         int // 1 for the first attempt of the turn
 	AccountID string
 	Layer     scheduler.Layer
@@ -223,7 +221,7 @@ func (t *turn) observeSlot(kind SlotKind, began time.Time, sel *scheduler.Select
 	if o == nil || o.SlotWait == nil {
 		return
 	}
-	e := SlotWait{RequestID: t.in.id, Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome}
+	e := SlotWait{Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome}
 	if sel != nil {
 		e.AccountID, e.Layer = sel.Account.ID, sel.Layer
 	}
@@ -247,7 +245,7 @@ func (t *turn) observeFirst(acct string, at time.Time) {
 	}
 	t.obs.firstSeen = true
 	defer t.observerPanic("FirstToken")
-	o.FirstToken(t.ctx, FirstToken{RequestID: t.in.id, AccountID: acct, Model: t.in.req.Model, TTFT: at.Sub(t.in.start)})
+	o.FirstToken(t.ctx, FirstToken{AccountID: acct, Model: t.in.req.Model, TTFT: at.Sub(t.in.start)})
 }
 
 func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) {
@@ -260,7 +258,7 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 }
 
 func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
-	e := Attempt{RequestID: t.in.id, N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
+	e := Attempt{N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
 		Start: began, Duration: t.h.now().Sub(began), Outcome: outcome}
 	if ae != nil {
 		e.Status, e.Reason = ae.status, ae.reason()

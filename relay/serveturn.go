@@ -17,12 +17,12 @@ type Turn struct {
 	// upstream: as a message through Upstream, or as a streaming POST body
 	// (without "type", with "stream": true) through the HTTP bridge.
 	Request *Request
-	// Header holds the client's headers; the allowlisted ones go upstream.
+	// Header holds the client's headers; the allowlisted ones go upstream,
+	// and User-Agent is recorded in Usage.UserAgent.
 	Header    http.Header
 	Transport string // recorded in Usage.Transport, e.g. "ws"
 	Number    int    // the turn's number on its connection, from 1
 	ClientIP  string
-	UserAgent string
 	// UserWait bounds the wait for a user slot. Zero: Handler.UserWait.
 	UserWait concurrency.WaitOptions
 	// PreferAccount is tried first (with the escape rules of a sticky
@@ -111,7 +111,7 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 	defer cancel()
 	ts := &turnSink{sink: sink}
 	ts.batch, _ = sink.(BatchTurnSink)
-	t := h.newTurn(ctx, turnInput{subj: tr.Subject, req: &req, header: tr.Header, userAgent: tr.UserAgent,
+	t := h.newTurn(ctx, turnInput{subj: tr.Subject, req: &req, header: tr.Header, userAgent: tr.Header.Get("User-Agent"),
 		clientIP: tr.ClientIP, transport: tr.Transport, number: tr.Number}, turnClient{out: ts}, tr)
 	defer t.finish()
 	t.serve()

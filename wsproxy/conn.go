@@ -20,7 +20,7 @@ type conn struct {
 	ws     *websocket.Conn
 	subj   *relay.Subject
 	header http.Header
-	ip, ua string
+	ip     string
 	ctx    context.Context // ends when the client is gone
 	cancel context.CancelFunc
 
@@ -35,7 +35,7 @@ type conn struct {
 
 func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subject) *conn {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: headers.ClientIP(r), ua: r.UserAgent(),
+	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: headers.ClientIP(r),
 		ctx: ctx, cancel: cancel, msgs: make(chan []byte, 1)}
 	c.up = &upstream{h: h, header: c.header}
 	c.limit = h.readLimit()
@@ -140,7 +140,7 @@ func (c *conn) turn(msg []byte) bool {
 	}
 	res := c.h.Relay.ServeTurn(c.ctx, &relay.Turn{
 		Subject: c.subj, Request: req, Header: c.header, Transport: "ws", Number: c.turns,
-		ClientIP: c.ip, UserAgent: c.ua, UserWait: wait, PreferAccount: c.pinned,
+		ClientIP: c.ip, UserWait: wait, PreferAccount: c.pinned,
 		NoFailover: localState, Upstream: c.up,
 	}, c)
 	if c.out != nil {
