@@ -1,9 +1,11 @@
 package wsproxy_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestForwardHeadersEveryTransport: the relay's ForwardHeaders reach the
@@ -19,7 +21,7 @@ func TestForwardHeadersEveryTransport(t *testing.T) {
 			t.Fatalf("%s: an unlisted header crossed: %q", where, v)
 		}
 	}
-	client := http.Header{"X-Tenant": {"t-1"}, "X-Unlisted": {"no"}, "Authorization": {"Bearer rk-client"}}
+	client := http.Header{"X-Tenant": {"t-1"}, "X-Unlisted": {"no"}, "Authorization": {"Bearer rk-client"}, "User-Agent": {"ua-test/1"}}
 	for _, ws := range []bool{true, false} {
 		name := map[bool]string{true: "pinned socket", false: "bridge"}[ws]
 		t.Run(name, func(t *testing.T) {
@@ -44,6 +46,15 @@ func TestForwardHeadersEveryTransport(t *testing.T) {
 				t.Fatalf("no upstream %s", want)
 			}
 			check(t, up, name)
+			// The turn's usage record names the client's User-Agent.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := e.sink.WaitLen(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			if ua := e.sink.Records()[0].UserAgent; ua != "ua-test/1" {
+				t.Fatalf("usage record user agent %q", ua)
+			}
 		})
 	}
 	t.Run("http", func(t *testing.T) {
