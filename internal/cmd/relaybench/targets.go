@@ -240,7 +240,9 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 func newRelay(s *setup) *endpoint {
 	h, ct := newRelayHandler(s.baseURL, s.relayAccounts, relayOptions{accountConcurrency: 1000})
 	wsTr := relay.NewTransport()
-	wh := &wsproxy.Handler{Relay: h, HTTPClient: &http.Client{Transport: wsTr}}
+	// One key opens a connection per client (-concurrency of them): no cap
+	// on connections per key, which would refuse most of them.
+	wh := &wsproxy.Handler{Relay: h, HTTPClient: &http.Client{Transport: wsTr}, MaxConnsPerKey: -1}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/responses", wh)
 	srv := httptest.NewServer(mux)
