@@ -166,16 +166,8 @@ func (c *conn) turn(msg []byte) bool {
 // held (relay.TurnSink).
 func (c *conn) Send(_ string, data []byte) error {
 	if c.out != nil {
-		if err := c.write(data); err != nil {
-			return err
-		}
-		return c.out.release()
+		return c.out.writeText(data, true)
 	}
-	return c.write(data)
-}
-
-// write sends one text message through the library.
-func (c *conn) write(data []byte) error {
 	// Background: a cancellable context costs coder/websocket a timer per
 	// write. A client that stops reading is cut by the ping keepalive,
 	// which ends a blocked Write.
@@ -189,7 +181,7 @@ func (c *conn) SendBuffered(_ string, data []byte) error {
 		return c.Send("", data)
 	}
 	c.out.hold()
-	return c.write(data)
+	return c.out.writeText(data, false)
 }
 
 // Flush writes out the events SendBuffered held (relay.BatchTurnSink).
@@ -203,12 +195,15 @@ func (c *conn) Flush() error {
 // Fail sends the error that ended a turn (relay.TurnSink).
 func (c *conn) Fail(e *relay.APIError) { c.sendError(e) }
 
-// sendError writes {"type":"error","status":N,"error":{...}}.
+// sendError writes {"type":"error","status":N,"error":{...}}, as the
+// relay's events are written, so that the library writes only control
+// frames to the batch connection.
 func (c *conn) sendError(e *relay.APIError) {
-	c.ws.Write(c.ctx, websocket.MessageText, errorFrame(e))
 	if c.out != nil {
-		c.out.release()
+		c.out.writeText(errorFrame(e), true)
+		return
 	}
+	c.ws.Write(c.ctx, websocket.MessageText, errorFrame(e))
 }
 
 func errorFrame(e *relay.APIError) []byte {
