@@ -229,12 +229,12 @@ func TestSpoolRecordAfterCloseDeliversDirectly(t *testing.T) {
 
 func TestOpenSpoolLocksDir(t *testing.T) {
 	dir := t.TempDir()
-	s := openSpool(t, dir, billing.Discard, billing.DeliveryOptions{})
-	if _, err := billing.OpenSpool(dir, billing.Discard, billing.DeliveryOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
+	s := openSpool(t, dir, discard, billing.DeliveryOptions{})
+	if _, err := billing.OpenSpool(dir, discard, billing.DeliveryOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second OpenSpool on the same dir = %v, want an in-use error", err)
 	}
 	closeSpool(t, s)
-	s = openSpool(t, dir, billing.Discard, billing.DeliveryOptions{})
+	s = openSpool(t, dir, discard, billing.DeliveryOptions{})
 	closeSpool(t, s)
 
 	if _, err := billing.OpenSpool(t.TempDir(), nil, billing.DeliveryOptions{}); err == nil {
@@ -247,7 +247,7 @@ func TestOpenSpoolRejectsForeignSegment(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d.seg", 1)), []byte("not a spool file"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := billing.OpenSpool(dir, billing.Discard, billing.DeliveryOptions{}); err == nil {
+	if _, err := billing.OpenSpool(dir, discard, billing.DeliveryOptions{}); err == nil {
 		t.Fatal("OpenSpool took over a file that is not a segment")
 	}
 }
@@ -263,7 +263,7 @@ func BenchmarkSpoolRecord(b *testing.B) {
 		{"goroutines=64xP/delay=2ms", 64, 2 * time.Millisecond},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			s, err := billing.OpenSpool(b.TempDir(), billing.Discard, billing.DeliveryOptions{
+			s, err := billing.OpenSpool(b.TempDir(), discard, billing.DeliveryOptions{
 				CommitDelay: bc.delay, Logger: slog.New(slog.DiscardHandler),
 			})
 			if err != nil {
@@ -297,3 +297,6 @@ func BenchmarkSpoolRecord(b *testing.B) {
 		})
 	}
 }
+
+// discard is a sink that keeps nothing.
+var discard = billing.SinkFunc(func(context.Context, billing.Usage) error { return nil })

@@ -57,6 +57,3 @@ type SinkFunc func(ctx context.Context, u Usage) error
 
 // Record calls f.
 func (f SinkFunc) Record(ctx context.Context, u Usage) error { return f(ctx, u) }
-
-// Discard is a UsageSink that keeps nothing.
-var Discard UsageSink = SinkFunc(func(context.Context, Usage) error { return nil })

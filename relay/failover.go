@@ -42,7 +42,7 @@ func sessionKey(h http.Header, req *Request) string {
 	if v := headerValue(h, "conversation_id", "Conversation-Id"); v != "" {
 		return v
 	}
-	return req.PromptCacheKey
+	return req.promptCacheKey
 }
 
 // serve runs admission and the failover loop.

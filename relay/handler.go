@@ -65,6 +65,7 @@
 package relay
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -257,7 +258,7 @@ func (h *Handler) init() {
 		}
 		h.usageSink = h.Usage
 		if h.usageSink == nil {
-			h.usageSink = billing.Discard
+			h.usageSink = billing.SinkFunc(func(context.Context, billing.Usage) error { return nil })
 		}
 		h.bodies = newBodyBudget(max(knob.Or(h.BodyMemory, defaultBodyMemory), 0),
 			max(knob.Or(h.BodyMemoryPerUser, defaultBodyMemoryPerUser*h.maxBody()), 0))

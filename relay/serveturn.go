@@ -36,7 +36,12 @@ type Turn struct {
 	Upstream Upstream
 }
 
-// TurnSink is the client end of a turn served by ServeTurn.
+// TurnSink is the client end of a turn served by ServeTurn. A sink that
+// can hold events back and write a burst at once may also have the methods
+// SendBuffered(typ string, data []byte) error (send, held) and Flush()
+// error (write out what is held): the relay then holds events while the
+// upstream has more ready, and calls Flush before it could wait for the
+// upstream, and at the end.
 type TurnSink interface {
 	// Send delivers one event's JSON; typ is its type. An error means the
 	// client is gone: the relay stops sending and drains the upstream.
@@ -46,10 +51,8 @@ type TurnSink interface {
 	Fail(e *APIError)
 }
 
-// BatchTurnSink is a TurnSink that can hold events back and write a burst
-// at once. The relay uses it while the upstream has more events ready; it
-// calls Flush before it could wait for the upstream, and at the end.
-type BatchTurnSink interface {
+// batchTurnSink is a TurnSink with the optional burst methods.
+type batchTurnSink interface {
 	TurnSink
 	SendBuffered(typ string, data []byte) error
 	Flush() error
@@ -73,7 +76,7 @@ var ErrUseHTTP = errors.New("relay: attempt sent through the HTTP bridge")
 
 // EventStream is one attempt's upstream events. A stream that can tell
 // whether Next would return at once may also have a Pending() bool method;
-// with a BatchTurnSink, the relay then writes bursts of events together.
+// with a sink that can hold events (see TurnSink), the relay then writes bursts of events together.
 type EventStream interface {
 	// Next returns the next event's JSON, valid until the next call.
 	Next() ([]byte, error)
@@ -110,7 +113,7 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ts := &turnSink{sink: sink}
-	ts.batch, _ = sink.(BatchTurnSink)
+	ts.batch, _ = sink.(batchTurnSink)
 	t := h.newTurn(ctx, turnInput{subj: tr.Subject, req: &req, header: tr.Header, userAgent: tr.Header.Get("User-Agent"),
 		clientIP: tr.ClientIP, transport: tr.Transport, number: tr.Number}, turnClient{out: ts}, tr)
 	defer t.finish()
@@ -122,7 +125,7 @@ func (h *Handler) ServeTurn(ctx context.Context, tr *Turn, sink TurnSink) TurnRe
 // turnSink adapts a TurnSink to the relay's event sink.
 type turnSink struct {
 	sink  TurnSink
-	batch BatchTurnSink // sink, when it can batch; nil otherwise
+	batch batchTurnSink // sink, when it can batch; nil otherwise
 	err   *APIError
 }
 

@@ -17,7 +17,7 @@ type Request struct {
 	Model              string
 	Stream             bool
 	PreviousResponseID string
-	PromptCacheKey     string
+	promptCacheKey     string
 }
 
 // messageIDPrefixes are id shapes of items, not responses; clients that send
@@ -85,7 +85,7 @@ func parseRequest(body []byte) (*Request, *APIError) {
 		q.PreviousResponseID = strings.Clone(prev.Str)
 	}
 	if cacheKey.Type == gjson.String {
-		q.PromptCacheKey = strings.Clone(cacheKey.Str)
+		q.promptCacheKey = strings.Clone(cacheKey.Str)
 	}
 	// Most turns carry no tool output: one substring scan spares them the
 	// walk over every input item.

@@ -175,7 +175,7 @@ func (c *conn) Send(_ string, data []byte) error {
 }
 
 // SendBuffered forwards one event and leaves it unflushed: more events are
-// ready (relay.BatchTurnSink).
+// ready (the optional burst method of relay.TurnSink).
 func (c *conn) SendBuffered(_ string, data []byte) error {
 	if c.out == nil {
 		return c.Send("", data)
@@ -184,7 +184,7 @@ func (c *conn) SendBuffered(_ string, data []byte) error {
 	return c.out.writeText(data, false)
 }
 
-// Flush writes out the events SendBuffered held (relay.BatchTurnSink).
+// Flush writes out the events SendBuffered held (the optional burst method of relay.TurnSink).
 func (c *conn) Flush() error {
 	if c.out == nil {
 		return nil
