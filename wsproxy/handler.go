@@ -285,7 +285,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 		close(h.stopping)
 	}
 	h.mu.Unlock()
-	err := h.Wait(ctx)
+	err := h.wait(ctx)
 	if err != nil {
 		h.mu.Lock()
 		for c := range h.conns {
@@ -297,8 +297,8 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Wait blocks until no connection is open or ctx ends.
-func (h *Handler) Wait(ctx context.Context) error {
+// wait blocks until no connection is open or ctx ends.
+func (h *Handler) wait(ctx context.Context) error {
 	h.mu.Lock()
 	idle := h.idle
 	h.mu.Unlock()
