@@ -129,7 +129,6 @@ const (
 	ReasonRefused                   = "refused"     // in-band refusal: failed before any output
 	ReasonStream                    = "stream"      // the stream broke or was not a usable answer
 	ReasonCredentials               = "credentials" // Credentials gave no token for the account
-	ReasonClientGone                = "client_gone" // the client left first
 )
 
 // Attempt is one upstream attempt.

@@ -102,8 +102,8 @@ func (a *Account) Serves(model string) bool {
 	return false
 }
 
-// UpstreamModel is model rewritten through ModelMap.
-func (a *Account) UpstreamModel(model string) string {
+// upstreamModel is model rewritten through ModelMap.
+func (a *Account) upstreamModel(model string) string {
 	if m, ok := a.ModelMap[model]; ok && m != "" {
 		return m
 	}

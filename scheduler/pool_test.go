@@ -90,11 +90,11 @@ func TestStaticKeys(t *testing.T) {
 	}
 	for _, id := range []string{"b", "empty"} {
 		_, err := keys.Token(context.Background(), acct(id))
-		if !errors.Is(err, ErrNoCredentials) || !strings.Contains(err.Error(), `"`+id+`"`) || strings.Contains(err.Error(), "sk-") {
+		if !errors.Is(err, errNoCredentials) || !strings.Contains(err.Error(), `"`+id+`"`) || strings.Contains(err.Error(), "sk-") {
 			t.Fatalf("%s: err %v", id, err)
 		}
 	}
-	if _, err := keys.Token(context.Background(), nil); !errors.Is(err, ErrNoCredentials) {
+	if _, err := keys.Token(context.Background(), nil); !errors.Is(err, errNoCredentials) {
 		t.Fatalf("nil account: %v", err)
 	}
 	var _ Credentials = keys

@@ -465,7 +465,7 @@ func (s *Scheduler) hold(sl *slot, model string, layer Layer, release func()) *S
 	h := &held{st: sl.st.hotStats, release: release}
 	h.Selection = Selection{
 		Account:       sl.acct,
-		UpstreamModel: sl.acct.UpstreamModel(model),
+		UpstreamModel: sl.acct.upstreamModel(model),
 		Layer:         layer,
 		Release:       h.releaseOnce,
 	}

@@ -66,7 +66,7 @@ func TestParseConfigFull(t *testing.T) {
 	pool, creds := buildPool(cfg.Accounts)
 	accts, _ := pool.Accounts(t.Context(), "default")
 	if len(accts) != 1 || accts[0].ID != "a1" || accts[0].Header.Get("chatgpt-account-id") != "acct-123" ||
-		accts[0].UpstreamModel("gpt-5") != "gpt-5.5" || !accts[0].Serves("gpt-4.1") || accts[0].Serves("o3") {
+		accts[0].ModelMap["gpt-5"] != "gpt-5.5" || !accts[0].Serves("gpt-4.1") || accts[0].Serves("o3") {
 		t.Fatalf("group default = %+v", accts)
 	}
 	team, _ := pool.Accounts(t.Context(), "team")
