@@ -57,7 +57,7 @@ type Observer struct {
 type TurnStart struct {
 	RequestID string // also the X-Relay-Request-Id header and Usage.RequestID
 	Transport string // "http", or the transport given to ServeTurn ("ws")
-	Turn      int    // the turn's number on its connection, from 1
+	Number    int    // the turn's number on its connection, from 1 (Turn.Number)
 	Start     time.Time
 	// Subject and Model are known at start for ServeTurn; for HTTP they
 	// are nil and "" (the request is not read yet): TurnEnd carries them.
@@ -203,7 +203,7 @@ func (t *turn) observeStart() {
 	if o == nil || o.TurnStart == nil {
 		return
 	}
-	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Turn: t.in.number, Start: t.in.start, Subject: t.in.subj}
+	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Number: t.in.number, Start: t.in.start, Subject: t.in.subj}
 	if t.in.req != nil {
 		e.Model = t.in.req.Model
 	}

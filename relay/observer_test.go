@@ -128,7 +128,7 @@ func TestObserverStreamServed(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if s := rec.starts[0]; s.Transport != "http" || s.Subject != nil || s.Turn != 1 || s.RequestID != end.RequestID {
+	if s := rec.starts[0]; s.Transport != "http" || s.Subject != nil || s.Number != 1 || s.RequestID != end.RequestID {
 		t.Fatalf("start %+v", s)
 	}
 	if w := rec.waits[1]; w.AccountID != "a" || w.Layer != scheduler.LayerBalanced || w.Wait < 0 {
@@ -431,7 +431,7 @@ func TestObserverServeTurn(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if s := rec.starts[0]; s.Transport != "ws" || s.Turn != 3 || s.Model != "gpt-test" || s.Subject == nil {
+	if s := rec.starts[0]; s.Transport != "ws" || s.Number != 3 || s.Model != "gpt-test" || s.Subject == nil {
 		t.Fatalf("start %+v", s)
 	}
 	if end := rec.ends[0]; end.Transport != "ws" || end.Code != 200 || !end.Stream {

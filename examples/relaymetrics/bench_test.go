@@ -90,7 +90,7 @@ func BenchmarkObserverTurn(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		for pb.Next() {
-			o.TurnStart(ctx, relay.TurnStart{Transport: "http", Turn: 1})
+			o.TurnStart(ctx, relay.TurnStart{Transport: "http", Number: 1})
 			o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotUser, Outcome: relay.WaitAcquired, Wait: time.Microsecond})
 			o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, AccountID: "a", Outcome: relay.WaitAcquired, Wait: time.Microsecond})
 			o.FirstToken(ctx, relay.FirstToken{AccountID: "a", Model: "gpt-test", TTFT: time.Millisecond})

@@ -29,7 +29,7 @@ func newMetrics(t *testing.T, o relaymetrics.Options) (*relaymetrics.Metrics, *p
 // One turn's calls, made directly as the relay makes them.
 func observeTurn(o *relay.Observer, model string, u *billing.Usage) {
 	ctx := context.Background()
-	if c := o.TurnStart(ctx, relay.TurnStart{RequestID: "r", Transport: "http", Turn: 1}); c != nil {
+	if c := o.TurnStart(ctx, relay.TurnStart{RequestID: "r", Transport: "http", Number: 1}); c != nil {
 		ctx = c
 	}
 	o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, AccountID: "a", Wait: 150 * time.Microsecond, Outcome: relay.WaitAcquired})

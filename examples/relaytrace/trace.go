@@ -84,7 +84,7 @@ func (t *tracer) turnStart(ctx context.Context, e relay.TurnStart) context.Conte
 	attrs := []attribute.KeyValue{
 		AttrRequestID.String(e.RequestID),
 		AttrTransport.String(e.Transport),
-		AttrTurn.Int(e.Turn),
+		AttrTurn.Int(e.Number),
 	}
 	if e.Model != "" {
 		attrs = append(attrs, AttrModel.String(e.Model))
