@@ -292,3 +292,32 @@ func TestFrameLen(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchConnCloseFrame: a close frame from the library goes out at
+// once, after what was held, and no event frame may follow it.
+func TestBatchConnCloseFrame(t *testing.T) {
+	cc := &countConn{}
+	bc := &batchConn{Conn: cc}
+	bc.hold()
+	if err := bc.writeText([]byte(`{"type":"a"}`), false); err != nil {
+		t.Fatal(err)
+	}
+	pong := []byte{0x8A, 0}
+	bc.Write(pong) // a control frame other than close waits for the release
+	if len(cc.writes) != 0 {
+		t.Fatalf("held writes reached the socket: %q", cc.writes)
+	}
+	closeFrame := []byte{0x88, 2, 0x03, 0xE8}
+	if n, err := bc.Write(closeFrame); err != nil || n != len(closeFrame) {
+		t.Fatalf("close frame: %d, %v", n, err)
+	}
+	if len(cc.writes) != 1 || !strings.HasSuffix(cc.writes[0], string(closeFrame)) || !strings.Contains(cc.writes[0], `{"type":"a"}`) {
+		t.Fatalf("writes %q", cc.writes)
+	}
+	if err := bc.writeText([]byte(`{"type":"b"}`), true); !errors.Is(err, errCloseSent) {
+		t.Fatalf("event after the close frame: %v", err)
+	}
+	if len(cc.writes) != 1 {
+		t.Fatalf("an event followed the close frame: %q", cc.writes)
+	}
+}
