@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -177,7 +178,7 @@ func TestMapError(t *testing.T) {
 		case ue.Status == 500 && bytes.Contains(bytes.ToLower(ue.Body), []byte("quota")):
 			return &relay.APIError{Status: 402, Type: "insufficient_quota", Message: "Your plan is out of quota"}
 		case ue.Status == 418:
-			a := passUpstreamErrors(ue)
+			a := relaytestenv.PassUpstreamErrors(ue)
 			a.Message = "copied: " + string(ue.Body) // a careless hook
 			return a
 		case ue.Status == 503:

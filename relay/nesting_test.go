@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
@@ -242,7 +243,7 @@ func TestDeepUpstreamError(t *testing.T) {
 		if ue.Status != 409 {
 			return nil
 		}
-		return passUpstreamErrors(ue)
+		return relaytestenv.PassUpstreamErrors(ue)
 	}
 	deep := string(deepJSON(`{"error":{"message":"deep","type":"invalid_request_error","x":`, 30_000, true)) + "}"
 	for _, status := range []int{400, 409} {

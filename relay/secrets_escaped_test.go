@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -175,7 +176,7 @@ func TestSecretsEscaped(t *testing.T) {
 			turn(id, stream)
 		}
 	}
-	e.h.MapError = passUpstreamErrors
+	e.h.MapError = relaytestenv.PassUpstreamErrors
 	for _, id := range []string{"400-sk", "500-slash", "failed-before-sk", "failed-before-slash"} {
 		e.sched.Recover(id)
 		turn(id, "true")

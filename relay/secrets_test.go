@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -148,7 +149,7 @@ func TestSecretsCanary(t *testing.T) {
 		}
 	}
 	// The same with every error passed through by a host rule.
-	e.h.MapError = passUpstreamErrors
+	e.h.MapError = relaytestenv.PassUpstreamErrors
 	for _, id := range []string{"400", "429", "500", "html403", "failed-before", "oauth-400", "oauth-failed-before"} {
 		for _, stream := range []string{"false", "true"} {
 			e.sched.Recover(id)

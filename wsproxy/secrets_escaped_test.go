@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
@@ -139,7 +140,7 @@ func TestSecretsEscapedWS(t *testing.T) {
 		}
 	}
 	run()
-	e.rh.MapError = passUpstreamErrors
+	e.rh.MapError = relaytestenv.PassUpstreamErrors
 	run()
 	out := seen.String() + e.logs.String()
 	for _, id := range ids {

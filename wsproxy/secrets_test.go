@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -82,7 +83,7 @@ func TestSecretsCanaryWS(t *testing.T) {
 	}
 	// The same with every error passed through by a host rule; a wrong
 	// client key is refused at the handshake.
-	e.rh.MapError = passUpstreamErrors
+	e.rh.MapError = relaytestenv.PassUpstreamErrors
 	for _, id := range []string{"frame400", "oauth400", "frame429", "bridge500"} {
 		e.sched.Recover(id)
 		cl, _ := e.dialStatus(http.Header{"Authorization": {"Bearer " + clientCanary}})

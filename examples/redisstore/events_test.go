@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relaykit/responsesrelay/examples/redisstore"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -63,22 +64,22 @@ func TestEventsShareCooldowns(t *testing.T) {
 	until := time.Now().Add(2 * time.Minute)
 	ea.Publish(ctx, scheduler.AccountEvent{AccountID: "acct-1", Kind: scheduler.EventRateLimited, Until: until, Status: 429, Reason: "429"})
 	waitFor(t, 5*time.Second, "the cooldown on the other instance", func() bool {
-		return !coolingUntil(sb, "acct-1").IsZero()
+		return !relaytestenv.CoolingUntil(sb, "acct-1").IsZero()
 	})
-	if got := coolingUntil(sb, "acct-1"); got.Sub(until).Abs() > time.Second {
+	if got := relaytestenv.CoolingUntil(sb, "acct-1"); got.Sub(until).Abs() > time.Second {
 		t.Fatalf("cooling until %s, want about %s", got, until)
 	}
 	// A later message from b reaching a proves a has read its own first
 	// message (one channel keeps order) and skipped it.
 	eb.Publish(ctx, scheduler.AccountEvent{AccountID: "acct-2", Kind: scheduler.EventOverloaded, Until: time.Now().Add(time.Minute)})
-	waitFor(t, 5*time.Second, "b's event on a", func() bool { return !coolingUntil(sa, "acct-2").IsZero() })
-	if !coolingUntil(sa, "acct-1").IsZero() {
+	waitFor(t, 5*time.Second, "b's event on a", func() bool { return !relaytestenv.CoolingUntil(sa, "acct-2").IsZero() })
+	if !relaytestenv.CoolingUntil(sa, "acct-1").IsZero() {
 		t.Fatal("an instance applied its own event")
 	}
 
 	ea.Publish(ctx, scheduler.AccountEvent{AccountID: "acct-1", Kind: scheduler.EventRecovered})
 	waitFor(t, 5*time.Second, "recovered on the other instance", func() bool {
-		return coolingUntil(sb, "acct-1").IsZero()
+		return relaytestenv.CoolingUntil(sb, "acct-1").IsZero()
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/relaykit/responsesrelay/examples/redisstore"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -94,7 +95,7 @@ func newCluster(t *testing.T, n int, lim *redisstore.LimiterOptions, accts ...*s
 				t.Errorf("user slots held after the test: %d", got)
 			}
 			for _, a := range accts {
-				if got := schedInFlight(in.sched, a.ID); got != 0 {
+				if got := relaytestenv.AccountInFlight(in.sched, a.ID); got != 0 {
 					t.Errorf("account %s slots held after the test: %d", a.ID, got)
 				}
 			}
@@ -320,14 +321,14 @@ func TestTwoRelaysShareCooldowns(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("status %d: %s", r.status, r.body) // failed over to b
 	}
-	local := coolingUntil(one.sched, "a")
+	local := relaytestenv.CoolingUntil(one.sched, "a")
 	if local.IsZero() {
 		t.Fatal("the instance that saw the 429 did not bench the account")
 	}
 	waitFor(t, 5*time.Second, "the cooldown to reach the other instance", func() bool {
-		return !coolingUntil(two.sched, "a").IsZero()
+		return !relaytestenv.CoolingUntil(two.sched, "a").IsZero()
 	})
-	if d := coolingUntil(two.sched, "a").Sub(local).Abs(); d > time.Second {
+	if d := relaytestenv.CoolingUntil(two.sched, "a").Sub(local).Abs(); d > time.Second {
 		t.Fatalf("cooldowns differ by %s", d)
 	}
 	before := len(cl.up.Requests())

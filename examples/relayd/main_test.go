@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
@@ -112,7 +113,7 @@ func newEnvOn(t *testing.T, up *relaytest.Server, accounts []string, tweak func(
 		e.finish()
 		e.up.Close()
 		for _, a := range e.cfg.Accounts {
-			if n := schedInFlight(e.srv.sched, a.ID); n != 0 {
+			if n := relaytestenv.AccountInFlight(e.srv.sched, a.ID); n != 0 {
 				t.Errorf("account %s: %d slots still held", a.ID, n)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/relaykit/responsesrelay/examples/internal/redistest"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
@@ -114,7 +115,7 @@ func TestRedisStickyAcrossInstances(t *testing.T) {
 		}
 	}
 	for _, n := range accts {
-		if schedInFlight(a.srv.sched, n) != 0 || schedInFlight(b.srv.sched, n) != 0 {
+		if relaytestenv.AccountInFlight(a.srv.sched, n) != 0 || relaytestenv.AccountInFlight(b.srv.sched, n) != 0 {
 			t.Fatalf("account %s: slots held", n)
 		}
 	}
@@ -143,11 +144,11 @@ func TestRedisCooldownAcrossInstances(t *testing.T) {
 	if resp, body := a.post(`{"model":"gpt-5","input":"x"}`, "Authorization", "Bearer "+keyAlice); resp.StatusCode != 200 {
 		t.Fatalf("failover: %d %s", resp.StatusCode, body)
 	}
-	if coolingUntil(a.srv.sched, acct[0]).Before(time.Now().Add(time.Minute)) {
-		t.Fatalf("instance a: %s cooling until %v", acct[0], coolingUntil(a.srv.sched, acct[0]))
+	if relaytestenv.CoolingUntil(a.srv.sched, acct[0]).Before(time.Now().Add(time.Minute)) {
+		t.Fatalf("instance a: %s cooling until %v", acct[0], relaytestenv.CoolingUntil(a.srv.sched, acct[0]))
 	}
 	waitUntil(t, "instance b to bench "+acct[0], func() bool {
-		return coolingUntil(b.srv.sched, acct[0]).After(time.Now().Add(time.Minute))
+		return relaytestenv.CoolingUntil(b.srv.sched, acct[0]).After(time.Now().Add(time.Minute))
 	})
 	if resp, body := b.post(`{"model":"gpt-5","input":"y"}`, "Authorization", "Bearer "+keyAlice); resp.StatusCode != 200 {
 		t.Fatalf("on b: %d %s", resp.StatusCode, body)

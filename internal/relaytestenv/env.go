@@ -11,6 +11,7 @@ package relaytestenv
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -218,4 +219,18 @@ func AccountInFlight(s *scheduler.Scheduler, id string) int { return AccountStat
 // CoolingUntil is the end of the account's cooldown; zero when not cooling.
 func CoolingUntil(s *scheduler.Scheduler, id string) time.Time {
 	return AccountState(s, id).CoolingUntil
+}
+
+// PassUpstreamErrors is a relay.Handler.MapError hook that answers with
+// the upstream's own status and (masked) body whenever the body is JSON,
+// as a host that trusts its upstreams might write.
+func PassUpstreamErrors(ue *relay.UpstreamError) *relay.APIError {
+	a := relay.MapUpstreamError(ue)
+	if ue.Status > 0 {
+		a.Status = ue.Status
+	}
+	if json.Valid(ue.Body) {
+		a.Raw = ue.Body
+	}
+	return a
 }
