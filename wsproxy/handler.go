@@ -322,15 +322,22 @@ func (h *Handler) Active() int {
 
 // maxConns is the connection cap of subj's key; 0: none.
 func (h *Handler) maxConns(subj *relay.Subject) int {
+	return socketCap(h.MaxConnsPerKey, subj.Concurrency, defaultMaxConnsPerKey)
+}
+
+// socketCap resolves a cap on sockets: set (> 0), none (< 0), or by default
+// connsPerConcurrency per allowed concurrent turn, def when concurrency is
+// unlimited. 0 is no cap.
+func socketCap(set, concurrency, def int) int {
 	switch {
-	case h.MaxConnsPerKey < 0:
+	case set < 0:
 		return 0
-	case h.MaxConnsPerKey > 0:
-		return h.MaxConnsPerKey
-	case subj.Concurrency > 0:
-		return connsPerConcurrency * subj.Concurrency
+	case set > 0:
+		return set
+	case concurrency > 0:
+		return connsPerConcurrency * concurrency
 	}
-	return defaultMaxConnsPerKey
+	return def
 }
 
 // readLimit is the cap of one client message: ReadLimit, and never more

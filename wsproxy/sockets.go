@@ -15,15 +15,7 @@ var errSocketCap = fmt.Errorf("wsproxy: upstream sockets of the account at MaxUp
 
 // maxSockets is the socket cap of account a; 0: none.
 func (h *Handler) maxSockets(a *scheduler.Account) int {
-	switch {
-	case h.MaxUpstreamSockets < 0:
-		return 0
-	case h.MaxUpstreamSockets > 0:
-		return h.MaxUpstreamSockets
-	case a.Concurrency > 0:
-		return connsPerConcurrency * a.Concurrency
-	}
-	return defaultMaxUpstreamSockets
+	return socketCap(h.MaxUpstreamSockets, a.Concurrency, defaultMaxUpstreamSockets)
 }
 
 // takeSocket counts one more open socket on a; false when a is at its cap.
