@@ -81,10 +81,25 @@ func TestBatchConn(t *testing.T) {
 	}
 }
 
-// TestHeldFrames: messages the library writes through a held connection,
-// of every header size, are read back whole and in order by a WebSocket
-// client, with the library's own control frames (a ping) between them.
-func TestHeldFrames(t *testing.T) {
+// TestFrames: messages of every header size, written held or not, by the
+// relay (writeText) or by the library, are read back whole and in order
+// by a WebSocket client, with the library's own control frames (a ping)
+// between them.
+func TestFrames(t *testing.T) {
+	for name, write := range map[string]func(ws *websocket.Conn, bc *batchConn, p []byte, flush bool) error{
+		"relay": func(_ *websocket.Conn, bc *batchConn, p []byte, flush bool) error { return bc.writeText(p, flush) },
+		"library": func(ws *websocket.Conn, bc *batchConn, p []byte, flush bool) error {
+			if err := ws.Write(context.Background(), websocket.MessageText, p); err != nil || !flush {
+				return err
+			}
+			return bc.release()
+		},
+	} {
+		t.Run(name, func(t *testing.T) { testFrames(t, write) })
+	}
+}
+
+func testFrames(t *testing.T, write func(ws *websocket.Conn, bc *batchConn, p []byte, flush bool) error) {
 	sizes := []int{0, 1, 125, 126, 127, 1000, 65535, 65536, 100000}
 	done := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -98,19 +113,12 @@ func TestHeldFrames(t *testing.T) {
 		defer ws.CloseNow()
 		go ws.Read(context.Background()) // answers the client's pongs; ends at close
 		for i, n := range sizes {
-			payload := bytes.Repeat([]byte{byte('a' + i)}, n)
 			if i%2 == 1 {
 				bw.conn.hold()
 			}
-			if err := ws.Write(context.Background(), websocket.MessageText, payload); err != nil {
+			if err := write(ws, bw.conn, bytes.Repeat([]byte{byte('a' + i)}, n), i%3 == 0); err != nil {
 				t.Error(err)
 				return
-			}
-			if i%3 == 0 {
-				if err := bw.conn.release(); err != nil {
-					t.Error(err)
-					return
-				}
 			}
 			if i == 4 {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -174,70 +182,6 @@ func TestBatchConnClose(t *testing.T) {
 type nopConn struct{ net.Conn }
 
 func (nopConn) Close() error { return nil }
-
-// TestWriteTextFrames: frames built by writeText, held or not, of every
-// header size, are read back whole and in order by a WebSocket client,
-// with the library's own control frames (a ping) between them.
-func TestWriteTextFrames(t *testing.T) {
-	sizes := []int{0, 1, 125, 126, 127, 1000, 65535, 65536, 100000}
-	done := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer close(done)
-		bw := &batchWriter{ResponseWriter: w}
-		ws, err := websocket.Accept(bw, r, nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer ws.CloseNow()
-		go ws.Read(context.Background()) // answers the client's pongs; ends at close
-		for i, n := range sizes {
-			payload := bytes.Repeat([]byte{byte('a' + i)}, n)
-			if i%2 == 1 {
-				bw.conn.hold()
-			}
-			if err := bw.conn.writeText(payload, i%3 == 0); err != nil {
-				t.Error(err)
-				return
-			}
-			if i == 4 {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				err := ws.Ping(ctx) // a control frame between held data frames
-				cancel()
-				if err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}
-		if err := bw.conn.release(); err != nil {
-			t.Error(err)
-		}
-		ws.Close(websocket.StatusNormalClosure, "")
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	c.SetReadLimit(1 << 20)
-	for i, n := range sizes {
-		typ, data, err := c.Read(ctx)
-		if err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if typ != websocket.MessageText || len(data) != n || (n > 0 && (data[0] != byte('a'+i) || data[n-1] != byte('a'+i))) {
-			t.Fatalf("message %d: type %v, %d bytes, want %d", i, typ, len(data), n)
-		}
-	}
-	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
-		t.Fatalf("after the messages: %v", err)
-	}
-	<-done
-}
 
 // TestBatchConnLibraryFrameSplit: a library frame written in pieces,
 // however small, reaches the socket whole, and a relay frame written in
