@@ -6,9 +6,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -37,17 +37,6 @@ func (e *env) addLoopAccount(id string, priority int) <-chan struct{} {
 	return done
 }
 
-// waitClosed fails the test when ch is not closed within a generous
-// deadline (a bound on a hang, not a timing assertion).
-func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
 // TestFaultRepeatedBootstrap: an upstream that sends response.created
 // forever, before any output, is a broken attempt once the held events
 // pass their bound: the turn moves to the next account before anything
@@ -67,7 +56,7 @@ func TestFaultRepeatedBootstrap(t *testing.T) {
 		if recs := e.sink.all(); len(recs) != 1 || recs[0].AccountID != "good" || recs[0].Attempts != 2 {
 			t.Fatalf("records %+v", recs)
 		}
-		waitClosed(t, "the looping upstream to be cut", done)
+		relaytestenv.WaitClosed(t, "the looping upstream to be cut", done)
 		if !strings.Contains(e.logs.String(), "too many events before any output") {
 			t.Fatalf("the cause was not logged:\n%s", e.logs.String())
 		}
@@ -85,7 +74,7 @@ func TestFaultRepeatedBootstrap(t *testing.T) {
 		if recs := e.sink.all(); len(recs) != 1 || recs[0].Status != billing.StatusUpstreamError {
 			t.Fatalf("records %+v", recs)
 		}
-		waitClosed(t, "the looping upstream to be cut", done)
+		relaytestenv.WaitClosed(t, "the looping upstream to be cut", done)
 	})
 }
 

@@ -7,9 +7,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/scheduler"
 	"github.com/tidwall/gjson"
 )
@@ -54,15 +54,6 @@ func (e *env) addLoopAccount(id string, ws bool, priority int) (done <-chan stru
 	return ch
 }
 
-func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
 // TestFaultWSRepeatedBootstrap: an upstream that repeats response.created
 // before any output is a broken attempt once the held events pass their
 // bound: the turn moves to the next account with nothing sent to the
@@ -86,7 +77,7 @@ func TestFaultWSRepeatedBootstrap(t *testing.T) {
 			if r := e.sink.Records(); len(r) != 1 || r[0].AccountID != "good" || r[0].Attempts != 2 {
 				t.Fatalf("records %+v", r)
 			}
-			waitClosed(t, "the looping upstream to be cut", done)
+			relaytestenv.WaitClosed(t, "the looping upstream to be cut", done)
 		})
 		t.Run(fmt.Sprintf("ws=%v/no other account", ws), func(t *testing.T) {
 			e := newEnv(t, ws)
@@ -97,7 +88,7 @@ func TestFaultWSRepeatedBootstrap(t *testing.T) {
 			if len(f) != 1 || typeOf(f[0]) != "error" || gjson.Get(f[0], "status").Int() != 502 {
 				t.Fatalf("frames %v", f)
 			}
-			waitClosed(t, "the looping upstream to be cut", done)
+			relaytestenv.WaitClosed(t, "the looping upstream to be cut", done)
 		})
 	}
 }

@@ -234,3 +234,14 @@ func PassUpstreamErrors(ue *relay.UpstreamError) *relay.APIError {
 	}
 	return a
 }
+
+// WaitClosed fails the test when ch is not closed within a generous
+// deadline (a bound on a hang, not a timing assertion).
+func WaitClosed(t testing.TB, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
