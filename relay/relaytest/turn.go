@@ -1,7 +1,7 @@
 package relaytest
 
 import (
-	"strconv"
+	"github.com/relaykit/responsesrelay/internal/stamp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -255,9 +255,7 @@ func padding(n int) string {
 // time of writing with the "stamp" option.
 func (t *turn) appendPad(b []byte) []byte {
 	if t.ev.stamp {
-		b = append(b, '"')
-		b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
-		return append(b, '"')
+		return stamp.Append(b, time.Now())
 	}
 	return appendString(b, t.pad)
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tidwall/gjson"
 
+	"github.com/relaykit/responsesrelay/internal/stamp"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
@@ -468,7 +468,7 @@ func TestPacedStampedStream(t *testing.T) {
 	checkEvents(t, events)
 	var stamps []time.Time
 	for _, e := range events {
-		sent, ok := parseStamp(e.Data)
+		sent, ok := stamp.Parse(e.Data)
 		if e.Type != "response.output_text.delta" {
 			if ok {
 				t.Fatalf("%s carries a stamp: %s", e.Type, e.Data)
@@ -488,21 +488,7 @@ func TestPacedStampedStream(t *testing.T) {
 			t.Fatalf("deltas %d and %d written %v apart, want >= %v", i-1, i, gap, interval)
 		}
 	}
-	if _, ok := parseStamp([]byte(`{"type":"response.output_text.delta","obfuscation":"abc"}`)); ok {
+	if _, ok := stamp.Parse([]byte(`{"type":"response.output_text.delta","obfuscation":"abc"}`)); ok {
 		t.Fatal("padding parsed as a stamp")
 	}
-}
-
-// parseStamp reads the time a "stamp" delta event was written from its
-// JSON; ok is false for other events.
-func parseStamp(event []byte) (sent time.Time, ok bool) {
-	o := gjson.GetBytes(event, "obfuscation")
-	if o.Type != gjson.String || o.Str == "" {
-		return time.Time{}, false
-	}
-	ns, err := strconv.ParseInt(o.Str, 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(0, ns), true
 }

@@ -9,12 +9,12 @@ import (
 	"io"
 	"net/http"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
 	"unsafe"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/stamp"
 	"github.com/tidwall/gjson"
 )
 
@@ -207,7 +207,7 @@ var (
 // recordStamp records how long ago a stamped event (relaytest Step.Events
 // "stamp") was written; other events are ignored.
 func (w *worker) recordStamp(event []byte) {
-	if sent, ok := parseStamp(event); ok {
+	if sent, ok := stamp.Parse(event); ok {
 		w.evHist.record(time.Since(sent))
 	}
 }
@@ -344,19 +344,4 @@ func peekString(b []byte, path string) string {
 		return ""
 	}
 	return gjson.Get(unsafe.String(unsafe.SliceData(b), len(b)), path).Str
-}
-
-// parseStamp reads the time a stamped delta event (the fake's Step.Events
-// "stamp": the obfuscation string is the writing time in Unix nanoseconds)
-// was written; ok is false for other events.
-func parseStamp(event []byte) (sent time.Time, ok bool) {
-	o := gjson.GetBytes(event, "obfuscation")
-	if o.Type != gjson.String || o.Str == "" {
-		return time.Time{}, false
-	}
-	ns, err := strconv.ParseInt(o.Str, 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(0, ns), true
 }
