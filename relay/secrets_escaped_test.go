@@ -3,7 +3,6 @@ package relay_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -51,34 +50,7 @@ func escapeUpstream(t *testing.T) *httptest.Server {
 		echo := "key " + strings.Join(escapeSpellings(token), " or ") + " rejected"
 		inner := `{\"error\":{\"message\":\"` + strings.ReplaceAll(token, "-", `\\u002d`) + `\"}}` // JSON inside a message
 		errJSON := `{"error":{"message":"` + echo + `","type":"invalid_request_error","param":"` + inner + `","code":"` + escapeSpellings(token)[2] + `"}}`
-		created := `{"type":"response.created","sequence_number":0,"response":{"id":"resp_esc","status":"in_progress","usage":null}}`
-		failed := `{"type":"response.failed","sequence_number":%d,"response":{"id":"resp_esc","status":"failed","error":{"code":"` + escapeSpellings(token)[1] + `","message":"` + echo + `"},"usage":{"input_tokens":1,"output_tokens":%d,"total_tokens":2}}}`
-		h := w.Header()
-		switch mode, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/"); mode {
-		case "400", "500":
-			var code int
-			fmt.Sscan(mode, &code)
-			h.Set("Content-Type", "application/json")
-			w.WriteHeader(code)
-			io.WriteString(w, errJSON)
-		case "failed-before":
-			h.Set("Content-Type", "text/event-stream")
-			io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.failed", fmt.Sprintf(failed, 1, 0)))
-		case "failed-after":
-			h.Set("Content-Type", "text/event-stream")
-			io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.output_text.delta", rawDelta)+
-				sseFrame("response.failed", fmt.Sprintf(failed, 2, 1)))
-		case "error-after":
-			h.Set("Content-Type", "text/event-stream")
-			io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.output_text.delta", rawDelta)+
-				sseFrame("error", `{"type":"error","sequence_number":2,"error":{"type":"server_error","code":"bad_key","message":"`+echo+`"}}`)+
-				sseFrame("response.completed", rawCompleted))
-		case "json-failed":
-			h.Set("Content-Type", "application/json")
-			io.WriteString(w, `{"id":"resp_esc","object":"response","status":"failed","error":{"code":"server_error","message":"`+echo+`"},"usage":null}`)
-		default:
-			w.WriteHeader(404)
-		}
+		writeEchoFault(w, faultMode(r), "resp_esc", echo, errJSON, escapeSpellings(token)[1])
 	}))
 	t.Cleanup(srv.Close)
 	return srv

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,41 +52,60 @@ func echoUpstream(t *testing.T) *httptest.Server {
 		h.Set("X-Echo-Key", token)
 		h.Set("Set-Cookie", "k="+token)
 		h.Set("Authorization", "Bearer "+token)
-		errJSON := `{"error":{"message":"` + echo + `","type":"invalid_request_error","param":null,"code":"bad_key"}}`
-		created := `{"type":"response.created","sequence_number":0,"response":{"id":"resp_echo","status":"in_progress","usage":null}}`
-		failed := `{"type":"response.failed","sequence_number":%d,"response":{"id":"resp_echo","status":"failed","error":{"code":"server_error","message":"` + echo + `"},"usage":{"input_tokens":1,"output_tokens":%d,"total_tokens":2}}}`
-		switch mode, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/"); mode {
-		case "400", "401", "429", "500":
-			var code int
-			fmt.Sscan(mode, &code)
-			h.Set("Content-Type", "application/json")
-			w.WriteHeader(code)
-			io.WriteString(w, errJSON)
-		case "html403":
+		mode := faultMode(r)
+		if mode == "html403" {
 			h.Set("Content-Type", "text/html")
 			w.WriteHeader(403)
 			io.WriteString(w, "<html><body>Blocked: "+echo+"</body></html>")
-		case "failed-before":
-			h.Set("Content-Type", "text/event-stream")
-			io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.failed", fmt.Sprintf(failed, 1, 0)))
-		case "failed-after":
-			h.Set("Content-Type", "text/event-stream")
-			io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.output_text.delta", rawDelta)+
-				sseFrame("response.failed", fmt.Sprintf(failed, 2, 1)))
-		case "error-after":
-			h.Set("Content-Type", "text/event-stream")
-			io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.output_text.delta", rawDelta)+
-				sseFrame("error", `{"type":"error","sequence_number":2,"error":{"type":"server_error","code":"bad_key","message":"`+echo+`"}}`)+
-				sseFrame("response.completed", rawCompleted))
-		case "json-failed":
-			h.Set("Content-Type", "application/json")
-			io.WriteString(w, `{"id":"resp_echo","object":"response","status":"failed","error":{"code":"server_error","message":"`+echo+`"},"usage":null}`)
-		default:
-			w.WriteHeader(404)
+			return
 		}
+		errJSON := `{"error":{"message":"` + echo + `","type":"invalid_request_error","param":null,"code":"bad_key"}}`
+		writeEchoFault(w, mode, "resp_echo", echo, errJSON, "server_error")
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// faultMode is the fault a test upstream plays: the path's first element.
+func faultMode(r *http.Request) string {
+	mode, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	return mode
+}
+
+// writeEchoFault plays a fault whose bodies quote echo: an error status
+// (mode is the status; the body errJSON), a refusal before any output, a
+// failed or error event after output, a failed JSON answer; 404 for a mode
+// it does not know. id names the response, failedCode the failed
+// events' error code.
+func writeEchoFault(w http.ResponseWriter, mode, id, echo, errJSON, failedCode string) {
+	created := `{"type":"response.created","sequence_number":0,"response":{"id":"` + id + `","status":"in_progress","usage":null}}`
+	failed := `{"type":"response.failed","sequence_number":%d,"response":{"id":"` + id + `","status":"failed","error":{"code":"` + failedCode + `","message":"` + echo + `"},"usage":{"input_tokens":1,"output_tokens":%d,"total_tokens":2}}}`
+	h := w.Header()
+	if code, err := strconv.Atoi(mode); err == nil {
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		io.WriteString(w, errJSON)
+		return
+	}
+	switch mode {
+	case "failed-before":
+		h.Set("Content-Type", "text/event-stream")
+		io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.failed", fmt.Sprintf(failed, 1, 0)))
+	case "failed-after":
+		h.Set("Content-Type", "text/event-stream")
+		io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.output_text.delta", rawDelta)+
+			sseFrame("response.failed", fmt.Sprintf(failed, 2, 1)))
+	case "error-after":
+		h.Set("Content-Type", "text/event-stream")
+		io.WriteString(w, sseFrame("response.created", created)+sseFrame("response.output_text.delta", rawDelta)+
+			sseFrame("error", `{"type":"error","sequence_number":2,"error":{"type":"server_error","code":"bad_key","message":"`+echo+`"}}`)+
+			sseFrame("response.completed", rawCompleted))
+	case "json-failed":
+		h.Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"`+id+`","object":"response","status":"failed","error":{"code":"server_error","message":"`+echo+`"},"usage":null}`)
+	default:
+		w.WriteHeader(404)
+	}
 }
 
 // TestSecretsCanary drives every upstream error path with canary
