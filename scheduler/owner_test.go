@@ -29,15 +29,8 @@ func (f *fixture) refused(t *testing.T, q Request) {
 }
 
 func TestSelectRefusesAnotherKeysResponse(t *testing.T) {
-	f := newFixture(t, acct("a"), acct("b"), acct("c"))
+	f, owner, other := ownedResponse(t)
 	ctx := context.Background()
-	owner := Request{Group: "g", Model: "gpt-5", APIKeyID: "k1"}
-	if err := f.s.Bind(ctx, owner, "b", "resp_1"); err != nil {
-		t.Fatal(err)
-	}
-	owner.PreviousResponseID = "resp_1"
-	other := owner
-	other.APIKeyID = "k2"
 	f.refused(t, other)
 	// Not through a pinned account either, even the one holding it.
 	other.PreferAccount = "b"
@@ -69,15 +62,8 @@ func TestSelectRefusesAnotherKeysResponse(t *testing.T) {
 // TestOwnerOutlivesStickiness: after StickyTTL the owner's turns are
 // balanced like any other, another key is still refused until OwnerTTL.
 func TestOwnerOutlivesStickiness(t *testing.T) {
-	f := newFixture(t, acct("a"), acct("b"), acct("c"))
+	f, owner, other := ownedResponse(t)
 	ctx := context.Background()
-	owner := Request{Group: "g", Model: "gpt-5", APIKeyID: "k1"}
-	if err := f.s.Bind(ctx, owner, "b", "resp_1"); err != nil {
-		t.Fatal(err)
-	}
-	owner.PreviousResponseID = "resp_1"
-	other := owner
-	other.APIKeyID = "k2"
 
 	f.clock.Advance(defaultStickyTTL)
 	sel, err := f.s.Select(ctx, owner)
@@ -221,4 +207,19 @@ func FuzzBindingEncoding(f *testing.F) {
 			}
 		}
 	})
+}
+
+// ownedResponse is a fixture where key k1 created resp_1 on account b, and
+// requests continuing it as its owner and as another key (k2).
+func ownedResponse(t *testing.T) (f *fixture, owner, other Request) {
+	t.Helper()
+	f = newFixture(t, acct("a"), acct("b"), acct("c"))
+	owner = Request{Group: "g", Model: "gpt-5", APIKeyID: "k1"}
+	if err := f.s.Bind(context.Background(), owner, "b", "resp_1"); err != nil {
+		t.Fatal(err)
+	}
+	owner.PreviousResponseID = "resp_1"
+	other = owner
+	other.APIKeyID = "k2"
+	return f, owner, other
 }
