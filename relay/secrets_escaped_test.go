@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -56,43 +55,6 @@ func escapeUpstream(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// decodedText is every string in a JSON document as a client's decoder
-// reads it, and each once more decoded as JSON string content (JSON quoted
-// in a message). Text that is not JSON is taken as it is.
-func decodedText(b []byte) string {
-	var v any
-	if json.Unmarshal(b, &v) != nil {
-		return string(b)
-	}
-	var out strings.Builder
-	var walk func(any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case string:
-			out.WriteString(x + "\n")
-			var again string
-			if json.Unmarshal([]byte(`"`+x+`"`), &again) == nil {
-				out.WriteString(again + "\n")
-			}
-			var inner any
-			if json.Unmarshal([]byte(x), &inner) == nil {
-				walk(inner)
-			}
-		case map[string]any:
-			for k, e := range x {
-				out.WriteString(k + "\n")
-				walk(e)
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		}
-	}
-	walk(v)
-	return out.String()
-}
-
 var looseEscape = regexp.MustCompile(`\\+(u[0-9a-fA-F]{4}|/)`)
 
 // looseDecode undoes any depth of \uXXXX and \/ escaping, however many
@@ -138,9 +100,9 @@ func TestSecretsEscaped(t *testing.T) {
 	turn := func(id, stream string) {
 		t.Helper()
 		r := e.do(`{"model":"m-` + id + `","stream":` + stream + `,"input":"hi"}`)
-		seen.WriteString(string(r.body) + "\n" + decodedText(r.body))
+		seen.WriteString(string(r.body) + "\n" + relaytestenv.DecodedText(r.body))
 		for _, ev := range r.events {
-			seen.WriteString(decodedText(ev.Data))
+			seen.WriteString(relaytestenv.DecodedText(ev.Data))
 		}
 	}
 	for _, id := range e.accts {

@@ -1,7 +1,6 @@
 package wsproxy_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -32,32 +31,6 @@ func escaped(key string) string {
 		strings.ReplaceAll(key, "/", `\/`),
 		`\n` + key,
 	}, " or ")
-}
-
-// decodedFrame is every string of a frame as the client's decoder reads it.
-func decodedFrame(f string) string {
-	var v any
-	if json.Unmarshal([]byte(f), &v) != nil {
-		return f
-	}
-	var out strings.Builder
-	var walk func(any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case string:
-			out.WriteString(x + "\n")
-		case map[string]any:
-			for _, e := range x {
-				walk(e)
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		}
-	}
-	walk(v)
-	return out.String()
 }
 
 // failedAfterOutput is a WebSocket upstream whose turn fails after output
@@ -134,7 +107,7 @@ func TestSecretsEscapedWS(t *testing.T) {
 			c := e.dial()
 			c.send(`{"type":"response.create","model":"m-` + id + `","input":"hi"}`)
 			for _, f := range c.recvTurn() {
-				seen.WriteString(f + "\n" + decodedFrame(f))
+				seen.WriteString(f + "\n" + relaytestenv.DecodedText([]byte(f)))
 			}
 			c.ws.Close(websocket.StatusNormalClosure, "")
 		}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -244,4 +245,41 @@ func WaitClosed(t testing.TB, what string, ch <-chan struct{}) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// DecodedText is every string in a JSON document as a client's decoder
+// reads it, and each once more decoded as JSON string content (JSON quoted
+// in a message). Text that is not JSON is taken as it is.
+func DecodedText(b []byte) string {
+	var v any
+	if json.Unmarshal(b, &v) != nil {
+		return string(b)
+	}
+	var out strings.Builder
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case string:
+			out.WriteString(x + "\n")
+			var again string
+			if json.Unmarshal([]byte(`"`+x+`"`), &again) == nil {
+				out.WriteString(again + "\n")
+			}
+			var inner any
+			if json.Unmarshal([]byte(x), &inner) == nil {
+				walk(inner)
+			}
+		case map[string]any:
+			for k, e := range x {
+				out.WriteString(k + "\n")
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return out.String()
 }
