@@ -7,7 +7,8 @@
 //
 // # Packages
 //
-//   - relay: the HTTP path (POST /v1/responses): validation, the failover
+//   - relay: POST /v1/responses and its WebSocket mode (the same path
+//     upgraded, each response.create a turn): validation, the failover
 //     loop, streaming, errors in OpenAI's shape. relay/relaytest is a
 //     scriptable fake upstream for tests, like net/http/httptest.
 //   - scheduler: accounts, pools, sticky bindings, layered selection and
@@ -16,8 +17,6 @@
 //     FIFO waiters.
 //   - billing: the Gate asked before a turn, the Usage record and the
 //     UsageSink told after it, and Async, a no-loss asynchronous sink.
-//   - wsproxy: the Responses WebSocket mode (GET /v1/responses upgraded),
-//     each response.create a turn through the same pipeline.
 //
 // # One turn
 //

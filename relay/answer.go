@@ -7,7 +7,7 @@ import (
 
 // turnClient is the client end, set at entry: w for a JSON answer (HTTP,
 // stream false), out for events (SSE, or another transport's sink through
-// ServeTurn). The answer files write through it: answer_json.go to w,
+// serveMessage). The answer files write through it: answer_json.go to w,
 // answer_stream.go to out, fail (below) to whichever the turn has.
 type turnClient struct {
 	w   http.ResponseWriter

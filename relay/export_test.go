@@ -19,3 +19,6 @@ func BodyMemoryWaiting(h *Handler) int64 {
 	h.init()
 	return h.bodies.waiting.Load()
 }
+
+// WebSocketConns reports how many WebSocket connections h has open.
+func WebSocketConns(h *Handler) int { return h.ws.active() }

@@ -19,7 +19,7 @@ type turnRoute struct {
 }
 
 // setRequest records the validated request and the scheduler request it
-// makes; prefer is an account to try first (ServeTurn's PreferAccount).
+// makes; prefer is an account to try first (serveMessage's PreferAccount).
 func (t *turn) setRequest(req *Request, prefer string) {
 	t.in.req = req
 	t.route.sched = scheduler.Request{

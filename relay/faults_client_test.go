@@ -140,7 +140,7 @@ func TestFaultClientGoneAfterTerminal(t *testing.T) {
 	}
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	if err := e.h.Wait(ctx); err != nil {
+	if err := e.h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, rec := range e.sink.all() {

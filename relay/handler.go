@@ -3,6 +3,16 @@
 // SSE answer with failover before the first output event, and records one
 // usage record per turn that reached an upstream.
 //
+// # WebSocket mode
+//
+// With Handler.WebSocket set, a GET upgrade of the same path opens the
+// Responses WebSocket mode: each response.create message is a turn
+// through the same pipeline, its events sent as frames (see
+// WebSocketOptions). Mount the Handler on the path for every method:
+//
+//	h.WebSocket = &relay.WebSocketOptions{}
+//	mux.Handle("/v1/responses", h)
+//
 // # Errors
 //
 // Every error has OpenAI's shape with all four keys:
@@ -61,7 +71,7 @@
 // Failed failover attempts are not records; they count in Attempts.
 // response.incomplete and response.failed carry their usage into the
 // record. Use billing.NewAsync (or a durable spool) in front of a slow
-// sink, and Handler.Wait before closing it.
+// sink, and call Handler.Shutdown before closing it.
 package relay
 
 import (
@@ -131,6 +141,11 @@ type Handler struct {
 	MapError func(*UpstreamError) *APIError
 	// Logger receives operational logs. nil: slog.Default().
 	Logger *slog.Logger
+	// WebSocket turns on the Responses WebSocket mode: a GET upgrade of the
+	// same path is served as a connection whose response.create messages
+	// are turns (see WebSocketOptions). nil: the mode is off, and an
+	// upgrade is answered 426, which tells a client to use HTTP.
+	WebSocket *WebSocketOptions
 	// Observer receives every turn's start, slot waits, upstream attempts,
 	// first token and end, for metrics and traces. nil: nothing is
 	// observed, at the cost of a nil check.
@@ -208,6 +223,7 @@ type Handler struct {
 
 	initOnce    sync.Once
 	active      inflight
+	ws          wsServer
 	memory      *concurrency.Memory
 	transport   http.RoundTripper
 	log         *slog.Logger
@@ -255,6 +271,13 @@ func (h *Handler) init() {
 		h.transport = h.Transport
 		if h.transport == nil {
 			h.transport = NewTransport()
+		}
+		h.ws.relay, h.ws.opts = h, h.WebSocket
+		if h.WebSocket != nil {
+			h.ws.firstMessageTimeout()
+			h.ws.pingInterval()
+			h.ws.pingTimeout()
+			h.ws.upstreamMaxAge()
 		}
 		h.usageSink = h.Usage
 		if h.usageSink == nil {

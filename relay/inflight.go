@@ -47,12 +47,22 @@ func (f *inflight) wait(ctx context.Context) error {
 	}
 }
 
-// Wait blocks until no turn is being served (every usage record of the
-// turns that started has been handed to the Usage sink) or ctx ends. Call
-// it after http.Server.Shutdown, whose wait does not cover turns whose
-// client has gone but whose upstream is still being drained, and before
-// closing the Usage sink.
-func (h *Handler) Wait(ctx context.Context) error { return h.active.wait(ctx) }
+// Shutdown ends the Handler's work on a server that is stopping. It
+// refuses new WebSocket connections, closes each open one with 1001 at its
+// next turn boundary, and waits until no turn is being served on either
+// transport, including turns whose client left and whose upstream is still
+// read for usage (DrainTimeout): then every usage record has been handed
+// to the Usage sink. Call it after http.Server.Shutdown, whose wait covers
+// neither upgraded connections nor those drains, and before closing the
+// sink. When ctx ends first, the WebSocket connections still open are cut
+// and ctx.Err() is returned. POST requests that still arrive are served.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.init()
+	if err := h.ws.shutdown(ctx); err != nil {
+		return err
+	}
+	return h.active.wait(ctx)
+}
 
 // Active reports how many turns are being served right now.
 func (h *Handler) Active() int {

@@ -15,7 +15,7 @@ import (
 // library live outside this module.
 //
 // The calls are synchronous, on the goroutine serving the turn (the
-// ServeHTTP goroutine, or the caller of ServeTurn), in this order:
+// ServeHTTP goroutine, or the caller of serveMessage), in this order:
 // TurnStart once; SlotWait for the user slot (when the subject has a
 // limit) and for each account selection; FirstToken at most once, when the
 // first output event arrives; Attempt once per upstream attempt, when it
@@ -56,10 +56,10 @@ type Observer struct {
 // TurnStart describes a turn that has just arrived.
 type TurnStart struct {
 	RequestID string // also the X-Relay-Request-Id header and Usage.RequestID
-	Transport string // "http", or the transport given to ServeTurn ("ws")
+	Transport string // "http", or the transport given to serveMessage ("ws")
 	Number    int    // the turn's number on its connection, from 1 (Turn.Number)
 	Start     time.Time
-	// Subject and Model are known at start for ServeTurn; for HTTP they
+	// Subject and Model are known at start for serveMessage; for HTTP they
 	// are nil and "" (the request is not read yet): TurnEnd carries them.
 	Subject *Subject
 	Model   string

@@ -97,7 +97,7 @@ func (e *env) settle() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.h.Wait(ctx); err != nil {
+	if err := e.h.Shutdown(ctx); err != nil {
 		e.t.Fatalf("turns still active: %d", e.h.Active())
 	}
 }
@@ -411,44 +411,3 @@ func TestObserverPanics(t *testing.T) {
 		t.Fatalf("records %d", len(e.sink.all()))
 	}
 }
-
-// TestObserverServeTurn: turns of another transport are observed too.
-func TestObserverServeTurn(t *testing.T) {
-	e := newEnv(t, "a")
-	rec := observed(e)
-	req, apiErr := relay.ParseRequest([]byte(`{"type":"response.create","model":"gpt-test","input":"hi"}`))
-	if apiErr != nil {
-		t.Fatal(apiErr)
-	}
-	subj := *e.subj
-	sink := &sliceSink{}
-	res := e.h.ServeTurn(context.Background(), &relay.Turn{Subject: &subj, Request: req, Transport: "ws", Number: 3}, sink)
-	if res.Status != billing.StatusCompleted {
-		t.Fatalf("result %+v", res)
-	}
-	if got, want := rec.sequence(), "start wait:account:acquired first attempt:served end:completed"; got != want {
-		t.Fatalf("calls\n got %s\nwant %s", got, want)
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if s := rec.starts[0]; s.Transport != "ws" || s.Number != 3 || s.Model != "gpt-test" || s.Subject == nil {
-		t.Fatalf("start %+v", s)
-	}
-	if end := rec.ends[0]; end.Transport != "ws" || end.Code != 200 || !end.Stream {
-		t.Fatalf("end %+v", end)
-	}
-}
-
-type sliceSink struct {
-	mu    sync.Mutex
-	types []string
-}
-
-func (s *sliceSink) Send(typ string, _ []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.types = append(s.types, typ)
-	return nil
-}
-
-func (s *sliceSink) Fail(*relay.APIError) {}

@@ -166,7 +166,7 @@ func TestErrorJSONEscaping(t *testing.T) {
 // been drained and recorded.
 func TestWaitCoversDrain(t *testing.T) {
 	e := newEnv(t, "a")
-	if err := e.h.Wait(context.Background()); err != nil || e.h.Active() != 0 {
+	if err := e.h.Shutdown(context.Background()); err != nil || e.h.Active() != 0 {
 		t.Fatalf("idle handler: %v, active %d", err, e.h.Active())
 	}
 	e.up.Script("a", relaytest.Step{FirstTokenDelay: 100 * time.Millisecond})
@@ -176,7 +176,7 @@ func TestWaitCoversDrain(t *testing.T) {
 	<-done
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	if err := e.h.Wait(ctx); err != nil {
+	if err := e.h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(e.sink.all()); n != 1 {

@@ -14,15 +14,23 @@ import (
 	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
-// ServeHTTP serves POST /v1/responses.
+// ServeHTTP serves POST /v1/responses, and its WebSocket mode (a GET
+// upgrade of the same path) when Handler.WebSocket is set.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.init()
 	if r.Method == http.MethodGet {
+		if h.WebSocket != nil && isUpgrade(r) {
+			h.ws.serve(w, r)
+			return
+		}
 		// A Responses WebSocket client falls back to HTTP on 426 only; any
-		// other answer fails its turn. WebSocket mode is served by wsproxy.
+		// other answer fails its turn.
 		w.Header().Set("Upgrade", "websocket")
-		writeJSONError(w, &APIError{Status: http.StatusUpgradeRequired, Type: "invalid_request_error",
-			Message: "WebSocket mode is not enabled on this endpoint; use POST /v1/responses"})
+		msg := "WebSocket mode is not enabled on this endpoint; use POST /v1/responses"
+		if h.WebSocket != nil {
+			msg = "This endpoint serves the Responses WebSocket mode: send a WebSocket upgrade, or POST /v1/responses"
+		}
+		writeJSONError(w, &APIError{Status: http.StatusUpgradeRequired, Type: "invalid_request_error", Message: msg})
 		return
 	}
 	if r.Method != http.MethodPost {

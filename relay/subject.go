@@ -37,13 +37,9 @@ func SubjectFrom(ctx context.Context) (*Subject, bool) {
 	return s, ok && s != nil
 }
 
-// Subject authenticates r as ServeHTTP does (Authenticate, or the subject
-// stored by WithSubject). When it does not return a subject its error holds
-// the answer for the client, an *APIError found with errors.As: the one
-// Authenticate returned, 503 when Authenticate did not answer in time (the
-// error then also wraps ErrHookTimeout), else 401.
-func (h *Handler) Subject(r *http.Request) (*Subject, error) {
-	h.init()
+// subject authenticates a WebSocket upgrade as ServeHTTP authenticates a
+// POST; on an error, authAnswer gives the client's answer.
+func (h *Handler) subject(r *http.Request) (*Subject, error) {
 	return h.authenticate(r, nil)
 }
 

@@ -5,12 +5,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/internal/hookcall"
 )
 
 // A turn is one response.create on its way through the relay: a POST body
-// (ServeHTTP, serve.go) or a message of another transport (ServeTurn,
+// (ServeHTTP, serve.go) or a message of another transport (serveMessage,
 // serveturn.go). Both build it with newTurn and run it with serve
 // (failover.go). Its state is split by the stage that writes it, so that
 // the reader of each file knows what that file may touch:
@@ -56,17 +55,16 @@ type turnInput struct {
 	header    http.Header
 	userAgent string
 	clientIP  string
-	transport string // "http", or ServeTurn's ("ws" when not given)
+	transport string // "http", or serveMessage's ("ws" when not given)
 	number    int    // the turn's number on its connection, from 1
 }
 
 // newTurn builds the turn of either entry: ServeHTTP passes tr nil and
-// sets the subject and the request once it has read them; ServeTurn passes
-// its Turn, whose options (user wait, upstream, preferred account,
-// failover) apply here. newTurn names the turn, applies the defaults and
+// sets the subject and the request once it has read them; serveMessage passes
+// its messageTurn, whose options (upstream, preferred account, failover) apply here. newTurn names the turn, applies the defaults and
 // starts observing it: TurnStart may replace ctx. The caller defers
 // t.finish().
-func (h *Handler) newTurn(ctx context.Context, in turnInput, client turnClient, tr *Turn) *turn {
+func (h *Handler) newTurn(ctx context.Context, in turnInput, client turnClient, tr *messageTurn) *turn {
 	t := &turn{h: h, ctx: ctx, in: in, client: client}
 	t.in.id, t.in.start = newRequestID(), h.now()
 	t.admit.userWait = h.UserWait
@@ -74,9 +72,6 @@ func (h *Handler) newTurn(ctx context.Context, in turnInput, client turnClient, 
 	if tr != nil {
 		if t.in.transport == "" {
 			t.in.transport = "ws"
-		}
-		if tr.UserWait != (concurrency.WaitOptions{}) {
-			t.admit.userWait = tr.UserWait
 		}
 		if tr.NoFailover {
 			t.route.switches = 0

@@ -27,7 +27,7 @@ var errNotEventStream = errors.New("upstream answered a streaming request withou
 // (response headers, a first frame, or a refusal with a status): only then
 // is a usage record written.
 type turnAttempt struct {
-	upstream Upstream
+	upstream socketUpstream
 	n        int
 	token    string
 	reached  bool
@@ -133,7 +133,7 @@ func (t *turn) credentials(acct *scheduler.Account) (string, *attemptError) {
 }
 
 // tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).
-// bridge reports that Open declined with ErrUseHTTP: the attempt goes
+// bridge reports that Open declined with errUseHTTP: the attempt goes
 // through the HTTP bridge instead.
 func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) (ae *attemptError, bridge bool) {
 	h, acct := t.h, sel.Account
@@ -145,7 +145,7 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 	st, err := t.up.upstream.Open(uctx, acct, token, body)
 	headerTimer.Stop()
 	if err != nil {
-		if errors.Is(err, ErrUseHTTP) {
+		if errors.Is(err, errUseHTTP) {
 			return nil, true
 		}
 		var ue *UpstreamError
@@ -157,7 +157,7 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 		return &attemptError{kind: failConn, account: acct.ID, err: err}, false
 	}
 	defer st.Close()
-	as := &answeredStream{EventStream: st, t: t}
+	as := &answeredStream{eventStream: st, t: t}
 	as.pending, _ = st.(interface{ Pending() bool })
 	return t.relayEvents(sel, as, 0, nil, abort), false
 }
@@ -166,7 +166,7 @@ func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token
 // (or a refusal with a status), as response headers do over HTTP: a
 // message the upstream never answered is not a usage record.
 type answeredStream struct {
-	EventStream
+	eventStream
 	t       *turn
 	pending interface{ Pending() bool } // the stream, when it can tell
 }
@@ -177,7 +177,7 @@ func (s *answeredStream) Pending() bool {
 }
 
 func (s *answeredStream) Next() ([]byte, error) {
-	data, err := s.EventStream.Next()
+	data, err := s.eventStream.Next()
 	if !s.t.up.reached {
 		var ue *UpstreamError
 		if err == nil || errors.As(err, &ue) && ue.Status > 0 {

@@ -315,7 +315,7 @@ func (l *Limiter) Count(ctx context.Context, key string) (held, queued int, err 
 // release retries, and makes waiting Acquire calls return ErrClosed. It
 // does not release held slots: release funcs still work (one attempt
 // each), and leases not released expire after LeaseTTL. Close the Limiter
-// after the relay has finished its turns (relay.Handler.Wait), and the
+// after the relay has finished its turns (relay.Handler.Shutdown), and the
 // Redis client after the Limiter.
 func (l *Limiter) Close() error {
 	l.mu.Lock()

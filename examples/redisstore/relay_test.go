@@ -87,7 +87,7 @@ func newCluster(t *testing.T, n int, lim *redisstore.LimiterOptions, accts ...*s
 	t.Cleanup(func() {
 		for _, in := range cl.nodes {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := in.h.Wait(ctx); err != nil {
+			if err := in.h.Shutdown(ctx); err != nil {
 				t.Errorf("turns still running after the test: %v", err)
 			}
 			cancel()
@@ -431,7 +431,7 @@ func TestRelayWithRedisDown(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := h.Wait(ctx); err != nil {
+			if err := h.Shutdown(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if n := lim.InFlight("user:u1") + lim.InFlight("account:a"); n != 0 {

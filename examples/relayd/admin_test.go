@@ -104,7 +104,7 @@ func TestAdminMetrics(t *testing.T) {
 	if resp, b := e.post(`{"model":"gpt-5","input":"hi","stream":true}`, "Authorization", "Bearer "+keyAlice); resp.StatusCode != 200 {
 		t.Fatalf("turn: %d %s", resp.StatusCode, b)
 	}
-	e.srv.relay.Wait(t.Context())
+	e.srv.relay.Shutdown(t.Context())
 	_, b := e.getAdmin("/metrics", adminToken)
 	text := string(b)
 	for _, want := range []string{

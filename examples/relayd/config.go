@@ -40,7 +40,7 @@ type Config struct {
 	Usage    UsageConfig     `json:"usage"`
 	// WSMaxConnsPerKey caps the open WebSocket connections of one client
 	// key. 0: twice the key's concurrency, or 16 when that is unlimited
-	// (wsproxy.Handler.MaxConnsPerKey); negative: no cap.
+	// (relay.WebSocketOptions.MaxConnsPerKey); negative: no cap.
 	WSMaxConnsPerKey int `json:"ws_max_conns_per_key"`
 	// Redis, a URL like redis://host:6379/0, moves user and account slots
 	// and sticky bindings to that server and shares account cooldowns

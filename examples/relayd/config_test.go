@@ -98,7 +98,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Error("concurrency should stay 0 (unlimited)")
 	}
 	if cfg.WSMaxConnsPerKey != 0 {
-		t.Errorf("ws_max_conns_per_key = %d, want 0 (the wsproxy default cap)", cfg.WSMaxConnsPerKey)
+		t.Errorf("ws_max_conns_per_key = %d, want 0 (the relay's default cap)", cfg.WSMaxConnsPerKey)
 	}
 	off, err := parseConfig([]byte(`{
 		"accounts": [{"id": "a1", "base_url": "https://api.openai.com/v1", "api_key": "sk-x"}],

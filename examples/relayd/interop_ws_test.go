@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -310,8 +311,8 @@ func TestInteropWebSocketBadKey(t *testing.T) {
 	if json.Unmarshal(b, &body) != nil || body.Error.Type != "authentication_error" || body.Error.Code != "invalid_api_key" {
 		t.Fatalf("401 body %s", b)
 	}
-	if n := len(e.up.Requests()); n != 0 || e.srv.ws.Active() != 0 {
-		t.Fatalf("upstream requests %d, open connections %d", n, e.srv.ws.Active())
+	if n, open := len(e.up.Requests()), e.srv.wsConns.InFlight("wsconn:"+keyID(sha256.Sum256([]byte("rk-test-nobody")))); n != 0 || open != 0 {
+		t.Fatalf("upstream requests %d, open connections %d", n, open)
 	}
 }
 
@@ -331,7 +332,9 @@ func TestWebSocketConnectionCapPerKey(t *testing.T) {
 		t.Fatalf("second connection: %v, %v", resp, err)
 	}
 	e.connect(keyBob)
-	if n := e.srv.ws.Active(); n != 2 {
-		t.Fatalf("%d open connections, want 2", n)
+	alice := e.srv.wsConns.InFlight("wsconn:" + keyID(sha256.Sum256([]byte(keyAlice))))
+	bob := e.srv.wsConns.InFlight("wsconn:" + keyID(sha256.Sum256([]byte(keyBob))))
+	if alice != 1 || bob != 1 {
+		t.Fatalf("open connections: alice %d, bob %d, want 1 each", alice, bob)
 	}
 }

@@ -164,7 +164,7 @@ func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duratio
 		// the WebSocket ones are shut down beside it: each finishes its
 		// turn in flight, then closes with 1001.
 		wsDone := make(chan error, 1)
-		go func() { wsDone <- srv.ws.Shutdown(sctx) }()
+		go func() { wsDone <- srv.relay.Shutdown(sctx) }()
 		if err := hs.Shutdown(sctx); err != nil {
 			logger.Warn("relayd: turns still running at the shutdown timeout; closing their connections", "error", err)
 			hs.Close()

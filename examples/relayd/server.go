@@ -19,7 +19,6 @@ import (
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/relaykit/responsesrelay/wsproxy"
 )
 
 // server is relayd without its listener: tests serve handler over
@@ -27,7 +26,8 @@ import (
 type server struct {
 	handler http.Handler
 	relay   *relay.Handler
-	ws      *wsproxy.Handler
+	// wsConns counts the open WebSocket connections per API key.
+	wsConns *concurrency.Memory
 	sched   *scheduler.Scheduler
 	// usage takes the records of finished turns: spool or async, in front
 	// of sink.
@@ -97,12 +97,12 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		mem := concurrency.NewMemory()
 		s.relay.Limiter, s.userSlots = mem, mem
 	}
-	// Both transports on one path: WebSocket upgrades (authenticated
-	// before the upgrade) to the WebSocket mode, the rest to the relay,
-	// which answers POST and gives a plain GET 426.
-	s.ws = &wsproxy.Handler{Relay: s.relay, MaxConnsPerKey: cfg.WSMaxConnsPerKey}
+	// Both transports on one path: the relay serves POST and, a GET
+	// upgrade (authenticated before the upgrade) in WebSocket mode.
+	s.wsConns = concurrency.NewMemory()
+	s.relay.WebSocket = &relay.WebSocketOptions{MaxConnsPerKey: cfg.WSMaxConnsPerKey, ConnLimiter: s.wsConns}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/responses", s.ws)
+	mux.Handle("/v1/responses", s.relay)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -287,11 +287,8 @@ func (s *server) Close(ctx context.Context) error {
 		var errs []error
 		// After a timed-out shutdown this waits for the connections it cut,
 		// which still drain their turns.
-		if err := s.ws.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("WebSocket connections still open: %w", err))
-		}
-		if err := s.relay.Wait(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("handlers still running: %w", err))
+		if err := s.relay.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("turns or WebSocket connections still running: %w", err))
 		}
 		// Only now: until every handler returned, records still arrive.
 		if s.spool != nil {

@@ -57,7 +57,7 @@ func Example() {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	h.Wait(context.Background()) // the turn's last metrics are in once it is over
+	h.Shutdown(context.Background()) // the turn's last metrics are in once it is over
 
 	resp, err = srv.Client().Get(srv.URL + "/metrics")
 	if err != nil {

@@ -144,8 +144,7 @@ func New(reg prometheus.Registerer, o Options) (*Metrics, error) {
 }
 
 // Observer returns the observer to set as relay.Handler.Observer; the
-// WebSocket turns of a wsproxy.Handler whose Relay is that handler are
-// observed too (transport "ws"). It is the same value on every call.
+// handler's WebSocket turns are observed too (transport "ws"). It is the same value on every call.
 func (m *Metrics) Observer() *relay.Observer { return m.obs }
 
 func (m *Metrics) counter(name, help string, labels ...string) *prometheus.CounterVec {

@@ -53,7 +53,7 @@ func Example() {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	h.Wait(context.Background()) // the turn's span ends when the turn is over
+	h.Shutdown(context.Background()) // the turn's span ends when the turn is over
 
 	ended := spans.Ended() // children end before their parent
 	turn := ended[len(ended)-1]

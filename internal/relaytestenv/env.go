@@ -1,4 +1,4 @@
-// Package relaytestenv is the test environment the relay and wsproxy tests
+// Package relaytestenv is the test environment the relay's HTTP and WebSocket tests
 // share: the fake upstream with a pool of accounts on it, a Scheduler, a
 // relay.Handler with a concurrency.Memory user limiter in front of them, and
 // the checks every test ends with (no turn still active, no user or account
@@ -145,7 +145,7 @@ func (e *Env) close() {
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	if err := e.Relay.Wait(ctx); err != nil {
+	if err := e.Relay.Shutdown(ctx); err != nil {
 		t.Errorf("turns still active after the test: %d", e.Relay.Active())
 	}
 	// A hook abandoned by a turn and released at cleanup gives back the

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 const importPath = "github.com/relaykit/responsesrelay/internal/relaytestenv"
 
 // TestOnlyTestsImportIt: no non-test file of the module or of examples/
-// imports this package; the relay and wsproxy tests do.
+// imports this package; the relay tests (HTTP and WebSocket) do.
 func TestOnlyTestsImportIt(t *testing.T) {
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
@@ -62,7 +62,7 @@ func TestOnlyTestsImportIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"relay/env_test.go", "wsproxy/env_test.go"} {
+	for _, want := range []string{"relay/env_test.go", "relay/websocket_env_test.go"} {
 		if !users[want] {
 			t.Errorf("%s does not import %s: the walk missed it (found %v)", want, importPath, users)
 		}

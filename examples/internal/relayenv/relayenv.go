@@ -87,7 +87,7 @@ func (e *Env) Wait() {
 	e.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.H.Wait(ctx); err != nil {
+	if err := e.H.Shutdown(ctx); err != nil {
 		e.T.Fatalf("turns still active: %d", e.H.Active())
 	}
 }

@@ -190,7 +190,7 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		h.Wait(ctx)
+		h.Shutdown(ctx)
 		h.CloseIdleConnections()
 	}()
 

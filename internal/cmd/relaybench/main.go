@@ -22,7 +22,7 @@
 //     ARCHITECTURE.md, "Buffered bodies in every proxy"). WebSocket
 //     upgrades go through the proxy's built-in upgrade support, a byte
 //     tunnel after the 101.
-//   - relay: relay.Handler with wsproxy.Handler on /v1/responses, as a host
+//   - relay: relay.Handler with its WebSocket mode on /v1/responses, as a host
 //     mounts them, with in-memory defaults (static pool of ten accounts of
 //     concurrency 1000, static keys, one bearer key, a subject without a
 //     concurrency limit, usage and logs discarded).

@@ -18,7 +18,6 @@ import (
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/relaykit/responsesrelay/wsproxy"
 )
 
 // Target names, in the order they run and print.
@@ -239,12 +238,13 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 // the scheduler never throttles.
 func newRelay(s *setup) *endpoint {
 	h, ct := newRelayHandler(s.baseURL, s.relayAccounts, relayOptions{accountConcurrency: 1000})
-	wsTr := relay.NewTransport()
 	// One key opens a connection per client (-concurrency of them): no cap
-	// on connections per key, which would refuse most of them.
-	wh := &wsproxy.Handler{Relay: h, HTTPClient: &http.Client{Transport: wsTr}, MaxConnsPerKey: -1}
+	// on connections per key, which would refuse most of them. Handshakes
+	// go through http.DefaultTransport: the relay's Transport is wrapped
+	// to count attempts.
+	h.WebSocket = &relay.WebSocketOptions{MaxConnsPerKey: -1}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/responses", wh)
+	mux.Handle("/v1/responses", h)
 	srv := httptest.NewServer(mux)
 	e := &endpoint{name: targetRelay, auth: bearer(relayKey), attempts: ct,
 		httpURLs: []string{srv.URL + "/v1/responses"},
@@ -253,11 +253,9 @@ func newRelay(s *setup) *endpoint {
 	e.close = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		wh.Shutdown(ctx)
+		h.Shutdown(ctx)
 		srv.Close()
-		h.Wait(ctx)
 		h.CloseIdleConnections()
-		wsTr.CloseIdleConnections()
 	}
 	return e
 }

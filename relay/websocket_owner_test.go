@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"testing"
@@ -7,7 +7,7 @@ import (
 )
 
 // asKey makes the next dial authenticate as API key id.
-func (e *env) asKey(id string) {
+func (e *wsEnv) asKey(id string) {
 	e.Mu.Lock()
 	e.subj.APIKeyID = id
 	e.Mu.Unlock()
@@ -24,7 +24,7 @@ func notFoundFrame(id string) string {
 // it gets the not-found error frame, nothing goes upstream, and its
 // connection serves on. A chains on.
 func testAnotherKeysResponse(t *testing.T, ws bool) {
-	e := newEnv(t, ws, "a")
+	e := newWSEnv(t, ws, "a")
 	e.asKey("kA")
 	a := e.dial()
 	a.send(create(``))

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -11,12 +11,11 @@ import (
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/relaykit/responsesrelay/wsproxy"
 	"github.com/tidwall/gjson"
 )
 
-// Serve both transports on one path and run one WebSocket turn.
-func Example() {
+// Serve the WebSocket mode beside POST on one path and run one turn.
+func ExampleWebSocketOptions() {
 	upstream := relaytest.NewServer()
 	defer upstream.Close()
 	pool := scheduler.NewStaticPool()
@@ -27,13 +26,13 @@ func Example() {
 		Authenticate: func(*http.Request) (*relay.Subject, error) {
 			return &relay.Subject{UserID: "u1", APIKeyID: "key-1", GroupID: "default"}, nil
 		},
+		WebSocket: &relay.WebSocketOptions{}, // the defaults
 	}
-	wh := &wsproxy.Handler{Relay: rh}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/responses", wh) // POST → relay, upgrade → WebSocket mode
+	mux.Handle("/v1/responses", rh) // POST, and a GET upgrade: WebSocket mode
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	defer wh.Shutdown(context.Background())
+	defer rh.Shutdown(context.Background())
 
 	ctx := context.Background()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/responses", nil)

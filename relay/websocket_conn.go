@@ -1,4 +1,4 @@
-package wsproxy
+package relay
 
 import (
 	"context"
@@ -10,15 +10,14 @@ import (
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/internal/headers"
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/tidwall/gjson"
 )
 
 // conn is one client connection.
 type conn struct {
-	h      *Handler
+	h      *wsServer
 	ws     *websocket.Conn
-	subj   *relay.Subject
+	subj   *Subject
 	header http.Header
 	ip     string
 	ctx    context.Context // ends when the client is gone
@@ -33,12 +32,12 @@ type conn struct {
 	turns  int
 }
 
-func newConn(h *Handler, ws *websocket.Conn, r *http.Request, subj *relay.Subject) *conn {
+func newConn(h *wsServer, ws *websocket.Conn, r *http.Request, subj *Subject) *conn {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &conn{h: h, ws: ws, subj: subj, header: r.Header.Clone(), ip: headers.ClientIP(r),
 		ctx: ctx, cancel: cancel, msgs: make(chan []byte, 1)}
 	c.up = &upstream{h: h, header: c.header}
-	c.limit = h.readLimit()
+	c.limit = h.relay.maxBody() // a message is a body
 	ws.SetReadLimit(c.limit)
 	return c
 }
@@ -116,7 +115,7 @@ func (c *conn) readLoop() {
 		select {
 		case c.msgs <- data:
 		default:
-			c.sendError(&relay.APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "response_in_progress",
+			c.sendError(&APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "response_in_progress",
 				Message: "A response is already in progress on this connection; wait for its terminal event before sending response.create"})
 		}
 	}
@@ -134,13 +133,9 @@ func (c *conn) turn(msg []byte) bool {
 	// store defaults to true; with store=false only this upstream socket
 	// can continue the previous response.
 	localState := req.PreviousResponseID != "" && gjson.GetBytes(msg, "store").Type == gjson.False
-	wait := c.h.TurnWait
-	if wait.Timeout == 0 {
-		wait.Timeout = defaultTurnWaitTimeout
-	}
-	res := c.h.Relay.ServeTurn(c.ctx, &relay.Turn{
+	res := c.h.relay.serveMessage(c.ctx, &messageTurn{
 		Subject: c.subj, Request: req, Header: c.header, Transport: "ws", Number: c.turns,
-		ClientIP: c.ip, UserWait: wait, PreferAccount: c.pinned,
+		ClientIP: c.ip, PreferAccount: c.pinned,
 		NoFailover: localState, Upstream: c.up,
 	}, c)
 	if c.out != nil {
@@ -163,7 +158,7 @@ func (c *conn) turn(msg []byte) bool {
 }
 
 // Send forwards one event as a text frame and flushes what SendBuffered
-// held (relay.TurnSink).
+// held (messageSink).
 func (c *conn) Send(_ string, data []byte) error {
 	if c.out != nil {
 		return c.out.writeText(data, true)
@@ -175,7 +170,7 @@ func (c *conn) Send(_ string, data []byte) error {
 }
 
 // SendBuffered forwards one event and leaves it unflushed: more events are
-// ready (the optional burst method of relay.TurnSink).
+// ready (the optional burst method of messageSink).
 func (c *conn) SendBuffered(_ string, data []byte) error {
 	if c.out == nil {
 		return c.Send("", data)
@@ -184,7 +179,7 @@ func (c *conn) SendBuffered(_ string, data []byte) error {
 	return c.out.writeText(data, false)
 }
 
-// Flush writes out the events SendBuffered held (the optional burst method of relay.TurnSink).
+// Flush writes out the events SendBuffered held (the optional burst method of messageSink).
 func (c *conn) Flush() error {
 	if c.out == nil {
 		return nil
@@ -192,13 +187,13 @@ func (c *conn) Flush() error {
 	return c.out.release()
 }
 
-// Fail sends the error that ended a turn (relay.TurnSink).
-func (c *conn) Fail(e *relay.APIError) { c.sendError(e) }
+// Fail sends the error that ended a turn (messageSink).
+func (c *conn) Fail(e *APIError) { c.sendError(e) }
 
 // sendError writes {"type":"error","status":N,"error":{...}}, as the
 // relay's events are written, so that the library writes only control
 // frames to the batch connection.
-func (c *conn) sendError(e *relay.APIError) {
+func (c *conn) sendError(e *APIError) {
 	if c.out != nil {
 		c.out.writeText(errorFrame(e), true)
 		return
@@ -206,7 +201,7 @@ func (c *conn) sendError(e *relay.APIError) {
 	c.ws.Write(c.ctx, websocket.MessageText, errorFrame(e))
 }
 
-func errorFrame(e *relay.APIError) []byte {
+func errorFrame(e *APIError) []byte {
 	b := []byte(`{"type":"error","status":`)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = append(b, `,"error":`...)
@@ -240,7 +235,7 @@ func closeReason(s string) string {
 
 // keepAlive pings the socket every PingInterval and closes it when a pong
 // does not come back within PingTimeout.
-func keepAlive(ctx context.Context, ws pinger, h *Handler) {
+func keepAlive(ctx context.Context, ws pinger, h *wsServer) {
 	t := time.NewTicker(h.pingInterval())
 	defer t.Stop()
 	for {

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"fmt"
@@ -71,7 +71,7 @@ func failedAfterOutput(t *testing.T, key string, errorEvent bool) *httptest.Serv
 // and the HTTP bridge's error bodies never reach a client's decoded frames,
 // close reasons or the logs.
 func TestSecretsEscapedWS(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	e.rh.MaxAccountSwitches = -1
 	key := func(id string) string {
 		if strings.HasSuffix(id, "slash") {

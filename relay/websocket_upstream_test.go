@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func newScriptedSocket(t *testing.T, serve func(ctx context.Context, ws *websock
 }
 
 // waitRecords waits, bounded, until the sink holds n usage records.
-func waitRecords(e *env, n int) error {
+func waitRecords(e *wsEnv, n int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return e.sink.WaitLen(ctx, n)
@@ -64,7 +64,7 @@ func playTurn(ctx context.Context, ws *websocket.Conn, id string) error {
 // on the same account, not a failover or a failure counted against it,
 // whenever the relay notices the close.
 func TestUpstreamClosedBetweenTurns(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	closed := make(chan struct{}, 4)
 	up := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
 		if playTurn(ctx, ws, fmt.Sprintf("resp_%d", n)) != nil {
@@ -110,7 +110,7 @@ func TestUpstreamClosedBetweenTurns(t *testing.T) {
 // case seen late: the turn is sent once more on a new socket to the same
 // account. A new socket that fails so is not retried on it.
 func TestUpstreamDropsReusedSocket(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	up := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
 		if n == 1 {
 			if playTurn(ctx, ws, "resp_1") != nil {
@@ -145,7 +145,7 @@ func TestUpstreamDropsReusedSocket(t *testing.T) {
 
 	// A kept socket that the upstream closes with another code than an
 	// idle close refused this turn: no second socket for it.
-	e3 := newEnv(t, true)
+	e3 := newWSEnv(t, true)
 	up3 := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
 		if playTurn(ctx, ws, "resp_1") != nil {
 			return
@@ -168,7 +168,7 @@ func TestUpstreamDropsReusedSocket(t *testing.T) {
 	}
 
 	// A fresh socket dropped the same way is an attempt that failed.
-	e2 := newEnv(t, true)
+	e2 := newWSEnv(t, true)
 	up2 := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
 		ws.Read(ctx) // never answers
 	})

@@ -1,25 +1,24 @@
-package wsproxy
+package relay
 
 import (
 	"fmt"
 	"github.com/relaykit/responsesrelay/internal/knob"
 	"time"
 
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
 // errSocketCap declines a dial over MaxUpstreamSockets: the relay sends
 // the attempt through the HTTP bridge.
-var errSocketCap = fmt.Errorf("wsproxy: upstream sockets of the account at MaxUpstreamSockets: %w", relay.ErrUseHTTP)
+var errSocketCap = fmt.Errorf("relay: upstream sockets of the account at MaxUpstreamSockets: %w", errUseHTTP)
 
 // maxSockets is the socket cap of account a; 0: none.
-func (h *Handler) maxSockets(a *scheduler.Account) int {
-	return socketCap(h.MaxUpstreamSockets, a.Concurrency, defaultMaxUpstreamSockets)
+func (h *wsServer) maxSockets(a *scheduler.Account) int {
+	return socketCap(h.opts.MaxUpstreamSockets, a.Concurrency, defaultMaxUpstreamSockets)
 }
 
 // takeSocket counts one more open socket on a; false when a is at its cap.
-func (h *Handler) takeSocket(a *scheduler.Account) bool {
+func (h *wsServer) takeSocket(a *scheduler.Account) bool {
 	max := h.maxSockets(a)
 	h.sockMu.Lock()
 	defer h.sockMu.Unlock()
@@ -34,7 +33,7 @@ func (h *Handler) takeSocket(a *scheduler.Account) bool {
 }
 
 // giveSocket counts a socket of account id closed.
-func (h *Handler) giveSocket(id string) {
+func (h *wsServer) giveSocket(id string) {
 	h.sockMu.Lock()
 	defer h.sockMu.Unlock()
 	if h.sockets[id]--; h.sockets[id] <= 0 {
@@ -44,8 +43,8 @@ func (h *Handler) giveSocket(id string) {
 
 // idleTimeout is how long a socket is kept between turns; 0: until it
 // ages out.
-func (h *Handler) idleTimeout() time.Duration {
-	return max(knob.Or(h.UpstreamIdleTimeout, defaultUpstreamIdleTimeout), 0)
+func (h *wsServer) idleTimeout() time.Duration {
+	return max(knob.Or(h.opts.UpstreamIdleTimeout, defaultUpstreamIdleTimeout), 0)
 }
 
 // armIdleLocked starts the idle clock of the pinned socket after a turn;

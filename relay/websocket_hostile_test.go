@@ -1,9 +1,10 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/relaykit/responsesrelay/relay"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +20,7 @@ import (
 
 // dialMany opens n connections at once and returns the accepted ones and
 // the statuses of the refused ones.
-func (e *env) dialMany(n int) (accepted []*websocket.Conn, refused []*http.Response) {
+func (e *wsEnv) dialMany(n int) (accepted []*websocket.Conn, refused []*http.Response) {
 	e.t.Helper()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -62,9 +63,9 @@ func TestLimitWSConnDefault(t *testing.T) {
 		{"no cap", 8, -1, 40},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, true, "a")
+			e := newWSEnv(t, true, "a")
 			e.subj.Concurrency = tc.concurrency
-			e.wh.MaxConnsPerKey = tc.max
+			e.ws.MaxConnsPerKey = tc.max
 			burst := 100
 			if tc.max < 0 {
 				burst = tc.want
@@ -78,13 +79,13 @@ func TestLimitWSConnDefault(t *testing.T) {
 					t.Fatalf("refused connection answered %v", resp)
 				}
 			}
-			if e.wh.Active() != tc.want || len(e.up.Requests()) != 0 {
-				t.Fatalf("open %d, upstream requests %d", e.wh.Active(), len(e.up.Requests()))
+			if relay.WebSocketConns(e.rh) != tc.want || len(e.up.Requests()) != 0 {
+				t.Fatalf("open %d, upstream requests %d", relay.WebSocketConns(e.rh), len(e.up.Requests()))
 			}
 			for _, ws := range accepted {
 				ws.Close(websocket.StatusNormalClosure, "")
 			}
-			waitUntil(t, "the connections to end", func() bool { return e.wh.Active() == 0 })
+			waitUntil(t, "the connections to end", func() bool { return relay.WebSocketConns(e.rh) == 0 })
 			if c, resp := e.dialStatus(clientHeader); c == nil {
 				t.Fatalf("no place after the burst closed: %v", resp)
 			}
@@ -93,9 +94,8 @@ func TestLimitWSConnDefault(t *testing.T) {
 }
 
 // TestLimitWSMessageOverBody: a client message is capped by the relay's
-// MaxBodyBytes even when ReadLimit (default or set) is larger: one byte
-// over closes with 1009 before any upstream is asked; exactly the limit
-// is served.
+// MaxBodyBytes: one byte over closes with 1009 before any upstream is
+// asked; exactly the limit is served.
 func TestLimitWSMessageOverBody(t *testing.T) {
 	const limit = 4096
 	msg := func(n int) string {
@@ -103,18 +103,17 @@ func TestLimitWSMessageOverBody(t *testing.T) {
 		pad := n - len(m) - len(`"}`)
 		return m + strings.Repeat("x", pad) + `"}`
 	}
-	for _, readLimit := range []int64{0, 1 << 20} {
-		e := newEnv(t, true, "a")
+	{
+		e := newWSEnv(t, true, "a")
 		e.rh.MaxBodyBytes = limit
-		e.wh.ReadLimit = readLimit
 		c := e.dial()
 		c.send(msg(limit))
 		if f := c.recvTurn(); typeOf(last(f)) != "response.completed" {
-			t.Fatalf("ReadLimit %d: a message of MaxBodyBytes: %v", readLimit, f)
+			t.Fatalf("MaxBodyBytes %d: a message of MaxBodyBytes: %v", limit, f)
 		}
 		c.send(msg(limit + 1))
 		if code := c.closeStatus(); code != websocket.StatusMessageTooBig {
-			t.Fatalf("ReadLimit %d: close %d, want 1009", readLimit, code)
+			t.Fatalf("MaxBodyBytes %d: close %d, want 1009", limit, code)
 		}
 		turns := 0
 		for _, s := range e.up.Served() {
@@ -123,7 +122,7 @@ func TestLimitWSMessageOverBody(t *testing.T) {
 			}
 		}
 		if turns != 1 {
-			t.Fatalf("ReadLimit %d: upstream served %d turns, want 1", readLimit, turns)
+			t.Fatalf("MaxBodyBytes %d: upstream served %d turns, want 1", limit, turns)
 		}
 	}
 }
@@ -132,7 +131,7 @@ func TestLimitWSMessageOverBody(t *testing.T) {
 // a redirect is a failed dial: the turn fails over, and the host the
 // redirect names sees no request, let alone the account's token.
 func TestUpstreamDialNoRedirect(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	var target atomic.Int32
 	var leaked atomic.Value
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +166,7 @@ func TestUpstreamDialNoRedirect(t *testing.T) {
 // the relay's *http.Transport: its RootCAs make a TLS upstream reachable,
 // and its DialContext makes the connections.
 func TestUpstreamDialUsesRelayTransport(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {

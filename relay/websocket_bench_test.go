@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/relaykit/responsesrelay/wsproxy"
 	"github.com/tidwall/gjson"
 )
 
@@ -69,11 +68,11 @@ func BenchmarkWSTurn200(b *testing.B) {
 		Authenticate: func(*http.Request) (*relay.Subject, error) {
 			return &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g"}, nil
 		},
+		WebSocket: &relay.WebSocketOptions{},
 	}
-	wh := &wsproxy.Handler{Relay: rh}
-	srv := httptest.NewServer(wh)
+	srv := httptest.NewServer(rh)
 	b.Cleanup(func() {
-		wh.Shutdown(context.Background())
+		rh.Shutdown(context.Background())
 		srv.Close()
 	})
 	benchTurns(b, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/responses", 192)

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func TestForwardHeadersEveryTransport(t *testing.T) {
 	for _, ws := range []bool{true, false} {
 		name := map[bool]string{true: "pinned socket", false: "bridge"}[ws]
 		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, ws, "a")
+			e := newWSEnv(t, ws, "a")
 			e.rh.ForwardHeaders = []string{"X-Tenant"}
 			c, resp := e.dialStatus(client.Clone())
 			if c == nil {
@@ -58,7 +58,7 @@ func TestForwardHeadersEveryTransport(t *testing.T) {
 		})
 	}
 	t.Run("http", func(t *testing.T) {
-		e := newEnv(t, false, "a")
+		e := newWSEnv(t, false, "a")
 		e.rh.ForwardHeaders = []string{"X-Tenant"}
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/responses", strings.NewReader(`{"model":"gpt-test","input":"hi"}`))
 		req.Header = client.Clone()

@@ -1,11 +1,10 @@
-package wsproxy
+package relay
 
 import (
 	"errors"
 	"strconv"
 
 	"github.com/coder/websocket"
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
@@ -32,16 +31,16 @@ func checkFrame(typ websocket.MessageType, data []byte) (websocket.StatusCode, s
 // validation, then "type" set to response.create where the client left it
 // out, so that the upstream socket gets a well-formed message. A non-nil
 // error is answered with an error frame and the connection stays open.
-func parseTurn(msg []byte) (*relay.Request, *relay.APIError) {
-	req, err := relay.ParseRequest(msg)
+func parseTurn(msg []byte) (*Request, *APIError) {
+	req, err := ParseRequest(msg)
 	if err != nil {
-		apiErr, _ := errors.AsType[*relay.APIError](err)
+		apiErr, _ := errors.AsType[*APIError](err)
 		return nil, apiErr
 	}
 	if t := gjson.GetBytes(msg, "type"); t.Type != gjson.String || t.Str != "response.create" {
 		b, err := sjson.SetBytes(msg, "type", "response.create")
 		if err != nil {
-			return nil, &relay.APIError{Status: 400, Type: "invalid_request_error", Message: "Failed to parse request body"}
+			return nil, &APIError{Status: 400, Type: "invalid_request_error", Message: "Failed to parse request body"}
 		}
 		req.Body = b
 	}

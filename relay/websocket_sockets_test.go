@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -29,8 +29,8 @@ func waitSignal(t *testing.T, what string, ch <-chan struct{}) {
 // UpstreamIdleTimeout is closed by the relay; the connection's next turn
 // dials a new one on the same account, not counted against it.
 func TestUpstreamIdleSocketClosed(t *testing.T) {
-	e := newEnv(t, true)
-	e.wh.UpstreamIdleTimeout = time.Millisecond
+	e := newWSEnv(t, true)
+	e.ws.UpstreamIdleTimeout = time.Millisecond
 	closed := make(chan struct{}, 4)
 	up := newScriptedSocket(t, func(ctx context.Context, ws *websocket.Conn, n int) {
 		if playTurn(ctx, ws, fmt.Sprintf("resp_%d", n)) != nil {
@@ -111,7 +111,7 @@ func (s *socketCounter) counts() (open, max, upgrades, post int) {
 // Concurrency); a turn that would open one more goes through the HTTP
 // bridge on the same account, and a socket closed frees a place.
 func TestUpstreamSocketsPerAccountCapped(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	e.subj.Concurrency = 4 // room for the connections
 	up := relaytest.New()
 	counter := &socketCounter{h: up, ended: make(chan struct{}, 8)}

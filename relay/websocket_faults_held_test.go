@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -20,7 +20,7 @@ const loopCreated = `{"type":"response.created","sequence_number":0,"response":{
 // response.created repeated until the relay hangs up: over an upstream
 // WebSocket (ws) or as an SSE stream (the HTTP bridge). done is closed
 // when the upstream's handler returned, i.e. the relay cut it.
-func (e *env) addLoopAccount(id string, ws bool, priority int) (done <-chan struct{}) {
+func (e *wsEnv) addLoopAccount(id string, ws bool, priority int) (done <-chan struct{}) {
 	e.t.Helper()
 	ch := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +62,7 @@ func (e *env) addLoopAccount(id string, ws bool, priority int) (done <-chan stru
 func TestFaultWSRepeatedBootstrap(t *testing.T) {
 	for _, ws := range []bool{true, false} {
 		t.Run(fmt.Sprintf("ws=%v/failover", ws), func(t *testing.T) {
-			e := newEnv(t, ws)
+			e := newWSEnv(t, ws)
 			done := e.addLoopAccount("loop", ws, 0)
 			e.addAccount(&scheduler.Account{ID: "good", WebSocket: ws, Priority: 1})
 			c := e.dial()
@@ -80,7 +80,7 @@ func TestFaultWSRepeatedBootstrap(t *testing.T) {
 			relaytestenv.WaitClosed(t, "the looping upstream to be cut", done)
 		})
 		t.Run(fmt.Sprintf("ws=%v/no other account", ws), func(t *testing.T) {
-			e := newEnv(t, ws)
+			e := newWSEnv(t, ws)
 			done := e.addLoopAccount("loop", ws, 0)
 			c := e.dial()
 			c.send(create(``))

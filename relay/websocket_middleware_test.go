@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -11,18 +11,6 @@ import (
 	"github.com/coder/websocket"
 )
 
-// plainWrapper is a logging middleware's ResponseWriter as often written:
-// it hides every optional interface (no Hijack, no Flush, no Unwrap).
-type plainWrapper struct{ w http.ResponseWriter }
-
-func (p *plainWrapper) Header() http.Header         { return p.w.Header() }
-func (p *plainWrapper) Write(b []byte) (int, error) { return p.w.Write(b) }
-func (p *plainWrapper) WriteHeader(code int)        { p.w.WriteHeader(code) }
-
-type unwrapWrapper struct{ plainWrapper }
-
-func (u *unwrapWrapper) Unwrap() http.ResponseWriter { return u.w }
-
 // TestWebSocketBehindWrappingMiddleware: behind a wrapper with Unwrap the
 // WebSocket mode works; behind one without, the upgrade is answered 501
 // before any 101 (never a 101 followed by garbage), and it is logged.
@@ -32,12 +20,12 @@ func TestWebSocketBehindWrappingMiddleware(t *testing.T) {
 		wrap func(http.ResponseWriter) http.ResponseWriter
 		ok   bool
 	}{
-		{"with_unwrap", func(w http.ResponseWriter) http.ResponseWriter { return &unwrapWrapper{plainWrapper{w}} }, true},
-		{"without_unwrap", func(w http.ResponseWriter) http.ResponseWriter { return &plainWrapper{w} }, false},
+		{"with_unwrap", func(w http.ResponseWriter) http.ResponseWriter { return &unwrapWrapper{plainWrapper{w: w}} }, true},
+		{"without_unwrap", func(w http.ResponseWriter) http.ResponseWriter { return &plainWrapper{w: w} }, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, true, "a")
-			e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.wh.ServeHTTP(c.wrap(w), r) })
+			e := newWSEnv(t, true, "a")
+			e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.rh.ServeHTTP(c.wrap(w), r) })
 			if c.ok {
 				cl := e.dial()
 				cl.send(create(``))
@@ -61,12 +49,12 @@ func TestWebSocketBehindWrappingMiddleware(t *testing.T) {
 // TestPlainGetIsToldToUpgrade: a GET without an upgrade on the WebSocket
 // endpoint is told what the endpoint expects.
 func TestPlainGetIsToldToUpgrade(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v1/responses", nil)
 	rec := httptest.NewRecorder()
-	e.wh.ServeHTTP(rec, req)
+	e.rh.ServeHTTP(rec, req)
 	if rec.Code != http.StatusUpgradeRequired || rec.Header().Get("Upgrade") != "websocket" {
 		t.Fatalf("status %d, headers %v", rec.Code, rec.Header())
 	}

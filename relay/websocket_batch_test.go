@@ -1,4 +1,4 @@
-package wsproxy
+package relay
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -19,11 +19,11 @@ import (
 )
 
 // wsURL is the relay's WebSocket endpoint.
-func (e *env) wsURL() string { return "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v1/responses" }
+func (e *wsEnv) wsURL() string { return "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v1/responses" }
 
 // dialStatus dials with hdr and returns the handshake answer of a refused
 // upgrade (nil client), or the client.
-func (e *env) dialStatus(hdr http.Header) (*client, *http.Response) {
+func (e *wsEnv) dialStatus(hdr http.Header) (*client, *http.Response) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -50,7 +50,7 @@ func stuck(t *testing.T) <-chan struct{} {
 // and HTTP bridge alike.
 func TestFaultWSUpstreamIdle(t *testing.T) {
 	for _, ws := range []bool{true, false} {
-		e := newEnv(t, ws, "a")
+		e := newWSEnv(t, ws, "a")
 		e.rh.StreamIdleTimeout = 250 * time.Millisecond
 		e.up.Script("a", relaytest.Step{After: 5, Hold: make(chan struct{})})
 		c := e.dial()
@@ -79,7 +79,7 @@ func TestFaultWSUpstreamIdle(t *testing.T) {
 // message and never answers is given up after StreamIdleTimeout and the
 // turn moves to the next account; the silent attempt is no record.
 func TestFaultWSUpstreamSilentBeforeFirstEvent(t *testing.T) {
-	e := newEnv(t, true, "a", "b")
+	e := newWSEnv(t, true, "a", "b")
 	e.rh.StreamIdleTimeout = 250 * time.Millisecond
 	e.up.Script("a", relaytest.Step{Hold: make(chan struct{})})
 	c := e.dial()
@@ -99,7 +99,7 @@ func TestFaultWSUpstreamSilentBeforeFirstEvent(t *testing.T) {
 // one over the read limit, are upstream failures by the normal rules.
 func TestFaultWSUpstreamBadFrames(t *testing.T) {
 	t.Run("malformed before output", func(t *testing.T) {
-		e := newEnv(t, true, "a", "b")
+		e := newWSEnv(t, true, "a", "b")
 		e.up.Script("a", relaytest.Step{Status: 200, Body: "not json at all"})
 		c := e.dial()
 		c.send(create(``))
@@ -109,8 +109,8 @@ func TestFaultWSUpstreamBadFrames(t *testing.T) {
 		}
 	})
 	t.Run("too big after output", func(t *testing.T) {
-		e := newEnv(t, true, "a")
-		e.wh.ReadLimit = 4096
+		e := newWSEnv(t, true, "a")
+		e.rh.MaxEventBytes = 4096
 		e.up.Script("a", relaytest.Step{EventPadding: 8192})
 		c := e.dial()
 		c.send(create(``))
@@ -129,7 +129,7 @@ func TestFaultWSUpstreamBadFrames(t *testing.T) {
 // turn drains to the end and is recorded with the full usage.
 func TestFaultWSClientGoneMidStream(t *testing.T) {
 	for _, ws := range []bool{true, false} {
-		e := newEnv(t, ws, "a")
+		e := newWSEnv(t, ws, "a")
 		resume := make(chan struct{})
 		e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
 		c := e.dial()
@@ -166,7 +166,7 @@ func TestFaultWSClientGoneMidStream(t *testing.T) {
 // later), or the turn goes on without the hook; no slot stays held.
 func TestFaultWSHooks(t *testing.T) {
 	const bound = 50 * time.Millisecond
-	tryAgain := func(t *testing.T, e *env, msg string) {
+	tryAgain := func(t *testing.T, e *wsEnv, msg string) {
 		t.Helper()
 		c := e.dial()
 		c.send(create(``))
@@ -179,24 +179,24 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	}
 	t.Run("gate error", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.rh.Billing = billing.GateFunc(func(context.Context, billing.Request) error { return errors.New("db down") })
 		tryAgain(t, e, "Billing service unavailable")
 	})
 	t.Run("gate panics", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.rh.Billing = billing.GateFunc(func(context.Context, billing.Request) error { panic("gate bug") })
 		tryAgain(t, e, "Billing service unavailable")
 	})
 	t.Run("gate hangs", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		ch := stuck(t)
 		e.rh.HookTimeout = bound
 		e.rh.Billing = billing.GateFunc(func(context.Context, billing.Request) error { <-ch; return nil })
 		tryAgain(t, e, "Billing service unavailable")
 	})
 	t.Run("gate denies", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.rh.Billing = billing.GateFunc(func(context.Context, billing.Request) error {
 			return &billing.Denial{Status: 402, Message: "Balance exhausted"}
 		})
@@ -211,12 +211,12 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	})
 	t.Run("pool fails", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.sched.Pool = failingPool{}
 		tryAgain(t, e, "No available accounts")
 	})
 	t.Run("credentials fail everywhere", func(t *testing.T) {
-		e := newEnv(t, true, "a", "b")
+		e := newWSEnv(t, true, "a", "b")
 		e.rh.Credentials = credsFunc(func(context.Context, *scheduler.Account) (string, error) { return "", errors.New("vault sealed") })
 		c := e.dial()
 		c.send(create(``))
@@ -228,7 +228,7 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	})
 	t.Run("usage sink hangs", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		ch := stuck(t)
 		e.rh.HookTimeout = bound
 		var calls atomic.Int64
@@ -246,7 +246,7 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	})
 	t.Run("on account event hangs", func(t *testing.T) {
-		e := newEnv(t, true, "a", "b")
+		e := newWSEnv(t, true, "a", "b")
 		ch := stuck(t)
 		e.sched.EventTimeout = bound
 		e.sched.OnAccountEvent = func(context.Context, scheduler.AccountEvent) { <-ch }
@@ -258,7 +258,7 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	})
 	t.Run("authenticate hangs", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		ch := stuck(t)
 		e.rh.HookTimeout = bound
 		e.rh.Authenticate = func(*http.Request) (*relay.Subject, error) { <-ch; return nil, nil }
@@ -268,7 +268,7 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	})
 	t.Run("authenticate answers", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.rh.Authenticate = func(*http.Request) (*relay.Subject, error) {
 			return nil, fmt.Errorf("lookup: %w", &relay.APIError{Status: 403, Type: "permission_error", Message: "This key was revoked"})
 		}
@@ -278,7 +278,7 @@ func TestFaultWSHooks(t *testing.T) {
 		}
 	})
 	t.Run("authenticate panics", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.rh.Authenticate = func(*http.Request) (*relay.Subject, error) { panic("auth bug") }
 		c, resp := e.dialStatus(http.Header{"Authorization": {"Bearer rk-client"}})
 		if c != nil || resp == nil || resp.StatusCode != 401 {
@@ -290,7 +290,7 @@ func TestFaultWSHooks(t *testing.T) {
 // TestFaultWSHookHangClientGone: a client that closes while a hook hangs
 // ends its connection at once, with no slot held.
 func TestFaultWSHookHangClientGone(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	ch := stuck(t)
 	var calls atomic.Int64
 	e.rh.Billing = billing.GateFunc(func(context.Context, billing.Request) error { calls.Add(1); <-ch; return nil })
@@ -298,21 +298,11 @@ func TestFaultWSHookHangClientGone(t *testing.T) {
 	c.send(create(``))
 	waitUntil(t, "the gate call", func() bool { return calls.Load() == 1 })
 	c.ws.CloseNow()
-	waitUntil(t, "the connection to end", func() bool { return e.wh.Active() == 0 && e.rh.Active() == 0 })
+	waitUntil(t, "the connection to end", func() bool { return relay.WebSocketConns(e.rh) == 0 && e.rh.Active() == 0 })
 	if n := e.lim.InFlight("user:" + "u1"); n != 0 {
 		t.Fatalf("user slots %d", n)
 	}
 }
-
-type failingPool struct{}
-
-func (failingPool) Accounts(context.Context, string) ([]*scheduler.Account, error) {
-	return nil, errors.New("db down")
-}
-
-type credsFunc func(ctx context.Context, a *scheduler.Account) (string, error)
-
-func (f credsFunc) Token(ctx context.Context, a *scheduler.Account) (string, error) { return f(ctx, a) }
 
 // TestFaultWSClientGoneEarly: a client that closes while its turn waits for
 // a user slot leaves nothing behind; one that closes while the upstream
@@ -320,7 +310,7 @@ func (f credsFunc) Token(ctx context.Context, a *scheduler.Account) (string, err
 // recorded once the upstream answers.
 func TestFaultWSClientGoneEarly(t *testing.T) {
 	t.Run("waiting for a user slot", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		e.subj.Concurrency = 1
 		hold := make(chan struct{})
 		e.up.Script("a", relaytest.Step{Hold: hold})
@@ -331,7 +321,7 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 		c.send(create(``))
 		waitUntil(t, "a waiter", func() bool { return e.lim.Waiting("user:"+"u1") == 1 })
 		c.ws.CloseNow()
-		waitUntil(t, "the waiter to leave", func() bool { return e.lim.Waiting("user:"+"u1") == 0 && e.wh.Active() == 1 })
+		waitUntil(t, "the waiter to leave", func() bool { return e.lim.Waiting("user:"+"u1") == 0 && relay.WebSocketConns(e.rh) == 1 })
 		close(hold)
 		if f := busy.recvTurn(); typeOf(last(f)) != "response.completed" {
 			t.Fatalf("held turn %v", f)
@@ -345,7 +335,7 @@ func TestFaultWSClientGoneEarly(t *testing.T) {
 	})
 	t.Run("before the first event", func(t *testing.T) {
 		for _, ws := range []bool{true, false} {
-			e := newEnv(t, ws, "a")
+			e := newWSEnv(t, ws, "a")
 			hold := make(chan struct{})
 			e.up.Script("a", relaytest.Step{Hold: hold})
 			c := e.dial()

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -15,17 +15,17 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
-const clientCanary = "rk-live-WSCLIENTCANARY-q1W2e3R4t5"
+const wsClientCanary = "rk-live-WSCLIENTCANARY-q1W2e3R4t5"
 
 // TestSecretsCanaryWS drives the WebSocket error paths with canary keys
 // (refused handshakes, error frames that quote the key, HTTP bridge
 // errors) and checks every frame, close reason, handshake answer and log
 // line.
 func TestSecretsCanaryWS(t *testing.T) {
-	e := newEnv(t, true)
+	e := newWSEnv(t, true)
 	e.rh.MaxAccountSwitches = -1
 	e.rh.Authenticate = func(r *http.Request) (*relay.Subject, error) {
-		if r.Header.Get("Authorization") != "Bearer "+clientCanary {
+		if r.Header.Get("Authorization") != "Bearer "+wsClientCanary {
 			return nil, nil
 		}
 		s := *e.subj
@@ -69,7 +69,7 @@ func TestSecretsCanaryWS(t *testing.T) {
 	for _, c := range cases {
 		for range 2 {
 			e.sched.Recover(c.id)
-			cl, resp := e.dialStatus(http.Header{"Authorization": {"Bearer " + clientCanary}, "Cookie": {"s=" + clientCanary}})
+			cl, resp := e.dialStatus(http.Header{"Authorization": {"Bearer " + wsClientCanary}, "Cookie": {"s=" + wsClientCanary}})
 			if cl == nil {
 				t.Fatalf("dial: %v", resp)
 			}
@@ -86,7 +86,7 @@ func TestSecretsCanaryWS(t *testing.T) {
 	e.rh.MapError = relaytestenv.PassUpstreamErrors
 	for _, id := range []string{"frame400", "oauth400", "frame429", "bridge500"} {
 		e.sched.Recover(id)
-		cl, _ := e.dialStatus(http.Header{"Authorization": {"Bearer " + clientCanary}})
+		cl, _ := e.dialStatus(http.Header{"Authorization": {"Bearer " + wsClientCanary}})
 		cl.send(`{"type":"response.create","model":"m-` + id + `","input":"hi"}`)
 		for _, f := range cl.recvTurn() {
 			seen.WriteString(f + "\n")
@@ -106,7 +106,7 @@ func TestSecretsCanaryWS(t *testing.T) {
 	fmt.Fprintf(&seen, "%d %v\n", resp.StatusCode, resp.Header)
 
 	out := seen.String() + e.logs.String()
-	for _, s := range append(secrets, clientCanary, "WRONGWSCANARY") {
+	for _, s := range append(secrets, wsClientCanary, "WRONGWSCANARY") {
 		for _, part := range []string{s, s[len(s)-8:]} {
 			if i := strings.Index(out, part); i >= 0 {
 				t.Fatalf("%q leaked:\n...%s...", part, out[max(0, i-200):min(len(out), i+200)])

@@ -1,4 +1,4 @@
-package wsproxy
+package relay
 
 import (
 	"context"
@@ -12,13 +12,12 @@ import (
 	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/internal/wsconn"
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
 	"github.com/tidwall/gjson"
 )
 
 // upstream is a connection's pinned upstream socket. It implements
-// relay.Upstream: Open reuses the socket while it is on the same account,
+// Upstream: Open reuses the socket while it is on the same account,
 // healthy and younger than UpstreamMaxAge, and dials a new one otherwise.
 // One turn at a time uses it.
 //
@@ -27,7 +26,7 @@ import (
 // a turn hands the read role to the turn: it reads its own events from
 // then on (no hand-off per event) and gives the role back when it ends.
 type upstream struct {
-	h      *Handler
+	h      *wsServer
 	header http.Header // the client's handshake headers
 
 	mu       sync.Mutex
@@ -49,8 +48,8 @@ type frame struct {
 	err  error
 }
 
-// Open implements relay.Upstream.
-func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (relay.EventStream, error) {
+// Open implements Upstream.
+func (u *upstream) Open(ctx context.Context, a *scheduler.Account, token string, body []byte) (eventStream, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.stopIdleLocked()
@@ -106,7 +105,7 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 	// The HTTP relay's policy, ForwardHeaders included; the handshake's
 	// own headers (Upgrade, Sec-WebSocket-*) are hop-by-hop or not listed.
 	hdr := http.Header{}
-	headers.Forward(hdr, u.header, u.h.Relay.ForwardHeaders)
+	headers.Forward(hdr, u.header, u.h.relay.ForwardHeaders)
 	for k, vs := range a.Header {
 		hdr[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
@@ -122,11 +121,11 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 		u.h.giveSocket(a.ID)
 		var he *wsconn.HandshakeError
 		if errors.As(err, &he) && he.Status >= 400 {
-			return &relay.UpstreamError{Status: he.Status, Header: he.Header, Body: he.Body, Err: err}
+			return &UpstreamError{Status: he.Status, Header: he.Header, Body: he.Body, Err: err}
 		}
 		return err
 	}
-	ws.SetReadLimit(u.h.readLimitKnob())
+	ws.SetReadLimit(int64(u.h.relay.maxEventBytes()))
 	rctx, cancel := context.WithCancel(context.Background())
 	u.ws, u.account, u.dialed, u.broken, u.cancel = ws, a.ID, time.Now(), false, cancel
 	u.first, u.resume, u.done = make(chan frame, 1), make(chan struct{}, 1), make(chan struct{})
@@ -252,7 +251,7 @@ func (s *stream) Next() ([]byte, error) {
 		if st := gjson.GetBytes(data, "status").Int(); st >= 400 && !gjson.GetBytes(data, "sequence_number").Exists() {
 			// An error frame in place of a response (429, 401): the
 			// upstream refused the turn with a status.
-			return nil, &relay.UpstreamError{Status: int(st), Header: frameHeaders(data), Body: errorBody(data)}
+			return nil, &UpstreamError{Status: int(st), Header: frameHeaders(data), Body: errorBody(data)}
 		}
 	}
 	s.started = true

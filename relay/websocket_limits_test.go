@@ -1,7 +1,8 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
+	"github.com/relaykit/responsesrelay/relay"
 	"net/http"
 	"testing"
 
@@ -17,19 +18,19 @@ var clientHeader = http.Header{"Authorization": {"Bearer rk-client"}}
 // 429 before the upgrade and holds nothing; closing a connection frees its
 // place.
 func TestLimitWSConnCap(t *testing.T) {
-	e := newEnv(t, true, "a")
-	e.wh.MaxConnsPerKey = 2
+	e := newWSEnv(t, true, "a")
+	e.ws.MaxConnsPerKey = 2
 	first := e.dial()
 	e.dial()
 	c, resp := e.dialStatus(clientHeader)
 	if c != nil || resp == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("third connection: %v", resp)
 	}
-	if e.wh.Active() != 2 || e.lim.InFlight("user:"+"u1") != 0 || len(e.up.Requests()) != 0 {
-		t.Fatalf("open %d, user slots %d, upstream %d", e.wh.Active(), e.lim.InFlight("user:"+"u1"), len(e.up.Requests()))
+	if relay.WebSocketConns(e.rh) != 2 || e.lim.InFlight("user:"+"u1") != 0 || len(e.up.Requests()) != 0 {
+		t.Fatalf("open %d, user slots %d, upstream %d", relay.WebSocketConns(e.rh), e.lim.InFlight("user:"+"u1"), len(e.up.Requests()))
 	}
 	first.ws.Close(websocket.StatusNormalClosure, "")
-	waitUntil(t, "the closed connection to leave", func() bool { return e.wh.Active() == 1 })
+	waitUntil(t, "the closed connection to leave", func() bool { return relay.WebSocketConns(e.rh) == 1 })
 	if c, resp := e.dialStatus(clientHeader); c == nil {
 		t.Fatalf("a freed place was not given out: %v", resp)
 	}
@@ -38,9 +39,9 @@ func TestLimitWSConnCap(t *testing.T) {
 // TestLimitWSUserSlotBusy: a turn that finds the user's slots busy is
 // refused with a 429 error frame and close 1013, and takes no slot.
 func TestLimitWSUserSlotBusy(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	e.subj.Concurrency = 1
-	e.wh.TurnWait = concurrency.WaitOptions{MaxWaiters: -1}
+	e.rh.UserWait = concurrency.WaitOptions{MaxWaiters: -1}
 	hold := make(chan struct{})
 	e.up.Script("a", relaytest.Step{Hold: hold})
 	busy := e.dial()
@@ -68,7 +69,7 @@ func TestLimitWSUserSlotBusy(t *testing.T) {
 // waits; a third is refused with response_in_progress and the connection
 // stays open.
 func TestLimitWSOneTurnAtATime(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	hold := make(chan struct{})
 	e.up.Script("a", relaytest.Step{Hold: hold})
 	c := e.dial()
@@ -94,7 +95,7 @@ func TestLimitWSOneTurnAtATime(t *testing.T) {
 // TestWSHandshakeHeaderHygiene: the upstream socket is dialed with the
 // account's credentials and the allowlisted client headers only.
 func TestWSHandshakeHeaderHygiene(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	hdr := http.Header{
 		"Authorization":       {"Bearer rk-client"},
 		"Cookie":              {"sid=secret"},

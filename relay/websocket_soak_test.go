@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"bufio"
@@ -24,7 +24,6 @@ import (
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/relaykit/responsesrelay/wsproxy"
 	"github.com/tidwall/gjson"
 )
 
@@ -33,7 +32,7 @@ import (
 // that everything came back: slots, goroutines, heap, and one usage record
 // per turn that reached an upstream. It is opt-in:
 //
-//	RELAY_SOAK=1 go test -run TestSoak -v ./wsproxy
+//	RELAY_SOAK=1 go test -run TestSoak -v ./relay
 //
 // RELAY_SOAK_DURATION (a Go duration, at most 2m) sets the traffic time;
 // the default is 60s.
@@ -136,8 +135,8 @@ func TestSoak(t *testing.T) {
 			return &relay.Subject{UserID: "u" + u, APIKeyID: "k" + u, GroupID: "g", Concurrency: 8}, nil
 		},
 	}
-	wh := &wsproxy.Handler{Relay: rh}
-	srv := httptest.NewServer(wh)
+	rh.WebSocket = &relay.WebSocketOptions{}
+	srv := httptest.NewServer(rh)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: soakWorkers}}
 
 	runtime.GC()
@@ -193,13 +192,10 @@ func TestSoak(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := wh.Shutdown(ctx); err != nil {
-		t.Errorf("wsproxy shutdown: %v", err)
+	if err := rh.Shutdown(ctx); err != nil {
+		t.Errorf("relay shutdown: %v (%d active)", err, rh.Active())
 	}
 	srv.Close()
-	if err := rh.Wait(ctx); err != nil {
-		t.Errorf("relay wait: %v (%d active)", err, rh.Active())
-	}
 
 	// Slots: nothing held anywhere.
 	for u := 0; u < soakUsers; u++ {
@@ -212,8 +208,8 @@ func TestSoak(t *testing.T) {
 			t.Errorf("account %s holds %d slots", id, n)
 		}
 	}
-	if wh.Active() != 0 || rh.Active() != 0 {
-		t.Errorf("open connections %d, active turns %d", wh.Active(), rh.Active())
+	if relay.WebSocketConns(rh) != 0 || rh.Active() != 0 {
+		t.Errorf("open connections %d, active turns %d", relay.WebSocketConns(rh), rh.Active())
 	}
 
 	// Usage: one record per turn that reached an upstream, none lost.

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
@@ -11,29 +11,25 @@ import (
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
-	"github.com/relaykit/responsesrelay/internal/leakcheck"
 	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/relaykit/responsesrelay/wsproxy"
 	"github.com/tidwall/gjson"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m) }
-
-// env is a relay with WebSocket mode in front of the fake upstream: the
-// shared test environment, with its pieces under the names this package's
-// tests use, and the wsproxy.Handler mounted.
-type env struct {
+// wsEnv is a relay with WebSocket mode in front of the fake upstream: the
+// shared test environment, with its pieces under the names the WebSocket
+// tests use.
+type wsEnv struct {
 	*relaytestenv.Env
 	t     *testing.T
 	up    *relaytest.Server
 	pool  *scheduler.StaticPool
 	sched *scheduler.Scheduler
 	rh    *relay.Handler
-	lim   *concurrency.Memory // the user slots
-	wh    *wsproxy.Handler
+	lim   *concurrency.Memory     // the user slots
+	ws    *relay.WebSocketOptions // the relay's; set fields before the first dial
 	srv   *httptest.Server
 	sink  *billing.MemorySink
 	keys  scheduler.StaticKeys
@@ -42,33 +38,28 @@ type env struct {
 	logs  *relaytestenv.Buffer
 }
 
-var (
-	waitUntil     = relaytestenv.WaitUntil
-	schedInFlight = relaytestenv.AccountInFlight
-	coolingUntil  = relaytestenv.CoolingUntil
-)
-
-// newEnv: a relay with WebSocket mode in front of the fake upstream, one
+// newWSEnv: a relay with WebSocket mode in front of the fake upstream, one
 // account per name (4 slots, priority in order); ws says whether they
-// support upstream WebSockets. Cleanup shuts the wsproxy.Handler down, then
-// runs the shared checks: no turn active, no slot held, no goroutine left.
-func newEnv(t *testing.T, ws bool, accounts ...string) *env {
+// support upstream WebSockets. Cleanup shuts the relay down, then runs the
+// shared checks: no turn active, no slot held, no goroutine left.
+func newWSEnv(t *testing.T, ws bool, accounts ...string) *wsEnv {
 	t.Helper()
-	e := &env{Env: relaytestenv.New(t), t: t}
+	e := &wsEnv{Env: relaytestenv.New(t), t: t}
 	e.AccountConcurrency = 4
 	e.Subject.Concurrency = 2
 	e.Sched.Logger = e.Relay.Logger
 	for i, name := range accounts {
 		e.AddAccount(&scheduler.Account{ID: name, WebSocket: ws, Priority: i})
 	}
-	e.wh = &wsproxy.Handler{Relay: e.Relay}
-	e.Mount(e.wh)
+	e.ws = &relay.WebSocketOptions{}
+	e.Relay.WebSocket = e.ws
+	e.Mount(e.Relay)
 	e.bind()
 	// Registered after the shared checks, so it runs before them.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := e.wh.Shutdown(ctx); err != nil {
+		if err := e.rh.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
@@ -76,12 +67,12 @@ func newEnv(t *testing.T, ws bool, accounts ...string) *env {
 }
 
 // bind names the shared pieces; again after a change of Accounts.
-func (e *env) bind() {
+func (e *wsEnv) bind() {
 	e.up, e.pool, e.sched, e.rh, e.lim, e.srv = e.Up, e.Pool, e.Sched, e.Relay, e.Users, e.Srv
 	e.sink, e.keys, e.accts, e.subj, e.logs = e.Sink, e.Keys, e.Accounts, e.Subject, e.Logs
 }
 
-func (e *env) addAccount(a *scheduler.Account) {
+func (e *wsEnv) addAccount(a *scheduler.Account) {
 	e.AddAccount(a)
 	e.bind()
 }
@@ -92,7 +83,7 @@ type client struct {
 	ws *websocket.Conn
 }
 
-func (e *env) dial() *client {
+func (e *wsEnv) dial() *client {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,7 +1,8 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"context"
+	"github.com/relaykit/responsesrelay/relay"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,7 +17,7 @@ import (
 // TestChainedTurnsPinnedSocket: two store=false turns chained through one
 // pinned upstream socket; one usage record per turn.
 func TestChainedTurnsPinnedSocket(t *testing.T) {
-	e := newEnv(t, true, "a", "b")
+	e := newWSEnv(t, true, "a", "b")
 	c := e.dial()
 	c.send(create(`,"store":false`))
 	first := c.recvTurn()
@@ -36,8 +37,8 @@ func TestChainedTurnsPinnedSocket(t *testing.T) {
 	waitUntil(t, "slots released while the connection stays open", func() bool {
 		return e.lim.InFlight("user:"+"u1") == 0 && schedInFlight(e.sched, "a") == 0
 	})
-	if e.wh.Active() != 1 {
-		t.Fatalf("%d open connections", e.wh.Active())
+	if relay.WebSocketConns(e.rh) != 1 {
+		t.Fatalf("%d open connections", relay.WebSocketConns(e.rh))
 	}
 	recs := e.sink.Records()
 	if len(recs) != 2 {
@@ -67,7 +68,7 @@ func TestChainedTurnsPinnedSocket(t *testing.T) {
 // TestChainedTurnsBridge: accounts without upstream WebSocket get each turn
 // as a streaming POST; chaining works with store=true.
 func TestChainedTurnsBridge(t *testing.T) {
-	e := newEnv(t, false, "a")
+	e := newWSEnv(t, false, "a")
 	c := e.dial()
 	c.send(create(``))
 	first := c.recvTurn()
@@ -95,7 +96,7 @@ func TestChainedTurnsBridge(t *testing.T) {
 }
 
 func TestPlainGetAndAuth(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	resp, err := http.Get(e.srv.URL + "/v1/responses")
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func TestPlainGetAndAuth(t *testing.T) {
 }
 
 func TestValidationFrameKeepsConnection(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	c := e.dial()
 	c.send(`{"type":"response.create","input":"no model"}`)
 	f := c.recvTurn()
@@ -130,14 +131,14 @@ func TestValidationFrameKeepsConnection(t *testing.T) {
 
 func TestPolicyCloses(t *testing.T) {
 	t.Run("first message timeout", func(t *testing.T) {
-		e := newEnv(t, true, "a")
-		e.wh.FirstMessageTimeout = 30 * time.Millisecond
+		e := newWSEnv(t, true, "a")
+		e.ws.FirstMessageTimeout = 30 * time.Millisecond
 		if code := e.dial().closeStatus(); code != websocket.StatusPolicyViolation {
 			t.Fatalf("close %d", code)
 		}
 	})
 	t.Run("binary frame", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		c := e.dial()
 		c.ws.Write(context.Background(), websocket.MessageBinary, []byte(create(``)))
 		if code := c.closeStatus(); code != websocket.StatusPolicyViolation {
@@ -145,7 +146,7 @@ func TestPolicyCloses(t *testing.T) {
 		}
 	})
 	t.Run("other type", func(t *testing.T) {
-		e := newEnv(t, true, "a")
+		e := newWSEnv(t, true, "a")
 		c := e.dial()
 		c.send(`{"type":"response.append","input":"x"}`)
 		if code := c.closeStatus(); code != websocket.StatusPolicyViolation {
@@ -153,8 +154,8 @@ func TestPolicyCloses(t *testing.T) {
 		}
 	})
 	t.Run("too big", func(t *testing.T) {
-		e := newEnv(t, true, "a")
-		e.wh.ReadLimit = 1024
+		e := newWSEnv(t, true, "a")
+		e.rh.MaxBodyBytes = 1024
 		c := e.dial()
 		c.ws.Write(context.Background(), websocket.MessageText, []byte(create(`,"instructions":"`+strings.Repeat("x", 4096)+`"`)))
 		if code := c.closeStatus(); code != websocket.StatusMessageTooBig {
@@ -169,7 +170,7 @@ func TestPolicyCloses(t *testing.T) {
 // TestClientGoneMidTurn: the client disconnects while the upstream thinks;
 // the turn is drained and recorded, and every slot comes back.
 func TestClientGoneMidTurn(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	e.up.Script("a", relaytest.Step{FirstTokenDelay: 100 * time.Millisecond})
 	c := e.dial()
 	c.send(create(``))
@@ -190,7 +191,7 @@ func TestClientGoneMidTurn(t *testing.T) {
 // ends with one response.failed, and the connection serves the next turn on
 // a new upstream socket.
 func TestUpstreamResetMidTurn(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	e.up.Script("a", relaytest.Step{After: 5, Cut: true})
 	c := e.dial()
 	c.send(create(``))
@@ -213,7 +214,7 @@ func TestUpstreamResetMidTurn(t *testing.T) {
 // TestUpgradeFailover: an account whose upstream handshake answers 429 is
 // failed over before any event; the turn is served by the next account.
 func TestUpgradeFailover(t *testing.T) {
-	e := newEnv(t, true, "a", "b")
+	e := newWSEnv(t, true, "a", "b")
 	e.up.Script("a", relaytest.Step{Upgrade: true, Status: 429, Header: http.Header{"Retry-After": {"30"}}})
 	c := e.dial()
 	c.send(create(``))
@@ -233,7 +234,7 @@ func TestUpgradeFailover(t *testing.T) {
 // TestNoFailoverForLocalState: a store=false continuation cannot move to
 // another account; its error reaches the client as a frame.
 func TestNoFailoverForLocalState(t *testing.T) {
-	e := newEnv(t, true, "a", "b")
+	e := newWSEnv(t, true, "a", "b")
 	c := e.dial()
 	c.send(create(`,"store":false`))
 	prev := gjson.Get(last(c.recvTurn()), "response.id").String()
@@ -251,8 +252,8 @@ func TestNoFailoverForLocalState(t *testing.T) {
 }
 
 func TestConnectionCap(t *testing.T) {
-	e := newEnv(t, true, "a")
-	e.wh.MaxConnsPerKey = 1
+	e := newWSEnv(t, true, "a")
+	e.ws.MaxConnsPerKey = 1
 	e.dial()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -266,8 +267,8 @@ func TestConnectionCap(t *testing.T) {
 // TestUpstreamMaxAge: an upstream socket older than UpstreamMaxAge is
 // replaced at the next turn boundary.
 func TestUpstreamMaxAge(t *testing.T) {
-	e := newEnv(t, true, "a")
-	e.wh.UpstreamMaxAge = time.Nanosecond
+	e := newWSEnv(t, true, "a")
+	e.ws.UpstreamMaxAge = time.Nanosecond
 	c := e.dial()
 	for i := 0; i < 3; i++ {
 		c.send(create(``))
@@ -289,7 +290,7 @@ func TestUpstreamMaxAge(t *testing.T) {
 // TestShutdown: an idle connection is closed with 1001, new upgrades are
 // refused, and Shutdown returns once the connections are gone.
 func TestShutdown(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	c := e.dial()
 	c.send(create(``))
 	c.recvTurn()
@@ -297,14 +298,14 @@ func TestShutdown(t *testing.T) {
 	go func() { code <- c.closeStatus() }() // a client reads all the time
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.wh.Shutdown(ctx); err != nil {
+	if err := e.rh.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := <-code; got != websocket.StatusGoingAway {
 		t.Fatalf("close %d", got)
 	}
-	if e.wh.Active() != 0 {
-		t.Fatalf("%d connections left", e.wh.Active())
+	if relay.WebSocketConns(e.rh) != 0 {
+		t.Fatalf("%d connections left", relay.WebSocketConns(e.rh))
 	}
 	url := "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v1/responses"
 	_, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer rk-client"}}})
@@ -317,7 +318,7 @@ func TestShutdown(t *testing.T) {
 // place of the first event (429 with reset headers) fails over and benches
 // the account for the time its headers say.
 func TestErrorFrameRefusalFailsOver(t *testing.T) {
-	e := newEnv(t, true, "a", "b")
+	e := newWSEnv(t, true, "a", "b")
 	e.up.Script("a", relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"42"}}})
 	c := e.dial()
 	c.send(create(``))
@@ -336,9 +337,9 @@ func TestErrorFrameRefusalFailsOver(t *testing.T) {
 // TestPingTimeoutCutsDeadClient: a client that never answers pings (it
 // never reads, so its pongs are never sent) is cut after PingTimeout.
 func TestPingTimeoutCutsDeadClient(t *testing.T) {
-	e := newEnv(t, true, "a")
-	e.wh.PingInterval = 10 * time.Millisecond
-	e.wh.PingTimeout = 20 * time.Millisecond
+	e := newWSEnv(t, true, "a")
+	e.ws.PingInterval = 10 * time.Millisecond
+	e.ws.PingTimeout = 20 * time.Millisecond
 	e.dial() // never reads
-	waitUntil(t, "the relay to drop the silent connection", func() bool { return e.wh.Active() == 0 })
+	waitUntil(t, "the relay to drop the silent connection", func() bool { return relay.WebSocketConns(e.rh) == 0 })
 }

@@ -1,4 +1,4 @@
-package wsproxy_test
+package relay_test
 
 import (
 	"net/http"
@@ -9,8 +9,6 @@ import (
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/tidwall/gjson"
 )
-
-const million = 1_000_000
 
 // deep is prefix followed by an array nested n deep, closed with suffix
 // when closed is set.
@@ -35,7 +33,7 @@ func wantErrorFrame(t *testing.T, frames []string, status int64, msg string) gjs
 
 // turnsAt lists the accounts of the turns the upstream got: socket
 // messages and bridge POSTs, not upgrades.
-func turnsAt(e *env) []string {
+func turnsAt(e *wsEnv) []string {
 	var out []string
 	for _, r := range e.up.Requests() {
 		if r.Method != http.MethodGet {
@@ -49,7 +47,7 @@ func turnsAt(e *env) []string {
 // with a 400 error frame before any recursive parser or the upstream sees
 // it, and the connection serves the next turn.
 func TestWSDeepMessage(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	c := e.dial()
 	for _, closed := range []bool{true, false} {
 		c.send(deep(`{"type":"response.create","model":"gpt-test","input":`, million, closed, `}`))
@@ -71,7 +69,7 @@ func TestWSDeepMessage(t *testing.T) {
 // or rewrites (type included) is a 400 error frame naming it, and the
 // connection serves the next turn.
 func TestWSDuplicateKeys(t *testing.T) {
-	e := newEnv(t, true, "a")
+	e := newWSEnv(t, true, "a")
 	c := e.dial()
 	dups := map[string]string{
 		"type":                 `"type":"response.create"`,
@@ -120,7 +118,7 @@ func deepFrame(ws bool) relaytest.Step {
 // the deep event never reaches the client and the connection goes on.
 func TestWSDeepUpstreamFrame(t *testing.T) {
 	for _, ws := range []bool{true, false} {
-		e := newEnv(t, ws, "bad", "good")
+		e := newWSEnv(t, ws, "bad", "good")
 		// Only matters if the deep frame were let through: the fake sends
 		// nothing after it.
 		e.rh.StreamIdleTimeout = 5 * time.Second
@@ -136,7 +134,7 @@ func TestWSDeepUpstreamFrame(t *testing.T) {
 			t.Fatalf("ws=%v: attempts on %v", ws, got)
 		}
 
-		one := newEnv(t, ws, "a")
+		one := newWSEnv(t, ws, "a")
 		one.rh.StreamIdleTimeout = 5 * time.Second
 		one.rh.MaxEventBytes = 4 << 20
 		one.up.Script("a", deepFrame(ws))
