@@ -5,8 +5,8 @@ import (
 	"sync"
 )
 
-// inflight counts turns still inside ServeHTTP, so that a host can wait for
-// them (and their usage records) before it closes its usage sink.
+// inflight counts work in progress (the turns being served, the open
+// WebSocket connections), so that Shutdown can wait for it.
 type inflight struct {
 	mu   sync.Mutex
 	n    int
@@ -30,6 +30,12 @@ func (f *inflight) done() {
 		f.idle = nil
 	}
 	f.mu.Unlock()
+}
+
+func (f *inflight) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
 }
 
 func (f *inflight) wait(ctx context.Context) error {
@@ -65,8 +71,4 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 }
 
 // Active reports how many turns are being served right now.
-func (h *Handler) Active() int {
-	h.active.mu.Lock()
-	defer h.active.mu.Unlock()
-	return h.active.n
-}
+func (h *Handler) Active() int { return h.active.count() }

@@ -227,11 +227,7 @@ func (h *wsServer) shutdown(ctx context.Context) error {
 }
 
 // active reports how many WebSocket connections are open.
-func (h *wsServer) active() int {
-	h.open.mu.Lock()
-	defer h.open.mu.Unlock()
-	return h.open.n
-}
+func (h *wsServer) active() int { return h.open.count() }
 
 // maxConns is the connection cap of subj's key; 0: none.
 func (h *wsServer) maxConns(subj *Subject) int {
