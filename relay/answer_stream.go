@@ -30,7 +30,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		Abort:          abort,
 		RequestedModel: t.in.req.Model,
 		UpstreamModel:  sel.UpstreamModel,
-		Now:            h.Now,
+		Now:            h.Scheduler.Now,
 		// Error and failed events pass through after output; they may
 		// echo the credential.
 		Sanitize:    func(b []byte) []byte { return sanitize(b, t.up.token) },

@@ -218,8 +218,6 @@ type Handler struct {
 	// DecodeBody decodes a request body by Content-Encoding. gzip and
 	// identity are built in; other encodings (zstd) are 415 unless listed.
 	DecodeBody map[string]func([]byte) ([]byte, error)
-	// Now is the clock. nil: time.Now.
-	Now func() time.Time
 
 	initOnce    sync.Once
 	active      inflight
@@ -295,9 +293,11 @@ func (h *Handler) init() {
 
 func userKey(userID string) string { return "user:" + userID }
 
+// now is the relay's clock: the Scheduler's, so that the times the relay
+// measures and the times the scheduler judges accounts by agree.
 func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
+	if h.Scheduler.Now != nil {
+		return h.Scheduler.Now()
 	}
 	return time.Now()
 }

@@ -55,8 +55,7 @@ func (l *eventLog) all() []scheduler.AccountEvent {
 func newHealthEnv(t *testing.T) (*env, *clock, *eventLog) {
 	e := newPriorityEnvIDs(t, "a", "b")
 	clk, log := newClock(), &eventLog{}
-	e.sched.Now = clk.Now
-	e.h.Now = clk.Now
+	e.sched.Now = clk.Now // the relay's clock too
 	e.sched.OnAccountEvent = log.add
 	return e, clk, log
 }

@@ -99,7 +99,8 @@ type Scheduler struct {
 	Logger *slog.Logger
 
 	// Now is the clock. nil: time.Now. Tests set it to move time by hand;
-	// it also drives the default in-memory Store.
+	// it also drives the default in-memory Store, and a relay.Handler
+	// using this Scheduler measures its turns with it.
 	Now func() time.Time
 
 	// rand returns uniform numbers in [0, 1) for the weighted random order;
