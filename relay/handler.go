@@ -86,6 +86,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -122,6 +123,13 @@ type Handler struct {
 	// Usage receives one record per turn that reached an upstream, after the
 	// turn ended. Wrap a slow sink in billing.NewAsync. nil: discard.
 	Usage billing.UsageSink
+	// Conversations keeps a record of each served turn (its input and
+	// output items, scoped to the API key), so that a conversation can
+	// move to another account: a previous_response_id chain whose account
+	// cannot serve is rebuilt from the records and sent whole. Records hold
+	// user content. nil: a conversation.Memory with its defaults (256 MiB,
+	// 24 h); a Memory with a negative MaxBytes keeps nothing.
+	Conversations conversation.Store
 	// Credentials gives the upstream bearer token of an account. nil: no
 	// Authorization header is sent (an upstream behind its own auth proxy).
 	Credentials scheduler.Credentials
