@@ -13,6 +13,7 @@ import (
 	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
 )
 
 // relayEvents pumps an upstream's events to the client. status and header
@@ -40,7 +41,12 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		MaxHeldBytes: pump.DefaultMaxHeldBytes + 2*len(t.in.req.Body),
 		// Bound before the client sees the turn end, so that a next turn
 		// sent at once finds its account and its owner.
-		BeforeTerminal: func(typ, id string) { t.bind(sel, typ, id) },
+		// So is the conversation record.
+		BeforeTerminal: func(typ, id string, data []byte) {
+			t.recordTurn(sel, typ, id, gjson.GetBytes(data, "response.output"))
+			t.bind(sel, typ, id)
+		},
+		OutputItem: t.collectItem,
 	})
 	switch res.End {
 	case pump.EndRefused:

@@ -58,6 +58,7 @@ func (t *turn) serve() {
 		t.fail(apiErr)
 		return
 	}
+	t.loadPrevious()
 
 	switches := t.route.switches
 	var last *attemptError
@@ -88,6 +89,16 @@ func (t *turn) serve() {
 			return // served and recorded
 		}
 		last = ae
+		if t.ctx.Err() == nil && t.retrySameAccount(ae) {
+			// The relay fixes the body itself: the same account again,
+			// neither excluded nor counted as a switch.
+			if t.observing() {
+				t.pendAttempt(sel, began, ae)
+			}
+			h.log.Info("relay: retrying on the same account", "request_id", t.in.id, "account", sel.Account.ID, "reason", ae.Error())
+			t.route.sched.PreferAccount = sel.Account.ID
+			continue
+		}
 		if t.ctx.Err() != nil {
 			if t.observing() {
 				t.observeAttempt(sel, began, ae, AttemptClientGone)
@@ -128,6 +139,7 @@ const (
 	failStatus                         // an HTTP error status
 	failInBand                         // a 200 stream refused before output, or ended before any event
 	failCredentials                    // no token for the account
+	failRequest                        // the body for the account could not be built: answer is the client's
 )
 
 // attemptError is one failed upstream attempt; it steers the failover loop.
@@ -141,6 +153,7 @@ type attemptError struct {
 	err       error
 	secrets   []string
 	idleAbort bool
+	answer    *APIError // failRequest: what the client is told
 }
 
 func (e *attemptError) Error() string {
@@ -154,6 +167,8 @@ func (e *attemptError) Error() string {
 		return fmt.Sprintf("stream ended before any event: %v", e.err)
 	case failCredentials:
 		return fmt.Sprintf("credentials: %v", e.err)
+	case failRequest:
+		return "request: " + e.answer.Message
 	}
 	return fmt.Sprintf("connection: %v", e.err)
 }

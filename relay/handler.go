@@ -230,6 +230,8 @@ type Handler struct {
 	initOnce    sync.Once
 	active      inflight
 	ws          wsServer
+	convStore   conversation.Store
+	blobs       blobIndex
 	memory      *concurrency.Memory
 	transport   http.RoundTripper
 	log         *slog.Logger
@@ -277,6 +279,10 @@ func (h *Handler) init() {
 		h.transport = h.Transport
 		if h.transport == nil {
 			h.transport = NewTransport()
+		}
+		h.convStore = h.Conversations
+		if h.convStore == nil {
+			h.convStore = &conversation.Memory{}
 		}
 		h.ws.relay, h.ws.opts = h, h.WebSocket
 		if h.WebSocket != nil {

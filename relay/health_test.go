@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"github.com/tidwall/gjson"
 	"net/http"
 	"strings"
 	"sync"
@@ -217,8 +218,8 @@ func TestConsecutiveErrorsBench(t *testing.T) {
 }
 
 // TestStickyAccountCoolingDown: a previous_response_id bound to an account
-// that is cooling down goes elsewhere; the upstream's 400 reaches the client
-// as that 400, not as a failover.
+// that is cooling down goes elsewhere, with the chain sent whole from the
+// relay's records: the client gets a normal answer.
 func TestStickyAccountCoolingDown(t *testing.T) {
 	e, _, _ := newHealthEnv(t)
 	r := e.do(textReq)
@@ -226,15 +227,19 @@ func TestStickyAccountCoolingDown(t *testing.T) {
 	e.up.Script("a", relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"60"}}})
 	e.do(textReq) // benches a; b serves
 	r = e.do(`{"model":"gpt-test","input":"more","previous_response_id":"` + prev + `"}`)
-	if r.status != 400 {
+	if r.status != 200 {
 		t.Fatalf("status %d: %s", r.status, r.body)
 	}
-	if _, _, _, code := apiErr(t, r.body); code != "previous_response_not_found" {
-		t.Fatalf("code %q", code)
-	}
 	reqs := e.up.Requests()
-	if last := reqs[len(reqs)-1]; last.Account != "b" || len(reqs) != 4 {
+	last := reqs[len(reqs)-1]
+	if last.Account != "b" || len(reqs) != 4 {
 		t.Fatalf("attempts %v", accountsOf(reqs))
+	}
+	if gjson.GetBytes(last.Body, "previous_response_id").Exists() {
+		t.Fatalf("the moved chain still names the previous response: %s", last.Body)
+	}
+	if in := gjson.GetBytes(last.Body, "input").Raw; !strings.Contains(in, "Echo: ") || !strings.Contains(in, `"more"`) {
+		t.Fatalf("b did not get the whole chain: %s", in)
 	}
 }
 

@@ -28,6 +28,9 @@ type messageTurn struct {
 	// NoFailover keeps the turn on its first account: for a turn that
 	// depends on state only that upstream connection holds.
 	NoFailover bool
+	// Local is the connection's last response with its context (nil:
+	// none yet, or not held whole).
+	Local *localChain
 	// Upstream serves attempts on accounts with WebSocket set; other
 	// accounts (and nil Upstream) get the HTTP bridge: a streaming POST.
 	Upstream socketUpstream
@@ -92,6 +95,9 @@ type messageResult struct {
 	Status string
 	// Err is the error sent through messageSink.Fail, if any.
 	Err *APIError
+	// Local is the connection's chain after the turn: the served response
+	// with its context; the turn's Local again when nothing was served.
+	Local *localChain
 }
 
 // serveMessage runs one turn through the same pipeline as ServeHTTP: user
@@ -116,7 +122,11 @@ func (h *Handler) serveMessage(ctx context.Context, tr *messageTurn, sink messag
 	defer t.finish()
 	t.serve()
 	u := &t.rec.usage
-	return messageResult{AccountID: u.AccountID, ResponseID: u.ResponseID, Status: u.Status, Err: ts.err}
+	local := tr.Local
+	if t.conv.nextLocal != nil || t.rec.usage.ResponseID != "" && u.Status != "" {
+		local = t.conv.nextLocal
+	}
+	return messageResult{AccountID: u.AccountID, ResponseID: u.ResponseID, Status: u.Status, Err: ts.err, Local: local}
 }
 
 // turnSink adapts a messageSink to the relay's event sink.

@@ -26,6 +26,8 @@ import (
 //	         excluded, the switches allowed           failed account; admission.go and bind read it
 //	up       the attempts: their count, the current   upstream.go (and its answeredStream)
 //	         credential, whether an upstream answered
+//	conv     the chain continued (its record), what   conversation.go; upstreamBody sets what
+//	         was done to the body, the output items   it did, failover.go the retry flags
 //	rec      the one usage record                     usage.go
 //	obs      what the Observer is told                observer.go
 //
@@ -41,6 +43,7 @@ type turn struct {
 	admit  turnAdmit
 	route  turnRoute
 	up     turnAttempt
+	conv   turnConv
 	rec    turnRecord
 	obs    turnObs
 }
@@ -77,6 +80,7 @@ func (h *Handler) newTurn(ctx context.Context, in turnInput, client turnClient, 
 			t.route.switches = 0
 		}
 		t.up.upstream = tr.Upstream
+		t.conv.local = tr.Local
 	}
 	if t.in.number <= 0 {
 		t.in.number = 1

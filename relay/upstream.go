@@ -71,7 +71,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	upreq, err := t.upstreamRequest(uctx, sel, token)
 	if err != nil {
 		headerTimer.Stop()
-		return &attemptError{kind: failConn, account: acct.ID, err: err}
+		return bodyError(acct.ID, err)
 	}
 	resp, err := h.transport.RoundTrip(upreq)
 	headerTimer.Stop()
@@ -137,10 +137,10 @@ func (t *turn) credentials(acct *scheduler.Account) (string, *attemptError) {
 // through the HTTP bridge instead.
 func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) (ae *attemptError, bridge bool) {
 	h, acct := t.h, sel.Account
-	body, err := t.upstreamBody(sel)
+	body, err := t.upstreamBody(sel, false)
 	if err != nil {
 		headerTimer.Stop()
-		return &attemptError{kind: failConn, account: acct.ID, err: err}, false
+		return bodyError(acct.ID, err), false
 	}
 	st, err := t.up.upstream.Open(uctx, acct, token, body)
 	headerTimer.Stop()
@@ -211,14 +211,37 @@ func isEventStream(ct string) bool {
 	return mt == "text/event-stream"
 }
 
-// upstreamBody is the request body with the model rewritten for the
-// account.
-func (t *turn) upstreamBody(sel *scheduler.Selection) ([]byte, error) {
+// upstreamBody is the request body for the account: the chain sent whole
+// when the account cannot know the previous response (needsRebuild),
+// reasoning items it could not decrypt left out, the model rewritten.
+// viaHTTP: the body goes as a POST (a WebSocket turn's bridge too). An
+// *APIError means the body cannot be built: the client gets it as is.
+func (t *turn) upstreamBody(sel *scheduler.Selection, viaHTTP bool) ([]byte, error) {
 	body := t.in.req.Body
+	acct := sel.Account.ID
+	t.conv.rebuilt, t.conv.removed = false, 0
+	if t.conv.needsRebuild(acct, viaHTTP) {
+		rebuilt, removed, apiErr := t.rebuildBody(body, acct)
+		if apiErr != nil {
+			return nil, apiErr
+		}
+		body, t.conv.removed = rebuilt, removed
+		t.conv.rebuilt, t.conv.everRebuilt = true, true
+	}
+	body, removed := t.dropForeignItems(body, acct)
+	t.conv.removed += removed
 	if sel.UpstreamModel != "" && sel.UpstreamModel != t.in.req.Model {
 		return sjson.SetBytes(body, "model", sel.UpstreamModel)
 	}
 	return body, nil
+}
+
+// bodyError is the attempt error of a body upstreamBody could not build.
+func bodyError(acct string, err error) *attemptError {
+	if ae, ok := errors.AsType[*APIError](err); ok {
+		return &attemptError{kind: failRequest, account: acct, err: err, answer: ae}
+	}
+	return &attemptError{kind: failConn, account: acct, err: err}
 }
 
 // bridgeBody turns a WebSocket response.create message into a streaming
@@ -233,7 +256,7 @@ func bridgeBody(body []byte) ([]byte, error) {
 
 // upstreamRequest builds POST {BaseURL}/responses for the account.
 func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, token string) (*http.Request, error) {
-	body, err := t.upstreamBody(sel)
+	body, err := t.upstreamBody(sel, true)
 	if err != nil {
 		return nil, err
 	}

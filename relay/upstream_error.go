@@ -62,6 +62,9 @@ func MapUpstreamError(e *UpstreamError) *APIError {
 // answer, or the built-in one. Keys are masked again in whatever the hook
 // wrote, and a hook that panics gets the built-in answer.
 func (h *Handler) clientError(ae *attemptError, exhausted bool) (e *APIError) {
+	if ae.answer != nil {
+		return ae.answer
+	}
 	ue := &UpstreamError{Status: ae.status, Header: ae.header, Body: ae.body, Err: ae.err, Exhausted: exhausted}
 	if ae.kind == failInBand {
 		ue.Body, ue.inBand = ae.refusal, true

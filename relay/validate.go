@@ -18,6 +18,7 @@ type Request struct {
 	Stream             bool
 	PreviousResponseID string
 	promptCacheKey     string
+	noStore            bool // "store": false
 }
 
 // messageIDPrefixes are id shapes of items, not responses; clients that send
@@ -84,6 +85,7 @@ func parseRequest(body []byte) (*Request, *APIError) {
 		}
 		q.PreviousResponseID = strings.Clone(prev.Str)
 	}
+	q.noStore = m.get(keyStore).Type == gjson.False
 	if cacheKey.Type == gjson.String {
 		q.promptCacheKey = strings.Clone(cacheKey.Str)
 	}

@@ -26,9 +26,10 @@ type conn struct {
 	msgs  chan []byte // response.create messages for the turn loop
 	limit int64       // the largest client message
 
-	out    *batchConn // the client's socket, to hold a burst of writes
-	up     *upstream  // the pinned upstream socket, if any
-	pinned string     // account that served the last turn
+	out    *batchConn  // the client's socket, to hold a burst of writes
+	up     *upstream   // the pinned upstream socket, if any
+	pinned string      // account that served the last turn
+	local  *localChain // the last response with its context (connection-local state)
 	turns  int
 }
 
@@ -135,7 +136,7 @@ func (c *conn) turn(msg []byte) bool {
 	localState := req.PreviousResponseID != "" && gjson.GetBytes(msg, "store").Type == gjson.False
 	res := c.h.relay.serveMessage(c.ctx, &messageTurn{
 		Subject: c.subj, Request: req, Header: c.header, Transport: "ws", Number: c.turns,
-		ClientIP: c.ip, PreferAccount: c.pinned,
+		ClientIP: c.ip, PreferAccount: c.pinned, Local: c.local,
 		NoFailover: localState, Upstream: c.up,
 	}, c)
 	if c.out != nil {
@@ -146,6 +147,7 @@ func (c *conn) turn(msg []byte) bool {
 	if res.AccountID != "" {
 		c.pinned = res.AccountID
 	}
+	c.local = res.Local
 	if c.ctx.Err() != nil {
 		return false
 	}

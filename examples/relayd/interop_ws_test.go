@@ -192,10 +192,12 @@ func TestInteropWebSocketPinnedChain(t *testing.T) {
 // Accounts without upstream WebSocket support get the HTTP bridge: each
 // turn of the SDK connection is a streaming POST upstream.
 //
-// The chain uses store=true: each bridged turn is a separate HTTP request,
-// and the upstream keeps a store=false response only in the local cache of
-// the WebSocket that produced it, so a store=false continuation has nothing
-// to resolve against. The end of the test shows that failure.
+// The chain uses store=true, then store=false: each bridged turn is a
+// separate HTTP request and the upstream keeps nothing of a store=false
+// response, so the relay keeps the connection's last response itself (as
+// the upstream's connection-local cache would) and sends a store=false
+// continuation with its whole context: three chained store=false turns
+// succeed.
 func TestInteropWebSocketBridgeChain(t *testing.T) {
 	e := newEnv(t, []string{"a1", "a2"}, nil)
 	conn := e.connect(keyAlice)
@@ -223,16 +225,28 @@ func TestInteropWebSocketBridgeChain(t *testing.T) {
 		t.Fatalf("previous_response_id not passed: %s", reqs[1].Body)
 	}
 
-	// store=false through the bridge: the continuation is unknown upstream.
-	p = wsCreate("not kept")
-	p.Store = openai.Bool(false)
-	unstored, _ := completedTurn(t, wsTurn(t, conn, p))
-	p = wsCreate("continue it")
-	p.Store = openai.Bool(false)
-	p.PreviousResponseID = openai.String(unstored.ID)
-	events := wsTurn(t, conn, p)
-	if ev := events[len(events)-1]; ev.Type != "error" || ev.AsBetaResponsesServerEventBetaResponseWsError().Error.Code != "previous_response_not_found" {
-		t.Fatalf("store=false continuation over the bridge: %s", ev.RawJSON())
+	// store=false through the bridge: three chained turns, each sent with
+	// the context the relay kept.
+	prevID := ""
+	for i, in := range []string{"not kept", "continue it", "and again"} {
+		p = wsCreate(in)
+		p.Store = openai.Bool(false)
+		if prevID != "" {
+			p.PreviousResponseID = openai.String(prevID)
+		}
+		resp, text := completedTurn(t, wsTurn(t, conn, p))
+		if text != "Echo: "+in {
+			t.Fatalf("store=false turn %d: %q", i+1, text)
+		}
+		prevID = resp.ID
+	}
+	reqs = e.up.Requests()
+	sent := reqs[len(reqs)-1].Body
+	if gjson.GetBytes(sent, "previous_response_id").Exists() {
+		t.Fatalf("the bridged store=false continuation names its previous response: %s", sent)
+	}
+	if in := gjson.GetBytes(sent, "input").Raw; !strings.Contains(in, "not kept") || !strings.Contains(in, "Echo: continue it") || !strings.Contains(in, "and again") {
+		t.Fatalf("the bridged continuation lacks its context: %s", in)
 	}
 
 	served := servedByResponse(e.up.Upstream)

@@ -40,6 +40,9 @@ const (
 	TypeIncomplete = "response.incomplete"
 	TypeFailed     = "response.failed"
 	TypeError      = "error"
+	// TypeOutputItemDone carries one finished output item (message,
+	// function call, reasoning, compaction) in its "item".
+	TypeOutputItemDone = "response.output_item.done"
 )
 
 // Info is the classification of one event.

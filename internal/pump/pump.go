@@ -83,10 +83,15 @@ type Options struct {
 	// the first output event arrives (before it is forwarded).
 	FirstOutput func(at time.Time)
 	// BeforeTerminal, when set, is called once, on the pump's goroutine,
-	// with the terminal event's type and response id before that event is
-	// forwarded: what must hold when the client learns the turn ended (a
-	// sticky binding its next turn needs) is done by then.
-	BeforeTerminal func(typ, responseID string)
+	// with the terminal event's type, response id and JSON (valid during
+	// the call) before that event is forwarded: what must hold when the
+	// client learns the turn ended (a sticky binding, a conversation
+	// record its next turn needs) is done by then.
+	BeforeTerminal func(typ, responseID string, data []byte)
+	// OutputItem, when set, is called on the pump's goroutine with the
+	// item of every response.output_item.done event (valid during the
+	// call), before the event is forwarded.
+	OutputItem func(item []byte)
 }
 
 // End is how a pump run ended.
@@ -257,6 +262,11 @@ func (p *runner) run(src Source) {
 					p.o.FirstOutput(p.res.FirstOutput)
 				}
 			}
+			if p.o.OutputItem != nil && info.Type == event.TypeOutputItemDone {
+				if item := gjson.GetBytes(data, "item"); item.IsObject() {
+					p.o.OutputItem(rawBytes(data, item))
+				}
+			}
 			p.flushHeld()
 			p.send(info.Type, data)
 		case event.KindError:
@@ -282,7 +292,7 @@ func (p *runner) run(src Source) {
 				data = p.sanitize(data)
 			}
 			if p.o.BeforeTerminal != nil {
-				p.o.BeforeTerminal(info.Type, p.res.ResponseID)
+				p.o.BeforeTerminal(info.Type, p.res.ResponseID, data)
 			}
 			p.flushHeld()
 			// Delivered means the turn ended normally for the client, even
@@ -477,4 +487,12 @@ func (p *runner) rewriteModel(data []byte) []byte {
 		return data
 	}
 	return out
+}
+
+// rawBytes is r's JSON as a subslice of data when gjson found it there.
+func rawBytes(data []byte, r gjson.Result) []byte {
+	if r.Index > 0 && r.Index+len(r.Raw) <= len(data) {
+		return data[r.Index : r.Index+len(r.Raw)]
+	}
+	return []byte(r.Raw)
 }
