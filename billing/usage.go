@@ -29,6 +29,11 @@ type Usage struct {
 	Transport     string `json:"transport"`      // "http" or "ws"
 	Stream        bool   `json:"stream"`
 	Turn          int    `json:"turn"` // 1-based turn number on a WebSocket connection; 1 over HTTP
+	// ContextRebuilt: the account that served the turn did not hold its
+	// previous_response_id chain, so the relay sent the chain whole from
+	// its conversation records. The tokens are what that account reported
+	// (the whole context counts as input).
+	ContextRebuilt bool `json:"context_rebuilt,omitempty"`
 
 	InputTokens       int64  `json:"input_tokens"`
 	CachedInputTokens int64  `json:"cached_input_tokens"` // input_tokens_details.cached_tokens

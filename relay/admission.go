@@ -199,6 +199,14 @@ func (h *Handler) selectError(err error, t *turn) *APIError {
 			if wait := na.Until.Sub(h.now()); wait > 0 {
 				e.RetryAfter = roundUp(wait)
 			}
+		case scheduler.ReasonRequired:
+			// A compaction item decrypts only on the account that made it:
+			// no other account may take the turn.
+			e.Message = "No available accounts: the account that holds this conversation's compacted history cannot serve it now, please retry later"
+			if wait := na.Until.Sub(h.now()); wait > 0 {
+				e.Status, e.Type = http.StatusTooManyRequests, "rate_limit_error"
+				e.RetryAfter = roundUp(wait)
+			}
 		}
 		return e
 	}

@@ -84,6 +84,43 @@ func (t *turn) loadPrevious() {
 	}
 }
 
+var compactionType = []byte(`"compaction"`)
+
+// requireCompactionMaker keeps a turn that carries a compaction item on
+// the account that made it: the compacted history decrypts nowhere else
+// and cannot be left out. The item is the client's (the blob index knows
+// its maker) or the previous response's own output.
+func (t *turn) requireCompactionMaker() {
+	maker := ""
+	if p := t.conv.prev; p != nil && bytes.Contains(p.Output, compactionType) && hasCompaction(p.Output) {
+		maker = p.AccountID
+	}
+	body := t.in.req.Body
+	if bytes.Contains(body, compactionType) {
+		gjson.GetBytes(body, "input").ForEach(func(_, item gjson.Result) bool {
+			if item.Get("type").Str != "compaction" {
+				return true
+			}
+			if blob := item.Get("encrypted_content"); blob.Type == gjson.String {
+				if a, ok := t.h.blobs.madeBy(t.in.subj.APIKeyID, blob.Str); ok {
+					maker = a
+				}
+			}
+			return true
+		})
+	}
+	t.route.sched.RequireAccount = maker
+}
+
+func hasCompaction(items []byte) bool {
+	found := false
+	gjson.ParseBytes(items).ForEach(func(_, item gjson.Result) bool {
+		found = item.Get("type").Str == "compaction"
+		return !found
+	})
+	return found
+}
+
 // needsRebuild reports whether the chain must be sent whole to acct:
 // another account made the previous response, an upstream said it does not
 // know it, or it was made with store=false and goes over HTTP (where the

@@ -59,6 +59,7 @@ func (t *turn) serve() {
 		return
 	}
 	t.loadPrevious()
+	t.requireCompactionMaker()
 
 	switches := t.route.switches
 	var last *attemptError

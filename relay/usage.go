@@ -31,6 +31,7 @@ func (t *turn) recordServed(sel *scheduler.Selection, status string, r event.Res
 	u.ReasoningTokens = r.Usage.Reasoning
 	u.TotalTokens = r.Usage.Total
 	u.ServiceTier = r.ServiceTier
+	u.ContextRebuilt = t.conv.rebuilt
 	if !first.IsZero() {
 		u.FirstTokenMS = first.Sub(t.in.start).Milliseconds()
 	}

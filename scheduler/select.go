@@ -49,6 +49,9 @@ const (
 // recorded as created under another API key than q.APIKeyID fails Select
 // with an error wrapping ErrResponseNotOwned, without taking a slot.
 //
+// A q.RequireAccount replaces every layer: that account or none (a
+// *NoAccountError of Reason ReasonRequired).
+//
 // The balanced layer considers the accounts that serve q.Model over
 // q.WebSocket, are not cooling down and not in q.Exclude. It keeps the TopK
 // best by (Priority, score) and tries their slots in that order, where
@@ -85,22 +88,26 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 		}
 	}
 
+	if q.RequireAccount != "" {
+		return s.required(ctx, v, q, ex, now)
+	}
+
 	tried := ""
 	if q.PreferAccount != "" {
-		if sel := s.sticky(ctx, v, q.PreferAccount, q, ex, now, LayerPinned); sel != nil {
+		if sel, _ := s.sticky(ctx, v, q.PreferAccount, q, ex, now, LayerPinned); sel != nil {
 			return sel, nil
 		}
 		tried = q.PreferAccount
 	}
 	if prev != "" && prev != tried {
-		if sel := s.sticky(ctx, v, prev, q, ex, now, LayerPreviousResponse); sel != nil {
+		if sel, _ := s.sticky(ctx, v, prev, q, ex, now, LayerPreviousResponse); sel != nil {
 			return sel, nil
 		}
 		tried = prev
 	}
 	if q.SessionKey != "" {
 		if id := s.bound(ctx, sessionKey(q.APIKeyID, q.SessionKey)); id != "" && id != tried {
-			if sel := s.sticky(ctx, v, id, q, ex, now, LayerSession); sel != nil {
+			if sel, _ := s.sticky(ctx, v, id, q, ex, now, LayerSession); sel != nil {
 				return sel, nil
 			}
 		}
@@ -132,8 +139,25 @@ func (s *Scheduler) bound(ctx context.Context, key string) string {
 	return id
 }
 
-// sticky tries the bound account id, or returns nil when it must be escaped.
-func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Request, ex []int32, now int64, layer Layer) *Selection {
+// required takes q.RequireAccount or says why it cannot.
+func (s *Scheduler) required(ctx context.Context, v *poolView, q Request, ex []int32, now int64) (*Selection, error) {
+	sel, why := s.sticky(ctx, v, q.RequireAccount, q, ex, now, LayerPinned)
+	if sel != nil {
+		return sel, nil
+	}
+	e := &NoAccountError{Group: q.Group, Model: q.Model, webSocket: q.WebSocket, Reason: ReasonRequired,
+		detail: fmt.Sprintf("%q (%s)", q.RequireAccount, why)}
+	if i, ok := v.byID[q.RequireAccount]; ok {
+		if until := v.slots[i].st.coolUntil.Load(); until > now {
+			e.Until = time.Unix(0, until)
+		}
+	}
+	return nil, e
+}
+
+// sticky tries the bound account id, or returns nil and why it must be
+// escaped.
+func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Request, ex []int32, now int64, layer Layer) (*Selection, string) {
 	why := ""
 	i, ok := v.byID[id]
 	if ok {
@@ -154,15 +178,15 @@ func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Reques
 		default:
 			sel, err := s.take(ctx, sl, q.Model, layer)
 			if sel != nil {
-				return sel
+				return sel, ""
 			}
-			if err == nil && layer == LayerPreviousResponse && q.Wait {
+			if err == nil && (layer == LayerPreviousResponse || id == q.RequireAccount) && q.Wait {
 				// Only this account knows the previous response: another
 				// would answer previous_response_not_found. A full one is
 				// worth a bounded wait, unlike a sick one.
 				release, werr := concurrency.Acquire(ctx, s.limiter, sl.key, sl.conc, s.wait)
 				if werr == nil {
-					return s.hold(sl, q.Model, layer, release)
+					return s.hold(sl, q.Model, layer, release), ""
 				}
 				why = "full after waiting: " + werr.Error()
 				break
@@ -179,7 +203,7 @@ func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Reques
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, "scheduler: skipping the sticky account", "layer", string(layer), "account", id, "reason", why)
 	}
-	return nil
+	return nil, why
 }
 
 // cand is a candidate of the balanced layer, ordered by (prio, bucket, key).

@@ -22,6 +22,13 @@ type Request struct {
 	// PreferAccount, when set, is tried before the sticky layers, with the
 	// same escape rules: the account a WebSocket connection is pinned to.
 	PreferAccount string
+	// RequireAccount, when set, is the only account the turn may go to: it
+	// carries state only that account can read (a compaction item it
+	// encrypted). When that account cannot serve the turn (gone, excluded,
+	// cooling down, failing, slow, not serving the model, or full after a
+	// bounded wait), Select fails with a *NoAccountError of Reason
+	// ReasonRequired; no other account is tried.
+	RequireAccount string
 
 	// WebSocket asks for an account that serves the Responses WebSocket
 	// mode (Account.WebSocket).
@@ -67,6 +74,7 @@ type NoAccountError struct {
 
 	webSocket       bool
 	total, eligible int
+	detail          string // ReasonRequired: the account and why it cannot serve
 }
 
 // Reasons for NoAccountError.
@@ -75,6 +83,7 @@ const (
 	ReasonModel       = "model"        // no account in the group serves the model (or transport)
 	ReasonCoolingDown = "cooling_down" // every eligible account is cooling down
 	ReasonExcluded    = "excluded"     // every eligible account already failed this turn
+	ReasonRequired    = "required"     // Request.RequireAccount cannot serve the turn
 )
 
 func (e *NoAccountError) Error() string {
@@ -91,6 +100,8 @@ func (e *NoAccountError) Error() string {
 			e.eligible, e.Model, e.Group, e.Until.UTC().Format(time.RFC3339))
 	case ReasonExcluded:
 		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q failed this request", e.eligible, e.Model, e.Group)
+	case ReasonRequired:
+		return fmt.Sprintf("scheduler: the required account %s in group %q cannot serve model %q", e.detail, e.Group, e.Model)
 	}
 	return fmt.Sprintf("scheduler: no available account for model %q in group %q (%s)", e.Model, e.Group, e.Reason)
 }
