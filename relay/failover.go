@@ -60,6 +60,11 @@ func (t *turn) serve() {
 	}
 	t.loadPrevious()
 	t.requireCompactionMaker()
+	if t.in.transport != "http" && t.in.req.noStore && t.in.req.PreviousResponseID != "" && t.conv.prev == nil {
+		// A store=false continuation the relay holds no record of: only
+		// the upstream socket that made the previous response knows it.
+		t.route.switches = 0
+	}
 
 	switches := t.route.switches
 	var last *attemptError

@@ -25,9 +25,6 @@ type messageTurn struct {
 	// PreferAccount is tried first (with the escape rules of a sticky
 	// binding): the account a connection is pinned to.
 	PreferAccount string
-	// NoFailover keeps the turn on its first account: for a turn that
-	// depends on state only that upstream connection holds.
-	NoFailover bool
 	// Local is the connection's last response with its context (nil:
 	// none yet, or not held whole).
 	Local *localChain

@@ -76,9 +76,6 @@ func (h *Handler) newTurn(ctx context.Context, in turnInput, client turnClient, 
 		if t.in.transport == "" {
 			t.in.transport = "ws"
 		}
-		if tr.NoFailover {
-			t.route.switches = 0
-		}
 		t.up.upstream = tr.Upstream
 		t.conv.local = tr.Local
 	}

@@ -131,13 +131,10 @@ func (c *conn) turn(msg []byte) bool {
 	}
 	c.turns++
 	msg = req.Body
-	// store defaults to true; with store=false only this upstream socket
-	// can continue the previous response.
-	localState := req.PreviousResponseID != "" && gjson.GetBytes(msg, "store").Type == gjson.False
 	res := c.h.relay.serveMessage(c.ctx, &messageTurn{
 		Subject: c.subj, Request: req, Header: c.header, Transport: "ws", Number: c.turns,
 		ClientIP: c.ip, PreferAccount: c.pinned, Local: c.local,
-		NoFailover: localState, Upstream: c.up,
+		Upstream: c.up,
 	}, c)
 	if c.out != nil {
 		// Whatever ended the turn, nothing stays held: a frame the library

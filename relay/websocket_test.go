@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/relay"
 	"net/http"
 	"strings"
@@ -231,13 +232,16 @@ func TestUpgradeFailover(t *testing.T) {
 	}
 }
 
-// TestNoFailoverForLocalState: a store=false continuation cannot move to
-// another account; its error reaches the client as a frame.
+// TestNoFailoverForLocalState: a store=false continuation the relay holds
+// no record of (made on another connection, conversations off) cannot
+// move to another account; its error reaches the client as a frame.
 func TestNoFailoverForLocalState(t *testing.T) {
 	e := newWSEnv(t, true, "a", "b")
+	e.rh.Conversations = &conversation.Memory{MaxBytes: -1}
+	maker := e.dial()
+	maker.send(create(`,"store":false`))
+	prev := gjson.Get(last(maker.recvTurn()), "response.id").String()
 	c := e.dial()
-	c.send(create(`,"store":false`))
-	prev := gjson.Get(last(c.recvTurn()), "response.id").String()
 	e.up.Script("a", relaytest.Step{Status: 500})
 	c.send(create(`,"store":false,"previous_response_id":"` + prev + `"`))
 	f := c.recvTurn()
