@@ -50,8 +50,8 @@
 // # Observing
 //
 // Handler.Observer receives each turn's start, slot waits, upstream
-// attempts, first token and end as plain structs, on the turn's goroutine
-// (see Observer); examples/relaymetrics and examples/relaytrace turn them
+// attempts and end (its usage, time to first token included) as plain
+// structs, on the turn's goroutine (see Observer); examples/relaymetrics and examples/relaytrace turn them
 // into Prometheus series and OpenTelemetry spans.
 //
 // # Usage
@@ -131,9 +131,9 @@ type Handler struct {
 	MapError func(*UpstreamError) *APIError
 	// Logger receives operational logs. nil: slog.Default().
 	Logger *slog.Logger
-	// Observer receives every turn's start, slot waits, upstream attempts,
-	// first token and end, for metrics and traces. nil: nothing is
-	// observed, at the cost of a nil check.
+	// Observer receives every turn's start, slot waits, upstream attempts
+	// and end, for metrics and traces. nil: nothing is observed, at the
+	// cost of a nil check.
 	Observer *Observer
 
 	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.
