@@ -144,15 +144,16 @@ const (
 )
 
 // TurnEnd describes a finished turn. Usage is what is known about it,
-// whether or not a usage record was written: RequestID, Transport, Turn
-// and CreatedAt (when the turn arrived, on the relay's clock) always;
-// Model and Stream once the body was read ("" and false before);
-// UserID, APIKeyID and GroupID once authenticated; AccountID, the account
-// that served the turn or else the last one tried ("" when none was);
-// Attempts (0 when no upstream was tried); DurationMS; FirstTokenMS, the
-// time from arrival to the first output event (-1 when none arrived);
-// tokens, ResponseID and UpstreamModel when an upstream answered (zero
-// otherwise).
+// whether or not a usage record was written: RequestID, Transport, Turn,
+// UserAgent, ClientIP and CreatedAt (when the turn arrived, on the
+// relay's clock) always; Model and Stream once the body was read ("" and
+// false before); UserID, APIKeyID and GroupID once authenticated;
+// AccountID, the account that served the turn or else the last one tried
+// ("" when none was); Attempts (0 when no upstream was tried);
+// DurationMS, to the usage record or, without one, to this call;
+// FirstTokenMS, the time from arrival to the first output event (-1 when
+// none arrived); tokens, ResponseID and UpstreamModel when an upstream
+// answered (zero otherwise).
 type TurnEnd struct {
 	Subject *Subject // nil when authentication failed
 	// Usage.Status is the usage status (billing.StatusCompleted,
