@@ -46,10 +46,10 @@
 // # Watching it
 //
 // relay.Handler.Observer receives every turn's start, slot waits, upstream
-// attempts, first token and end as plain structs; Scheduler.OnAccountEvent
-// reports cooldowns and recoveries; Scheduler.Snapshot is the state of
-// every account, for an operator page. The examples module adapts them to
-// Prometheus and OpenTelemetry.
+// attempts and end (its usage, time to first token included) as plain
+// structs; Scheduler.OnAccountEvent reports cooldowns and recoveries;
+// Scheduler.Snapshot is the state of every account, for an operator page.
+// The examples module adapts them to Prometheus and OpenTelemetry.
 //
 // The library owns no storage: users, keys, balances and usage tables stay
 // in the host's database, reached through the interfaces above.

@@ -68,7 +68,7 @@ func (t *turn) acquireUserSlot() (func(), error) {
 		}
 	})
 	if t.observing() {
-		t.observeSlot(SlotUser, began, nil, t.waitOutcome(err))
+		t.observeSlot(SlotUser, began, t.waitOutcome(err))
 	}
 	switch {
 	case err == nil:
@@ -163,13 +163,13 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 		// sel is not read: an abandoned Select may still be writing it.
 		if t.observing() {
 			t.flushAttempt(AttemptFailed)
-			t.observeSlot(SlotAccount, began, nil, t.waitOutcome(err))
+			t.observeSlot(SlotAccount, began, t.waitOutcome(err))
 		}
 		return nil, err
 	}
 	if t.observing() {
 		t.flushAttempt(AttemptFailover)
-		t.observeSlot(SlotAccount, began, sel, WaitAcquired)
+		t.observeSlot(SlotAccount, began, WaitAcquired)
 	}
 	return sel, nil
 }

@@ -74,7 +74,6 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	first := h.now()
 	h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess})
 	if t.observing() {
-		t.observeFirst(acct.ID, first)
 		t.answered(resp.StatusCode, "")
 	}
 	// Bound before the client has the answer, so that a next turn sent

@@ -34,8 +34,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		Now:            h.Scheduler.Now,
 		// Error and failed events pass through after output; they may
 		// echo the credential.
-		Sanitize:    func(b []byte) []byte { return sanitize(b, t.up.token) },
-		FirstOutput: t.firstOutput(acct.ID),
+		Sanitize: func(b []byte) []byte { return sanitize(b, t.up.token) },
 		// Each bootstrap event echoes the request's instructions and tools:
 		// room for two such echoes beyond the fixed bound.
 		MaxHeldBytes: pump.DefaultMaxHeldBytes + 2*len(t.in.req.Body),

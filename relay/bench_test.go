@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -97,14 +96,12 @@ func countingObserver() (*relay.Observer, *[5]atomic.Int64) {
 	return &relay.Observer{
 		TurnStart: func(ctx context.Context, e relay.TurnStart) context.Context { n[0].Add(1); return ctx },
 		SlotWait:  func(_ context.Context, e relay.SlotWait) { n[1].Add(int64(e.Wait)) },
-		FirstToken: func(_ context.Context, e relay.FirstToken) {
-			n[2].Add(int64(e.TTFT / time.Microsecond))
-		},
-		Attempt: func(_ context.Context, e relay.Attempt) { n[3].Add(int64(e.Duration)) },
+		Attempt:   func(_ context.Context, e relay.Attempt) { n[3].Add(int64(e.Duration)) },
 		TurnEnd: func(_ context.Context, e relay.TurnEnd) {
-			if e.Usage != nil {
-				n[4].Add(e.Usage.OutputTokens)
+			if e.Usage.FirstTokenMS >= 0 {
+				n[2].Add(e.Usage.FirstTokenMS)
 			}
+			n[4].Add(e.Usage.OutputTokens)
 		},
 	}, &n
 }

@@ -75,7 +75,7 @@ func ExampleObserver() {
 				lines = append(lines, fmt.Sprintf("attempt %d on %s: %s %s %d", e.N, e.AccountID, e.Outcome, e.Reason, e.Status))
 			},
 			TurnEnd: func(_ context.Context, e relay.TurnEnd) {
-				lines = append(lines, fmt.Sprintf("turn: %s, %d attempts, %d output tokens", e.Status, e.Attempts, e.Usage.OutputTokens))
+				lines = append(lines, fmt.Sprintf("turn: %s, %d attempts, %d output tokens", e.Usage.Status, e.Usage.Attempts, e.Usage.OutputTokens))
 			},
 		},
 	}

@@ -60,8 +60,8 @@
 // # Observing
 //
 // Handler.Observer receives each turn's start, slot waits, upstream
-// attempts, first token and end as plain structs, on the turn's goroutine
-// (see Observer); examples/relaymetrics and examples/relaytrace turn them
+// attempts and end (its usage, time to first token included) as plain
+// structs, on the turn's goroutine (see Observer); examples/relaymetrics and examples/relaytrace turn them
 // into Prometheus series and OpenTelemetry spans.
 //
 // # Usage
@@ -154,9 +154,9 @@ type Handler struct {
 	// are turns (see WebSocketOptions). nil: the mode is off, and an
 	// upgrade is answered 426, which tells a client to use HTTP.
 	WebSocket *WebSocketOptions
-	// Observer receives every turn's start, slot waits, upstream attempts,
-	// first token and end, for metrics and traces. nil: nothing is
-	// observed, at the cost of a nil check.
+	// Observer receives every turn's start, slot waits, upstream attempts
+	// and end, for metrics and traces. nil: nothing is observed, at the
+	// cost of a nil check.
 	Observer *Observer
 
 	// MaxBodyBytes caps a request body; larger is 413. 0: 32 MiB.

@@ -15,15 +15,17 @@ import (
 // library live outside this module.
 //
 // The calls are synchronous, on the goroutine serving the turn (the
-// ServeHTTP goroutine, or the caller of serveMessage), in this order:
-// TurnStart once; SlotWait for the user slot (when the subject has a
-// limit) and for each account selection; FirstToken at most once, when the
-// first output event arrives; Attempt once per upstream attempt, when it
-// has ended; TurnEnd exactly once, after the usage record (if any) was
-// handed to the sink and the client's answer written. They must not block
-// or do I/O: update counters, start and end spans, hand anything slow to
-// another goroutine. A panic in an observer is recovered and logged, and
-// the turn goes on.
+// ServeHTTP goroutine, or a WebSocket connection's), in this order:
+// TurnStart once, as the turn arrives; SlotWait for the user slot (when
+// the subject has a limit) and for each account selection; Attempt once
+// per upstream attempt, when it has ended (one the turn moves on from is
+// reported just before the SlotWait of the next selection, whose outcome
+// decides between failover and failed); TurnEnd exactly once, after the
+// usage record (if any) was handed to the sink and the client's answer
+// written. The time to first token is TurnEnd's Usage.FirstTokenMS. The
+// calls must not block or do I/O: update counters, start and end spans,
+// hand anything slow to another goroutine. A panic in an observer is
+// recovered and logged, and the turn goes on.
 //
 // Changes in an account's health (cooldowns, recoveries) are reported by
 // the scheduler through Scheduler.OnAccountEvent; its current state by
@@ -41,10 +43,6 @@ type Observer struct {
 	// account selection (which may wait for an account slot).
 	SlotWait func(ctx context.Context, e SlotWait)
 
-	// FirstToken is called when the first output event of the turn
-	// arrives from the upstream, before it is forwarded.
-	FirstToken func(ctx context.Context, e FirstToken)
-
 	// Attempt is called when an upstream attempt has ended: served, broken
 	// after output, or failed (and then failed over or answered).
 	Attempt func(ctx context.Context, e Attempt)
@@ -53,13 +51,14 @@ type Observer struct {
 	TurnEnd func(ctx context.Context, e TurnEnd)
 }
 
-// TurnStart describes a turn that has just arrived.
+// TurnStart describes a turn that has just arrived. It carries no time:
+// the call is made as the turn arrives, so an observer that wants the
+// start reads its own clock (TurnEnd's Usage.CreatedAt is the relay's).
 type TurnStart struct {
 	RequestID string // also the X-Relay-Request-Id header and Usage.RequestID
-	Transport string // "http", or the transport given to serveMessage ("ws")
+	Transport string // "http", or "ws" for a WebSocket turn
 	Number    int    // the turn's number on its connection, from 1 (Turn.Number)
-	Start     time.Time
-	// Subject and Model are known at start for serveMessage; for HTTP they
+	// Subject and Model are known at start for a WebSocket turn; for HTTP they
 	// are nil and "" (the request is not read yet): TurnEnd carries them.
 	Subject *Subject
 	Model   string
@@ -88,24 +87,15 @@ const (
 	WaitNotOwned = "not_owned"
 )
 
-// SlotWait is one wait for a slot. Like FirstToken and Attempt it names no
-// turn: the context the call gets is the one TurnStart returned.
+// SlotWait is one wait for a slot. Like Attempt it names no turn: the
+// context the call gets is the one TurnStart returned. It names no
+// account either: an account selection that acquired one is followed by
+// the Attempt on it, which names the account and how it was chosen.
 type SlotWait struct {
 	Kind SlotKind
-	// AccountID is the account selected (SlotAccount with WaitAcquired).
-	AccountID string
-	// Layer is how the account was chosen (SlotAccount with WaitAcquired).
-	Layer scheduler.Layer
 	// Wait is how long the step took: near zero when a slot was free.
 	Wait    time.Duration
 	Outcome WaitOutcome
-}
-
-// FirstToken is the first output event of a turn.
-type FirstToken struct {
-	AccountID string
-	Model     string        // as the client asked for it
-	TTFT      time.Duration // since the turn arrived
 }
 
 // AttemptOutcome is how an upstream attempt ended.
@@ -131,14 +121,16 @@ const (
 	ReasonCredentials               = "credentials" // Credentials gave no token for the account
 )
 
-// Attempt is one upstream attempt.
+// Attempt is one upstream attempt. It carries no start time: the attempt
+// began as the SlotWait of its account selection (SlotAccount,
+// WaitAcquired) returned, and ended Duration later; the call comes then,
+// or, for an attempt the turn moves on from, after the next selection.
 type Attempt struct {
 	N         int // 1 for the first attempt of the turn
 	AccountID string
-	Layer     scheduler.Layer
-	Start     time.Time
-	Duration  time.Duration // from Start until the attempt ended (for a stream, its end)
-	Status    int           // the upstream's HTTP status (200 for a WebSocket upstream that served); 0 when there was none
+	Layer     scheduler.Layer // how the account was chosen
+	Duration  time.Duration   // from the attempt's start until it ended (for a stream, its end)
+	Status    int             // the upstream's HTTP status (200 for a WebSocket upstream that served); 0 when there was none
 	Outcome   AttemptOutcome
 	Reason    AttemptReason // "" when served
 }
@@ -151,38 +143,42 @@ const (
 	TurnError = "error"
 )
 
-// TurnEnd describes a finished turn.
+// TurnEnd describes a finished turn. Usage is what is known about it,
+// whether or not a usage record was written: RequestID, Transport, Turn,
+// UserAgent, ClientIP and CreatedAt (when the turn arrived, on the
+// relay's clock) always; Model and Stream once the body was read ("" and
+// false before); UserID, APIKeyID and GroupID once authenticated;
+// AccountID, the account that served the turn or else the last one tried
+// ("" when none was); Attempts (0 when no upstream was tried);
+// DurationMS, to the usage record or, without one, to this call;
+// FirstTokenMS, the time from arrival to the first output event (-1 when
+// none arrived); tokens, ResponseID and UpstreamModel when an upstream
+// answered (zero otherwise).
 type TurnEnd struct {
-	RequestID string
-	Transport string
-	Subject   *Subject // nil when authentication failed
-	Model     string   // as the client asked for it; "" when the body was not valid
-	Stream    bool
-	// AccountID is the account that served the turn, or the last one tried.
-	AccountID string
-	// Status is the usage status (billing.StatusCompleted, ...Incomplete,
-	// ...Failed, ...UpstreamError, ...ClientGone) when the turn reached an
-	// upstream; otherwise TurnError, or billing.StatusClientGone when the
-	// client left first.
-	Status string
+	Subject *Subject // nil when authentication failed
+	// Usage.Status is the usage status (billing.StatusCompleted,
+	// ...Incomplete, ...Failed, ...UpstreamError, ...ClientGone) when the
+	// turn reached an upstream; otherwise TurnError, or
+	// billing.StatusClientGone when the client left first.
+	Usage billing.Usage
+	// Recorded says that Usage was handed to the sink as the turn's usage
+	// record (then Usage is that record, but for an AccountID filled in
+	// with the last account tried when the record names none); false when
+	// no upstream answered, so no record was written.
+	Recorded bool
 	// Code is the HTTP status the client was answered with (or would
 	// have been: 499 when it left first). An error that follows a
 	// committed event stream keeps its own status here.
 	Code      int
-	ErrorType string // the error's type when the answer was an error
-	// Usage is the usage record, or nil when none was written.
-	Usage    *billing.Usage
-	Attempts int
-	Duration time.Duration
+	ErrorType string // the error's type when the answer was an error; "" otherwise
 }
 
 // observed turn state; zero when no Observer is set.
 type turnObs struct {
-	obs       *Observer
-	code      int
-	errType   string
-	account   string
-	firstSeen bool
+	obs     *Observer
+	code    int
+	errType string
+	account string
 	// pending is a failed attempt whose outcome (failover or failed)
 	// the next selection decides.
 	pending    Attempt
@@ -203,7 +199,7 @@ func (t *turn) observeStart() {
 	if o == nil || o.TurnStart == nil {
 		return
 	}
-	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Number: t.in.number, Start: t.in.start, Subject: t.in.subj}
+	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Number: t.in.number, Subject: t.in.subj}
 	if t.in.req != nil {
 		e.Model = t.in.req.Model
 	}
@@ -215,36 +211,13 @@ func (t *turn) observeStart() {
 	}()
 }
 
-func (t *turn) observeSlot(kind SlotKind, began time.Time, sel *scheduler.Selection, outcome WaitOutcome) {
+func (t *turn) observeSlot(kind SlotKind, began time.Time, outcome WaitOutcome) {
 	o := t.obs.obs
 	if o == nil || o.SlotWait == nil {
 		return
 	}
-	e := SlotWait{Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome}
-	if sel != nil {
-		e.AccountID, e.Layer = sel.Account.ID, sel.Layer
-	}
 	defer t.observerPanic("SlotWait")
-	o.SlotWait(t.ctx, e)
-}
-
-// firstOutput is the pump's FirstOutput hook; nil when nobody listens.
-func (t *turn) firstOutput(acct string) func(time.Time) {
-	o := t.obs.obs
-	if o == nil || o.FirstToken == nil {
-		return nil
-	}
-	return func(at time.Time) { t.observeFirst(acct, at) }
-}
-
-func (t *turn) observeFirst(acct string, at time.Time) {
-	o := t.obs.obs
-	if o == nil || o.FirstToken == nil || t.obs.firstSeen {
-		return
-	}
-	t.obs.firstSeen = true
-	defer t.observerPanic("FirstToken")
-	o.FirstToken(t.ctx, FirstToken{AccountID: acct, Model: t.in.req.Model, TTFT: at.Sub(t.in.start)})
+	o.SlotWait(t.ctx, SlotWait{Kind: kind, Wait: t.h.now().Sub(began), Outcome: outcome})
 }
 
 func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) {
@@ -258,7 +231,7 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 
 func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
 	e := Attempt{N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
-		Start: began, Duration: t.h.now().Sub(began), Outcome: outcome}
+		Duration: t.h.now().Sub(began), Outcome: outcome}
 	if ae != nil {
 		e.Status, e.Reason = ae.status, ae.reason()
 	} else {
@@ -342,26 +315,23 @@ func (t *turn) observeEnd() {
 	if o == nil || o.TurnEnd == nil {
 		return
 	}
-	e := TurnEnd{RequestID: t.in.id, Transport: t.in.transport, Subject: t.in.subj, Attempts: t.up.n,
-		Duration: t.h.now().Sub(t.in.start), Code: t.obs.code, ErrorType: t.obs.errType, AccountID: t.obs.account}
-	if t.in.req != nil {
-		e.Model, e.Stream = t.in.req.Model, t.in.req.Stream
-	}
-	switch {
-	case t.rec.done:
-		u := t.rec.usage
-		e.Usage, e.Status = &u, u.Status
-		if u.AccountID != "" {
-			e.AccountID = u.AccountID
+	e := TurnEnd{Subject: t.in.subj, Recorded: t.rec.done, Code: t.obs.code, ErrorType: t.obs.errType}
+	if t.rec.done {
+		e.Usage = t.rec.usage
+	} else {
+		e.Usage = t.baseUsage()
+		e.Usage.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()
+		e.Usage.Status = TurnError
+		if t.obs.code == statusClientGone || t.ctx.Err() != nil {
+			e.Usage.Status = billing.StatusClientGone
 		}
-	case t.obs.code == statusClientGone || t.ctx.Err() != nil:
-		e.Status = billing.StatusClientGone
-	default:
-		e.Status = TurnError
+	}
+	if e.Usage.AccountID == "" {
+		e.Usage.AccountID = t.obs.account
 	}
 	if e.Code == 0 {
 		e.Code = 200
-		if e.Status == billing.StatusClientGone && !t.rec.done {
+		if e.Usage.Status == billing.StatusClientGone && !t.rec.done {
 			e.Code = statusClientGone
 		}
 	}

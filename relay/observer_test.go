@@ -22,7 +22,6 @@ type recorder struct {
 	calls  []string
 	starts []relay.TurnStart
 	waits  []relay.SlotWait
-	firsts []relay.FirstToken
 	tries  []relay.Attempt
 	ends   []relay.TurnEnd
 }
@@ -44,12 +43,6 @@ func (r *recorder) observer() *relay.Observer {
 			r.calls = append(r.calls, "wait:"+string(e.Kind)+":"+string(e.Outcome))
 			r.waits = append(r.waits, e)
 		},
-		FirstToken: func(ctx context.Context, e relay.FirstToken) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.calls = append(r.calls, "first")
-			r.firsts = append(r.firsts, e)
-		},
 		Attempt: func(ctx context.Context, e relay.Attempt) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
@@ -59,10 +52,10 @@ func (r *recorder) observer() *relay.Observer {
 		TurnEnd: func(ctx context.Context, e relay.TurnEnd) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			if ctx.Value(ctxKey{}) != e.RequestID {
+			if ctx.Value(ctxKey{}) != e.Usage.RequestID {
 				r.calls = append(r.calls, "end-without-start-context")
 			}
-			r.calls = append(r.calls, "end:"+e.Status)
+			r.calls = append(r.calls, "end:"+e.Usage.Status)
 			r.ends = append(r.ends, e)
 		},
 	}
@@ -111,34 +104,38 @@ func TestObserverStreamServed(t *testing.T) {
 	if r.lastType() != "response.completed" {
 		t.Fatalf("events %v", r.types())
 	}
-	want := "start wait:user:acquired wait:account:acquired first attempt:served end:completed"
+	want := "start wait:user:acquired wait:account:acquired attempt:served end:completed"
 	if got := rec.sequence(); got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
 	end, u := rec.end(t), e.sink.all()[0]
-	if end.Code != 200 || end.Attempts != 1 || end.AccountID != "a" || end.Model != "gpt-test" || !end.Stream ||
-		end.Transport != "http" || end.Subject == nil || end.Subject.UserID != "u1" {
+	if end.Code != 200 || !end.Recorded || end.Usage.Attempts != 1 || end.Usage.AccountID != "a" || end.Usage.Model != "gpt-test" ||
+		!end.Usage.Stream || end.Usage.Transport != "http" || end.Subject == nil || end.Subject.UserID != "u1" {
 		t.Fatalf("end %+v", end)
 	}
-	if end.Usage == nil || end.Usage.OutputTokens != u.OutputTokens || end.Usage.OutputTokens == 0 || end.Usage.DurationMS != u.DurationMS {
+	// The usage is the record the sink got, whole.
+	if end.Usage != u || end.Usage.OutputTokens == 0 {
 		t.Fatalf("end usage %+v, record %+v", end.Usage, u)
 	}
-	if end.RequestID != u.RequestID || end.RequestID != r.header.Get("X-Relay-Request-Id") {
-		t.Fatalf("request ids %s %s %s", end.RequestID, u.RequestID, r.header.Get("X-Relay-Request-Id"))
+	// The time to first token, formerly its own call, is on the usage.
+	if f := end.Usage.FirstTokenMS; f < 0 || f > end.Usage.DurationMS {
+		t.Fatalf("first token after %d ms (turn %d ms)", f, end.Usage.DurationMS)
+	}
+	if end.Usage.RequestID != r.header.Get("X-Relay-Request-Id") {
+		t.Fatalf("request ids %s %s", end.Usage.RequestID, r.header.Get("X-Relay-Request-Id"))
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if s := rec.starts[0]; s.Transport != "http" || s.Subject != nil || s.Number != 1 || s.RequestID != end.RequestID {
+	if s := rec.starts[0]; s.Transport != "http" || s.Subject != nil || s.Number != 1 || s.RequestID != end.Usage.RequestID {
 		t.Fatalf("start %+v", s)
 	}
-	if w := rec.waits[1]; w.AccountID != "a" || w.Layer != scheduler.LayerBalanced || w.Wait < 0 {
+	if w := rec.waits[1]; w.Kind != relay.SlotAccount || w.Outcome != relay.WaitAcquired || w.Wait < 0 {
 		t.Fatalf("account wait %+v", w)
 	}
-	if f := rec.firsts[0]; f.AccountID != "a" || f.TTFT <= 0 || f.TTFT > end.Duration || f.Model != "gpt-test" {
-		t.Fatalf("first token %+v (turn %s)", f, end.Duration)
-	}
-	if a := rec.tries[0]; a.N != 1 || a.AccountID != "a" || a.Status != 200 || a.Reason != "" || a.Duration <= 0 || a.Start.Before(rec.starts[0].Start) {
-		t.Fatalf("attempt %+v", a)
+	// The attempt names the account the selection took, and fits in the turn.
+	if a := rec.tries[0]; a.N != 1 || a.AccountID != "a" || a.Layer != scheduler.LayerBalanced || a.Status != 200 || a.Reason != "" ||
+		a.Duration <= 0 || a.Duration.Milliseconds() > end.Usage.DurationMS {
+		t.Fatalf("attempt %+v (turn %d ms)", a, end.Usage.DurationMS)
 	}
 }
 
@@ -150,10 +147,10 @@ func TestObserverJSONServed(t *testing.T) {
 	}
 	e.settle()
 	// No user limit: no user slot wait.
-	if got, want := rec.sequence(), "start wait:account:acquired first attempt:served end:completed"; got != want {
+	if got, want := rec.sequence(), "start wait:account:acquired attempt:served end:completed"; got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
-	if end := rec.end(t); end.Stream || end.Code != 200 || end.Usage == nil || end.Usage.InputTokens == 0 {
+	if end := rec.end(t); end.Usage.Stream || end.Code != 200 || !end.Recorded || end.Usage.InputTokens == 0 || end.Usage.FirstTokenMS < 0 {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -166,7 +163,7 @@ func TestObserverFailover(t *testing.T) {
 		t.Fatalf("events %v", r.types())
 	}
 	e.settle()
-	want := "start wait:account:acquired attempt:failover wait:account:acquired first attempt:served end:completed"
+	want := "start wait:account:acquired attempt:failover wait:account:acquired attempt:served end:completed"
 	if got := rec.sequence(); got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
@@ -179,7 +176,7 @@ func TestObserverFailover(t *testing.T) {
 	if b.AccountID != "good" || b.N != 2 || b.Outcome != relay.AttemptServed {
 		t.Fatalf("second attempt %+v", b)
 	}
-	if end := rec.ends[0]; end.Attempts != 2 || end.AccountID != "good" || end.Code != 200 {
+	if end := rec.ends[0]; end.Usage.Attempts != 2 || end.Usage.AccountID != "good" || end.Code != 200 || end.Usage.FirstTokenMS < 0 {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -231,6 +228,10 @@ func TestObserverAccountsExhausted(t *testing.T) {
 	if a := rec.tries[1]; a.AccountID != "good" || a.Status != 500 || a.Reason != relay.ReasonStatus || a.N != 2 {
 		t.Fatalf("second attempt %+v", a)
 	}
+	// The record names no account (none served); the end names the last tried.
+	if end := rec.ends[0]; !end.Recorded || end.Usage.AccountID != "good" || end.Usage.Attempts != 2 || end.Usage.FirstTokenMS != -1 {
+		t.Fatalf("end %+v", end)
+	}
 }
 
 // TestObserverAllFailed: every account refuses; the last attempt is
@@ -246,7 +247,7 @@ func TestObserverAllFailed(t *testing.T) {
 	if got, want := rec.sequence(), "start wait:account:acquired attempt:failed end:upstream_error"; got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
-	if end := rec.end(t); end.Code != 400 || end.ErrorType != "invalid_request_error" || end.Usage == nil {
+	if end := rec.end(t); end.Code != 400 || end.ErrorType != "invalid_request_error" || !end.Recorded || end.Usage.FirstTokenMS != -1 {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -264,11 +265,11 @@ func TestObserverClientGoneMidStream(t *testing.T) {
 	e.waitGone(1)
 	close(resume)
 	e.settle()
-	want := "start wait:account:acquired first attempt:client_gone end:client_gone"
+	want := "start wait:account:acquired attempt:client_gone end:client_gone"
 	if got := rec.sequence(); got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
-	if end := rec.end(t); end.Usage == nil || end.Usage.OutputTokens == 0 || end.AccountID != "a" {
+	if end := rec.end(t); !end.Recorded || end.Usage.OutputTokens == 0 || end.Usage.AccountID != "a" || end.Usage.FirstTokenMS < 0 {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -291,7 +292,9 @@ func TestObserverClientGoneWaiting(t *testing.T) {
 	if got, want := rec.sequence(), "start wait:user:client_gone end:client_gone"; got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
-	if end := rec.end(t); end.Code != 499 || end.Usage != nil || end.Attempts != 0 {
+	// No record, but what is known: the request, and no first token.
+	if end := rec.end(t); end.Code != 499 || end.Recorded || end.Usage.Attempts != 0 || end.Usage.RequestID == "" ||
+		end.Usage.Model != "gpt-test" || end.Usage.UserID != "u1" || end.Usage.AccountID != "" || end.Usage.FirstTokenMS != -1 {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -324,9 +327,10 @@ func TestObserverRejected(t *testing.T) {
 	}
 	got := []string{}
 	for _, end := range rec.ends {
-		got = append(got, fmt.Sprintf("%s/%d/%s/%v", end.Status, end.Code, end.ErrorType, end.Subject != nil))
+		got = append(got, fmt.Sprintf("%s/%d/%s/%v/%s/%v", end.Usage.Status, end.Code, end.ErrorType, end.Subject != nil,
+			end.Usage.Model, end.Recorded || end.Usage.RequestID == "" || end.Usage.Attempts != 0))
 	}
-	want := "error/401/authentication_error/false error/400/invalid_request_error/true error/503/server_error/true"
+	want := "error/401/authentication_error/false//false error/400/invalid_request_error/true//false error/503/server_error/true/gpt-other/false"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("ends\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
@@ -350,7 +354,7 @@ func TestObserverUserQueueFull(t *testing.T) {
 	if got, want := rec.sequence(), "start wait:user:queue_full end:error"; got != want {
 		t.Fatalf("calls\n got %s\nwant %s", got, want)
 	}
-	if end := rec.end(t); end.Code != 429 || end.ErrorType != "rate_limit_error" {
+	if end := rec.end(t); end.Code != 429 || end.ErrorType != "rate_limit_error" || end.Recorded {
 		t.Fatalf("end %+v", end)
 	}
 }
@@ -379,7 +383,7 @@ func TestObserverContext(t *testing.T) {
 		t.Fatalf("status %d", r.status)
 	}
 	e.settle()
-	id := rec.end(t).RequestID
+	id := rec.end(t).Usage.RequestID
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seen) != 2 || seen[0] != id || seen[1] != id {
@@ -391,18 +395,17 @@ func TestObserverContext(t *testing.T) {
 func TestObserverPanics(t *testing.T) {
 	e := newEnv(t, "a")
 	e.h.Observer = &relay.Observer{
-		TurnStart:  func(context.Context, relay.TurnStart) context.Context { panic("start bug") },
-		SlotWait:   func(context.Context, relay.SlotWait) { panic("wait bug") },
-		FirstToken: func(context.Context, relay.FirstToken) { panic("first bug") },
-		Attempt:    func(context.Context, relay.Attempt) { panic("attempt bug") },
-		TurnEnd:    func(context.Context, relay.TurnEnd) { panic("end bug") },
+		TurnStart: func(context.Context, relay.TurnStart) context.Context { panic("start bug") },
+		SlotWait:  func(context.Context, relay.SlotWait) { panic("wait bug") },
+		Attempt:   func(context.Context, relay.Attempt) { panic("attempt bug") },
+		TurnEnd:   func(context.Context, relay.TurnEnd) { panic("end bug") },
 	}
 	if r := e.do(streamReq); r.lastType() != "response.completed" {
 		t.Fatalf("events %v", r.types())
 	}
 	e.settle()
 	logs := e.logs.String()
-	for _, s := range []string{"start bug", "wait bug", "first bug", "attempt bug", "end bug"} {
+	for _, s := range []string{"start bug", "wait bug", "attempt bug", "end bug"} {
 		if !strings.Contains(logs, s) {
 			t.Fatalf("%q not logged:\n%s", s, logs)
 		}

@@ -46,15 +46,13 @@ func (t *turn) record(status string, _ error) {
 	t.emit(u)
 }
 
+// baseUsage is what is known of the turn before an upstream answers. The
+// subject and the request are nil for an HTTP turn rejected before
+// authentication or parsing (TurnEnd reports those too).
 func (t *turn) baseUsage() billing.Usage {
-	return billing.Usage{
+	u := billing.Usage{
 		RequestID:    t.in.id,
-		UserID:       t.in.subj.UserID,
-		APIKeyID:     t.in.subj.APIKeyID,
-		GroupID:      t.in.subj.GroupID,
-		Model:        t.in.req.Model,
 		Transport:    t.in.transport,
-		Stream:       t.in.req.Stream,
 		Turn:         t.in.number,
 		Attempts:     t.up.n,
 		FirstTokenMS: -1,
@@ -62,6 +60,13 @@ func (t *turn) baseUsage() billing.Usage {
 		ClientIP:     t.in.clientIP,
 		CreatedAt:    t.in.start,
 	}
+	if s := t.in.subj; s != nil {
+		u.UserID, u.APIKeyID, u.GroupID = s.UserID, s.APIKeyID, s.GroupID
+	}
+	if r := t.in.req; r != nil {
+		u.Model, u.Stream = r.Model, r.Stream
+	}
+	return u
 }
 
 // emit hands the record to the sink on a detached context. A sink error is

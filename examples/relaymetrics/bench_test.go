@@ -77,26 +77,25 @@ func BenchmarkStreamPlain(b *testing.B)    { benchStream(b, false) }
 func BenchmarkStreamObserved(b *testing.B) { benchStream(b, true) }
 
 // BenchmarkObserverTurn is the observer's own share of a turn: the calls
-// the relay makes for one served turn (TurnStart, two SlotWaits,
-// FirstToken, Attempt, TurnEnd), from parallel goroutines as turns run.
+// the relay makes for one served turn (TurnStart, two SlotWaits, Attempt,
+// TurnEnd), from parallel goroutines as turns run.
 func BenchmarkObserverTurn(b *testing.B) {
 	m, err := relaymetrics.New(prometheus.NewRegistry(), relaymetrics.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	o := m.Observer()
-	u := &billing.Usage{InputTokens: 12, OutputTokens: 192}
+	u := billing.Usage{RequestID: "r", Transport: "http", Model: "gpt-test", AccountID: "a", Status: "completed", Turn: 1, Attempts: 1,
+		InputTokens: 12, OutputTokens: 192, FirstTokenMS: 1, DurationMS: 1}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		for pb.Next() {
 			o.TurnStart(ctx, relay.TurnStart{Transport: "http", Number: 1})
 			o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotUser, Outcome: relay.WaitAcquired, Wait: time.Microsecond})
-			o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, AccountID: "a", Outcome: relay.WaitAcquired, Wait: time.Microsecond})
-			o.FirstToken(ctx, relay.FirstToken{AccountID: "a", Model: "gpt-test", TTFT: time.Millisecond})
+			o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, Outcome: relay.WaitAcquired, Wait: time.Microsecond})
 			o.Attempt(ctx, relay.Attempt{N: 1, AccountID: "a", Outcome: relay.AttemptServed, Duration: time.Millisecond})
-			o.TurnEnd(ctx, relay.TurnEnd{Transport: "http", Model: "gpt-test", Status: "completed", Code: 200,
-				Usage: u, Attempts: 1, Duration: time.Millisecond})
+			o.TurnEnd(ctx, relay.TurnEnd{Usage: u, Recorded: true, Code: 200})
 		}
 	})
 }

@@ -134,11 +134,10 @@ func New(reg prometheus.Registerer, o Options) (*Metrics, error) {
 	}
 	m.initChildren()
 	m.obs = &relay.Observer{
-		TurnStart:  m.turnStart,
-		SlotWait:   m.slotWaited,
-		FirstToken: m.firstToken,
-		Attempt:    m.attempt,
-		TurnEnd:    m.turnEnd,
+		TurnStart: m.turnStart,
+		SlotWait:  m.slotWaited,
+		Attempt:   m.attempt,
+		TurnEnd:   m.turnEnd,
 	}
 	return m, nil
 }

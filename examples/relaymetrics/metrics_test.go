@@ -26,17 +26,22 @@ func newMetrics(t *testing.T, o relaymetrics.Options) (*relaymetrics.Metrics, *p
 	return m, reg
 }
 
-// One turn's calls, made directly as the relay makes them.
+// One turn's calls, made directly as the relay makes them. u nil: a turn
+// with no usage record (and no tokens).
 func observeTurn(o *relay.Observer, model string, u *billing.Usage) {
 	ctx := context.Background()
 	if c := o.TurnStart(ctx, relay.TurnStart{RequestID: "r", Transport: "http", Number: 1}); c != nil {
 		ctx = c
 	}
-	o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, AccountID: "a", Wait: 150 * time.Microsecond, Outcome: relay.WaitAcquired})
-	o.FirstToken(ctx, relay.FirstToken{AccountID: "a", Model: model, TTFT: 300 * time.Millisecond})
+	o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, Wait: 150 * time.Microsecond, Outcome: relay.WaitAcquired})
 	o.Attempt(ctx, relay.Attempt{N: 1, AccountID: "a", Outcome: relay.AttemptServed, Duration: time.Second, Status: 200})
-	o.TurnEnd(ctx, relay.TurnEnd{Transport: "http", Model: model, Status: billing.StatusCompleted, Code: 200,
-		Usage: u, Attempts: 1, Duration: time.Second})
+	end := relay.TurnEnd{Code: 200}
+	if u != nil {
+		end.Usage, end.Recorded = *u, true
+	}
+	end.Usage.RequestID, end.Usage.Transport, end.Usage.Model, end.Usage.AccountID = "r", "http", model, "a"
+	end.Usage.Status, end.Usage.Attempts, end.Usage.DurationMS, end.Usage.FirstTokenMS = billing.StatusCompleted, 1, 1000, 300
+	o.TurnEnd(ctx, end)
 }
 
 func TestObserverDirect(t *testing.T) {
@@ -50,8 +55,34 @@ func TestObserverDirect(t *testing.T) {
 	wantValue(t, reg, 7, "tokens_total", "model", "gpt-x", "kind", "output")
 	wantValue(t, reg, 0, "tokens_total", "model", "gpt-x", "kind", "reasoning") // negative: ignored
 	wantValue(t, reg, 1, "slot_wait_seconds", "kind", "account", "outcome", "acquired")
+	wantValue(t, reg, 1, "time_to_first_token_seconds", "account", "a", "model", "gpt-x")
+	wantValue(t, reg, 1, "turn_duration_seconds", "transport", "http", "status", "completed")
 	wantValue(t, reg, 1, "account_events_total", "account", "a", "kind", "unauthorized")
 	wantValue(t, reg, 0, "turns_in_flight")
+}
+
+// A turn that got no output observes no time to first token, and one
+// without a usage record creates no token series.
+func TestTurnWithoutOutput(t *testing.T) {
+	m, reg := newMetrics(t, relaymetrics.Options{})
+	o := m.Observer()
+	end := relay.TurnEnd{Code: 503, ErrorType: "server_error"}
+	end.Usage.RequestID, end.Usage.Transport, end.Usage.Model = "r", "http", "gpt-x"
+	end.Usage.Status, end.Usage.FirstTokenMS, end.Usage.DurationMS = relay.TurnError, -1, 3
+	o.TurnStart(context.Background(), relay.TurnStart{RequestID: "r", Transport: "http", Number: 1})
+	o.TurnEnd(context.Background(), end)
+	wantValue(t, reg, 1, "turns_total", "model", "gpt-x", "status", relay.TurnError, "code_class", "5xx")
+	wantValue(t, reg, 1, "turn_duration_seconds", "status", relay.TurnError)
+	wantValue(t, reg, 0, "time_to_first_token_seconds")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if strings.HasSuffix(mf.GetName(), "tokens_total") && len(mf.GetMetric()) != 0 {
+			t.Errorf("%s has %d series after a turn with no record", mf.GetName(), len(mf.GetMetric()))
+		}
+	}
 }
 
 // The default buckets reach from the first slot wait to minute-long turns.

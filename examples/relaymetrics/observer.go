@@ -18,10 +18,17 @@ func (m *Metrics) turnStart(_ context.Context, e relay.TurnStart) context.Contex
 
 func (m *Metrics) turnEnd(_ context.Context, e relay.TurnEnd) {
 	m.inFlight.Dec()
-	model := m.models.label(e.Model)
-	m.turnsBy.get(turnKey{transport: e.Transport, model: model, status: e.Status, class: codeClass(e.Code)}).Inc()
-	m.turnDurBy.get([2]string{e.Transport, e.Status}).Observe(e.Duration.Seconds())
-	if u := e.Usage; u != nil {
+	u := &e.Usage
+	model := m.models.label(u.Model)
+	m.turnsBy.get(turnKey{transport: u.Transport, model: model, status: u.Status, class: codeClass(e.Code)}).Inc()
+	m.turnDurBy.get([2]string{u.Transport, u.Status}).Observe(float64(u.DurationMS) / 1000)
+	// -1: no output arrived. 0 is a first token within the millisecond.
+	if u.FirstTokenMS >= 0 {
+		m.ttftBy.get([2]string{u.AccountID, model}).Observe(float64(u.FirstTokenMS) / 1000)
+	}
+	// Only an upstream's answer has tokens, and then the turn is recorded:
+	// a turn rejected earlier creates no token series.
+	if e.Recorded {
 		tc := m.tokensBy.get(model)
 		addTokens(tc.input, u.InputTokens)
 		addTokens(tc.cached, u.CachedInputTokens)
@@ -40,10 +47,6 @@ func addTokens(c interface{ Add(float64) }, n int64) {
 
 func (m *Metrics) slotWaited(_ context.Context, e relay.SlotWait) {
 	m.slotBy.get([2]string{string(e.Kind), string(e.Outcome)}).Observe(e.Wait.Seconds())
-}
-
-func (m *Metrics) firstToken(_ context.Context, e relay.FirstToken) {
-	m.ttftBy.get([2]string{e.AccountID, m.models.label(e.Model)}).Observe(e.TTFT.Seconds())
 }
 
 func (m *Metrics) attempt(_ context.Context, e relay.Attempt) {

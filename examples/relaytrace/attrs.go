@@ -40,7 +40,7 @@ const (
 	AttrReason    = attribute.Key("relay.attempt.reason")  // relay.Reason* value, when the attempt failed
 
 	// On events.
-	AttrTTFTMS      = attribute.Key("relay.ttft_ms")      // first_token: since the turn arrived
+	AttrTTFTMS      = attribute.Key("relay.ttft_ms")      // first_token: since the turn arrived (whole milliseconds)
 	AttrSlotKind    = attribute.Key("relay.slot.kind")    // slot_wait: "user" or "account"
 	AttrSlotOutcome = attribute.Key("relay.slot.outcome") // slot_wait: relay.Wait* value
 	AttrSlotWaitMS  = attribute.Key("relay.slot.wait_ms") // slot_wait: how long it took

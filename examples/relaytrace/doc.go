@@ -7,12 +7,14 @@
 // Each upstream attempt becomes a child span "responses.attempt" (kind
 // client) timed from the attempt's start to its end, so a failover shows
 // as two children: the failed attempt, with an error status and its
-// reason, and the one that served. The turn span gets an event
-// "first_token" when the first output arrives and one "slot_wait" per wait
-// for a user slot or an account, and at its end the model, status, HTTP
-// status, attempts, account and token counts (the Attr* keys). A turn
-// answered with an error, a 5xx, or a response that failed or broke ends
-// with an error status; a client that left does not.
+// reason, and the one that served. The turn span gets one event
+// "slot_wait" per wait for a user slot or an account; at its end the
+// model, status, HTTP status, attempts, account and token counts (the
+// Attr* keys) and, when output arrived, an event "first_token" timed at
+// the first output (the relay reports the time to first token, to the
+// millisecond, as the turn ends). A turn answered with an error, a 5xx,
+// or a response that failed or broke ends with an error status; a client
+// that left does not.
 //
 // User and API key ids are recorded only with Options.RecordSubject.
 // Request ids and models are: they are what one looks a trace up by, and

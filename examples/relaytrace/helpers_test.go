@@ -74,9 +74,11 @@ func (e *env) oneTurn() (sdktrace.ReadOnlySpan, []sdktrace.ReadOnlySpan) {
 	return turns[0], children[turns[0]]
 }
 
-func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
+func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value { return attrsOf(s.Attributes()) }
+
+func attrsOf(kvs []attribute.KeyValue) map[attribute.Key]attribute.Value {
 	m := map[attribute.Key]attribute.Value{}
-	for _, kv := range s.Attributes() {
+	for _, kv := range kvs {
 		m[kv.Key] = kv.Value
 	}
 	return m

@@ -46,11 +46,10 @@ func New(tp trace.TracerProvider, o Options) *relay.Observer {
 	}
 	t := &tracer{tr: tp.Tracer(ScopeName), opts: o}
 	return &relay.Observer{
-		TurnStart:  t.turnStart,
-		SlotWait:   t.slotWait,
-		FirstToken: t.firstToken,
-		Attempt:    t.attempt,
-		TurnEnd:    t.turnEnd,
+		TurnStart: t.turnStart,
+		SlotWait:  t.slotWait,
+		Attempt:   t.attempt,
+		TurnEnd:   t.turnEnd,
 	}
 }
 
@@ -61,10 +60,14 @@ type tracer struct {
 
 // turnState is what the turn's context carries for the later calls. Its
 // own key (rather than trace.SpanFromContext alone) makes sure that only
-// a span started here is ever ended here, never a host's.
+// a span started here is ever ended here, never a host's. The calls of one
+// turn come one at a time, on its goroutine: the fields need no lock.
 type turnState struct {
 	span  trace.Span
 	start time.Time
+	// selected is when the last account selection acquired an account:
+	// the start of the attempt on it (relay.Attempt carries no start).
+	selected time.Time
 }
 
 type stateKey struct{}
@@ -90,8 +93,10 @@ func (t *tracer) turnStart(ctx context.Context, e relay.TurnStart) context.Conte
 		attrs = append(attrs, AttrModel.String(e.Model))
 	}
 	attrs = t.subjectAttrs(attrs, e.Subject)
-	ctx, span := t.tr.Start(ctx, TurnSpan, trace.WithSpanKind(kind), trace.WithTimestamp(e.Start), trace.WithAttributes(attrs...))
-	return context.WithValue(ctx, stateKey{}, &turnState{span: span, start: e.Start})
+	// The call is made as the turn arrives: now is its start.
+	start := time.Now()
+	ctx, span := t.tr.Start(ctx, TurnSpan, trace.WithSpanKind(kind), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+	return context.WithValue(ctx, stateKey{}, &turnState{span: span, start: start})
 }
 
 func (t *tracer) subjectAttrs(attrs []attribute.KeyValue, s *relay.Subject) []attribute.KeyValue {
@@ -112,24 +117,15 @@ func (t *tracer) slotWait(ctx context.Context, e relay.SlotWait) {
 	if st == nil {
 		return
 	}
-	attrs := []attribute.KeyValue{
+	now := time.Now()
+	if e.Kind == relay.SlotAccount && e.Outcome == relay.WaitAcquired {
+		st.selected = now
+	}
+	st.span.AddEvent(SlotWaitEvent, trace.WithTimestamp(now), trace.WithAttributes(
 		AttrSlotKind.String(string(e.Kind)),
 		AttrSlotOutcome.String(string(e.Outcome)),
 		AttrSlotWaitMS.Float64(ms(e.Wait)),
-	}
-	if e.AccountID != "" {
-		attrs = append(attrs, AttrAccountID.String(e.AccountID), AttrLayer.String(string(e.Layer)))
-	}
-	st.span.AddEvent(SlotWaitEvent, trace.WithAttributes(attrs...))
-}
-
-func (t *tracer) firstToken(ctx context.Context, e relay.FirstToken) {
-	st := stateFrom(ctx)
-	if st == nil {
-		return
-	}
-	st.span.AddEvent(FirstTokenEvent, trace.WithTimestamp(st.start.Add(e.TTFT)),
-		trace.WithAttributes(AttrTTFTMS.Float64(ms(e.TTFT)), AttrAccountID.String(e.AccountID)))
+	))
 }
 
 func (t *tracer) attempt(ctx context.Context, e relay.Attempt) {
@@ -152,13 +148,20 @@ func (t *tracer) attempt(ctx context.Context, e relay.Attempt) {
 	if e.Reason != "" {
 		attrs = append(attrs, AttrReason.String(string(e.Reason)))
 	}
+	// The attempt began as its account was selected. An attempt the turn
+	// moved on from is reported after the next selection, so "now minus
+	// Duration" would place it late; it is the fallback only.
+	start := st.selected
+	if start.IsZero() {
+		start = time.Now().Add(-e.Duration)
+	}
 	_, span := t.tr.Start(ctx, AttemptSpan, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithTimestamp(e.Start), trace.WithAttributes(attrs...))
+		trace.WithTimestamp(start), trace.WithAttributes(attrs...))
 	switch e.Outcome {
 	case relay.AttemptFailover, relay.AttemptFailed, relay.AttemptBroken:
 		span.SetStatus(codes.Error, string(e.Reason))
 	}
-	span.End(trace.WithTimestamp(e.Start.Add(e.Duration)))
+	span.End(trace.WithTimestamp(start.Add(e.Duration)))
 }
 
 func (t *tracer) turnEnd(ctx context.Context, e relay.TurnEnd) {
@@ -166,53 +169,60 @@ func (t *tracer) turnEnd(ctx context.Context, e relay.TurnEnd) {
 	if st == nil {
 		return
 	}
+	u := &e.Usage
+	if u.FirstTokenMS >= 0 {
+		// Known only now, but timed when it happened.
+		ttft := time.Duration(u.FirstTokenMS) * time.Millisecond
+		st.span.AddEvent(FirstTokenEvent, trace.WithTimestamp(st.start.Add(ttft)),
+			trace.WithAttributes(AttrTTFTMS.Float64(ms(ttft)), AttrAccountID.String(u.AccountID)))
+	}
 	attrs := make([]attribute.KeyValue, 0, 16)
 	attrs = append(attrs,
-		AttrStatus.String(e.Status),
+		AttrStatus.String(u.Status),
 		AttrHTTPStatus.Int(e.Code),
-		AttrAttempts.Int(e.Attempts),
-		AttrStream.Bool(e.Stream),
+		AttrAttempts.Int(u.Attempts),
+		AttrStream.Bool(u.Stream),
 	)
-	if e.Model != "" {
-		attrs = append(attrs, AttrModel.String(e.Model))
+	if u.Model != "" {
+		attrs = append(attrs, AttrModel.String(u.Model))
 	}
-	if e.AccountID != "" {
-		attrs = append(attrs, AttrAccountID.String(e.AccountID))
+	if u.AccountID != "" {
+		attrs = append(attrs, AttrAccountID.String(u.AccountID))
 	}
 	if e.ErrorType != "" {
 		attrs = append(attrs, AttrErrorType.String(e.ErrorType))
 	}
 	attrs = t.subjectAttrs(attrs, e.Subject)
-	if u := e.Usage; u != nil {
+	if e.Recorded {
 		attrs = append(attrs,
 			AttrInputTokens.Int64(u.InputTokens),
 			AttrCachedTokens.Int64(u.CachedInputTokens),
 			AttrOutputTokens.Int64(u.OutputTokens),
 			AttrReasoningTokens.Int64(u.ReasoningTokens),
 		)
-		if u.ResponseID != "" {
-			attrs = append(attrs, AttrResponseID.String(u.ResponseID))
-		}
-		if u.UpstreamModel != "" {
-			attrs = append(attrs, AttrUpstreamModel.String(u.UpstreamModel))
-		}
+	}
+	if u.ResponseID != "" {
+		attrs = append(attrs, AttrResponseID.String(u.ResponseID))
+	}
+	if u.UpstreamModel != "" {
+		attrs = append(attrs, AttrUpstreamModel.String(u.UpstreamModel))
 	}
 	st.span.SetAttributes(attrs...)
 	if turnFailed(e) {
 		desc := e.ErrorType
 		if desc == "" {
-			desc = e.Status
+			desc = u.Status
 		}
 		st.span.SetStatus(codes.Error, desc)
 	}
-	st.span.End(trace.WithTimestamp(st.start.Add(e.Duration)))
+	st.span.End() // the call comes as the turn ends
 }
 
 // turnFailed reports a turn the relay or its upstream failed: an error
 // answer (rejections included), any 5xx, and a response that failed or
 // broke. A client that left is not a failure of the relay.
 func turnFailed(e relay.TurnEnd) bool {
-	switch e.Status {
+	switch e.Usage.Status {
 	case relay.TurnError, billing.StatusFailed, billing.StatusUpstreamError:
 		return true
 	}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/examples/relaytrace"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -58,6 +59,16 @@ func TestServedTurn(t *testing.T) {
 	}
 	if got := strings.Join(events, ","); got != "slot_wait,slot_wait,first_token" {
 		t.Errorf("turn events %s, want the user and account slot waits and first_token", got)
+	}
+	// first_token is added at the end but timed at the first output.
+	if evs := turn.Events(); len(evs) == 3 {
+		ft := evs[2]
+		if ft.Time.Before(turn.StartTime()) || ft.Time.After(turn.EndTime()) {
+			t.Errorf("first_token at %v, want within the turn [%v, %v]", ft.Time, turn.StartTime(), turn.EndTime())
+		}
+		if ea := attrsOf(ft.Attributes); ea[relaytrace.AttrAccountID].AsString() != "a" || ea[relaytrace.AttrTTFTMS].AsFloat64() < 0 {
+			t.Errorf("first_token attributes %v", ft.Attributes)
+		}
 	}
 
 	if len(kids) != 1 {
@@ -133,6 +144,11 @@ func TestFailedTurn(t *testing.T) {
 	turn, kids := e.oneTurn()
 	if turn.Status().Code != codes.Error {
 		t.Errorf("turn status %v, want error", turn.Status())
+	}
+	for _, ev := range turn.Events() {
+		if ev.Name == relaytrace.FirstTokenEvent {
+			t.Error("a turn with no output has a first_token event")
+		}
 	}
 	wantAttrs(t, turn, map[attribute.Key]any{relaytrace.AttrHTTPStatus: 502, relaytrace.AttrAttempts: 2})
 	if len(kids) != 2 {
@@ -231,10 +247,9 @@ func TestForeignContext(t *testing.T) {
 	defer tp.Shutdown(context.Background())
 	ctx, host := tp.Tracer("host").Start(context.Background(), "host")
 	o := relaytrace.New(tp, relaytrace.Options{})
-	o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotUser})
-	o.FirstToken(ctx, relay.FirstToken{})
+	o.SlotWait(ctx, relay.SlotWait{Kind: relay.SlotAccount, Outcome: relay.WaitAcquired})
 	o.Attempt(ctx, relay.Attempt{N: 1})
-	o.TurnEnd(ctx, relay.TurnEnd{Status: relay.TurnError, Code: 500})
+	o.TurnEnd(ctx, relay.TurnEnd{Usage: billing.Usage{Status: relay.TurnError, FirstTokenMS: 5}, Code: 500})
 	if !host.IsRecording() || len(sr.Ended()) != 0 {
 		t.Errorf("host span recording %v, %d spans ended; want it untouched", host.IsRecording(), len(sr.Ended()))
 	}

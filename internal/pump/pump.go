@@ -79,9 +79,6 @@ type Options struct {
 	// Sanitize, when set, rewrites error and response.failed events before
 	// they are forwarded (they may echo a credential).
 	Sanitize func([]byte) []byte
-	// FirstOutput, when set, is called once, on the pump's goroutine, when
-	// the first output event arrives (before it is forwarded).
-	FirstOutput func(at time.Time)
 	// BeforeTerminal, when set, is called once, on the pump's goroutine,
 	// with the terminal event's type, response id and JSON (valid during
 	// the call) before that event is forwarded: what must hold when the
@@ -258,9 +255,6 @@ func (p *runner) run(src Source) {
 		case event.KindOutput:
 			if p.res.FirstOutput.IsZero() {
 				p.res.FirstOutput = p.now()
-				if p.o.FirstOutput != nil {
-					p.o.FirstOutput(p.res.FirstOutput)
-				}
 			}
 			if p.o.OutputItem != nil && info.Type == event.TypeOutputItemDone {
 				if item := gjson.GetBytes(data, "item"); item.IsObject() {
