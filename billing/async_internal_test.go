@@ -50,10 +50,8 @@ func TestBackoffDoublesWithJitterUpToMax(t *testing.T) {
 
 func TestDeliveryOptionsNegativePanics(t *testing.T) {
 	for name, f := range map[string]func(){
-		"Workers":      func() { DeliveryOptions{Workers: -1}.forAsync() },
-		"QueueSize":    func() { DeliveryOptions{QueueSize: -1}.forAsync() },
-		"CommitBytes":  func() { DeliveryOptions{CommitBytes: -1}.forSpool() },
-		"SegmentBytes": func() { DeliveryOptions{SegmentBytes: -1}.forSpool() },
+		"Workers":   func() { DeliveryOptions{Workers: -1}.forAsync() },
+		"QueueSize": func() { DeliveryOptions{QueueSize: -1}.forAsync() },
 	} {
 		got := func() (p any) {
 			defer func() { p = recover() }()

@@ -20,3 +20,10 @@ func WaitSpoolPending(ctx context.Context, s *Spool, n int) error { return s.wai
 // OnSpoolRoomWait makes every Record that starts waiting for room call f.
 // Set it before the first Record.
 func OnSpoolRoomWait(s *Spool, f func()) { s.probe.roomWait = f }
+
+// WithSegmentBytes sets the segment size of a spool, so that tests see
+// segments rotate after a few records.
+func WithSegmentBytes(o DeliveryOptions, n int64) DeliveryOptions {
+	o.segmentBytes = n
+	return o
+}

@@ -53,14 +53,6 @@ type DeliveryOptions struct {
 	// next one. A delay of a millisecond or two saves syncs (disk IOPS) at
 	// moderate load, for that much more latency per Record. 0: no delay.
 	CommitDelay time.Duration
-	// CommitBytes ends the delay as soon as a group holds this many bytes
-	// (Spool). 0: 256 KiB.
-	CommitBytes int
-	// SegmentBytes is the size past which records go to a new segment
-	// file (Spool). A segment is deleted once all its records are
-	// acknowledged, so smaller segments give disk space back sooner.
-	// 0: 16 MiB.
-	SegmentBytes int64
 	// MaxBytes bounds the bytes of unacknowledged records (Spool). Once
 	// they reach it, Record waits up to FullWait for deliveries to make
 	// room, then writes the record anyway and logs a warning (at most
@@ -73,4 +65,11 @@ type DeliveryOptions struct {
 	// FullWait bounds the wait for room under MaxBytes (Spool). 0: 1 s;
 	// < 0: none.
 	FullWait time.Duration
+
+	// commitBytes ends the commit delay as soon as a group holds this many
+	// bytes; segmentBytes is the size past which records go to a new
+	// segment file (a segment is deleted once all its records are
+	// acknowledged). Fixed at 256 KiB and 16 MiB; tests set them.
+	commitBytes  int
+	segmentBytes int64
 }

@@ -24,8 +24,8 @@ const (
 )
 
 func (o DeliveryOptions) forSpool() DeliveryOptions {
-	o.CommitBytes = knob.Positive("billing.DeliveryOptions.CommitBytes", o.CommitBytes, defaultSpoolCommitBytes)
-	o.SegmentBytes = knob.Positive("billing.DeliveryOptions.SegmentBytes", o.SegmentBytes, defaultSpoolSegmentBytes)
+	o.commitBytes = knob.Or(o.commitBytes, defaultSpoolCommitBytes)
+	o.segmentBytes = knob.Or(o.segmentBytes, defaultSpoolSegmentBytes)
 	if o.MaxBytes == 0 {
 		o.MaxBytes = defaultSpoolMaxBytes
 	}
@@ -92,7 +92,7 @@ func (o DeliveryOptions) forSpool() DeliveryOptions {
 //
 // A record's crc is CRC-32C over its len field and JSON; an entry's, over
 // its offset, the record's position in the segment. A new segment starts
-// when one would grow past SegmentBytes, and a segment whose records are
+// when one would grow past its segment size, and a segment whose records are
 // all acknowledged is deleted with its ack log. Reading stops at the first
 // record or entry that is short or fails its check: a write torn by a
 // crash is ignored, with a warning, and so is anything after it.
@@ -108,7 +108,7 @@ type Spool struct {
 	closed bool
 
 	kick          chan struct{}   // cap 1: a group got its first record
-	full          chan struct{}   // cap 1: a group reached CommitBytes
+	full          chan struct{}   // cap 1: a group reached its commit size
 	closing       context.Context // canceled by Close: ends waits for room
 	closeNow      context.CancelFunc
 	stopCommit    chan struct{} // closed by Close: commit the last group and stop
@@ -366,7 +366,7 @@ func (s *Spool) Record(ctx context.Context, u Usage) error {
 	}
 	g.buf = appendFrame(g.buf, payload)
 	g.n++
-	first, full := g.n == 1, len(g.buf) >= s.o.CommitBytes
+	first, full := g.n == 1, len(g.buf) >= s.o.commitBytes
 	s.gmu.Unlock()
 	if first {
 		notify(s.kick)

@@ -56,7 +56,7 @@ func (s *Spool) commit(spare *[]byte) {
 	g.err = s.write(g.buf, g.n)
 	close(g.done)
 	*spare = nil
-	if cap(g.buf) <= 4*s.o.CommitBytes {
+	if cap(g.buf) <= 4*s.o.commitBytes {
 		*spare = g.buf
 	}
 }
@@ -64,7 +64,7 @@ func (s *Spool) commit(spare *[]byte) {
 // write appends a group to the active segment and syncs it.
 func (s *Spool) write(buf []byte, n int) error {
 	seg := s.active
-	if seg != nil && seg.written > segHeader && seg.written+int64(len(buf)) > s.o.SegmentBytes {
+	if seg != nil && seg.written > segHeader && seg.written+int64(len(buf)) > s.o.segmentBytes {
 		s.seal(seg)
 		seg = nil
 	}

@@ -151,7 +151,7 @@ func TestSpoolTornAckLog(t *testing.T) {
 func TestSpoolDeletesDeliveredSegments(t *testing.T) {
 	dir := t.TempDir()
 	db := newIdempotent()
-	s := openSpool(t, dir, db, billing.DeliveryOptions{SegmentBytes: 4096})
+	s := openSpool(t, dir, db, billing.WithSegmentBytes(billing.DeliveryOptions{}, 4096))
 	recordAll(t, s, 0, 200) // about 500 bytes each: ~25 segments
 	waitPending(t, s, 0)
 	segs := files(t, dir, ".seg")

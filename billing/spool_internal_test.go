@@ -13,7 +13,7 @@ import (
 
 func TestSpoolOptionsDefaults(t *testing.T) {
 	got := DeliveryOptions{}.forSpool()
-	if got.CommitDelay != 0 || got.CommitBytes != 256<<10 || got.SegmentBytes != 16<<20 ||
+	if got.CommitDelay != 0 || got.commitBytes != 256<<10 || got.segmentBytes != 16<<20 ||
 		got.MaxBytes != 1<<30 || got.FullWait != time.Second || got.Workers != 4 ||
 		got.AttemptTimeout != 10*time.Second || got.MaxRetries != 0 ||
 		got.RetryBase != 100*time.Millisecond || got.RetryMax != 5*time.Second {

@@ -189,11 +189,11 @@ func (h *Handler) selectTimeout() time.Duration {
 func (h *Handler) selectError(err error, t *turn) *APIError {
 	var na *scheduler.NoAccountError
 	if errors.As(err, &na) {
-		h.log.Warn("relay: no available accounts", "request_id", t.in.id, "group", na.Group, "model", na.Model, "reason", na.Reason, "detail", na.Error())
+		h.log.Warn("relay: no available accounts", "request_id", t.in.id, "group", t.in.subj.GroupID, "model", t.in.req.Model, "reason", na.Reason, "detail", na.Error())
 		e := &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Message: "No available accounts"}
 		switch na.Reason {
 		case scheduler.ReasonModel:
-			e.Message = fmt.Sprintf("No available accounts: model %s is not served", na.Model)
+			e.Message = fmt.Sprintf("No available accounts: model %s is not served", t.in.req.Model)
 		case scheduler.ReasonCoolingDown:
 			e.Message = "No available accounts: all accounts are temporarily rate limited, please retry later"
 			if wait := na.Until.Sub(h.now()); wait > 0 {

@@ -57,11 +57,8 @@ type Observer struct {
 type TurnStart struct {
 	RequestID string // also the X-Relay-Request-Id header and Usage.RequestID
 	Transport string // "http", or "ws" for a WebSocket turn
-	Number    int    // the turn's number on its connection, from 1 (Turn.Number)
-	// Subject and Model are known at start for a WebSocket turn; for HTTP they
-	// are nil and "" (the request is not read yet): TurnEnd carries them.
-	Subject *Subject
-	Model   string
+	Number    int    // the turn's number on its connection, from 1 (Usage.Turn)
+	// Who asked for which model is known later: TurnEnd carries both.
 }
 
 // SlotKind says which slot a SlotWait waited for.
@@ -199,10 +196,7 @@ func (t *turn) observeStart() {
 	if o == nil || o.TurnStart == nil {
 		return
 	}
-	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Number: t.in.number, Subject: t.in.subj}
-	if t.in.req != nil {
-		e.Model = t.in.req.Model
-	}
+	e := TurnStart{RequestID: t.in.id, Transport: t.in.transport, Number: t.in.number}
 	func() {
 		defer t.observerPanic("TurnStart")
 		if ctx := o.TurnStart(t.ctx, e); ctx != nil {

@@ -126,7 +126,7 @@ func TestObserverStreamServed(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if s := rec.starts[0]; s.Transport != "http" || s.Subject != nil || s.Number != 1 || s.RequestID != end.Usage.RequestID {
+	if s := rec.starts[0]; s.Transport != "http" || s.Number != 1 || s.RequestID != end.Usage.RequestID {
 		t.Fatalf("start %+v", s)
 	}
 	if w := rec.waits[1]; w.Kind != relay.SlotAccount || w.Outcome != relay.WaitAcquired || w.Wait < 0 {

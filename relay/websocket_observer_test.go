@@ -5,7 +5,7 @@ import (
 )
 
 // TestObserverWebSocket: WebSocket turns are observed like POSTs, with
-// their transport, number and model known at start.
+// their transport and number.
 func TestObserverWebSocket(t *testing.T) {
 	e := newWSEnv(t, true, "a")
 	rec := &recorder{}
@@ -27,10 +27,10 @@ func TestObserverWebSocket(t *testing.T) {
 	})
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if s := rec.starts[2]; s.Transport != "ws" || s.Number != 3 || s.Model != "gpt-test" || s.Subject == nil {
+	if s := rec.starts[2]; s.Transport != "ws" || s.Number != 3 || s.RequestID != rec.ends[2].Usage.RequestID {
 		t.Fatalf("start %+v", s)
 	}
-	if end := rec.ends[2]; end.Usage.Transport != "ws" || end.Usage.Turn != 3 || end.Code != 200 || !end.Usage.Stream || end.Usage.FirstTokenMS < 0 || !end.Recorded {
+	if end := rec.ends[2]; end.Usage.Transport != "ws" || end.Usage.Turn != 3 || end.Usage.Model != "gpt-test" || end.Subject == nil || end.Code != 200 || !end.Usage.Stream || end.Usage.FirstTokenMS < 0 || !end.Recorded {
 		t.Fatalf("end %+v", end)
 	}
 }

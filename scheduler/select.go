@@ -74,7 +74,7 @@ func (s *Scheduler) Select(ctx context.Context, q Request) (*Selection, error) {
 	}
 	v := s.view(q.Group, accounts)
 	if len(v.slots) == 0 {
-		return nil, &NoAccountError{Group: q.Group, Model: q.Model, webSocket: q.WebSocket, Reason: ReasonNoAccounts}
+		return nil, &NoAccountError{group: q.Group, model: q.Model, webSocket: q.WebSocket, Reason: ReasonNoAccounts}
 	}
 	now := s.now().UnixNano()
 	var exBuf [8]int32
@@ -145,7 +145,7 @@ func (s *Scheduler) required(ctx context.Context, v *poolView, q Request, ex []i
 	if sel != nil {
 		return sel, nil
 	}
-	e := &NoAccountError{Group: q.Group, Model: q.Model, webSocket: q.WebSocket, Reason: ReasonRequired,
+	e := &NoAccountError{group: q.Group, model: q.Model, webSocket: q.WebSocket, Reason: ReasonRequired,
 		detail: fmt.Sprintf("%q (%s)", q.RequireAccount, why)}
 	if i, ok := v.byID[q.RequireAccount]; ok {
 		if until := v.slots[i].st.coolUntil.Load(); until > now {
@@ -417,7 +417,7 @@ func (s *Scheduler) balanced(ctx context.Context, v *poolView, q Request, ex []i
 	cands, n := s.rank(v, v.serving(q.Model), q.WebSocket, ex, now, cands)
 
 	if len(cands) == 0 {
-		e := &NoAccountError{Group: q.Group, Model: q.Model, webSocket: q.WebSocket, total: len(v.slots), eligible: n.eligible}
+		e := &NoAccountError{group: q.Group, model: q.Model, webSocket: q.WebSocket, total: len(v.slots), eligible: n.eligible}
 		switch {
 		case n.eligible == 0:
 			e.Reason = ReasonModel

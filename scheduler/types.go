@@ -65,13 +65,13 @@ type Selection struct {
 // the operator's log (how many accounts the group has, how many serve the
 // model and transport).
 type NoAccountError struct {
-	Group, Model string
 	// Reason is one of the Reason constants.
 	Reason string
 	// Until is the earliest time a cooling-down account is back (Reason
-	// ReasonCoolingDown).
+	// ReasonCoolingDown, or ReasonRequired when that account cools down).
 	Until time.Time
 
+	group, model    string // of the turn; Error names them
 	webSocket       bool
 	total, eligible int
 	detail          string // ReasonRequired: the account and why it cannot serve
@@ -89,21 +89,21 @@ const (
 func (e *NoAccountError) Error() string {
 	switch e.Reason {
 	case ReasonNoAccounts:
-		return fmt.Sprintf("scheduler: group %q has no accounts", e.Group)
+		return fmt.Sprintf("scheduler: group %q has no accounts", e.group)
 	case ReasonModel:
 		if e.webSocket {
-			return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q over WebSocket", e.total, e.Group, e.Model)
+			return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q over WebSocket", e.total, e.group, e.model)
 		}
-		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.total, e.Group, e.Model)
+		return fmt.Sprintf("scheduler: none of the %d accounts in group %q serves model %q", e.total, e.group, e.model)
 	case ReasonCoolingDown:
 		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q are cooling down; the earliest is back at %s",
-			e.eligible, e.Model, e.Group, e.Until.UTC().Format(time.RFC3339))
+			e.eligible, e.model, e.group, e.Until.UTC().Format(time.RFC3339))
 	case ReasonExcluded:
-		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q failed this request", e.eligible, e.Model, e.Group)
+		return fmt.Sprintf("scheduler: all %d eligible accounts for model %q in group %q failed this request", e.eligible, e.model, e.group)
 	case ReasonRequired:
-		return fmt.Sprintf("scheduler: the required account %s in group %q cannot serve model %q", e.detail, e.Group, e.Model)
+		return fmt.Sprintf("scheduler: the required account %s in group %q cannot serve model %q", e.detail, e.group, e.model)
 	}
-	return fmt.Sprintf("scheduler: no available account for model %q in group %q (%s)", e.Model, e.Group, e.Reason)
+	return fmt.Sprintf("scheduler: no available account for model %q in group %q (%s)", e.model, e.group, e.Reason)
 }
 
 // ErrAccountsBusy is returned (wrapped) when every candidate account is at

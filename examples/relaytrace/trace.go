@@ -89,10 +89,7 @@ func (t *tracer) turnStart(ctx context.Context, e relay.TurnStart) context.Conte
 		AttrTransport.String(e.Transport),
 		AttrTurn.Int(e.Number),
 	}
-	if e.Model != "" {
-		attrs = append(attrs, AttrModel.String(e.Model))
-	}
-	attrs = t.subjectAttrs(attrs, e.Subject)
+	// The model and subject are set at TurnEnd, when the relay knows them.
 	// The call is made as the turn arrives: now is its start.
 	start := time.Now()
 	ctx, span := t.tr.Start(ctx, TurnSpan, trace.WithSpanKind(kind), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
