@@ -18,15 +18,14 @@ const (
 // new record does not fit, the oldest are evicted first. It must not be
 // copied after first use.
 type Memory struct {
-	// MaxBytes bounds the bytes of the records kept (Record.Size). A record
-	// larger than MaxBytes is not kept. 0: 256 MiB; negative: nothing is
+	// MaxBytes bounds the bytes kept: each record with its keys and about
+	// 160 bytes of bookkeeping. A record larger than MaxBytes is not kept. 0: 256 MiB; negative: nothing is
 	// kept.
 	MaxBytes int64
 	// TTL is how long a record is kept after Put. 0: 24 h; negative: until
 	// evicted for room.
 	TTL time.Duration
-	// Now is the clock. nil: time.Now.
-	Now func() time.Time
+	now func() time.Time // the clock; nil: time.Now (tests set it)
 
 	mu    sync.Mutex
 	items map[memKey]*list.Element
@@ -38,14 +37,18 @@ type memKey struct{ apiKey, response string }
 
 type memEntry struct {
 	key     memKey
-	rec     *Record
+	rec     []byte
 	size    int64
 	expires time.Time // zero: never
 }
 
-func (m *Memory) now() time.Time {
-	if m.Now != nil {
-		return m.Now()
+// entryOverhead approximates what an entry costs beyond its record and
+// keys (entry, map slot, list element).
+const entryOverhead = 160
+
+func (m *Memory) clock() time.Time {
+	if m.now != nil {
+		return m.now()
 	}
 	return time.Now()
 }
@@ -58,7 +61,7 @@ func (m *Memory) maxBytes() int64 {
 }
 
 // Get implements Store.
-func (m *Memory) Get(_ context.Context, apiKeyID, responseID string) (*Record, error) {
+func (m *Memory) Get(_ context.Context, apiKeyID, responseID string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	el, ok := m.items[memKey{apiKeyID, responseID}]
@@ -66,7 +69,7 @@ func (m *Memory) Get(_ context.Context, apiKeyID, responseID string) (*Record, e
 		return nil, ErrNotFound
 	}
 	e := el.Value.(*memEntry)
-	if !e.expires.IsZero() && !m.now().Before(e.expires) {
+	if !e.expires.IsZero() && !m.clock().Before(e.expires) {
 		m.removeLocked(el)
 		return nil, ErrNotFound
 	}
@@ -74,10 +77,10 @@ func (m *Memory) Get(_ context.Context, apiKeyID, responseID string) (*Record, e
 }
 
 // Put implements Store.
-func (m *Memory) Put(_ context.Context, r *Record) error {
+func (m *Memory) Put(_ context.Context, apiKeyID, responseID string, record []byte) error {
 	limit := m.maxBytes()
-	size := r.Size()
-	k := memKey{r.APIKeyID, r.ResponseID}
+	size := int64(entryOverhead + len(apiKeyID) + len(responseID) + len(record))
+	k := memKey{apiKeyID, responseID}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.items == nil {
@@ -89,7 +92,7 @@ func (m *Memory) Put(_ context.Context, r *Record) error {
 	if limit < 0 || size > limit {
 		return nil
 	}
-	now := m.now()
+	now := m.clock()
 	for m.bytes+size > limit && m.order.Len() > 0 {
 		m.removeLocked(m.order.Front())
 	}
@@ -101,7 +104,7 @@ func (m *Memory) Put(_ context.Context, r *Record) error {
 		}
 		m.removeLocked(el)
 	}
-	e := &memEntry{key: k, rec: r, size: size}
+	e := &memEntry{key: k, rec: record, size: size}
 	switch ttl := m.TTL; {
 	case ttl == 0:
 		e.expires = now.Add(defaultTTL)
@@ -123,7 +126,7 @@ func (m *Memory) Delete(_ context.Context, apiKeyID, responseID string) error {
 	return nil
 }
 
-// Bytes reports the bytes of the records kept.
+// Bytes reports the bytes kept, as MaxBytes counts them.
 func (m *Memory) Bytes() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()

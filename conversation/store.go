@@ -2,9 +2,7 @@ package conversation
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"time"
 )
 
 // ErrNotFound is returned by Store.Get when there is no record of the
@@ -12,41 +10,24 @@ import (
 // another key.
 var ErrNotFound = errors.New("conversation: no record of the response")
 
-// Record is one served turn. Input and Output are JSON arrays of items,
-// as the Responses API writes them: Input is the turn's input (a string
-// input becomes one user message), Output the response's output items.
-// A Record is not modified once it is given to Put or returned by Get.
-type Record struct {
-	ResponseID         string          `json:"response_id"`
-	APIKeyID           string          `json:"api_key_id"`
-	PreviousResponseID string          `json:"previous_response_id,omitempty"`
-	Model              string          `json:"model"`
-	AccountID          string          `json:"account_id"`
-	Store              bool            `json:"store"` // the request's store flag
-	Input              json.RawMessage `json:"input"`
-	Output             json.RawMessage `json:"output"`
-	CreatedAt          time.Time       `json:"created_at"`
-}
-
-// recordOverhead approximates the bytes a Record costs beyond its
-// variable parts (struct, map entry, list element).
-const recordOverhead = 256
-
-// Size is the bytes r holds, as Memory counts them against MaxBytes.
-func (r *Record) Size() int64 {
-	return int64(recordOverhead + len(r.ResponseID) + len(r.APIKeyID) + len(r.PreviousResponseID) +
-		len(r.Model) + len(r.AccountID) + len(r.Input) + len(r.Output))
-}
-
-// Store keeps Records by API key and response id. Implementations must be
-// safe for concurrent use; the relay bounds each call by its HookTimeout.
+// Store keeps the relay's records of served turns by API key and response
+// id. A record is a JSON object the relay writes and reads back:
+//
+//	{"response_id":"resp_…","api_key_id":"…","previous_response_id":"resp_…",
+//	 "model":"…","account_id":"…","store":true,
+//	 "input":[…items…],"output":[…items…],"created_at":"2026-12-04T07:00:00Z"}
+//
+// A Store keeps it as bytes; its size is len(record). Implementations must
+// be safe for concurrent use; the relay bounds each call by its
+// HookTimeout and treats what Get returns as untrusted input.
 type Store interface {
 	// Get returns the record of responseID created under apiKeyID, or an
-	// error wrapping ErrNotFound.
-	Get(ctx context.Context, apiKeyID, responseID string) (*Record, error)
-	// Put stores r under (r.APIKeyID, r.ResponseID), replacing any record
-	// there.
-	Put(ctx context.Context, r *Record) error
+	// error wrapping ErrNotFound. The caller does not modify it.
+	Get(ctx context.Context, apiKeyID, responseID string) ([]byte, error)
+	// Put stores record under (apiKeyID, responseID), replacing any
+	// record there. The Store may keep record; the caller does not modify
+	// it afterwards.
+	Put(ctx context.Context, apiKeyID, responseID string, record []byte) error
 	// Delete removes the record of responseID created under apiKeyID; no
 	// record is not an error.
 	Delete(ctx context.Context, apiKeyID, responseID string) error

@@ -29,7 +29,7 @@ const (
 type turnConv struct {
 	// prev is the record of previous_response_id (the connection's own
 	// last response, or the Store's); nil when the relay knows none.
-	prev *conversation.Record
+	prev *convRecord
 	// local is prev's whole context when it is the connection's last
 	// response: its segments, in order.
 	local *localChain
@@ -64,24 +64,36 @@ func (t *turn) loadPrevious() {
 	if id == "" {
 		return
 	}
-	if l := t.conv.local; l != nil && l.rec.ResponseID == id {
+	if l := t.conv.local; l != nil && l.rec.responseID == id {
 		t.conv.prev = l.record()
 		return
 	}
 	t.conv.local = nil
-	var rec *conversation.Record
+	t.conv.prev = t.getRecord(id)
+}
+
+// getRecord reads the record of response id of the turn's API key; nil
+// when there is none, or the Store failed (logged) or gave back something
+// that is not that record.
+func (t *turn) getRecord(id string) *convRecord {
+	var b []byte
 	err := t.hook(t.ctx, func(ctx context.Context) error {
 		var err error
-		rec, err = t.h.conversations().Get(ctx, t.in.subj.APIKeyID, id)
+		b, err = t.h.conversations().Get(ctx, t.in.subj.APIKeyID, id)
 		return err
 	})
-	switch {
-	case err == nil:
-		t.conv.prev = rec
-	case errors.Is(err, conversation.ErrNotFound):
-	default:
-		t.h.log.Warn("relay: reading a conversation record failed", "request_id", t.in.id, "error", err)
+	if err != nil {
+		if !errors.Is(err, conversation.ErrNotFound) {
+			t.h.log.Warn("relay: reading a conversation record failed", "request_id", t.in.id, "error", err)
+		}
+		return nil
 	}
+	rec, ok := decodeRecord(b, t.in.subj.APIKeyID, id)
+	if !ok {
+		t.h.log.Warn("relay: a conversation record could not be read; the Store gave back something else", "request_id", t.in.id)
+		return nil
+	}
+	return rec
 }
 
 var compactionType = []byte(`"compaction"`)
@@ -92,8 +104,8 @@ var compactionType = []byte(`"compaction"`)
 // its maker) or the previous response's own output.
 func (t *turn) requireCompactionMaker() {
 	maker := ""
-	if p := t.conv.prev; p != nil && bytes.Contains(p.Output, compactionType) && hasCompaction(p.Output) {
-		maker = p.AccountID
+	if p := t.conv.prev; p != nil && bytes.Contains(p.output, compactionType) && hasCompaction(p.output) {
+		maker = p.accountID
 	}
 	body := t.in.req.Body
 	if bytes.Contains(body, compactionType) {
@@ -130,7 +142,7 @@ func (c *turnConv) needsRebuild(acct string, viaHTTP bool) bool {
 	if p == nil {
 		return false
 	}
-	return c.rebuildAll || p.AccountID != acct || viaHTTP && !p.Store
+	return c.rebuildAll || p.accountID != acct || viaHTTP && !p.store
 }
 
 // chainContext is the context of the previous response: every input and
@@ -165,33 +177,24 @@ func (t *turn) chainSegments(limit int) []localSeg {
 	if l := t.conv.local; l != nil {
 		return l.segs
 	}
-	chain := []*conversation.Record{t.conv.prev}
-	size := t.conv.prev.Size()
-	for r := t.conv.prev; r.PreviousResponseID != ""; {
-		if len(chain) >= maxChainRecords || size > int64(limit) {
+	chain := []*convRecord{t.conv.prev}
+	size := t.conv.prev.size()
+	for r := t.conv.prev; r.previousID != ""; {
+		if len(chain) >= maxChainRecords || size > limit {
 			return nil
 		}
-		var next *conversation.Record
-		id := r.PreviousResponseID
-		err := t.hook(t.ctx, func(ctx context.Context) error {
-			var err error
-			next, err = t.h.conversations().Get(ctx, t.in.subj.APIKeyID, id)
-			return err
-		})
-		if err != nil {
-			if !errors.Is(err, conversation.ErrNotFound) {
-				t.h.log.Warn("relay: reading a conversation record failed", "request_id", t.in.id, "error", err)
-			}
+		next := t.getRecord(r.previousID)
+		if next == nil {
 			return nil
 		}
 		chain = append(chain, next)
-		size += next.Size()
+		size += next.size()
 		r = next
 	}
 	segs := make([]localSeg, 0, 2*len(chain))
 	for i := len(chain) - 1; i >= 0; i-- {
 		r := chain[i]
-		segs = append(segs, localSeg{items: r.Input}, localSeg{items: r.Output, maker: r.AccountID})
+		segs = append(segs, localSeg{items: r.input}, localSeg{items: r.output, maker: r.accountID})
 	}
 	return segs
 }
@@ -349,22 +352,25 @@ func (t *turn) recordTurn(sel *scheduler.Selection, terminal, responseID string,
 	}
 	out = bytes.Clone(out)
 	req := t.in.req
-	rec := &conversation.Record{
-		ResponseID:         responseID,
-		APIKeyID:           t.in.subj.APIKeyID,
-		PreviousResponseID: req.PreviousResponseID,
-		Model:              req.Model,
-		AccountID:          sel.Account.ID,
-		Store:              !req.noStore,
-		Input:              bytes.Clone(normalizedInput(req.Body)),
-		Output:             out,
-		CreatedAt:          t.in.start,
+	rec := &convRecord{
+		responseID: responseID,
+		apiKeyID:   t.in.subj.APIKeyID,
+		previousID: req.PreviousResponseID,
+		model:      req.Model,
+		accountID:  sel.Account.ID,
+		store:      !req.noStore,
+		input:      bytes.Clone(normalizedInput(req.Body)),
+		output:     out,
+		createdAt:  t.in.start,
 	}
-	t.h.blobs.learn(rec.APIKeyID, out, rec.AccountID)
+	t.h.blobs.learn(rec.apiKeyID, out, rec.accountID)
 	if t.in.transport != "http" {
 		t.conv.nextLocal = t.conv.local.next(rec, int(t.h.maxBody()))
 	}
-	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error { return t.h.conversations().Put(ctx, rec) })
+	enc := rec.encode()
+	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {
+		return t.h.conversations().Put(ctx, rec.apiKeyID, rec.responseID, enc)
+	})
 	if err != nil {
 		t.h.log.Warn("relay: writing a conversation record failed", "request_id", t.in.id, "error", err)
 	}

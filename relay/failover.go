@@ -20,7 +20,7 @@ type turnRoute struct {
 
 // setRequest records the validated request and the scheduler request it
 // makes; prefer is an account to try first (serveMessage's PreferAccount).
-func (t *turn) setRequest(req *Request, prefer string) {
+func (t *turn) setRequest(req *request, prefer string) {
 	t.in.req = req
 	t.route.sched = scheduler.Request{
 		Group:              t.in.subj.GroupID,
@@ -35,7 +35,7 @@ func (t *turn) setRequest(req *Request, prefer string) {
 
 // sessionKey is the client's session identity for sticky routing: header
 // session_id, then conversation_id, then the body's prompt_cache_key.
-func sessionKey(h http.Header, req *Request) string {
+func sessionKey(h http.Header, req *request) string {
 	if v := headerValue(h, "session_id", "Session-Id"); v != "" {
 		return v
 	}

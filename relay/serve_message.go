@@ -12,10 +12,10 @@ import (
 // Responses WebSocket mode), for serveMessage.
 type messageTurn struct {
 	Subject *Subject
-	// Request is the validated message (ParseRequest). Its Body is sent
+	// Request is the validated message (parseRequest). Its Body is sent
 	// upstream: as a message through Upstream, or as a streaming POST body
 	// (without "type", with "stream": true) through the HTTP bridge.
-	Request *Request
+	Request *request
 	// Header holds the client's headers; the allowlisted ones go upstream,
 	// and User-Agent is recorded in Usage.UserAgent.
 	Header    http.Header

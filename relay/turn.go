@@ -54,7 +54,7 @@ type turnInput struct {
 	id        string // the request id: X-Relay-Request-Id, Usage.RequestID
 	start     time.Time
 	subj      *Subject // nil until ServeHTTP has authenticated
-	req       *Request // nil until ServeHTTP has parsed the body
+	req       *request // nil until ServeHTTP has parsed the body
 	header    http.Header
 	userAgent string
 	clientIP  string

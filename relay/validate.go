@@ -12,7 +12,7 @@ import (
 
 // Request is a validated Responses request body and the fields the relay
 // routes on.
-type Request struct {
+type request struct {
 	Body               []byte // the body as received; sent upstream unchanged
 	Model              string
 	Stream             bool
@@ -25,24 +25,15 @@ type Request struct {
 // one as previous_response_id get a hint instead of an opaque upstream 400.
 var messageIDPrefixes = []string{"msg_", "message_", "item_", "chatcmpl_", "fc_", "rs_"}
 
-// ParseRequest validates a request body (a POST body, or a WebSocket
+// parseRequest validates a request body (a POST body, or a WebSocket
 // response.create with its "type" already accepted) before any slot is
-// taken. Its error holds the *APIError (a 400) the client should see as
-// is; errors.As finds it.
+// taken. Its error is the 400 the client sees as is.
 //
 // A body nested deeper than 512 levels is refused before any recursive
 // parser sees it, and so is one whose top-level object repeats a key the
 // relay reads or rewrites: the relay and the upstream could each take a
 // different copy.
-func ParseRequest(body []byte) (*Request, error) {
-	q, e := parseRequest(body)
-	if e != nil {
-		return nil, e
-	}
-	return q, nil
-}
-
-func parseRequest(body []byte) (*Request, *APIError) {
+func parseRequest(body []byte) (*request, *APIError) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errInvalid("Request body is empty", "")
 	}
@@ -62,7 +53,7 @@ func parseRequest(body []byte) (*Request, *APIError) {
 		return nil, errInvalid("duplicate key "+strconv.Quote(k)+" in the request body: send it once", k)
 	}
 	model, stream, prev, cacheKey, input := m.get(keyModel), m.get(keyStream), m.get(keyPrev), m.get(keyCacheKey), m.get(keyInput)
-	q := &Request{Body: body}
+	q := &request{Body: body}
 	if model.Type != gjson.String || model.Str == "" {
 		return nil, errInvalid("model is required", "model")
 	}

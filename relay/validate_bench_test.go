@@ -1,10 +1,8 @@
-package relay_test
+package relay
 
 import (
 	"strings"
 	"testing"
-
-	"github.com/relaykit/responsesrelay/relay"
 )
 
 // body100K is a request of about 100 KiB: a long conversation as input
@@ -31,7 +29,7 @@ func BenchmarkParseRequest100K(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := relay.ParseRequest(body); err != nil {
+		if _, err := parseRequest(body); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/coder/websocket"
@@ -31,10 +30,9 @@ func checkFrame(typ websocket.MessageType, data []byte) (websocket.StatusCode, s
 // validation, then "type" set to response.create where the client left it
 // out, so that the upstream socket gets a well-formed message. A non-nil
 // error is answered with an error frame and the connection stays open.
-func parseTurn(msg []byte) (*Request, *APIError) {
-	req, err := ParseRequest(msg)
-	if err != nil {
-		apiErr, _ := errors.AsType[*APIError](err)
+func parseTurn(msg []byte) (*request, *APIError) {
+	req, apiErr := parseRequest(msg)
+	if apiErr != nil {
 		return nil, apiErr
 	}
 	if t := gjson.GetBytes(msg, "type"); t.Type != gjson.String || t.Str != "response.create" {
