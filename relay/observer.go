@@ -130,6 +130,14 @@ type Attempt struct {
 	Status    int             // the upstream's HTTP status (200 for a WebSocket upstream that served); 0 when there was none
 	Outcome   AttemptOutcome
 	Reason    AttemptReason // "" when served
+	// ContextRebuilt: the account did not hold the turn's
+	// previous_response_id chain, and the relay sent it whole from its
+	// conversation records.
+	ContextRebuilt bool
+	// ItemsRemoved counts the reasoning items left out of the input
+	// because the account could not decrypt them (another account made
+	// them, or an upstream refused one earlier in the turn).
+	ItemsRemoved int
 }
 
 // Turn end statuses beyond the usage statuses (billing.Status*).
@@ -225,7 +233,8 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 
 func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
 	e := Attempt{N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
-		Duration: t.h.now().Sub(began), Outcome: outcome}
+		Duration: t.h.now().Sub(began), Outcome: outcome,
+		ContextRebuilt: t.conv.rebuilt, ItemsRemoved: t.conv.removed}
 	if ae != nil {
 		e.Status, e.Reason = ae.status, ae.reason()
 	} else {

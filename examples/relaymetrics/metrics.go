@@ -73,6 +73,8 @@ type Metrics struct {
 	tokens       *prometheus.CounterVec   // model, kind
 	slotWait     *prometheus.HistogramVec // kind, outcome
 	events       *prometheus.CounterVec   // account, kind
+	rebuilds     *prometheus.CounterVec   // account
+	removed      *prometheus.CounterVec   // account
 
 	// Resolved children, so that the hot path does no label hashing.
 	startedBy  children[string, prometheus.Counter]
@@ -121,9 +123,11 @@ func New(reg prometheus.Registerer, o Options) (*Metrics, error) {
 	m.tokens = m.counter("tokens_total", "Tokens of recorded turns, by kind: input, cached_input, output, reasoning.", "model", "kind")
 	m.slotWait = m.histogram("slot_wait_seconds", "Waits for a user slot or an account (selection included).", waitBuckets, "kind", "outcome")
 	m.events = m.counter("account_events_total", "Account health changes reported by the scheduler.", "account", "kind")
+	m.rebuilds = m.counter("context_rebuilds_total", "Attempts that sent a previous_response_id chain whole, rebuilt from the relay's records, to an account that did not hold it.", "account")
+	m.removed = m.counter("encrypted_items_removed_total", "Reasoning items left out of attempts' input because the account could not decrypt them.", "account")
 
 	cs := []prometheus.Collector{m.turnsStarted, m.turns, m.turnDuration, m.inFlight, m.attempts, m.attemptDur,
-		m.failovers, m.ttft, m.tokens, m.slotWait, m.events}
+		m.failovers, m.ttft, m.tokens, m.slotWait, m.events, m.rebuilds, m.removed}
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {

@@ -55,6 +55,13 @@ func (m *Metrics) attempt(_ context.Context, e relay.Attempt) {
 	if e.Outcome == relay.AttemptFailover {
 		m.failBy.get([2]string{e.AccountID, string(e.Reason)}).Inc()
 	}
+	// Rare: no resolved children.
+	if e.ContextRebuilt {
+		m.rebuilds.WithLabelValues(lv(e.AccountID)...).Inc()
+	}
+	if e.ItemsRemoved > 0 {
+		m.removed.WithLabelValues(lv(e.AccountID)...).Add(float64(e.ItemsRemoved))
+	}
 }
 
 // OnAccountEvent counts an account health change in
