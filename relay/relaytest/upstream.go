@@ -71,7 +71,7 @@ type account struct {
 	maxInFlight int
 	wsConns     int
 	store       map[string]*stored
-	order       []string          // store ids, oldest first, for eviction
+	order       []string            // store ids, oldest first, for eviction
 	items       map[string]string   // stored fc_ item id -> call_id
 	sealed      map[string]struct{} // stored rs_ and cmp_ item ids
 	blobs       atomic.Uint64       // encrypted contents made, for their IVs
