@@ -176,3 +176,52 @@ func TestChainedReasoningUsage(t *testing.T) {
 		t.Errorf("served usage %+v", sv[0].Usage)
 	}
 }
+
+func TestCompactionTrigger(t *testing.T) {
+	s := newServer(t)
+	history := `{"role":"user","content":"one"},{"role":"assistant","content":"Echo: one"}`
+	trigger := `{"model":"m","stream":true,"store":false,` + include + `,"tools":[{"type":"function","name":"f"}],"input":[` +
+		history + `,{"type":"compaction_trigger"}]}`
+	_, events, err := stream(t, s, "a", trigger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEvents(t, events)
+	if !equal(types(events), []string{"response.created", "response.in_progress", "response.output_item.added",
+		"response.output_item.done", "response.completed"}) {
+		t.Fatalf("events %v", types(events))
+	}
+	item := gjson.GetBytes(events[3].Data, "item")
+	id, blob := item.Get("id").String(), item.Get("encrypted_content").String()
+	if gjson.GetBytes(events[3].Data, "output_index").Int() != 0 || item.Get("type").String() != "compaction" || !strings.HasPrefix(id, "cmp_") ||
+		gjson.GetBytes(events[2].Data, "item").Raw != item.Raw {
+		t.Errorf("compaction events:\n%s\n%s", events[2].Data, events[3].Data)
+	}
+	checkBlob(t, blob)
+	if out := last(events).Get("response.output"); len(out.Array()) != 1 || out.Get("0").Raw != item.Raw {
+		t.Errorf("terminal output %s", out.Raw)
+	}
+
+	resp, b := call(t, s, "a", strings.Replace(trigger, `"stream":true`, `"stream":false`, 1))
+	if out := gjson.GetBytes(b, "output").Array(); resp.StatusCode != 200 || len(out) != 1 || out[0].Get("type").String() != "compaction" {
+		t.Errorf("JSON: %d %s", resp.StatusCode, b)
+	}
+
+	// The compaction item stands in for the history on later turns, on
+	// its own account only.
+	next := `{"model":"m","store":false,"input":[{"type":"compaction","id":"` + id + `","encrypted_content":"` + blob +
+		`"},{"role":"user","content":"two"}]}`
+	if resp, b := call(t, s, "a", next); resp.StatusCode != 200 || gjson.GetBytes(b, "output.0.content.0.text").String() != "Echo: two" {
+		t.Errorf("same account: %d %s", resp.StatusCode, b)
+	}
+	resp, b = call(t, s, "b", next)
+	checkAPIError(t, resp.StatusCode, b, "invalid_encrypted_content", "", unverified(id))
+	// A compaction blob is not a reasoning blob.
+	resp, b = call(t, s, "a", `{"model":"m","store":false,"input":[`+reasoningItem("rs_1", blob)+`]}`)
+	checkAPIError(t, resp.StatusCode, b, "invalid_encrypted_content", "", unverified("rs_1"))
+
+	// The trigger must come last.
+	resp, b = call(t, s, "a", `{"model":"m","input":[{"type":"compaction_trigger"},{"role":"user","content":"x"}]}`)
+	checkAPIError(t, resp.StatusCode, b, "", "input",
+		"Invalid 'input[0]': a compaction_trigger item must be the last item of the input.")
+}
