@@ -202,6 +202,7 @@ func TestCompactionTrigger(t *testing.T) {
 		t.Errorf("terminal output %s", out.Raw)
 	}
 
+	s.Script("a", relaytest.Step{FunctionCall: "{}"})
 	resp, b := call(t, s, "a", strings.Replace(trigger, `"stream":true`, `"stream":false`, 1))
 	if out := gjson.GetBytes(b, "output").Array(); resp.StatusCode != 200 || len(out) != 1 || out[0].Get("type").String() != "compaction" {
 		t.Errorf("JSON: %d %s", resp.StatusCode, b)
