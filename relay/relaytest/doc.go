@@ -28,6 +28,24 @@
 //   - Usage is derived from the request as described on Usage.
 //   - Responses created with store:true (the default) are kept per account
 //     for previous_response_id. With store:false nothing is kept.
+//   - When "include" lists "reasoning.encrypted_content", the output starts
+//     with a reasoning item {"type":"reasoning","id":"rs_…","summary":[],
+//     "encrypted_content":"gAAAAA…"} (streamed as output_item.added and
+//     done; the answer follows at output_index 1). A compaction_trigger
+//     item as the last input item asks for a compaction instead, whatever
+//     the tools or Step.FunctionCall: the output is exactly one
+//     {"type":"compaction","id":"cmp_…","encrypted_content":…} item (a
+//     trigger elsewhere is a 400, param input).
+//   - Encrypted content is Fernet-shaped (URL-safe base64 with padding of
+//     version byte 0x80, timestamp, IV, ciphertext, HMAC) and bound to the
+//     account that made it, through a key derived from the account's name:
+//     it stays valid across Reset and Servers. A reasoning or compaction
+//     input item whose non-null encrypted_content another account made, or
+//     that is not such a blob, or of the other kind, fails the request with
+//     400 invalid_encrypted_content (param null). One without it fails
+//     with 400 "Item with id '…' not found." (param input; with store:false
+//     the message adds the real API's hint), unless store is true and the
+//     item is of a response this account stored.
 //   - Headers include x-request-id, openai-processing-ms and x-ratelimit-*.
 //
 // # WebSocket mode
@@ -52,9 +70,12 @@
 //     with 1008 (policy violation); a message over 64 MiB with 1009.
 //   - The connection keeps its last completed or incomplete response, which
 //     previous_response_id always resolves, even with store:false. Other ids
-//     resolve from the account's stored responses, as over HTTP. A turn that
-//     ends otherwise (error message, response.failed, error event) evicts the
-//     id it continued, as the real service does.
+//     resolve from the account's stored responses, as over HTTP, so a
+//     store:false response does not chain on another connection. A turn
+//     that ends otherwise (error message, response.failed, error event)
+//     evicts the id it continued, as the real service does.
+//   - Reasoning, compaction and encrypted content act as over HTTP; their
+//     400s are error messages.
 //   - "generate": false is a warm-up: response.created and
 //     response.completed of a chainable response with no output. Its input
 //     tokens are counted (so that the next turn shows them as cached); its

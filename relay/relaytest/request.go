@@ -20,6 +20,9 @@ type request struct {
 	prevID         string
 	fnName         string // first function tool, "" when none
 	hasReasoning   bool
+	encReasoning   bool // include asks for reasoning.encrypted_content
+	compact        bool // the last input item is a compaction_trigger
+	sealed         []sealedItem
 	serviceTier    string
 	lastUserText   string
 	lastKind       itemKind
@@ -129,6 +132,11 @@ func parseRequest(body []byte) (*request, *apiError) {
 				q.effort = compactJSON(v.Get("effort").Raw)
 				q.summary = compactJSON(v.Get("summary").Raw)
 			}
+		case "include":
+			v.ForEach(func(_, inc gjson.Result) bool {
+				q.encReasoning = inc.Type == gjson.String && inc.Str == includeEncrypted
+				return !q.encReasoning
+			})
 		case "service_tier":
 			q.serviceTier = v.String()
 		case "max_output_tokens":
@@ -174,7 +182,7 @@ func (q *request) readInput(input gjson.Result) *apiError {
 		return nil
 	}
 	var bad *apiError
-	i := 0
+	i, trigger := 0, -1
 	input.ForEach(func(_, it gjson.Result) bool {
 		typ := it.Get("type").String()
 		role := it.Get("role")
@@ -214,12 +222,26 @@ func (q *request) readInput(input gjson.Result) *apiError {
 		case "item_reference":
 			q.refs = append(q.refs, it.Get("id").String())
 			q.lastKind = itemOther
+		case "reasoning", "compaction":
+			q.sealed = append(q.sealed, readSealed(typ, it))
+			q.lastKind = itemOther
+		case "compaction_trigger":
+			if trigger < 0 {
+				trigger = i
+			}
+			q.lastKind = itemOther
 		default:
 			q.lastKind = itemOther
 		}
 		i++
 		return true
 	})
+	if bad == nil && trigger >= 0 {
+		if trigger != i-1 {
+			return misplacedTrigger(trigger)
+		}
+		q.compact = true
+	}
 	return bad
 }
 

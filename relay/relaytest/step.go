@@ -158,9 +158,10 @@ type Step struct {
 //     when previous_response_id is set.
 //   - Cached is the previous response's Input when previous_response_id is
 //     set, else 0.
-//   - Reasoning is 16 when the request has a non-null reasoning object,
-//     else 0.
-//   - Output is the number of delta events plus Reasoning.
+//   - Reasoning is 16 when the request has a non-null reasoning object or
+//     the answer has a reasoning item, else 0.
+//   - Output is the number of delta events plus Reasoning; a compaction
+//     counts Step.Deltas (5 when unset) in place of delta events.
 type Usage struct {
 	Input     int64 // input_tokens
 	Cached    int64 // input_tokens_details.cached_tokens

@@ -10,6 +10,7 @@ type stored struct {
 	inCalls []string // call_ids of function_call items in its input
 	outCall string   // call_id of its function call output, "" for text
 	itemID  string
+	sealed  string // id of its reasoning or compaction item, "" when none
 }
 
 // maxStored bounds the responses kept per account so that long benchmarks
@@ -37,6 +38,9 @@ func (u *Upstream) resolve(a *account, q *request, local *stored) (*stored, *api
 			return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "input",
 				msg: "No tool output found for function call " + prev.outCall + "."}
 		}
+	}
+	if e := a.checkSealed(q); e != nil {
+		return nil, e
 	}
 	for _, id := range q.outputs {
 		if !slices.Contains(q.calls, id) && !prev.knows(id) && !a.referenced(q.refs, id) {
@@ -74,6 +78,9 @@ func newStored(t *turn, prev *stored) *stored {
 	if t.fc {
 		s.outCall, s.itemID = t.callID, t.itemID
 	}
+	if t.lead != 0 {
+		s.sealed = t.leadID
+	}
 	return s
 }
 
@@ -85,12 +92,16 @@ func (u *Upstream) save(a *account, s *stored) {
 	if s.itemID != "" {
 		a.items[s.itemID] = s.outCall
 	}
+	if s.sealed != "" {
+		a.sealed[s.sealed] = struct{}{}
+	}
 	a.order = append(a.order, s.id)
 	for len(a.order) > maxStored {
 		old := a.store[a.order[0]]
 		delete(a.store, a.order[0])
-		if old != nil && old.itemID != "" {
+		if old != nil {
 			delete(a.items, old.itemID)
+			delete(a.sealed, old.sealed)
 		}
 		a.order = a.order[1:]
 	}

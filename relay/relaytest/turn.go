@@ -19,6 +19,10 @@ type turn struct {
 	fnName    string
 	createdAt int64
 	fc        bool   // output is a function call
+	lead      byte   // blobReasoning or blobCompaction: an item before the main one; 0: none
+	leadID    string // rs_... or cmp_...
+	leadBlob  string // its encrypted_content
+	at        int    // output_index of the main item
 	out       string // text, or function call arguments
 	cuts      []int  // byte offsets of the deltas in out
 	usage     Usage
@@ -52,6 +56,8 @@ const (
 	evIncomplete
 	evFailed
 	evError
+	evLeadAdded
+	evLeadDone
 )
 
 var eventTypes = [...]string{
@@ -69,6 +75,8 @@ var eventTypes = [...]string{
 	evIncomplete: "response.incomplete",
 	evFailed:     "response.failed",
 	evError:      "error",
+	evLeadAdded:  "response.output_item.added",
+	evLeadDone:   "response.output_item.done",
 }
 
 // planned is one event of a turn; i is the delta index for delta events.
@@ -97,8 +105,8 @@ const (
 
 // newTurn decides everything about a response up front, so that writing
 // events is only appending bytes. prev is the previous response when the
-// request chains, else nil.
-func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
+// request chains, else nil; a is the account answering.
+func newTurn(q *request, s *Step, prev *stored, createdAt int64, a *account) *turn {
 	t := &turn{req: q, step: s, id: newID("resp_", 32), createdAt: createdAt, final: statusCompleted,
 		ev: s.eventOpts()}
 	n := s.Deltas
@@ -108,6 +116,7 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 	switch {
 	case q.warmup:
 		n = 0
+	case q.compact:
 	case s.FunctionCall != "":
 		t.fc = true
 		t.fnName, t.out, t.callID = s.functionCall()
@@ -115,7 +124,7 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 		t.fc = true
 	}
 	switch {
-	case q.warmup:
+	case q.warmup, q.compact:
 	case t.fc:
 		if t.fnName == "" {
 			t.fnName = q.fnName
@@ -145,7 +154,10 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 		}
 		t.itemID = newID("msg_", 32)
 	}
-	t.cuts = splitRunes(t.out, n)
+	if !q.compact {
+		t.cuts = splitRunes(t.out, n)
+	}
+	t.addLead(a)
 
 	switch {
 	case s.EventPadding < 0:
@@ -163,7 +175,7 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64) *turn {
 			t.usage.Input += prev.usage.Input + prev.usage.Output
 			t.usage.Cached = prev.usage.Input
 		}
-		if q.hasReasoning && !q.warmup {
+		if (q.hasReasoning && !q.warmup) || t.lead == blobReasoning {
 			t.usage.Reasoning = reasoningTokens
 		}
 		t.usage.Output = int64(n) + t.usage.Reasoning
@@ -193,8 +205,11 @@ func (t *turn) planEvents(n int) {
 		}
 		return
 	}
+	if t.lead != 0 {
+		t.plan = append(t.plan, planned{kind: evLeadAdded}, planned{kind: evLeadDone})
+	}
 	switch {
-	case t.req.warmup:
+	case t.req.warmup, t.req.compact:
 	case t.fc:
 		t.plan = append(t.plan, planned{kind: evItemAdded})
 		for i := range n {
@@ -280,11 +295,18 @@ func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
 		b = append(b, `,"message":`...)
 		b = appendString(b, failureMessage(t.failCode))
 		b = append(b, `,"param":null}`...)
-	case evItemAdded:
+	case evLeadAdded, evLeadDone:
 		b = append(b, `,"output_index":0,"item":`...)
+		b = t.appendLead(b)
+	case evItemAdded:
+		b = append(b, `,"output_index":`...)
+		b = appendInt(b, int64(t.at))
+		b = append(b, `,"item":`...)
 		b = t.appendItem(b, false)
 	case evItemDone:
-		b = append(b, `,"output_index":0,"item":`...)
+		b = append(b, `,"output_index":`...)
+		b = appendInt(b, int64(t.at))
+		b = append(b, `,"item":`...)
 		b = t.appendItem(b, true)
 	case evPartAdded, evPartDone:
 		b = t.appendItemRef(b, true)
@@ -324,7 +346,8 @@ func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
 func (t *turn) appendItemRef(b []byte, content bool) []byte {
 	b = append(b, `,"item_id":"`...)
 	b = append(b, t.itemID...)
-	b = append(b, `","output_index":0`...)
+	b = append(b, `","output_index":`...)
+	b = appendInt(b, int64(t.at))
 	if content {
 		b = append(b, `,"content_index":0`...)
 	}
@@ -400,7 +423,15 @@ func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
 	}
 	b = append(b, `,"output":[`...)
 	if output && !t.req.warmup {
-		b = t.appendItem(b, true)
+		if t.lead != 0 {
+			b = t.appendLead(b)
+		}
+		if !t.req.compact {
+			if t.lead != 0 {
+				b = append(b, ',')
+			}
+			b = t.appendItem(b, true)
+		}
 	}
 	b = append(b, `],"usage":`...)
 	if status == statusInProgress || t.early {
@@ -410,59 +441,4 @@ func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
 	}
 	b = append(b, t.tail...)
 	return append(b, '}')
-}
-
-func appendUsage(b []byte, u Usage) []byte {
-	b = append(b, `{"input_tokens":`...)
-	b = appendInt(b, u.Input)
-	b = append(b, `,"input_tokens_details":{"cached_tokens":`...)
-	b = appendInt(b, u.Cached)
-	b = append(b, `},"output_tokens":`...)
-	b = appendInt(b, u.Output)
-	b = append(b, `,"output_tokens_details":{"reasoning_tokens":`...)
-	b = appendInt(b, u.Reasoning)
-	b = append(b, `},"total_tokens":`...)
-	b = appendInt(b, u.Input+u.Output)
-	return append(b, '}')
-}
-
-// appendTail appends the response members that never change during a turn,
-// echoing the request as the real API does.
-func (t *turn) appendTail(b []byte) []byte {
-	q := t.req
-	b = append(b, `,"background":false,"instructions":`...)
-	b = appendRawOr(b, q.instructions, "null")
-	b = append(b, `,"max_output_tokens":`...)
-	b = appendRawOr(b, q.maxOutput, "null")
-	b = append(b, `,"metadata":`...)
-	b = appendRawOr(b, q.metadata, "{}")
-	b = append(b, `,"model":`...)
-	b = appendString(b, q.model)
-	b = append(b, `,"parallel_tool_calls":true,"previous_response_id":`...)
-	b = appendStringOrNull(b, q.prevID)
-	b = append(b, `,"prompt_cache_key":`...)
-	b = appendRawOr(b, q.promptCacheKey, "null")
-	b = append(b, `,"reasoning":{"effort":`...)
-	b = appendRawOr(b, q.effort, "null")
-	b = append(b, `,"summary":`...)
-	b = appendRawOr(b, q.summary, "null")
-	b = append(b, `},"service_tier":`...)
-	b = appendString(b, q.serviceTier)
-	b = append(b, `,"store":`...)
-	if q.store {
-		b = append(b, "true"...)
-	} else {
-		b = append(b, "false"...)
-	}
-	b = append(b, `,"temperature":`...)
-	b = appendRawOr(b, q.temperature, "1.0")
-	b = append(b, `,"text":{"format":{"type":"text"},"verbosity":"medium"},"tool_choice":`...)
-	b = appendRawOr(b, q.toolChoice, `"auto"`)
-	b = append(b, `,"tools":`...)
-	b = appendRawOr(b, q.tools, "[]")
-	b = append(b, `,"top_p":`...)
-	b = appendRawOr(b, q.topP, "1.0")
-	b = append(b, `,"truncation":`...)
-	b = appendRawOr(b, q.truncation, `"disabled"`)
-	return append(b, `,"user":null`...)
 }

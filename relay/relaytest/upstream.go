@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,6 +61,7 @@ type Upstream struct {
 
 // account is the state of one account. Guarded by Upstream.mu.
 type account struct {
+	name        string
 	key         string
 	queue       []Step
 	def         Step
@@ -69,8 +71,10 @@ type account struct {
 	maxInFlight int
 	wsConns     int
 	store       map[string]*stored
-	order       []string          // store ids, oldest first, for eviction
-	items       map[string]string // stored fc_ item id -> call_id
+	order       []string            // store ids, oldest first, for eviction
+	items       map[string]string   // stored fc_ item id -> call_id
+	sealed      map[string]struct{} // stored rs_ and cmp_ item ids
+	blobs       atomic.Uint64       // encrypted contents made, for their IVs
 }
 
 // maxBody is the largest request body the fake reads.
@@ -108,7 +112,8 @@ func (u *Upstream) acct(name string) *account {
 		if u.accounts == nil {
 			u.accounts = make(map[string]*account)
 		}
-		a = &account{store: make(map[string]*stored), items: make(map[string]string)}
+		a = &account{name: name, store: make(map[string]*stored), items: make(map[string]string),
+			sealed: make(map[string]struct{})}
 		u.accounts[name] = a
 	}
 	return a
@@ -174,6 +179,7 @@ func (u *Upstream) Reset() {
 		a.upQueue, a.upDef = nil, Step{}
 		a.maxInFlight = a.inFlight
 		a.store, a.items = make(map[string]*stored), make(map[string]string)
+		a.sealed = make(map[string]struct{})
 	}
 	u.requests, u.served = nil, nil
 	u.notifyLocked()
@@ -296,7 +302,7 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.writeError(e)
 		return
 	}
-	t := newTurn(q, s, prev, x.start.Unix())
+	t := newTurn(q, s, prev, x.start.Unix(), x.acct)
 	if q.store {
 		u.save(x.acct, newStored(t, prev))
 	}

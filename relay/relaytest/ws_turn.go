@@ -38,7 +38,7 @@ func (w *wsConn) runTurn(m wsTurn) {
 	if e == nil {
 		var prev *stored
 		if prev, e = u.resolve(w.acct, q, w.cached()); e == nil {
-			w.play(x, newTurn(q, s, prev, x.start.Unix()), prev)
+			w.play(x, newTurn(q, s, prev, x.start.Unix(), w.acct), prev)
 			return
 		}
 	}
