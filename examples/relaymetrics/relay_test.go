@@ -3,6 +3,7 @@ package relaymetrics_test
 import (
 	"context"
 	"fmt"
+	"github.com/tidwall/gjson"
 	"io"
 	"net/http"
 	"strings"
@@ -157,4 +158,30 @@ func TestSchedulerGauges(t *testing.T) {
 	if ttft, _ := value(t, e.reg, "account_ttft_seconds", "account", "a"); ttft <= 0 {
 		t.Errorf("account_ttft_seconds = %v after a served turn, want > 0", ttft)
 	}
+}
+
+// A previous_response_id chain whose account cools down is rebuilt on the
+// other account; a stateless history moved there loses the reasoning item
+// the first account encrypted. Both are counted for the serving account.
+func TestConversationMoves(t *testing.T) {
+	e := newEnv(t, relaymetrics.Options{},
+		&scheduler.Account{ID: "a", Concurrency: 8, Priority: 0},
+		&scheduler.Account{ID: "b", Concurrency: 8, Priority: 1})
+	code, body := e.do(`{"model":"gpt-test","include":["reasoning.encrypted_content"],"input":"one"}`)
+	if code != 200 {
+		t.Fatalf("relay answered %d: %s", code, body)
+	}
+	prev := gjson.Get(body, "id").Str
+	reasoning := gjson.Get(body, `output.#(type=="reasoning")`).Raw
+	e.Up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"60"}}})
+	if code, body := e.do(`{"model":"gpt-test","input":"two","previous_response_id":"` + prev + `"}`); code != 200 {
+		t.Fatalf("moved chain: %d: %s", code, body)
+	}
+	e.want(1, "context_rebuilds_total", "account", "b")
+	e.want(1, "encrypted_items_removed_total", "account", "b")
+	if code, body := e.do(`{"model":"gpt-test","store":false,"input":[` + reasoning + `,{"type":"message","role":"user","content":"three"}]}`); code != 200 {
+		t.Fatalf("moved history: %d: %s", code, body)
+	}
+	e.want(1, "context_rebuilds_total", "account", "b")
+	e.want(2, "encrypted_items_removed_total", "account", "b")
 }
