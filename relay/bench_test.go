@@ -22,6 +22,11 @@ func benchRelay(b *testing.B, deltas int) (relaySrv, upSrv *httptest.Server, up 
 
 // benchRelayObserved is benchRelay with an Observer on the handler.
 func benchRelayObserved(b *testing.B, deltas int, obs *relay.Observer) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
+	return benchRelayWith(b, deltas, func(h *relay.Handler) { h.Observer = obs })
+}
+
+// benchRelayWith is benchRelay with the handler adjusted by set.
+func benchRelayWith(b *testing.B, deltas int, set func(*relay.Handler)) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
 	up = relaytest.New()
 	up.NoLog = true
 	up.SetDefault("a", relaytest.Step{Deltas: deltas})
@@ -32,10 +37,12 @@ func benchRelayObserved(b *testing.B, deltas int, obs *relay.Observer) (relaySrv
 		Scheduler:   &scheduler.Scheduler{Pool: pool},
 		Credentials: scheduler.StaticKeys{"a": "sk-bench"},
 		Logger:      slog.New(slog.DiscardHandler),
-		Observer:    obs,
 		Authenticate: func(*http.Request) (*relay.Subject, error) {
 			return &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g", Concurrency: 1024}, nil
 		},
+	}
+	if set != nil {
+		set(h)
 	}
 	relaySrv = httptest.NewServer(h)
 	b.Cleanup(func() {
