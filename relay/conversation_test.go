@@ -237,3 +237,55 @@ func TestConversationAnotherKeyNotRebuilt(t *testing.T) {
 		t.Fatalf("A's move: %s %s", last.Account, last.Body)
 	}
 }
+
+// hostileStore gives back what it is told to, whatever was asked.
+type hostileStore struct {
+	conversation.Memory
+	give func(apiKeyID, responseID string, real []byte) []byte
+}
+
+func (s *hostileStore) Get(ctx context.Context, apiKeyID, responseID string) ([]byte, error) {
+	real, err := s.Memory.Get(ctx, apiKeyID, responseID)
+	if err != nil {
+		return nil, err
+	}
+	return s.give(apiKeyID, responseID, real), nil
+}
+
+// TestConversationHostileStore: what a Store gives back is untrusted: a
+// record of another key or response, one nested a million deep, or bytes
+// that are not a record are not used (the chain cannot move: 400
+// previous_response_not_found), and the relay serves on.
+func TestConversationHostileStore(t *testing.T) {
+	for name, give := range map[string]func(k, id string, real []byte) []byte{
+		"another key": func(k, id string, real []byte) []byte {
+			return []byte(strings.Replace(string(real), `"api_key_id":"`+k+`"`, `"api_key_id":"other"`, 1))
+		},
+		"another response": func(k, id string, real []byte) []byte {
+			return []byte(strings.Replace(string(real), id, "resp_other", 1))
+		},
+		"deep": func(k, id string, real []byte) []byte {
+			return []byte(`{"response_id":"` + id + `","api_key_id":"` + k + `","input":` + strings.Repeat("[", million) + `}`)
+		},
+		"garbage":   func(string, string, []byte) []byte { return []byte("\x00not json") },
+		"no output": func(k, id string, _ []byte) []byte { return []byte(`{"response_id":"` + id + `","api_key_id":"` + k + `","account_id":"a","input":[]}`) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newPriorityEnvIDs(t, "a", "b")
+			e.h.Conversations = &hostileStore{give: give}
+			prev := e.chain(1, "one ")
+			e.up.Script("a", relaytest.Step{Status: 429, Header: http.Header{"Retry-After": {"60"}}})
+			e.do(textReq)
+			r := e.do(chainReq(prev, "two"))
+			if r.status != http.StatusBadRequest {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if _, _, _, code := apiErr(t, r.body); code != "previous_response_not_found" {
+				t.Fatalf("error %s", r.body)
+			}
+			if r := e.do(textReq); r.status != http.StatusOK {
+				t.Fatalf("the relay does not serve on: %d", r.status)
+			}
+		})
+	}
+}
