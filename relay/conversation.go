@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/internal/event"
@@ -54,8 +55,15 @@ type turnConv struct {
 	items [][]byte
 }
 
-// conversations is the Store of records.
-func (h *Handler) conversations() conversation.Store { return h.convStore }
+// storeCall calls the Store of records: the in-memory one directly (it
+// cannot hang), any other as a bounded hook.
+func (t *turn) storeCall(ctx context.Context, fn func(context.Context, conversation.Store) error) error {
+	s := t.h.convStore
+	if m, ok := s.(*conversation.Memory); ok {
+		return fn(ctx, m)
+	}
+	return t.hook(ctx, func(ctx context.Context) error { return fn(ctx, s) })
+}
 
 // loadPrevious reads the record of the response the turn continues. A
 // Store that fails only costs the move: the turn goes on natively.
@@ -77,9 +85,9 @@ func (t *turn) loadPrevious() {
 // that is not that record.
 func (t *turn) getRecord(id string) *convRecord {
 	var b []byte
-	err := t.hook(t.ctx, func(ctx context.Context) error {
+	err := t.storeCall(t.ctx, func(ctx context.Context, s conversation.Store) error {
 		var err error
-		b, err = t.h.conversations().Get(ctx, t.in.subj.APIKeyID, id)
+		b, err = s.Get(ctx, t.in.subj.APIKeyID, id)
 		return err
 	})
 	if err != nil {
@@ -269,8 +277,8 @@ func isEncrypted(item gjson.Result) bool {
 	return item.Get("type").Str == "reasoning" && item.Get("encrypted_content").Exists()
 }
 
-// normalizedInput is the request's input as an item array: a string is
-// one user message; no input is no item.
+// normalizedInput is the request's input as an item array, in memory of
+// its own: a string is one user message; no input is no item.
 func normalizedInput(body []byte) []byte {
 	in := gjson.GetBytes(body, "input")
 	switch {
@@ -327,8 +335,13 @@ func (w *itemWriter) close() []byte {
 }
 
 // collectItem keeps an output item of the stream (pump.Options.OutputItem).
+// Only compaction items are kept: a terminal event whose output is empty
+// stands for one (PROTOCOL: "response.completed may carry an empty
+// output"); every other answer names its items in the terminal event.
 func (t *turn) collectItem(item []byte) {
-	t.conv.items = append(t.conv.items, bytes.Clone(item))
+	if bytes.Contains(item, compactionType) && gjson.GetBytes(item, "type").Str == "compaction" {
+		t.conv.items = append(t.conv.items, bytes.Clone(item))
+	}
 }
 
 // recordTurn writes the record of a served response before the client
@@ -341,8 +354,8 @@ func (t *turn) recordTurn(sel *scheduler.Selection, terminal, responseID string,
 		return
 	}
 	var out []byte
-	if output.IsArray() && len(output.Array()) > 0 {
-		out = []byte(output.Raw)
+	if output.IsArray() && strings.TrimSpace(output.Raw[1:len(output.Raw)-1]) != "" {
+		out = []byte(output.Raw) // a copy: the event's buffer is reused
 	} else {
 		var b itemWriter
 		for _, it := range t.conv.items {
@@ -350,7 +363,6 @@ func (t *turn) recordTurn(sel *scheduler.Selection, terminal, responseID string,
 		}
 		out = b.close()
 	}
-	out = bytes.Clone(out)
 	req := t.in.req
 	rec := &convRecord{
 		responseID: responseID,
@@ -359,17 +371,19 @@ func (t *turn) recordTurn(sel *scheduler.Selection, terminal, responseID string,
 		model:      req.Model,
 		accountID:  sel.Account.ID,
 		store:      !req.noStore,
-		input:      bytes.Clone(normalizedInput(req.Body)),
+		input:      normalizedInput(req.Body), // a copy: the body's buffer may be reused
 		output:     out,
 		createdAt:  t.in.start,
 	}
-	t.h.blobs.learn(rec.apiKeyID, out, rec.accountID)
+	if bytes.Contains(out, encryptedContent) {
+		t.h.blobs.learn(rec.apiKeyID, out, rec.accountID)
+	}
 	if t.in.transport != "http" {
 		t.conv.nextLocal = t.conv.local.next(rec, int(t.h.maxBody()))
 	}
 	enc := rec.encode()
-	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {
-		return t.h.conversations().Put(ctx, rec.apiKeyID, rec.responseID, enc)
+	err := t.storeCall(t.hooks.Detached(t.ctx), func(ctx context.Context, s conversation.Store) error {
+		return s.Put(ctx, rec.apiKeyID, rec.responseID, enc)
 	})
 	if err != nil {
 		t.h.log.Warn("relay: writing a conversation record failed", "request_id", t.in.id, "error", err)

@@ -267,8 +267,10 @@ func TestConversationHostileStore(t *testing.T) {
 		"deep": func(k, id string, real []byte) []byte {
 			return []byte(`{"response_id":"` + id + `","api_key_id":"` + k + `","input":` + strings.Repeat("[", million) + `}`)
 		},
-		"garbage":   func(string, string, []byte) []byte { return []byte("\x00not json") },
-		"no output": func(k, id string, _ []byte) []byte { return []byte(`{"response_id":"` + id + `","api_key_id":"` + k + `","account_id":"a","input":[]}`) },
+		"garbage": func(string, string, []byte) []byte { return []byte("\x00not json") },
+		"no output": func(k, id string, _ []byte) []byte {
+			return []byte(`{"response_id":"` + id + `","api_key_id":"` + k + `","account_id":"a","input":[]}`)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newPriorityEnvIDs(t, "a", "b")

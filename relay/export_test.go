@@ -22,3 +22,11 @@ func BodyMemoryWaiting(h *Handler) int64 {
 
 // WebSocketConns reports how many WebSocket connections h has open.
 func WebSocketConns(h *Handler) int { return h.ws.active() }
+
+// LocalBytes reports the bytes h's WebSocket connections hold as their
+// last response's context.
+func LocalBytes(h *Handler) int64 { return h.localBytes.Load() }
+
+// SetLocalLimit bounds what h's WebSocket connections hold as their last
+// response's context.
+func SetLocalLimit(h *Handler, n int64) { h.maxLocal = n }

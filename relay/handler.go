@@ -232,6 +232,8 @@ type Handler struct {
 	ws          wsServer
 	convStore   conversation.Store
 	blobs       blobIndex
+	localBytes  atomic.Int64 // held by WebSocket connections' last responses (websocket_local.go)
+	maxLocal    int64        // the bound on localBytes; 0: maxLocalBytes (tests set it)
 	memory      *concurrency.Memory
 	transport   http.RoundTripper
 	log         *slog.Logger

@@ -47,6 +47,7 @@ func newConn(h *wsServer, ws *websocket.Conn, r *http.Request, subj *Subject) *c
 func (c *conn) run() {
 	defer c.cancel()
 	defer c.up.close()
+	defer c.keepLocal(nil)
 	readDone := make(chan struct{})
 	go func() { defer close(readDone); c.readLoop() }()
 	pingDone := make(chan struct{})
@@ -144,7 +145,7 @@ func (c *conn) turn(msg []byte) bool {
 	if res.AccountID != "" {
 		c.pinned = res.AccountID
 	}
-	c.local = res.Local
+	c.keepLocal(res.Local)
 	if c.ctx.Err() != nil {
 		return false
 	}

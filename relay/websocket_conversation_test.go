@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"github.com/relaykit/responsesrelay/relay"
 	"net/http"
 	"strings"
 	"testing"
@@ -91,4 +92,31 @@ func TestWSLocalStateMovesAccount(t *testing.T) {
 	if gjson.GetBytes(sent, "previous_response_id").Str != prev {
 		t.Fatalf("turn four did not chain natively on b's socket: %s", sent)
 	}
+}
+
+// TestWSLocalStateBounded: what connections hold as their last response's
+// context is bounded across the Handler: past the bound a connection keeps
+// none (its next turn reads the Store), and the bytes held never exceed it.
+func TestWSLocalStateBounded(t *testing.T) {
+	e := newWSEnv(t, true, "a")
+	const limit = 4 << 10
+	relay.SetLocalLimit(e.rh, limit)
+	big := strings.Repeat("x", 1500)
+	c1, c2 := e.dial(), e.dial()
+	p1 := c1.storeFalseTurn("", big)
+	if n := relay.LocalBytes(e.rh); n == 0 || n > limit {
+		t.Fatalf("held %d bytes after one turn", n)
+	}
+	p2 := c2.storeFalseTurn("", big)
+	if n := relay.LocalBytes(e.rh); n > limit {
+		t.Fatalf("held %d bytes, bound %d", n, limit)
+	}
+	// c1's chain grows past what is left: not kept; the chain still
+	// continues natively on its socket, and from the Store if it moves.
+	p1 = c1.storeFalseTurn(p1, big)
+	c2.storeFalseTurn(p2, "small")
+	if n := relay.LocalBytes(e.rh); n > limit {
+		t.Fatalf("held %d bytes, bound %d", n, limit)
+	}
+	c1.storeFalseTurn(p1, "more")
 }

@@ -62,6 +62,9 @@ func newWSEnv(t *testing.T, ws bool, accounts ...string) *wsEnv {
 		if err := e.rh.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
+		if n := relay.LocalBytes(e.rh); n != 0 {
+			t.Errorf("closed connections still hold %d bytes of conversation state", n)
+		}
 	})
 	return e
 }

@@ -1,5 +1,40 @@
 package relay
 
+// maxLocalBytes bounds the bytes all WebSocket connections of a Handler
+// hold as their last response's context: idle connections must not add
+// up to more. A chain that does not fit is not kept; its next turn reads
+// the Store (where the relay's records are) instead.
+const maxLocalBytes = 256 << 20
+
+func (h *Handler) localLimit() int64 {
+	if h.maxLocal > 0 {
+		return h.maxLocal
+	}
+	return maxLocalBytes
+}
+
+// keepLocal makes l the connection's last response, charged to the
+// Handler's bound on what connections hold (shared segments are charged
+// once per connection, as the difference from the chain it replaces).
+func (c *conn) keepLocal(l *localChain) {
+	held := &c.h.relay.localBytes
+	old := 0
+	if c.local != nil {
+		old = c.local.size
+	}
+	if l == nil {
+		held.Add(int64(-old))
+		c.local = nil
+		return
+	}
+	if held.Add(int64(l.size-old)) > c.h.relay.localLimit() {
+		held.Add(int64(-l.size))
+		c.local = nil
+		return
+	}
+	c.local = l
+}
+
 // localChain is a WebSocket connection's last response with its whole
 // context, as the upstream's connection-local cache keeps it: kept
 // whatever the Conversations setting, so that store=false turns chain

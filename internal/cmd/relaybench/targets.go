@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -193,6 +194,9 @@ func newReverseProxy(s *setup) *endpoint {
 }
 
 // relayOptions are the knobs newRelay sets beyond the in-memory defaults.
+// noRecords turns the relay's conversation records off (-no-records).
+var noRecords bool
+
 type relayOptions struct {
 	accountConcurrency int
 	transport          *http.Transport // nil: relay.NewTransport()
@@ -229,6 +233,9 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 			return subject, nil
 		},
 		StreamIdleTimeout: o.streamIdle,
+	}
+	if noRecords {
+		h.Conversations = &conversation.Memory{MaxBytes: -1}
 	}
 	return h, ct
 }
