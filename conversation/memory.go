@@ -1,7 +1,6 @@
 package conversation
 
 import (
-	"container/list"
 	"context"
 	"sync"
 	"time"
@@ -19,31 +18,35 @@ const (
 // copied after first use.
 type Memory struct {
 	// MaxBytes bounds the bytes kept: each record with its keys and about
-	// 160 bytes of bookkeeping. A record larger than MaxBytes is not kept. 0: 256 MiB; negative: nothing is
-	// kept.
+	// 160 bytes of bookkeeping. A record larger than MaxBytes is not
+	// kept. 0: 256 MiB; negative: nothing is kept.
 	MaxBytes int64
 	// TTL is how long a record is kept after Put. 0: 24 h; negative: until
 	// evicted for room.
 	TTL time.Duration
+
 	now func() time.Time // the clock; nil: time.Now (tests set it)
 
 	mu    sync.Mutex
-	items map[memKey]*list.Element
-	order list.List // of *memEntry, oldest first
-	bytes int64
+	items map[memKey]*memEntry
+	// oldest and newest end the list of entries in Put order, which is
+	// also expiry order (one TTL for all).
+	oldest, newest *memEntry
+	bytes          int64
 }
 
 type memKey struct{ apiKey, response string }
 
 type memEntry struct {
-	key     memKey
-	rec     []byte
-	size    int64
-	expires time.Time // zero: never
+	key        memKey
+	rec        []byte
+	size       int64
+	expires    time.Time // zero: never
+	prev, next *memEntry // older, newer
 }
 
 // entryOverhead approximates what an entry costs beyond its record and
-// keys (entry, map slot, list element).
+// keys (the entry and its map slot).
 const entryOverhead = 160
 
 func (m *Memory) clock() time.Time {
@@ -64,13 +67,12 @@ func (m *Memory) maxBytes() int64 {
 func (m *Memory) Get(_ context.Context, apiKeyID, responseID string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	el, ok := m.items[memKey{apiKeyID, responseID}]
+	e, ok := m.items[memKey{apiKeyID, responseID}]
 	if !ok {
 		return nil, ErrNotFound
 	}
-	e := el.Value.(*memEntry)
 	if !e.expires.IsZero() && !m.clock().Before(e.expires) {
-		m.removeLocked(el)
+		m.removeLocked(e)
 		return nil, ErrNotFound
 	}
 	return e.rec, nil
@@ -84,34 +86,36 @@ func (m *Memory) Put(_ context.Context, apiKeyID, responseID string, record []by
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.items == nil {
-		m.items = make(map[memKey]*list.Element)
+		m.items = make(map[memKey]*memEntry)
 	}
-	if el, ok := m.items[k]; ok {
-		m.removeLocked(el)
+	if e, ok := m.items[k]; ok {
+		m.removeLocked(e)
 	}
 	if limit < 0 || size > limit {
 		return nil
 	}
 	now := m.clock()
-	for m.bytes+size > limit && m.order.Len() > 0 {
-		m.removeLocked(m.order.Front())
+	for m.bytes+size > limit && m.oldest != nil {
+		m.removeLocked(m.oldest)
 	}
-	// Expired records at the front go first: they would be evicted anyway.
-	for el := m.order.Front(); el != nil; el = m.order.Front() {
-		e := el.Value.(*memEntry)
-		if e.expires.IsZero() || now.Before(e.expires) {
-			break
-		}
-		m.removeLocked(el)
+	// Expired records at the old end go first: they would be evicted anyway.
+	for e := m.oldest; e != nil && !e.expires.IsZero() && !now.Before(e.expires); e = m.oldest {
+		m.removeLocked(e)
 	}
-	e := &memEntry{key: k, rec: record, size: size}
+	e := &memEntry{key: k, rec: record, size: size, prev: m.newest}
 	switch ttl := m.TTL; {
 	case ttl == 0:
 		e.expires = now.Add(defaultTTL)
 	case ttl > 0:
 		e.expires = now.Add(ttl)
 	}
-	m.items[k] = m.order.PushBack(e)
+	if m.newest != nil {
+		m.newest.next = e
+	} else {
+		m.oldest = e
+	}
+	m.newest = e
+	m.items[k] = e
 	m.bytes += size
 	return nil
 }
@@ -120,8 +124,8 @@ func (m *Memory) Put(_ context.Context, apiKeyID, responseID string, record []by
 func (m *Memory) Delete(_ context.Context, apiKeyID, responseID string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if el, ok := m.items[memKey{apiKeyID, responseID}]; ok {
-		m.removeLocked(el)
+	if e, ok := m.items[memKey{apiKeyID, responseID}]; ok {
+		m.removeLocked(e)
 	}
 	return nil
 }
@@ -133,8 +137,18 @@ func (m *Memory) Bytes() int64 {
 	return m.bytes
 }
 
-func (m *Memory) removeLocked(el *list.Element) {
-	e := m.order.Remove(el).(*memEntry)
+func (m *Memory) removeLocked(e *memEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		m.oldest = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		m.newest = e.prev
+	}
+	e.prev, e.next = nil, nil
 	delete(m.items, e.key)
 	m.bytes -= e.size
 }

@@ -78,7 +78,7 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	}
 	// Bound before the client has the answer, so that a next turn sent
 	// at once finds its account and its owner.
-	t.recordTurn(sel, "response."+r.Status, r.ID, gjson.GetBytes(body, "output"))
+	t.recordTurn(sel, "response."+r.Status, r.ID, rawAt(body, "output"))
 	t.bind(sel, "response."+r.Status, r.ID)
 	hdr := t.client.w.Header()
 	headers.Return(hdr, resp.Header, h.ReturnHeaders)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,7 +14,6 @@ import (
 	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/tidwall/gjson"
 )
 
 // relayEvents pumps an upstream's events to the client. status and header
@@ -21,7 +21,7 @@ import (
 func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int, header http.Header, abort func()) *attemptError {
 	h, acct := t.h, sel.Account
 	t.client.out.setUpstreamHeader(header)
-	res := pump.Run(t.ctx, src, t.client.out, pump.Options{
+	o := pump.Options{
 		// Held even on the last attempt: a refusal then becomes the mapped
 		// exhausted error (503, 429) rather than a 200 stream that failed.
 		HoldBootstrap:  true,
@@ -42,11 +42,16 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		// sent at once finds its account and its owner.
 		// So is the conversation record.
 		BeforeTerminal: func(typ, id string, data []byte) {
-			t.recordTurn(sel, typ, id, gjson.GetBytes(data, "response.output"))
+			t.recordTurn(sel, typ, id, rawAt(data, "response.output"))
 			t.bind(sel, typ, id)
 		},
-		OutputItem: t.collectItem,
-	})
+	}
+	if bytes.Contains(t.in.req.Body, compactionType) {
+		// A compaction's terminal event may carry an empty output: its
+		// item is kept from the stream (collectItem).
+		o.OutputItem = t.collectItem
+	}
+	res := pump.Run(t.ctx, src, t.client.out, o)
 	switch res.End {
 	case pump.EndRefused:
 		if res.Refusal != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/internal/event"
@@ -228,7 +227,7 @@ func (t *turn) rebuildBody(body []byte, acct string) ([]byte, int, *APIError) {
 	if apiErr != nil {
 		return nil, 0, apiErr
 	}
-	input := normalizedInput(body)
+	input := inputItems(body)
 	var b itemWriter
 	b.raw(ctx)
 	b.items(input, nil)
@@ -277,18 +276,23 @@ func isEncrypted(item gjson.Result) bool {
 	return item.Get("type").Str == "reasoning" && item.Get("encrypted_content").Exists()
 }
 
-// normalizedInput is the request's input as an item array, in memory of
-// its own: a string is one user message; no input is no item.
-func normalizedInput(body []byte) []byte {
-	in := gjson.GetBytes(body, "input")
+// inputItems is the request's input as an item array: the body's own
+// bytes for an array, one user message for a string, none for no input.
+func inputItems(body []byte) []byte {
+	in := rawAt(body, "input")
 	switch {
-	case in.IsArray():
-		return []byte(in.Raw)
-	case in.Type == gjson.String:
-		return []byte(`[{"type":"message","role":"user","content":` + in.Raw + `}]`)
+	case len(in) > 0 && in[0] == '[':
+		return in
+	case len(in) > 0 && in[0] == '"':
+		b := make([]byte, 0, len(in)+48)
+		b = append(b, `[{"type":"message","role":"user","content":`...)
+		b = append(b, in...)
+		return append(b, `}]`...)
 	}
-	return []byte("[]")
+	return emptyItems
 }
+
+var emptyItems = []byte("[]")
 
 // itemWriter builds a JSON array of items.
 type itemWriter struct {
@@ -347,44 +351,54 @@ func (t *turn) collectItem(item []byte) {
 // recordTurn writes the record of a served response before the client
 // learns the turn ended, and notes which account made its encrypted
 // items. output is the response's output array (from the terminal event
-// or the JSON body); when it is empty the items seen on the stream stand
-// in for it.
-func (t *turn) recordTurn(sel *scheduler.Selection, terminal, responseID string, output gjson.Result) {
+// or the JSON body, valid during the call); when it is empty the items
+// seen on the stream stand in for it.
+func (t *turn) recordTurn(sel *scheduler.Selection, terminal, responseID string, output []byte) {
 	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete || responseID == "" {
 		return
 	}
-	var out []byte
-	if output.IsArray() && strings.TrimSpace(output.Raw[1:len(output.Raw)-1]) != "" {
-		out = []byte(output.Raw) // a copy: the event's buffer is reused
-	} else {
+	if len(output) < 2 || output[0] != '[' || len(bytes.TrimSpace(output[1:len(output)-1])) == 0 {
 		var b itemWriter
 		for _, it := range t.conv.items {
 			b.add(it)
 		}
-		out = b.close()
+		output = b.close()
+	}
+	if bytes.Contains(output, encryptedContent) {
+		t.h.blobs.learn(t.in.subj.APIKeyID, output, sel.Account.ID)
+	}
+	mem, _ := t.h.convStore.(*conversation.Memory)
+	ws := t.in.transport != "http"
+	if mem != nil && mem.MaxBytes < 0 && !ws {
+		return // nothing kept, nobody to hand the record to
 	}
 	req := t.in.req
-	rec := &convRecord{
+	rec := convRecord{
 		responseID: responseID,
 		apiKeyID:   t.in.subj.APIKeyID,
 		previousID: req.PreviousResponseID,
 		model:      req.Model,
 		accountID:  sel.Account.ID,
 		store:      !req.noStore,
-		input:      normalizedInput(req.Body), // a copy: the body's buffer may be reused
-		output:     out,
+		input:      inputItems(req.Body),
+		output:     output,
 		createdAt:  t.in.start,
 	}
-	if bytes.Contains(out, encryptedContent) {
-		t.h.blobs.learn(rec.apiKeyID, out, rec.accountID)
-	}
-	if t.in.transport != "http" {
-		t.conv.nextLocal = t.conv.local.next(rec, int(t.h.maxBody()))
-	}
+	// The record's own bytes hold input and output from here on: the
+	// body's and the event's buffers are not the relay's to keep.
 	enc := rec.encode()
-	err := t.storeCall(t.hooks.Detached(t.ctx), func(ctx context.Context, s conversation.Store) error {
-		return s.Put(ctx, rec.apiKeyID, rec.responseID, enc)
-	})
+	if ws {
+		kept := rec
+		t.conv.nextLocal = t.conv.local.next(&kept, int(t.h.maxBody()))
+	}
+	var err error
+	if mem != nil {
+		err = mem.Put(context.Background(), rec.apiKeyID, rec.responseID, enc) // cannot hang
+	} else {
+		err = t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {
+			return t.h.convStore.Put(ctx, rec.apiKeyID, rec.responseID, enc)
+		})
+	}
 	if err != nil {
 		t.h.log.Warn("relay: writing a conversation record failed", "request_id", t.in.id, "error", err)
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"time"
+	"unsafe"
 
 	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
@@ -19,9 +20,10 @@ type convRecord struct {
 }
 
 // encode writes the record as the JSON object conversation.Store
-// documents. input and output are arrays the relay built or checked.
+// documents, and points r's input and output into it. input and output
+// are arrays the relay built or checked.
 func (r *convRecord) encode() []byte {
-	b := make([]byte, 0, 192+len(r.input)+len(r.output)+len(r.model))
+	b := make([]byte, 0, 200+len(r.responseID)+len(r.apiKeyID)+len(r.previousID)+len(r.model)+len(r.accountID)+len(r.input)+len(r.output))
 	b = append(b, `{"response_id":`...)
 	b = jsonx.AppendString(b, r.responseID)
 	b = append(b, `,"api_key_id":`...)
@@ -40,9 +42,13 @@ func (r *convRecord) encode() []byte {
 		b = append(b, `,"store":false`...)
 	}
 	b = append(b, `,"input":`...)
+	in := len(b)
 	b = append(b, r.input...)
+	inEnd := len(b)
 	b = append(b, `,"output":`...)
+	out := len(b)
 	b = append(b, r.output...)
+	r.input, r.output = b[in:inEnd:inEnd], b[out:len(b):len(b)]
 	b = append(b, `,"created_at":"`...)
 	b = r.createdAt.UTC().AppendFormat(b, time.RFC3339Nano)
 	return append(b, `"}`...)
@@ -95,6 +101,16 @@ func decodeRecord(b []byte, apiKeyID, responseID string) (*convRecord, bool) {
 	}
 	r.createdAt, _ = time.Parse(time.RFC3339Nano, f[8].Str)
 	return r, true
+}
+
+// rawAt is the JSON at path in b as a subslice of b, without the copy
+// gjson.GetBytes makes; nil when absent.
+func rawAt(b []byte, path string) []byte {
+	v := gjson.Get(unsafe.String(unsafe.SliceData(b), len(b)), path)
+	if !v.Exists() || v.Index <= 0 {
+		return nil
+	}
+	return b[v.Index : v.Index+len(v.Raw)]
 }
 
 // rawOf is v's JSON as a subslice of b when gjson found it there.
