@@ -1,0 +1,148 @@
+package sqlconversation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relaykit/responsesrelay/conversation"
+)
+
+// PostgresSchema creates the PostgreSQL conversation_records table and its
+// expiry index in the first schema of the search_path. It is safe to run
+// on every start.
+const PostgresSchema = `
+CREATE TABLE IF NOT EXISTS conversation_records (
+	api_key_id           TEXT NOT NULL,
+	response_id          TEXT NOT NULL,
+	previous_response_id TEXT NOT NULL DEFAULT '',
+	model                TEXT NOT NULL DEFAULT '',
+	account_id           TEXT NOT NULL DEFAULT '',
+	store                BOOLEAN NOT NULL DEFAULT false,
+	input                BYTEA,
+	output               BYTEA,
+	created_at           TIMESTAMPTZ NOT NULL,
+	expires_at           TIMESTAMPTZ NOT NULL,
+	PRIMARY KEY (api_key_id, response_id)
+);
+CREATE INDEX IF NOT EXISTS conversation_records_expires ON conversation_records (expires_at);
+`
+
+// schemaLock serializes the schema creation of relays starting together:
+// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique
+// indexes.
+const schemaLock = `SELECT pg_advisory_xact_lock(hashtext('sqlconversation.conversation_records'))`
+
+const (
+	postgresGet = `SELECT previous_response_id, model, account_id, store, input, output, created_at
+	FROM conversation_records WHERE api_key_id = $1 AND response_id = $2 AND expires_at > $3`
+	postgresPut = `INSERT INTO conversation_records
+	(api_key_id, response_id, previous_response_id, model, account_id, store, input, output, created_at, expires_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	ON CONFLICT (api_key_id, response_id) DO UPDATE SET
+	previous_response_id = excluded.previous_response_id, model = excluded.model, account_id = excluded.account_id,
+	store = excluded.store, input = excluded.input, output = excluded.output,
+	created_at = excluded.created_at, expires_at = excluded.expires_at`
+	postgresDelete = `DELETE FROM conversation_records WHERE api_key_id = $1 AND response_id = $2`
+	// SKIP LOCKED: relays cleaning up at once take different rows instead
+	// of waiting on each other.
+	postgresDeleteExpired = `DELETE FROM conversation_records WHERE (api_key_id, response_id) IN
+	(SELECT api_key_id, response_id FROM conversation_records WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`
+)
+
+// OpenPostgres connects a pgxpool to url (a postgres:// URL or a key=value
+// DSN, as pgx accepts them), creates the table, and returns a Store over
+// it. ctx bounds the connection and the schema creation. Close closes the
+// pool.
+func OpenPostgres(ctx context.Context, url string, o *Options) (*Store, error) {
+	if strings.TrimSpace(url) == "" {
+		return nil, errors.New("sqlconversation: empty PostgreSQL URL")
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("sqlconversation: postgres: %w", err)
+	}
+	s, err := newPostgres(ctx, pool, true, o)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewPostgres creates the table through pool if needed and returns a Store
+// over it; Close does not close pool.
+func NewPostgres(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, error) {
+	return newPostgres(ctx, pool, false, o)
+}
+
+func newPostgres(ctx context.Context, pool *pgxpool.Pool, ownPool bool, o *Options) (*Store, error) {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, schemaLock); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, PostgresSchema)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlconversation: create schema: %w", err)
+	}
+	s, err := newStore(DriverPostgres, &pgBackend{pool: pool, ownPool: ownPool}, o)
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
+	return s, nil
+}
+
+type pgBackend struct {
+	pool    *pgxpool.Pool
+	ownPool bool
+}
+
+func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) (*conversation.Record, error) {
+	r := &conversation.Record{APIKeyID: apiKeyID, ResponseID: responseID}
+	var input, output []byte
+	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(
+		&r.PreviousResponseID, &r.Model, &r.AccountID, &r.Store, &input, &output, &r.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, conversation.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.Input, r.Output = input, output
+	return r, nil
+}
+
+func (q *pgBackend) put(ctx context.Context, r *conversation.Record, expires time.Time) error {
+	_, err := q.pool.Exec(ctx, postgresPut,
+		r.APIKeyID, r.ResponseID, r.PreviousResponseID, r.Model, r.AccountID, r.Store,
+		[]byte(r.Input), []byte(r.Output), r.CreatedAt, expires)
+	return err
+}
+
+func (q *pgBackend) delete(ctx context.Context, apiKeyID, responseID string) error {
+	_, err := q.pool.Exec(ctx, postgresDelete, apiKeyID, responseID)
+	return err
+}
+
+func (q *pgBackend) deleteExpired(ctx context.Context, now time.Time, limit int) (int64, error) {
+	tag, err := q.pool.Exec(ctx, postgresDeleteExpired, now, limit)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (q *pgBackend) close() error {
+	if q.ownPool {
+		q.pool.Close()
+	}
+	return nil
+}
