@@ -1,0 +1,222 @@
+package redisstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relaykit/responsesrelay/conversation"
+	"github.com/relaykit/responsesrelay/examples/redisstore"
+)
+
+func convRecord(key, id string) *conversation.Record {
+	return &conversation.Record{
+		ResponseID:         id,
+		APIKeyID:           key,
+		PreviousResponseID: "resp_prev",
+		Model:              "gpt-5",
+		AccountID:          "acct-1",
+		Store:              true,
+		Input:              json.RawMessage(`[{"role":"user","content":"héllo"}]`),
+		Output:             json.RawMessage(`[{"type":"reasoning","encrypted_content":"gAAA=="}]`),
+		CreatedAt:          time.Date(2026, 3, 4, 5, 6, 7, 8, time.UTC),
+	}
+}
+
+func convGet(t *testing.T, s conversation.Store, key, id string, want *conversation.Record) {
+	t.Helper()
+	got, err := s.Get(context.Background(), key, id)
+	if err != nil {
+		t.Fatalf("Get(%s, %s): %v", key, id, err)
+	}
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	if string(g) != string(w) {
+		t.Fatalf("Get(%s, %s) =\n%s\nwant\n%s", key, id, g, w)
+	}
+}
+
+func convMiss(t *testing.T, s conversation.Store, key, id string) {
+	t.Helper()
+	got, err := s.Get(context.Background(), key, id)
+	if !errors.Is(err, conversation.ErrNotFound) || got != nil {
+		t.Fatalf("Get(%s, %s) = %v, %v; want ErrNotFound", key, id, got, err)
+	}
+}
+
+func convPut(t *testing.T, s conversation.Store, r *conversation.Record) {
+	t.Helper()
+	if err := s.Put(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConversations(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p, TTL: time.Hour})
+	ctx := context.Background()
+
+	convMiss(t, s, "k-1", "resp_1")
+	r := convRecord("k-1", "resp_1")
+	convPut(t, s, r)
+	convGet(t, s, "k-1", "resp_1", r)
+	// One JSON string key with the TTL in milliseconds.
+	key := p + "conv:k-1:resp_1"
+	if typ := c.Type(ctx, key).Val(); typ != "string" {
+		t.Fatalf("TYPE %s = %q", key, typ)
+	}
+	if pttl := c.PTTL(ctx, key).Val(); pttl <= 59*time.Minute || pttl > time.Hour {
+		t.Fatalf("PTTL = %s, want about 1h", pttl)
+	}
+	var stored conversation.Record
+	if err := json.Unmarshal([]byte(c.Get(ctx, key).Val()), &stored); err != nil || stored.AccountID != "acct-1" {
+		t.Fatalf("value: %+v, %v", stored, err)
+	}
+
+	// Replace.
+	r2 := convRecord("k-1", "resp_1")
+	r2.AccountID = "acct-2"
+	convPut(t, s, r2)
+	convGet(t, s, "k-1", "resp_1", r2)
+
+	if err := s.Delete(ctx, "k-1", "resp_1"); err != nil {
+		t.Fatal(err)
+	}
+	convMiss(t, s, "k-1", "resp_1")
+	if n := c.Exists(ctx, key).Val(); n != 0 {
+		t.Fatal("key still there after Delete")
+	}
+	if err := s.Delete(ctx, "k-1", "resp_1"); err != nil {
+		t.Fatalf("deleting a missing record: %v", err)
+	}
+}
+
+// A response id is found and deleted only under the key that made it,
+// whatever separators the ids hold.
+func TestConversationsScopedByAPIKey(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
+	ctx := context.Background()
+	a := convRecord("key-a", "resp_1")
+	convPut(t, s, a)
+	convMiss(t, s, "key-b", "resp_1")
+	convMiss(t, s, "", "resp_1")
+	if err := s.Delete(ctx, "key-b", "resp_1"); err != nil {
+		t.Fatal(err)
+	}
+	convGet(t, s, "key-a", "resp_1", a)
+
+	// "a:b" + "c" and "a" + "b:c" would share a key without escaping.
+	ab := convRecord("a:b", "c")
+	convPut(t, s, ab)
+	convMiss(t, s, "a", "b:c")
+	a2 := convRecord("a", "b:c")
+	convPut(t, s, a2)
+	convGet(t, s, "a:b", "c", ab)
+	convGet(t, s, "a", "b:c", a2)
+	if err := s.Delete(ctx, "a", "b:c"); err != nil {
+		t.Fatal(err)
+	}
+	convGet(t, s, "a:b", "c", ab)
+	pct := convRecord("a%3Ab", "c")
+	convPut(t, s, pct)
+	convGet(t, s, "a:b", "c", ab)
+	convGet(t, s, "a%3Ab", "c", pct)
+
+	// A value that names another owner is not served.
+	other, _ := json.Marshal(convRecord("key-b", "resp_9"))
+	if err := c.Set(ctx, p+"conv:key-a:resp_9", other, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	convMiss(t, s, "key-a", "resp_9")
+}
+
+func TestConversationsExpire(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p, TTL: 30 * time.Millisecond})
+	convPut(t, s, convRecord("k", "resp_1"))
+	waitFor(t, 5*time.Second, "the record to expire", func() bool {
+		_, err := s.Get(context.Background(), "k", "resp_1")
+		return errors.Is(err, conversation.ErrNotFound)
+	})
+	if n := c.Exists(context.Background(), p+"conv:k:resp_1").Val(); n != 0 {
+		t.Fatal("expired key still in Redis")
+	}
+}
+
+func TestConversationsDefaultsAndNegativeTTL(t *testing.T) {
+	c := newClient(t)
+	s := redisstore.NewConversations(c, nil)
+	id := fmt.Sprintf("resp_defaults_%d", time.Now().UnixNano())
+	convPut(t, s, convRecord("k", id))
+	key := "relay:conv:k:" + id
+	t.Cleanup(func() { c.Del(context.Background(), key) })
+	if pttl := c.PTTL(context.Background(), key).Val(); pttl <= 23*time.Hour || pttl > 24*time.Hour {
+		t.Fatalf("PTTL = %s, want about 24h", pttl)
+	}
+	defer func() {
+		if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "TTL") {
+			t.Fatalf("negative TTL: recover() = %v", p)
+		}
+	}()
+	redisstore.NewConversations(c, &redisstore.ConversationOptions{TTL: -1})
+}
+
+// Concurrent use (run with -race) answers each key with its own records.
+func TestConversationsConcurrent(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			key := fmt.Sprint("k", w%2)
+			for i := range 60 {
+				id := fmt.Sprint("resp_", i%8)
+				var err error
+				switch i % 3 {
+				case 0:
+					err = s.Put(ctx, convRecord(key, id))
+				case 1:
+					var r *conversation.Record
+					if r, err = s.Get(ctx, key, id); err == nil && r.APIKeyID != key {
+						t.Errorf("Get(%s) returned a record of %s", key, r.APIKeyID)
+					}
+					if errors.Is(err, conversation.ErrNotFound) {
+						err = nil
+					}
+				case 2:
+					err = s.Delete(ctx, key, id)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestConversationsUnavailable(t *testing.T) {
+	s := redisstore.NewConversations(unreachableClient(t, closedAddr(t)), nil)
+	ctx := context.Background()
+	if _, err := s.Get(ctx, "k", "r"); !errors.Is(err, redisstore.ErrUnavailable) {
+		t.Fatalf("Get: %v", err)
+	}
+	if err := s.Put(ctx, convRecord("k", "r")); !errors.Is(err, redisstore.ErrUnavailable) {
+		t.Fatalf("Put: %v", err)
+	}
+	if err := s.Delete(ctx, "k", "r"); !errors.Is(err, redisstore.ErrUnavailable) {
+		t.Fatalf("Delete: %v", err)
+	}
+}
