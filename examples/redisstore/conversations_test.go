@@ -220,3 +220,21 @@ func TestConversationsUnavailable(t *testing.T) {
 		t.Fatalf("Delete: %v", err)
 	}
 }
+
+// Ids the client chooses may hold any bytes: a Get of them is a miss,
+// never another record, and the store keeps working.
+func TestConversationsHostileIDs(t *testing.T) {
+	c := newClient(t)
+	p := prefix(t, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
+	ctx := context.Background()
+	convPut(t, s, convRecord("k", "resp_1"))
+	for _, id := range []string{"resp_\x00", "resp_\xff\xfe", "*", strings.Repeat("r", 64<<10)} {
+		convMiss(t, s, "k", id)
+		convMiss(t, s, id, "resp_1")
+		if err := s.Delete(ctx, "k", id); err != nil {
+			t.Fatalf("Delete(%.20q): %v", id, err)
+		}
+	}
+	convGet(t, s, "k", "resp_1", convRecord("k", "resp_1"))
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -105,7 +106,15 @@ type pgBackend struct {
 	ownPool bool
 }
 
+// pgStorable reports whether PostgreSQL text can hold s: it rejects NUL
+// bytes and invalid UTF-8. A response id comes from the client, so a Get
+// of one it cannot hold is an ordinary miss, not a database error.
+func pgStorable(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }
+
 func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) (*conversation.Record, error) {
+	if !pgStorable(apiKeyID) || !pgStorable(responseID) {
+		return nil, conversation.ErrNotFound
+	}
 	r := &conversation.Record{APIKeyID: apiKeyID, ResponseID: responseID}
 	var input, output []byte
 	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(
@@ -128,6 +137,9 @@ func (q *pgBackend) put(ctx context.Context, r *conversation.Record, expires tim
 }
 
 func (q *pgBackend) delete(ctx context.Context, apiKeyID, responseID string) error {
+	if !pgStorable(apiKeyID) || !pgStorable(responseID) {
+		return nil // no such row can exist
+	}
 	_, err := q.pool.Exec(ctx, postgresDelete, apiKeyID, responseID)
 	return err
 }

@@ -59,7 +59,8 @@ type Options struct {
 	// CleanupInterval is how often a Put deletes expired rows. 0: 1 min;
 	// negative: never (call DeleteExpired yourself).
 	CleanupInterval time.Duration
-	// CleanupLimit bounds the rows one cleanup deletes. 0: 1000.
+	// CleanupLimit bounds the rows one cleanup deletes, and so the time
+	// it adds to a Put. 0: 100.
 	CleanupLimit int
 	// Now is the clock of expiry. nil: time.Now.
 	Now func() time.Time
@@ -69,7 +70,7 @@ type Options struct {
 const (
 	defaultTTL             = 24 * time.Hour
 	defaultCleanupInterval = time.Minute
-	defaultCleanupLimit    = 1000
+	defaultCleanupLimit    = 100
 )
 
 // backend is one database's statements.
