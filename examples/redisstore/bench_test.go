@@ -2,6 +2,9 @@ package redisstore_test
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/relaykit/responsesrelay/concurrency"
@@ -43,4 +46,47 @@ func BenchmarkAcquireReleaseParallel(b *testing.B) {
 			release()
 		}
 	})
+}
+
+// BenchmarkConversationsPut stores records of about 4 KiB (a typical
+// turn): one SET round trip each.
+func BenchmarkConversationsPut(b *testing.B) {
+	c := newClient(b)
+	p := prefix(b, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
+	ctx := context.Background()
+	r := convRecord("k", "")
+	r.Input = json.RawMessage(`[{"role":"user","content":"` + strings.Repeat("x", 3800) + `"}]`)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r.ResponseID = "resp_" + strconv.Itoa(i%1000)
+		i++
+		if err := s.Put(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkConversationsGet(b *testing.B) {
+	c := newClient(b)
+	p := prefix(b, c)
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
+	ctx := context.Background()
+	r := convRecord("k", "")
+	r.Input = json.RawMessage(`[{"role":"user","content":"` + strings.Repeat("x", 3800) + `"}]`)
+	for i := range 1000 {
+		r.ResponseID = "resp_" + strconv.Itoa(i)
+		if err := s.Put(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := s.Get(ctx, "k", "resp_"+strconv.Itoa(i%1000)); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }
