@@ -1,8 +1,8 @@
 package sqlconversation_test
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"sync"
@@ -96,36 +96,32 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func record(key, id string) *conversation.Record {
-	return &conversation.Record{
-		ResponseID:         id,
-		APIKeyID:           key,
-		PreviousResponseID: "resp_prev",
-		Model:              "gpt-5",
-		AccountID:          "acct-1",
-		Store:              true,
-		Input:              json.RawMessage(`[{"role":"user","content":"héllo \u0000 \"x\""}]`),
-		Output:             json.RawMessage(`[ {"type":"reasoning","encrypted_content":"gAAA=="} ]`),
-		CreatedAt:          time.Date(2026, 3, 4, 5, 6, 7, 8000, time.FixedZone("x", 3600)),
-	}
+// record returns a record of key and id shaped like the relay's, with
+// bytes a text column would mangle: escapes, a raw NUL, invalid UTF-8,
+// space that JSON compaction would drop.
+func record(key, id string) []byte {
+	return []byte(`{"response_id":"` + id + `","api_key_id":"` + key + `","previous_response_id":"resp_prev",` +
+		`"model":"gpt-5","account_id":"acct-1","store":true,` +
+		`"input":[{"role":"user","content":"héllo \u0000 \"x\""}], "output":[ {"type":"reasoning","encrypted_content":"gAAA=="} ],` +
+		`"created_at":"2026-03-04T05:06:07.000008+01:00"}` + "\x00\xff ")
 }
 
-func put(t testing.TB, s conversation.Store, r *conversation.Record) {
+func put(t testing.TB, s conversation.Store, key, id string, rec []byte) {
 	t.Helper()
-	if err := s.Put(context.Background(), r); err != nil {
+	if err := s.Put(context.Background(), key, id, rec); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// mustGet fails unless (key, id) holds a record equal to want.
-func mustGet(t testing.TB, s conversation.Store, key, id string, want *conversation.Record) {
+// mustGet fails unless (key, id) holds exactly want.
+func mustGet(t testing.TB, s conversation.Store, key, id string, want []byte) {
 	t.Helper()
 	got, err := s.Get(context.Background(), key, id)
 	if err != nil {
 		t.Fatalf("Get(%s, %s): %v", key, id, err)
 	}
-	if !equal(got, want) {
-		t.Fatalf("Get(%s, %s) =\n%+v\nwant\n%+v", key, id, got, want)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Get(%s, %s) =\n%q\nwant\n%q", key, id, got, want)
 	}
 }
 
@@ -133,12 +129,6 @@ func mustMiss(t testing.TB, s conversation.Store, key, id string) {
 	t.Helper()
 	got, err := s.Get(context.Background(), key, id)
 	if !errors.Is(err, conversation.ErrNotFound) || got != nil {
-		t.Fatalf("Get(%s, %s) = %v, %v; want ErrNotFound", key, id, got, err)
+		t.Fatalf("Get(%.20q, %.20q) = %q, %v; want ErrNotFound", key, id, got, err)
 	}
-}
-
-func equal(a, b *conversation.Record) bool {
-	return a.ResponseID == b.ResponseID && a.APIKeyID == b.APIKeyID && a.PreviousResponseID == b.PreviousResponseID &&
-		a.Model == b.Model && a.AccountID == b.AccountID && a.Store == b.Store &&
-		string(a.Input) == string(b.Input) && string(a.Output) == string(b.Output) && a.CreatedAt.Equal(b.CreatedAt)
 }

@@ -13,7 +13,7 @@ import (
 func TestSQLiteCreatesOwnerOnlyFiles(t *testing.T) {
 	tg := sqliteTarget(t)
 	s := tg.open(t, nil)
-	put(t, s, record("k", "resp_1"))
+	put(t, s, "k", "resp_1", record("k", "resp_1"))
 	for _, p := range []string{tg.dsn, tg.dsn + "-wal", tg.dsn + "-shm"} {
 		fi, err := os.Stat(p)
 		if err != nil {

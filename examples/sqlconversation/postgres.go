@@ -19,16 +19,11 @@ import (
 // on every start.
 const PostgresSchema = `
 CREATE TABLE IF NOT EXISTS conversation_records (
-	api_key_id           TEXT NOT NULL,
-	response_id          TEXT NOT NULL,
-	previous_response_id TEXT NOT NULL DEFAULT '',
-	model                TEXT NOT NULL DEFAULT '',
-	account_id           TEXT NOT NULL DEFAULT '',
-	store                BOOLEAN NOT NULL DEFAULT false,
-	input                BYTEA,
-	output               BYTEA,
-	created_at           TIMESTAMPTZ NOT NULL,
-	expires_at           TIMESTAMPTZ NOT NULL,
+	api_key_id  TEXT NOT NULL,
+	response_id TEXT NOT NULL,
+	record      BYTEA NOT NULL,
+	stored_at   TIMESTAMPTZ NOT NULL,
+	expires_at  TIMESTAMPTZ NOT NULL,
 	PRIMARY KEY (api_key_id, response_id)
 );
 CREATE INDEX IF NOT EXISTS conversation_records_expires ON conversation_records (expires_at);
@@ -40,15 +35,12 @@ CREATE INDEX IF NOT EXISTS conversation_records_expires ON conversation_records 
 const schemaLock = `SELECT pg_advisory_xact_lock(hashtext('sqlconversation.conversation_records'))`
 
 const (
-	postgresGet = `SELECT previous_response_id, model, account_id, store, input, output, created_at
-	FROM conversation_records WHERE api_key_id = $1 AND response_id = $2 AND expires_at > $3`
-	postgresPut = `INSERT INTO conversation_records
-	(api_key_id, response_id, previous_response_id, model, account_id, store, input, output, created_at, expires_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	postgresGet = `SELECT record FROM conversation_records
+	WHERE api_key_id = $1 AND response_id = $2 AND expires_at > $3`
+	postgresPut = `INSERT INTO conversation_records (api_key_id, response_id, record, stored_at, expires_at)
+	VALUES ($1, $2, $3, $4, $5)
 	ON CONFLICT (api_key_id, response_id) DO UPDATE SET
-	previous_response_id = excluded.previous_response_id, model = excluded.model, account_id = excluded.account_id,
-	store = excluded.store, input = excluded.input, output = excluded.output,
-	created_at = excluded.created_at, expires_at = excluded.expires_at`
+	record = excluded.record, stored_at = excluded.stored_at, expires_at = excluded.expires_at`
 	postgresDelete = `DELETE FROM conversation_records WHERE api_key_id = $1 AND response_id = $2`
 	// SKIP LOCKED: relays cleaning up at once take different rows instead
 	// of waiting on each other.
@@ -111,28 +103,26 @@ type pgBackend struct {
 // of one it cannot hold is an ordinary miss, not a database error.
 func pgStorable(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }
 
-func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) (*conversation.Record, error) {
+func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) ([]byte, error) {
 	if !pgStorable(apiKeyID) || !pgStorable(responseID) {
 		return nil, conversation.ErrNotFound
 	}
-	r := &conversation.Record{APIKeyID: apiKeyID, ResponseID: responseID}
-	var input, output []byte
-	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(
-		&r.PreviousResponseID, &r.Model, &r.AccountID, &r.Store, &input, &output, &r.CreatedAt)
+	var rec []byte
+	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(&rec)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, conversation.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	r.Input, r.Output = input, output
-	return r, nil
+	if rec == nil {
+		rec = []byte{} // an empty record is still a record
+	}
+	return rec, nil
 }
 
-func (q *pgBackend) put(ctx context.Context, r *conversation.Record, expires time.Time) error {
-	_, err := q.pool.Exec(ctx, postgresPut,
-		r.APIKeyID, r.ResponseID, r.PreviousResponseID, r.Model, r.AccountID, r.Store,
-		[]byte(r.Input), []byte(r.Output), r.CreatedAt, expires)
+func (q *pgBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {
+	_, err := q.pool.Exec(ctx, postgresPut, apiKeyID, responseID, record, now, expires)
 	return err
 }
 

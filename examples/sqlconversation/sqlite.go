@@ -3,7 +3,6 @@ package sqlconversation
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,22 +18,17 @@ import (
 // expiry index. It is safe to run on every start.
 const SQLiteSchema = `
 CREATE TABLE IF NOT EXISTS conversation_records (
-	api_key_id           TEXT NOT NULL,
-	response_id          TEXT NOT NULL,
-	previous_response_id TEXT NOT NULL DEFAULT '',
-	model                TEXT NOT NULL DEFAULT '',
-	account_id           TEXT NOT NULL DEFAULT '',
-	store                INTEGER NOT NULL DEFAULT 0,
-	input                BLOB,
-	output               BLOB,
-	created_at           TEXT NOT NULL,
-	expires_at           TEXT NOT NULL,
+	api_key_id  TEXT NOT NULL,
+	response_id TEXT NOT NULL,
+	record      BLOB NOT NULL,
+	stored_at   TEXT NOT NULL,
+	expires_at  TEXT NOT NULL,
 	PRIMARY KEY (api_key_id, response_id)
 );
 CREATE INDEX IF NOT EXISTS conversation_records_expires ON conversation_records (expires_at);
 `
 
-// TimeFormat is the layout of created_at and expires_at in SQLite: UTC,
+// TimeFormat is the layout of stored_at and expires_at in SQLite: UTC,
 // fixed width, so that text order is time order.
 const TimeFormat = "2006-01-02T15:04:05.000000000Z"
 
@@ -43,15 +37,12 @@ const TimeFormat = "2006-01-02T15:04:05.000000000Z"
 const BusyTimeout = 5 * time.Second
 
 const (
-	sqliteGet = `SELECT previous_response_id, model, account_id, store, input, output, created_at
-	FROM conversation_records WHERE api_key_id = ? AND response_id = ? AND expires_at > ?`
-	sqlitePut = `INSERT INTO conversation_records
-	(api_key_id, response_id, previous_response_id, model, account_id, store, input, output, created_at, expires_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	sqliteGet = `SELECT record FROM conversation_records
+	WHERE api_key_id = ? AND response_id = ? AND expires_at > ?`
+	sqlitePut = `INSERT INTO conversation_records (api_key_id, response_id, record, stored_at, expires_at)
+	VALUES (?, ?, ?, ?, ?)
 	ON CONFLICT (api_key_id, response_id) DO UPDATE SET
-	previous_response_id = excluded.previous_response_id, model = excluded.model, account_id = excluded.account_id,
-	store = excluded.store, input = excluded.input, output = excluded.output,
-	created_at = excluded.created_at, expires_at = excluded.expires_at`
+	record = excluded.record, stored_at = excluded.stored_at, expires_at = excluded.expires_at`
 	sqliteDelete        = `DELETE FROM conversation_records WHERE api_key_id = ? AND response_id = ?`
 	sqliteDeleteExpired = `DELETE FROM conversation_records WHERE rowid IN
 	(SELECT rowid FROM conversation_records WHERE expires_at <= ? LIMIT ?)`
@@ -112,29 +103,23 @@ type sqliteBackend struct {
 
 func sqliteTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 
-func (q *sqliteBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) (*conversation.Record, error) {
-	r := &conversation.Record{APIKeyID: apiKeyID, ResponseID: responseID}
-	var input, output []byte
-	var created string
-	err := q.db.QueryRowContext(ctx, sqliteGet, apiKeyID, responseID, sqliteTime(now)).Scan(
-		&r.PreviousResponseID, &r.Model, &r.AccountID, &r.Store, &input, &output, &created)
+func (q *sqliteBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) ([]byte, error) {
+	var rec []byte
+	err := q.db.QueryRowContext(ctx, sqliteGet, apiKeyID, responseID, sqliteTime(now)).Scan(&rec)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, conversation.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	r.Input, r.Output = json.RawMessage(input), json.RawMessage(output)
-	if r.CreatedAt, err = time.Parse(TimeFormat, created); err != nil {
-		return nil, fmt.Errorf("created_at %q: %w", created, err)
+	if rec == nil {
+		rec = []byte{} // an empty record is still a record
 	}
-	return r, nil
+	return rec, nil
 }
 
-func (q *sqliteBackend) put(ctx context.Context, r *conversation.Record, expires time.Time) error {
-	_, err := q.db.ExecContext(ctx, sqlitePut,
-		r.APIKeyID, r.ResponseID, r.PreviousResponseID, r.Model, r.AccountID, r.Store,
-		[]byte(r.Input), []byte(r.Output), sqliteTime(r.CreatedAt), sqliteTime(expires))
+func (q *sqliteBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {
+	_, err := q.db.ExecContext(ctx, sqlitePut, apiKeyID, responseID, record, sqliteTime(now), sqliteTime(expires))
 	return err
 }
 

@@ -12,8 +12,9 @@
 //
 // One row per served turn in conversation_records, keyed by (api_key_id,
 // response_id): a response id is found only under the key that made it.
-// Input and output are stored byte for byte (BLOB, BYTEA). expires_at is
-// the time of the Put plus the TTL; Get ignores expired rows.
+// record holds the relay's record (a JSON object) byte for byte (BLOB,
+// BYTEA); the Store never parses it. stored_at is the time of the Put,
+// expires_at that time plus the TTL; Get ignores expired rows.
 //
 // # Size
 //
@@ -75,8 +76,8 @@ const (
 
 // backend is one database's statements.
 type backend interface {
-	get(ctx context.Context, apiKeyID, responseID string, now time.Time) (*conversation.Record, error)
-	put(ctx context.Context, r *conversation.Record, expires time.Time) error
+	get(ctx context.Context, apiKeyID, responseID string, now time.Time) ([]byte, error)
+	put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error
 	delete(ctx context.Context, apiKeyID, responseID string) error
 	deleteExpired(ctx context.Context, now time.Time, limit int) (int64, error)
 	close() error
@@ -152,8 +153,9 @@ func (s *Store) DB() *sql.DB { return s.db }
 // SQLite.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Get implements conversation.Store. An expired row is not found.
-func (s *Store) Get(ctx context.Context, apiKeyID, responseID string) (*conversation.Record, error) {
+// Get implements conversation.Store: it returns the record's bytes as Put
+// stored them. An expired row is not found.
+func (s *Store) Get(ctx context.Context, apiKeyID, responseID string) ([]byte, error) {
 	r, err := s.b.get(ctx, apiKeyID, responseID, s.now())
 	if err != nil && !errors.Is(err, conversation.ErrNotFound) {
 		return nil, fmt.Errorf("sqlconversation: get: %w", err)
@@ -161,13 +163,16 @@ func (s *Store) Get(ctx context.Context, apiKeyID, responseID string) (*conversa
 	return r, err
 }
 
-// Put implements conversation.Store: it stores r until now plus the TTL,
-// replacing any row of the same key and response id, and may then delete
-// expired rows (see the package documentation).
-func (s *Store) Put(ctx context.Context, r *conversation.Record) error {
+// Put implements conversation.Store: it stores record until now plus the
+// TTL, replacing any row of the same key and response id, and may then
+// delete expired rows (see the package documentation).
+func (s *Store) Put(ctx context.Context, apiKeyID, responseID string, record []byte) error {
+	if record == nil {
+		record = []byte{} // the column is NOT NULL; nil would bind as NULL
+	}
 	now := s.now()
-	if err := s.b.put(ctx, r, now.Add(s.ttl)); err != nil {
-		return fmt.Errorf("sqlconversation: put %s: %w", r.ResponseID, err)
+	if err := s.b.put(ctx, apiKeyID, responseID, record, now, now.Add(s.ttl)); err != nil {
+		return fmt.Errorf("sqlconversation: put: %w", err)
 	}
 	s.maybeCleanup(ctx, now)
 	return nil

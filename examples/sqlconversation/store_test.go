@@ -1,6 +1,7 @@
 package sqlconversation_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +19,21 @@ func TestRoundTrip(t *testing.T) {
 		s := tg.open(t, nil)
 		mustMiss(t, s, "k1", "resp_1")
 		r := record("k1", "resp_1")
-		put(t, s, r)
+		put(t, s, "k1", "resp_1", r)
 		mustGet(t, s, "k1", "resp_1", r)
-		// Bytes come back as they went in, and so do empty fields.
-		bare := &conversation.Record{APIKeyID: "k1", ResponseID: "resp_bare", Input: []byte{0xff, 0x00, '['}}
-		put(t, s, bare)
+		// Bytes come back as they went in, even ones that are no JSON,
+		// and an empty record is a record.
+		bare := []byte{0xff, 0x00, '['}
+		put(t, s, "k1", "resp_bare", bare)
 		mustGet(t, s, "k1", "resp_bare", bare)
+		put(t, s, "k1", "resp_empty", nil)
+		mustGet(t, s, "k1", "resp_empty", []byte{})
+		// The Store keeps no reference to the caller's bytes.
+		buf := record("k1", "resp_2")
+		put(t, s, "k1", "resp_2", buf)
+		want := bytes.Clone(buf)
+		buf[0] = 'X'
+		mustGet(t, s, "k1", "resp_2", want)
 	})
 }
 
@@ -34,7 +44,7 @@ func TestScopedByAPIKey(t *testing.T) {
 		s := tg.open(t, nil)
 		ctx := context.Background()
 		a := record("key-a", "resp_1")
-		put(t, s, a)
+		put(t, s, "key-a", "resp_1", a)
 		mustMiss(t, s, "key-b", "resp_1")
 		mustMiss(t, s, "", "resp_1")
 		if err := s.Delete(ctx, "key-b", "resp_1"); err != nil {
@@ -43,8 +53,7 @@ func TestScopedByAPIKey(t *testing.T) {
 		mustGet(t, s, "key-a", "resp_1", a)
 
 		b := record("key-b", "resp_1")
-		b.AccountID = "acct-2"
-		put(t, s, b)
+		put(t, s, "key-b", "resp_1", b)
 		mustGet(t, s, "key-a", "resp_1", a)
 		mustGet(t, s, "key-b", "resp_1", b)
 		if err := s.Delete(ctx, "key-a", "resp_1"); err != nil {
@@ -61,10 +70,9 @@ func TestScopedByAPIKey(t *testing.T) {
 func TestPutReplaces(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		s := tg.open(t, nil)
-		put(t, s, record("k", "resp_1"))
-		r := record("k", "resp_1")
-		r.AccountID, r.Store, r.Output = "acct-9", false, []byte(`[]`)
-		put(t, s, r)
+		put(t, s, "k", "resp_1", record("k", "resp_1"))
+		r := []byte(`{"response_id":"resp_1","account_id":"acct-9"}`)
+		put(t, s, "k", "resp_1", r)
 		mustGet(t, s, "k", "resp_1", r)
 		if n := countRows(t, s); n != 1 {
 			t.Fatalf("rows = %d, want 1", n)
@@ -78,7 +86,7 @@ func TestExpiry(t *testing.T) {
 		clk := newClock()
 		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: -1, Now: clk.now})
 		r := record("k", "resp_1")
-		put(t, s, r)
+		put(t, s, "k", "resp_1", r)
 		clk.advance(time.Hour - time.Microsecond)
 		mustGet(t, s, "k", "resp_1", r)
 		clk.advance(time.Microsecond)
@@ -86,7 +94,7 @@ func TestExpiry(t *testing.T) {
 		if n := countRows(t, s); n != 1 {
 			t.Fatalf("rows = %d; with cleanup off the expired row stays until DeleteExpired", n)
 		}
-		put(t, s, r)
+		put(t, s, "k", "resp_1", r)
 		clk.advance(59 * time.Minute)
 		mustGet(t, s, "k", "resp_1", r)
 	})
@@ -96,7 +104,7 @@ func TestDefaultTTL(t *testing.T) {
 	clk := newClock()
 	s := sqliteTarget(t).open(t, &sqlconversation.Options{Now: clk.now})
 	r := record("k", "resp_1")
-	put(t, s, r)
+	put(t, s, "k", "resp_1", r)
 	clk.advance(24*time.Hour - time.Microsecond)
 	mustGet(t, s, "k", "resp_1", r)
 	clk.advance(time.Microsecond)
@@ -112,7 +120,8 @@ func TestCleanupIsBounded(t *testing.T) {
 		// The first Put cleans (nothing yet) and schedules the next one a
 		// minute later.
 		for i := range 10 {
-			put(t, s, record("k", fmt.Sprint("old_", i)))
+			id := fmt.Sprint("old_", i)
+			put(t, s, "k", id, record("k", id))
 		}
 		clk.advance(time.Hour)
 		steps := []int64{
@@ -123,7 +132,8 @@ func TestCleanupIsBounded(t *testing.T) {
 			5, // so the next Put within the interval does not clean.
 		}
 		for i, want := range steps {
-			put(t, s, record("k", fmt.Sprint("new_", i)))
+			id := fmt.Sprint("new_", i)
+			put(t, s, "k", id, record("k", id))
 			if n := countRows(t, s); n != want {
 				t.Fatalf("after Put %d: rows = %d, want %d", i, n, want)
 			}
@@ -139,7 +149,8 @@ func TestDeleteExpired(t *testing.T) {
 		clk := newClock()
 		s := tg.open(t, &sqlconversation.Options{TTL: time.Minute, CleanupInterval: -1, CleanupLimit: 4, Now: clk.now})
 		for i := range 6 {
-			put(t, s, record("k", fmt.Sprint("r_", i)))
+			id := fmt.Sprint("r_", i)
+			put(t, s, "k", id, record("k", id))
 		}
 		ctx := context.Background()
 		if n, err := s.DeleteExpired(ctx); err != nil || n != 0 {
@@ -172,12 +183,12 @@ func TestConcurrent(t *testing.T) {
 					var err error
 					switch i % 3 {
 					case 0:
-						err = s.Put(ctx, record(key, id))
+						err = s.Put(ctx, key, id, record(key, id))
 					case 1:
-						var r *conversation.Record
+						var r []byte
 						r, err = s.Get(ctx, key, id)
-						if err == nil && r.APIKeyID != key {
-							t.Errorf("Get(%s) returned a record of %s", key, r.APIKeyID)
+						if err == nil && !bytes.Equal(r, record(key, id)) {
+							t.Errorf("Get(%s, %s) = %.60q, another record", key, id, r)
 						}
 						if errors.Is(err, conversation.ErrNotFound) {
 							err = nil
@@ -220,7 +231,7 @@ func TestNewSQLiteKeepsTheDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, s, record("k", "resp_1"))
+	put(t, s, "k", "resp_1", record("k", "resp_1"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +247,7 @@ func TestNewPostgresKeepsThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, s, record("k", "resp_1"))
+	put(t, s, "k", "resp_1", record("k", "resp_1"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +276,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 func TestHostileIDs(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		s := tg.open(t, nil)
-		put(t, s, record("k", "resp_1"))
+		put(t, s, "k", "resp_1", record("k", "resp_1"))
 		for _, id := range []string{"resp_\x00", "resp_\xff\xfe", strings.Repeat("r", 64<<10)} {
 			mustMiss(t, s, "k", id)
 			mustMiss(t, s, id, "resp_1")
