@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,12 +26,13 @@ type ConversationOptions struct {
 }
 
 // Conversations is a conversation.Store in Redis: one string key per
-// record, Prefix+"conv:"+apiKeyID+":"+responseID, holding the Record as
-// JSON with a PX expiry of the TTL. Get is GET, Put is SET ... PX, Delete
+// record, Prefix+"conv:"+apiKeyID+":"+responseID, holding the record's
+// bytes as the relay wrote them, with a PX expiry of the TTL. Get is GET, Put is SET ... PX, Delete
 // is DEL, so every relay instance sharing the server sees the records of
 // all, and Redis drops them at their TTL. A ':' or '%' in the API key id
 // is percent-encoded in the key, so that no key id and response id pair
-// can name another pair's record.
+// can name another pair's record: the key alone scopes a record to its
+// API key, and the value is never parsed.
 //
 // Records hold user content (prompts, answers, tool calls) and take
 // Redis memory: plan for the records of one TTL of traffic, turns per day
@@ -79,8 +79,9 @@ func (s *Conversations) key(apiKeyID, responseID string) string {
 	return s.prefix + keyEscaper.Replace(apiKeyID) + ":" + responseID
 }
 
-// Get implements conversation.Store. Errors of Redis wrap ErrUnavailable.
-func (s *Conversations) Get(ctx context.Context, apiKeyID, responseID string) (*conversation.Record, error) {
+// Get implements conversation.Store: GET, the bytes as Put stored them.
+// Errors of Redis wrap ErrUnavailable.
+func (s *Conversations) Get(ctx context.Context, apiKeyID, responseID string) ([]byte, error) {
 	v, err := s.c.Get(ctx, s.key(apiKeyID, responseID)).Bytes()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -88,27 +89,14 @@ func (s *Conversations) Get(ctx context.Context, apiKeyID, responseID string) (*
 	case err != nil:
 		return nil, fmt.Errorf("%w: get conversation record: %w", ErrUnavailable, err)
 	}
-	r := new(conversation.Record)
-	if err := json.Unmarshal(v, r); err != nil {
-		return nil, fmt.Errorf("redisstore: conversation record %s: %w", responseID, err)
-	}
-	// The key names its owner; the value must agree, so that a value
-	// written there by anything else is never served to this key.
-	if r.APIKeyID != apiKeyID || r.ResponseID != responseID {
-		return nil, conversation.ErrNotFound
-	}
-	return r, nil
+	return v, nil
 }
 
 // Put implements conversation.Store: SET with PX of the TTL, replacing
 // any record of the same key and response id.
-func (s *Conversations) Put(ctx context.Context, r *conversation.Record) error {
-	v, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("redisstore: conversation record %s: %w", r.ResponseID, err)
-	}
+func (s *Conversations) Put(ctx context.Context, apiKeyID, responseID string, record []byte) error {
 	ms := max(1, (s.ttl+time.Millisecond-1)/time.Millisecond)
-	if err := s.c.Do(ctx, "SET", s.key(r.APIKeyID, r.ResponseID), v, "PX", int64(ms)).Err(); err != nil {
+	if err := s.c.Do(ctx, "SET", s.key(apiKeyID, responseID), record, "PX", int64(ms)).Err(); err != nil {
 		return fmt.Errorf("%w: put conversation record: %w", ErrUnavailable, err)
 	}
 	return nil

@@ -1,8 +1,8 @@
 package redisstore_test
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,30 +14,22 @@ import (
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
-func convRecord(key, id string) *conversation.Record {
-	return &conversation.Record{
-		ResponseID:         id,
-		APIKeyID:           key,
-		PreviousResponseID: "resp_prev",
-		Model:              "gpt-5",
-		AccountID:          "acct-1",
-		Store:              true,
-		Input:              json.RawMessage(`[{"role":"user","content":"héllo"}]`),
-		Output:             json.RawMessage(`[{"type":"reasoning","encrypted_content":"gAAA=="}]`),
-		CreatedAt:          time.Date(2026, 3, 4, 5, 6, 7, 8, time.UTC),
-	}
+// convRecord returns a record of key and id shaped like the relay's, with
+// space and bytes that a JSON round trip would change.
+func convRecord(key, id string) []byte {
+	return []byte(`{"response_id":"` + id + `", "api_key_id":"` + key + `","model":"gpt-5","account_id":"acct-1",` +
+		`"input":[{"role":"user","content":"h\u00e9llo"}], "output":[ {"type":"reasoning","encrypted_content":"gAAA=="} ]}` +
+		"\x00\xff ")
 }
 
-func convGet(t *testing.T, s conversation.Store, key, id string, want *conversation.Record) {
+func convGet(t *testing.T, s conversation.Store, key, id string, want []byte) {
 	t.Helper()
 	got, err := s.Get(context.Background(), key, id)
 	if err != nil {
 		t.Fatalf("Get(%s, %s): %v", key, id, err)
 	}
-	g, _ := json.Marshal(got)
-	w, _ := json.Marshal(want)
-	if string(g) != string(w) {
-		t.Fatalf("Get(%s, %s) =\n%s\nwant\n%s", key, id, g, w)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Get(%s, %s) =\n%q\nwant\n%q", key, id, got, want)
 	}
 }
 
@@ -45,13 +37,13 @@ func convMiss(t *testing.T, s conversation.Store, key, id string) {
 	t.Helper()
 	got, err := s.Get(context.Background(), key, id)
 	if !errors.Is(err, conversation.ErrNotFound) || got != nil {
-		t.Fatalf("Get(%s, %s) = %v, %v; want ErrNotFound", key, id, got, err)
+		t.Fatalf("Get(%.20q, %.20q) = %q, %v; want ErrNotFound", key, id, got, err)
 	}
 }
 
-func convPut(t *testing.T, s conversation.Store, r *conversation.Record) {
+func convPut(t *testing.T, s conversation.Store, key, id string, rec []byte) {
 	t.Helper()
-	if err := s.Put(context.Background(), r); err != nil {
+	if err := s.Put(context.Background(), key, id, rec); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -64,9 +56,10 @@ func TestConversations(t *testing.T) {
 
 	convMiss(t, s, "k-1", "resp_1")
 	r := convRecord("k-1", "resp_1")
-	convPut(t, s, r)
+	convPut(t, s, "k-1", "resp_1", r)
 	convGet(t, s, "k-1", "resp_1", r)
-	// One JSON string key with the TTL in milliseconds.
+	// One string key holding the bytes as given, with the TTL in
+	// milliseconds.
 	key := p + "conv:k-1:resp_1"
 	if typ := c.Type(ctx, key).Val(); typ != "string" {
 		t.Fatalf("TYPE %s = %q", key, typ)
@@ -74,16 +67,16 @@ func TestConversations(t *testing.T) {
 	if pttl := c.PTTL(ctx, key).Val(); pttl <= 59*time.Minute || pttl > time.Hour {
 		t.Fatalf("PTTL = %s, want about 1h", pttl)
 	}
-	var stored conversation.Record
-	if err := json.Unmarshal([]byte(c.Get(ctx, key).Val()), &stored); err != nil || stored.AccountID != "acct-1" {
-		t.Fatalf("value: %+v, %v", stored, err)
+	if v := c.Get(ctx, key).Val(); v != string(r) {
+		t.Fatalf("value = %q, want %q", v, r)
 	}
 
-	// Replace.
-	r2 := convRecord("k-1", "resp_1")
-	r2.AccountID = "acct-2"
-	convPut(t, s, r2)
+	// Replace; an empty record is a record.
+	r2 := []byte(`{"account_id":"acct-2"}`)
+	convPut(t, s, "k-1", "resp_1", r2)
 	convGet(t, s, "k-1", "resp_1", r2)
+	convPut(t, s, "k-1", "resp_empty", nil)
+	convGet(t, s, "k-1", "resp_empty", []byte{})
 
 	if err := s.Delete(ctx, "k-1", "resp_1"); err != nil {
 		t.Fatal(err)
@@ -105,7 +98,7 @@ func TestConversationsScopedByAPIKey(t *testing.T) {
 	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
 	ctx := context.Background()
 	a := convRecord("key-a", "resp_1")
-	convPut(t, s, a)
+	convPut(t, s, "key-a", "resp_1", a)
 	convMiss(t, s, "key-b", "resp_1")
 	convMiss(t, s, "", "resp_1")
 	if err := s.Delete(ctx, "key-b", "resp_1"); err != nil {
@@ -115,10 +108,10 @@ func TestConversationsScopedByAPIKey(t *testing.T) {
 
 	// "a:b" + "c" and "a" + "b:c" would share a key without escaping.
 	ab := convRecord("a:b", "c")
-	convPut(t, s, ab)
+	convPut(t, s, "a:b", "c", ab)
 	convMiss(t, s, "a", "b:c")
 	a2 := convRecord("a", "b:c")
-	convPut(t, s, a2)
+	convPut(t, s, "a", "b:c", a2)
 	convGet(t, s, "a:b", "c", ab)
 	convGet(t, s, "a", "b:c", a2)
 	if err := s.Delete(ctx, "a", "b:c"); err != nil {
@@ -126,23 +119,23 @@ func TestConversationsScopedByAPIKey(t *testing.T) {
 	}
 	convGet(t, s, "a:b", "c", ab)
 	pct := convRecord("a%3Ab", "c")
-	convPut(t, s, pct)
+	convPut(t, s, "a%3Ab", "c", pct)
 	convGet(t, s, "a:b", "c", ab)
 	convGet(t, s, "a%3Ab", "c", pct)
-
-	// A value that names another owner is not served.
-	other, _ := json.Marshal(convRecord("key-b", "resp_9"))
-	if err := c.Set(ctx, p+"conv:key-a:resp_9", other, time.Minute).Err(); err != nil {
-		t.Fatal(err)
+	// The escaping is what scopes a key: every pair above has a key of
+	// its own.
+	for _, k := range []string{"conv:a%3Ab:c", "conv:a%253Ab:c", "conv:key-a:resp_1"} {
+		if n := c.Exists(ctx, p+k).Val(); n != 1 {
+			t.Errorf("key %s missing", k)
+		}
 	}
-	convMiss(t, s, "key-a", "resp_9")
 }
 
 func TestConversationsExpire(t *testing.T) {
 	c := newClient(t)
 	p := prefix(t, c)
 	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p, TTL: 30 * time.Millisecond})
-	convPut(t, s, convRecord("k", "resp_1"))
+	convPut(t, s, "k", "resp_1", convRecord("k", "resp_1"))
 	waitFor(t, 5*time.Second, "the record to expire", func() bool {
 		_, err := s.Get(context.Background(), "k", "resp_1")
 		return errors.Is(err, conversation.ErrNotFound)
@@ -156,7 +149,7 @@ func TestConversationsDefaultsAndNegativeTTL(t *testing.T) {
 	c := newClient(t)
 	s := redisstore.NewConversations(c, nil)
 	id := fmt.Sprintf("resp_defaults_%d", time.Now().UnixNano())
-	convPut(t, s, convRecord("k", id))
+	convPut(t, s, "k", id, convRecord("k", id))
 	key := "relay:conv:k:" + id
 	t.Cleanup(func() { c.Del(context.Background(), key) })
 	if pttl := c.PTTL(context.Background(), key).Val(); pttl <= 23*time.Hour || pttl > 24*time.Hour {
@@ -185,11 +178,11 @@ func TestConversationsConcurrent(t *testing.T) {
 				var err error
 				switch i % 3 {
 				case 0:
-					err = s.Put(ctx, convRecord(key, id))
+					err = s.Put(ctx, key, id, convRecord(key, id))
 				case 1:
-					var r *conversation.Record
-					if r, err = s.Get(ctx, key, id); err == nil && r.APIKeyID != key {
-						t.Errorf("Get(%s) returned a record of %s", key, r.APIKeyID)
+					var r []byte
+					if r, err = s.Get(ctx, key, id); err == nil && !bytes.Equal(r, convRecord(key, id)) {
+						t.Errorf("Get(%s, %s) = %.60q, another record", key, id, r)
 					}
 					if errors.Is(err, conversation.ErrNotFound) {
 						err = nil
@@ -213,7 +206,7 @@ func TestConversationsUnavailable(t *testing.T) {
 	if _, err := s.Get(ctx, "k", "r"); !errors.Is(err, redisstore.ErrUnavailable) {
 		t.Fatalf("Get: %v", err)
 	}
-	if err := s.Put(ctx, convRecord("k", "r")); !errors.Is(err, redisstore.ErrUnavailable) {
+	if err := s.Put(ctx, "k", "r", convRecord("k", "r")); !errors.Is(err, redisstore.ErrUnavailable) {
 		t.Fatalf("Put: %v", err)
 	}
 	if err := s.Delete(ctx, "k", "r"); !errors.Is(err, redisstore.ErrUnavailable) {
@@ -228,7 +221,7 @@ func TestConversationsHostileIDs(t *testing.T) {
 	p := prefix(t, c)
 	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
 	ctx := context.Background()
-	convPut(t, s, convRecord("k", "resp_1"))
+	convPut(t, s, "k", "resp_1", convRecord("k", "resp_1"))
 	for _, id := range []string{"resp_\x00", "resp_\xff\xfe", "*", strings.Repeat("r", 64<<10)} {
 		convMiss(t, s, "k", id)
 		convMiss(t, s, id, "resp_1")
