@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -25,14 +25,13 @@ func roundTrip(t *testing.T, st conversation.Store) {
 	t.Helper()
 	ctx := context.Background()
 	id := "resp_" + randomHex(6)
-	r := &conversation.Record{ResponseID: id, APIKeyID: "k-1", Model: "gpt-5", AccountID: "a1",
-		Input: json.RawMessage(`[]`), Output: json.RawMessage(`[]`), CreatedAt: time.Now()}
-	if err := st.Put(ctx, r); err != nil {
+	r := []byte(`{"response_id":"` + id + `","api_key_id":"k-1","account_id":"a1","input":[],"output":[]}`)
+	if err := st.Put(ctx, "k-1", id, r); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Get(ctx, "k-1", id)
-	if err != nil || got.AccountID != "a1" {
-		t.Fatalf("Get = %+v, %v", got, err)
+	if err != nil || !bytes.Equal(got, r) {
+		t.Fatalf("Get = %q, %v", got, err)
 	}
 	if _, err := st.Get(ctx, "k-2", id); !errors.Is(err, conversation.ErrNotFound) {
 		t.Fatalf("another key's Get: %v", err)
@@ -92,8 +91,7 @@ func TestConversationsSQLite(t *testing.T) {
 		t.Fatalf("Conversations = %#v", e.srv.relay.Conversations)
 	}
 	roundTrip(t, st)
-	kept := &conversation.Record{ResponseID: "resp_kept", APIKeyID: "k-1", CreatedAt: time.Now()}
-	if err := st.Put(context.Background(), kept); err != nil {
+	if err := st.Put(context.Background(), "k-1", "resp_kept", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	e.finish()
