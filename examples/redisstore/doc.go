@@ -9,8 +9,11 @@
 //     previous_response_id bindings made by one instance are seen by all.
 //   - Events: account health over pub/sub, so a 429 seen by one instance
 //     benches the account on all.
+//   - Conversations: a conversation.Store for relay.Handler.Conversations,
+//     so a conversation served by one instance can move to another
+//     account through any instance.
 //
-// All three take a go-redis client the host creates and closes; share one
+// All take a go-redis client the host creates and closes; share one
 // client among them, made with NewClient or with ContextTimeoutEnabled set
 // so that timeouts and request contexts bound every call. Use the same key
 // prefix on every instance.
@@ -75,5 +78,10 @@
 //		OnAccountEvent: events.Publish,
 //	}
 //	go events.Run(ctx, sched)
-//	h := &relay.Handler{Scheduler: sched, Limiter: limiter, Credentials: keys}
+//	h := &relay.Handler{
+//		Scheduler:     sched,
+//		Limiter:       limiter,
+//		Credentials:   keys,
+//		Conversations: redisstore.NewConversations(rdb, nil),
+//	}
 package redisstore

@@ -38,6 +38,10 @@ type Config struct {
 	Accounts []AccountConfig `json:"accounts"`
 	APIKeys  []APIKeyConfig  `json:"api_keys"`
 	Usage    UsageConfig     `json:"usage"`
+	// Conversations says where the records of served turns are kept, so
+	// that a conversation can move to another account. Default: in memory,
+	// 24 h, 256 MiB.
+	Conversations ConversationsConfig `json:"conversations"`
 	// WSMaxConnsPerKey caps the open WebSocket connections of one client
 	// key. 0: twice the key's concurrency, or 16 when that is unlimited
 	// (relay.WebSocketOptions.MaxConnsPerKey); negative: no cap.
@@ -140,6 +144,7 @@ func (c *Config) applyDefaults() {
 	if c.Usage.DSN == "" && c.Usage.Driver == sqlusage.DriverSQLite {
 		c.Usage.DSN = defaultDSN
 	}
+	c.Conversations.applyDefaults(c.Usage, c.Redis)
 }
 
 // validate reports every problem at once, one per line. Messages name the
@@ -176,6 +181,7 @@ func (c *Config) validate() error {
 	if c.Usage.Spool != "" && strings.TrimSpace(c.Usage.Spool) == "" {
 		bad("usage.spool: %q is not a directory name", c.Usage.Spool)
 	}
+	c.Conversations.validate(bad)
 
 	if len(c.Accounts) == 0 {
 		bad("accounts: at least one upstream account is required")

@@ -34,6 +34,7 @@ const fullConfig = `{
     {"key": "rk-full-2", "user_id": "u2", "group": "team"}
   ],
   "usage": {"driver": "sqlite", "dsn": "/var/lib/relayd/usage.db", "spool": "/var/lib/relayd/spool"},
+  "conversations": {"driver": "memory", "dsn": "", "ttl": "12h", "max_bytes": 134217728},
   "ws_max_conns_per_key": 8,
   "redis": ""
 }`
@@ -57,6 +58,7 @@ func TestParseConfigFull(t *testing.T) {
 			{Key: "rk-full-2", UserID: "u2", Group: "team"},
 		},
 		Usage:            UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db", Spool: "/var/lib/relayd/spool"},
+		Conversations:    ConversationsConfig{Driver: "memory", TTL: "12h", MaxBytes: 128 << 20},
 		WSMaxConnsPerKey: 8,
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -93,6 +95,9 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.Usage != (UsageConfig{Driver: "sqlite", DSN: "usage.db"}) {
 		t.Errorf("usage = %+v", cfg.Usage)
+	}
+	if cfg.Conversations != (ConversationsConfig{Driver: "memory", TTL: "24h", MaxBytes: 256 << 20}) {
+		t.Errorf("conversations = %+v", cfg.Conversations)
 	}
 	if cfg.APIKeys[0].Concurrency != 0 || cfg.Accounts[0].Concurrency != 0 {
 		t.Error("concurrency should stay 0 (unlimited)")
@@ -144,6 +149,8 @@ func TestParseConfigUnknownFieldIsNamed(t *testing.T) {
 			`unknown field "user" at api_keys[0].user`},
 		{"in usage", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "usage": {"drvier": "sqlite"}}`,
 			`unknown field "drvier" at usage.drvier`},
+		{"in conversations", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "conversations": {"max_byte": 1}}`,
+			`unknown field "max_byte" at conversations.max_byte`},
 		{"spool misspelt", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "usage": {"spol": "/tmp/s"}}`,
 			`unknown field "spol" at usage.spol`},
 		{"WebSocket cap misspelt", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "ws_max_conn_per_key": 2}`,
@@ -203,6 +210,28 @@ func TestParseConfigErrors(t *testing.T) {
 			`usage.driver: "mysql" is not supported; use "sqlite" or "postgres"`},
 		{"postgres without dsn", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "postgres"}}`,
 			`usage.dsn: required with driver "postgres"`},
+		{"conversations driver", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"driver": "mysql"}}`,
+			`conversations.driver: "mysql" is not supported; use "memory", "sqlite", "postgres", "redis" or "off"`},
+		{"conversations ttl", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"ttl": "1 day"}}`,
+			`conversations.ttl: "1 day" is not a duration like "24h" or "90m"`},
+		{"conversations ttl zero", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"ttl": "0s"}}`,
+			`conversations.ttl: "0s" must be positive`},
+		{"conversations ttl negative", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"driver": "redis", "dsn": "redis://h:6379/0", "ttl": "-1h"}}`,
+			`conversations.ttl: "-1h" must be positive`},
+		{"conversations max_bytes negative", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"max_bytes": -1}}`,
+			`conversations.max_bytes: must not be negative; use "driver": "off" to keep no records`},
+		{"conversations max_bytes with sqlite", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"driver": "sqlite", "max_bytes": 1024}}`,
+			`conversations.max_bytes: used by driver "memory" only; the sqlite records are bounded by ttl`},
+		{"conversations max_bytes type", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"max_bytes": "256MiB"}}`,
+			`field "conversations.max_bytes"`},
+		{"conversations dsn with memory", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"dsn": "x.db"}}`,
+			`conversations.dsn: not used with driver "memory"`},
+		{"conversations postgres without dsn", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"driver": "postgres"}}`,
+			`conversations.dsn: required with driver "postgres" unless usage is in PostgreSQL`},
+		{"conversations redis without dsn", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"driver": "redis"}}`,
+			`conversations.dsn: required with driver "redis" unless redis is set`},
+		{"conversations redis url", `{"accounts": [` + acct + `], ` + key + `, "conversations": {"driver": "redis", "dsn": "http://u:sk-secret-value-a1@h:6379"}}`,
+			"conversations.dsn: invalid URL (redis: invalid URL scheme: http)"},
 		{"blank spool", `{"accounts": [` + acct + `], ` + key + `, "usage": {"spool": " "}}`,
 			`usage.spool: " " is not a directory name`},
 		{"listen", `{"listen": "8080", "accounts": [` + acct + `], ` + key + `}`,
@@ -364,5 +393,48 @@ func TestRunConfigFileWithAddrOverride(t *testing.T) {
 	}
 	for _, row := range rows {
 		checkUsage(t, row, up.Served()[0].Usage)
+	}
+}
+
+// Where the records go when the config leaves the dsn out: beside a
+// SQLite usage log, in the usage PostgreSQL database, on the top-level
+// Redis server.
+func TestParseConfigConversationsDefaults(t *testing.T) {
+	const base = `"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-x"}], "api_keys": [{"key": "rk-x", "user_id": "u1"}]`
+	for _, c := range []struct{ name, doc string }{
+		{"sqlite beside usage", `"usage": {"dsn": "/var/lib/relayd/usage.db"}, "conversations": {"driver": "sqlite"}`},
+		{"sqlite beside a file URI", `"usage": {"dsn": "file:/var/lib/relayd/usage.db?cache=private"}, "conversations": {"driver": "sqlite"}`},
+		{"sqlite in the working directory", `"usage": {"driver": "postgres", "dsn": "postgres://h/db"}, "conversations": {"driver": "sqlite"}`},
+		{"postgres of usage", `"usage": {"driver": "postgres", "dsn": "postgres://h/db"}, "conversations": {"driver": "postgres", "ttl": "2h"}`},
+		{"redis of the relay", `"redis": "redis://127.0.0.1:6379/2", "conversations": {"driver": "redis"}`},
+		{"redis of its own", `"redis": "redis://127.0.0.1:6379/2", "conversations": {"driver": "redis", "dsn": "redis://10.0.0.9:6379/0"}`},
+		{"off", `"conversations": {"driver": "off"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := parseConfig([]byte(`{` + base + `, ` + c.doc + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]ConversationsConfig{
+				"sqlite beside usage":             {Driver: "sqlite", DSN: "/var/lib/relayd/conversations.db", TTL: "24h"},
+				"sqlite beside a file URI":        {Driver: "sqlite", DSN: "/var/lib/relayd/conversations.db", TTL: "24h"},
+				"sqlite in the working directory": {Driver: "sqlite", DSN: "conversations.db", TTL: "24h"},
+				"postgres of usage":               {Driver: "postgres", DSN: "postgres://h/db", TTL: "2h"},
+				"redis of the relay":              {Driver: "redis", DSN: "redis://127.0.0.1:6379/2", TTL: "24h"},
+				"redis of its own":                {Driver: "redis", DSN: "redis://10.0.0.9:6379/0", TTL: "24h"},
+				"off":                             {Driver: "off", TTL: "24h"},
+			}[c.name]
+			if cfg.Conversations != want {
+				t.Fatalf("conversations = %+v, want %+v", cfg.Conversations, want)
+			}
+		})
+	}
+	cfg := ConversationsConfig{Driver: "postgres", DSN: "postgres://relayd:pw-secret-1@db.internal:6432/convs"}
+	if got := cfg.describe(); got != "postgres relayd@db.internal:6432/convs" {
+		t.Errorf("describe = %q", got)
+	}
+	cfg = ConversationsConfig{Driver: "redis", DSN: "redis://u:pw-secret-1@10.0.0.9:6379/4"}
+	if got := cfg.describe(); got != "redis 10.0.0.9:6379/4" {
+		t.Errorf("describe = %q", got)
 	}
 }

@@ -121,8 +121,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if demo != nil {
 		demo.printIntro(stdout, ln.Addr().String())
 	}
+	convs := cfg.Conversations
+	convs.applyDefaults(cfg.Usage, cfg.Redis) // the demo's config is built in code
 	attrs := []any{"addr", ln.Addr().String(), "accounts", len(cfg.Accounts),
-		"api_keys", len(cfg.APIKeys), "usage_log", cfg.Usage.describe()}
+		"api_keys", len(cfg.APIKeys), "usage_log", cfg.Usage.describe(), "conversations", convs.describe()}
 	if cfg.Usage.Spool != "" {
 		attrs = append(attrs, "usage_spool", cfg.Usage.Spool)
 	}

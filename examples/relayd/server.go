@@ -16,6 +16,7 @@ import (
 	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 	"github.com/relaykit/responsesrelay/examples/relaymetrics"
+	"github.com/relaykit/responsesrelay/examples/sqlconversation"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -36,6 +37,10 @@ type server struct {
 	async *billing.Async
 	sink  *sqlusage.Sink
 	log   *slog.Logger
+
+	// The conversation store's database or own Redis client, if any.
+	convSQL   *sqlconversation.Store
+	convRedis *redis.Client
 
 	// Shared state in Redis, when the config names a server.
 	rdb        *redis.Client
@@ -78,18 +83,37 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		return nil, err
 	}
 
+	// closeEarly undoes what opened so far when a later step fails.
+	closeEarly := func() {
+		s.closeConversations()
+		if s.async != nil {
+			s.async.Close(context.Background())
+		}
+		if s.spool != nil {
+			s.spool.Close(context.Background())
+		}
+		s.sink.Close()
+		s.closeRedis()
+	}
+	convs, err := s.openConversations(cfg.Conversations, cfg.Usage, cfg.Redis)
+	if err != nil {
+		closeEarly()
+		return nil, err
+	}
+
 	groups := configGroups(cfg.Accounts)
 	if err := s.openMetrics(groups); err != nil {
-		s.closeRedis()
+		closeEarly()
 		return nil, err
 	}
 	s.relay = &relay.Handler{
-		Observer:     s.metrics.Observer(),
-		Scheduler:    s.sched,
-		Credentials:  creds,
-		Usage:        usageLogger{next: s.usage, log: logger},
-		Authenticate: s.authenticator(kr),
-		Logger:       logger,
+		Observer:      s.metrics.Observer(),
+		Scheduler:     s.sched,
+		Credentials:   creds,
+		Usage:         usageLogger{next: s.usage, log: logger},
+		Conversations: convs,
+		Authenticate:  s.authenticator(kr),
+		Logger:        logger,
 	}
 	if s.limiter != nil { // a nil *Limiter would make a non-nil interface
 		s.relay.Limiter, s.userSlots = s.limiter, s.limiter
@@ -306,6 +330,10 @@ func (s *server) Close(ctx context.Context) error {
 		defer cancel()
 		if err := s.sink.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("usage log: %w", err))
+		}
+		// Every turn has ended: no more records arrive.
+		if err := s.closeConversations(); err != nil {
+			errs = append(errs, fmt.Errorf("conversations: %w", err))
 		}
 		if err := s.closeRedis(); err != nil {
 			errs = append(errs, fmt.Errorf("redis: %w", err))

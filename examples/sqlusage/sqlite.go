@@ -11,6 +11,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/examples/internal/sqlitefile"
 )
 
 // Schema creates the SQLite usage_records table and its index. It is safe
@@ -103,21 +104,8 @@ func New(ctx context.Context, db *sql.DB, opts ...Option) (*Sink, error) {
 }
 
 // withPragmas adds a busy timeout and WAL mode to dsn unless it sets them.
-// The driver runs _pragma parameters on every new connection, which is
-// what busy_timeout needs.
 func withPragmas(dsn string) string {
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	if !strings.Contains(dsn, "busy_timeout") {
-		dsn += fmt.Sprintf("%s_pragma=busy_timeout(%d)", sep, BusyTimeout.Milliseconds())
-		sep = "&"
-	}
-	if !strings.Contains(dsn, "journal_mode") {
-		dsn += sep + "_pragma=journal_mode(WAL)"
-	}
-	return dsn
+	return sqlitefile.WithPragmas(dsn, fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()), "journal_mode(WAL)")
 }
 
 type sqliteStore struct {

@@ -1,0 +1,9 @@
+package conversation_test
+
+import (
+	"testing"
+
+	"github.com/relaykit/responsesrelay/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -1,0 +1,150 @@
+package sqlconversation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relaykit/responsesrelay/conversation"
+)
+
+// PostgresSchema creates the PostgreSQL conversation_records table and its
+// expiry index in the first schema of the search_path. It is safe to run
+// on every start.
+const PostgresSchema = `
+CREATE TABLE IF NOT EXISTS conversation_records (
+	api_key_id  TEXT NOT NULL,
+	response_id TEXT NOT NULL,
+	record      BYTEA NOT NULL,
+	stored_at   TIMESTAMPTZ NOT NULL,
+	expires_at  TIMESTAMPTZ NOT NULL,
+	PRIMARY KEY (api_key_id, response_id)
+);
+CREATE INDEX IF NOT EXISTS conversation_records_expires ON conversation_records (expires_at);
+`
+
+// schemaLock serializes the schema creation of relays starting together:
+// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique
+// indexes.
+const schemaLock = `SELECT pg_advisory_xact_lock(hashtext('sqlconversation.conversation_records'))`
+
+const (
+	postgresGet = `SELECT record FROM conversation_records
+	WHERE api_key_id = $1 AND response_id = $2 AND expires_at > $3`
+	postgresPut = `INSERT INTO conversation_records (api_key_id, response_id, record, stored_at, expires_at)
+	VALUES ($1, $2, $3, $4, $5)
+	ON CONFLICT (api_key_id, response_id) DO UPDATE SET
+	record = excluded.record, stored_at = excluded.stored_at, expires_at = excluded.expires_at`
+	postgresDelete = `DELETE FROM conversation_records WHERE api_key_id = $1 AND response_id = $2`
+	// SKIP LOCKED: relays cleaning up at once take different rows instead
+	// of waiting on each other.
+	postgresDeleteExpired = `DELETE FROM conversation_records WHERE (api_key_id, response_id) IN
+	(SELECT api_key_id, response_id FROM conversation_records WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`
+)
+
+// OpenPostgres connects a pgxpool to url (a postgres:// URL or a key=value
+// DSN, as pgx accepts them), creates the table, and returns a Store over
+// it. ctx bounds the connection and the schema creation. Close closes the
+// pool.
+func OpenPostgres(ctx context.Context, url string, o *Options) (*Store, error) {
+	if strings.TrimSpace(url) == "" {
+		return nil, errors.New("sqlconversation: empty PostgreSQL URL")
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("sqlconversation: postgres: %w", err)
+	}
+	s, err := newPostgres(ctx, pool, true, o)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewPostgres creates the table through pool if needed and returns a Store
+// over it; Close does not close pool.
+func NewPostgres(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, error) {
+	return newPostgres(ctx, pool, false, o)
+}
+
+func newPostgres(ctx context.Context, pool *pgxpool.Pool, ownPool bool, o *Options) (*Store, error) {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, schemaLock); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, PostgresSchema)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlconversation: create schema: %w", err)
+	}
+	s, err := newStore(DriverPostgres, &pgBackend{pool: pool, ownPool: ownPool}, o)
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
+	return s, nil
+}
+
+type pgBackend struct {
+	pool    *pgxpool.Pool
+	ownPool bool
+}
+
+// pgStorable reports whether PostgreSQL text can hold s: it rejects NUL
+// bytes and invalid UTF-8. A response id comes from the client, so a Get
+// of one it cannot hold is an ordinary miss, not a database error.
+func pgStorable(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }
+
+func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) ([]byte, error) {
+	if !pgStorable(apiKeyID) || !pgStorable(responseID) {
+		return nil, conversation.ErrNotFound
+	}
+	var rec []byte
+	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(&rec)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, conversation.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		rec = []byte{} // an empty record is still a record
+	}
+	return rec, nil
+}
+
+func (q *pgBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {
+	_, err := q.pool.Exec(ctx, postgresPut, apiKeyID, responseID, record, now, expires)
+	return err
+}
+
+func (q *pgBackend) delete(ctx context.Context, apiKeyID, responseID string) error {
+	if !pgStorable(apiKeyID) || !pgStorable(responseID) {
+		return nil // no such row can exist
+	}
+	_, err := q.pool.Exec(ctx, postgresDelete, apiKeyID, responseID)
+	return err
+}
+
+func (q *pgBackend) deleteExpired(ctx context.Context, now time.Time, limit int) (int64, error) {
+	tag, err := q.pool.Exec(ctx, postgresDeleteExpired, now, limit)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (q *pgBackend) close() error {
+	if q.ownPool {
+		q.pool.Close()
+	}
+	return nil
+}
