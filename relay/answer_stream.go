@@ -46,7 +46,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 			t.bind(sel, typ, id)
 		},
 	}
-	if bytes.Contains(t.in.req.Body, compactionType) {
+	if bytes.Contains(t.in.req.Body, compactionTrigger) {
 		// A compaction's terminal event may carry an empty output: its
 		// item is kept from the stream (collectItem).
 		o.OutputItem = t.collectItem

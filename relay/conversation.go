@@ -49,6 +49,8 @@ type turnConv struct {
 	everRebuilt bool
 	// nextLocal is the connection's chain once this turn was served.
 	nextLocal *localChain
+	// itemBytes is the size of items.
+	itemBytes int
 	// items are the output items seen in output_item.done events, for a
 	// terminal event whose output is empty (compaction).
 	items [][]byte
@@ -103,7 +105,10 @@ func (t *turn) getRecord(id string) *convRecord {
 	return rec
 }
 
-var compactionType = []byte(`"compaction"`)
+var (
+	compactionType    = []byte(`"compaction"`)
+	compactionTrigger = []byte(`"compaction_trigger"`)
+)
 
 // requireCompactionMaker keeps a turn that carries a compaction item on
 // the account that made it: the compacted history decrypts nowhere else
@@ -342,9 +347,15 @@ func (w *itemWriter) close() []byte {
 // Only compaction items are kept: a terminal event whose output is empty
 // stands for one (PROTOCOL: "response.completed may carry an empty
 // output"); every other answer names its items in the terminal event.
+// What is kept is bounded by MaxBodyBytes: more could not be sent back
+// anyway, and an upstream that repeats items must not grow the turn.
 func (t *turn) collectItem(item []byte) {
+	if t.conv.itemBytes+len(item) > int(t.h.maxBody()) {
+		return
+	}
 	if bytes.Contains(item, compactionType) && gjson.GetBytes(item, "type").Str == "compaction" {
 		t.conv.items = append(t.conv.items, bytes.Clone(item))
+		t.conv.itemBytes += len(item)
 	}
 }
 

@@ -1,10 +1,13 @@
 package relay_test
 
 import (
+	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/tidwall/gjson"
 )
@@ -132,5 +135,35 @@ func TestCompactionStaysOnItsAccount(t *testing.T) {
 	}
 	if n := len(e.up.Requests()) - before; n != 0 {
 		t.Fatalf("%d upstream requests for a compacted conversation whose account cools down", n)
+	}
+}
+
+// TestCompactionItemsBounded: an upstream that answers a compaction with
+// item after item and an empty terminal output cannot grow the turn: the
+// items kept for the record stop at MaxBodyBytes, and the turn is served.
+func TestCompactionItemsBounded(t *testing.T) {
+	e := newEnv(t)
+	store := &conversation.Memory{}
+	e.h.Conversations = store
+	e.h.MaxBodyBytes = 64 << 10
+	var sb strings.Builder
+	sb.WriteString("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_c\",\"status\":\"in_progress\",\"output\":[]}}\n\n")
+	blob := "gAAAAA" + strings.Repeat("x", 4000)
+	for i := 1; i <= 200; i++ {
+		sb.WriteString(`event: response.output_item.done` + "\n" + `data: {"type":"response.output_item.done","sequence_number":` + strconv.Itoa(i) +
+			`,"output_index":0,"item":{"type":"compaction","id":"cmp_` + strconv.Itoa(i) + `","encrypted_content":"` + blob + `"}}` + "\n\n")
+	}
+	sb.WriteString("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":201,\"response\":{\"id\":\"resp_c\",\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":1,\"total_tokens\":2}}}\n\n")
+	e.addRawAccount("raw", 0, sb.String())
+	r := e.do(`{"model":"gpt-test","stream":true,"input":[{"type":"message","role":"user","content":"x"},{"type":"compaction_trigger"}]}`)
+	if r.status != http.StatusOK || r.lastType() != "response.completed" {
+		t.Fatalf("status %d, last %q", r.status, r.lastType())
+	}
+	rec, err := store.Get(context.Background(), e.subj.APIKeyID, "resp_c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec); n > 2*(64<<10) || !strings.Contains(string(rec), "cmp_1") || strings.Contains(string(rec), "cmp_200") {
+		t.Fatalf("record of %d bytes (items kept past the bound?)", n)
 	}
 }
