@@ -71,6 +71,10 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 			body = b
 		}
 	}
+	if t.conv.compactByTrigger {
+		body = t.compactAnswer(body)
+	}
+	queued := t.in.req.background && (r.Status == "queued" || r.Status == "in_progress")
 	first := h.now()
 	h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeSuccess})
 	if t.observing() {
@@ -104,6 +108,9 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	}
 	if werr != nil || t.ctx.Err() != nil {
 		status = billing.StatusClientGone
+	}
+	if queued && t.trackBackground(sel, r) {
+		return nil // recorded when it ends (background.go)
 	}
 	t.recordServed(sel, status, r, r.ID, first)
 	return nil

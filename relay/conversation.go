@@ -45,6 +45,9 @@ type turnConv struct {
 	// rebuilt and removed describe the last attempt's body.
 	rebuilt bool
 	removed int
+	// compactByTrigger: the account does not serve the compact endpoint;
+	// the turn goes as a normal response with a compaction_trigger.
+	compactByTrigger bool
 	// everRebuilt: some attempt of the turn sent a rebuilt chain.
 	everRebuilt bool
 	// nextLocal is the connection's chain once this turn was served.

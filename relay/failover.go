@@ -33,9 +33,14 @@ func (t *turn) setRequest(req *request, prefer string) {
 	}
 }
 
-// sessionKey is the client's session identity for sticky routing: header
-// session_id, then conversation_id, then the body's prompt_cache_key.
+// sessionKey is the client's session identity for sticky routing: the
+// body's conversation (a Conversations API object lives on the account
+// that made it, as a previous response does), then header session_id,
+// then conversation_id, then the body's prompt_cache_key.
 func sessionKey(h http.Header, req *request) string {
+	if req.conversation != "" {
+		return "conversation:" + req.conversation
+	}
 	if v := headerValue(h, "session_id", "Session-Id"); v != "" {
 		return v
 	}
@@ -95,7 +100,7 @@ func (t *turn) serve() {
 			return // served and recorded
 		}
 		last = ae
-		if t.ctx.Err() == nil && t.retrySameAccount(ae) {
+		if t.ctx.Err() == nil && (t.retrySameAccount(ae) || t.retryCompactByTrigger(ae)) {
 			// The relay fixes the body itself: the same account again,
 			// neither excluded nor counted as a switch.
 			if t.observing() {
@@ -206,7 +211,7 @@ func inBandCode(ev []byte) string {
 
 // bind records stickiness once a response exists upstream.
 func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
-	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete {
+	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete && !t.in.req.background {
 		return
 	}
 	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {

@@ -223,6 +223,20 @@ type Handler struct {
 	// ReturnHeaders adds upstream response headers (e.g. x-ratelimit-*) to
 	// the built-in allowlist. Set-Cookie and credential headers never pass.
 	ReturnHeaders []string
+	// BackgroundPoll is how often the relay asks the upstream about the
+	// background responses (background: true) it has not yet seen end, so
+	// that each gets its one usage record even when its client never
+	// polls; one still running after 6 hours is recorded as it stands.
+	// 0: 5 s; negative: never (a background response is then recorded
+	// only when a client's retrieve shows it ended).
+	BackgroundPoll time.Duration
+	// Models, when set, decides what GET …/models answers a subject: it
+	// gets the model names the subject's group can reach (accounts'
+	// Models and ModelMap keys; names with a wildcard left out) and
+	// returns the list to answer, to filter it or add names. GET
+	// …/models/{model} answers a name of that list, else 404. nil: the
+	// names as found.
+	Models func(ctx context.Context, subj *Subject, names []string) []string
 	// DecodeBody decodes a request body by Content-Encoding. gzip and
 	// identity are built in; other encodings (zstd) are 415 unless listed.
 	DecodeBody map[string]func([]byte) ([]byte, error)
@@ -230,6 +244,7 @@ type Handler struct {
 	initOnce    sync.Once
 	active      inflight
 	ws          wsServer
+	bg          background
 	convStore   conversation.Store
 	blobs       blobIndex
 	localBytes  atomic.Int64 // held by WebSocket connections' last responses (websocket_local.go)

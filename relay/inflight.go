@@ -60,14 +60,18 @@ func (f *inflight) wait(ctx context.Context) error {
 // read for usage (DrainTimeout): then every usage record has been handed
 // to the Usage sink. Call it after http.Server.Shutdown, whose wait covers
 // neither upgraded connections nor those drains, and before closing the
-// sink. When ctx ends first, the WebSocket connections still open are cut
-// and ctx.Err() is returned. POST requests that still arrive are served.
+// sink. It also stops polling background responses (BackgroundPoll); those
+// still running are logged, not recorded. When ctx ends first, the
+// WebSocket connections still open are cut and ctx.Err() is returned.
+// Requests that still arrive are served.
 func (h *Handler) Shutdown(ctx context.Context) error {
 	h.init()
 	if err := h.ws.shutdown(ctx); err != nil {
 		return err
 	}
-	return h.active.wait(ctx)
+	err := h.active.wait(ctx)
+	h.bg.shutdown(h)
+	return err
 }
 
 // Active reports how many turns are being served right now.

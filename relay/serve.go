@@ -14,10 +14,16 @@ import (
 	"github.com/relaykit/responsesrelay/internal/knob"
 )
 
-// ServeHTTP serves POST /v1/responses, and its WebSocket mode (a GET
-// upgrade of the same path) when Handler.WebSocket is set.
+// ServeHTTP serves the Responses API: POST …/responses, its WebSocket mode
+// (a GET upgrade of the same path) when Handler.WebSocket is set, and the
+// routes routes.go lists (…/responses/{id} and below, …/models).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.init()
+	rt := routeOf(r.URL.Path)
+	if rt.kind != routeCreate {
+		h.serveRoute(w, r, rt)
+		return
+	}
 	if r.Method == http.MethodGet {
 		if h.WebSocket != nil && isUpgrade(r) {
 			h.ws.serve(w, r)
@@ -40,8 +46,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.active.add()
 	defer h.active.done()
+	h.serveCreate(w, r, false)
+}
+
+// serveCreate serves a turn: POST …/responses, or (compact) POST
+// …/responses/compact.
+func (h *Handler) serveCreate(w http.ResponseWriter, r *http.Request, compact bool) {
 	t := h.newTurn(r.Context(), turnInput{header: r.Header, userAgent: r.UserAgent(), clientIP: headers.ClientIP(r),
-		transport: "http"}, turnClient{w: w}, nil)
+		transport: "http", compact: compact}, turnClient{w: w}, nil)
 	w.Header().Set("X-Relay-Request-Id", t.in.id)
 	defer t.finish()
 	if t.observing() {
@@ -65,6 +77,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if invalid != nil {
 		t.fail(invalid)
 		return
+	}
+	if compact {
+		req.Stream = false // compaction v1 answers one JSON object
 	}
 	t.setRequest(req, "")
 	if req.Stream {

@@ -60,6 +60,7 @@ type turnInput struct {
 	clientIP  string
 	transport string // "http", or serveMessage's ("ws" when not given)
 	number    int    // the turn's number on its connection, from 1
+	compact   bool   // POST …/responses/compact (compaction v1)
 }
 
 // newTurn builds the turn of either entry: ServeHTTP passes tr nil and

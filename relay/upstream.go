@@ -265,7 +265,12 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 			return nil, err
 		}
 	}
-	url := trimSlash(sel.Account.BaseURL) + "/responses"
+	if t.conv.compactByTrigger {
+		if body, err = triggerBody(body); err != nil {
+			return nil, err
+		}
+	}
+	url := trimSlash(sel.Account.BaseURL) + t.compactPath()
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

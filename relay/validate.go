@@ -18,7 +18,9 @@ type request struct {
 	Stream             bool
 	PreviousResponseID string
 	promptCacheKey     string
-	noStore            bool // "store": false
+	noStore            bool   // "store": false
+	background         bool   // "background": true
+	conversation       string // "conversation": its id (a string, or an object's "id")
 }
 
 // messageIDPrefixes are id shapes of items, not responses; clients that send
@@ -77,6 +79,13 @@ func parseRequest(body []byte) (*request, *APIError) {
 		q.PreviousResponseID = strings.Clone(prev.Str)
 	}
 	q.noStore = m.get(keyStore).Type == gjson.False
+	q.background = m.get(keyBackground).Type == gjson.True
+	switch c := m.get(keyConversation); {
+	case c.Type == gjson.String:
+		q.conversation = strings.Clone(c.Str)
+	case c.IsObject():
+		q.conversation = strings.Clone(c.Get("id").Str)
+	}
 	if cacheKey.Type == gjson.String {
 		q.promptCacheKey = strings.Clone(cacheKey.Str)
 	}

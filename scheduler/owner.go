@@ -129,3 +129,43 @@ func (s *Scheduler) bindResponse(ctx context.Context, q Request, accountID, resp
 	v := encodeBinding(binding{until: ms, owner: q.APIKeyID, account: accountID})
 	return s.store.Set(ctx, responseKey(responseID), v, max(s.ownerTTL, s.stickyTTL))
 }
+
+// ErrUnknownResponse is returned (wrapped) by Holder when no account is
+// known to hold the response: it was never bound, its binding expired
+// (OwnerTTL), or its account left the group.
+var ErrUnknownResponse = errors.New("scheduler: no account holds the response")
+
+// Holder returns the account in group that holds responseID, created under
+// apiKeyID: the binding Bind wrote, kept for OwnerTTL. It fails with an
+// error wrapping ErrResponseNotOwned when another key created the
+// response (or its binding does not say who did), and with one wrapping
+// ErrUnknownResponse when no account is known to hold it. It takes no
+// slot: the relay uses it for calls on a stored response (retrieve,
+// delete, cancel), which only that account can answer.
+func (s *Scheduler) Holder(ctx context.Context, group, apiKeyID, responseID string) (*Account, error) {
+	s.init()
+	v, ok, err := s.store.Get(ctx, responseKey(responseID))
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: reading the binding of response %q: %w", responseID, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w (response %q)", ErrUnknownResponse, responseID)
+	}
+	b, ok := decodeBinding(v)
+	if !ok || b.owner != apiKeyID {
+		return nil, fmt.Errorf("%w (response %q)", ErrResponseNotOwned, responseID)
+	}
+	if s.Pool == nil {
+		return nil, errors.New("scheduler: Scheduler.Pool is nil")
+	}
+	accounts, err := s.Pool.Accounts(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: listing the accounts of group %q: %w", group, err)
+	}
+	for _, a := range accounts {
+		if a.ID == b.account {
+			return a, nil
+		}
+	}
+	return nil, fmt.Errorf("%w (response %q: account %q is not in group %q)", ErrUnknownResponse, responseID, b.account, group)
+}

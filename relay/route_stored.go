@@ -1,0 +1,219 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/relaykit/responsesrelay/internal/headers"
+	"github.com/relaykit/responsesrelay/internal/hookcall"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// errResponseNotFound is the upstream's answer to a response id it does
+// not hold, byte for byte: what another key, or an id the relay never
+// saw, is told, without asking any upstream.
+func errResponseNotFound(id string) *APIError {
+	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error",
+		Message: "Response with id '" + id + "' not found."}
+}
+
+// serveStored serves a call on a stored response (retrieve, delete, its
+// input items, cancel). Only the account that holds it can answer, and
+// only the API key that created it may ask: any other key, and an id the
+// relay holds no binding for, get the upstream's 404 with no upstream
+// call.
+func (h *Handler) serveStored(w http.ResponseWriter, r *http.Request, rt route) {
+	subj, err := h.authenticate(r, nil)
+	if err != nil {
+		writeJSONError(w, authAnswer(err))
+		return
+	}
+	acct, err := h.holder(r.Context(), subj, rt.id)
+	if err != nil {
+		writeJSONError(w, h.holderError(err, rt.id))
+		return
+	}
+	suffix := ""
+	switch rt.kind {
+	case routeInputItems:
+		suffix = "/input_items"
+	case routeCancel:
+		suffix = "/cancel"
+	}
+	query := ""
+	if r.Method == http.MethodGet {
+		query = r.URL.RawQuery
+	}
+	stream := rt.kind == routeResponse && r.Method == http.MethodGet && r.URL.Query().Get("stream") == "true"
+	timeout := h.jsonHeaderTimeout()
+	if stream {
+		timeout = h.idleTimeout()
+	}
+	resp, token, apiErr := h.callAccount(r.Context(), acct, r.Method, "/responses/"+url.PathEscape(rt.id)+suffix, query, nil, r.Header, timeout)
+	if apiErr != nil {
+		writeJSONError(w, apiErr)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		writeJSONError(w, h.upstreamAnswer(acct, resp, token))
+		return
+	}
+	if stream && isEventStream(resp.Header.Get("Content-Type")) {
+		h.relayStoredStream(w, r, acct, resp, token, subj, rt.id)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.maxEventBytes())+1))
+	if err != nil || len(body) > h.maxEventBytes() || !validJSON(body) {
+		writeJSONError(w, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"})
+		return
+	}
+	body = sanitize(body, token)
+	switch {
+	case r.Method == http.MethodDelete:
+		// The relay's own record of the response goes with it.
+		if err := h.deleteRecord(r.Context(), subj.APIKeyID, rt.id); err != nil {
+			h.log.Warn("relay: deleting a conversation record failed", "response_id", rt.id, "error", err)
+		}
+	case rt.kind == routeResponse || rt.kind == routeCancel:
+		// A background response seen in a terminal state is billed now,
+		// once.
+		h.bg.seen(h, rt.id, body)
+	}
+	headers.Return(w.Header(), resp.Header, h.ReturnHeaders)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	w.Write(body)
+}
+
+// holder is the account that holds id for subj.
+func (h *Handler) holder(ctx context.Context, subj *Subject, id string) (*scheduler.Account, error) {
+	var acct *scheduler.Account
+	err := hookcall.Bounded(ctx, h.hookTimeout(), func(ctx context.Context) error {
+		var err error
+		acct, err = h.Scheduler.Holder(ctx, subj.GroupID, subj.APIKeyID, id)
+		return err
+	}, nil)
+	return acct, hookErr(err)
+}
+
+// holderError answers a failed holder lookup: the upstream's 404 for an id
+// that is not the caller's to reach, 503 when the lookup itself failed.
+func (h *Handler) holderError(err error, id string) *APIError {
+	if errors.Is(err, scheduler.ErrResponseNotOwned) || errors.Is(err, scheduler.ErrUnknownResponse) {
+		return errResponseNotFound(id)
+	}
+	h.log.Error("relay: looking up the account of a response failed", "response_id", id, "error", err)
+	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
+		Message: "Could not look up the response, please retry later", RetryAfter: time.Second}
+}
+
+// deleteRecord removes the relay's record of a response.
+func (h *Handler) deleteRecord(ctx context.Context, apiKeyID, id string) error {
+	return hookErr(hookcall.Bounded(context.WithoutCancel(ctx), h.hookTimeout(), func(ctx context.Context) error {
+		return h.convStore.Delete(ctx, apiKeyID, id)
+	}, nil))
+}
+
+// token is the upstream credential of acct outside a turn.
+func (h *Handler) token(ctx context.Context, acct *scheduler.Account) (string, error) {
+	if keys, ok := h.Credentials.(scheduler.StaticKeys); ok {
+		return keys.Token(ctx, acct)
+	}
+	if h.Credentials == nil {
+		return "", nil
+	}
+	var got string
+	err := hookcall.Bounded(ctx, h.hookTimeout(), func(ctx context.Context) error {
+		var err error
+		got, err = h.Credentials.Token(ctx, acct)
+		return err
+	}, nil)
+	return got, hookErr(err)
+}
+
+// callAccount sends one request to acct outside a turn (path after the
+// account's BaseURL, with the same header policy and credentials as a
+// turn) and waits at most timeout for its response headers. The caller
+// closes the body. A failure before an answer is the client's APIError.
+func (h *Handler) callAccount(ctx context.Context, acct *scheduler.Account, method, path, query string, body []byte, in http.Header, timeout time.Duration) (*http.Response, string, *APIError) {
+	token, err := h.token(ctx, acct)
+	if err != nil {
+		h.log.Error("relay: no credentials for account", "account", acct.ID, "error", err)
+		return nil, "", &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"}
+	}
+	u := trimSlash(acct.BaseURL) + path
+	if query != "" {
+		u += "?" + query
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	// The call outlives neither the client nor its header timeout; the
+	// body is read under the client's context.
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, "", &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Invalid request"}
+	}
+	if body != nil {
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		req.Header["Content-Type"] = headerJSON
+	}
+	if in != nil {
+		headers.Forward(req.Header, in, h.ForwardHeaders)
+	}
+	for k, vs := range acct.Header {
+		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	if token != "" {
+		req.Header["Authorization"] = h.bearer(token)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(timeout, cancel)
+	resp, err := h.transport.RoundTrip(req.WithContext(cctx))
+	if !timer.Stop() && err == nil {
+		// The headers came as the timer fired: too late.
+		resp.Body.Close()
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
+		cancel()
+		if ctx.Err() == nil {
+			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
+			h.log.Warn("relay: upstream call failed", "account", acct.ID, "path", path, "error", err)
+		}
+		return nil, "", &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"}
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, token, nil
+}
+
+// cancelBody ends the call's context when its body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// upstreamAnswer is what the client is told about an upstream's error
+// status outside a turn: as in a turn (MapError), sanitized.
+func (h *Handler) upstreamAnswer(acct *scheduler.Account, resp *http.Response, token string) *APIError {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	ae := &attemptError{kind: failStatus, account: acct.ID, status: resp.StatusCode, header: resp.Header,
+		body: sanitize(raw, token), secrets: []string{token}}
+	return h.clientError(ae, false)
+}

@@ -1,0 +1,80 @@
+package relay
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/relaykit/responsesrelay/internal/headers"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// serveInputTokens answers POST …/responses/input_tokens: a body validated
+// like a turn's, counted by an account that serves its model. It costs
+// nothing upstream, so it writes no usage record; it takes a user slot
+// but does not wait for an account's: a busy group is 429.
+func (h *Handler) serveInputTokens(w http.ResponseWriter, r *http.Request) {
+	t := h.newTurn(r.Context(), turnInput{header: r.Header, userAgent: r.UserAgent(), clientIP: headers.ClientIP(r),
+		transport: "http"}, turnClient{w: w}, nil)
+	w.Header().Set("X-Relay-Request-Id", t.in.id)
+	t.rec.done = true // no usage record for a count
+	defer t.finish()
+	subj, err := h.authenticate(r, &t.hooks)
+	if err != nil {
+		t.fail(authAnswer(err))
+		return
+	}
+	t.in.subj = subj
+	body, lease, apiErr := h.readBody(w, r, subj.UserID)
+	if apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	t.admit.body = lease
+	defer lease.release()
+	req, invalid := parseRequest(body)
+	if invalid != nil {
+		t.fail(invalid)
+		return
+	}
+	req.Stream = false
+	t.setRequest(req, "")
+	t.route.sched.Wait = false
+	release, apiErr := t.acquireUserSlot()
+	if apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	defer release()
+	sel, err := t.selectAccount()
+	if err != nil {
+		t.fail(h.selectError(err, t))
+		return
+	}
+	defer sel.Release()
+	resp, token, apiErr := h.callAccount(t.ctx, sel.Account, http.MethodPost, "/responses/input_tokens", "", body, r.Header, h.jsonHeaderTimeout())
+	if apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		t.fail(h.upstreamAnswer(sel.Account, resp, token))
+		return
+	}
+	out, err := readLimited(resp, h.maxEventBytes())
+	if err != nil || !validJSON(out) {
+		if err == nil {
+			err = errors.New("not JSON")
+		}
+		h.observe(sel.Account.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
+		t.fail(&APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"})
+		return
+	}
+	headers.Return(w.Header(), resp.Header, h.ReturnHeaders)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	t.answered(resp.StatusCode, "")
+	w.WriteHeader(resp.StatusCode)
+	w.Write(out)
+}
