@@ -126,7 +126,13 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	s.wsConns = concurrency.NewMemory()
 	s.relay.WebSocket = &relay.WebSocketOptions{MaxConnsPerKey: cfg.WSMaxConnsPerKey, ConnLimiter: s.wsConns}
 	mux := http.NewServeMux()
+	// The relay serves every route of the Responses API below these
+	// (retrieve, delete, input items, cancel, input tokens, compact) and
+	// the model list.
 	mux.Handle("/v1/responses", s.relay)
+	mux.Handle("/v1/responses/", s.relay)
+	mux.Handle("/v1/models", s.relay)
+	mux.Handle("/v1/models/", s.relay)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -134,7 +140,7 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	s.adminRoutes(mux, cfg.AdminToken, groups)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error",
-			"Invalid URL ("+r.Method+" "+r.URL.Path+"): relayd serves /v1/responses (POST, or GET with a WebSocket upgrade)")
+			"Invalid URL ("+r.Method+" "+r.URL.Path+"): relayd serves /v1/responses (POST, or GET with a WebSocket upgrade), /v1/responses/{id} and /v1/models")
 	})
 	s.handler = s.accessLog(mux)
 	return s, nil
