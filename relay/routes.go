@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -85,30 +86,26 @@ func segment(path, seg string) int {
 	}
 }
 
+// allowed lists the methods of each route but a turn's.
+var allowed = [...]string{
+	routeResponse:    "GET, DELETE",
+	routeInputItems:  "GET",
+	routeCancel:      "POST",
+	routeInputTokens: "POST",
+	routeCompact:     "POST",
+	routeModels:      "GET",
+	routeModel:       "GET",
+}
+
 // serveRoute serves every route but a turn.
 func (h *Handler) serveRoute(w http.ResponseWriter, r *http.Request, rt route) {
-	method := ""
-	switch rt.kind {
-	case routeResponse:
-		if r.Method == http.MethodDelete {
-			method = http.MethodDelete
-		} else {
-			method = http.MethodGet
-		}
-	case routeInputItems, routeModels, routeModel:
-		method = http.MethodGet
-	case routeCancel, routeInputTokens, routeCompact:
-		method = http.MethodPost
-	default:
+	if rt.kind == routeNone {
 		writeJSONError(w, &APIError{Status: http.StatusNotFound, Type: "invalid_request_error",
 			Message: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"})
 		return
 	}
-	if r.Method != method && !(rt.kind == routeResponse && r.Method == http.MethodGet) {
-		allow := method
-		if rt.kind == routeResponse {
-			allow = "GET, DELETE"
-		}
+	allow := allowed[rt.kind]
+	if !slices.Contains(strings.Split(allow, ", "), r.Method) {
 		w.Header().Set("Allow", allow)
 		writeJSONError(w, &APIError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Message: "Method not allowed: use " + allow})
 		return
