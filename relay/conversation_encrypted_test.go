@@ -167,3 +167,19 @@ func TestCompactionItemsBounded(t *testing.T) {
 		t.Fatalf("record of %d bytes (items kept past the bound?)", n)
 	}
 }
+
+// TestSSECompactionTrigger: the trigger on a streamed turn: exactly one
+// compaction item reaches the client.
+func TestSSECompactionTrigger(t *testing.T) {
+	e := newEnv(t, "a")
+	r := e.do(`{"model":"gpt-test","stream":true,"input":[` + userItem("long") + `,{"type":"compaction_trigger"}]}`)
+	n := 0
+	for _, ev := range r.events {
+		if ev.Type == "response.output_item.done" && gjson.GetBytes(ev.Data, "item.type").Str == "compaction" {
+			n++
+		}
+	}
+	if r.lastType() != "response.completed" || n != 1 {
+		t.Fatalf("%d compaction items; last %q", n, r.lastType())
+	}
+}

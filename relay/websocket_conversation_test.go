@@ -120,3 +120,26 @@ func TestWSLocalStateBounded(t *testing.T) {
 	}
 	c1.storeFalseTurn(p1, "more")
 }
+
+// TestWSCompactionTrigger: compaction v2 (a compaction_trigger as the last
+// input item of a normal turn) passes through untouched, and exactly one
+// compaction item reaches the client, over WebSocket as over SSE.
+func TestWSCompactionTrigger(t *testing.T) {
+	e := newWSEnv(t, true, "a")
+	c := e.dial()
+	c.send(`{"type":"response.create","model":"gpt-test","input":[{"type":"message","role":"user","content":"long"},{"type":"compaction_trigger"}]}`)
+	f := c.recvTurn()
+	n := 0
+	for _, fr := range f {
+		if typeOf(fr) == "response.output_item.done" && gjson.Get(fr, "item.type").Str == "compaction" {
+			n++
+		}
+	}
+	if typeOf(last(f)) != "response.completed" || n != 1 {
+		t.Fatalf("%d compaction items in %v", n, f)
+	}
+	sent := lastMessage(t, e.up, "a")
+	if gjson.GetBytes(sent, "input.1.type").Str != "compaction_trigger" {
+		t.Fatalf("the trigger did not reach the upstream as sent: %s", sent)
+	}
+}
