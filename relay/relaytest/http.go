@@ -163,11 +163,7 @@ func (x *exchange) stream(t *turn) {
 	x.header(hdrEventStream, http.StatusOK)
 	x.w.Header()["Cache-Control"] = hdrNoCache
 	x.w.WriteHeader(http.StatusOK)
-	s := &sseSink{w: x.w, rc: http.NewResponseController(x.w), nl: "\n",
-		multi: t.ev.multi, comments: t.ev.comments}
-	if t.ev.crlf {
-		s.nl = "\r\n"
-	}
+	s := newSSESink(x.w, t)
 	cut := x.u.play(x.r.Context(), t, s, func(n int) {
 		x.served.Events = n
 		x.served.Usage = t.servedUsage(n)
@@ -233,6 +229,16 @@ func (u *Upstream) play(ctx context.Context, t *turn, s eventSink, done func(n i
 	}
 	done(len(t.plan))
 	return false
+}
+
+// newSSESink returns a sink writing t's events to w with t's framing.
+func newSSESink(w http.ResponseWriter, t *turn) *sseSink {
+	s := &sseSink{w: w, rc: http.NewResponseController(w), nl: "\n",
+		multi: t.ev.multi, comments: t.ev.comments}
+	if t.ev.crlf {
+		s.nl = "\r\n"
+	}
+	return s
 }
 
 // sseSink writes events as SSE frames, flushing each one.

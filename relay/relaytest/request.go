@@ -17,6 +17,8 @@ type request struct {
 	stream         bool
 	store          bool
 	warmup         bool // WebSocket generate:false: a response without output
+	background     bool
+	input          string // raw input value, for input_items and compaction
 	prevID         string
 	fnName         string // first function tool, "" when none
 	hasReasoning   bool
@@ -91,6 +93,15 @@ func parseRequest(body []byte) (*request, *apiError) {
 				return false
 			}
 			q.store = v.Type == gjson.True
+		case "background":
+			switch {
+			case v.Type == gjson.Null:
+			case !isBool(v):
+				bad = invalidType("background", "a boolean", v)
+				return false
+			default:
+				q.background = v.Type == gjson.True
+			}
 		case "previous_response_id":
 			switch v.Type {
 			case gjson.Null:
@@ -110,6 +121,7 @@ func parseRequest(body []byte) (*request, *apiError) {
 				}
 			}
 			input = v
+			q.input = v.Raw
 		case "instructions":
 			q.instructions = compactJSON(v.Raw)
 			q.words += countWords(v.String())
@@ -164,6 +176,10 @@ func parseRequest(body []byte) (*request, *apiError) {
 	if !modelSeen || q.model == "" {
 		return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "model", code: "missing_required_parameter",
 			msg: "Missing required parameter: 'model'."}
+	}
+	if q.background && !q.store {
+		return nil, &apiError{status: 400, typ: typeInvalidRequest, param: "background",
+			msg: "Background mode requires 'store' to be true."}
 	}
 	if err := q.readInput(input); err != nil {
 		return nil, err

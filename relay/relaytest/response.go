@@ -21,7 +21,13 @@ func appendUsage(b []byte, u Usage) []byte {
 // echoing the request as the real API does.
 func (t *turn) appendTail(b []byte) []byte {
 	q := t.req
-	b = append(b, `,"background":false,"instructions":`...)
+	b = append(b, `,"background":`...)
+	if q.background {
+		b = append(b, "true"...)
+	} else {
+		b = append(b, "false"...)
+	}
+	b = append(b, `,"instructions":`...)
 	b = appendRawOr(b, q.instructions, "null")
 	b = append(b, `,"max_output_tokens":`...)
 	b = appendRawOr(b, q.maxOutput, "null")

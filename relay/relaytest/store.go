@@ -10,7 +10,10 @@ type stored struct {
 	inCalls []string // call_ids of function_call items in its input
 	outCall string   // call_id of its function call output, "" for text
 	itemID  string
-	sealed  string // id of its reasoning or compaction item, "" when none
+	sealed  string   // id of its reasoning or compaction item, "" when none
+	t       *turn    // for retrieval and replay
+	bg      *job     // its background work; nil when not in background mode
+	items   []string // its input items with ids, made at the first listing; guarded by Upstream.mu
 }
 
 // maxStored bounds the responses kept per account so that long benchmarks
@@ -74,7 +77,7 @@ func (a *account) referenced(refs []string, id string) bool {
 
 // newStored is what later turns need to know of t's response.
 func newStored(t *turn, prev *stored) *stored {
-	s := &stored{id: t.id, prev: prev, usage: t.usage, inCalls: t.req.calls}
+	s := &stored{id: t.id, prev: prev, usage: t.usage, inCalls: t.req.calls, t: t}
 	if t.fc {
 		s.outCall, s.itemID = t.callID, t.itemID
 	}
@@ -97,12 +100,16 @@ func (u *Upstream) save(a *account, s *stored) {
 	}
 	a.order = append(a.order, s.id)
 	for len(a.order) > maxStored {
-		old := a.store[a.order[0]]
-		delete(a.store, a.order[0])
-		if old != nil {
-			delete(a.items, old.itemID)
-			delete(a.sealed, old.sealed)
-		}
+		a.forget(a.order[0])
 		a.order = a.order[1:]
+	}
+}
+
+// forget drops the stored response id. u.mu must be held.
+func (a *account) forget(id string) {
+	if old := a.store[id]; old != nil {
+		delete(a.store, id)
+		delete(a.items, old.itemID)
+		delete(a.sealed, old.sealed)
 	}
 }

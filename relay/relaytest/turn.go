@@ -98,6 +98,8 @@ const (
 	statusAborted     = "aborted"
 	statusError       = "error"
 	statusInProgress  = "in_progress"
+	statusQueued      = "queued"
+	statusCancelled   = "cancelled"
 	outputEchoPrefix  = "Echo: "
 	outputToolPrefix  = "Function output received: "
 	outputEmptyPrompt = "Hello!"
@@ -170,11 +172,7 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64, a *account) *tu
 	if s.Usage != nil {
 		t.usage = *s.Usage
 	} else {
-		t.usage.Input = baseInputTokens + q.words
-		if prev != nil {
-			t.usage.Input += prev.usage.Input + prev.usage.Output
-			t.usage.Cached = prev.usage.Input
-		}
+		t.usage.Input, t.usage.Cached = inputUsage(q, prev)
 		if (q.hasReasoning && !q.warmup) || t.lead == blobReasoning {
 			t.usage.Reasoning = reasoningTokens
 		}
@@ -184,6 +182,17 @@ func newTurn(q *request, s *Step, prev *stored, createdAt int64, a *account) *tu
 	t.planEvents(n)
 	t.tail = t.appendTail(make([]byte, 0, 512))
 	return t
+}
+
+// inputUsage is the input and cached token counts of q, as documented on
+// Usage.
+func inputUsage(q *request, prev *stored) (input, cached int64) {
+	input = baseInputTokens + q.words
+	if prev != nil {
+		input += prev.usage.Input + prev.usage.Output
+		cached = prev.usage.Input
+	}
+	return input, cached
 }
 
 func (t *turn) planEvents(n int) {
@@ -283,7 +292,11 @@ func (t *turn) appendEvent(b []byte, e planned, seq int) []byte {
 	switch e.kind {
 	case evCreated, evInProgress:
 		b = append(b, `,"response":`...)
-		b = t.appendResponse(b, statusInProgress, false)
+		if e.kind == evCreated && t.req.background {
+			b = t.appendObject(b, statusQueued, false, nil)
+		} else {
+			b = t.appendResponse(b, statusInProgress, false)
+		}
 	case evCompleted, evIncomplete, evFailed:
 		b = append(b, `,"response":`...)
 		b = t.appendResponse(b, t.final, !t.early)
@@ -397,6 +410,16 @@ func (t *turn) appendItem(b []byte, done bool) []byte {
 
 // appendResponse appends the response object in the given state.
 func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
+	var u *Usage
+	if status != statusInProgress && !t.early {
+		u = &t.usage
+	}
+	return t.appendObject(b, status, output, u)
+}
+
+// appendObject appends the response object with the given status, output
+// (or none) and usage (null when nil).
+func (t *turn) appendObject(b []byte, status string, output bool, usage *Usage) []byte {
 	b = append(b, `{"id":"`...)
 	b = append(b, t.id...)
 	b = append(b, `","object":"response","created_at":`...)
@@ -434,10 +457,10 @@ func (t *turn) appendResponse(b []byte, status string, output bool) []byte {
 		}
 	}
 	b = append(b, `],"usage":`...)
-	if status == statusInProgress || t.early {
+	if usage == nil {
 		b = append(b, "null"...)
 	} else {
-		b = appendUsage(b, t.usage)
+		b = appendUsage(b, *usage)
 	}
 	b = append(b, t.tail...)
 	return append(b, '}')

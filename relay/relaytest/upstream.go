@@ -206,22 +206,6 @@ func (u *Upstream) begin(name string, upgrade bool) (*account, Step) {
 	return a, s
 }
 
-// route returns the account named by a responses path.
-func route(path string) (name string, ok bool) {
-	const suffix = "/v1/responses"
-	prefix, found := strings.CutSuffix(path, suffix)
-	if !found {
-		return "", false
-	}
-	if prefix == "" {
-		return "", true
-	}
-	if len(prefix) < 2 || prefix[0] != '/' || strings.Contains(prefix[1:], "/") {
-		return "", false
-	}
-	return prefix[1:], true
-}
-
 // ServeHTTP answers one request: POST {prefix}/v1/responses runs a turn,
 // GET on the same path with WebSocket upgrade headers opens a WebSocket (a
 // GET without them gets 426 Upgrade Required), anything else is 404 or 405.
@@ -230,8 +214,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.handlers.Add(1)
 	defer u.handlers.Done()
 	x := &exchange{u: u, w: w, r: r, start: time.Now()}
-	name, ok := route(r.URL.Path)
-	upgrade := isUpgrade(r)
+	name, rest, ok := route(r.URL.Path)
+	upgrade := isUpgrade(r) && rest == pathResponses
 	x.served.Account, x.served.WebSocket = name, upgrade
 	body, readErr := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	x.served.Seq = u.logRequest(r, name, body)
@@ -249,7 +233,9 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.abort(false)
 		return
 	}
-	if s.After == 0 && s.Hold != nil && !u.wait(ctx, s.Hold, 0) {
+	// A background create answers at once: its Hold holds the work instead.
+	bg := rest == pathResponses && r.Method == http.MethodPost && isBackground(r, body)
+	if s.After == 0 && s.Hold != nil && !bg && !u.wait(ctx, s.Hold, 0) {
 		x.abort(false)
 		return
 	}
@@ -263,6 +249,10 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if e := u.authenticate(x.acct, r); e != nil {
 		x.writeError(e)
+		return
+	}
+	if rest != pathResponses {
+		x.serveRoute(rest, body)
 		return
 	}
 	switch r.Method {
@@ -282,27 +272,15 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg: "Invalid method for URL (" + r.Method + " " + r.URL.Path + ")"})
 		return
 	}
-	if len(body) > maxBody {
-		x.writeError(&apiError{status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest,
-			msg: "Request body too large."})
-		return
-	}
-	body, e := decodeBody(r.Header.Get("Content-Encoding"), body)
-	if e != nil {
-		x.writeError(e)
-		return
-	}
-	q, e := parseRequest(body)
-	if e != nil {
-		x.writeError(e)
-		return
-	}
-	prev, e := u.resolve(x.acct, q, nil)
-	if e != nil {
-		x.writeError(e)
+	q, prev, ok := x.parse(body)
+	if !ok {
 		return
 	}
 	t := newTurn(q, s, prev, x.start.Unix(), x.acct)
+	if q.background {
+		x.background(t, prev)
+		return
+	}
 	if q.store {
 		u.save(x.acct, newStored(t, prev))
 	}
@@ -312,6 +290,32 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		x.json(t)
 	}
+}
+
+// parse reads a create-like body (a create, a compaction, a token count)
+// and resolves its previous response; on failure it has answered.
+func (x *exchange) parse(body []byte) (*request, *stored, bool) {
+	if len(body) > maxBody {
+		x.writeError(&apiError{status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest,
+			msg: "Request body too large."})
+		return nil, nil, false
+	}
+	body, e := decodeBody(x.r.Header.Get("Content-Encoding"), body)
+	if e != nil {
+		x.writeError(e)
+		return nil, nil, false
+	}
+	q, e := parseRequest(body)
+	if e != nil {
+		x.writeError(e)
+		return nil, nil, false
+	}
+	prev, e := x.u.resolve(x.acct, q, nil)
+	if e != nil {
+		x.writeError(e)
+		return nil, nil, false
+	}
+	return q, prev, true
 }
 
 // authenticate checks the bearer token against the account's key.
