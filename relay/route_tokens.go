@@ -40,9 +40,9 @@ func (h *Handler) serveInputTokens(w http.ResponseWriter, r *http.Request) {
 	req.Stream = false
 	t.setRequest(req, "")
 	t.route.sched.Wait = false
-	release, apiErr := t.acquireUserSlot()
-	if apiErr != nil {
-		t.fail(apiErr)
+	release, slotErr := t.acquireUserSlot()
+	if slotErr != nil {
+		t.fail(slotErr)
 		return
 	}
 	defer release()
@@ -52,9 +52,9 @@ func (h *Handler) serveInputTokens(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sel.Release()
-	resp, token, apiErr := h.callAccount(t.ctx, sel.Account, http.MethodPost, "/responses/input_tokens", "", body, r.Header, h.jsonHeaderTimeout())
-	if apiErr != nil {
-		t.fail(apiErr)
+	resp, token, callErr := h.callAccount(t.ctx, sel.Account, http.MethodPost, "/responses/input_tokens", "", body, r.Header, h.jsonHeaderTimeout())
+	if callErr != nil {
+		t.fail(callErr)
 		return
 	}
 	defer resp.Body.Close()
