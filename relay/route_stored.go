@@ -13,6 +13,7 @@ import (
 	"github.com/relaykit/responsesrelay/internal/headers"
 	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
 )
 
 // errResponseNotFound is the upstream's answer to a response id it does
@@ -47,10 +48,15 @@ func (h *Handler) serveStored(w http.ResponseWriter, r *http.Request, rt route) 
 		suffix = "/cancel"
 	}
 	query := ""
+	stream := false
 	if r.Method == http.MethodGet {
 		query = r.URL.RawQuery
+		stream = rt.kind == routeResponse && (r.URL.Query().Get("stream") == "true" || streamInBody(r))
+		if stream && r.URL.Query().Get("stream") != "true" {
+			// The upstream reads stream from the query.
+			query = appendQuery(query, "stream=true")
+		}
 	}
-	stream := rt.kind == routeResponse && r.Method == http.MethodGet && r.URL.Query().Get("stream") == "true"
 	timeout := h.jsonHeaderTimeout()
 	if stream {
 		timeout = h.idleTimeout()
@@ -216,4 +222,27 @@ func (h *Handler) upstreamAnswer(acct *scheduler.Account, resp *http.Response, t
 	ae := &attemptError{kind: failStatus, account: acct.ID, status: resp.StatusCode, header: resp.Header,
 		body: sanitize(raw, token), secrets: []string{token}}
 	return h.clientError(ae, false)
+}
+
+// maxGetBody bounds the body of a GET the relay reads: the official SDKs
+// send {"stream": true} in the body of a streaming retrieve.
+const maxGetBody = 4 << 10
+
+// streamInBody reports a GET whose JSON body asks for a stream.
+func streamInBody(r *http.Request) bool {
+	if r.Body == nil || r.ContentLength == 0 {
+		return false
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxGetBody+1))
+	if err != nil || len(b) > maxGetBody || !validJSON(b) {
+		return false
+	}
+	return gjson.GetBytes(b, "stream").Type == gjson.True
+}
+
+func appendQuery(q, kv string) string {
+	if q == "" {
+		return kv
+	}
+	return q + "&" + kv
 }
