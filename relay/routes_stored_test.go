@@ -196,3 +196,71 @@ func TestBackgroundCancel(t *testing.T) {
 		t.Fatalf("records %+v", recs)
 	}
 }
+
+// TestBackgroundPollerRetries: a poll that meets an upstream 5xx is asked
+// again at the next tick; the response is recorded once, and the account
+// stays usable.
+func TestBackgroundPollerRetries(t *testing.T) {
+	e := newEnv(t, "a")
+	e.h.BackgroundPoll = 5 * time.Millisecond
+	id := jsonField(e.do(`{"model":"gpt-test","background":true,"input":"soon"}`).body, "id")
+	e.up.Script("a", relaytest.Step{Status: 500}, relaytest.Step{Status: 503})
+	waitUntil(t, "the record", func() bool { return len(e.sink.all()) == 1 })
+	gets := 0
+	for _, q := range e.up.Requests() {
+		if q.Method == http.MethodGet && strings.HasSuffix(q.Path, "/responses/"+id) {
+			gets++
+		}
+	}
+	if recs := e.sink.all(); gets < 3 || recs[0].ResponseID != id || recs[0].Status != billing.StatusCompleted {
+		t.Fatalf("%d polls, records %+v", gets, recs)
+	}
+}
+
+// TestConversationBinding: create requests naming the same conversation
+// go to the account that holds it.
+func TestConversationBinding(t *testing.T) {
+	e := newEnv(t, "a", "b", "c")
+	first := ""
+	for i := range 6 {
+		r := e.do(`{"model":"gpt-test","conversation":{"id":"conv_1"},"input":"turn"}`)
+		if r.status != 200 {
+			t.Fatalf("turn %d: %d %s", i, r.status, r.body)
+		}
+		acct := e.up.Requests()[len(e.up.Requests())-1].Account
+		if first == "" {
+			first = acct
+		} else if acct != first {
+			t.Fatalf("turn %d went to %s, the conversation is on %s", i, acct, first)
+		}
+	}
+}
+
+// TestStoredRouteHostile: a huge GET body, escaped or odd ids, and a
+// stream flag in a body nested too deep do not reach an upstream or crash
+// the relay.
+func TestStoredRouteHostile(t *testing.T) {
+	e := newEnv(t, "a")
+	id := jsonField(e.do(textReq).body, "id")
+	before := len(e.up.Requests())
+	for _, path := range []string{"/v1/responses/..%2F..%2Fadmin", "/v1/responses/%00", "/v1/responses/" + strings.Repeat("x", 8192)} {
+		if r := e.call(http.MethodGet, path, relaytestenv.ClientKey); r.status != http.StatusNotFound {
+			t.Fatalf("GET %s: %d", path[:min(len(path), 40)], r.status)
+		}
+	}
+	if n := len(e.up.Requests()) - before; n != 0 {
+		t.Fatalf("%d upstream requests for ids never bound", n)
+	}
+	for _, body := range []string{`{"stream":true,"pad":"` + strings.Repeat("x", 1<<20) + `"}`, strings.Repeat("[", 100000)} {
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/responses/"+id, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+relaytestenv.ClientKey)
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("a hostile GET body: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+}
