@@ -77,6 +77,9 @@ func startDemo(dbPath string) (*demo, error) {
 			// The fake speaks the WebSocket mode, so WebSocket clients get
 			// a pinned upstream socket rather than the HTTP bridge.
 			WebSocket: true,
+			// What GET /v1/models lists; the fake answers any model, and so
+			// does the demo.
+			Models: []string{"gpt-5", "gpt-5-mini", "*"}, // "*": any other name too, unlisted
 		}},
 		APIKeys: []APIKeyConfig{{
 			Key:         d.apiKey,
