@@ -43,7 +43,7 @@ func (x *exchange) background(t *turn, prev *stored) {
 	u := x.u
 	// Step.Cut acted before anything or not at all: the job has no
 	// connection to cut.
-	x.step.Cut = false
+	t.step.Cut = false
 	st := newStored(t, prev)
 	ctx, stop := context.WithCancel(u.ctx)
 	st.bg = &job{n: 1, status: statusQueued, changed: make(chan struct{}), stop: stop}

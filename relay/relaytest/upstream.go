@@ -238,8 +238,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A background create answers at once: its Hold holds the work instead.
-	bg := rest == pathResponses && r.Method == http.MethodPost && isBackground(r, body)
-	if s.After == 0 && s.Hold != nil && !bg && !u.wait(ctx, s.Hold, 0) {
+	if s.After == 0 && s.Hold != nil && !(rest == pathResponses && r.Method == http.MethodPost && isBackground(r, body)) &&
+		!u.wait(ctx, s.Hold, 0) {
 		x.abort(false)
 		return
 	}
