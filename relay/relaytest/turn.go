@@ -12,8 +12,8 @@ import (
 // writer can do the same.
 type turn struct {
 	req       *request
-	step      *Step // &stepv
-	stepv     Step  // a copy: a stored turn must not keep its request's exchange
+	step      *Step  // &stepv
+	stepv     Step   // a copy: a stored turn must not keep its request's exchange
 	id        string // resp_...
 	itemID    string // msg_... or fc_...
 	callID    string
