@@ -12,25 +12,29 @@ import (
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
-// getStream retrieves a response's events as SSE.
+// getStream retrieves a response's events as SSE. It reports failures
+// with Errorf, so that goroutines may call it.
 func getStream(t *testing.T, s *relaytest.Server, account, id, query string) []relaytest.Event {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, s.BaseURL(account)+"/responses/"+id+"?stream=true"+query, nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	resp, err := s.Client().Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		t.Errorf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		return nil
 	}
 	events, err := relaytest.ReadSSE(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 	return events
 }
@@ -53,7 +57,7 @@ func TestRetrieveStreamReplay(t *testing.T) {
 	}
 	tail := getStream(t, s, "a", id, "&starting_after=5")
 	if len(tail) != len(events)-6 || gjson.GetBytes(tail[0].Data, "sequence_number").Int() != 6 {
-		t.Errorf("starting_after=5: %d events, first %s", len(tail), tail[0].Data)
+		t.Fatalf("starting_after=5: %d events", len(tail))
 	}
 	if got := getStream(t, s, "a", id, "&starting_after=100"); len(got) != 0 {
 		t.Errorf("starting_after past the end: %d events", len(got))
@@ -238,5 +242,52 @@ func TestBackgroundStopsOnClose(t *testing.T) {
 	resp.Body.Close()
 	if leaks := waitNoLeaks(5 * time.Second); len(leaks) > 0 {
 		t.Errorf("leaked:\n%s", strings.Join(leaks, "\n\n"))
+	}
+}
+
+// Deleting a running background response stops its job; its followers'
+// streams end without a terminal event.
+func TestBackgroundDelete(t *testing.T) {
+	s := newServer(t)
+	hold := make(chan struct{})
+	defer close(hold)
+	s.Script("a", relaytest.Step{Hold: hold})
+	id := create(t, s, "a", `{"model":"gpt-5","background":true,"input":"x"}`).Get("id").String()
+	done := make(chan []relaytest.Event)
+	go func() { done <- getStream(t, s, "a", id, "") }()
+	if err := s.Wait(context.Background(), func() bool { return s.InFlight("a") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	code, r := do(t, s, http.MethodDelete, "a", "/responses/"+id, "")
+	if code != 200 || !r.Get("deleted").Bool() {
+		t.Fatalf("delete: %d %s", code, r.Raw)
+	}
+	if events := <-done; !equal(types(events), []string{"response.created"}) {
+		t.Errorf("follower: %v", types(events))
+	}
+	code, r = do(t, s, http.MethodPost, "a", "/responses/"+id+"/cancel", "")
+	checkNotFound(t, code, r, id)
+}
+
+// Over a WebSocket background is validated, then the turn runs as usual.
+func TestBackgroundIgnoredOnWebSocket(t *testing.T) {
+	s := newServer(t)
+	c := openWS(t, s, "a")
+	wsSend(t, c, `{"type":"response.create","model":"gpt-5","background":true,"store":false,"input":"x"}`)
+	if m := wsRead(t, c); m.Get("error.param").String() != "background" {
+		t.Errorf("store:false: %s", m.Raw)
+	}
+	wsSend(t, c, `{"type":"response.create","model":"gpt-5","background":true,"input":"x"}`)
+	for {
+		m := wsRead(t, c)
+		if m.Get("type").String() == "response.created" && m.Get("response.status").String() != "in_progress" {
+			t.Errorf("created: %s", m.Raw)
+		}
+		if m.Get("type").String() == "response.completed" {
+			if m.Get("response.background").Raw != "false" {
+				t.Errorf("completed: %s", m.Raw)
+			}
+			break
+		}
 	}
 }
