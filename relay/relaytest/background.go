@@ -19,18 +19,20 @@ type job struct {
 	stop    context.CancelFunc
 }
 
-// notifyLocked wakes the job's followers. u.mu must be held.
-func (j *job) notifyLocked() {
+// notifyLocked wakes the job's followers and Upstream.Wait. u.mu must be
+// held.
+func (j *job) notifyLocked(u *Upstream) {
 	close(j.changed)
 	j.changed = make(chan struct{})
+	u.notifyLocked()
 }
 
 // endLocked stops the job's events with status, unless it is already
 // over. u.mu must be held.
-func (j *job) endLocked(status string) {
+func (j *job) endLocked(u *Upstream, status string) {
 	if !j.over {
 		j.over, j.status = true, status
-		j.notifyLocked()
+		j.notifyLocked(u)
 	}
 }
 
@@ -41,7 +43,7 @@ func (x *exchange) background(t *turn, prev *stored) {
 	u := x.u
 	// Step.Cut acted before anything or not at all: the job has no
 	// connection to cut.
-	x.step.Cut = false
+	t.step.Cut = false
 	st := newStored(t, prev)
 	ctx, stop := context.WithCancel(u.ctx)
 	st.bg = &job{n: 1, status: statusQueued, changed: make(chan struct{}), stop: stop}
@@ -69,9 +71,9 @@ func (u *Upstream) work(ctx context.Context, st *stored) {
 	u.mu.Lock()
 	if stopped {
 		// Cancelled, deleted, or the server closed: the status stays.
-		j.endLocked(j.status)
+		j.endLocked(u, j.status)
 	} else {
-		j.endLocked(t.final)
+		j.endLocked(u, t.final)
 	}
 	u.mu.Unlock()
 	j.stop()
@@ -96,7 +98,7 @@ func (s *jobSink) writeEvent(_ *turn, _ planned, seq int) error {
 	if j.n > 1 {
 		j.status = statusInProgress
 	}
-	j.notifyLocked()
+	j.notifyLocked(s.u)
 	return nil
 }
 

@@ -6,7 +6,8 @@
 // loopback address. Each serves POST /v1/responses for the account "" and
 // POST /{account}/v1/responses for any other account name, so one Server
 // stands in for a whole pool of upstream accounts: give each pool account
-// the base URL Server.BaseURL(name).
+// the base URL Server.BaseURL(name). The other routes of the API are served
+// under the same prefixes (see Other routes).
 //
 // # Normal behaviour
 //
@@ -27,7 +28,9 @@
 //     sequence numbers from 0; stream:false answers with the response object.
 //   - Usage is derived from the request as described on Usage.
 //   - Responses created with store:true (the default) are kept per account
-//     for previous_response_id. With store:false nothing is kept.
+//     for previous_response_id and the routes below (the oldest forgotten
+//     beyond 65536 responses or 256 MiB of request bodies). With
+//     store:false nothing is kept.
 //   - When "include" lists "reasoning.encrypted_content", the output starts
 //     with a reasoning item {"type":"reasoning","id":"rs_…","summary":[],
 //     "encrypted_content":"gAAAAA…"} (streamed as output_item.added and
@@ -47,6 +50,80 @@
 //     the message adds the real API's hint), unless store is true and the
 //     item is of a response this account stored.
 //   - Headers include x-request-id, openai-processing-ms and x-ratelimit-*.
+//
+// # Other routes
+//
+// Under each account's base URL, with the bearer token checked as for a
+// create (401 otherwise) and 405 for another method:
+//
+//   - GET /responses/{id}: the response object as the JSON body of a
+//     non-streaming create was, with its current status. Only responses
+//     created with store:true are kept, per account; another account's id,
+//     an unknown or a deleted one answers 404
+//     {"error":{"message":"Response with id '…' not found.",
+//     "type":"invalid_request_error","param":null,"code":null}}. A response
+//     not in background mode is shown as it ends (the fake decides it up
+//     front), even while its stream is still being written. With
+//     ?stream=true its events are sent as SSE, exactly as the streaming
+//     create wrote them, skipping those whose sequence number is at most
+//     starting_after (a negative or non-integer value is a 400, param
+//     starting_after); for a background response still running, events
+//     follow as they are produced, until the job ends.
+//   - DELETE /responses/{id}: {"id":…,"object":"response","deleted":true};
+//     the response is forgotten (later lookups 404, previous_response_id
+//     to it is previous_response_not_found) and its background job stops.
+//   - GET /responses/{id}/input_items: {"object":"list","data":[…],
+//     "first_id":…,"last_id":…,"has_more":…} of that request's input
+//     (not its chain's). Items keep their id or get one (msg_, fc_, fco_,
+//     rs_, cmp_ or item_ by type), stable across listings; messages are in
+//     the long form, {"id","type":"message","role","content":[parts]}, a
+//     string input being one user message with an input_text part. limit
+//     (1 to 100, default 20), order (asc or desc, default desc) and after
+//     (an item id of the list) page it; bad values are 400s naming the
+//     parameter.
+//   - POST /responses with "background": true (a 400 with param background
+//     unless store is true): the response is stored at once and produced by
+//     a job of the Upstream. stream:false answers the object with status
+//     queued, output [] and usage null; stream:true answers the events as
+//     the job produces them, response.created carrying status queued. The
+//     job waits for Step.Hold when After is 0 (the status stays queued),
+//     then plays the turn with the step's pacing, Hold at After > 0
+//     pausing it there (status in_progress); without Hold it completes at
+//     once. Then the stored response has its final status and usage.
+//     Server.Close stops jobs.
+//   - POST /responses/{id}/cancel: a queued or in-progress background
+//     response becomes cancelled and is answered with status cancelled,
+//     output [] and the usage produced so far (input once in progress, one
+//     output token per delta written); its followers' streams end without
+//     a terminal event. A finished background response is answered as it
+//     is; any other stored response is a 400 "Only background responses can
+//     be cancelled." (param and code null).
+//   - POST /responses/input_tokens with a create body (validated and
+//     resolved as one): {"object":"response.input_tokens","input_tokens":N},
+//     N being the input tokens a create of that body would report (Usage;
+//     Step.Usage does not apply).
+//   - POST /responses/compact (compaction v1) with a create body:
+//     {"id":"resp_…","object":"response.compaction","created_at":…,
+//     "output":[…,{"type":"compaction","id":"cmp_…","encrypted_content":…}],
+//     "usage":{…}}, the output listing every user message of the previous
+//     responses' inputs (oldest first) and of the input, in the long form
+//     without ids, then the compaction item, whose blob is bound to the
+//     account like a compaction_trigger's. Usage is as for a
+//     compaction_trigger turn. Nothing is stored. A Step{Status: 404}
+//     (with a Body such as {"detail":"Not Found"} if wanted) makes it
+//     missing for one request, as on upstreams without it.
+//   - GET /models: {"object":"list","data":[…]} of the models "gpt-test"
+//     and "gpt-5", each {"id":…,"object":"model","created":1700000000,
+//     "owned_by":"relaytest"}; GET /models/{id}: one of them, else 404 with
+//     code model_not_found.
+//
+// Every request on these routes takes the account's next Step, like a
+// create; only the part that acts before anything is answered (Hold, Cut,
+// Status, Body, Header) applies, except on the creates and compactions
+// noted above. They are logged in Requests and Served (ResponseID is the
+// id in the path; Status "completed" for a 200, "queued" for a background
+// create answered at once) and count in InFlight while being answered; a
+// background job does not.
 //
 // # WebSocket mode
 //
@@ -76,6 +153,8 @@
 //     evicts the id it continued, as the real service does.
 //   - Reasoning, compaction and encrypted content act as over HTTP; their
 //     400s are error messages.
+//   - "background": true is validated as over HTTP, then ignored: the turn
+//     runs as usual.
 //   - "generate": false is a warm-up: response.created and
 //     response.completed of a chainable response with no output. Its input
 //     tokens are counted (so that the next turn shows them as cached); its

@@ -57,6 +57,10 @@ type Served struct {
 	//     stream ended without a terminal event
 	//   - "upgraded": a WebSocket upgrade succeeded; its turns are recorded
 	//     one by one
+	//   - "queued": a background create answered at once with JSON
+	//   - "cancelled": a stream following a background response that was
+	//     cancelled or deleted ended without a terminal event
+	// Other routes than the create record "completed" for a 200.
 	Status string
 	// Code is the error code sent (the HTTP error's code, response.error.code
 	// or the error event's code); "" when none.

@@ -19,6 +19,7 @@ type request struct {
 	warmup         bool // WebSocket generate:false: a response without output
 	background     bool
 	input          string // raw input value, for input_items and compaction
+	size           int    // length of the body, which the strings above keep alive
 	prevID         string
 	fnName         string // first function tool, "" when none
 	hasReasoning   bool
@@ -68,7 +69,7 @@ func parseRequest(body []byte) (*request, *apiError) {
 	if !root.IsObject() {
 		return nil, errInvalidJSON
 	}
-	q := &request{store: true}
+	q := &request{store: true, size: len(body)}
 	var input gjson.Result
 	var modelSeen bool
 	var bad *apiError

@@ -42,7 +42,7 @@ func (x *exchange) remove(id string) {
 	if st != nil {
 		x.acct.forget(id)
 		if st.bg != nil {
-			st.bg.endLocked(statusCancelled)
+			st.bg.endLocked(u, statusCancelled)
 		}
 	}
 	u.mu.Unlock()
@@ -74,7 +74,7 @@ func (x *exchange) cancel(id string) {
 		return
 	}
 	u.mu.Lock()
-	j.endLocked(statusCancelled)
+	j.endLocked(u, statusCancelled)
 	status, n := j.status, j.n
 	u.mu.Unlock()
 	j.stop()

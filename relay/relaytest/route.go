@@ -22,12 +22,12 @@ const (
 // is tried first, so an account may be named "v1".
 func route(path string) (name, rest string, ok bool) {
 	if i := strings.IndexByte(path[min(1, len(path)):], '/') + 1; i > 1 && path[0] == '/' {
-		if r, found := strings.CutPrefix(path[i:], "/v1/"); found && known("/"+r) {
-			return path[1:i], "/" + r, true
+		if r := path[i:]; strings.HasPrefix(r, "/v1/") && known(r[3:]) {
+			return path[1:i], r[3:], true
 		}
 	}
-	if r, found := strings.CutPrefix(path, "/v1/"); found && known("/"+r) {
-		return "", "/" + r, true
+	if strings.HasPrefix(path, "/v1/") && known(path[3:]) {
+		return "", path[3:], true
 	}
 	return "", "", false
 }

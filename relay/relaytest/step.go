@@ -75,10 +75,13 @@ type Step struct {
 	// channel that is never closed hangs (before anything) or stalls the
 	// open connection (after events). If the request's context ends or the
 	// Server closes first, the connection is closed without a clean end.
+	// On a background create it holds the background job instead of the
+	// request: at After 0 the response stays queued until Hold is closed;
+	// at After > 0 the job pauses there (see the package documentation).
 	Hold <-chan struct{}
 	// Cut closes the connection at After (after Hold): before anything, with
 	// a TCP reset where possible, so the client sees a transport error;
-	// after events, mid-body. Note that net/http's Transport silently
+	// after events, mid-body; a background job is never cut. Note that net/http's Transport silently
 	// retries a replayable request (for example a POST with an
 	// Idempotency-Key header) cut before the headers on a reused
 	// connection; the retry takes the account's next step.

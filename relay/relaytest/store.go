@@ -17,8 +17,12 @@ type stored struct {
 }
 
 // maxStored bounds the responses kept per account so that long benchmarks
-// do not grow without limit; the oldest are forgotten first.
-const maxStored = 1 << 16
+// do not grow without limit, and maxStoredBytes the request bodies they
+// keep (for retrieval and input_items); the oldest are forgotten first.
+const (
+	maxStored      = 1 << 16
+	maxStoredBytes = 256 << 20
+)
 
 // resolve finds the previous response and checks function call outputs
 // against what the account knows, as the real API does. local is a
@@ -99,7 +103,8 @@ func (u *Upstream) save(a *account, s *stored) {
 		a.sealed[s.sealed] = struct{}{}
 	}
 	a.order = append(a.order, s.id)
-	for len(a.order) > maxStored {
+	a.kept += s.size()
+	for len(a.order) > maxStored || (a.kept > maxStoredBytes && len(a.order) > 1) {
 		a.forget(a.order[0])
 		a.order = a.order[1:]
 	}
@@ -108,8 +113,17 @@ func (u *Upstream) save(a *account, s *stored) {
 // forget drops the stored response id. u.mu must be held.
 func (a *account) forget(id string) {
 	if old := a.store[id]; old != nil {
+		a.kept -= old.size()
 		delete(a.store, id)
 		delete(a.items, old.itemID)
 		delete(a.sealed, old.sealed)
 	}
+}
+
+// size is what s keeps of its request: the body the turn refers to.
+func (s *stored) size() int {
+	if s.t == nil {
+		return 0
+	}
+	return s.t.req.size
 }

@@ -12,7 +12,8 @@ import (
 // writer can do the same.
 type turn struct {
 	req       *request
-	step      *Step
+	step      *Step  // &stepv
+	stepv     Step   // a copy: a stored turn must not keep its request's exchange
 	id        string // resp_...
 	itemID    string // msg_... or fc_...
 	callID    string
@@ -109,8 +110,9 @@ const (
 // events is only appending bytes. prev is the previous response when the
 // request chains, else nil; a is the account answering.
 func newTurn(q *request, s *Step, prev *stored, createdAt int64, a *account) *turn {
-	t := &turn{req: q, step: s, id: newID("resp_", 32), createdAt: createdAt, final: statusCompleted,
+	t := &turn{req: q, stepv: *s, id: newID("resp_", 32), createdAt: createdAt, final: statusCompleted,
 		ev: s.eventOpts()}
+	t.step = &t.stepv
 	n := s.Deltas
 	if n <= 0 {
 		n = defaultDeltas

@@ -14,8 +14,9 @@ import (
 )
 
 // Upstream is a fake OpenAI Responses API upstream. It is an http.Handler
-// that serves POST {prefix}/v1/responses, and the WebSocket mode on GET of
-// the same path, where prefix is empty or "/{account}": the account name
+// that serves POST {prefix}/v1/responses, the WebSocket mode on GET of the
+// same path, and the other routes the package documentation lists under
+// {prefix}/v1, where prefix is empty or "/{account}": the account name
 // selects the script that applies and the store of responses that
 // previous_response_id resolves against, so a response id only works on the
 // account that created it.
@@ -72,6 +73,7 @@ type account struct {
 	wsConns     int
 	store       map[string]*stored
 	order       []string            // store ids, oldest first, for eviction
+	kept        int                 // request bytes kept by the stored responses
 	items       map[string]string   // stored fc_ item id -> call_id
 	sealed      map[string]struct{} // stored rs_ and cmp_ item ids
 	blobs       atomic.Uint64       // encrypted contents made, for their IVs
@@ -137,7 +139,7 @@ func (u *Upstream) SetKey(account, key string) {
 }
 
 // Script queues steps for account; each request to the account takes the
-// next one, whatever its method or content, and so does each response.create
+// next one, whatever its route, method or content, and so does each response.create
 // message on its WebSockets. Steps with Upgrade set go to a separate queue
 // that the account's WebSocket upgrade requests take from. When a queue is
 // empty the account's default step for it applies (see SetDefault).
@@ -168,7 +170,8 @@ func (u *Upstream) SetDefault(account string, s Step) {
 }
 
 // Reset forgets scripts, defaults, stored responses, both logs and the
-// in-flight maximums. Keys set with SetKey, NoLog and WSMaxAge stay. Requests still running are recorded when they
+// in-flight maximums. Keys set with SetKey, NoLog and WSMaxAge stay;
+// background jobs run on, their responses no longer reachable. Requests still running are recorded when they
 // finish; open WebSockets stay open and keep their connection-local response.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
@@ -178,7 +181,7 @@ func (u *Upstream) Reset() {
 		a.queue, a.def, a.order = nil, Step{}, nil
 		a.upQueue, a.upDef = nil, Step{}
 		a.maxInFlight = a.inFlight
-		a.store, a.items = make(map[string]*stored), make(map[string]string)
+		a.store, a.items, a.kept = make(map[string]*stored), make(map[string]string), 0
 		a.sealed = make(map[string]struct{})
 	}
 	u.requests, u.served = nil, nil
@@ -208,7 +211,8 @@ func (u *Upstream) begin(name string, upgrade bool) (*account, Step) {
 
 // ServeHTTP answers one request: POST {prefix}/v1/responses runs a turn,
 // GET on the same path with WebSocket upgrade headers opens a WebSocket (a
-// GET without them gets 426 Upgrade Required), anything else is 404 or 405.
+// GET without them gets 426 Upgrade Required), the other routes are as the
+// package documentation says, anything else is 404 or 405.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.setup()
 	u.handlers.Add(1)
@@ -234,8 +238,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A background create answers at once: its Hold holds the work instead.
-	bg := rest == pathResponses && r.Method == http.MethodPost && isBackground(r, body)
-	if s.After == 0 && s.Hold != nil && !bg && !u.wait(ctx, s.Hold, 0) {
+	if s.After == 0 && s.Hold != nil && !(rest == pathResponses && r.Method == http.MethodPost && isBackground(r, body)) &&
+		!u.wait(ctx, s.Hold, 0) {
 		x.abort(false)
 		return
 	}

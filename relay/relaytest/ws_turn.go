@@ -34,6 +34,7 @@ func (w *wsConn) runTurn(m wsTurn) {
 	q, e := parseRequest(m.msg)
 	if e == nil {
 		e = readGenerate(m.msg, q)
+		q.background = false // HTTP only: the turn runs as usual
 	}
 	if e == nil {
 		var prev *stored
