@@ -81,6 +81,14 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		status = http.StatusOK
 	}
 	t.answered(status, "")
+	if t.in.req.background && res.TerminalType == "" && res.ResponseID != "" {
+		// The client left (or the stream broke) but the background
+		// response runs on upstream: bound, and recorded when it ends.
+		t.bind(sel, "", res.ResponseID)
+		if t.trackBackground(sel, event.Response{ID: res.ResponseID}) {
+			return nil
+		}
+	}
 	recStatus := terminalStatus(res.TerminalType)
 	switch {
 	case res.End == pump.EndClientGone:

@@ -264,3 +264,28 @@ func TestStoredRouteHostile(t *testing.T) {
 		}
 	}
 }
+
+// TestBackgroundStreamClientGone: a client that leaves a streamed
+// background turn before it ends does not end the response upstream: the
+// relay records it once, when the poller sees it end, with its full usage.
+func TestBackgroundStreamClientGone(t *testing.T) {
+	e := newEnv(t, "a")
+	e.h.BackgroundPoll = 5 * time.Millisecond
+	e.h.DrainTimeout = -1 // no drain: the poller alone learns the usage
+	hold := make(chan struct{})
+	e.up.Script("a", relaytest.Step{After: 3, Hold: hold})
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := e.streamOpen(ctx, `{"model":"gpt-test","stream":true,"background":true,"input":"go on without me"}`)
+	e.WaitInFlight("a", 1)
+	cancel()
+	resp.Body.Close()
+	waitUntil(t, "the relay to let the stream go", func() bool { return e.h.Active() == 0 })
+	if n := len(e.sink.all()); n != 0 {
+		t.Fatalf("%d records before the response ended", n)
+	}
+	close(hold)
+	waitUntil(t, "the poller's record", func() bool { return len(e.sink.all()) == 1 })
+	if u := e.sink.all()[0]; u.Status != billing.StatusCompleted || u.OutputTokens == 0 {
+		t.Fatalf("record %+v", u)
+	}
+}
