@@ -104,7 +104,10 @@ func TestWSLocalStateBounded(t *testing.T) {
 	big := strings.Repeat("x", 1500)
 	c1, c2 := e.dial(), e.dial()
 	p1 := c1.storeFalseTurn("", big)
-	if n := relay.LocalBytes(e.rh); n == 0 || n > limit {
+	// The connection keeps its state once the turn returns, just after the
+	// client read the terminal frame.
+	waitUntil(t, "the first turn's state", func() bool { return relay.LocalBytes(e.rh) > 0 })
+	if n := relay.LocalBytes(e.rh); n > limit {
 		t.Fatalf("held %d bytes after one turn", n)
 	}
 	p2 := c2.storeFalseTurn("", big)
