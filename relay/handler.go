@@ -1,7 +1,13 @@
-// Package relay serves POST /v1/responses: it validates a turn, admits it
-// (user slot, billing gate), picks an upstream account, relays the JSON or
-// SSE answer with failover before the first output event, and records one
-// usage record per turn that reached an upstream.
+// Package relay serves the OpenAI Responses API from a pool of upstream
+// accounts. For POST /v1/responses it validates a turn, admits it (user
+// slot, billing gate), picks an upstream account, relays the JSON or SSE
+// answer with failover before the first output event, and records one
+// usage record per turn that reached an upstream. The same Handler serves
+// the WebSocket mode, the calls on a stored response (retrieve, delete,
+// input items, cancel, each on the account that holds it and for its
+// creator only), input token counts, compaction and the model list
+// (routes.go lists them), and keeps the records that let a conversation
+// move between accounts (Conversations).
 //
 // # WebSocket mode
 //
