@@ -9,6 +9,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -59,5 +60,37 @@ func TestTwoRelaysRefuseAnotherKeysResponse(t *testing.T) {
 	}
 	if mem, err := one.client.MemoryUsage(ctx, key).Result(); err == nil {
 		t.Logf("Redis memory of one response binding: %d bytes (key %d, value %d bytes)", mem, len(key), len(v))
+	}
+}
+
+// TestTwoRelaysMoveAConversation: a chain made through one instance on
+// account a moves, through the other instance, to b once a cools down:
+// the records in Redis are the other instance's too.
+func TestTwoRelaysMoveAConversation(t *testing.T) {
+	cl := newCluster(t, 2, nil, &scheduler.Account{ID: "a", Priority: 0}, &scheduler.Account{ID: "b", Priority: 1})
+	one, two := cl.nodes[0], cl.nodes[1]
+	prev := ""
+	for _, in := range []string{"first", "second"} {
+		body := `{"model":"gpt-test","input":"` + in + `"`
+		if prev != "" {
+			body += `,"previous_response_id":"` + prev + `"`
+		}
+		r := cl.post(one, body+`}`)
+		if r.status != http.StatusOK {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		prev = gjson.Get(r.body, "id").String()
+	}
+	cl.up.Script("a", relaytest.Step{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"120"}}})
+	cl.post(two, `{"model":"gpt-test","input":"bench a"}`)
+	r := cl.post(two, `{"model":"gpt-test","input":"third","previous_response_id":"`+prev+`"}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("the moved turn: status %d: %s", r.status, r.body)
+	}
+	reqs := cl.up.Requests()
+	last := reqs[len(reqs)-1]
+	if last.Account != "b" || gjson.GetBytes(last.Body, "previous_response_id").Exists() ||
+		!strings.Contains(string(last.Body), "first") || !strings.Contains(string(last.Body), "Echo: second") {
+		t.Fatalf("b got %s", last.Body)
 	}
 }

@@ -142,9 +142,10 @@ func (cl *cluster) start(opts *redis.Options, p string, lo *redisstore.LimiterOp
 	}
 	runEvents(t, in.events, in.sched)
 	in.h = &relay.Handler{
-		Scheduler:   in.sched,
-		Limiter:     in.lim,
-		Credentials: cl.keys,
+		Scheduler:     in.sched,
+		Limiter:       in.lim,
+		Credentials:   cl.keys,
+		Conversations: redisstore.NewConversations(in.client, &redisstore.ConversationOptions{Prefix: p}),
 		Authenticate: func(r *http.Request) (*relay.Subject, error) {
 			s := cl.subj
 			if k := r.Header.Get(testKeyHeader); k != "" {
