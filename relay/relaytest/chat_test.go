@@ -37,7 +37,7 @@ func chatJSON(t *testing.T, s *relaytest.Server, account, body string) (int, gjs
 	if err != nil || !gjson.ValidBytes(b) {
 		t.Fatalf("body %q: %v", b, err)
 	}
-	return resp.StatusCode, gjson.ParseBytes(b)
+	return resp.StatusCode, gjson.Parse(strings.TrimSpace(string(b)))
 }
 
 // chatLines posts a streaming chat completion and returns the data of its
