@@ -128,6 +128,10 @@ func TestChatAuthAndMethod(t *testing.T) {
 	if code != 401 || r.Get("error.code").String() != "invalid_api_key" {
 		t.Errorf("wrong key: %d %s", code, r.Raw)
 	}
+	// Another account keeps its own key: stateless, but per account.
+	if code, r = chatJSON(t, s, "b", `{"model":"m","messages":[{"role":"user","content":"x"}]}`); code != 200 {
+		t.Errorf("account b: %d %s", code, r.Raw)
+	}
 	code, r = do(t, s, http.MethodGet, "b", "/chat/completions", "")
 	if code != 405 {
 		t.Errorf("GET: %d %s", code, r.Raw)
