@@ -22,14 +22,16 @@ func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardWriter) WriteHeader(int)             {}
 func (d *discardWriter) Flush()                      {}
 
-func benchmarkHandler(b *testing.B, body string) {
+func benchmarkHandler(b *testing.B, body string) { benchmarkPath(b, "/v1/responses", body) }
+
+func benchmarkPath(b *testing.B, path, body string) {
 	u := relaytest.New()
 	u.NoLog = true
 	u.SetDefault("", relaytest.Step{Deltas: 200})
 	w := &discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
-		r, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, "/v1/responses", strings.NewReader(body))
+		r, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, path, strings.NewReader(body))
 		r.Header.Set("Authorization", "Bearer k")
 		clear(w.h)
 		u.ServeHTTP(w, r)
@@ -44,6 +46,13 @@ func BenchmarkHandlerStream200(b *testing.B) {
 // BenchmarkHandlerJSON is one non-streaming turn.
 func BenchmarkHandlerJSON(b *testing.B) {
 	benchmarkHandler(b, `{"model":"gpt-5","store":false,"input":"hello there"}`)
+}
+
+// BenchmarkHandlerChatStream200 is one streaming chat completion of 200
+// content pieces (203 data: lines with the usage chunk).
+func BenchmarkHandlerChatStream200(b *testing.B) {
+	benchmarkPath(b, "/v1/chat/completions",
+		`{"model":"gpt-5","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]}`)
 }
 
 // BenchmarkServerStream200 is a streaming turn over loopback HTTP.

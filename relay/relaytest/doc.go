@@ -7,7 +7,9 @@
 // POST /{account}/v1/responses for any other account name, so one Server
 // stands in for a whole pool of upstream accounts: give each pool account
 // the base URL Server.BaseURL(name). The other routes of the API are served
-// under the same prefixes (see Other routes).
+// under the same prefixes (see Other routes), and so is POST
+// /chat/completions, for relays that translate to Chat Completions
+// upstreams (see Chat Completions).
 //
 // # Normal behaviour
 //
@@ -124,6 +126,109 @@
 // id in the path; Status "completed" for a 200, "queued" for a background
 // create answered at once) and count in InFlight while being answered; a
 // background job does not.
+//
+// # Chat Completions
+//
+// POST /chat/completions under each account's base URL (405 for another
+// method, 401 without a bearer token as for a create) answers as a Chat
+// Completions upstream does. It is stateless: nothing is stored.
+//
+//   - Validation, with the real API's 400 shapes: model required ("you
+//     must provide a model parameter", param and code null); messages
+//     required and a non-empty array; each message an object whose role is
+//     system, developer, user, assistant or tool (code invalid_value, param
+//     messages[i].role); content a string or an array of parts, required
+//     except on an assistant message with tool_calls; part types text,
+//     image_url, input_audio and file for user, text and refusal for
+//     assistant, text only for the others (so Responses part types such as
+//     input_text are refused, param messages[i].content[j].type); a tool
+//     message needs tool_call_id; tools of type function or custom, a
+//     function tool in the nested form {"type":"function","function":{"name",
+//     ...}} (the flat Responses form is a 400 with param tools[i].function);
+//     response_format of type text, json_object or json_schema, the last
+//     with a json_schema object; max_completion_tokens and max_tokens
+//     integers >= 1; reasoning_effort one of none, minimal, low, medium,
+//     high, xhigh; stream_options only with stream:true ("The
+//     'stream_options' parameter is only allowed when 'stream' is
+//     enabled.").
+//   - Tool call pairing, as the real API enforces it: the ids of an
+//     assistant message's tool_calls must each be answered by the tool
+//     messages that directly follow it (in any order), else a 400 "An
+//     assistant message with 'tool_calls' must be followed by tool messages
+//     responding to each 'tool_call_id'. The following tool_call_ids did
+//     not have response messages: call_a, call_b" with param
+//     "messages.[i].role", i being the assistant message; a tool message
+//     outside such a run, or answering another id, is a 400 "Invalid
+//     parameter: messages with role 'tool' must be a response to a
+//     preceeding message with 'tool_calls'." (sic) with param
+//     "messages.[i].role" of the tool message. Both have code null.
+//   - The answer is decided as for a create: "Echo: <last user text>"; a
+//     call of the first function tool when there is one and the last
+//     message is a user message (tool_choice "none" answers text instead,
+//     a tool_choice naming a function calls that one), with a "call_…" id
+//     and arguments {"input":<last user text>}; "Function output received:
+//     <content>" when the last message is a tool message. With
+//     response_format json_schema or json_object the content is the JSON
+//     object {"echo":<that text>} as a string. With a reasoning_effort
+//     other than "none" the message has reasoning_content "Thinking about
+//     <last user text>", and 16 reasoning tokens count as for a create.
+//   - Usage is derived as for the same conversation sent as a create (see
+//     Usage): prompt_tokens is 10 plus the words of every message's text,
+//     tool call arguments included; cached_tokens 0; completion_tokens the
+//     number of content (or argument) pieces plus reasoning_tokens.
+//   - A max_completion_tokens (or max_tokens) below completion_tokens cuts
+//     the answer: reasoning takes the budget first, then each piece is one
+//     token; the content (or arguments) keeps the pieces that fit,
+//     finish_reason is "length" and completion_tokens the budget.
+//     reasoning_content is always whole.
+//   - stream:false answers {"id":"chatcmpl-…","object":"chat.completion",
+//     "created","model","service_tier","system_fingerprint":null,
+//     "choices":[{"index":0,"message":{"role":"assistant","content",
+//     "refusal":null,"annotations":[],"reasoning_content"?,"tool_calls"?},
+//     "logprobs":null,"finish_reason"}],"usage":{"prompt_tokens",
+//     "completion_tokens","total_tokens","prompt_tokens_details":
+//     {"cached_tokens","audio_tokens"},"completion_tokens_details":
+//     {"reasoning_tokens","audio_tokens","accepted_prediction_tokens",
+//     "rejected_prediction_tokens"}}}; content is null for a tool call,
+//     finish_reason "stop", "tool_calls", "length" or "content_filter".
+//   - stream:true answers data: lines without event: names, each a
+//     "chat.completion.chunk" with the same id, created and model: a first
+//     chunk whose delta is {"role":"assistant","content":"" (null for a
+//     tool call),"refusal":null}; reasoning_content pieces; for a tool call
+//     one piece {"tool_calls":[{"index":0,"id","type":"function",
+//     "function":{"name","arguments":""}}]} then argument fragments
+//     {"tool_calls":[{"index":0,"function":{"arguments"}}]}, else content
+//     pieces; a chunk with an empty delta and the finish_reason; only when
+//     stream_options.include_usage is true a chunk with "choices":[] and
+//     the usage (and "usage":null in every other chunk); then data: [DONE].
+//     Piece chunks carry an "obfuscation" string (Step.EventPadding) unless
+//     stream_options.include_obfuscation is false.
+//
+// Every request takes the account's next Step, which acts as on a create:
+// Hold, Cut and Status (with Body and Header) before anything; Deltas is
+// the number of pieces of content, arguments and reasoning_content alike;
+// EventPadding, FirstTokenDelay (after the first chunk; before the
+// headers with stream:false), EventInterval, Events and Usage as on a
+// create; FunctionCall forces a tool call as there; After counts data:
+// lines, [DONE] included (with stream:false, Hold and Cut at After > 0 act
+// after half of the body, as on a create). End "incomplete"
+// ends with finish_reason "length", or "content_filter" for that code;
+// "failed" ends the stream after the output with a line
+// data: {"error":{"message","type","param":null,"code"}} (no finish chunk,
+// usage or [DONE]), "refused" and "error" send that line alone; with
+// stream:false all three answer the HTTP error a real upstream sends for
+// the code (429 for rate limits, 503 for server_is_overloaded, 400 for
+// invalid requests, else 500) with that error body. End "none" ends the
+// stream after the output without finish chunk or [DONE]. Step.Upgrade
+// steps do not apply.
+//
+// These requests are logged in Requests (Path ending in
+// /chat/completions) and Served: ResponseID is the chatcmpl- id, Status
+// "completed" for finish_reason stop or tool_calls, "incomplete" for
+// length or content_filter, "error" for an HTTP error or an error line;
+// Usage only when it was sent (a stream without include_usage sends
+// none); Events the data: lines written. n and the sampling parameters
+// are accepted and ignored: there is one choice.
 //
 // # WebSocket mode
 //

@@ -125,23 +125,30 @@ func (x *exchange) scripted() {
 
 // json answers a stream:false request with the whole response object.
 func (x *exchange) json(t *turn) {
+	body := t.appendResponse(make([]byte, 0, 1024+2*len(t.out)), t.final, !t.early)
+	var use Usage
+	if !t.early {
+		use = t.usage
+	}
+	x.writeTimed(http.StatusOK, append(body, '\n'), t.final, t.failCode, use)
+}
+
+// writeTimed answers a generated JSON body, recorded with status, code and
+// usage, after the step's FirstTokenDelay; Hold and Cut at After > 0 act
+// after half of it.
+func (x *exchange) writeTimed(code int, body []byte, status, errCode string, use Usage) {
 	ctx := x.r.Context()
-	s := t.step
+	s := &x.step
 	if s.FirstTokenDelay > 0 && !x.u.wait(ctx, nil, s.FirstTokenDelay) {
 		x.abort(false)
 		return
 	}
-	body := t.appendResponse(make([]byte, 0, 1024+2*len(t.out)), t.final, !t.early)
-	body = append(body, '\n')
-	x.header(hdrJSON, http.StatusOK)
+	x.header(hdrJSON, code)
 	x.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	x.served.Code = t.failCode
-	if !t.early {
-		x.served.Usage = t.usage
-	}
+	x.served.Code, x.served.Usage = errCode, use
 	if s.After > 0 && (s.Hold != nil || s.Cut) {
 		half := len(body) / 2
-		x.w.WriteHeader(http.StatusOK)
+		x.w.WriteHeader(code)
 		_, _ = x.w.Write(body[:half])
 		_ = http.NewResponseController(x.w).Flush()
 		if (s.Hold != nil && !x.u.wait(ctx, s.Hold, 0)) || s.Cut {
@@ -149,12 +156,12 @@ func (x *exchange) json(t *turn) {
 			x.abort(false)
 			return
 		}
-		x.finish(t.final)
+		x.finish(status)
 		_, _ = x.w.Write(body[half:])
 		return
 	}
-	x.finish(t.final)
-	x.w.WriteHeader(http.StatusOK)
+	x.finish(status)
+	x.w.WriteHeader(code)
 	_, _ = x.w.Write(body)
 }
 

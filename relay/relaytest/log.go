@@ -41,8 +41,9 @@ type Served struct {
 	// For a WebSocket message it is that of the connection's upgrade, which
 	// tells connections apart.
 	RequestID string
-	// ResponseID is the resp_ id of the response created; "" when the request
-	// was answered with an HTTP error or cut before a response was created.
+	// ResponseID is the resp_ id of the response created (the chatcmpl- id
+	// of a chat completion); "" when the request was answered with an HTTP
+	// error or cut before a response was created.
 	ResponseID string
 	// HTTPStatus is the status code sent; 0 when no headers were sent. A
 	// successful WebSocket upgrade has 101; a WebSocket message has the

@@ -8,7 +8,7 @@ import (
 
 // The routes of the API besides the create: retrieve, delete, cancel and
 // list the input items of a stored response, count input tokens, compact,
-// and list models. Paths are given after the "/v1" of an account's base URL.
+// list models, and Chat Completions (chat.go). Paths are given after the "/v1" of an account's base URL.
 
 const (
 	pathResponses   = "/responses"
@@ -35,7 +35,7 @@ func route(path string) (name, rest string, ok bool) {
 // known reports whether rest is one of the fake's routes.
 func known(rest string) bool {
 	switch rest {
-	case pathResponses, pathModels, pathInputTokens, pathCompact:
+	case pathResponses, pathModels, pathInputTokens, pathCompact, pathChat:
 		return true
 	}
 	if id, ok := strings.CutPrefix(rest, pathModels+"/"); ok {
@@ -54,6 +54,10 @@ func known(rest string) bool {
 func (x *exchange) serveRoute(rest string, body []byte) {
 	m := x.r.Method
 	switch {
+	case rest == pathChat:
+		if x.allow(m, http.MethodPost) {
+			x.chat(body)
+		}
 	case rest == pathInputTokens:
 		if x.allow(m, http.MethodPost) {
 			x.inputTokens(body)

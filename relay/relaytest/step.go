@@ -26,7 +26,9 @@ import (
 //   - After that many events (After > 0): Hold pauses the stream, Cut cuts
 //     it; both together pause, then cut.
 //
-// Header applies to every answer the step produces.
+// Header applies to every answer the step produces. On a chat completion
+// the fields act as the package documentation's Chat Completions section
+// says.
 //
 // On a WebSocket turn the connection outlives the turn unless said
 // otherwise: Cut cuts the connection; Status sends Body as one text message

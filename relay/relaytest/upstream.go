@@ -299,14 +299,8 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // parse reads a create-like body (a create, a compaction, a token count)
 // and resolves its previous response; on failure it has answered.
 func (x *exchange) parse(body []byte) (*request, *stored, bool) {
-	if len(body) > maxBody {
-		x.writeError(&apiError{status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest,
-			msg: "Request body too large."})
-		return nil, nil, false
-	}
-	body, e := decodeBody(x.r.Header.Get("Content-Encoding"), body)
-	if e != nil {
-		x.writeError(e)
+	body, ok := x.decoded(body)
+	if !ok {
 		return nil, nil, false
 	}
 	q, e := parseRequest(body)
@@ -320,6 +314,22 @@ func (x *exchange) parse(body []byte) (*request, *stored, bool) {
 		return nil, nil, false
 	}
 	return q, prev, true
+}
+
+// decoded checks the size of a request body and undoes its
+// Content-Encoding; on failure it has answered.
+func (x *exchange) decoded(body []byte) ([]byte, bool) {
+	if len(body) > maxBody {
+		x.writeError(&apiError{status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest,
+			msg: "Request body too large."})
+		return nil, false
+	}
+	body, e := decodeBody(x.r.Header.Get("Content-Encoding"), body)
+	if e != nil {
+		x.writeError(e)
+		return nil, false
+	}
+	return body, true
 }
 
 // authenticate checks the bearer token against the account's key.

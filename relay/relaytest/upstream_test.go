@@ -433,8 +433,9 @@ func TestRouting(t *testing.T) {
 		{"POST", "/team-1/v1/responses", 200},
 		{"GET", "/team-1/v1/responses", 426},
 		{"PUT", "/v1/responses", 405},
-		{"POST", "/v1/chat/completions", 404},
+		{"POST", "/v1/completions", 404},
 		{"POST", "/a/b/v1/responses", 404},
+		{"POST", "/team-1/v1/chat/completions", 400}, // no messages
 	} {
 		if resp := do(c.method, c.path); resp.StatusCode != c.status {
 			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.status)
@@ -447,7 +448,7 @@ func TestRouting(t *testing.T) {
 		t.Errorf("BaseURL(team-1) = %q", got)
 	}
 	reqs := s.Requests()
-	if len(reqs) != 6 || reqs[1].Account != "team-1" || reqs[1].Path != "/team-1/v1/responses" || reqs[3].Method != "PUT" {
+	if len(reqs) != 7 || reqs[1].Account != "team-1" || reqs[1].Path != "/team-1/v1/responses" || reqs[3].Method != "PUT" {
 		t.Errorf("requests %+v", reqs)
 	}
 }
