@@ -161,7 +161,7 @@ func (w *msgWriter) message(it gjson.Result, param string) error {
 			}
 			w.b = append(w.b, "}}"...)
 		default:
-			return &UnsupportedError{What: "content part " + strconv.Quote(typ) + " in a " + role + " message", Param: pp}
+			return &UnsupportedError{What: "content part " + strconv.Quote(typ) + " in a message of role " + strconv.Quote(role), Param: pp}
 		}
 	}
 	w.b = append(w.b, "]}"...)
