@@ -100,12 +100,12 @@ func appendItem(b []byte, it *item, full bool) []byte {
 			b = appendPart(b, kindReasoning, bytesToString(it.text))
 		}
 		return append(b, "]}"...)
-	case kindMessage:
+	case kindMessage, kindRefusal:
 		b = append(b, `,"type":"message","status":"`...)
 		b = append(b, status...)
 		b = append(b, `","content":[`...)
 		if full {
-			b = appendPart(b, kindMessage, bytesToString(it.text))
+			b = appendPart(b, it.kind, bytesToString(it.text))
 		}
 		return append(b, `],"role":"assistant"}`...)
 	}
@@ -125,9 +125,12 @@ func appendItem(b []byte, it *item, full bool) []byte {
 }
 
 func appendPart(b []byte, kind itemKind, text string) []byte {
-	if kind == kindReasoning {
+	switch kind {
+	case kindReasoning:
 		b = append(b, `{"type":"reasoning_text","text":`...)
-	} else {
+	case kindRefusal:
+		b = append(b, `{"type":"refusal","refusal":`...)
+	default:
 		b = append(b, `{"type":"output_text","annotations":[],"logprobs":[],"text":`...)
 	}
 	b = jsonx.AppendString(b, text)

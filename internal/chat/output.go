@@ -17,6 +17,7 @@ type itemKind uint8
 const (
 	kindReasoning itemKind = iota
 	kindMessage
+	kindRefusal // a message whose content is a refusal part
 	kindCall
 )
 
@@ -41,6 +42,8 @@ const (
 	typeTextDone    = "response.output_text.done"
 	typeReasonDelta = "response.reasoning_text.delta"
 	typeReasonDone  = "response.reasoning_text.done"
+	typeRefuseDelta = "response.refusal.delta"
+	typeRefuseDone  = "response.refusal.done"
 	typeArgsDelta   = "response.function_call_arguments.delta"
 	typeArgsDone    = "response.function_call_arguments.done"
 )
@@ -107,7 +110,7 @@ func (o *output) next() int64 {
 	return o.seq - 1
 }
 
-// piece adds reasoning or message text.
+// piece adds reasoning, message or refusal text.
 func (o *output) piece(kind itemKind, text string) {
 	if text == "" {
 		return
@@ -128,8 +131,11 @@ func (o *output) piece(kind itemKind, text string) {
 		return
 	}
 	typ := typeTextDelta
-	if kind == kindReasoning {
+	switch kind {
+	case kindReasoning:
 		typ = typeReasonDelta
+	case kindRefusal:
+		typ = typeRefuseDelta
 	}
 	b := o.ev.begin(typ, o.next())
 	b = appendRef(b, it.id, o.cur, true)
@@ -229,13 +235,16 @@ func (o *output) close(i int, status string) {
 		b = jsonx.AppendString(b, bytesToString(it.text))
 		o.ev.finish(b, typeArgsDone)
 	default:
-		typ := typeTextDone
-		if it.kind == kindReasoning {
+		typ, field := typeTextDone, `,"text":`
+		switch it.kind {
+		case kindReasoning:
 			typ = typeReasonDone
+		case kindRefusal:
+			typ, field = typeRefuseDone, `,"refusal":`
 		}
 		b := o.ev.begin(typ, o.next())
 		b = appendRef(b, it.id, i, true)
-		b = append(b, `,"text":`...)
+		b = append(b, field...)
 		b = jsonx.AppendString(b, bytesToString(it.text))
 		if it.kind == kindMessage {
 			b = append(b, `,"logprobs":[]`...)

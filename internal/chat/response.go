@@ -31,6 +31,7 @@ func Response(chat []byte, ids IDs, requestedModel string) ([]byte, error) {
 	m := c.Get("message")
 	o.piece(kindReasoning, reasoningText(m))
 	o.piece(kindMessage, m.Get("content").String())
+	o.piece(kindRefusal, m.Get("refusal").String())
 	for i, t := range m.Get("tool_calls").Array() {
 		o.callPiece(i, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
 	}

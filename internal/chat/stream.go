@@ -56,11 +56,15 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 	if !s.o.started {
 		s.o.start()
 	}
-	if c := root.Get("choices.0"); c.IsObject() {
+	// Only choice 0: the relay never asks for n > 1.
+	if c := root.Get("choices.0"); c.IsObject() && c.Get("index").Int() == 0 {
 		d := c.Get("delta")
 		s.o.piece(kindReasoning, reasoningText(d))
 		if t := d.Get("content"); t.Type == gjson.String {
 			s.o.piece(kindMessage, t.Str)
+		}
+		if t := d.Get("refusal"); t.Type == gjson.String {
+			s.o.piece(kindRefusal, t.Str)
 		}
 		if calls := d.Get("tool_calls"); calls.IsArray() {
 			calls.ForEach(func(_, t gjson.Result) bool {

@@ -319,3 +319,29 @@ func TestStreamDoneOnly(t *testing.T) {
 		t.Errorf("types %v", got)
 	}
 }
+
+func TestStreamRefusal(t *testing.T) {
+	h := newHarness(t)
+	h.feedAll(chunk(`{"role":"assistant","content":null,"refusal":""}`), chunk(`{"refusal":"I can't"}`), chunk(`{"refusal":" help."}`),
+		finishChunk("stop"), usageChunk, "[DONE]")
+	want := []string{"created", "in_progress", "output_item.added", "content_part.added", "refusal.delta", "refusal.delta",
+		"refusal.done", "content_part.done", "output_item.done", "completed"}
+	if got := h.types(); !slices.Equal(got, want) {
+		t.Fatalf("types %v\nwant %v", got, want)
+	}
+	sameJSON(t, []byte(h.got[3]), `{"type":"response.content_part.added","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"refusal","refusal":""}}`)
+	sameJSON(t, []byte(h.got[4]), `{"type":"response.refusal.delta","sequence_number":4,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"I can't"}`)
+	sameJSON(t, []byte(h.got[6]), `{"type":"response.refusal.done","sequence_number":6,"item_id":"msg_1","output_index":0,"content_index":0,"refusal":"I can't help."}`)
+	sameJSON(t, []byte(h.last().Get("response.output").Raw), `[{"id":"msg_1","type":"message","status":"completed","content":[{"type":"refusal","refusal":"I can't help."}],"role":"assistant"}]`)
+	h.sameAsResponse(`{"created":1700000000,"choices":[{"message":{"content":null,"refusal":"I can't help."},"finish_reason":"stop"}],` + chatUsage + `}`)
+}
+
+func TestStreamOtherChoicesIgnored(t *testing.T) {
+	h := newHarness(t)
+	h.feedAll(chunk(`{"content":"a"}`),
+		`{"choices":[{"index":1,"delta":{"content":"other"},"finish_reason":"stop"}]}`,
+		finishChunk("stop"), usageChunk, "[DONE]")
+	if got := h.last().Get("response.output.0.content.0.text").String(); got != "a" || len(h.last().Get("response.output").Array()) != 1 {
+		t.Errorf("output %s", h.last().Get("response.output").Raw)
+	}
+}
