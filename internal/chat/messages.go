@@ -7,16 +7,23 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// msgWriter appends Chat messages, merging a run of function calls into one
-// assistant message: Chat requires every call answered by a tool message
-// after the assistant message that made it, and parallel calls share one.
+// msgWriter appends Chat messages. Chat carries a model turn's text and
+// its function calls in one assistant message, and upstreams require every
+// call answered by a tool message after the message that made it: so an
+// assistant message stays open for the calls that follow it, and a run of
+// calls shares one message.
 type msgWriter struct {
-	b     []byte
-	n     int
-	calls bool // an assistant tool_calls message is open
+	b    []byte
+	n    int
+	open uint8 // openAssistant or openCalls: the last message is unfinished
 }
 
-// start begins a message, closing an open tool_calls message.
+const (
+	openAssistant = 1 + iota // an assistant message without its closing brace
+	openCalls                // inside an assistant message's tool_calls
+)
+
+// start begins a message, finishing an open one.
 func (w *msgWriter) start() {
 	w.end()
 	if w.n > 0 {
@@ -26,20 +33,35 @@ func (w *msgWriter) start() {
 }
 
 func (w *msgWriter) end() {
-	if w.calls {
+	switch w.open {
+	case openAssistant:
+		w.b = append(w.b, '}')
+	case openCalls:
 		w.b = append(w.b, "]}"...)
-		w.calls = false
 	}
+	w.open = 0
+}
+
+// close ends a message of role: an assistant's stays open for calls.
+func (w *msgWriter) close(role string) {
+	if role == "assistant" {
+		w.open = openAssistant
+		return
+	}
+	w.b = append(w.b, '}')
 }
 
 func (w *msgWriter) call(callID, name, args string) {
-	if w.calls {
+	switch w.open {
+	case openCalls:
 		w.b = append(w.b, ',')
-	} else {
+	case openAssistant:
+		w.b = append(w.b, `,"tool_calls":[`...)
+	default:
 		w.start()
 		w.b = append(w.b, `{"role":"assistant","content":null,"tool_calls":[`...)
-		w.calls = true
 	}
+	w.open = openCalls
 	w.b = append(w.b, `{"id":`...)
 	w.b = jsonx.AppendString(w.b, callID)
 	w.b = append(w.b, `,"type":"function","function":{"name":`...)
@@ -55,7 +77,7 @@ func (w *msgWriter) text(role, text string) {
 	w.b = append(w.b, role...)
 	w.b = append(w.b, `","content":`...)
 	w.b = jsonx.AppendString(w.b, text)
-	w.b = append(w.b, '}')
+	w.close(role)
 }
 
 // appendMessages appends the messages of instructions and input.
@@ -164,7 +186,8 @@ func (w *msgWriter) message(it gjson.Result, param string) error {
 			return &UnsupportedError{What: "content part " + strconv.Quote(typ) + " in a message of role " + strconv.Quote(role), Param: pp}
 		}
 	}
-	w.b = append(w.b, "]}"...)
+	w.b = append(w.b, ']')
+	w.close(role)
 	return nil
 }
 

@@ -52,6 +52,23 @@ func TestRequest(t *testing.T) {
 				{"role":"tool","tool_call_id":"call_b","content":"warm"},
 				{"role":"assistant","content":null,"tool_calls":[{"id":"call_c","type":"function","function":{"name":"next","arguments":""}}]},
 				{"role":"tool","tool_call_id":"call_c","content":"done"}]}`},
+		{"an assistant's text and the calls after it are one message",
+			`{"model":"m","input":[
+				{"role":"user","content":"go"},
+				{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Checking."}]},
+				{"type":"function_call","call_id":"call_a","name":"get","arguments":"{}"},
+				{"type":"function_call_output","call_id":"call_a","output":"ok"},
+				{"type":"message","role":"assistant","content":[{"type":"output_text","text":"x"},{"type":"output_text","text":"y"}]},
+				{"type":"function_call","call_id":"call_b","name":"get","arguments":"{}"},
+				{"type":"function_call_output","call_id":"call_b","output":"ok"},
+				{"role":"assistant","content":"Done."}]}`, "m",
+			`{"model":"m","messages":[
+				{"role":"user","content":"go"},
+				{"role":"assistant","content":"Checking.","tool_calls":[{"id":"call_a","type":"function","function":{"name":"get","arguments":"{}"}}]},
+				{"role":"tool","tool_call_id":"call_a","content":"ok"},
+				{"role":"assistant","content":[{"type":"text","text":"x"},{"type":"text","text":"y"}],"tool_calls":[{"id":"call_b","type":"function","function":{"name":"get","arguments":"{}"}}]},
+				{"role":"tool","tool_call_id":"call_b","content":"ok"},
+				{"role":"assistant","content":"Done."}]}`},
 		{"function tools, choice, parallel",
 			`{"model":"m","input":"x","tools":[
 				{"type":"function","name":"get","description":"Get it.","parameters":{"type":"object","properties":{"a":{"type":"string"}}},"strict":true},
