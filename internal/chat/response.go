@@ -32,7 +32,11 @@ func Response(chat []byte, ids IDs, requestedModel string) ([]byte, error) {
 	o.piece(kindReasoning, reasoningText(m))
 	o.piece(kindMessage, m.Get("content").String())
 	o.piece(kindRefusal, m.Get("refusal").String())
-	for i, t := range m.Get("tool_calls").Array() {
+	calls := m.Get("tool_calls").Array()
+	if len(calls) > maxItems-2 {
+		return nil, fmt.Errorf("%w: more than %d output items", ErrMalformed, maxItems)
+	}
+	for i, t := range calls {
 		o.callPiece(i, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
 	}
 	o.finish = c.Get("finish_reason").String()

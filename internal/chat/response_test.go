@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -70,7 +71,8 @@ func TestResponseErrors(t *testing.T) {
 	if !errors.As(err, &ue) || ue.Message != "overloaded" || ue.Type != "server_error" || ue.Code != "overloaded" {
 		t.Errorf("error body: err = %#v", err)
 	}
-	for _, body := range []string{`{"choices":[]}`, `{}`, `not json`, `[]`} {
+	many := `{"choices":[{"message":{"tool_calls":[` + strings.Repeat(`{"id":"c"},`, maxItems) + `{"id":"c"}]}}]}`
+	for _, body := range []string{`{"choices":[]}`, `{}`, `not json`, `[]`, many} {
 		if _, err := Response([]byte(body), seqIDs(), "m"); !errors.Is(err, ErrMalformed) {
 			t.Errorf("Response(%s): err = %v, want ErrMalformed", body, err)
 		}

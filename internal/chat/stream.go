@@ -9,6 +9,10 @@ import (
 	"github.com/tidwall/gjson"
 )
 
+// maxItems bounds the output items of one response: finding the item of a
+// call piece is linear in them, and no real answer comes near.
+const maxItems = 1024
+
 // Stream translates one Chat Completions SSE stream into Responses events.
 // It is not safe for concurrent use; a relay keeps one per streamed turn.
 type Stream struct {
@@ -67,7 +71,12 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 			s.o.piece(kindRefusal, t.Str)
 		}
 		if calls := d.Get("tool_calls"); calls.IsArray() {
+			var err error
 			calls.ForEach(func(_, t gjson.Result) bool {
+				if len(s.o.items) >= maxItems {
+					err = fmt.Errorf("%w: more than %d output items", ErrMalformed, maxItems)
+					return false
+				}
 				index := -1
 				if i := t.Get("index"); i.Type == gjson.Number && i.Num >= 0 && i.Num < 1<<20 {
 					index = int(i.Num)
@@ -75,6 +84,9 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 				s.o.callPiece(index, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
 				return true
 			})
+			if err != nil {
+				return err
+			}
 		}
 		if f := c.Get("finish_reason"); f.Type == gjson.String && f.Str != "" {
 			s.o.finish = clone(f.Str)

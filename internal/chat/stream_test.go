@@ -3,6 +3,7 @@ package chat
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -343,5 +344,19 @@ func TestStreamOtherChoicesIgnored(t *testing.T) {
 		finishChunk("stop"), usageChunk, "[DONE]")
 	if got := h.last().Get("response.output.0.content.0.text").String(); got != "a" || len(h.last().Get("response.output").Array()) != 1 {
 		t.Errorf("output %s", h.last().Get("response.output").Raw)
+	}
+}
+
+func TestStreamTooManyCalls(t *testing.T) {
+	h := newHarness(t)
+	calls := make([]string, maxItems+1)
+	for i := range calls {
+		calls[i] = `{"index":` + strconv.Itoa(i) + `,"id":"c","function":{"name":"f"}}`
+	}
+	if err := h.push(chunk(`{"tool_calls":[` + strings.Join(calls, ",") + `]}`)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("err = %v", err)
+	}
+	if n := len(h.s.o.items); n != maxItems {
+		t.Errorf("%d items", n)
 	}
 }
