@@ -151,7 +151,11 @@ func (w *msgWriter) message(it gjson.Result, param string) error {
 		return nil
 	}
 	parts := c.Array()
-	if len(parts) == 1 && isText(parts[0]) {
+	switch {
+	case len(parts) == 0:
+		w.text(role, "") // servers refuse an empty parts array
+		return nil
+	case len(parts) == 1 && isText(parts[0]):
 		w.text(role, partText(parts[0]))
 		return nil
 	}
