@@ -89,7 +89,7 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 			}
 		}
 		if f := c.Get("finish_reason"); f.Type == gjson.String && f.Str != "" {
-			s.o.finish = clone(f.Str)
+			s.o.finish = finishReason(f.Str)
 			s.o.closeAll()
 		}
 	}
@@ -97,6 +97,17 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 		s.o.setUsage(u)
 	}
 	return nil
+}
+
+// finishReason keeps a finish_reason past the payload it aliases, without
+// copying the usual ones.
+func finishReason(r string) string {
+	for _, k := range [...]string{"stop", "length", "tool_calls", "content_filter", "function_call"} {
+		if r == k {
+			return k
+		}
+	}
+	return clone(r)
 }
 
 // reasoningText is a delta's or message's reasoning: reasoning_content, or
