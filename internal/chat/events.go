@@ -1,0 +1,50 @@
+package chat
+
+import "strconv"
+
+// Events is a reusable batch of Responses events, each a complete JSON
+// object with "type" and "sequence_number". A caller keeps one per stream
+// and calls Reset before each Push, so that translating a chunk allocates
+// nothing once the buffers have grown. The zero value is ready to use.
+type Events struct {
+	buf   []byte
+	ends  []int
+	types []string
+}
+
+// Reset empties the batch, keeping its memory. Slices returned by At are
+// overwritten afterwards.
+func (e *Events) Reset() {
+	e.buf = e.buf[:0]
+	e.ends = e.ends[:0]
+	e.types = e.types[:0]
+}
+
+// Len is the number of events in the batch.
+func (e *Events) Len() int { return len(e.ends) }
+
+// At is the JSON of event i, valid until the next Reset.
+func (e *Events) At(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = e.ends[i-1]
+	}
+	return e.buf[start:e.ends[i]:e.ends[i]]
+}
+
+// Type is the "type" of event i (a constant string), for an SSE event: line.
+func (e *Events) Type(i int) string { return e.types[i] }
+
+// begin starts an event; finish ends it.
+func (e *Events) begin(typ string, seq int64) []byte {
+	b := append(e.buf, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","sequence_number":`...)
+	return strconv.AppendInt(b, seq, 10)
+}
+
+func (e *Events) finish(b []byte, typ string) {
+	e.buf = append(b, '}')
+	e.ends = append(e.ends, len(e.buf))
+	e.types = append(e.types, typ)
+}
