@@ -57,6 +57,12 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: errNotJSON})
 		return &attemptError{kind: failInBand, account: acct.ID, err: errNotJSON}
 	}
+	if isChat(acct) {
+		if body, err = t.chatJSON(body); err != nil {
+			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
+			return &attemptError{kind: failInBand, account: acct.ID, err: err}
+		}
+	}
 	r := event.ParseBody(body)
 	if r.Status == billing.StatusFailed {
 		body = sanitize(body, t.up.token)
@@ -108,6 +114,9 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	}
 	if werr != nil || t.ctx.Err() != nil {
 		status = billing.StatusClientGone
+	}
+	if t.conv.chatNoUsage {
+		status = billing.StatusUpstreamError // never a free turn
 	}
 	if queued && t.trackBackground(sel, r) {
 		return nil // recorded when it ends (background.go)

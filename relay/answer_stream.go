@@ -93,7 +93,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 	switch {
 	case res.End == pump.EndClientGone:
 		recStatus = billing.StatusClientGone
-	case res.End == pump.EndBroken:
+	case res.End == pump.EndBroken, t.conv.chatNoUsage:
 		recStatus = billing.StatusUpstreamError
 	}
 	t.recordServed(sel, recStatus, res.Response, res.ResponseID, res.FirstOutput)

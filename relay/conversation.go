@@ -37,6 +37,12 @@ type turnConv struct {
 	// rebuilt and removed describe the last attempt's body.
 	rebuilt bool
 	removed int
+	// stateless: the attempt's account keeps no state (a Chat Completions
+	// upstream): a chain is always sent whole.
+	stateless bool
+	// chatNoUsage: a Chat Completions stream ended without its usage
+	// chunk; the turn is recorded upstream_error, never as free.
+	chatNoUsage bool
 	// compactByTrigger: the account does not serve the compact endpoint;
 	// the turn goes as a normal response with a compaction_trigger.
 	compactByTrigger bool

@@ -23,7 +23,7 @@ func (c *turnConv) needsRebuild(acct string, viaHTTP bool) bool {
 	if p == nil {
 		return false
 	}
-	return c.rebuildAll || p.accountID != acct || viaHTTP && !p.store
+	return c.rebuildAll || c.stateless || p.accountID != acct || viaHTTP && !p.store
 }
 
 // chainContext is the context of the previous response: every input and

@@ -61,7 +61,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		ac.stop()
 	}()
 
-	if t.up.upstream != nil && acct.WebSocket {
+	if t.up.upstream != nil && acct.WebSocket && !isChat(acct) {
 		ae, bridge := t.tryUpstream(sel, uctx, token, abort, headerTimer)
 		if !bridge {
 			return ae
@@ -90,6 +90,9 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	if t.in.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
 		src := newSSESource(resp.Body, h.MaxEventBytes)
 		defer src.free()
+		if isChat(acct) {
+			return t.relayEvents(sel, t.newChatSource(src), resp.StatusCode, resp.Header, abort)
+		}
 		return t.relayEvents(sel, src, resp.StatusCode, resp.Header, abort)
 	}
 	if t.client.out != nil && t.client.w == nil {
@@ -220,6 +223,11 @@ func (t *turn) upstreamBody(sel *scheduler.Selection, viaHTTP bool) ([]byte, err
 	body := t.in.req.Body
 	acct := sel.Account.ID
 	t.conv.rebuilt, t.conv.removed = false, 0
+	t.conv.stateless = isChat(sel.Account)
+	if t.conv.stateless && t.conv.prev == nil && t.in.req.PreviousResponseID != "" {
+		// Nothing to send it whole from; the upstream could not know it.
+		return nil, errPreviousNotFound(t.in.req.PreviousResponseID)
+	}
 	if t.conv.needsRebuild(acct, viaHTTP) {
 		rebuilt, removed, apiErr := t.rebuildBody(body, acct)
 		if apiErr != nil {
@@ -270,7 +278,14 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 			return nil, err
 		}
 	}
-	url := trimSlash(sel.Account.BaseURL) + t.compactPath()
+	path := t.compactPath()
+	if isChat(sel.Account) {
+		if body, err = t.chatBody(body, sel); err != nil {
+			return nil, err
+		}
+		path = "/chat/completions"
+	}
+	url := trimSlash(sel.Account.BaseURL) + path
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

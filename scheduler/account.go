@@ -68,6 +68,13 @@ type Account struct {
 	ID      string
 	Name    string
 	BaseURL string // e.g. "https://api.openai.com/v1"; requests go to BaseURL+"/responses"
+	// WireAPI is the API the upstream speaks: "" or "responses" (the
+	// Responses API), or "chat" (Chat Completions at
+	// BaseURL+"/chat/completions"; the relay translates each turn and its
+	// answer, and serves previous_response_id from its own records, since
+	// such an upstream keeps no state). A chat account has no WebSocket
+	// mode: WebSocket is ignored.
+	WireAPI string
 
 	// Models the account serves; entries may use path.Match wildcards
 	// ("gpt-*"). Empty means every model.

@@ -1,0 +1,129 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/relaykit/responsesrelay/internal/chat"
+	"github.com/relaykit/responsesrelay/internal/jsonx"
+	"github.com/relaykit/responsesrelay/scheduler"
+)
+
+// A Chat Completions account (Account.WireAPI "chat") gets each turn
+// translated (internal/chat): the body on its way up, and the answer (a
+// JSON object, or SSE chunks) back into the Responses object or events the
+// client asked for. Its upstream keeps no state, so a previous_response_id
+// is always sent whole from the relay's records (conversation_chain.go).
+
+func isChat(a *scheduler.Account) bool { return a.WireAPI == "chat" }
+
+// chatBody is a Responses body as a Chat Completions one. What has no Chat
+// form (a built-in tool, an item reference) is the client's 400, naming
+// it; compaction (v1 or by trigger) has no Chat form either.
+func (t *turn) chatBody(body []byte, sel *scheduler.Selection) ([]byte, error) {
+	if t.in.compact {
+		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error",
+			Message: "Compaction is not available on this account"}
+	}
+	model := sel.UpstreamModel
+	if model == "" {
+		model = t.in.req.Model
+	}
+	out, err := chat.Request(body, model)
+	if err != nil {
+		if ue, ok := errors.AsType[*chat.UnsupportedError](err); ok {
+			return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: ue.Error(), Param: ue.Param}
+		}
+		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: err.Error()}
+	}
+	return out, nil
+}
+
+// chatJSON turns a Chat Completions answer into the Responses object.
+func (t *turn) chatJSON(body []byte) ([]byte, error) {
+	out, err := chat.Response(body, nil, t.in.req.Model)
+	if errors.Is(err, chat.ErrNoUsage) {
+		t.conv.chatNoUsage = true
+		err = nil
+	}
+	return out, err
+}
+
+// chatSource reads a Chat Completions SSE stream and gives the pump the
+// Responses events it translates to, a batch per chunk.
+type chatSource struct {
+	t   *turn
+	up  *sseSource
+	st  *chat.Stream
+	ev  chat.Events
+	i   int
+	end error // returned once the batch is out
+}
+
+func (t *turn) newChatSource(up *sseSource) *chatSource {
+	return &chatSource{t: t, up: up, st: chat.NewStream(nil, t.in.req.Model, time.Now().Unix())}
+}
+
+// Pending reports a translated event, or a whole chunk buffered upstream.
+func (s *chatSource) Pending() bool { return s.i < s.ev.Len() || s.up.Pending() }
+
+func (s *chatSource) Next() ([]byte, error) {
+	for s.i >= s.ev.Len() {
+		if s.end != nil {
+			return nil, s.end
+		}
+		s.ev.Reset()
+		s.i = 0
+		data, err := s.up.Next()
+		switch {
+		case err == io.EOF:
+			if s.st.Done() {
+				return nil, io.EOF
+			}
+			if e := s.st.End(&s.ev); e != nil && !errors.Is(e, chat.ErrNoUsage) {
+				if !s.st.HasOutput() {
+					return nil, io.ErrUnexpectedEOF // before output: failover
+				}
+				s.st.Fail(&s.ev, "stream_error", "The upstream stream ended before the response was complete")
+			} else if errors.Is(e, chat.ErrNoUsage) {
+				s.t.conv.chatNoUsage = true
+			}
+			s.end = io.EOF
+			continue
+		case err != nil:
+			return nil, err
+		}
+		if err := s.st.Push(&s.ev, data); err != nil {
+			var ue *chat.UpstreamError
+			switch {
+			case errors.Is(err, chat.ErrNoUsage):
+				s.t.conv.chatNoUsage = true
+			case errors.As(err, &ue) && !s.st.HasOutput():
+				// An error chunk before output is a refusal: the pump
+				// fails the turn over.
+				return s.errorEvent(ue), nil
+			case errors.As(err, &ue):
+				s.st.Fail(&s.ev, ue.Code, ue.Message)
+				s.end = io.EOF
+			default:
+				return nil, err
+			}
+		}
+	}
+	b := s.ev.At(s.i)
+	s.i++
+	return b, nil
+}
+
+// errorEvent is an upstream error chunk as a Responses error event.
+func (s *chatSource) errorEvent(ue *chat.UpstreamError) []byte {
+	b := []byte(`{"type":"error","sequence_number":0,"code":`)
+	b = jsonx.AppendStringOrNull(b, ue.Code)
+	b = append(b, `,"message":`...)
+	b = jsonx.AppendString(b, ue.Message)
+	b = append(b, `,"param":null}`...)
+	s.end = io.EOF
+	return b
+}
