@@ -69,6 +69,10 @@ type AccountConfig struct {
 	Weight      int               `json:"weight"`
 	WebSocket   bool              `json:"websocket"`
 	Headers     map[string]string `json:"headers"`
+	// WireAPI is the API the upstream speaks: "responses" (the default)
+	// or "chat" (Chat Completions at base_url + "/chat/completions",
+	// translated by the relay).
+	WireAPI string `json:"wire_api"`
 }
 
 // APIKeyConfig is one client key.
@@ -204,6 +208,11 @@ func (c *Config) validate() error {
 		}
 		if a.APIKey == "" {
 			bad("%s: api_key is required", at)
+		}
+		switch a.WireAPI {
+		case "", "responses", "chat":
+		default:
+			bad("%s: wire_api: %q is not an API relayd speaks; use \"responses\" or \"chat\"", at, a.WireAPI)
 		}
 		for _, m := range a.Models {
 			if _, err := path.Match(m, ""); m == "" || err != nil {

@@ -18,6 +18,10 @@ import (
 // The demo's fixed names.
 const (
 	demoAccount = "demo"
+	// demoChat is an account that speaks Chat Completions (the same fake),
+	// preferred for demoChatModel: the demo shows both kinds of upstream.
+	demoChat      = "demo-chat"
+	demoChatModel = "gpt-5-chat"
 	demoUser    = "demo-user"
 	demoModel   = "gpt-5"
 )
@@ -58,6 +62,7 @@ func startDemo(dbPath string) (*demo, error) {
 	// The fake checks the upstream key, so the demo exercises the relay's
 	// credential handling end to end.
 	d.upstream.SetKey(demoAccount, upstreamKey)
+	d.upstream.SetKey(demoChat, upstreamKey)
 	// Keep no request log: a long-running demo would grow it forever.
 	d.upstream.NoLog = true
 	d.hs = &http.Server{Handler: d.upstream, ReadHeaderTimeout: 10 * time.Second}
@@ -80,6 +85,16 @@ func startDemo(dbPath string) (*demo, error) {
 			// What GET /v1/models lists; the fake answers any model, and so
 			// does the demo.
 			Models: []string{"gpt-5", "gpt-5-mini", "*"}, // "*": any other name too, unlisted
+		}, {
+			ID:          demoChat,
+			Group:       defaultGroup,
+			BaseURL:     "http://" + ln.Addr().String() + "/" + demoChat + "/v1",
+			APIKey:      upstreamKey,
+			Concurrency: 4,
+			Weight:      1,
+			Priority:    -1, // before the demo account for its model
+			WireAPI:     "chat",
+			Models:      []string{demoChatModel},
 		}},
 		APIKeys: []APIKeyConfig{{
 			Key:         d.apiKey,
@@ -102,6 +117,7 @@ func (d *demo) printIntro(w io.Writer, addr string) {
   relay:     %[1]s/v1/responses
   upstream:  account %[2]q at %[3]s (relaytest fake, answers "Echo: <your input>")
   API key:   %[4]s (user %[5]q, at most 2 turns at once)
+  chat:      account %[10]q speaks Chat Completions: "model":"%[11]s" goes there, translated both ways
   usage log: %[6]s (SQLite, table usage_records)
 
 A JSON request:
@@ -138,7 +154,7 @@ Operator views (admin token %[9]s):
 
 Press Ctrl-C to stop.
 
-`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel, "ws://"+addr, d.admin)
+`, base, demoAccount, d.cfg.Accounts[0].BaseURL, d.apiKey, demoUser, db, demoModel, "ws://"+addr, d.admin, demoChat, demoChatModel)
 }
 
 // Close stops the fake upstream. http.Server.Close does not cover upgraded

@@ -246,6 +246,7 @@ func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.Stati
 			Priority:    a.Priority,
 			Weight:      a.Weight,
 			WebSocket:   a.WebSocket,
+			WireAPI:     a.WireAPI,
 			Header:      a.header(),
 		})
 		creds[a.ID] = a.APIKey
