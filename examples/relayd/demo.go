@@ -22,8 +22,8 @@ const (
 	// preferred for demoChatModel: the demo shows both kinds of upstream.
 	demoChat      = "demo-chat"
 	demoChatModel = "gpt-5-chat"
-	demoUser    = "demo-user"
-	demoModel   = "gpt-5"
+	demoUser      = "demo-user"
+	demoModel     = "gpt-5"
 )
 
 // demo is the fake upstream of demo mode and the config that points at it.
