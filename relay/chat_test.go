@@ -194,3 +194,24 @@ func TestChatWebSocket(t *testing.T) {
 		t.Fatalf("turn 2 reached the chat upstream with %d messages: %s", n, q)
 	}
 }
+
+// TestChatFailoverAfterRefusal: an error chunk before any output is a
+// refusal: the turn moves to the next account and is recorded as that
+// account served it.
+func TestChatFailoverAfterRefusal(t *testing.T) {
+	e := newEnv(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, `data: {"error":{"message":"overloaded","type":"server_error","code":"server_is_overloaded"}}`+"\n\n")
+	}))
+	t.Cleanup(srv.Close)
+	e.addAccount(&scheduler.Account{ID: "raw", WireAPI: "chat", BaseURL: srv.URL + "/v1", Priority: 0})
+	e.addAccount(&scheduler.Account{ID: "c", WireAPI: "chat", Priority: 1})
+	r := e.do(streamReq)
+	if r.status != 200 || r.lastType() != "response.completed" {
+		t.Fatalf("status %d, last %q: %s", r.status, r.lastType(), r.body)
+	}
+	if recs := e.sink.all(); len(recs) != 1 || recs[0].AccountID != "c" || recs[0].Status != billing.StatusCompleted || recs[0].Attempts != 2 {
+		t.Fatalf("records %+v", recs)
+	}
+}

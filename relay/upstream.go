@@ -222,7 +222,7 @@ func isEventStream(ct string) bool {
 func (t *turn) upstreamBody(sel *scheduler.Selection, viaHTTP bool) ([]byte, error) {
 	body := t.in.req.Body
 	acct := sel.Account.ID
-	t.conv.rebuilt, t.conv.removed = false, 0
+	t.conv.rebuilt, t.conv.removed, t.conv.chatNoUsage = false, 0, false
 	t.conv.stateless = isChat(sel.Account)
 	if t.conv.stateless && t.conv.prev == nil && t.in.req.PreviousResponseID != "" {
 		// Nothing to send it whole from; the upstream could not know it.
