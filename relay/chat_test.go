@@ -215,3 +215,39 @@ func TestChatFailoverAfterRefusal(t *testing.T) {
 		t.Fatalf("records %+v", recs)
 	}
 }
+
+// TestChatJSONSchema: a Responses text.format json_schema reaches the
+// chat upstream as response_format, and its JSON answer comes back as the
+// output text.
+func TestChatJSONSchema(t *testing.T) {
+	e := newChatEnv(t)
+	r := e.do(`{"model":"gpt-test","input":"hello there","text":{"format":{"type":"json_schema","name":"echo","strict":true,"schema":{"type":"object","properties":{"echo":{"type":"string"}}}}}}`)
+	text := gjson.GetBytes(r.body, `output.#(type=="message").content.0.text`).Str
+	if r.status != 200 || gjson.Get(text, "echo").Str != "Echo: hello there" {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	q := e.lastRequest("c")
+	if f := gjson.GetBytes(q.Body, "response_format"); f.Get("type").Str != "json_schema" || f.Get("json_schema.name").Str != "echo" || !f.Get("json_schema.strict").Bool() {
+		t.Fatalf("response_format %s", f.Raw)
+	}
+}
+
+// TestChatStreamEqualsJSON: the response a streamed chat turn ends with is
+// the one the same turn answers as JSON (output and usage).
+func TestChatStreamEqualsJSON(t *testing.T) {
+	e := newChatEnv(t)
+	j := e.do(textReq)
+	s := e.do(streamReq)
+	final := gjson.GetBytes(s.events[len(s.events)-1].Data, "response")
+	strip := func(v gjson.Result) string { // ids are the relay's own per response
+		out := v.Get("output").Raw
+		for _, id := range []string{v.Get("output.0.id").Str} {
+			out = strings.ReplaceAll(out, id, "ID")
+		}
+		return out
+	}
+	jr := gjson.ParseBytes(j.body)
+	if strip(final) != strip(jr) || final.Get("usage").Raw != jr.Get("usage").Raw {
+		t.Fatalf("stream ended with\n%s %s\nJSON answered\n%s %s", strip(final), final.Get("usage").Raw, strip(jr), jr.Get("usage").Raw)
+	}
+}
