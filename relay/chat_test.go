@@ -251,3 +251,29 @@ func TestChatStreamEqualsJSON(t *testing.T) {
 		t.Fatalf("stream ended with\n%s %s\nJSON answered\n%s %s", strip(final), final.Get("usage").Raw, strip(jr), jr.Get("usage").Raw)
 	}
 }
+
+// TestChatStreamBounded: a chat upstream that streams without end cannot
+// grow the relay: past MaxEventBytes of output (the terminal event holds
+// it all) the stream is broken, the client gets one response.failed.
+func TestChatStreamBounded(t *testing.T) {
+	e := newEnv(t)
+	e.h.MaxEventBytes = 64 << 10
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		piece := strings.Repeat("x", 1000)
+		for i := 0; i < 10000 && r.Context().Err() == nil; i++ {
+			if _, err := fmt.Fprintf(w, `data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}`+"\n\n", piece); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	e.addAccount(&scheduler.Account{ID: "raw", WireAPI: "chat", BaseURL: srv.URL + "/v1"})
+	r := e.do(streamReq)
+	if r.status != 200 || r.lastType() != "response.failed" || countType(r, "response.failed") != 1 {
+		t.Fatalf("status %d, last %q", r.status, r.lastType())
+	}
+	if recs := e.sink.all(); len(recs) != 1 || recs[0].Status != billing.StatusUpstreamError {
+		t.Fatalf("records %+v", recs)
+	}
+}

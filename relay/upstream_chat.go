@@ -54,13 +54,18 @@ func (t *turn) chatJSON(body []byte) ([]byte, error) {
 // chatSource reads a Chat Completions SSE stream and gives the pump the
 // Responses events it translates to, a batch per chunk.
 type chatSource struct {
-	t   *turn
-	up  *sseSource
-	st  *chat.Stream
-	ev  chat.Events
-	i   int
-	end error // returned once the batch is out
+	t    *turn
+	up   *sseSource
+	st   *chat.Stream
+	ev   chat.Events
+	i    int
+	end  error // returned once the batch is out
+	read int   // payload bytes read: the translation holds the whole output
 }
+
+// errChatTooLarge ends a chat stream whose output grew past MaxEventBytes:
+// its terminal event, which carries the whole output, could not be sent.
+var errChatTooLarge = errors.New("upstream chat stream larger than MaxEventBytes")
 
 func (t *turn) newChatSource(up *sseSource) *chatSource {
 	return &chatSource{t: t, up: up, st: chat.NewStream(nil, t.in.req.Model, time.Now().Unix())}
@@ -94,6 +99,9 @@ func (s *chatSource) Next() ([]byte, error) {
 			continue
 		case err != nil:
 			return nil, err
+		}
+		if s.read += len(data); s.read > s.t.h.maxEventBytes() {
+			return nil, errChatTooLarge
 		}
 		if err := s.st.Push(&s.ev, data); err != nil {
 			var ue *chat.UpstreamError
