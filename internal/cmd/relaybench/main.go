@@ -39,11 +39,20 @@
 //     output shows how many 429s it saw.
 //   - ws: Responses WebSocket mode: one connection per worker, reused for
 //     turns (a response.create message, then events to response.completed).
+//   - chat-stream (not run by default): the upstream speaks Chat
+//     Completions. direct and reverseproxy clients send a streaming chat
+//     completion (usage asked for) to an account's /chat/completions and
+//     read its -events - 4 data: lines, the last [DONE] and one the usage;
+//     the relay's accounts are WireAPI "chat", and its clients send the
+//     stream workload's request and read -events Responses events that
+//     the relay translates from the same chunks.
 //
 // Every worker sends one request at a time, -concurrency workers at once.
 // An error is a non-200 answer, a transport error, a stream or turn that
 // does not end with response.completed, a short read, or a turn whose event
-// count is not -events. Truncated streams count as errors in every target.
+// count is not -events (a chat stream: one without [DONE] last, without a
+// usage chunk, or not of -events - 4 chunks). Truncated streams count as
+// errors in every target.
 //
 // Latency is the whole request, from sending to the last byte, for each
 // request; p50 and p99 come from a log-linear histogram (under 1 % error).
@@ -61,7 +70,8 @@
 //	-concurrency n   concurrent clients (default 64)
 //	-events n        events per streamed response, 8 framing events included
 //	                 (default 200; the rest are output_text deltas)
-//	-workloads list  comma-separated subset of json,stream,failover,ws
+//	-workloads list  comma-separated subset of json,stream,failover,ws,
+//	                 chat-stream (default json,stream,failover,ws)
 //	-targets list    comma-separated subset of direct,reverseproxy,relay
 //	-json            one JSON object per line instead of a table
 //	-cpuprofile f    write a CPU profile of the runs to f (use -targets relay
@@ -158,7 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "concurrent clients")
 	fs.IntVar(&cfg.events, "events", 200, "events per streamed response, framing events included")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds per workload that cycle through the targets")
-	fs.StringVar(&wls, "workloads", "json,stream,failover,ws", "comma-separated workloads")
+	fs.StringVar(&wls, "workloads", defaultWorkloads, "comma-separated workloads (also: chat-stream)")
 	fs.StringVar(&tgts, "targets", strings.Join(allTargets, ","), "comma-separated targets")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object per line")
 	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the runs to this file")
@@ -185,7 +195,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	for w := range strings.SplitSeq(wls, ",") {
 		w := workload(strings.TrimSpace(w))
 		if !slices.Contains(allWorkloads, w) {
-			return fail("unknown workload %q (want json, stream, failover, ws)", w)
+			return fail("unknown workload %q (want json, stream, failover, ws, chat-stream)", w)
 		}
 		cfg.workloads = append(cfg.workloads, w)
 	}
@@ -285,7 +295,8 @@ func benchWorkload(cfg config, w workload, stderr io.Writer) ([]*result, error) 
 				return nil, err
 			}
 			e := newEndpoint(t, s)
-			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds), events: cfg.events, pace: cfg.pace}, e)
+			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds),
+				events: cfg.events, chatChunks: deltasFor(cfg.events) + chatFramingChunks, pace: cfg.pace}, e)
 			e.close()
 			s.close()
 			if rs[i] == nil {

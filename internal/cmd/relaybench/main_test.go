@@ -79,7 +79,7 @@ func TestBenchAllWorkloads(t *testing.T) {
 	}
 
 	lines := bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n"))
-	if len(lines) != len(allWorkloads)*len(allTargets) {
+	if len(lines) != len(cfg.workloads)*len(allTargets) {
 		t.Fatalf("%d JSON lines:\n%s", len(lines), out.Bytes())
 	}
 	for i, line := range lines {
@@ -91,7 +91,7 @@ func TestBenchAllWorkloads(t *testing.T) {
 		if err := json.Unmarshal(line, &row); err != nil {
 			t.Fatal(err)
 		}
-		wantW, wantT := string(allWorkloads[i/len(allTargets)]), allTargets[i%len(allTargets)]
+		wantW, wantT := string(cfg.workloads[i/len(allTargets)]), allTargets[i%len(allTargets)]
 		if row["workload"] != wantW || row["target"] != wantT {
 			t.Errorf("line %d is %v/%v, want %s/%s", i, row["workload"], row["target"], wantW, wantT)
 		}

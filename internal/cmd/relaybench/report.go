@@ -143,6 +143,8 @@ func writeTable(w io.Writer, wl workload, rs []*result, cfg config) {
 		wlStream:   fmt.Sprintf("streaming POST, %d events per response", cfg.events),
 		wlFailover: fmt.Sprintf("streaming POST, %d events; relay: 1 of 10 accounts answers 429", cfg.events),
 		wlWS:       fmt.Sprintf("WebSocket turns of %d events, one connection per client", cfg.events),
+		wlChatStream: fmt.Sprintf("Chat Completions upstream; direct, reverseproxy: streaming chat of %d chunks; relay: streaming POST of %d events from chat accounts",
+			deltasFor(cfg.events)+chatFramingChunks, cfg.events),
 	}[wl]
 	fmt.Fprintf(w, "== %s: %s\n", wl, desc)
 	rp := find(rs, targetReverseProxy)
@@ -221,6 +223,11 @@ func writeNotes(w io.Writer) {
                one, as a model does, and stamps it; the per-event line is how much later
                than directly each event reached the client: the latency a user waits
                for on every token, without the bursts of an unpaced fake upstream.
+  chat-stream  the upstream speaks Chat Completions: direct and reverseproxy clients
+               stream chat chunks from it, the relay's clients a Responses stream the
+               relay translates from the same chunks (its +allocs/event is per event its
+               client gets: 4 more than the upstream's chunks). With -pace the relay's
+               events carry no stamps (the translation drops them): no per-event line.
   ws           reverseproxy forwards the upgrade and then copies bytes both ways: a byte
                tunnel with no per-turn work, the floor for any WebSocket proxy. The relay
                parses every turn and event (auth, slots, scheduling, usage) and keeps one

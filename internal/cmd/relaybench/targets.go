@@ -61,11 +61,15 @@ type endpoint struct {
 	auth             http.Header
 	// attempts counts the relay's upstream HTTP attempts; nil elsewhere.
 	attempts *countingTransport
-	close    func()
+	// chat: clients speak Chat Completions (chat-stream's direct and
+	// reverseproxy).
+	chat  bool
+	close func()
 }
 
 // setup is the upstream of one run and the accounts the targets use.
 type setup struct {
+	workload workload
 	// url is the upstream's root URL, like "http://127.0.0.1:41234".
 	url string
 	// direct lists the accounts that direct and reverseproxy clients spread
@@ -86,7 +90,7 @@ func newSetup(w workload, deltas int, pace time.Duration, proc *childConfig) (*s
 	}
 	up := relaytest.NewServer()
 	configureUpstream(up.Upstream, w, deltas, pace)
-	s := &setup{url: up.URL, close: up.Close}
+	s := &setup{workload: w, url: up.URL, close: up.Close}
 	s.direct, s.relayAccounts = accountsFor(w)
 	return s, nil
 }
@@ -107,6 +111,8 @@ func accountsFor(w workload) (direct, relayAccounts []string) {
 // step for every healthy one, and 429s for acct-429.
 func configureUpstream(up *relaytest.Upstream, w workload, deltas int, pace time.Duration) {
 	up.NoLog = true // the logs would grow for the whole run
+	// For chat-stream the same deltas make the relay's Responses stream
+	// as long as stream's, and the chat stream 4 data: lines shorter.
 	step := relaytest.Step{Deltas: deltas, EventInterval: pace}
 	if pace > 0 {
 		step.Events = "stamp"
@@ -131,6 +137,18 @@ func (s *setup) baseURL(account string) string {
 
 func (s *setup) wsURL(account string) string { return wsScheme(s.baseURL(account)) + "/responses" }
 
+// clientPath is what direct and reverseproxy clients post to under an
+// account's base URL.
+func (s *setup) clientPath() string {
+	if s.chat() {
+		return "/chat/completions"
+	}
+	return "/responses"
+}
+
+// chat reports whether the upstream speaks Chat Completions to the relay.
+func (s *setup) chat() bool { return s.workload == wlChatStream }
+
 func bearer(key string) http.Header {
 	return http.Header{"Authorization": {"Bearer " + key}}
 }
@@ -139,9 +157,9 @@ func wsScheme(u string) string { return "ws" + strings.TrimPrefix(u, "http") }
 
 // newDirect sends clients straight to the upstream.
 func newDirect(s *setup) *endpoint {
-	e := &endpoint{name: targetDirect, auth: bearer(upstreamKey), close: func() {}}
+	e := &endpoint{name: targetDirect, auth: bearer(upstreamKey), chat: s.chat(), close: func() {}}
 	for _, a := range s.direct {
-		e.httpURLs = append(e.httpURLs, s.baseURL(a)+"/responses")
+		e.httpURLs = append(e.httpURLs, s.baseURL(a)+s.clientPath())
 		e.wsURLs = append(e.wsURLs, s.wsURL(a))
 	}
 	return e
@@ -180,11 +198,11 @@ func newReverseProxy(s *setup) *endpoint {
 		rp.ServeHTTP(w, r)
 	})
 	srv := httptest.NewServer(h)
-	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey)}
+	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey), chat: s.chat()}
 	for _, a := range s.direct {
-		path := "/" + url.PathEscape(a) + "/v1/responses"
-		e.httpURLs = append(e.httpURLs, srv.URL+path)
-		e.wsURLs = append(e.wsURLs, wsScheme(srv.URL)+path)
+		path := "/" + url.PathEscape(a) + "/v1"
+		e.httpURLs = append(e.httpURLs, srv.URL+path+s.clientPath())
+		e.wsURLs = append(e.wsURLs, wsScheme(srv.URL)+path+"/responses")
 	}
 	e.close = func() {
 		srv.Close()
@@ -201,6 +219,7 @@ type relayOptions struct {
 	accountConcurrency int
 	transport          *http.Transport // nil: relay.NewTransport()
 	streamIdle         time.Duration   // 0: the relay's default
+	wireAPI            string          // the accounts' scheduler.Account.WireAPI
 }
 
 // newRelayHandler is a relay.Handler over the given accounts with
@@ -211,7 +230,7 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 	keys := scheduler.StaticKeys{}
 	for _, a := range accounts {
 		pool.Add(benchGroup, &scheduler.Account{ID: a, Name: a, BaseURL: baseURL(a),
-			Concurrency: o.accountConcurrency, WebSocket: true})
+			Concurrency: o.accountConcurrency, WebSocket: o.wireAPI != "chat", WireAPI: o.wireAPI})
 		keys[a] = upstreamKey
 	}
 	discard := slog.New(slog.DiscardHandler)
@@ -244,7 +263,11 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 // would, on a loopback server. Each account has room for 1000 turns, so
 // the scheduler never throttles.
 func newRelay(s *setup) *endpoint {
-	h, ct := newRelayHandler(s.baseURL, s.relayAccounts, relayOptions{accountConcurrency: 1000})
+	o := relayOptions{accountConcurrency: 1000}
+	if s.chat() {
+		o.wireAPI = "chat"
+	}
+	h, ct := newRelayHandler(s.baseURL, s.relayAccounts, o)
 	// One key opens a connection per client (-concurrency of them): no cap
 	// on connections per key, which would refuse most of them. Handshakes
 	// go through http.DefaultTransport: the relay's Transport is wrapped

@@ -26,9 +26,16 @@ const (
 	wlStream   workload = "stream"   // streaming POST
 	wlFailover workload = "failover" // streaming POST, one relay account in ten answers 429
 	wlWS       workload = "ws"       // turns on a reused WebSocket
+	// wlChatStream is a streaming Chat Completions upstream: direct and
+	// reverseproxy clients speak Chat Completions to it, the relay's
+	// clients speak Responses to a relay whose accounts are chat ones.
+	wlChatStream workload = "chat-stream"
 )
 
-var allWorkloads = []workload{wlJSON, wlStream, wlFailover, wlWS}
+var allWorkloads = []workload{wlJSON, wlStream, wlFailover, wlWS, wlChatStream}
+
+// defaultWorkloads are those run without -workloads.
+const defaultWorkloads = "json,stream,failover,ws"
 
 // framingEvents is how many events a text turn of the fake has besides its
 // deltas: created, in_progress, output_item.added, content_part.added,
@@ -54,6 +61,9 @@ type runConfig struct {
 	// events is the number of events a streamed turn must have; a turn
 	// with another count is an error.
 	events int
+	// chatChunks is the number of data: lines a Chat Completions stream
+	// must have (chat-stream's direct and reverseproxy).
+	chatChunks int
 	// pace > 0: the upstream spaces events by pace and stamps them, and the
 	// clients record how long each delta took to reach them.
 	pace time.Duration
@@ -71,6 +81,12 @@ type worker struct {
 	firstErr error
 	br       *bufio.Reader
 	buf      bytes.Buffer
+	// onData is w.chatData as a func, made once so that a request does
+	// not allocate it; chatDone and chatUsage are what it saw of the
+	// current chat stream.
+	onData              func([]byte)
+	pace                bool
+	chatDone, chatUsage bool
 }
 
 func (w *worker) fail(err error) {
@@ -93,7 +109,9 @@ func run(cfg runConfig, e *endpoint) *result {
 
 	workers := make([]*worker, cfg.concurrency)
 	for i := range workers {
-		workers[i] = &worker{id: i, br: bufio.NewReaderSize(nil, 16<<10)}
+		w := &worker{id: i, br: bufio.NewReaderSize(nil, 16<<10), pace: cfg.pace > 0}
+		w.onData = w.chatData
+		workers[i] = w
 	}
 	// A request that hangs through a bug must not hang the benchmark.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration+time.Minute)
@@ -141,12 +159,21 @@ func run(cfg runConfig, e *endpoint) *result {
 // spreading them over the endpoint's URLs.
 func (w *worker) runHTTP(ctx context.Context, client *http.Client, e *endpoint, cfg runConfig, deadline time.Time) {
 	body := streamBody
-	if cfg.workload == wlJSON {
+	switch {
+	case cfg.workload == wlJSON:
 		body = jsonBody
+	case e.chat:
+		body = chatStreamBody
 	}
 	for n := w.id; time.Now().Before(deadline) && ctx.Err() == nil; n++ {
 		t0 := time.Now()
-		events, err := w.post(ctx, client, e.httpURLs[n%len(e.httpURLs)], e.auth, body, cfg)
+		var events int
+		var err error
+		if e.chat {
+			events, err = w.postChat(ctx, client, e.httpURLs[n%len(e.httpURLs)], e.auth, body, cfg)
+		} else {
+			events, err = w.post(ctx, client, e.httpURLs[n%len(e.httpURLs)], e.auth, body, cfg)
+		}
 		w.hist.record(time.Since(t0))
 		w.requests++
 		w.events += int64(events)
@@ -156,23 +183,33 @@ func (w *worker) runHTTP(ctx context.Context, client *http.Client, e *endpoint, 
 	}
 }
 
-// post sends one request and reads its whole answer, checking it.
-func (w *worker) post(ctx context.Context, client *http.Client, url string, auth http.Header, body []byte, cfg runConfig) (int, error) {
+// send sends one POST and returns its answer, which must be a 200.
+func send(ctx context.Context, client *http.Client, url string, auth http.Header, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	req.Header["Authorization"] = auth["Authorization"]
 	req.Header["Content-Type"] = []string{"application/json"}
 	resp, err := client.Do(req)
 	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return resp, nil
+}
+
+// post sends one request and reads its whole answer, checking it.
+func (w *worker) post(ctx context.Context, client *http.Client, url string, auth http.Header, body []byte, cfg runConfig) (int, error) {
+	resp, err := send(ctx, client, url, auth, body)
+	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
 	if cfg.workload == wlJSON {
 		w.buf.Reset()
 		if _, err := w.buf.ReadFrom(resp.Body); err != nil {
