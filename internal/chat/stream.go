@@ -54,47 +54,121 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 	if !root.IsObject() {
 		return fmt.Errorf("%w: a stream chunk is not an object", ErrMalformed)
 	}
-	if e := root.Get("error"); e.Exists() && e.Type != gjson.Null {
-		return upstreamError(e)
+	// One pass over the top-level members: each Get would scan the chunk
+	// again, and a chunk carries every member at most once that matters.
+	var choices, usage gjson.Result
+	var failed error
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "choices":
+			choices = v
+		case "usage":
+			usage = v
+		case "error":
+			if v.Type != gjson.Null {
+				failed = upstreamError(v)
+				return false
+			}
+		}
+		return true
+	})
+	if failed != nil {
+		return failed
 	}
 	if !s.o.started {
 		s.o.start()
 	}
 	// Only choice 0: the relay never asks for n > 1.
-	if c := root.Get("choices.0"); c.IsObject() && c.Get("index").Int() == 0 {
-		d := c.Get("delta")
-		s.o.piece(kindReasoning, reasoningText(d))
-		if t := d.Get("content"); t.Type == gjson.String {
-			s.o.piece(kindMessage, t.Str)
-		}
-		if t := d.Get("refusal"); t.Type == gjson.String {
-			s.o.piece(kindRefusal, t.Str)
-		}
-		if calls := d.Get("tool_calls"); calls.IsArray() {
-			var err error
-			calls.ForEach(func(_, t gjson.Result) bool {
-				if len(s.o.items) >= maxItems {
-					err = fmt.Errorf("%w: more than %d output items", ErrMalformed, maxItems)
-					return false
-				}
-				index := -1
-				if i := t.Get("index"); i.Type == gjson.Number && i.Num >= 0 && i.Num < 1<<20 {
-					index = int(i.Num)
-				}
-				s.o.callPiece(index, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
-				return true
-			})
-			if err != nil {
-				return err
-			}
-		}
-		if f := c.Get("finish_reason"); f.Type == gjson.String && f.Str != "" {
-			s.o.finish = finishReason(f.Str)
-			s.o.closeAll()
+	var c gjson.Result
+	if choices.IsArray() {
+		choices.ForEach(func(_, v gjson.Result) bool {
+			c = v
+			return false
+		})
+	}
+	if c.IsObject() {
+		if err := s.choice(c); err != nil {
+			return err
 		}
 	}
-	if u := root.Get("usage"); u.IsObject() {
-		s.o.setUsage(u)
+	if usage.IsObject() {
+		s.o.setUsage(usage)
+	}
+	return nil
+}
+
+// choice applies the first choice of a chunk: its delta's pieces, in the
+// order reasoning, content, refusal, tool calls, then its finish_reason.
+func (s *Stream) choice(c gjson.Result) error {
+	var delta, finish gjson.Result
+	index := int64(0)
+	c.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "delta":
+			delta = v
+		case "finish_reason":
+			finish = v
+		case "index":
+			index = v.Int()
+		}
+		return true
+	})
+	if index != 0 {
+		return nil
+	}
+	var reasoning, reasoningAlt, content, refusal, calls gjson.Result
+	if delta.IsObject() {
+		delta.ForEach(func(k, v gjson.Result) bool {
+			switch k.Str {
+			case "reasoning_content":
+				reasoning = v
+			case "reasoning":
+				reasoningAlt = v
+			case "content":
+				content = v
+			case "refusal":
+				refusal = v
+			case "tool_calls":
+				calls = v
+			}
+			return true
+		})
+	}
+	switch {
+	case reasoning.Type == gjson.String:
+		s.o.piece(kindReasoning, reasoning.Str)
+	case reasoningAlt.Type == gjson.String:
+		s.o.piece(kindReasoning, reasoningAlt.Str)
+	default:
+		s.o.piece(kindReasoning, "")
+	}
+	if content.Type == gjson.String {
+		s.o.piece(kindMessage, content.Str)
+	}
+	if refusal.Type == gjson.String {
+		s.o.piece(kindRefusal, refusal.Str)
+	}
+	if calls.IsArray() {
+		var err error
+		calls.ForEach(func(_, t gjson.Result) bool {
+			if len(s.o.items) >= maxItems {
+				err = fmt.Errorf("%w: more than %d output items", ErrMalformed, maxItems)
+				return false
+			}
+			index := -1
+			if i := t.Get("index"); i.Type == gjson.Number && i.Num >= 0 && i.Num < 1<<20 {
+				index = int(i.Num)
+			}
+			s.o.callPiece(index, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
+			return true
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if finish.Type == gjson.String && finish.Str != "" {
+		s.o.finish = finishReason(finish.Str)
+		s.o.closeAll()
 	}
 	return nil
 }
