@@ -19,24 +19,12 @@ func (h *Handler) serveInputTokens(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Relay-Request-Id", t.in.id)
 	t.rec.done = true // no usage record for a count
 	defer t.finish()
-	subj, err := h.authenticate(r, &t.hooks)
-	if err != nil {
-		t.fail(authAnswer(err))
-		return
-	}
-	t.in.subj = subj
-	body, lease, apiErr := h.readBody(w, r, subj.UserID)
-	if apiErr != nil {
-		t.fail(apiErr)
-		return
-	}
-	t.admit.body = lease
+	req, lease := t.readRequest(w, r)
 	defer lease.release()
-	req, invalid := parseRequest(body)
-	if invalid != nil {
-		t.fail(invalid)
+	if req == nil {
 		return
 	}
+	body := req.Body
 	req.Stream = false
 	t.setRequest(req, "")
 	t.route.sched.Wait = false

@@ -59,23 +59,9 @@ func (h *Handler) serveCreate(w http.ResponseWriter, r *http.Request, compact bo
 	if t.observing() {
 		r = r.WithContext(t.ctx)
 	}
-
-	subj, err := h.authenticate(r, &t.hooks)
-	if err != nil {
-		t.fail(authAnswer(err))
-		return
-	}
-	t.in.subj = subj
-	body, lease, apiErr := h.readBody(w, r, subj.UserID)
-	if apiErr != nil {
-		t.fail(apiErr)
-		return
-	}
-	t.admit.body = lease
+	req, lease := t.readRequest(w, r)
 	defer lease.release()
-	req, invalid := parseRequest(body)
-	if invalid != nil {
-		t.fail(invalid)
+	if req == nil {
 		return
 	}
 	if compact {
@@ -88,6 +74,31 @@ func (h *Handler) serveCreate(w http.ResponseWriter, r *http.Request, compact bo
 		t.client.out = sw
 	}
 	t.serve()
+}
+
+// readRequest authenticates an HTTP turn, reads its body (charged to the
+// body budget: the caller releases the lease) and validates it. nil: the
+// client has been answered.
+func (t *turn) readRequest(w http.ResponseWriter, r *http.Request) (*request, *bodyLease) {
+	h := t.h
+	subj, err := h.authenticate(r, &t.hooks)
+	if err != nil {
+		t.fail(authAnswer(err))
+		return nil, nil
+	}
+	t.in.subj = subj
+	body, lease, apiErr := h.readBody(w, r, subj.UserID)
+	if apiErr != nil {
+		t.fail(apiErr)
+		return nil, nil
+	}
+	t.admit.body = lease
+	req, invalid := parseRequest(body)
+	if invalid != nil {
+		t.fail(invalid)
+		return nil, lease
+	}
+	return req, lease
 }
 
 // warnNoFlush logs, once per Handler, that a ResponseWriter could not

@@ -348,19 +348,5 @@ func (s *chatSink) writeEvent(_ *turn, _ planned, seq int) error {
 	b = append(b, "data: "...)
 	start := len(b)
 	b = s.ct.appendChunk(b, l)
-	if s.multi && l.kind != ckDone {
-		s.scratch = append(s.scratch[:0], b[start+1:len(b)-1]...)
-		b = append(b[:start+1], s.nl...)
-		b = append(b, "data: "...)
-		b = append(b, s.scratch...)
-		b = append(b, s.nl...)
-		b = append(b, "data: }"...)
-	}
-	b = append(b, s.nl...)
-	b = append(b, s.nl...)
-	s.buf = b
-	if _, err := s.w.Write(b); err != nil {
-		return err
-	}
-	return s.rc.Flush()
+	return s.endData(b, start, s.multi && l.kind != ckDone)
 }

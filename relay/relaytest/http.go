@@ -272,9 +272,15 @@ func (s *sseSink) writeEvent(t *turn, e planned, seq int) error {
 	b = append(b, "data: "...)
 	start := len(b)
 	b = t.appendEvent(b, e, seq)
-	if s.multi {
-		// "{" / members / "}" on three data lines: the joined data is the
-		// same JSON with two newlines between tokens.
+	return s.endData(b, start, s.multi)
+}
+
+// endData ends the data of an event appended to b from start (a JSON
+// object), writes the event and flushes it. With multi the object goes on
+// three data lines ("{" / members / "}"): the joined data is the same JSON
+// with two newlines between tokens.
+func (s *sseSink) endData(b []byte, start int, multi bool) error {
+	if multi {
 		s.scratch = append(s.scratch[:0], b[start+1:len(b)-1]...)
 		b = append(b[:start+1], s.nl...)
 		b = append(b, "data: "...)
