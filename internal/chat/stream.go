@@ -47,7 +47,11 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 		return s.end()
 	}
 	str := bytesToString(p)
-	if jsonx.DepthExceeds(p, jsonx.MaxDepth) || !gjson.Valid(str) {
+	// The structure is checked, not every token: the chunk's fields are
+	// read one by one and every string is re-encoded, so a bare word where
+	// a value should be cannot reach the client; a cut chunk can, and is
+	// caught here (gjson.Valid cost a fifth of the translation).
+	if !jsonx.Complete(p, jsonx.MaxDepth) {
 		return fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed)
 	}
 	root := gjson.Parse(str)

@@ -200,3 +200,43 @@ func trimSpace(b []byte) []byte {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// Complete reports whether b is one whole JSON object or array as far as
+// its structure goes: brackets balance outside strings, every string ends,
+// nothing but space follows the last bracket, and it nests at most max
+// levels (0: MaxDepth). It does not check the tokens between (a bare word
+// where a value should be passes); it is the cheap check for bytes whose
+// fields are read one by one and whose strings are re-encoded, where a
+// truncated document is the realistic fault.
+func Complete(b []byte, max int) bool {
+	if max == 0 {
+		max = MaxDepth
+	}
+	b = trimSpace(b)
+	if len(b) == 0 || b[0] != '{' && b[0] != '[' {
+		return false
+	}
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			end := stringEnd(b, i+1)
+			if end < 0 {
+				return false
+			}
+			i = end
+		case '[', '{':
+			if depth++; depth > max {
+				return false
+			}
+		case ']', '}':
+			if depth--; depth < 0 {
+				return false
+			}
+			if depth == 0 && i != len(b)-1 {
+				return false // something follows the document
+			}
+		}
+	}
+	return depth == 0
+}

@@ -191,3 +191,19 @@ func TestMembers(t *testing.T) {
 		t.Fatalf("%v allocations per scan", n)
 	}
 }
+
+func TestComplete(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{}`: true, ` {"a":[1,{"b":"]}"}]} `: true, `[1,2]`: true, `{"a":"\"}"}`: true,
+		``: false, `{`: false, `{"a":1`: false, `{"a":"x}`: false, `}{`: false, `{} {}`: false,
+		`"str"`: false, `{"a":1}}`: false, `{"a":[}]`: true, // brackets of either kind count alike
+	} {
+		if got := Complete([]byte(in), 0); got != want {
+			t.Errorf("Complete(%q) = %v, want %v", in, got, want)
+		}
+	}
+	deep := strings.Repeat("[", 600) + strings.Repeat("]", 600)
+	if Complete([]byte(deep), 0) {
+		t.Error("a document deeper than MaxDepth is complete")
+	}
+}
