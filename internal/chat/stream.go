@@ -54,6 +54,21 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 	if !jsonx.Complete(p, jsonx.MaxDepth) {
 		return fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed)
 	}
+	if p[0] != '{' {
+		return fmt.Errorf("%w: a stream chunk is not an object", ErrMalformed)
+	}
+	if !bytes.Contains(p, keyError) && !bytes.Contains(p, keyUsage) {
+		// Most chunks carry one piece and neither member: the path to the
+		// first choice is all that is read (the members after it are not
+		// scanned at all).
+		if !s.o.started {
+			s.o.start()
+		}
+		if c := gjson.Get(str, "choices.0"); c.IsObject() {
+			return s.choice(c)
+		}
+		return nil
+	}
 	root := gjson.Parse(str)
 	if !root.IsObject() {
 		return fmt.Errorf("%w: a stream chunk is not an object", ErrMalformed)
@@ -176,6 +191,8 @@ func (s *Stream) choice(c gjson.Result) error {
 	}
 	return nil
 }
+
+var keyError, keyUsage = []byte(`"error"`), []byte(`"usage"`)
 
 // finishReason keeps a finish_reason past the payload it aliases, without
 // copying the usual ones.
