@@ -30,3 +30,11 @@ func LocalBytes(h *Handler) int64 { return h.localBytes.Load() }
 // SetLocalLimit bounds what h's WebSocket connections hold as their last
 // response's context.
 func SetLocalLimit(h *Handler, n int64) { h.maxLocal = n }
+
+// UpstreamSockets reports how many upstream sockets h holds open on an
+// account.
+func UpstreamSockets(h *Handler, account string) int {
+	h.ws.sockMu.Lock()
+	defer h.ws.sockMu.Unlock()
+	return h.ws.sockets[account]
+}

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"github.com/relaykit/responsesrelay/relay"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -150,6 +151,9 @@ func TestUpstreamSocketsPerAccountCapped(t *testing.T) {
 	// turn that dials.
 	clients[0].ws.Close(websocket.StatusNormalClosure, "")
 	waitSignal(t, "the closed connection's upstream socket to end", counter.ended)
+	// The upstream sees the socket end as the relay closes it, a moment
+	// before the relay counts it as given back.
+	waitUntil(t, "the relay to give the place back", func() bool { return relay.UpstreamSockets(e.rh, "a") == 1 })
 	clients[2].send(create(``))
 	if f := clients[2].recvTurn(); typeOf(last(f)) != "response.completed" {
 		t.Fatalf("after a place freed: %v", f)
