@@ -243,7 +243,7 @@ func (t *turn) trackBackground(sel *scheduler.Selection, r event.Response) bool 
 		t.h.log.Warn("relay: too many background responses tracked; this one is recorded as queued", "response_id", r.ID)
 		return false
 	}
-	t.rec.done = true // the record is the tracker's now
+	t.rec.done, t.rec.usage = true, u // the record is the tracker's now
 	return true
 }
 

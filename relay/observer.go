@@ -169,7 +169,9 @@ type TurnEnd struct {
 	// Recorded says that Usage was handed to the sink as the turn's usage
 	// record (then Usage is that record, but for an AccountID filled in
 	// with the last account tried when the record names none); false when
-	// no upstream answered, so no record was written.
+	// no upstream answered, so no record was written, for a background
+	// turn (its record is written when the response ends; Usage names it)
+	// and for an input token count (it has none).
 	Recorded bool
 	// Code is the HTTP status the client was answered with (or would
 	// have been: 499 when it left first). An error that follows a
@@ -318,9 +320,12 @@ func (t *turn) observeEnd() {
 	if o == nil || o.TurnEnd == nil {
 		return
 	}
-	e := TurnEnd{Subject: t.in.subj, Recorded: t.rec.done, Code: t.obs.code, ErrorType: t.obs.errType}
-	if t.rec.done {
+	e := TurnEnd{Subject: t.in.subj, Recorded: t.rec.handed, Code: t.obs.code, ErrorType: t.obs.errType}
+	if t.rec.usage.RequestID != "" {
 		e.Usage = t.rec.usage
+		if !t.rec.handed {
+			e.Usage.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()
+		}
 	} else {
 		e.Usage = t.baseUsage()
 		e.Usage.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()

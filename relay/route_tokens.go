@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"github.com/relaykit/responsesrelay/billing"
 	"net/http"
 	"strconv"
 
@@ -63,6 +64,9 @@ func (h *Handler) serveInputTokens(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 	t.answered(resp.StatusCode, "")
+	// What the Observer is told; no usage record is written for a count.
+	t.rec.usage = t.baseUsage()
+	t.rec.usage.AccountID, t.rec.usage.Status = sel.Account.ID, billing.StatusCompleted
 	w.WriteHeader(resp.StatusCode)
 	w.Write(out)
 }

@@ -289,3 +289,35 @@ func TestBackgroundStreamClientGone(t *testing.T) {
 		t.Fatalf("record %+v", u)
 	}
 }
+
+// TestObserverRecordedFlag: the Observer's TurnEnd says whether the turn
+// handed a usage record to the sink: a background turn's record comes
+// later (its TurnEnd names the response, not recorded), a token count has
+// none.
+func TestObserverRecordedFlag(t *testing.T) {
+	e := newEnv(t, "a")
+	e.h.BackgroundPoll = -1
+	rec := observed(e)
+	hold := make(chan struct{})
+	defer close(hold)
+	e.up.Script("a", relaytest.Step{Hold: hold})
+	id := jsonField(e.do(`{"model":"gpt-test","background":true,"input":"later"}`).body, "id")
+	e.postTo("/v1/responses/input_tokens", textReq)
+	e.do(textReq)
+	e.settle() // TurnEnd comes after the client's answer
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.ends) != 3 {
+		t.Fatalf("%d TurnEnd calls", len(rec.ends))
+	}
+	bg, count, turn := rec.ends[0], rec.ends[1], rec.ends[2]
+	if bg.Recorded || bg.Usage.ResponseID != id || bg.Usage.AccountID != "a" || bg.Code != 200 {
+		t.Fatalf("background TurnEnd %+v", bg)
+	}
+	if count.Recorded || count.Usage.Status != billing.StatusCompleted || count.Code != 200 {
+		t.Fatalf("token count TurnEnd %+v", count)
+	}
+	if !turn.Recorded || turn.Usage.Status != billing.StatusCompleted {
+		t.Fatalf("turn TurnEnd %+v", turn)
+	}
+}

@@ -11,11 +11,14 @@ import (
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
-// turnRecord is the turn's one usage record: done once it was handed to
-// the sink (never twice), usage what was handed.
+// turnRecord is the turn's one usage record: done once the turn writes no
+// other (it was handed to the sink, or it is another's to write: a
+// background response's tracker; or the turn has none: a token count),
+// handed when it went to the sink, usage what was (or will be) written.
 type turnRecord struct {
-	done  bool
-	usage billing.Usage
+	done   bool
+	handed bool
+	usage  billing.Usage
 }
 
 // recordServed writes the one usage record of a turn an account served.
@@ -75,7 +78,7 @@ func (t *turn) emit(u billing.Usage) {
 	if t.rec.done {
 		return
 	}
-	t.rec.done = true
+	t.rec.done, t.rec.handed = true, true
 	u.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()
 	t.rec.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
