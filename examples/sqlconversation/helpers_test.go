@@ -1,9 +1,7 @@
 package sqlconversation_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -11,7 +9,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
 	"github.com/relaykit/responsesrelay/examples/sqlconversation"
 )
@@ -94,41 +91,4 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// record returns a record of key and id shaped like the relay's, with
-// bytes a text column would mangle: escapes, a raw NUL, invalid UTF-8,
-// space that JSON compaction would drop.
-func record(key, id string) []byte {
-	return []byte(`{"response_id":"` + id + `","api_key_id":"` + key + `","previous_response_id":"resp_prev",` +
-		`"model":"gpt-5","account_id":"acct-1","store":true,` +
-		`"input":[{"role":"user","content":"héllo \u0000 \"x\""}], "output":[ {"type":"reasoning","encrypted_content":"gAAA=="} ],` +
-		`"created_at":"2026-03-04T05:06:07.000008+01:00"}` + "\x00\xff ")
-}
-
-func put(t testing.TB, s conversation.Store, key, id string, rec []byte) {
-	t.Helper()
-	if err := s.Put(context.Background(), key, id, rec); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// mustGet fails unless (key, id) holds exactly want.
-func mustGet(t testing.TB, s conversation.Store, key, id string, want []byte) {
-	t.Helper()
-	got, err := s.Get(context.Background(), key, id)
-	if err != nil {
-		t.Fatalf("Get(%s, %s): %v", key, id, err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("Get(%s, %s) =\n%q\nwant\n%q", key, id, got, want)
-	}
-}
-
-func mustMiss(t testing.TB, s conversation.Store, key, id string) {
-	t.Helper()
-	got, err := s.Get(context.Background(), key, id)
-	if !errors.Is(err, conversation.ErrNotFound) || got != nil {
-		t.Fatalf("Get(%.20q, %.20q) = %q, %v; want ErrNotFound", key, id, got, err)
-	}
 }
