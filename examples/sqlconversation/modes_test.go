@@ -16,7 +16,7 @@ func TestSQLiteCreatesOwnerOnlyFiles(t *testing.T) {
 	tg := sqliteTarget(t)
 	s := tg.open(t, nil)
 	convtest.Put(t, s, "k", "resp_1", convtest.Record("k", "resp_1"))
-	for _, p := range []string{tg.dsn, tg.dsn + "-wal", tg.dsn + "-shm"} {
+	for _, p := range []string{tg.DSN, tg.DSN + "-wal", tg.DSN + "-shm"} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)

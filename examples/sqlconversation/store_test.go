@@ -129,7 +129,7 @@ func TestOptionsAndDriver(t *testing.T) {
 	if _, err := sqlconversation.Open(ctx, "mysql", "x", nil); err == nil || !strings.Contains(err.Error(), `unknown driver "mysql"`) {
 		t.Fatalf("unknown driver: %v", err)
 	}
-	if _, err := sqlconversation.Open(ctx, "sqlite", sqliteTarget(t).dsn, &sqlconversation.Options{TTL: -1}); err == nil ||
+	if _, err := sqlconversation.Open(ctx, "sqlite", sqliteTarget(t).DSN, &sqlconversation.Options{TTL: -1}); err == nil ||
 		!strings.Contains(err.Error(), "negative TTL") {
 		t.Fatalf("negative TTL: %v", err)
 	}
@@ -177,7 +177,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			s, err := sqlconversation.OpenPostgres(context.Background(), tg.dsn, nil)
+			s, err := sqlconversation.OpenPostgres(context.Background(), tg.DSN, nil)
 			if err != nil {
 				t.Error(err)
 				return
