@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -347,22 +345,9 @@ func TestSpoolOutlivesADatabaseOutage(t *testing.T) {
 // error that names the server but not the password.
 func TestPostgresUnreachableAtStart(t *testing.T) {
 	addr := deadAddr(t)
-	up := relaytest.NewServer()
-	defer up.Close()
-	cfg := Config{
-		Accounts: []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
-		APIKeys:  []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
-		Usage:    UsageConfig{Driver: "postgres", DSN: "postgres://relayd:pw-secret-8@" + addr + "/billing?connect_timeout=5"},
-	}
-	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
-		srv.Close(context.Background())
-		t.Fatal("started without its database")
-	}
+	err := startFails(t, "its database", func(cfg *Config) {
+		cfg.Usage = UsageConfig{Driver: "postgres", DSN: "postgres://relayd:pw-secret-8@" + addr + "/billing?connect_timeout=5"}
+	})
 	if msg := err.Error(); !strings.Contains(msg, "usage log (postgres relayd@"+addr+"/billing)") || strings.Contains(msg, "pw-secret") {
 		t.Fatalf("error = %v", err)
 	}
