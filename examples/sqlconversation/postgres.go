@@ -2,7 +2,6 @@ package sqlconversation
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -94,16 +93,7 @@ func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now ti
 	}
 	var rec []byte
 	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(&rec)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, conversation.ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		rec = []byte{} // an empty record is still a record
-	}
-	return rec, nil
+	return scanned(rec, err, pgx.ErrNoRows)
 }
 
 func (q *pgBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {

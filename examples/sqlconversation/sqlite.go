@@ -3,13 +3,11 @@ package sqlconversation
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
-	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/examples/internal/sqlitefile"
 )
 
@@ -89,16 +87,7 @@ func sqliteTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 func (q *sqliteBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) ([]byte, error) {
 	var rec []byte
 	err := q.db.QueryRowContext(ctx, sqliteGet, apiKeyID, responseID, sqliteTime(now)).Scan(&rec)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, conversation.ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		rec = []byte{} // an empty record is still a record
-	}
-	return rec, nil
+	return scanned(rec, err, sql.ErrNoRows)
 }
 
 func (q *sqliteBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {
