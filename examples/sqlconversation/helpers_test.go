@@ -2,7 +2,6 @@ package sqlconversation_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/examples/internal/sqltest"
 	"github.com/relaykit/responsesrelay/examples/sqlconversation"
+	"github.com/relaykit/responsesrelay/internal/testclock"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,23 +40,8 @@ func countRows(t testing.TB, s *sqlconversation.Store) int64 {
 	return sqltest.QueryInt(t, s.Pool(), s.DB(), `SELECT count(*) FROM conversation_records`)
 }
 
-// clock is a hand-moved Options.Now. It starts on a whole microsecond,
+// newClock is a hand-moved Options.Now. It starts on a whole microsecond,
 // PostgreSQL's precision.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)} }
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC))
 }

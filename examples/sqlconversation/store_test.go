@@ -40,30 +40,30 @@ func TestPutReplaces(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		clk := newClock()
-		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: -1, Now: clk.now})
+		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: -1, Now: clk.Now})
 		r := convtest.Record("k", "resp_1")
 		convtest.Put(t, s, "k", "resp_1", r)
-		clk.advance(time.Hour - time.Microsecond)
+		clk.Advance(time.Hour - time.Microsecond)
 		convtest.MustGet(t, s, "k", "resp_1", r)
-		clk.advance(time.Microsecond)
+		clk.Advance(time.Microsecond)
 		convtest.MustMiss(t, s, "k", "resp_1")
 		if n := countRows(t, s); n != 1 {
 			t.Fatalf("rows = %d; with cleanup off the expired row stays until DeleteExpired", n)
 		}
 		convtest.Put(t, s, "k", "resp_1", r)
-		clk.advance(59 * time.Minute)
+		clk.Advance(59 * time.Minute)
 		convtest.MustGet(t, s, "k", "resp_1", r)
 	})
 }
 
 func TestDefaultTTL(t *testing.T) {
 	clk := newClock()
-	s := sqliteTarget(t).open(t, &sqlconversation.Options{Now: clk.now})
+	s := sqliteTarget(t).open(t, &sqlconversation.Options{Now: clk.Now})
 	r := convtest.Record("k", "resp_1")
 	convtest.Put(t, s, "k", "resp_1", r)
-	clk.advance(24*time.Hour - time.Microsecond)
+	clk.Advance(24*time.Hour - time.Microsecond)
 	convtest.MustGet(t, s, "k", "resp_1", r)
-	clk.advance(time.Microsecond)
+	clk.Advance(time.Microsecond)
 	convtest.MustMiss(t, s, "k", "resp_1")
 }
 
@@ -72,14 +72,14 @@ func TestDefaultTTL(t *testing.T) {
 func TestCleanupIsBounded(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		clk := newClock()
-		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: time.Minute, CleanupLimit: 3, Now: clk.now})
+		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: time.Minute, CleanupLimit: 3, Now: clk.Now})
 		// The first Put cleans (nothing yet) and schedules the next one a
 		// minute later.
 		for i := range 10 {
 			id := fmt.Sprint("old_", i)
 			convtest.Put(t, s, "k", id, convtest.Record("k", id))
 		}
-		clk.advance(time.Hour)
+		clk.Advance(time.Hour)
 		steps := []int64{
 			8, // 11 rows, 10 expired: 3 deleted; the limit was hit, so
 			6, // the next Put cleans again: 3 more,
@@ -103,7 +103,7 @@ func TestCleanupIsBounded(t *testing.T) {
 func TestDeleteExpired(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		clk := newClock()
-		s := tg.open(t, &sqlconversation.Options{TTL: time.Minute, CleanupInterval: -1, CleanupLimit: 4, Now: clk.now})
+		s := tg.open(t, &sqlconversation.Options{TTL: time.Minute, CleanupInterval: -1, CleanupLimit: 4, Now: clk.Now})
 		for i := range 6 {
 			id := fmt.Sprint("r_", i)
 			convtest.Put(t, s, "k", id, convtest.Record("k", id))
@@ -112,7 +112,7 @@ func TestDeleteExpired(t *testing.T) {
 		if n, err := s.DeleteExpired(ctx); err != nil || n != 0 {
 			t.Fatalf("before expiry: DeleteExpired = %d, %v", n, err)
 		}
-		clk.advance(time.Minute)
+		clk.Advance(time.Minute)
 		for _, want := range []int64{4, 2, 0} {
 			if n, err := s.DeleteExpired(ctx); err != nil || n != want {
 				t.Fatalf("DeleteExpired = %d, %v; want %d", n, err, want)
