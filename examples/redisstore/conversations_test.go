@@ -10,6 +10,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/examples/internal/convtest"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
@@ -113,7 +114,7 @@ func TestConversationsDefaultsAndNegativeTTL(t *testing.T) {
 }
 
 func TestConversationsUnavailable(t *testing.T) {
-	s := redisstore.NewConversations(unreachableClient(t, closedAddr(t)), nil)
+	s := redisstore.NewConversations(unreachableClient(t, testservice.ClosedAddr(t)), nil)
 	ctx := context.Background()
 	if _, err := s.Get(ctx, "k", "r"); !errors.Is(err, redisstore.ErrUnavailable) {
 		t.Fatalf("Get: %v", err)

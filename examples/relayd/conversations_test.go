@@ -14,6 +14,7 @@ import (
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
 	"github.com/relaykit/responsesrelay/examples/internal/redistest"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 	"github.com/relaykit/responsesrelay/examples/sqlconversation"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -155,7 +156,7 @@ func TestConversationsRedis(t *testing.T) {
 // an error naming the server but not its password, and the usage log
 // opened before it is closed again.
 func TestConversationsRedisUnreachableAtStart(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testservice.ClosedAddr(t)
 	err := startFails(t, "the conversations Redis", func(cfg *Config) {
 		cfg.Usage = UsageConfig{DSN: filepath.Join(t.TempDir(), "usage.db")}
 		cfg.Conversations = ConversationsConfig{Driver: "redis", DSN: "redis://relayd:pw-secret-9@" + addr + "/3"}

@@ -12,6 +12,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/relaykit/responsesrelay/examples/internal/redistest"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
@@ -163,7 +164,7 @@ func TestRedisCooldownAcrossInstances(t *testing.T) {
 // A Redis that does not answer stops relayd at start, with an error that
 // names the server but not its password.
 func TestRedisUnreachableAtStart(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testservice.ClosedAddr(t)
 	err := startFails(t, "Redis", func(cfg *Config) {
 		cfg.Usage = UsageConfig{DSN: t.TempDir() + "/usage.db"}
 		cfg.Redis = "redis://relayd:pw-secret-9@" + addr + "/3"

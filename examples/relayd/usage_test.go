@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -14,22 +13,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
 // waitUntil polls cond until it holds, failing the test after 20 s.
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -344,7 +332,7 @@ func TestSpoolOutlivesADatabaseOutage(t *testing.T) {
 // A PostgreSQL server that does not answer stops relayd at start, with an
 // error that names the server but not the password.
 func TestPostgresUnreachableAtStart(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testservice.ClosedAddr(t)
 	err := startFails(t, "its database", func(cfg *Config) {
 		cfg.Usage = UsageConfig{Driver: "postgres", DSN: "postgres://relayd:pw-secret-8@" + addr + "/billing?connect_timeout=5"}
 	})
