@@ -11,31 +11,15 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/conversation"
+	"github.com/relaykit/responsesrelay/internal/testclock"
 )
 
-// clock is a hand-moved clock for conversation.SetClock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// newClock is a hand-moved clock for conversation.SetClock.
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // memoryAt returns m reading time from clk.
-func memoryAt(m *conversation.Memory, clk *clock) *conversation.Memory {
-	conversation.SetClock(m, clk.now)
+func memoryAt(m *conversation.Memory, clk *testclock.Clock) *conversation.Memory {
+	conversation.SetClock(m, clk.Now)
 	return m
 }
 
@@ -159,9 +143,9 @@ func TestMemoryTTL(t *testing.T) {
 			m := memoryAt(&conversation.Memory{TTL: c.ttl}, clk)
 			r := record("k", "resp_1", 10)
 			put(t, m, "k", "resp_1", r)
-			clk.advance(c.want - time.Nanosecond)
+			clk.Advance(c.want - time.Nanosecond)
 			mustGet(t, m, "k", "resp_1", r)
-			clk.advance(time.Nanosecond)
+			clk.Advance(time.Nanosecond)
 			mustMiss(t, m, "k", "resp_1")
 			if got := m.Bytes(); got != 0 {
 				t.Fatalf("Bytes after expiry = %d", got)
@@ -173,7 +157,7 @@ func TestMemoryTTL(t *testing.T) {
 		m := memoryAt(&conversation.Memory{TTL: -1}, clk)
 		r := record("k", "resp_1", 10)
 		put(t, m, "k", "resp_1", r)
-		clk.advance(10 * 365 * 24 * time.Hour)
+		clk.Advance(10 * 365 * 24 * time.Hour)
 		mustGet(t, m, "k", "resp_1", r)
 	})
 }
@@ -186,17 +170,17 @@ func TestMemoryPutReclaimsExpired(t *testing.T) {
 		id := fmt.Sprint("old_", i)
 		put(t, m, "k", id, record("k", id, 100))
 	}
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	fresh := record("k", "fresh", 100)
 	put(t, m, "k", "fresh", fresh)
 	if got, want := m.Bytes(), size("k", "fresh", fresh); got != want {
 		t.Fatalf("Bytes = %d, want only the fresh record's %d", got, want)
 	}
 	// A record is timed from its last Put.
-	clk.advance(59 * time.Second)
+	clk.Advance(59 * time.Second)
 	again := record("k", "fresh", 101)
 	put(t, m, "k", "fresh", again)
-	clk.advance(59 * time.Second)
+	clk.Advance(59 * time.Second)
 	mustGet(t, m, "k", "fresh", again)
 }
 

@@ -2,11 +2,10 @@ package redisstore_test
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/examples/internal/convtest"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
@@ -47,44 +46,16 @@ func BenchmarkAcquireReleaseParallel(b *testing.B) {
 	})
 }
 
-// convBenchRecord is a record of about 4 KiB (a typical turn).
-var convBenchRecord = []byte(`{"response_id":"resp_1","api_key_id":"k","input":[{"role":"user","content":"` +
-	strings.Repeat("x", 3800) + `"}],"output":[]}`)
-
 // BenchmarkConversationsPut stores records of about 4 KiB: one SET round
 // trip each.
 func BenchmarkConversationsPut(b *testing.B) {
 	c := newClient(b)
-	p := prefix(b, c)
-	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
-	ctx := context.Background()
-	b.SetBytes(int64(len(convBenchRecord)))
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if err := s.Put(ctx, "k", "resp_"+strconv.Itoa(i%1000), convBenchRecord); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: prefix(b, c)})
+	convtest.BenchPut(b, s, 1000)
 }
 
 func BenchmarkConversationsGet(b *testing.B) {
 	c := newClient(b)
-	p := prefix(b, c)
-	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: p})
-	ctx := context.Background()
-	for i := range 1000 {
-		if err := s.Put(ctx, "k", "resp_"+strconv.Itoa(i), convBenchRecord); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if _, err := s.Get(ctx, "k", "resp_"+strconv.Itoa(i%1000)); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
+	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: prefix(b, c)})
+	convtest.BenchGet(b, s)
 }

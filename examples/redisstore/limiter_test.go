@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
@@ -75,7 +76,7 @@ func TestTryAcquireAndRelease(t *testing.T) {
 
 func TestUnlimitedNeverAsksRedis(t *testing.T) {
 	// Nothing listens there: any Redis call would fail.
-	l := newLimiter(t, unreachableClient(t, closedAddr(t)), nil)
+	l := newLimiter(t, unreachableClient(t, testservice.ClosedAddr(t)), nil)
 	for _, limit := range []int{0, -1} {
 		r, ok, err := l.TryAcquire(context.Background(), "user:u", limit)
 		if err != nil || !ok {
@@ -412,7 +413,7 @@ func TestCrashedInstanceSlotsExpire(t *testing.T) {
 
 func TestFailClosed(t *testing.T) {
 	var logs logBuffer
-	l := newLimiter(t, unreachableClient(t, closedAddr(t)), &redisstore.LimiterOptions{Logger: logs.logger(), Timeout: time.Second})
+	l := newLimiter(t, unreachableClient(t, testservice.ClosedAddr(t)), &redisstore.LimiterOptions{Logger: logs.logger(), Timeout: time.Second})
 	ctx := context.Background()
 
 	r, ok, err := l.TryAcquire(ctx, "user:u", 1)
@@ -435,7 +436,7 @@ func TestFailClosed(t *testing.T) {
 
 func TestFailOpen(t *testing.T) {
 	var logs logBuffer
-	l := newLimiter(t, unreachableClient(t, closedAddr(t)),
+	l := newLimiter(t, unreachableClient(t, testservice.ClosedAddr(t)),
 		&redisstore.LimiterOptions{Logger: logs.logger(), FailOpen: true, Timeout: time.Second, PollInterval: 20 * time.Millisecond})
 	ctx := context.Background()
 	const key = "user:u"

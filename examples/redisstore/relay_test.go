@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay"
@@ -380,7 +381,7 @@ func TestKilledInstanceFreesSlots(t *testing.T) {
 func TestRelayWithRedisDown(t *testing.T) {
 	up := newUpstream(t)
 	acct := &scheduler.Account{ID: "a", BaseURL: up.baseURL("a"), Concurrency: 2}
-	c := unreachableClient(t, closedAddr(t))
+	c := unreachableClient(t, testservice.ClosedAddr(t))
 	for _, tc := range []struct {
 		name        string
 		failOpen    bool

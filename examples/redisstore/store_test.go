@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
@@ -59,7 +60,7 @@ func TestStore(t *testing.T) {
 }
 
 func TestStoreUnavailable(t *testing.T) {
-	s := redisstore.NewStore(unreachableClient(t, closedAddr(t)), nil)
+	s := redisstore.NewStore(unreachableClient(t, testservice.ClosedAddr(t)), nil)
 	ctx := context.Background()
 	if _, _, err := s.Get(ctx, "k"); !errors.Is(err, redisstore.ErrUnavailable) {
 		t.Fatalf("Get: %v", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
 	"github.com/relaykit/responsesrelay/examples/internal/redistest"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 	"github.com/relaykit/responsesrelay/examples/sqlconversation"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -155,25 +156,11 @@ func TestConversationsRedis(t *testing.T) {
 // an error naming the server but not its password, and the usage log
 // opened before it is closed again.
 func TestConversationsRedisUnreachableAtStart(t *testing.T) {
-	addr := deadAddr(t)
-	up := relaytest.NewServer()
-	defer up.Close()
-	usage := filepath.Join(t.TempDir(), "usage.db")
-	cfg := Config{
-		Accounts:      []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
-		APIKeys:       []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
-		Usage:         UsageConfig{DSN: usage},
-		Conversations: ConversationsConfig{Driver: "redis", DSN: "redis://relayd:pw-secret-9@" + addr + "/3"},
-	}
-	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
-		srv.Close(context.Background())
-		t.Fatal("started without the conversations Redis")
-	}
+	addr := testservice.ClosedAddr(t)
+	err := startFails(t, "the conversations Redis", func(cfg *Config) {
+		cfg.Usage = UsageConfig{DSN: filepath.Join(t.TempDir(), "usage.db")}
+		cfg.Conversations = ConversationsConfig{Driver: "redis", DSN: "redis://relayd:pw-secret-9@" + addr + "/3"}
+	})
 	if msg := err.Error(); !strings.Contains(msg, "conversations: redis at "+addr+"/3") || strings.Contains(msg, "pw-secret") {
 		t.Fatalf("error = %v", err)
 	}
@@ -181,23 +168,10 @@ func TestConversationsRedisUnreachableAtStart(t *testing.T) {
 
 // A SQLite file that cannot be created stops relayd at start.
 func TestConversationsSQLiteFailsAtStart(t *testing.T) {
-	up := relaytest.NewServer()
-	defer up.Close()
-	cfg := Config{
-		Accounts:      []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
-		APIKeys:       []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
-		Usage:         UsageConfig{DSN: filepath.Join(t.TempDir(), "usage.db")},
-		Conversations: ConversationsConfig{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "missing", "conversations.db")},
-	}
-	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
-		srv.Close(context.Background())
-		t.Fatal("started without its conversations database")
-	}
+	err := startFails(t, "its conversations database", func(cfg *Config) {
+		cfg.Usage = UsageConfig{DSN: filepath.Join(t.TempDir(), "usage.db")}
+		cfg.Conversations = ConversationsConfig{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "missing", "conversations.db")}
+	})
 	if !strings.Contains(err.Error(), "conversations (sqlite ") {
 		t.Fatalf("error = %v", err)
 	}

@@ -254,3 +254,28 @@ func (b *logBuffer) waitFor(t *testing.T, s string) string {
 		}
 	}
 }
+
+// startFails builds relayd on one upstream account and alice's key, with
+// the config changed by tweak, and returns the error that stopped it at
+// start. It fails the test if relayd started: what names the dependency
+// it should have found missing.
+func startFails(t *testing.T, what string, tweak func(*Config)) error {
+	t.Helper()
+	up := relaytest.NewServer()
+	defer up.Close()
+	cfg := Config{
+		Accounts: []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
+		APIKeys:  []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
+	}
+	tweak(&cfg)
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		srv.Close(context.Background())
+		t.Fatal("started without " + what)
+	}
+	return err
+}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/relaykit/responsesrelay/examples/internal/redistest"
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/internal/relaytestenv"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
@@ -165,24 +164,11 @@ func TestRedisCooldownAcrossInstances(t *testing.T) {
 // A Redis that does not answer stops relayd at start, with an error that
 // names the server but not its password.
 func TestRedisUnreachableAtStart(t *testing.T) {
-	addr := deadAddr(t)
-	up := relaytest.NewServer()
-	defer up.Close()
-	cfg := Config{
-		Accounts: []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
-		APIKeys:  []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
-		Usage:    UsageConfig{DSN: t.TempDir() + "/usage.db"},
-		Redis:    "redis://relayd:pw-secret-9@" + addr + "/3",
-	}
-	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
-		srv.Close(context.Background())
-		t.Fatal("started without Redis")
-	}
+	addr := testservice.ClosedAddr(t)
+	err := startFails(t, "Redis", func(cfg *Config) {
+		cfg.Usage = UsageConfig{DSN: t.TempDir() + "/usage.db"}
+		cfg.Redis = "redis://relayd:pw-secret-9@" + addr + "/3"
+	})
 	if msg := err.Error(); !strings.Contains(msg, "redis at "+addr+"/3") || strings.Contains(msg, "pw-secret") {
 		t.Fatalf("error = %v", err)
 	}

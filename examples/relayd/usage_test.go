@@ -4,9 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -16,22 +13,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
+	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
 // waitUntil polls cond until it holds, failing the test after 20 s.
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -346,23 +332,10 @@ func TestSpoolOutlivesADatabaseOutage(t *testing.T) {
 // A PostgreSQL server that does not answer stops relayd at start, with an
 // error that names the server but not the password.
 func TestPostgresUnreachableAtStart(t *testing.T) {
-	addr := deadAddr(t)
-	up := relaytest.NewServer()
-	defer up.Close()
-	cfg := Config{
-		Accounts: []AccountConfig{{ID: "a1", BaseURL: up.BaseURL("a1"), APIKey: upstreamKey("a1")}},
-		APIKeys:  []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
-		Usage:    UsageConfig{Driver: "postgres", DSN: "postgres://relayd:pw-secret-8@" + addr + "/billing?connect_timeout=5"},
-	}
-	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
-		srv.Close(context.Background())
-		t.Fatal("started without its database")
-	}
+	addr := testservice.ClosedAddr(t)
+	err := startFails(t, "its database", func(cfg *Config) {
+		cfg.Usage = UsageConfig{Driver: "postgres", DSN: "postgres://relayd:pw-secret-8@" + addr + "/billing?connect_timeout=5"}
+	})
 	if msg := err.Error(); !strings.Contains(msg, "usage log (postgres relayd@"+addr+"/billing)") || strings.Contains(msg, "pw-secret") {
 		t.Fatalf("error = %v", err)
 	}

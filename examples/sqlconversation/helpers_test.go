@@ -1,134 +1,47 @@
 package sqlconversation_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/relaykit/responsesrelay/conversation"
-	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
+	"github.com/relaykit/responsesrelay/examples/internal/sqltest"
 	"github.com/relaykit/responsesrelay/examples/sqlconversation"
+	"github.com/relaykit/responsesrelay/internal/testclock"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // target is a fresh, empty database of one driver.
-type target struct {
-	driver, dsn string
-}
+type target sqltest.Target
 
-func sqliteTarget(tb testing.TB) target {
-	return target{sqlconversation.DriverSQLite, filepath.Join(tb.TempDir(), "conversations.db")}
-}
+func sqliteTarget(tb testing.TB) target { return target(sqltest.SQLite(tb, "conversations.db")) }
 
-// postgresTarget is an empty schema of the test server, dropped at
-// cleanup; the test is skipped without a server outside CI (pgtest.URL).
-func postgresTarget(tb testing.TB) target {
-	return target{sqlconversation.DriverPostgres, pgtest.DSN(tb, "sqlconv_test_")}
-}
+func postgresTarget(tb testing.TB) target { return target(sqltest.Postgres(tb, "sqlconv_test_")) }
 
 // open opens a Store on the target, closed at cleanup.
 func (tg target) open(tb testing.TB, o *sqlconversation.Options) *sqlconversation.Store {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := sqlconversation.Open(ctx, tg.driver, tg.dsn, o)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Error(err)
-		}
+	return sqltest.Open(tb, func(ctx context.Context) (*sqlconversation.Store, error) {
+		return sqlconversation.Open(ctx, tg.Driver, tg.DSN, o)
 	})
-	return s
 }
 
 // eachDriver runs f once per driver, as subtests "sqlite" and "postgres".
 func eachDriver(t *testing.T, f func(t *testing.T, tg target)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, sqliteTarget(t)) })
-	t.Run("postgres", func(t *testing.T) { f(t, postgresTarget(t)) })
+	sqltest.EachDriver(t, sqliteTarget, postgresTarget, f)
 }
 
 // countRows counts the table's rows, expired ones included.
 func countRows(t testing.TB, s *sqlconversation.Store) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	const q = `SELECT count(*) FROM conversation_records`
-	var n int64
-	var err error
-	if s.Pool() != nil {
-		err = s.Pool().QueryRow(ctx, q).Scan(&n)
-	} else {
-		err = s.DB().QueryRowContext(ctx, q).Scan(&n)
-	}
-	if err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
+	return sqltest.QueryInt(t, s.Pool(), s.DB(), `SELECT count(*) FROM conversation_records`)
 }
 
-// clock is a hand-moved Options.Now. It starts on a whole microsecond,
+// newClock is a hand-moved Options.Now. It starts on a whole microsecond,
 // PostgreSQL's precision.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)} }
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// record returns a record of key and id shaped like the relay's, with
-// bytes a text column would mangle: escapes, a raw NUL, invalid UTF-8,
-// space that JSON compaction would drop.
-func record(key, id string) []byte {
-	return []byte(`{"response_id":"` + id + `","api_key_id":"` + key + `","previous_response_id":"resp_prev",` +
-		`"model":"gpt-5","account_id":"acct-1","store":true,` +
-		`"input":[{"role":"user","content":"héllo \u0000 \"x\""}], "output":[ {"type":"reasoning","encrypted_content":"gAAA=="} ],` +
-		`"created_at":"2026-03-04T05:06:07.000008+01:00"}` + "\x00\xff ")
-}
-
-func put(t testing.TB, s conversation.Store, key, id string, rec []byte) {
-	t.Helper()
-	if err := s.Put(context.Background(), key, id, rec); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// mustGet fails unless (key, id) holds exactly want.
-func mustGet(t testing.TB, s conversation.Store, key, id string, want []byte) {
-	t.Helper()
-	got, err := s.Get(context.Background(), key, id)
-	if err != nil {
-		t.Fatalf("Get(%s, %s): %v", key, id, err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("Get(%s, %s) =\n%q\nwant\n%q", key, id, got, want)
-	}
-}
-
-func mustMiss(t testing.TB, s conversation.Store, key, id string) {
-	t.Helper()
-	got, err := s.Get(context.Background(), key, id)
-	if !errors.Is(err, conversation.ErrNotFound) || got != nil {
-		t.Fatalf("Get(%.20q, %.20q) = %q, %v; want ErrNotFound", key, id, got, err)
-	}
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC))
 }

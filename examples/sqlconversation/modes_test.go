@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/relaykit/responsesrelay/examples/internal/convtest"
 )
 
 // The records hold user content: the database and its side files are the
@@ -13,8 +15,8 @@ import (
 func TestSQLiteCreatesOwnerOnlyFiles(t *testing.T) {
 	tg := sqliteTarget(t)
 	s := tg.open(t, nil)
-	put(t, s, "k", "resp_1", record("k", "resp_1"))
-	for _, p := range []string{tg.dsn, tg.dsn + "-wal", tg.dsn + "-shm"} {
+	convtest.Put(t, s, "k", "resp_1", convtest.Record("k", "resp_1"))
+	for _, p := range []string{tg.DSN, tg.DSN + "-wal", tg.DSN + "-shm"} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)

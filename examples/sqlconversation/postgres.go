@@ -2,8 +2,6 @@ package sqlconversation
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -12,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relaykit/responsesrelay/conversation"
+	"github.com/relaykit/responsesrelay/examples/internal/pgpool"
 )
 
 // PostgresSchema creates the PostgreSQL conversation_records table and its
@@ -29,10 +28,9 @@ CREATE TABLE IF NOT EXISTS conversation_records (
 CREATE INDEX IF NOT EXISTS conversation_records_expires ON conversation_records (expires_at);
 `
 
-// schemaLock serializes the schema creation of relays starting together:
-// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique
-// indexes.
-const schemaLock = `SELECT pg_advisory_xact_lock(hashtext('sqlconversation.conversation_records'))`
+// schemaLock names the lock serializing the schema creation of relays
+// starting together (see pgpool.CreateSchema).
+const schemaLock = "sqlconversation.conversation_records"
 
 const (
 	postgresGet = `SELECT record FROM conversation_records
@@ -53,19 +51,12 @@ const (
 // it. ctx bounds the connection and the schema creation. Close closes the
 // pool.
 func OpenPostgres(ctx context.Context, url string, o *Options) (*Store, error) {
-	if strings.TrimSpace(url) == "" {
-		return nil, errors.New("sqlconversation: empty PostgreSQL URL")
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("sqlconversation: postgres: %w", err)
-	}
-	s, err := newPostgres(ctx, pool, true, o)
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return s, nil
+	var s *Store
+	_, err := pgpool.Open(ctx, url, "sqlconversation", func(pool *pgxpool.Pool) (err error) {
+		s, err = newPostgres(ctx, pool, true, o)
+		return err
+	})
+	return s, err
 }
 
 // NewPostgres creates the table through pool if needed and returns a Store
@@ -75,15 +66,8 @@ func NewPostgres(ctx context.Context, pool *pgxpool.Pool, o *Options) (*Store, e
 }
 
 func newPostgres(ctx context.Context, pool *pgxpool.Pool, ownPool bool, o *Options) (*Store, error) {
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, schemaLock); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, PostgresSchema)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sqlconversation: create schema: %w", err)
+	if err := pgpool.CreateSchema(ctx, pool, "sqlconversation", schemaLock, PostgresSchema); err != nil {
+		return nil, err
 	}
 	s, err := newStore(DriverPostgres, &pgBackend{pool: pool, ownPool: ownPool}, o)
 	if err != nil {
@@ -109,16 +93,7 @@ func (q *pgBackend) get(ctx context.Context, apiKeyID, responseID string, now ti
 	}
 	var rec []byte
 	err := q.pool.QueryRow(ctx, postgresGet, apiKeyID, responseID, now).Scan(&rec)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, conversation.ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		rec = []byte{} // an empty record is still a record
-	}
-	return rec, nil
+	return scanned(rec, err, pgx.ErrNoRows)
 }
 
 func (q *pgBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {

@@ -3,14 +3,11 @@ package sqlconversation
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
-	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/examples/internal/sqlitefile"
 )
 
@@ -54,28 +51,12 @@ const (
 // failover its context, nothing more) and a busy timeout, and creates the
 // table. Close closes the database.
 func OpenSQLite(ctx context.Context, dsn string, o *Options) (*Store, error) {
-	if strings.TrimSpace(dsn) == "" {
-		return nil, errors.New("sqlconversation: empty SQLite DSN")
-	}
-	path := sqlitefile.Path(dsn)
-	if err := sqlitefile.Create(path); err != nil {
-		return nil, fmt.Errorf("sqlconversation: create %s: %w", path, err)
-	}
-	db, err := sql.Open("sqlite", sqlitefile.WithPragmas(dsn,
-		fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()), "journal_mode(WAL)", "synchronous(NORMAL)"))
-	if err != nil {
-		return nil, fmt.Errorf("sqlconversation: open %s: %w", dsn, err)
-	}
-	// One connection: SQLite takes one writer at a time, and ":memory:"
-	// databases stay one database.
-	db.SetMaxOpenConns(1)
-	s, err := newSQLite(ctx, db, true, o)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	sqlitefile.Tighten(path, "sqlconversation", "conversation database") // the -wal and -shm files exist by now
-	return s, nil
+	var s *Store
+	_, err := sqlitefile.Open(ctx, dsn, "sqlconversation", "conversation database", func(db *sql.DB) (err error) {
+		s, err = newSQLite(ctx, db, true, o)
+		return err
+	}, fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()), "journal_mode(WAL)", "synchronous(NORMAL)")
+	return s, err
 }
 
 // NewSQLite creates the table in db, a SQLite database, if needed and
@@ -106,16 +87,7 @@ func sqliteTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 func (q *sqliteBackend) get(ctx context.Context, apiKeyID, responseID string, now time.Time) ([]byte, error) {
 	var rec []byte
 	err := q.db.QueryRowContext(ctx, sqliteGet, apiKeyID, responseID, sqliteTime(now)).Scan(&rec)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, conversation.ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	if rec == nil {
-		rec = []byte{} // an empty record is still a record
-	}
-	return rec, nil
+	return scanned(rec, err, sql.ErrNoRows)
 }
 
 func (q *sqliteBackend) put(ctx context.Context, apiKeyID, responseID string, record []byte, now, expires time.Time) error {

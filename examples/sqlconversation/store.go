@@ -219,3 +219,19 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.b.close() })
 	return s.closeErr
 }
+
+// scanned turns a backend's read of one record into Get's answer: its
+// driver's no-rows error is ErrNotFound, and an empty record is still a
+// record.
+func scanned(rec []byte, err, noRows error) ([]byte, error) {
+	if errors.Is(err, noRows) {
+		return nil, conversation.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		rec = []byte{}
+	}
+	return rec, nil
+}

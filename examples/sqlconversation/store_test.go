@@ -1,9 +1,7 @@
 package sqlconversation_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,69 +9,27 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/conversation"
+	"github.com/relaykit/responsesrelay/examples/internal/convtest"
 	"github.com/relaykit/responsesrelay/examples/sqlconversation"
 )
 
-func TestRoundTrip(t *testing.T) {
+// Every driver passes the conformance suite, with a cleanup on every Put
+// so that it runs alongside the other operations.
+func TestConformance(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
-		s := tg.open(t, nil)
-		mustMiss(t, s, "k1", "resp_1")
-		r := record("k1", "resp_1")
-		put(t, s, "k1", "resp_1", r)
-		mustGet(t, s, "k1", "resp_1", r)
-		// Bytes come back as they went in, even ones that are no JSON,
-		// and an empty record is a record.
-		bare := []byte{0xff, 0x00, '['}
-		put(t, s, "k1", "resp_bare", bare)
-		mustGet(t, s, "k1", "resp_bare", bare)
-		put(t, s, "k1", "resp_empty", nil)
-		mustGet(t, s, "k1", "resp_empty", []byte{})
-		// The Store keeps no reference to the caller's bytes.
-		buf := record("k1", "resp_2")
-		put(t, s, "k1", "resp_2", buf)
-		want := bytes.Clone(buf)
-		buf[0] = 'X'
-		mustGet(t, s, "k1", "resp_2", want)
-	})
-}
-
-// A response id is found, replaced and deleted only under the key that
-// made it.
-func TestScopedByAPIKey(t *testing.T) {
-	eachDriver(t, func(t *testing.T, tg target) {
-		s := tg.open(t, nil)
-		ctx := context.Background()
-		a := record("key-a", "resp_1")
-		put(t, s, "key-a", "resp_1", a)
-		mustMiss(t, s, "key-b", "resp_1")
-		mustMiss(t, s, "", "resp_1")
-		if err := s.Delete(ctx, "key-b", "resp_1"); err != nil {
-			t.Fatal(err)
-		}
-		mustGet(t, s, "key-a", "resp_1", a)
-
-		b := record("key-b", "resp_1")
-		put(t, s, "key-b", "resp_1", b)
-		mustGet(t, s, "key-a", "resp_1", a)
-		mustGet(t, s, "key-b", "resp_1", b)
-		if err := s.Delete(ctx, "key-a", "resp_1"); err != nil {
-			t.Fatal(err)
-		}
-		mustMiss(t, s, "key-a", "resp_1")
-		mustGet(t, s, "key-b", "resp_1", b)
-		if err := s.Delete(ctx, "key-a", "resp_1"); err != nil {
-			t.Fatalf("deleting a missing record: %v", err)
-		}
+		convtest.Run(t, func(t *testing.T) conversation.Store {
+			return tg.open(t, &sqlconversation.Options{CleanupInterval: time.Nanosecond})
+		})
 	})
 }
 
 func TestPutReplaces(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		s := tg.open(t, nil)
-		put(t, s, "k", "resp_1", record("k", "resp_1"))
+		convtest.Put(t, s, "k", "resp_1", convtest.Record("k", "resp_1"))
 		r := []byte(`{"response_id":"resp_1","account_id":"acct-9"}`)
-		put(t, s, "k", "resp_1", r)
-		mustGet(t, s, "k", "resp_1", r)
+		convtest.Put(t, s, "k", "resp_1", r)
+		convtest.MustGet(t, s, "k", "resp_1", r)
 		if n := countRows(t, s); n != 1 {
 			t.Fatalf("rows = %d, want 1", n)
 		}
@@ -84,31 +40,31 @@ func TestPutReplaces(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		clk := newClock()
-		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: -1, Now: clk.now})
-		r := record("k", "resp_1")
-		put(t, s, "k", "resp_1", r)
-		clk.advance(time.Hour - time.Microsecond)
-		mustGet(t, s, "k", "resp_1", r)
-		clk.advance(time.Microsecond)
-		mustMiss(t, s, "k", "resp_1")
+		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: -1, Now: clk.Now})
+		r := convtest.Record("k", "resp_1")
+		convtest.Put(t, s, "k", "resp_1", r)
+		clk.Advance(time.Hour - time.Microsecond)
+		convtest.MustGet(t, s, "k", "resp_1", r)
+		clk.Advance(time.Microsecond)
+		convtest.MustMiss(t, s, "k", "resp_1")
 		if n := countRows(t, s); n != 1 {
 			t.Fatalf("rows = %d; with cleanup off the expired row stays until DeleteExpired", n)
 		}
-		put(t, s, "k", "resp_1", r)
-		clk.advance(59 * time.Minute)
-		mustGet(t, s, "k", "resp_1", r)
+		convtest.Put(t, s, "k", "resp_1", r)
+		clk.Advance(59 * time.Minute)
+		convtest.MustGet(t, s, "k", "resp_1", r)
 	})
 }
 
 func TestDefaultTTL(t *testing.T) {
 	clk := newClock()
-	s := sqliteTarget(t).open(t, &sqlconversation.Options{Now: clk.now})
-	r := record("k", "resp_1")
-	put(t, s, "k", "resp_1", r)
-	clk.advance(24*time.Hour - time.Microsecond)
-	mustGet(t, s, "k", "resp_1", r)
-	clk.advance(time.Microsecond)
-	mustMiss(t, s, "k", "resp_1")
+	s := sqliteTarget(t).open(t, &sqlconversation.Options{Now: clk.Now})
+	r := convtest.Record("k", "resp_1")
+	convtest.Put(t, s, "k", "resp_1", r)
+	clk.Advance(24*time.Hour - time.Microsecond)
+	convtest.MustGet(t, s, "k", "resp_1", r)
+	clk.Advance(time.Microsecond)
+	convtest.MustMiss(t, s, "k", "resp_1")
 }
 
 // Put deletes expired rows at most CleanupLimit at a time, at most once
@@ -116,14 +72,14 @@ func TestDefaultTTL(t *testing.T) {
 func TestCleanupIsBounded(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		clk := newClock()
-		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: time.Minute, CleanupLimit: 3, Now: clk.now})
+		s := tg.open(t, &sqlconversation.Options{TTL: time.Hour, CleanupInterval: time.Minute, CleanupLimit: 3, Now: clk.Now})
 		// The first Put cleans (nothing yet) and schedules the next one a
 		// minute later.
 		for i := range 10 {
 			id := fmt.Sprint("old_", i)
-			put(t, s, "k", id, record("k", id))
+			convtest.Put(t, s, "k", id, convtest.Record("k", id))
 		}
-		clk.advance(time.Hour)
+		clk.Advance(time.Hour)
 		steps := []int64{
 			8, // 11 rows, 10 expired: 3 deleted; the limit was hit, so
 			6, // the next Put cleans again: 3 more,
@@ -133,13 +89,13 @@ func TestCleanupIsBounded(t *testing.T) {
 		}
 		for i, want := range steps {
 			id := fmt.Sprint("new_", i)
-			put(t, s, "k", id, record("k", id))
+			convtest.Put(t, s, "k", id, convtest.Record("k", id))
 			if n := countRows(t, s); n != want {
 				t.Fatalf("after Put %d: rows = %d, want %d", i, n, want)
 			}
 		}
 		for i := range steps {
-			mustGet(t, s, "k", fmt.Sprint("new_", i), record("k", fmt.Sprint("new_", i)))
+			convtest.MustGet(t, s, "k", fmt.Sprint("new_", i), convtest.Record("k", fmt.Sprint("new_", i)))
 		}
 	})
 }
@@ -147,16 +103,16 @@ func TestCleanupIsBounded(t *testing.T) {
 func TestDeleteExpired(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		clk := newClock()
-		s := tg.open(t, &sqlconversation.Options{TTL: time.Minute, CleanupInterval: -1, CleanupLimit: 4, Now: clk.now})
+		s := tg.open(t, &sqlconversation.Options{TTL: time.Minute, CleanupInterval: -1, CleanupLimit: 4, Now: clk.Now})
 		for i := range 6 {
 			id := fmt.Sprint("r_", i)
-			put(t, s, "k", id, record("k", id))
+			convtest.Put(t, s, "k", id, convtest.Record("k", id))
 		}
 		ctx := context.Background()
 		if n, err := s.DeleteExpired(ctx); err != nil || n != 0 {
 			t.Fatalf("before expiry: DeleteExpired = %d, %v", n, err)
 		}
-		clk.advance(time.Minute)
+		clk.Advance(time.Minute)
 		for _, want := range []int64{4, 2, 0} {
 			if n, err := s.DeleteExpired(ctx); err != nil || n != want {
 				t.Fatalf("DeleteExpired = %d, %v; want %d", n, err, want)
@@ -168,51 +124,12 @@ func TestDeleteExpired(t *testing.T) {
 	})
 }
 
-// Concurrent Puts, Gets and Deletes (run with -race) each get an answer
-// that belongs to their own key.
-func TestConcurrent(t *testing.T) {
-	eachDriver(t, func(t *testing.T, tg target) {
-		s := tg.open(t, &sqlconversation.Options{CleanupInterval: time.Nanosecond})
-		ctx := context.Background()
-		var wg sync.WaitGroup
-		for w := range 4 {
-			wg.Go(func() {
-				key := fmt.Sprint("k", w%2)
-				for i := range 50 {
-					id := fmt.Sprint("resp_", i%8)
-					var err error
-					switch i % 3 {
-					case 0:
-						err = s.Put(ctx, key, id, record(key, id))
-					case 1:
-						var r []byte
-						r, err = s.Get(ctx, key, id)
-						if err == nil && !bytes.Equal(r, record(key, id)) {
-							t.Errorf("Get(%s, %s) = %.60q, another record", key, id, r)
-						}
-						if errors.Is(err, conversation.ErrNotFound) {
-							err = nil
-						}
-					case 2:
-						err = s.Delete(ctx, key, id)
-					}
-					if err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-	})
-}
-
 func TestOptionsAndDriver(t *testing.T) {
 	ctx := context.Background()
 	if _, err := sqlconversation.Open(ctx, "mysql", "x", nil); err == nil || !strings.Contains(err.Error(), `unknown driver "mysql"`) {
 		t.Fatalf("unknown driver: %v", err)
 	}
-	if _, err := sqlconversation.Open(ctx, "sqlite", sqliteTarget(t).dsn, &sqlconversation.Options{TTL: -1}); err == nil ||
+	if _, err := sqlconversation.Open(ctx, "sqlite", sqliteTarget(t).DSN, &sqlconversation.Options{TTL: -1}); err == nil ||
 		!strings.Contains(err.Error(), "negative TTL") {
 		t.Fatalf("negative TTL: %v", err)
 	}
@@ -231,14 +148,14 @@ func TestNewSQLiteKeepsTheDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, s, "k", "resp_1", record("k", "resp_1"))
+	convtest.Put(t, s, "k", "resp_1", convtest.Record("k", "resp_1"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	mustGet(t, owner, "k", "resp_1", record("k", "resp_1"))
+	convtest.MustGet(t, owner, "k", "resp_1", convtest.Record("k", "resp_1"))
 }
 
 func TestNewPostgresKeepsThePool(t *testing.T) {
@@ -247,11 +164,11 @@ func TestNewPostgresKeepsThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, s, "k", "resp_1", record("k", "resp_1"))
+	convtest.Put(t, s, "k", "resp_1", convtest.Record("k", "resp_1"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	mustGet(t, owner, "k", "resp_1", record("k", "resp_1"))
+	convtest.MustGet(t, owner, "k", "resp_1", convtest.Record("k", "resp_1"))
 }
 
 // Relays starting together all create the table without error.
@@ -260,7 +177,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			s, err := sqlconversation.OpenPostgres(context.Background(), tg.dsn, nil)
+			s, err := sqlconversation.OpenPostgres(context.Background(), tg.DSN, nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -269,21 +186,4 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 		})
 	}
 	wg.Wait()
-}
-
-// Ids the client chooses may hold bytes a database column refuses: a Get
-// of them is a miss, a Delete a no-op, and the store keeps working.
-func TestHostileIDs(t *testing.T) {
-	eachDriver(t, func(t *testing.T, tg target) {
-		s := tg.open(t, nil)
-		put(t, s, "k", "resp_1", record("k", "resp_1"))
-		for _, id := range []string{"resp_\x00", "resp_\xff\xfe", strings.Repeat("r", 64<<10)} {
-			mustMiss(t, s, "k", id)
-			mustMiss(t, s, id, "resp_1")
-			if err := s.Delete(context.Background(), "k", id); err != nil {
-				t.Fatalf("Delete(%.20q): %v", id, err)
-			}
-		}
-		mustGet(t, s, "k", "resp_1", record("k", "resp_1"))
-	})
 }

@@ -299,7 +299,7 @@ func TestOpenDispatch(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
-	s, err := sqlusage.Open(ctx, "", sqliteTarget(t).dsn)
+	s, err := sqlusage.Open(ctx, "", sqliteTarget(t).DSN)
 	if err != nil {
 		t.Fatal(err)
 	}

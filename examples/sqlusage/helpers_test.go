@@ -3,12 +3,10 @@ package sqlusage_test
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/relaykit/responsesrelay/examples/internal/pgtest"
+	"github.com/relaykit/responsesrelay/examples/internal/sqltest"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 )
 
@@ -16,62 +14,34 @@ import (
 // at cleanup (see pgtest.DSN).
 func postgresDSN(tb testing.TB) string {
 	tb.Helper()
-	return pgtest.DSN(tb, "sqlusage_test_")
+	return postgresTarget(tb).DSN
 }
 
 // target is a fresh, empty database of one driver.
-type target struct {
-	driver, dsn string
-}
+type target sqltest.Target
 
-func sqliteTarget(tb testing.TB) target {
-	return target{sqlusage.DriverSQLite, filepath.Join(tb.TempDir(), "usage.db")}
-}
+func sqliteTarget(tb testing.TB) target { return target(sqltest.SQLite(tb, "usage.db")) }
 
-func postgresTarget(tb testing.TB) target {
-	return target{sqlusage.DriverPostgres, postgresDSN(tb)}
-}
+func postgresTarget(tb testing.TB) target { return target(sqltest.Postgres(tb, "sqlusage_test_")) }
 
 // open opens a Sink on the target, shut down at cleanup.
 func (tg target) open(tb testing.TB, opts ...sqlusage.Option) *sqlusage.Sink {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := sqlusage.Open(ctx, tg.driver, tg.dsn, opts...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Error(err)
-		}
+	return sqltest.Open(tb, func(ctx context.Context) (*sqlusage.Sink, error) {
+		return sqlusage.Open(ctx, tg.Driver, tg.DSN, opts...)
 	})
-	return s
 }
 
 // eachDriver runs f once per driver, as subtests "sqlite" and "postgres".
 func eachDriver(t *testing.T, f func(t *testing.T, tg target)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, sqliteTarget(t)) })
-	t.Run("postgres", func(t *testing.T) { f(t, postgresTarget(t)) })
+	sqltest.EachDriver(t, sqliteTarget, postgresTarget, f)
 }
 
 // queryInt runs a query returning one integer, written with $1-style
 // placeholders, which SQLite also accepts.
 func queryInt(t testing.TB, s *sqlusage.Sink, query string, args ...any) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var n int64
-	var err error
-	if s.Pool() != nil {
-		err = s.Pool().QueryRow(ctx, query, args...).Scan(&n)
-	} else {
-		err = s.DB().QueryRowContext(ctx, query, args...).Scan(&n)
-	}
-	if err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
-	return n
+	return sqltest.QueryInt(t, s.Pool(), s.DB(), query, args...)
 }
 
 func countRows(t testing.TB, s *sqlusage.Sink) int64 {

@@ -2,16 +2,14 @@ package sqlusage
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/examples/internal/pgpool"
 )
 
 // PostgresSchema creates the PostgreSQL usage_records table and its index
@@ -47,10 +45,9 @@ CREATE TABLE IF NOT EXISTS usage_records (
 CREATE INDEX IF NOT EXISTS usage_records_user_created ON usage_records (user_id, created_at);
 `
 
-// schemaLock serializes the schema creation of relays starting together:
-// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique
-// indexes.
-const schemaLock = `SELECT pg_advisory_xact_lock(hashtext('sqlusage.usage_records'))`
+// schemaLock names the lock serializing the schema creation of relays
+// starting together (see pgpool.CreateSchema).
+const schemaLock = "sqlusage.usage_records"
 
 // postgresInsert writes a whole batch as one statement: one array per
 // column, unnested into rows. The text is the same for every batch size,
@@ -77,19 +74,12 @@ ON CONFLICT (request_id) DO NOTHING`
 // it. ctx bounds the connection and the schema creation. Shutting the Sink
 // down closes the pool.
 func OpenPostgres(ctx context.Context, url string, opts ...Option) (*Sink, error) {
-	if strings.TrimSpace(url) == "" {
-		return nil, errors.New("sqlusage: empty PostgreSQL URL")
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("sqlusage: postgres: %w", err)
-	}
-	s, err := newPostgres(ctx, pool, true, opts)
-	if err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return s, nil
+	var s *Sink
+	_, err := pgpool.Open(ctx, url, "sqlusage", func(pool *pgxpool.Pool) (err error) {
+		s, err = newPostgres(ctx, pool, true, opts)
+		return err
+	})
+	return s, err
 }
 
 // NewPostgres creates the table through pool if needed and returns a Sink
@@ -99,15 +89,8 @@ func NewPostgres(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Sink
 }
 
 func newPostgres(ctx context.Context, pool *pgxpool.Pool, ownPool bool, opts []Option) (*Sink, error) {
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, schemaLock); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, PostgresSchema)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sqlusage: create schema: %w", err)
+	if err := pgpool.CreateSchema(ctx, pool, "sqlusage", schemaLock, PostgresSchema); err != nil {
+		return nil, err
 	}
 	s := newSink(DriverPostgres, &pgStore{pool: pool, ownPool: ownPool}, newConfig(DefaultPostgresWriters, opts))
 	s.pool = pool

@@ -2,7 +2,6 @@ package sqlusage_test
 
 import (
 	"context"
-	"database/sql"
 	"net"
 	"net/url"
 	"sync"
@@ -55,23 +54,6 @@ func TestPostgresRoundTrip(t *testing.T) {
 	}
 }
 
-func TestPostgresNoFirstTokenIsNull(t *testing.T) {
-	s := postgresTarget(t).open(t)
-	ctx := context.Background()
-	u := sample("rr_none")
-	u.FirstTokenMS = -1
-	if err := s.Record(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	var first sql.NullInt64
-	if err := s.Pool().QueryRow(ctx, `SELECT first_token_ms FROM usage_records`).Scan(&first); err != nil {
-		t.Fatal(err)
-	}
-	if first.Valid {
-		t.Fatalf("first_token_ms = %d, want NULL", first.Int64)
-	}
-}
-
 // PostgreSQL text rejects NUL and invalid UTF-8; a user agent carrying
 // them must not cost the record.
 func TestPostgresOddBytesAreStored(t *testing.T) {
@@ -97,7 +79,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			s, err := sqlusage.OpenPostgres(context.Background(), tg.dsn)
+			s, err := sqlusage.OpenPostgres(context.Background(), tg.DSN)
 			if err != nil {
 				t.Error(err)
 				return

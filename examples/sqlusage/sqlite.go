@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -65,27 +64,14 @@ const sqliteInsert = `INSERT OR IGNORE INTO usage_records (
 // path or a "file:" URI, switches it to WAL mode with a busy timeout, and
 // creates the table. Shutting the Sink down closes the database.
 func OpenSQLite(ctx context.Context, dsn string, opts ...Option) (*Sink, error) {
-	if strings.TrimSpace(dsn) == "" {
-		return nil, errors.New("sqlusage: empty SQLite DSN")
-	}
-	path := sqlitePath(dsn)
-	if err := prepareSQLiteFile(path); err != nil {
-		return nil, fmt.Errorf("sqlusage: create %s: %w", path, err)
-	}
-	db, err := sql.Open("sqlite", withPragmas(dsn))
+	var st *sqliteStore
+	db, err := sqlitefile.Open(ctx, dsn, "sqlusage", "usage database", func(db *sql.DB) (err error) {
+		st, err = newSQLiteStore(ctx, db, true)
+		return err
+	}, fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()), "journal_mode(WAL)")
 	if err != nil {
-		return nil, fmt.Errorf("sqlusage: open %s: %w", dsn, err)
-	}
-	// SQLite takes one writer at a time; a single connection queues the
-	// inserts in-process instead of contending for the file lock, and keeps
-	// ":memory:" databases usable.
-	db.SetMaxOpenConns(1)
-	st, err := newSQLiteStore(ctx, db, true)
-	if err != nil {
-		db.Close()
 		return nil, err
 	}
-	tightenSQLiteFiles(path) // the -wal and -shm files exist by now
 	s := newSink(DriverSQLite, st, newConfig(1, opts))
 	s.db = db
 	return s, nil
@@ -101,11 +87,6 @@ func New(ctx context.Context, db *sql.DB, opts ...Option) (*Sink, error) {
 	s := newSink(DriverSQLite, st, newConfig(1, opts))
 	s.db = db
 	return s, nil
-}
-
-// withPragmas adds a busy timeout and WAL mode to dsn unless it sets them.
-func withPragmas(dsn string) string {
-	return sqlitefile.WithPragmas(dsn, fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()), "journal_mode(WAL)")
 }
 
 type sqliteStore struct {

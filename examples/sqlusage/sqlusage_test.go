@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/examples/internal/sqltest"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 )
 
@@ -70,20 +71,21 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestNoFirstTokenIsNull(t *testing.T) {
-	s, _ := open(t)
-	ctx := context.Background()
-	u := sample("rr_none")
-	u.FirstTokenMS = -1
-	if err := s.Record(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	var first sql.NullInt64
-	if err := s.DB().QueryRowContext(ctx, `SELECT first_token_ms FROM usage_records`).Scan(&first); err != nil {
-		t.Fatal(err)
-	}
-	if first.Valid {
-		t.Fatalf("first_token_ms = %d, want NULL", first.Int64)
-	}
+	eachDriver(t, func(t *testing.T, tg target) {
+		s := tg.open(t)
+		u := sample("rr_none")
+		u.FirstTokenMS = -1
+		if err := s.Record(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		var first sql.NullInt64
+		if err := sqltest.Scan(s.Pool(), s.DB(), `SELECT first_token_ms FROM usage_records`, nil, &first); err != nil {
+			t.Fatal(err)
+		}
+		if first.Valid {
+			t.Fatalf("first_token_ms = %d, want NULL", first.Int64)
+		}
+	})
 }
 
 func TestEmptyRequestIDIsAnError(t *testing.T) {

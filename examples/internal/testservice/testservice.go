@@ -5,6 +5,7 @@ package testservice
 
 import (
 	"context"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -41,4 +42,17 @@ func (s Service) URL(tb testing.TB, ping func(ctx context.Context, raw string) e
 		tb.Skipf("%s at %s=%q is unreachable (%v): start %s to run the %s tests", s.Name, s.Env, raw, err, s.Server, s.Name)
 	}
 	return raw
+}
+
+// ClosedAddr is a loopback address nothing listens on: a server that is
+// down, whose connections are refused at once.
+func ClosedAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
