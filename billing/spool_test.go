@@ -169,7 +169,10 @@ func TestSpoolConcurrentRecordsShareSyncs(t *testing.T) {
 		}
 	}
 	t.Logf("%d records, %d fsyncs", total, syncs)
-	if syncs > total/8 {
+	// About one sync per eight records on an idle machine, fewer shared on
+	// a loaded one (records arrive more slowly than syncs end); a sync per
+	// record is what must not happen. Half is far from both.
+	if syncs > total/2 {
 		t.Fatalf("%d fsyncs for %d records: concurrent Records do not share syncs", syncs, total)
 	}
 }
