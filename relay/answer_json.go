@@ -41,12 +41,8 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	// header timeout no longer applies once the headers are in.
 	idle := &idleReader{r: resp.Body, d: h.idleTimeout(), timer: time.AfterFunc(h.idleTimeout(), abort)}
 	// The answer is held whole, so it has the bound of one event.
-	limit := h.maxEventBytes()
-	body, err := io.ReadAll(io.LimitReader(idle, int64(limit)+1))
+	body, err := readLimited(idle, h.maxEventBytes())
 	idle.timer.Stop()
-	if err == nil && len(body) > limit {
-		body, err = nil, errJSONTooLarge
-	}
 	if err != nil {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
 		return &attemptError{kind: failConn, account: acct.ID, err: err}
@@ -88,7 +84,7 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	}
 	// Bound before the client has the answer, so that a next turn sent
 	// at once finds its account and its owner.
-	t.recordTurn(sel, "response."+r.Status, r.ID, rawAt(body, "output"))
+	t.recordTurn(sel, "response."+r.Status, r.ID, event.RawAt(body, "output"))
 	t.bind(sel, "response."+r.Status, r.ID)
 	hdr := t.client.w.Header()
 	headers.Return(hdr, resp.Header, h.ReturnHeaders)
@@ -123,6 +119,15 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	}
 	t.recordServed(sel, status, r, r.ID, first)
 	return nil
+}
+
+// readLimited reads at most limit bytes; more is errJSONTooLarge.
+func readLimited(r io.Reader, limit int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err == nil && len(b) > limit {
+		return nil, errJSONTooLarge
+	}
+	return b, err
 }
 
 // idleReader re-arms timer for d after every read that returns data.

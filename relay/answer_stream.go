@@ -42,7 +42,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		// sent at once finds its account and its owner.
 		// So is the conversation record.
 		BeforeTerminal: func(typ, id string, data []byte) {
-			t.recordTurn(sel, typ, id, rawAt(data, "response.output"))
+			t.recordTurn(sel, typ, id, event.RawAt(data, "response.output"))
 			t.bind(sel, typ, id)
 		},
 	}

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -10,11 +9,9 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/internal/event"
-	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/scheduler"
-	"github.com/tidwall/gjson"
 )
 
 // Background responses (background: true) are answered at once with the
@@ -114,23 +111,23 @@ func (h *Handler) recordBackground(p *pendingBG, id string, r event.Response) {
 		u.ServiceTier = r.ServiceTier
 	}
 	u.DurationMS = h.now().Sub(u.CreatedAt).Milliseconds()
-	h.emitUsage(u)
-}
-
-// emitUsage hands a record made outside a turn to the sink, bounded.
-func (h *Handler) emitUsage(u billing.Usage) {
-	err := hookcall.Bounded(context.Background(), h.hookTimeout(), func(ctx context.Context) error {
-		return h.usageSink.Record(ctx, u)
-	}, nil)
-	if err != nil {
-		h.log.Error("relay: usage sink failed; record not stored", "request_id", u.RequestID, "response_id", u.ResponseID, "error", err)
-	}
+	h.handUsage(context.Background(), h.bounded, u)
 }
 
 // poll asks the upstream for every pending background response each
 // interval until it ends, its deadline passes, or Shutdown.
 func (b *background) poll(h *Handler) {
 	defer close(b.done)
+	// One context for every poll: Shutdown ends it, and the call in flight.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	tick := time.NewTicker(h.backgroundPoll())
 	defer tick.Stop()
 	for {
@@ -151,34 +148,25 @@ func (b *background) poll(h *Handler) {
 				return
 			default:
 			}
-			b.pollOne(h, id)
+			b.pollOne(ctx, h, id)
 		}
 	}
 }
 
 // pollOne retrieves one pending background response. An upstream that
 // fails is asked again at the next tick.
-func (b *background) pollOne(h *Handler, id string) {
+func (b *background) pollOne(ctx context.Context, h *Handler, id string) {
 	b.mu.Lock()
 	p := b.pending[id]
 	b.mu.Unlock()
 	if p == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-b.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	resp, token, apiErr := h.callAccount(ctx, p.account, http.MethodGet, "/responses/"+url.PathEscape(id), "", nil, nil, h.jsonHeaderTimeout())
 	var r event.Response
 	ok := false
 	if apiErr == nil {
-		body, err := readLimited(resp, h.maxEventBytes())
+		body, err := readLimited(resp.Body, h.maxEventBytes())
 		resp.Body.Close()
 		if err == nil && resp.StatusCode < 300 && validJSON(body) {
 			r, ok = event.ParseBody(sanitize(body, token)), true
@@ -262,17 +250,7 @@ func (h *Handler) relayStoredStream(w http.ResponseWriter, r *http.Request, acct
 		Abort:       func() { resp.Body.Close() },
 		Sanitize:    func(b []byte) []byte { return sanitize(b, token) },
 		BeforeTerminal: func(typ, _ string, data []byte) {
-			h.bg.seen(h, id, []byte(gjson.GetBytes(data, "response").Raw))
+			h.bg.seen(h, id, event.RawAt(data, "response"))
 		},
 	})
-}
-
-// readLimited reads a body of at most limit bytes; a longer one is an
-// error.
-func readLimited(resp *http.Response, limit int) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
-	if err == nil && len(b) > limit {
-		err = errJSONTooLarge
-	}
-	return b, err
 }

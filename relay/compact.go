@@ -1,7 +1,7 @@
 package relay
 
 import (
-	"bytes"
+	"github.com/relaykit/responsesrelay/internal/event"
 	"net/http"
 
 	"github.com/relaykit/responsesrelay/internal/jsonx"
@@ -68,18 +68,12 @@ func (t *turn) compactAnswer(body []byte) []byte {
 		typ := it.Get("type").Str
 		return !(role == "user" && (typ == "" || typ == "message"))
 	})
-	items.items(rawAt(body, "output"), func(it gjson.Result) bool { return it.Get("type").Str != "compaction" })
+	items.items(event.RawAt(body, "output"), func(it gjson.Result) bool { return it.Get("type").Str != "compaction" })
 	out = append(out, `,"output":`...)
 	out = append(out, items.close()...)
-	if u := rawAt(body, "usage"); u != nil {
+	if u := event.RawAt(body, "usage"); u != nil {
 		out = append(out, `,"usage":`...)
 		out = append(out, u...)
 	}
 	return append(out, '}')
 }
-
-var compactionObject = []byte(`"response.compaction"`)
-
-// isCompaction reports a v1 compaction answer (its usage and id are read
-// as a response's).
-func isCompaction(body []byte) bool { return bytes.Contains(body, compactionObject) }

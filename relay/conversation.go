@@ -75,7 +75,7 @@ func (t *turn) loadPrevious() {
 		return
 	}
 	if l := t.conv.local; l != nil && l.rec.responseID == id {
-		t.conv.prev = l.record()
+		t.conv.prev = l.rec
 		return
 	}
 	t.conv.local = nil

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 )
@@ -108,7 +109,7 @@ func (t *turn) rebuildBody(body []byte, acct string) ([]byte, int, *APIError) {
 // inputItems is the request's input as an item array: the body's own
 // bytes for an array, one user message for a string, none for no input.
 func inputItems(body []byte) []byte {
-	in := rawAt(body, "input")
+	in := event.RawAt(body, "input")
 	switch {
 	case len(in) > 0 && in[0] == '[':
 		return in

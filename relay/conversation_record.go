@@ -2,8 +2,8 @@ package relay
 
 import (
 	"time"
-	"unsafe"
 
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 )
@@ -96,29 +96,11 @@ func decodeRecord(b []byte, apiKeyID, responseID string) (*convRecord, bool) {
 		responseID: responseID, apiKeyID: apiKeyID,
 		previousID: f[2].Str, model: f[3].Str, accountID: f[4].Str,
 		store:  f[5].Type != gjson.False,
-		input:  rawOf(b, f[6]),
-		output: rawOf(b, f[7]),
+		input:  event.Raw(b, f[6]),
+		output: event.Raw(b, f[7]),
 	}
 	r.createdAt, _ = time.Parse(time.RFC3339Nano, f[8].Str)
 	return r, true
-}
-
-// rawAt is the JSON at path in b as a subslice of b, without the copy
-// gjson.GetBytes makes; nil when absent.
-func rawAt(b []byte, path string) []byte {
-	v := gjson.Get(unsafe.String(unsafe.SliceData(b), len(b)), path)
-	if !v.Exists() || v.Index <= 0 {
-		return nil
-	}
-	return b[v.Index : v.Index+len(v.Raw)]
-}
-
-// rawOf is v's JSON as a subslice of b when gjson found it there.
-func rawOf(b []byte, v gjson.Result) []byte {
-	if v.Index > 0 && v.Index+len(v.Raw) <= len(b) {
-		return b[v.Index : v.Index+len(v.Raw)]
-	}
-	return []byte(v.Raw)
 }
 
 // size is what the record costs in a chain, for the rebuild's bounds.

@@ -17,6 +17,11 @@ func (t *turn) hook(ctx context.Context, fn func(context.Context) error) error {
 	return hookErr(t.hooks.Call(ctx, t.h.hookTimeout(), fn, nil, nil, 0))
 }
 
+// bounded runs host code outside a turn, bounded by HookTimeout.
+func (h *Handler) bounded(ctx context.Context, fn func(context.Context) error) error {
+	return hookErr(hookcall.Bounded(ctx, h.hookTimeout(), fn, nil))
+}
+
 // hookErr gives a call abandoned at its bound the relay's exported error.
 func hookErr(err error) error {
 	if err == hookcall.ErrTimeout {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
@@ -21,25 +20,25 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, rt route) 
 		return
 	}
 	var accounts []*scheduler.Account
-	err = hookcall.Bounded(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
+	err = h.bounded(r.Context(), func(ctx context.Context) error {
 		var err error
 		accounts, err = h.Scheduler.Pool.Accounts(ctx, subj.GroupID)
 		return err
-	}, nil)
+	})
 	if err != nil {
-		h.log.Error("relay: listing the accounts for the models failed", "group", subj.GroupID, "error", hookErr(err))
+		h.log.Error("relay: listing the accounts for the models failed", "group", subj.GroupID, "error", err)
 		writeJSONError(w, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
 			Message: "Could not list the models, please retry later", RetryAfter: time.Second})
 		return
 	}
 	names := modelNames(accounts)
 	if h.Models != nil {
-		err := hookcall.Bounded(r.Context(), h.hookTimeout(), func(ctx context.Context) error {
+		err := h.bounded(r.Context(), func(ctx context.Context) error {
 			names = h.Models(ctx, subj, names)
 			return nil
-		}, nil)
+		})
 		if err != nil {
-			h.log.Error("relay: the Models hook failed", "error", hookErr(err))
+			h.log.Error("relay: the Models hook failed", "error", err)
 			writeJSONError(w, &APIError{Status: http.StatusServiceUnavailable, Type: "server_error",
 				Message: "Could not list the models, please retry later", RetryAfter: time.Second})
 			return

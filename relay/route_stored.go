@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/headers"
-	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/scheduler"
 	"github.com/tidwall/gjson"
 )
@@ -75,8 +73,8 @@ func (h *Handler) serveStored(w http.ResponseWriter, r *http.Request, rt route) 
 		h.relayStoredStream(w, r, acct, resp, token, subj, rt.id)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.maxEventBytes())+1))
-	if err != nil || len(body) > h.maxEventBytes() || !validJSON(body) {
+	body, err := readLimited(resp.Body, h.maxEventBytes())
+	if err != nil || !validJSON(body) {
 		writeJSONError(w, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"})
 		return
 	}
@@ -102,12 +100,12 @@ func (h *Handler) serveStored(w http.ResponseWriter, r *http.Request, rt route) 
 // holder is the account that holds id for subj.
 func (h *Handler) holder(ctx context.Context, subj *Subject, id string) (*scheduler.Account, error) {
 	var acct *scheduler.Account
-	err := hookcall.Bounded(ctx, h.hookTimeout(), func(ctx context.Context) error {
+	err := h.bounded(ctx, func(ctx context.Context) error {
 		var err error
 		acct, err = h.Scheduler.Holder(ctx, subj.GroupID, subj.APIKeyID, id)
 		return err
-	}, nil)
-	return acct, hookErr(err)
+	})
+	return acct, err
 }
 
 // holderError answers a failed holder lookup: the upstream's 404 for an id
@@ -123,26 +121,9 @@ func (h *Handler) holderError(err error, id string) *APIError {
 
 // deleteRecord removes the relay's record of a response.
 func (h *Handler) deleteRecord(ctx context.Context, apiKeyID, id string) error {
-	return hookErr(hookcall.Bounded(context.WithoutCancel(ctx), h.hookTimeout(), func(ctx context.Context) error {
+	return h.bounded(context.WithoutCancel(ctx), func(ctx context.Context) error {
 		return h.convStore.Delete(ctx, apiKeyID, id)
-	}, nil))
-}
-
-// token is the upstream credential of acct outside a turn.
-func (h *Handler) token(ctx context.Context, acct *scheduler.Account) (string, error) {
-	if keys, ok := h.Credentials.(scheduler.StaticKeys); ok {
-		return keys.Token(ctx, acct)
-	}
-	if h.Credentials == nil {
-		return "", nil
-	}
-	var got string
-	err := hookcall.Bounded(ctx, h.hookTimeout(), func(ctx context.Context) error {
-		var err error
-		got, err = h.Credentials.Token(ctx, acct)
-		return err
-	}, nil)
-	return got, hookErr(err)
+	})
 }
 
 // callAccount sends one request to acct outside a turn (path after the
@@ -150,38 +131,16 @@ func (h *Handler) token(ctx context.Context, acct *scheduler.Account) (string, e
 // turn) and waits at most timeout for its response headers. The caller
 // closes the body. A failure before an answer is the client's APIError.
 func (h *Handler) callAccount(ctx context.Context, acct *scheduler.Account, method, path, query string, body []byte, in http.Header, timeout time.Duration) (*http.Response, string, *APIError) {
-	token, err := h.token(ctx, acct)
+	token, err := h.token(ctx, acct, h.bounded)
 	if err != nil {
 		h.log.Error("relay: no credentials for account", "account", acct.ID, "error", err)
 		return nil, "", &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"}
 	}
-	u := trimSlash(acct.BaseURL) + path
-	if query != "" {
-		u += "?" + query
-	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
 	// The call outlives neither the client nor its header timeout; the
 	// body is read under the client's context.
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := h.accountRequest(ctx, acct, method, path, query, body, in, token)
 	if err != nil {
 		return nil, "", &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Invalid request"}
-	}
-	if body != nil {
-		req.ContentLength = int64(len(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		req.Header["Content-Type"] = headerJSON
-	}
-	if in != nil {
-		headers.Forward(req.Header, in, h.ForwardHeaders)
-	}
-	for k, vs := range acct.Header {
-		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
-	}
-	if token != "" {
-		req.Header["Authorization"] = h.bearer(token)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(timeout, cancel)

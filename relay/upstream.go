@@ -108,31 +108,34 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 // bounded call and its goroutine); any other Credentials is a bounded
 // hook.
 func (t *turn) credentials(acct *scheduler.Account) (string, *attemptError) {
-	h := t.h
-	if keys, ok := h.Credentials.(scheduler.StaticKeys); ok {
-		got, err := keys.Token(t.ctx, acct)
-		if err != nil {
-			h.log.Error("relay: no credentials for account", "request_id", t.in.id, "account", acct.ID, "error", err)
-			return "", &attemptError{kind: failCredentials, account: acct.ID, err: err}
+	got, err := t.h.token(t.ctx, acct, t.hook)
+	if err != nil {
+		if t.ctx.Err() == nil {
+			t.h.log.Error("relay: no credentials for account", "request_id", t.in.id, "account", acct.ID, "error", err)
 		}
-		return got, nil
+		return "", &attemptError{kind: failCredentials, account: acct.ID, err: err}
+	}
+	return got, nil
+}
+
+// token is the account's upstream token: "" without Credentials. A
+// StaticKeys lookup is called directly (a map lookup cannot hang: no
+// bounded call and its goroutine); any other Credentials goes through
+// call, the caller's bound on host code.
+func (h *Handler) token(ctx context.Context, acct *scheduler.Account, call func(context.Context, func(context.Context) error) error) (string, error) {
+	if keys, ok := h.Credentials.(scheduler.StaticKeys); ok {
+		return keys.Token(ctx, acct)
 	}
 	if h.Credentials == nil {
 		return "", nil
 	}
 	var got string // written by the hook; read only if it was not abandoned
-	err := t.hook(t.ctx, func(ctx context.Context) error {
+	err := call(ctx, func(ctx context.Context) error {
 		var err error
 		got, err = h.Credentials.Token(ctx, acct)
 		return err
 	})
-	if err != nil {
-		if t.ctx.Err() == nil {
-			h.log.Error("relay: no credentials for account", "request_id", t.in.id, "account", acct.ID, "error", err)
-		}
-		return "", &attemptError{kind: failCredentials, account: acct.ID, err: err}
-	}
-	return got, nil
+	return got, err
 }
 
 // tryUpstream runs an attempt through Turn.Upstream (a WebSocket upstream).
@@ -285,26 +288,47 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 		}
 		path = "/chat/completions"
 	}
-	url := trimSlash(sel.Account.BaseURL) + path
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	r, err := t.h.accountRequest(ctx, sel.Account, http.MethodPost, path, "", body, t.in.header, token)
 	if err != nil {
 		return nil, err
 	}
-	// The buffered body lets the transport retry a request on a reused
-	// connection and never races the inbound body's close.
-	r.ContentLength = int64(len(body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	headers.Forward(r.Header, t.in.header, t.h.ForwardHeaders)
-	// Shared, never modified value slices: two allocations less per attempt.
-	r.Header["Content-Type"] = headerJSON
 	if t.in.req.Stream {
 		r.Header["Accept"] = headerEventStream
 	}
-	for k, vs := range sel.Account.Header {
+	return r, nil
+}
+
+// accountRequest is a request to acct: path after its BaseURL, the client
+// headers in passed by the one header policy, the account's own headers
+// and its token. A body is buffered: the transport may retry it on a
+// reused connection, and it never races the inbound body's close.
+func (h *Handler) accountRequest(ctx context.Context, acct *scheduler.Account, method, path, query string, body []byte, in http.Header, token string) (*http.Request, error) {
+	u := trimSlash(acct.BaseURL) + path
+	if query != "" {
+		u += "?" + query
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	r, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		r.ContentLength = int64(len(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		// Shared, never modified value slices: fewer allocations per attempt.
+		r.Header["Content-Type"] = headerJSON
+	}
+	if in != nil {
+		headers.Forward(r.Header, in, h.ForwardHeaders)
+	}
+	for k, vs := range acct.Header {
 		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	if token != "" {
-		r.Header["Authorization"] = t.h.bearer(token)
+		r.Header["Authorization"] = h.bearer(token)
 	}
 	return r, nil
 }

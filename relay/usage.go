@@ -83,14 +83,21 @@ func (t *turn) emit(u billing.Usage) {
 	t.rec.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
 	// the handler (and the client's end of stream) forever.
-	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error { return t.h.usageSink.Record(ctx, u) })
+	t.h.handUsage(t.hooks.Detached(t.ctx), t.hook, u)
+}
+
+// handUsage hands u to the sink through call, the caller's bound on host
+// code. A sink error is logged with the whole record so that nothing is
+// lost silently.
+func (h *Handler) handUsage(ctx context.Context, call func(context.Context, func(context.Context) error) error, u billing.Usage) {
+	err := call(ctx, func(ctx context.Context) error { return h.usageSink.Record(ctx, u) })
 	if err != nil && !errors.Is(err, billing.ErrDropped) { // Async already logged it whole
 		rec, _ := json.Marshal(u)
 		msg := "relay: usage sink failed; record not stored"
 		if errors.Is(err, ErrHookTimeout) {
 			msg = "relay: usage sink did not return in time; record may not be stored"
 		}
-		t.h.log.Error(msg, "request_id", u.RequestID, "error", err, "record", string(rec))
+		h.log.Error(msg, "request_id", u.RequestID, "error", err, "record", string(rec))
 	}
 }
 

@@ -54,8 +54,6 @@ type localSeg struct {
 	maker string
 }
 
-func (l *localChain) record() *convRecord { return l.rec }
-
 // next is the connection's chain after rec was served: l continued when
 // rec continues l's response, else rec alone when it starts a chain. A
 // response that continues a chain the connection does not hold whole

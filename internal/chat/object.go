@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"github.com/relaykit/responsesrelay/internal/event"
 	"strconv"
 	"unsafe"
 
@@ -58,7 +59,7 @@ func (o *output) appendAny(b []byte, status, reason, code, message string, items
 		}
 	}
 	b = append(b, `],"usage":`...)
-	if items == nil || !o.hasUsage {
+	if items == nil || !o.usage.Present {
 		b = append(b, "null"...)
 	} else {
 		b = appendUsage(b, o.usage)
@@ -66,17 +67,17 @@ func (o *output) appendAny(b []byte, status, reason, code, message string, items
 	return append(b, '}')
 }
 
-func appendUsage(b []byte, u usage) []byte {
+func appendUsage(b []byte, u event.Usage) []byte {
 	b = append(b, `{"input_tokens":`...)
-	b = strconv.AppendInt(b, u.input, 10)
+	b = strconv.AppendInt(b, u.Input, 10)
 	b = append(b, `,"input_tokens_details":{"cached_tokens":`...)
-	b = strconv.AppendInt(b, u.cached, 10)
+	b = strconv.AppendInt(b, u.CachedInput, 10)
 	b = append(b, `},"output_tokens":`...)
-	b = strconv.AppendInt(b, u.output, 10)
+	b = strconv.AppendInt(b, u.Output, 10)
 	b = append(b, `,"output_tokens_details":{"reasoning_tokens":`...)
-	b = strconv.AppendInt(b, u.reasoning, 10)
+	b = strconv.AppendInt(b, u.Reasoning, 10)
 	b = append(b, `},"total_tokens":`...)
-	b = strconv.AppendInt(b, u.total, 10)
+	b = strconv.AppendInt(b, u.Total, 10)
 	return append(b, '}')
 }
 

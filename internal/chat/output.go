@@ -3,6 +3,7 @@ package chat
 import (
 	"strconv"
 
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/tidwall/gjson"
 )
@@ -58,23 +59,18 @@ type item struct {
 	status string // "" while open
 }
 
-type usage struct {
-	input, cached, output, reasoning, total int64
-}
-
 type output struct {
-	ids      IDs
-	id       string
-	model    string
-	created  int64
-	seq      int64
-	ev       *Events // where events go; nil builds the output only
-	items    []item
-	cur      int // the open reasoning or message item, or -1
-	started  bool
-	finish   string // the upstream finish_reason
-	usage    usage
-	hasUsage bool
+	ids     IDs
+	id      string
+	model   string
+	created int64
+	seq     int64
+	ev      *Events // where events go; nil builds the output only
+	items   []item
+	cur     int // the open reasoning or message item, or -1
+	started bool
+	finish  string      // the upstream finish_reason
+	usage   event.Usage // Present: a usage chunk came
 }
 
 func newOutput(ids IDs, model string, created int64) output {
@@ -302,15 +298,15 @@ func (o *output) failed(code, message string) {
 }
 
 func (o *output) setUsage(u gjson.Result) {
-	o.hasUsage = true
-	o.usage = usage{
-		input:     u.Get("prompt_tokens").Int(),
-		cached:    u.Get("prompt_tokens_details.cached_tokens").Int(),
-		output:    u.Get("completion_tokens").Int(),
-		reasoning: u.Get("completion_tokens_details.reasoning_tokens").Int(),
-		total:     u.Get("total_tokens").Int(),
+	o.usage = event.Usage{
+		Present:     true,
+		Input:       u.Get("prompt_tokens").Int(),
+		CachedInput: u.Get("prompt_tokens_details.cached_tokens").Int(),
+		Output:      u.Get("completion_tokens").Int(),
+		Reasoning:   u.Get("completion_tokens_details.reasoning_tokens").Int(),
+		Total:       u.Get("total_tokens").Int(),
 	}
-	if o.usage.total == 0 {
-		o.usage.total = o.usage.input + o.usage.output
+	if o.usage.Total == 0 {
+		o.usage.Total = o.usage.Input + o.usage.Output
 	}
 }

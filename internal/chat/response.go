@@ -46,7 +46,7 @@ func Response(chat []byte, ids IDs, requestedModel string) ([]byte, error) {
 	o.terminal()
 	st, reason := o.status()
 	out := o.appendObject(make([]byte, 0, len(chat)+512), st, reason, &o.items)
-	if !o.hasUsage {
+	if !o.usage.Present {
 		return out, ErrNoUsage
 	}
 	return out, nil

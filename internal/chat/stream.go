@@ -240,7 +240,7 @@ func (s *Stream) end() error {
 		s.o.start()
 	}
 	s.o.terminal()
-	if !s.o.hasUsage {
+	if !s.o.usage.Present {
 		return ErrNoUsage
 	}
 	return nil
@@ -275,15 +275,7 @@ func (s *Stream) ID() string { return s.o.id }
 
 // Usage is the token accounting the upstream reported so far; Present is
 // false when no usage chunk came.
-func (s *Stream) Usage() event.Usage { return s.o.eventUsage() }
-
-func (o *output) eventUsage() event.Usage {
-	if !o.hasUsage {
-		return event.Usage{}
-	}
-	return event.Usage{Present: true, Input: o.usage.input, CachedInput: o.usage.cached,
-		Output: o.usage.output, Reasoning: o.usage.reasoning, Total: o.usage.total}
-}
+func (s *Stream) Usage() event.Usage { return s.o.usage }
 
 // upstreamError reads an error member: an object, or a bare message.
 func upstreamError(e gjson.Result) *UpstreamError {

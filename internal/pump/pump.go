@@ -258,7 +258,7 @@ func (p *runner) run(src Source) {
 			}
 			if p.o.OutputItem != nil && info.Type == event.TypeOutputItemDone {
 				if item := gjson.GetBytes(data, "item"); item.IsObject() {
-					p.o.OutputItem(rawBytes(data, item))
+					p.o.OutputItem(event.Raw(data, item))
 				}
 			}
 			p.flushHeld()
@@ -481,12 +481,4 @@ func (p *runner) rewriteModel(data []byte) []byte {
 		return data
 	}
 	return out
-}
-
-// rawBytes is r's JSON as a subslice of data when gjson found it there.
-func rawBytes(data []byte, r gjson.Result) []byte {
-	if r.Index > 0 && r.Index+len(r.Raw) <= len(data) {
-		return data[r.Index : r.Index+len(r.Raw)]
-	}
-	return []byte(r.Raw)
 }
