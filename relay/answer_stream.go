@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -46,7 +45,7 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 			t.bind(sel, typ, id)
 		},
 	}
-	if bytes.Contains(t.in.req.Body, compactionTrigger) {
+	if t.in.req.items.trigger {
 		// A compaction's terminal event may carry an empty output: its
 		// item is kept from the stream (collectItem).
 		o.OutputItem = t.collectItem

@@ -186,7 +186,7 @@ func (t *turn) retrySameAccount(ae *attemptError) bool {
 		t.conv.retriedPrev, t.conv.rebuildAll = true, true
 		return true
 	case "invalid_encrypted_content":
-		if t.conv.retriedBlob || !bytes.Contains(t.in.req.Body, encryptedContent) && !t.conv.rebuilt {
+		if t.conv.retriedBlob || !t.in.req.items.reasoning && !t.in.req.items.compaction && !t.conv.rebuilt {
 			return false
 		}
 		t.conv.retriedBlob, t.conv.stripAll = true, true

@@ -7,8 +7,7 @@ import (
 )
 
 var (
-	compactionType    = []byte(`"compaction"`)
-	compactionTrigger = []byte(`"compaction_trigger"`)
+	compactionType = []byte(`"compaction"`)
 )
 
 // requireCompactionMaker keeps a turn that carries a compaction item on
@@ -21,7 +20,7 @@ func (t *turn) requireCompactionMaker() {
 		maker = p.accountID
 	}
 	body := t.in.req.Body
-	if bytes.Contains(body, compactionType) {
+	if t.in.req.items.compaction {
 		gjson.GetBytes(body, "input").ForEach(func(_, item gjson.Result) bool {
 			if item.Get("type").Str != "compaction" {
 				return true
@@ -66,7 +65,9 @@ var encryptedContent = []byte(`"encrypted_content"`)
 // account encrypted (all of them after an upstream refused one). Items
 // acct made, and items whose maker the relay does not know, stay.
 func (t *turn) dropForeignItems(body []byte, acct string) ([]byte, int) {
-	if !bytes.Contains(body, encryptedContent) {
+	// The client's input is known from the request's scan; a rebuilt one
+	// also holds the records' items.
+	if t.conv.rebuilt && !bytes.Contains(body, encryptedContent) || !t.conv.rebuilt && !t.in.req.items.reasoning {
 		return body, 0
 	}
 	input := gjson.GetBytes(body, "input")

@@ -21,6 +21,7 @@ type request struct {
 	noStore            bool   // "store": false
 	background         bool   // "background": true
 	conversation       string // "conversation": its id (a string, or an object's "id")
+	items              itemKinds
 }
 
 // messageIDPrefixes are id shapes of items, not responses; clients that send
@@ -89,17 +90,18 @@ func parseRequest(body []byte) (*request, *APIError) {
 	if cacheKey.Type == gjson.String {
 		q.promptCacheKey = strings.Clone(cacheKey.Str)
 	}
-	// Most turns carry no tool output: one substring scan spares them the
-	// walk over every input item.
-	if input.IsArray() && bytes.Contains(body, functionCallOutput) {
+	if input.IsArray() {
+		q.items = scanItemKinds(m.vals[keyInput])
+	}
+	// Most turns carry no tool output: the scan spares them the walk over
+	// every input item.
+	if q.items.toolOutput {
 		if e := checkToolOutputs(input, q.PreviousResponseID != ""); e != nil {
 			return nil, e
 		}
 	}
 	return q, nil
 }
-
-var functionCallOutput = []byte("function_call_output")
 
 // tooDeep answers a body nested deeper than jsonx.MaxDepth.
 var tooDeep = "JSON nested deeper than " + strconv.Itoa(jsonx.MaxDepth) + " levels"
