@@ -150,6 +150,7 @@ const (
 	failStatus                         // an HTTP error status
 	failInBand                         // a 200 stream refused before output, or ended before any event
 	failCredentials                    // no token for the account
+	failAccount                        // the account's own configuration cannot serve (BodyPatch)
 	failRequest                        // the body for the account could not be built: answer is the client's
 )
 
@@ -178,6 +179,8 @@ func (e *attemptError) Error() string {
 		return fmt.Sprintf("stream ended before any event: %v", e.err)
 	case failCredentials:
 		return fmt.Sprintf("credentials: %v", e.err)
+	case failAccount:
+		return fmt.Sprintf("account: %v", e.err)
 	case failRequest:
 		return "request: " + e.answer.Message
 	}
@@ -189,7 +192,7 @@ func (e *attemptError) Error() string {
 // other 4xx are the request's fault and go back to the client.
 func (e *attemptError) retryable() bool {
 	switch e.kind {
-	case failConn, failInBand, failCredentials:
+	case failConn, failInBand, failCredentials, failAccount:
 		return true
 	}
 	switch s := e.status; {

@@ -47,6 +47,9 @@ func TestBodyMemoryBoundedBeforeSlot(t *testing.T) {
 	const limit = 4 << 20
 	e := newEnv(t, "a")
 	e.h.MaxBodyBytes = limit
+	// Waiting bodies must outlast a loaded machine's slowest decode: the
+	// test is about what they hold, not how long they wait.
+	e.h.UserWait.Timeout = 10 * time.Minute
 	e.subj.Concurrency = 2
 	hold := make(chan struct{})
 	e.up.Script("a", relaytest.Step{Hold: hold}, relaytest.Step{Hold: hold})

@@ -265,6 +265,8 @@ type Handler struct {
 	nbearers    atomic.Int64
 	// noFlushLogged: the "cannot flush" warning was logged.
 	noFlushLogged atomic.Bool
+	// badPatchLogged: IDs of accounts whose invalid BodyPatch was logged.
+	badPatchLogged sync.Map
 }
 
 // maxBearers bounds the cache of Authorization values; tokens that

@@ -116,6 +116,7 @@ const (
 	ReasonRefused                   = "refused"     // in-band refusal: failed before any output
 	ReasonStream                    = "stream"      // the stream broke or was not a usable answer
 	ReasonCredentials               = "credentials" // Credentials gave no token for the account
+	ReasonAccount                   = "account"     // the account's configuration cannot serve (an invalid BodyPatch)
 )
 
 // Attempt is one upstream attempt. It carries no start time: the attempt
@@ -293,6 +294,8 @@ func (e *attemptError) reason() AttemptReason {
 		return ReasonStatus
 	case failCredentials:
 		return ReasonCredentials
+	case failAccount:
+		return ReasonAccount
 	case failInBand:
 		if e.refusal != nil {
 			return ReasonRefused

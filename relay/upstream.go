@@ -7,10 +7,12 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/headers"
+	"github.com/relaykit/responsesrelay/internal/pump"
 	"github.com/relaykit/responsesrelay/scheduler"
 	"github.com/tidwall/sjson"
 )
@@ -31,6 +33,7 @@ type turnAttempt struct {
 	n        int
 	token    string
 	reached  bool
+	assemble bool // this attempt streams for a JSON client (answer_assembled.go)
 }
 
 // try runs one attempt on sel. nil means the turn was served (including a
@@ -43,6 +46,12 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		return ae
 	}
 	t.up.token = token
+	if err := CheckBodyPatch(acct.BodyPatch); err != nil {
+		h.accountUnusable(acct, err)
+		return &attemptError{kind: failAccount, account: acct.ID, err: err}
+	}
+	t.up.assemble = t.assemblesStream(acct)
+	streams := t.in.req.Stream || t.up.assemble
 
 	// The upstream call outlives the client by up to DrainTimeout, so that
 	// a turn the upstream is already running still reports its usage.
@@ -51,7 +60,7 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 	ac := &attemptCtl{cancel: cancel, drain: h.drainTimeout()}
 	abort := ac.abort
 	headerTimeout := h.jsonHeaderTimeout()
-	if t.in.req.Stream {
+	if streams {
 		headerTimeout = h.idleTimeout()
 	}
 	headerTimer := time.AfterFunc(headerTimeout, abort)
@@ -87,13 +96,17 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		return t.statusError(acct, resp.StatusCode, resp.Header, raw, []string{token})
 	}
 
-	if t.in.req.Stream && isEventStream(resp.Header.Get("Content-Type")) {
+	if streams && isEventStream(resp.Header.Get("Content-Type")) {
 		src := newSSESource(resp.Body, h.MaxEventBytes)
 		defer src.free()
+		var events pump.Source = src
 		if isChat(acct) {
-			return t.relayEvents(sel, t.newChatSource(src), resp.StatusCode, resp.Header, abort)
+			events = t.newChatSource(src)
 		}
-		return t.relayEvents(sel, src, resp.StatusCode, resp.Header, abort)
+		if t.up.assemble {
+			return t.relayAssembled(sel, events, resp.StatusCode, resp.Header, abort)
+		}
+		return t.relayEvents(sel, events, resp.StatusCode, resp.Header, abort)
 	}
 	if t.client.out != nil && t.client.w == nil {
 		// Another transport asked for events and got a JSON answer.
@@ -144,6 +157,9 @@ func (h *Handler) token(ctx context.Context, acct *scheduler.Account, call func(
 func (t *turn) tryUpstream(sel *scheduler.Selection, uctx context.Context, token string, abort func(), headerTimer *time.Timer) (ae *attemptError, bridge bool) {
 	h, acct := t.h, sel.Account
 	body, err := t.upstreamBody(sel, false)
+	if err == nil && len(acct.BodyPatch) > 0 {
+		body, err = applyBodyPatch(body, acct.BodyPatch)
+	}
 	if err != nil {
 		headerTimer.Stop()
 		return bodyError(acct.ID, err), false
@@ -281,6 +297,11 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 			return nil, err
 		}
 	}
+	if t.up.assemble {
+		if body, err = sjson.SetBytes(body, "stream", true); err != nil {
+			return nil, err
+		}
+	}
 	path := t.compactPath()
 	if isChat(sel.Account) {
 		if body, err = t.chatBody(body, sel); err != nil {
@@ -292,20 +313,34 @@ func (t *turn) upstreamRequest(ctx context.Context, sel *scheduler.Selection, to
 	if err != nil {
 		return nil, err
 	}
-	if t.in.req.Stream {
+	if t.in.req.Stream || t.up.assemble {
 		r.Header["Accept"] = headerEventStream
 	}
 	return r, nil
 }
 
-// accountRequest is a request to acct: path after its BaseURL, the client
-// headers in passed by the one header policy, the account's own headers
-// and its token. A body is buffered: the transport may retry it on a
-// reused connection, and it never races the inbound body's close.
+// accountRequest is a request to acct: path after its BaseURL, the query
+// with the account's own Query added, the client headers in passed by the
+// one header policy, the account's own headers and its token (in its
+// AuthHeader), a body with its BodyPatch applied. A body is buffered: the
+// transport may retry it on a reused connection, and it never races the
+// inbound body's close.
 func (h *Handler) accountRequest(ctx context.Context, acct *scheduler.Account, method, path, query string, body []byte, in http.Header, token string) (*http.Request, error) {
 	u := trimSlash(acct.BaseURL) + path
+	if len(acct.Query) > 0 {
+		if query != "" {
+			query += "&"
+		}
+		query += acct.Query.Encode()
+	}
 	if query != "" {
 		u += "?" + query
+	}
+	if body != nil && len(acct.BodyPatch) > 0 {
+		var err error
+		if body, err = applyBodyPatch(body, acct.BodyPatch); err != nil {
+			return nil, err
+		}
 	}
 	var rd io.Reader
 	if body != nil {
@@ -327,9 +362,7 @@ func (h *Handler) accountRequest(ctx context.Context, acct *scheduler.Account, m
 	for k, vs := range acct.Header {
 		r.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
-	if token != "" {
-		r.Header["Authorization"] = h.bearer(token)
-	}
+	setAuth(r.Header, acct, token, h.bearer)
 	return r, nil
 }
 
@@ -337,6 +370,20 @@ var (
 	headerJSON        = []string{"application/json"}
 	headerEventStream = []string{"text/event-stream"}
 )
+
+// setAuth puts token in acct's AuthHeader: "Authorization: Bearer" by
+// default (bearer builds that value), the bare token in any other header.
+func setAuth(hdr http.Header, acct *scheduler.Account, token string, bearer func(string) []string) {
+	if token == "" {
+		return
+	}
+	name := acct.AuthHeader
+	if name == "" || strings.EqualFold(name, "Authorization") {
+		hdr["Authorization"] = bearer(token)
+		return
+	}
+	hdr[http.CanonicalHeaderKey(name)] = []string{token}
+}
 
 func trimSlash(s string) string {
 	for len(s) > 0 && s[len(s)-1] == '/' {

@@ -109,14 +109,12 @@ func (u *upstream) dialLocked(ctx context.Context, a *scheduler.Account, token s
 	for k, vs := range a.Header {
 		hdr[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
-	if token != "" {
-		hdr.Set("Authorization", "Bearer "+token)
-	}
+	setAuth(hdr, a, token, u.h.relay.bearer)
 	hdr.Set("OpenAI-Beta", betaHeader)
 	if !u.h.takeSocket(a) {
 		return errSocketCap
 	}
-	ws, err := wsconn.Dial(ctx, u.h.dialClient(), wsURL(a.BaseURL), hdr)
+	ws, err := wsconn.Dial(ctx, u.h.dialClient(), wsURL(a), hdr)
 	if err != nil {
 		u.h.giveSocket(a.ID)
 		var he *wsconn.HandshakeError
@@ -376,6 +374,10 @@ func errorBody(f []byte) []byte {
 
 // wsURL is the Responses socket of an account's BaseURL (http or https;
 // the handshake is an HTTP request).
-func wsURL(base string) string {
-	return strings.TrimRight(base, "/") + "/responses"
+func wsURL(a *scheduler.Account) string {
+	u := strings.TrimRight(a.BaseURL, "/") + "/responses"
+	if len(a.Query) > 0 {
+		u += "?" + a.Query.Encode()
+	}
+	return u
 }

@@ -58,7 +58,9 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"path"
 )
 
@@ -89,6 +91,25 @@ type Account struct {
 
 	// Header is added to every upstream request (e.g. chatgpt-account-id).
 	Header http.Header
+	// AuthHeader names the header that carries the account's token: ""
+	// sends "Authorization: Bearer <token>"; any other name carries the
+	// bare token (Azure OpenAI's "api-key").
+	AuthHeader string
+	// Query is added to every upstream URL (Azure OpenAI's api-version).
+	Query url.Values
+	// BodyPatch sets or removes fields of every request body the account
+	// receives, after the relay has validated and shaped it (for a chat
+	// account: the Chat Completions body). A key is a dotted path
+	// ("store", "reasoning.summary"); its value is the JSON to set there,
+	// and an empty value removes the field. Keys apply in sorted order.
+	// The fields the relay routes by (model, stream, input, ...) cannot be
+	// patched: see relay.CheckBodyPatch, which the relay also applies to
+	// every attempt.
+	BodyPatch map[string]json.RawMessage
+	// StreamOnly: the upstream accepts only streaming requests. A client
+	// that did not ask for a stream is served by streaming upstream and
+	// answered with the object the terminal event carried.
+	StreamOnly bool
 	// Meta is the host's own value.
 	Meta any
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
+	"github.com/relaykit/responsesrelay/relay"
 )
 
 // Defaults of the config file.
@@ -73,6 +74,19 @@ type AccountConfig struct {
 	// or "chat" (Chat Completions at base_url + "/chat/completions",
 	// translated by the relay).
 	WireAPI string `json:"wire_api"`
+	// AuthHeader names the header that carries api_key: "" for
+	// "Authorization: Bearer", or Azure OpenAI's "api-key" (the bare key).
+	AuthHeader string `json:"auth_header"`
+	// Query is added to every upstream URL (Azure's "api-version").
+	Query map[string]string `json:"query"`
+	// BodyPatch sets fields of every request body the account receives
+	// (after translation, for a chat account); a null value removes the
+	// field. Keys are dotted paths; the fields the relay routes by (model,
+	// stream, input, ...) are refused.
+	BodyPatch map[string]json.RawMessage `json:"body_patch"`
+	// StreamOnly: the upstream accepts only stream:true; JSON clients are
+	// served from the stream.
+	StreamOnly bool `json:"stream_only"`
 }
 
 // APIKeyConfig is one client key.
@@ -235,6 +249,17 @@ func (c *Config) validate() error {
 				break
 			}
 		}
+		if a.AuthHeader != "" && !validHeaderName(a.AuthHeader) {
+			bad("%s: auth_header: %q is not a valid header name", at, a.AuthHeader)
+		}
+		for k, v := range a.Query {
+			if k == "" || strings.ContainsAny(k+v, "\r\n\x00") {
+				bad("%s: query: %q is not a valid parameter", at, k)
+			}
+		}
+		if err := relay.CheckBodyPatch(a.bodyPatch()); err != nil {
+			bad("%s: %w", at, err)
+		}
 		if a.Concurrency < 0 || a.Weight < 0 {
 			bad("%s: concurrency and weight must not be negative", at)
 		}
@@ -337,6 +362,33 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
+}
+
+// query is Query as url.Values; nil when empty.
+func (a AccountConfig) query() url.Values {
+	if len(a.Query) == 0 {
+		return nil
+	}
+	q := make(url.Values, len(a.Query))
+	for k, v := range a.Query {
+		q.Set(k, v)
+	}
+	return q
+}
+
+// bodyPatch is BodyPatch as the relay takes it: a null value removes.
+func (a AccountConfig) bodyPatch() map[string]json.RawMessage {
+	if len(a.BodyPatch) == 0 {
+		return nil
+	}
+	p := make(map[string]json.RawMessage, len(a.BodyPatch))
+	for k, v := range a.BodyPatch {
+		if string(bytes.TrimSpace(v)) == "null" {
+			v = nil
+		}
+		p[k] = v
+	}
+	return p
 }
 
 // header converts the config's header map.

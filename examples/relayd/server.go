@@ -248,6 +248,10 @@ func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.Stati
 			WebSocket:   a.WebSocket,
 			WireAPI:     a.WireAPI,
 			Header:      a.header(),
+			AuthHeader:  a.AuthHeader,
+			Query:       a.query(),
+			BodyPatch:   a.bodyPatch(),
+			StreamOnly:  a.StreamOnly,
 		})
 		creds[a.ID] = a.APIKey
 	}

@@ -154,6 +154,10 @@ func (x *exchange) chat(body []byte) {
 		x.writeError(e)
 		return
 	}
+	if !c.stream && x.u.refusesJSON(x.acct) {
+		x.writeError(errStreamOnly)
+		return
+	}
 	ct := newChatTurn(c, &x.step, x.start.Unix(), x.acct)
 	x.served.ResponseID = ct.id
 	if !c.stream {

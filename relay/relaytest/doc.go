@@ -15,8 +15,9 @@
 //
 // Unless scripted, the fake answers as the real API does, deterministically:
 //
-//   - It requires "Authorization: Bearer <token>" (401 otherwise; SetKey
-//     pins the token of an account) and validates the body: model required,
+//   - It requires "Authorization: Bearer <token>" or an "api-key" header
+//     (401 otherwise; SetKey pins the token of an account) and validates
+//     the body: model required,
 //     stream and store booleans, previous_response_id known to this account
 //     (400 previous_response_not_found otherwise), function_call_output
 //     items matching a function call (400 otherwise).

@@ -64,6 +64,7 @@ type Upstream struct {
 type account struct {
 	name        string
 	key         string
+	streamOnly  bool
 	queue       []Step
 	def         Step
 	upQueue     []Step // steps of WebSocket upgrade requests
@@ -129,9 +130,11 @@ func (u *Upstream) notifyLocked() {
 	}
 }
 
-// SetKey makes account accept only the bearer token key; other tokens get a
-// 401 whose message echoes a fragment of the wrong key, as the real API
-// does. An empty key (the default) accepts any non-empty token.
+// SetKey makes account accept only the token key; other tokens get a 401
+// whose message echoes a fragment of the wrong key, as the real API does.
+// The token is read from "Authorization: Bearer", or else from an
+// "api-key" header, as Azure OpenAI sends it. An empty key (the default)
+// accepts any non-empty token.
 func (u *Upstream) SetKey(account, key string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -280,6 +283,10 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !q.stream && !q.background && x.u.refusesJSON(x.acct) {
+		x.writeError(errStreamOnly)
+		return
+	}
 	t := newTurn(q, s, prev, x.start.Unix(), x.acct)
 	if q.background {
 		x.background(t, prev)
@@ -332,12 +339,32 @@ func (x *exchange) decoded(body []byte) ([]byte, bool) {
 	return body, true
 }
 
+// SetStreamOnly makes account refuse requests without "stream": true
+// (creates and Chat Completions; background creates are exempt) with a 400
+// naming the parameter, as upstreams that only stream answer.
+func (u *Upstream) SetStreamOnly(account string, on bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.acct(account).streamOnly = on
+}
+
+func (u *Upstream) refusesJSON(a *account) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return a.streamOnly
+}
+
+var errStreamOnly = &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, param: "stream",
+	msg: "This account only accepts streaming requests: set 'stream' to true."}
+
 // authenticate checks the bearer token against the account's key.
 func (u *Upstream) authenticate(a *account, r *http.Request) *apiError {
 	auth := r.Header.Get("Authorization")
 	token := ""
 	if len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
 		token = strings.TrimSpace(auth[7:])
+	} else if auth == "" {
+		token = strings.TrimSpace(r.Header.Get("Api-Key"))
 	}
 	if token == "" {
 		return &apiError{status: 401, typ: typeAuthentication,
