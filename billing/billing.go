@@ -17,6 +17,12 @@
 //
 // MemorySink keeps records in memory, for tests.
 //
+// Prices prices a record: a Price per model (exact names and wildcards, in
+// micro-USD per 1M tokens) and a multiplier per group, built by NewPrices,
+// possibly from the price file most gateways share (ReadPriceFile). Its
+// Cost is exact integer arithmetic, rounded half up once, for
+// Usage.CostMicros.
+//
 // # Example
 //
 //	usage, err := billing.OpenSpool("/var/lib/relay/usage", mySQLSink, billing.DeliveryOptions{})

@@ -1,6 +1,9 @@
 package billing
 
-import "context"
+import (
+	"context"
+	"io"
+)
 
 // Hooks into Spool for the tests of package billing_test.
 
@@ -26,4 +29,10 @@ func OnSpoolRoomWait(s *Spool, f func()) { s.probe.roomWait = f }
 func WithSegmentBytes(o DeliveryOptions, n int64) DeliveryOptions {
 	o.segmentBytes = n
 	return o
+}
+
+// ReadPriceFileLimit is ReadPriceFile with a size limit of limit bytes in
+// place of 64 MiB, so that tests of the limit need not build such a file.
+func ReadPriceFileLimit(r io.Reader, limit int64) (map[string]Price, error) {
+	return readPriceFile(r, limit)
 }

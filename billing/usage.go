@@ -41,6 +41,10 @@ type Usage struct {
 	ReasoningTokens   int64  `json:"reasoning_tokens"` // output_tokens_details.reasoning_tokens
 	TotalTokens       int64  `json:"total_tokens"`
 	ServiceTier       string `json:"service_tier,omitempty"`
+	// CostMicros is what the turn cost in micro-USD ($1 is 1_000_000), as
+	// Prices.Cost computes it from the tokens above: exact, rounded half
+	// up once. 0 when the turn was not priced.
+	CostMicros int64 `json:"cost_micros"`
 
 	Status       string    `json:"status"`         // one of the Status constants
 	Attempts     int       `json:"attempts"`       // upstream attempts, failovers included

@@ -8,11 +8,11 @@ import (
 )
 
 func TestUsageJSONNamesAreSnakeCase(t *testing.T) {
-	b, err := json.Marshal(Usage{RequestID: "req_1", InputTokens: 3, CreatedAt: time.Unix(0, 0).UTC()})
+	b, err := json.Marshal(Usage{RequestID: "req_1", InputTokens: 3, CostMicros: 21000, CreatedAt: time.Unix(0, 0).UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"request_id":"req_1"`, `"input_tokens":3`, `"created_at":"1970-01-01T00:00:00Z"`} {
+	for _, want := range []string{`"request_id":"req_1"`, `"input_tokens":3`, `"cost_micros":21000`, `"created_at":"1970-01-01T00:00:00Z"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("%s lacks %s", b, want)
 		}
