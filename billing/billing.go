@@ -53,6 +53,24 @@ type Request struct {
 	Transport string
 	// Meta is the host's own value from the authenticated subject.
 	Meta any
+
+	// The rest is for a Ledger's Hold (a Gate sees it too).
+
+	// RequestID is the turn's id, Usage.RequestID of its record.
+	RequestID string
+	// HoldMicros is the relay's estimate of the turn's cost in micro-USD:
+	// its input (the body's bytes / 4, rounded up) plus its output cap
+	// (max_output_tokens, else Handler.DefaultOutputCap) at the model's
+	// price. 0 without prices or for an unpriced model.
+	HoldMicros int64
+	// HoldTokens is the same estimate in tokens, for a TPM limit.
+	HoldTokens int64
+	// KeyLimits and UserLimits are the subject's quotas (relay.Subject).
+	KeyLimits  Limits
+	UserLimits Limits
+	// Now is when the turn started (Usage.CreatedAt): its budget period
+	// and rate-limit minute.
+	Now time.Time
 }
 
 // Gate decides whether a turn may run (balance, quota, plan).

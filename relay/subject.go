@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/relaykit/responsesrelay/billing"
 	"net/http"
 	"time"
 
@@ -21,6 +22,9 @@ type Subject struct {
 	Concurrency int
 	// Meta is the host's own value, handed to the billing gate.
 	Meta any
+	// KeyLimits and UserLimits are the key's and the user's quotas, for
+	// Handler.Ledger (billing.Request carries them); zero: unlimited.
+	KeyLimits, UserLimits billing.Limits
 }
 
 type subjectKey struct{}
