@@ -169,6 +169,23 @@ func TestChatStreamWithoutUsage(t *testing.T) {
 	}
 }
 
+// TestChatStreamCutShort: a chat stream that ends after output but before
+// its finish_reason ends the client's stream with one response.failed,
+// and the turn is recorded upstream_error, as a Responses stream's EOF is,
+// not failed as if the upstream had answered so.
+func TestChatStreamCutShort(t *testing.T) {
+	e := newChatEnv(t)
+	e.up.Script("c", relaytest.Step{End: "none"})
+	r := e.do(streamReq)
+	if r.status != 200 || r.lastType() != "response.failed" || countType(r, "response.failed") != 1 ||
+		gjson.GetBytes(r.events[len(r.events)-1].Data, "response.error.code").Str != "stream_error" {
+		t.Fatalf("status %d, last %q: %s", r.status, r.lastType(), r.body)
+	}
+	if recs := e.sink.all(); len(recs) != 1 || recs[0].Status != billing.StatusUpstreamError {
+		t.Fatalf("records %+v", recs)
+	}
+}
+
 // TestChatWebSocket: WebSocket turns on a chat account get the same
 // events as frames; two chained turns, the second with the whole history.
 func TestChatWebSocket(t *testing.T) {

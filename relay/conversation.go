@@ -41,7 +41,8 @@ type turnConv struct {
 	// upstream): a chain is always sent whole.
 	stateless bool
 	// chatNoUsage: a Chat Completions stream ended without its usage
-	// chunk; the turn is recorded upstream_error, never as free.
+	// chunk (cut short included); the turn is recorded upstream_error,
+	// never as free.
 	chatNoUsage bool
 	// compactByTrigger: the account does not serve the compact endpoint;
 	// the turn goes as a normal response with a compaction_trigger.

@@ -87,12 +87,17 @@ func (s *chatSource) Next() ([]byte, error) {
 			if s.st.Done() {
 				return nil, io.EOF
 			}
-			if e := s.st.End(&s.ev); e != nil && !errors.Is(e, chat.ErrNoUsage) {
-				if !s.st.HasOutput() {
-					return nil, io.ErrUnexpectedEOF // before output: failover
-				}
+			switch e := s.st.End(&s.ev); {
+			case e == nil:
+			case errors.Is(e, chat.ErrNoUsage):
+				s.t.conv.chatNoUsage = true
+			case !s.st.HasOutput():
+				return nil, io.ErrUnexpectedEOF // before output: failover
+			default:
+				// Cut short after output: the relay's response.failed
+				// ends the client's stream, but the upstream broke (as an
+				// EOF does on a Responses stream) and sent no usage.
 				s.st.Fail(&s.ev, "stream_error", "The upstream stream ended before the response was complete")
-			} else if errors.Is(e, chat.ErrNoUsage) {
 				s.t.conv.chatNoUsage = true
 			}
 			s.end = io.EOF

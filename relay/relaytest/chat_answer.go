@@ -121,13 +121,17 @@ func (ct *chatTurn) planLines(early bool) {
 	case ct.noEnd:
 	default:
 		p = append(p, chatLine{kind: ckFinish})
-		if ct.req.includeUsage {
+		if ct.sendsUsage() {
 			p = append(p, chatLine{kind: ckUsage})
 		}
 		p = append(p, chatLine{kind: ckDone})
 	}
 	ct.plan = p
 }
+
+// sendsUsage reports whether a stream ends with a usage chunk: asked for,
+// and not left out by Step.Events "nousage".
+func (ct *chatTurn) sendsUsage() bool { return ct.req.includeUsage && !ct.t.ev.noUsage }
 
 // status is the Served.Status of a stream that wrote n lines, or of a JSON
 // answer (n = len(plan)).
@@ -174,7 +178,7 @@ func (x *exchange) chat(body []byte) {
 		if status == statusError {
 			x.served.Code = ct.errCode
 		}
-		if status != statusAborted && status != statusError && ct.req.includeUsage {
+		if status != statusAborted && status != statusError && ct.sendsUsage() {
 			x.served.Usage = ct.usage
 		}
 		x.finish(status)

@@ -171,6 +171,17 @@ func TestChatStream(t *testing.T) {
 		t.Errorf("served %+v", sv)
 	}
 
+	// "nousage": asked for, the usage chunk still does not come.
+	s.Script("a", relaytest.Step{Events: "nousage"})
+	lines, err = chatLines(t, s, "a", chatHello+`,"stream":true,"stream_options":{"include_usage":true}}`)
+	if err != nil || len(lines) != 8 || lines[7] != "[DONE]" || gjson.Get(lines[6], "choices.0.finish_reason").String() != "stop" ||
+		strings.Contains(strings.Join(lines, ""), "prompt_tokens") {
+		t.Fatalf("nousage lines %q, %v", lines, err)
+	}
+	if sv := s.Served()[2]; sv.Status != "completed" || sv.Usage != (relaytest.Usage{}) {
+		t.Errorf("nousage served %+v", sv)
+	}
+
 	// Deltas and the SSE framing options apply as on the Responses stream.
 	s.Script("a", relaytest.Step{Deltas: 2, Events: "crlf multiline comments", EventPadding: -1})
 	lines, err = chatLines(t, s, "a", chatHello+`,"stream":true}`)

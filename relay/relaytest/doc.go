@@ -201,7 +201,8 @@
 //     {"tool_calls":[{"index":0,"function":{"arguments"}}]}, else content
 //     pieces; a chunk with an empty delta and the finish_reason; only when
 //     stream_options.include_usage is true a chunk with "choices":[] and
-//     the usage (and "usage":null in every other chunk); then data: [DONE].
+//     the usage (and "usage":null in every other chunk; Step.Events
+//     "nousage" leaves the usage chunk out); then data: [DONE].
 //     Piece chunks carry an "obfuscation" string (Step.EventPadding) unless
 //     stream_options.include_obfuscation is false.
 //

@@ -117,6 +117,10 @@ type Step struct {
 	//   - "crlf": SSE lines end with "\r\n" instead of "\n".
 	//   - "multiline": each event's JSON is split over three data: lines.
 	//   - "comments": a ": ping" comment block precedes every event.
+	//   - "nousage": a chat completion stream leaves out its usage chunk
+	//     even though stream_options.include_usage asks for it, as some
+	//     Chat Completions servers do; the finish chunk and [DONE] still
+	//     come. Other answers are unchanged.
 	// The SSE ones do not apply to WebSocket turns. "" changes nothing; an
 	// unknown word panics.
 	Events string
@@ -175,7 +179,7 @@ type Usage struct {
 }
 
 // eventOpts is Step.Events parsed.
-type eventOpts struct{ stamp, crlf, multi, comments bool }
+type eventOpts struct{ stamp, crlf, multi, comments, noUsage bool }
 
 func (s *Step) eventOpts() eventOpts {
 	var o eventOpts
@@ -189,6 +193,8 @@ func (s *Step) eventOpts() eventOpts {
 			o.multi = true
 		case "comments":
 			o.comments = true
+		case "nousage":
+			o.noUsage = true
 		default:
 			panic("relaytest: unknown word " + strconv.Quote(w) + " in Step.Events")
 		}
