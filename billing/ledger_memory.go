@@ -27,9 +27,10 @@ import (
 // OpenAI answers one, with Retry-After to the next minute); then, for
 // each, what the budget window of Request.Now has spent, plus every hold
 // in flight, plus this one, against BudgetMicros (a refusal is the zero
-// Denial's 429 insufficient_quota). A refused hold counts nothing. An admitted one
-// counts its request and HoldTokens in the minute of both scopes and its
-// HoldMicros in their holds. A Hold of an id that is held already, or was
+// Denial's 429 insufficient_quota; so is a hold that would take a
+// scope's holds past an int64, budget or not). A refused hold counts
+// nothing. An admitted one counts its request and HoldTokens in the
+// minute of both scopes and its HoldMicros in their holds. A Hold of an id that is held already, or was
 // settled, is admitted and counts nothing more: a retried call never
 // counts a turn twice, and no hold is left behind that nothing would end.
 // The Remaining it returns is the key's alone: the headers speak of the

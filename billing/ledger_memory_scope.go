@@ -86,6 +86,10 @@ func (s *ledgerScope) check(kind int, noun string, l Limits, t time.Time, micros
 				noun, l.TPM, s.tokens, tokens, waitText(wait))}
 	case kind == limitBudget && l.BudgetMicros > 0 && addSat(addSat(s.spent(l.Period, t), s.held), micros) > l.BudgetMicros:
 		return &Denial{Message: "The budget of this " + noun + periodText(l.Period) + " is spent."}
+	case kind == limitBudget && micros > math.MaxInt64-s.held:
+		// Even unlimited, the holds in flight must add up in an int64, so
+		// that ending one takes exactly its micros off.
+		return &Denial{Message: "The turns in flight of this " + noun + " hold more than can be counted."}
 	}
 	return nil
 }
@@ -97,7 +101,7 @@ func (s *ledgerScope) count(micros, tokens int64) {
 	}
 	s.requests++
 	s.tokens = addSat(s.tokens, tokens)
-	s.held = addSat(s.held, micros)
+	s.held += micros // check saw that it fits
 	s.holds++
 }
 

@@ -353,6 +353,19 @@ func TestMemoryLedgerSaturates(t *testing.T) {
 	if d, ok := errors.AsType[*billing.Denial](err); !ok || d.Type != "" {
 		t.Fatalf("hold past the largest budget: %v, want insufficient_quota", err)
 	}
+	// Holds in flight add up exactly, with a budget or without.
+	mustHold(t, l, billing.Request{RequestID: "u1", APIKeyID: "k4", HoldMicros: math.MaxInt64, Now: ledgerT0})
+	_, err = l.Hold(t.Context(), billing.Request{RequestID: "u2", APIKeyID: "k4", HoldMicros: 1, Now: ledgerT0})
+	if d, ok := errors.AsType[*billing.Denial](err); !ok || d.Type != "" {
+		t.Fatalf("hold past an int64 of holds: %v, want insufficient_quota", err)
+	}
+	mustHold(t, l, billing.Request{RequestID: "u3", APIKeyID: "k4", Now: ledgerT0})
+	if err := l.Release(t.Context(), "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if b := balance(t, l, "k4", billing.Limits{}, ledgerT0); b.HeldMicros != 0 || b.Holds != 1 {
+		t.Fatalf("after the huge hold's release: %+v, want nothing held by one turn", b)
+	}
 	mustHold(t, l, billing.Request{RequestID: "h3", APIKeyID: "k3", KeyLimits: big, HoldTokens: math.MaxInt64 - 1, Now: ledgerT0})
 	_, err = l.Hold(t.Context(), billing.Request{RequestID: "h4", APIKeyID: "k3", KeyLimits: big, HoldTokens: 2, Now: ledgerT0})
 	if d, ok := errors.AsType[*billing.Denial](err); !ok || d.Type != "tokens" {
