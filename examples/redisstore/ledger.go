@@ -128,10 +128,10 @@ func (l *Ledger) Hold(ctx context.Context, q billing.Request) (billing.Remaining
 	}
 	scopes := ledgerkit.RequestScopes(q)
 	nowMS := now.UnixMilli()
-	tokens := ledgerkit.NonNegative(q.HoldTokens)
+	tokens := ledgerkit.Amount(q.HoldTokens)
 	argv := make([]any, 0, 9+5*len(scopes))
 	argv = append(argv, l.base, q.RequestID, nowMS, ledgerkit.Minute(now), nowMS-l.holdTTL.Milliseconds(),
-		ms(2*l.holdTTL), ledgerkit.NonNegative(q.HoldMicros), tokens, len(scopes))
+		ms(2*l.holdTTL), ledgerkit.Amount(q.HoldMicros), tokens, len(scopes))
 	for _, s := range scopes {
 		argv = append(argv, scopeName(s), billing.PeriodKey(s.Limits.Period, now),
 			s.Limits.BudgetMicros, s.Limits.RPM, s.Limits.TPM)
@@ -183,7 +183,7 @@ func (l *Ledger) Settle(ctx context.Context, u billing.Usage) error {
 	w := ledgerkit.Windows(created)
 	keys := []string{l.base + "settled:" + u.RequestID, l.base + "hold:" + u.RequestID}
 	err := ledgerSettleScript.Run(ctx, l.c, keys, l.base, u.RequestID, ms(l.settledTTL),
-		ledgerkit.NonNegative(u.CostMicros), ledgerkit.NonNegative(u.TotalTokens), key, user,
+		ledgerkit.Amount(u.CostMicros), ledgerkit.Amount(u.TotalTokens), key, user,
 		w[1], w[2], ms(dayWindowTTL), ms(monthWindowTTL)).Err()
 	if err != nil {
 		return fmt.Errorf("%w: ledger settle: %w", ErrUnavailable, err)

@@ -301,7 +301,7 @@ func (l *Ledger) Hold(ctx context.Context, q billing.Request) (billing.Remaining
 	id := l.b.text(q.RequestID)
 	minute, nowMS := ledgerkit.Minute(now), now.UnixMilli()
 	cutoff := nowMS - l.holdTTL.Milliseconds()
-	micros, tokens := ledgerkit.NonNegative(q.HoldMicros), ledgerkit.NonNegative(q.HoldTokens)
+	micros, tokens := ledgerkit.Amount(q.HoldMicros), ledgerkit.Amount(q.HoldTokens)
 
 	var left billing.Remaining
 	var denial *billing.Denial
@@ -419,7 +419,7 @@ func (l *Ledger) Settle(ctx context.Context, u billing.Usage) error {
 		created = l.now()
 	}
 	id := l.b.text(u.RequestID)
-	cost := ledgerkit.NonNegative(u.CostMicros)
+	cost := ledgerkit.Amount(u.CostMicros)
 	w := ledgerkit.Windows(created)
 	err := l.b.inTx(ctx, func(db querier) error {
 		n, err := db.exec(ctx, markSettled, id, l.now().UnixMilli())
@@ -463,7 +463,7 @@ func (l *Ledger) Settle(ctx context.Context, u billing.Usage) error {
 			}
 		}
 		if held {
-			delta := ledgerkit.NonNegative(u.TotalTokens) - tokens
+			delta := ledgerkit.Amount(u.TotalTokens) - tokens
 			for _, s := range []struct {
 				kind string
 				id   sql.NullString

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,7 @@ func Run(t *testing.T, newStore Instances) {
 	t.Run("Periods", func(t *testing.T) { testPeriods(t, newStore(t)()) })
 	t.Run("HoldExpiry", func(t *testing.T) { testHoldExpiry(t, newStore(t)()) })
 	t.Run("NoScope", func(t *testing.T) { testNoScope(t, newStore(t)()) })
+	t.Run("HugeAmounts", func(t *testing.T) { testHugeAmounts(t, newStore(t)()) })
 	t.Run("TwoInstances", func(t *testing.T) { testTwoInstances(t, newStore(t)) })
 	t.Run("ConcurrentBudget", func(t *testing.T) { ConcurrentBudget(t, newStore(t), 50) })
 	t.Run("ConcurrentRates", func(t *testing.T) { testConcurrentRates(t, newStore(t)) })
@@ -370,5 +372,20 @@ func testConcurrentRates(t *testing.T, instance func() billing.Ledger) {
 		if got := admitted.Load(); got != c.want {
 			t.Errorf("%s: %d of 40 admitted, want %d", c.name, got, c.want)
 		}
+	}
+}
+
+// Amounts past MaxInt64 on addition (an overflowed price, a hostile
+// estimate) are taken at 2^53 (ledgerkit.MaxAmount), and never fail a
+// Settle on every retry.
+func testHugeAmounts(t *testing.T, l billing.Ledger) {
+	lim := billing.Limits{BudgetMicros: math.MaxInt64, TPM: math.MaxInt64}
+	MustHold(t, l, Req("a", math.MaxInt64, math.MaxInt64, lim))
+	MustSettle(t, l, Use("a", math.MaxInt64, math.MaxInt64))
+	wantQuota(t, MustDeny(t, l, Req("e", 0, 0, billing.Limits{BudgetMicros: 1<<53 - 1})))
+	wantRemaining(t, MustHold(t, l, Req("f", 0, 0, billing.Limits{BudgetMicros: 1<<53 + 10})), billing.Remaining{Requests: -1, Tokens: -1, BudgetMicros: 10})
+	for _, id := range []string{"b", "c", "d"} {
+		MustHold(t, l, Req(id, math.MaxInt64, math.MaxInt64, billing.Limits{}))
+		MustSettle(t, l, Use(id, math.MaxInt64, math.MaxInt64))
 	}
 }

@@ -1,5 +1,6 @@
 // Package ledgerkit holds what the examples' billing.Ledger stores share,
-// so that a Redis and a SQL ledger admit, refuse and answer exactly alike:
+// so that a Redis and a SQL ledger admit, refuse and answer exactly as
+// billing.MemoryLedger does:
 // the scopes of a turn, the windows its spend counts in, its rate-limit
 // minute, and the denials and remaining amounts they report.
 package ledgerkit
@@ -56,19 +57,31 @@ func Windows(t time.Time) [3]string {
 }
 
 // Minute is the rate-limit window of t: the UTC minute, as minutes since
-// the Unix epoch.
-func Minute(t time.Time) int64 { return t.Unix() / 60 } // floor for t after 1970
+// the Unix epoch (floored).
+func Minute(t time.Time) int64 {
+	s := t.Unix()
+	m := s / 60
+	if s%60 < 0 {
+		m--
+	}
+	return m
+}
 
 // RetryAfter is the time from now to the next minute, when the rate
 // limits start again.
 func RetryAfter(now time.Time) time.Duration {
-	next := time.Unix((Minute(now)+1)*60, 0)
-	return max(next.Sub(now), time.Second)
+	return time.Unix((Minute(now)+1)*60, 0).Sub(now)
 }
 
-// NonNegative clamps an estimate or a cost at zero: a negative amount
-// would credit a scope.
-func NonNegative(n int64) int64 { return max(n, 0) }
+// MaxAmount is the largest estimate or cost a ledger takes (2^53, $9
+// billion in micro-USD): Lua computes in doubles, exact up to it, and
+// sums of such amounts stay far from int64 overflow, which a store would
+// answer with an error on every retry.
+const MaxAmount = 1 << 53
+
+// Amount clamps an estimate or a cost to [0, MaxAmount]: a negative
+// amount would credit a scope.
+func Amount(n int64) int64 { return min(max(n, 0), MaxAmount) }
 
 func (s Scope) noun() string {
 	if s.Kind == Key {
@@ -83,7 +96,7 @@ func (s Scope) noun() string {
 func RequestsDenial(s Scope, used int64, now time.Time) *billing.Denial {
 	wait := RetryAfter(now)
 	return &billing.Denial{Status: 429, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: wait,
-		Message: fmt.Sprintf("Rate limit reached for requests per min (RPM) of this %s: Limit %d, Used %d, Requested 1. Please try again in %s.",
+		Message: fmt.Sprintf("Rate limit reached for requests per minute (RPM) of this %s: limit %d, used %d, requested 1. Please try again in %s.",
 			s.noun(), s.Limits.RPM, used, seconds(wait))}
 }
 
@@ -92,7 +105,7 @@ func RequestsDenial(s Scope, used int64, now time.Time) *billing.Denial {
 func TokensDenial(s Scope, used, requested int64, now time.Time) *billing.Denial {
 	wait := RetryAfter(now)
 	return &billing.Denial{Status: 429, Type: "tokens", Code: "rate_limit_exceeded", RetryAfter: wait,
-		Message: fmt.Sprintf("Rate limit reached for tokens per min (TPM) of this %s: Limit %d, Used %d, Requested %d. Please try again in %s.",
+		Message: fmt.Sprintf("Rate limit reached for tokens per minute (TPM) of this %s: limit %d, used %d, requested %d. Please try again in %s.",
 			s.noun(), s.Limits.TPM, used, requested, seconds(wait))}
 }
 
@@ -106,7 +119,7 @@ func BudgetDenial(s Scope) *billing.Denial {
 	case billing.PeriodMonth:
 		when = " for this month (UTC)"
 	}
-	return &billing.Denial{Message: fmt.Sprintf("You exceeded your current quota: the budget of this %s%s is spent.", s.noun(), when)}
+	return &billing.Denial{Message: "The budget of this " + s.noun() + when + " is spent."}
 }
 
 func seconds(d time.Duration) string {
