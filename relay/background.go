@@ -111,6 +111,7 @@ func (h *Handler) recordBackground(p *pendingBG, id string, r event.Response) {
 		u.ServiceTier = r.ServiceTier
 	}
 	u.DurationMS = h.now().Sub(u.CreatedAt).Milliseconds()
+	h.price(&u)
 	h.handUsage(context.Background(), h.bounded, u)
 }
 

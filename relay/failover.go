@@ -63,6 +63,15 @@ func (t *turn) serve() {
 		t.fail(apiErr)
 		return
 	}
+	if apiErr := t.checkPrice(); apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	if apiErr := t.hold(); apiErr != nil {
+		t.fail(apiErr)
+		return
+	}
+	defer t.endHold()
 	t.loadPrevious()
 	t.requireCompactionMaker()
 	if t.in.transport != "http" && t.in.req.noStore && t.in.req.PreviousResponseID != "" && t.conv.prev == nil {

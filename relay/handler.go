@@ -126,6 +126,24 @@ type Handler struct {
 	Limiter concurrency.SlotLimiter
 	// Billing is asked after the user slot is taken. nil: allow all.
 	Billing billing.Gate
+	// Prices gives each usage record its CostMicros (the requested model's
+	// price; reasoning tokens are output tokens) and each hold its
+	// estimate. A model without a price is refused with 400
+	// model_not_priced when Prices.RefuseUnpriced is set, else costs zero
+	// (logged once per model). nil: every record costs zero.
+	Prices *billing.Prices
+	// Ledger holds each turn's estimated cost and rate-limit share after
+	// Billing admitted it, before any upstream call, and is told when a
+	// turn that reached no upstream ends (Release). Turns that did are
+	// settled by their usage record: wrap Usage's sink in
+	// billing.Settling. HTTP answers carry what the key has left
+	// (x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens,
+	// X-Relay-Budget-Remaining-Micros). nil: no holds, no quotas.
+	Ledger billing.Ledger
+	// DefaultOutputCap is the output, in tokens, a turn without
+	// max_output_tokens is held for. 0: 8192; negative: none (the hold is
+	// the input alone).
+	DefaultOutputCap int
 	// Usage receives one record per turn that reached an upstream, after the
 	// turn ended. Wrap a slow sink in billing.NewAsync. nil: discard.
 	Usage billing.UsageSink
@@ -265,6 +283,7 @@ type Handler struct {
 	nbearers    atomic.Int64
 	// noFlushLogged: the "cannot flush" warning was logged.
 	noFlushLogged atomic.Bool
+	unpriced      unpricedModels // models logged as unpriced
 	// badPatchLogged: IDs of accounts whose invalid BodyPatch was logged.
 	badPatchLogged sync.Map
 }

@@ -22,6 +22,7 @@ import (
 //	         event sink                               answer_stream.go write through it
 //	admit    the user-slot wait, the body lease       entry (ServeHTTP sets the lease);
 //	                                                  admission.go gives it back with the slot
+//	money    whether the Ledger holds the turn        ledger.go
 //	route    the scheduler request, the accounts      entry (setRequest); failover.go adds each
 //	         excluded, the switches allowed           failed account; admission.go and bind read it
 //	up       the attempts: their count, the current   upstream.go (and its answeredStream)
@@ -41,6 +42,7 @@ type turn struct {
 	in     turnInput
 	client turnClient
 	admit  turnAdmit
+	money  turnHold
 	route  turnRoute
 	up     turnAttempt
 	conv   turnConv

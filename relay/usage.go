@@ -80,6 +80,7 @@ func (t *turn) emit(u billing.Usage) {
 	}
 	t.rec.done, t.rec.handed = true, true
 	u.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()
+	t.h.price(&u)
 	t.rec.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
 	// the handler (and the client's end of stream) forever.
