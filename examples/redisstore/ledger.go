@@ -199,3 +199,24 @@ func (l *Ledger) Release(ctx context.Context, requestID string) error {
 	}
 	return nil
 }
+
+// Balance is the budget of API key apiKeyID under limits l at now (zero:
+// the Ledger's clock), for an admin page: what the window of now spent,
+// what its turns in flight hold, and what is left. One round trip, which
+// writes nothing.
+func (l *Ledger) Balance(ctx context.Context, apiKeyID string, lim billing.Limits, now time.Time) (billing.Balance, error) {
+	if now.IsZero() {
+		now = l.now()
+	}
+	name := scopeName(ledgerkit.Scope{Kind: ledgerkit.Key, ID: apiKeyID})
+	period := billing.PeriodKey(lim.Period, now)
+	v, err := ledgerBalanceScript.Run(ctx, l.c, []string{l.base + "spend:" + name + ":" + period},
+		l.base, name, now.UnixMilli()-l.holdTTL.Milliseconds()).Int64Slice()
+	if err == nil && len(v) != 3 {
+		err = fmt.Errorf("unexpected reply %v", v)
+	}
+	if err != nil {
+		return billing.Balance{}, fmt.Errorf("%w: ledger balance: %w", ErrUnavailable, err)
+	}
+	return ledgerkit.Balance(lim, period, v[0], v[1], v[2]), nil
+}

@@ -214,19 +214,19 @@ redis.call('DEL', KEYS[1])
 return n
 `)
 
-// ledgerBalanceScript reads one scope: its minute, what its window spent,
-// and its live holds. It writes nothing.
+// ledgerBalanceScript reads one scope's spend in a window and its live
+// holds. It writes nothing (the expired holds it skips are removed by the
+// next Hold of the scope).
 //
 // KEYS: spend:<scope>:<window>. ARGV: base, scope name, cutoff ms.
-// Returns {minute, requests, tokens, spent, held, holds}.
+// Returns {spent, held, holds}.
 var ledgerBalanceScript = redis.NewScript(ledgerPrelude + `
 local s = scope(ARGV[2])
-local v = redis.call('HMGET', s.rate, 'm', 'r', 't')
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local live = redis.call('ZRANGEBYSCORE', s.holds, '(' .. ARGV[3], '+inf')
 local held = 0
 for _, id in ipairs(live) do
   held = held + (tonumber(redis.call('HGET', s.held, id)) or 0)
 end
-return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, spent, held, #live}
+return {spent, held, #live}
 `)

@@ -13,6 +13,7 @@ import (
 	"github.com/relaykit/responsesrelay/examples/internal/ledgercheck"
 	"github.com/relaykit/responsesrelay/examples/internal/testservice"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
+	"github.com/relaykit/responsesrelay/internal/ledgertest"
 )
 
 // ledgerInstances gives each check a fresh prefix; every instance is a
@@ -23,6 +24,19 @@ func ledgerInstances(t *testing.T) func() billing.Ledger {
 	return func() billing.Ledger {
 		return redisstore.NewLedger(newClient(t), &redisstore.LedgerOptions{Prefix: p})
 	}
+}
+
+// The conformance suite every billing.Ledger runs, with two instances on
+// one Redis for its shared cases. The suite's ids are unique to its run,
+// so its cases share a prefix.
+func TestLedgerConformance(t *testing.T) {
+	instance := ledgerInstances(t)
+	ledgertest.Run(t, func(*testing.T) billing.Ledger { return instance() }, ledgertest.Options{
+		Shared:  func(*testing.T) (a, b billing.Ledger) { return instance(), instance() },
+		HoldTTL: time.Hour,
+		// Expiry is judged by the turns' start times: no clock to move.
+		Advance: func(billing.Ledger, time.Duration) {},
+	})
 }
 
 func TestLedgerBehaviour(t *testing.T) {

@@ -10,9 +10,25 @@ import (
 	"github.com/relaykit/responsesrelay/examples/internal/ledgercheck"
 	"github.com/relaykit/responsesrelay/examples/internal/sqltest"
 	"github.com/relaykit/responsesrelay/examples/sqlledger"
+	"github.com/relaykit/responsesrelay/internal/ledgertest"
 )
 
 var _ billing.Ledger = (*sqlledger.Ledger)(nil)
+
+// The conformance suite every billing.Ledger runs, on both drivers: each
+// case opens a Ledger of its own on one database (the suite's ids are
+// unique to its run), and the shared cases two.
+func TestConformance(t *testing.T) {
+	eachDriver(t, func(t *testing.T, tg target) {
+		open := func(t *testing.T) billing.Ledger { return tg.open(t, nil) }
+		ledgertest.Run(t, open, ledgertest.Options{
+			Shared:  func(t *testing.T) (a, b billing.Ledger) { return open(t), open(t) },
+			HoldTTL: time.Hour,
+			// Expiry is judged by the turns' start times: no clock to move.
+			Advance: func(billing.Ledger, time.Duration) {},
+		})
+	})
+}
 
 func TestBehaviourSQLite(t *testing.T)   { ledgercheck.Run(t, instances(sqliteTarget)) }
 func TestBehaviourPostgres(t *testing.T) { ledgercheck.Run(t, instances(postgresTarget)) }

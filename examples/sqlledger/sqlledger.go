@@ -526,3 +526,20 @@ func (l *Ledger) maybeCleanup(ctx context.Context, cutoff int64) {
 	}
 	l.nextCleanup.Store(next.UnixNano())
 }
+
+// Balance is the budget of API key apiKeyID under limits lim at now
+// (zero: the Ledger's clock), for an admin page: what the window of now
+// spent, what its turns in flight hold, and what is left. One statement.
+func (l *Ledger) Balance(ctx context.Context, apiKeyID string, lim billing.Limits, now time.Time) (billing.Balance, error) {
+	if now.IsZero() {
+		now = l.now()
+	}
+	period := billing.PeriodKey(lim.Period, now)
+	var spent, held, holds int64
+	err := l.b.plain().row(ctx, spentHeldKey, l.b.text(apiKeyID), period, now.UnixMilli()-l.holdTTL.Milliseconds()).
+		Scan(&spent, &held, &holds)
+	if err != nil {
+		return billing.Balance{}, fmt.Errorf("sqlledger: balance: %w", err)
+	}
+	return ledgerkit.Balance(lim, period, spent, held, holds), nil
+}

@@ -143,6 +143,16 @@ func Remaining(l billing.Limits, requests, tokens, spent, held int64) billing.Re
 	return r
 }
 
+// Balance is a key's balance from what its window spent and its turns in
+// flight hold.
+func Balance(l billing.Limits, period string, spent, held, holds int64) billing.Balance {
+	b := billing.Balance{SpentMicros: spent, HeldMicros: held, Holds: holds, RemainingMicros: -1, Period: period}
+	if l.BudgetMicros > 0 {
+		b.RemainingMicros = max(l.BudgetMicros-spent-held, 0)
+	}
+	return b
+}
+
 // Defaults of the ledgers' options.
 const (
 	// HoldTTL is how long a hold counts when its turn never ends.
