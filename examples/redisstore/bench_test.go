@@ -2,14 +2,11 @@ package redisstore_test
 
 import (
 	"context"
-	"strconv"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/examples/internal/convtest"
+	"github.com/relaykit/responsesrelay/examples/internal/ledgercheck"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
@@ -69,7 +66,7 @@ func BenchmarkConversationsGet(b *testing.B) {
 func BenchmarkLedgerHoldSettle(b *testing.B) {
 	c := newClient(b)
 	l := redisstore.NewLedger(c, &redisstore.LedgerOptions{Prefix: prefix(b, c)})
-	benchHoldSettle(b, l, false)
+	ledgercheck.BenchHoldSettle(b, l, false)
 }
 
 // BenchmarkLedgerHoldSettleParallel is the same from GOMAXPROCS goroutines
@@ -77,35 +74,5 @@ func BenchmarkLedgerHoldSettle(b *testing.B) {
 func BenchmarkLedgerHoldSettleParallel(b *testing.B) {
 	c := newClient(b)
 	l := redisstore.NewLedger(c, &redisstore.LedgerOptions{Prefix: prefix(b, c)})
-	benchHoldSettle(b, l, true)
-}
-
-func benchHoldSettle(b *testing.B, l billing.Ledger, parallel bool) {
-	lim := billing.Limits{BudgetMicros: 1 << 60, RPM: 1 << 40, TPM: 1 << 50}
-	var seq atomic.Int64
-	turn := func() {
-		id := "bench-" + strconv.FormatInt(seq.Add(1), 36)
-		now := time.Now()
-		q := billing.Request{RequestID: id, APIKeyID: "k-bench", UserID: "u-bench", HoldMicros: 1500, HoldTokens: 1000,
-			KeyLimits: lim, UserLimits: lim, Now: now}
-		if _, err := l.Hold(context.Background(), q); err != nil {
-			b.Fatal(err)
-		}
-		u := billing.Usage{RequestID: id, APIKeyID: "k-bench", UserID: "u-bench", CostMicros: 1200, TotalTokens: 800, CreatedAt: now}
-		if err := l.Settle(context.Background(), u); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportAllocs()
-	if !parallel {
-		for b.Loop() {
-			turn()
-		}
-		return
-	}
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			turn()
-		}
-	})
+	ledgercheck.BenchHoldSettle(b, l, true)
 }

@@ -29,7 +29,8 @@ type LedgerOptions struct {
 	// record replayed within it is not debited twice. Cover the longest a
 	// spool can hold a record. 0: 24 h.
 	SettledTTL time.Duration
-	// Now is the clock of a Request without Now. nil: time.Now.
+	// Now is the clock of a Request without Now, a Usage without
+	// CreatedAt and a Balance at the zero time. nil: time.Now.
 	Now func() time.Time
 }
 

@@ -2,6 +2,7 @@ package sqlledger_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -172,4 +173,71 @@ func TestTables(t *testing.T) {
 			t.Errorf("%d settled ids", n)
 		}
 	})
+}
+
+// A call whose context has ended fails without a Denial (the relay
+// answers 503) and leaves no transaction open: the next call works, on
+// the same connections.
+func TestCanceledContext(t *testing.T) {
+	eachDriver(t, func(t *testing.T, tg target) {
+		l := tg.open(t, nil)
+		lim := billing.Limits{BudgetMicros: 1000}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		for range 3 {
+			_, err := l.Hold(ctx, ledgercheck.Req("a", 100, 0, lim))
+			if _, denied := errors.AsType[*billing.Denial](err); err == nil || denied {
+				t.Fatalf("Hold with an ended context: %v", err)
+			}
+			if err := l.Settle(ctx, ledgercheck.Use("a", 100, 0)); err == nil {
+				t.Fatal("Settle with an ended context succeeded")
+			}
+		}
+		if r := ledgercheck.MustHold(t, l, ledgercheck.Req("a", 100, 0, lim)); r.BudgetMicros != 900 {
+			t.Fatalf("%d left, want 900: the failed calls counted something", r.BudgetMicros)
+		}
+		ledgercheck.MustSettle(t, l, ledgercheck.Use("a", 100, 0))
+		if n := count(t, l, "ledger_settled"); n != 1 {
+			t.Fatalf("%d settled ids", n)
+		}
+	})
+}
+
+// A database that is gone fails every call with an error, never a
+// Denial: the relay refuses the turn with 503 (fail closed), and a
+// Settle is retried by the spool.
+func TestDatabaseGone(t *testing.T) {
+	eachDriver(t, func(t *testing.T, tg target) {
+		l := tg.open(t, nil)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		_, err := l.Hold(ctx, ledgercheck.Req("a", 1, 1, billing.Limits{}))
+		if _, denied := errors.AsType[*billing.Denial](err); err == nil || denied {
+			t.Fatalf("Hold: %v", err)
+		}
+		if err := l.Settle(ctx, ledgercheck.Use("a", 1, 1)); err == nil {
+			t.Fatal("Settle succeeded")
+		}
+		if err := l.Release(ctx, "a"); err == nil {
+			t.Fatal("Release succeeded")
+		}
+		if _, err := l.Balance(ctx, "k-1", billing.Limits{}, ledgercheck.T0); err == nil {
+			t.Fatal("Balance succeeded")
+		}
+	})
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := sqlledger.Open(ctx, "mysql", "x", nil); err == nil || !strings.Contains(err.Error(), "unknown driver") {
+		t.Fatalf("unknown driver: %v", err)
+	}
+	if _, err := sqlledger.Open(ctx, "sqlite", " ", nil); err == nil {
+		t.Fatal("empty SQLite DSN opened")
+	}
+	if _, err := sqlledger.Open(ctx, "postgres", "", nil); err == nil {
+		t.Fatal("empty PostgreSQL URL opened")
+	}
 }

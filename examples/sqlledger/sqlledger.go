@@ -91,7 +91,8 @@ type Options struct {
 	// 1000.
 	CleanupLimit int
 	// Now is the clock of settled ids and cleanups, and of a Request
-	// without Now. nil: time.Now.
+	// without Now, a Usage without CreatedAt and a Balance at the zero
+	// time. nil: time.Now.
 	Now func() time.Time
 }
 
