@@ -131,6 +131,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.Redis != "" {
 		attrs = append(attrs, "redis", redisAddr(cfg.Redis))
 	}
+	if srv.ledgerKind != "" {
+		attrs = append(attrs, "ledger", srv.ledgerKind)
+	}
 	logger.Info("relayd: listening", attrs...)
 	return serve(ctx, ln, srv, opts.shutdownTimeout, logger)
 }
