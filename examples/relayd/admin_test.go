@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -27,7 +28,7 @@ func (e *env) getAdmin(path, token string) (*http.Response, []byte) {
 // the pool without the admin token; a client key is not an admin token.
 func TestAdminRefusesBadTokens(t *testing.T) {
 	e := newEnv(t, []string{"a1"}, func(c *Config) { c.AdminToken = adminToken })
-	for _, path := range []string{"/debug/accounts", "/metrics"} {
+	for _, path := range []string{"/debug/accounts", "/debug/keys", "/metrics"} {
 		for _, c := range []struct {
 			token  string
 			status int
@@ -49,7 +50,7 @@ func TestAdminRefusesBadTokens(t *testing.T) {
 // TestAdminDisabledWithoutToken: no admin_token, no operator endpoints.
 func TestAdminDisabledWithoutToken(t *testing.T) {
 	e := newEnv(t, []string{"a1"}, nil)
-	for _, path := range []string{"/debug/accounts", "/metrics"} {
+	for _, path := range []string{"/debug/accounts", "/debug/keys", "/metrics"} {
 		if resp, b := e.getAdmin(path, "anything-0123456789"); resp.StatusCode != 404 || strings.Contains(string(b), "a1") {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
 		}
@@ -135,6 +136,53 @@ func TestConfigAdminToken(t *testing.T) {
 		cfg.applyDefaults()
 		if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("%q: %v", c.token, err)
+		}
+	}
+}
+
+// /debug/keys lists every key by its id, never the key: its quotas, and
+// with a ledger its balance in the current period.
+func TestAdminKeys(t *testing.T) {
+	e := newEnv(t, []string{"a1"}, func(c *Config) { c.AdminToken = adminToken })
+	resp, b := e.getAdmin("/debug/keys", adminToken)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" ||
+		gjson.GetBytes(b, "ledger").String() != "" || gjson.GetBytes(b, "keys.#").Int() != 2 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	alice := gjson.GetBytes(b, "keys.0")
+	if alice.Get("user_id").String() != "alice" || !strings.HasPrefix(alice.Get("api_key_id").String(), "key-") ||
+		alice.Get("spent_micros").Exists() || alice.Get("remaining_micros").Type != gjson.Null {
+		t.Fatalf("alice without a ledger: %s", alice.Raw)
+	}
+
+	e = newEnv(t, []string{"a1"}, func(c *Config) {
+		c.AdminToken = adminToken
+		c.Prices = map[string]PriceConfig{"gpt-5": {Input: "1", Output: "10"}}
+		c.APIKeys[0].Budget = &BudgetConfig{USD: "2.5", Period: "day"}
+		c.APIKeys[0].RPM = 100
+	})
+	if resp, b := e.post(`{"model":"gpt-5","input":"spend"}`, "Authorization", "Bearer "+keyAlice); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	spent := e.waitSettled(keyAlice)
+	day := func() string { return time.Now().UTC().Format("2006-01-02") }
+	before := day()
+	_, b = e.getAdmin("/debug/keys", adminToken)
+	after := day()
+	alice = gjson.GetBytes(b, "keys.0")
+	if gjson.GetBytes(b, "ledger").String() != ledgerSQLite || alice.Get("budget_micros").Int() != 2_500_000 ||
+		alice.Get("period").String() != "day" || alice.Get("rpm").Int() != 100 || alice.Get("holds").Int() != 0 ||
+		spent <= 0 || alice.Get("remaining_micros").Int() != 2_500_000-spent ||
+		(alice.Get("window").String() != before && alice.Get("window").String() != after) {
+		t.Fatalf("alice: %s", alice.Raw)
+	}
+	if bob := gjson.GetBytes(b, "keys.1"); bob.Get("spent_micros").Int() != 0 || bob.Get("remaining_micros").Type != gjson.Null ||
+		bob.Get("window").String() != "total" {
+		t.Fatalf("bob: %s", bob.Raw)
+	}
+	for _, secret := range []string{keyAlice, keyBob} {
+		if strings.Contains(string(b), secret) {
+			t.Fatal("a key is in /debug/keys")
 		}
 	}
 }
