@@ -86,6 +86,10 @@ func (s *ledgerScope) check(kind int, noun string, l Limits, t time.Time, micros
 				noun, l.TPM, s.tokens, tokens, waitText(wait))}
 	case kind == limitBudget && l.BudgetMicros > 0 && addSat(addSat(s.spent(l.Period, t), s.held), micros) > l.BudgetMicros:
 		return &Denial{Message: "The budget of this " + noun + periodText(l.Period) + " is spent."}
+	case kind == limitBudget && micros > math.MaxInt64-s.held:
+		// Even unlimited, the holds in flight must add up in an int64, so
+		// that ending one takes exactly its micros off.
+		return &Denial{Message: "The turns in flight of this " + noun + " hold more than can be counted."}
 	}
 	return nil
 }
@@ -97,7 +101,7 @@ func (s *ledgerScope) count(micros, tokens int64) {
 	}
 	s.requests++
 	s.tokens = addSat(s.tokens, tokens)
-	s.held = addSat(s.held, micros)
+	s.held += micros // check saw that it fits
 	s.holds++
 }
 
@@ -226,12 +230,18 @@ func periodText(period string) string {
 
 // entry is a request id and when the ledger saw it.
 type entry struct {
-	id string
+	id digest
 	at stamp
 }
 
 // ring is a FIFO queue of entries that reuses its buffer, and halves it
 // when it is mostly empty, so a flood's peak is given back.
+//
+// It keeps ringKeep entries' room in any case: the hold queue fills to
+// about 1 024 before each compaction, and would otherwise shrink and
+// grow again every time.
+const ringKeep = 4096
+
 type ring struct {
 	buf     []entry
 	head, n int
@@ -251,7 +261,7 @@ func (r *ring) pop() {
 	r.buf[r.head] = entry{}
 	r.head = (r.head + 1) % len(r.buf)
 	r.n--
-	if len(r.buf) > 1024 && r.n < len(r.buf)/4 {
+	if r.n < len(r.buf)/4 && len(r.buf) > ringKeep {
 		r.resize(len(r.buf) / 2)
 	}
 }
@@ -270,8 +280,8 @@ func (r *ring) filter(keep func(entry) bool) {
 		r.buf[(r.head+i)%len(r.buf)] = entry{}
 	}
 	r.n = j
-	if len(r.buf) > 1024 && r.n < len(r.buf)/4 {
-		r.resize(max(len(r.buf)/2, 2*r.n))
+	if r.n < len(r.buf)/4 && len(r.buf) > ringKeep {
+		r.resize(max(ringKeep, 2*r.n))
 	}
 }
 

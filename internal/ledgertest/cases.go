@@ -80,6 +80,13 @@ func testUserScope(c *tc) {
 	c.hold(l, turn{id: "f1", key: kf, user: u3, ul: rl})
 	c.rateLimited(l, turn{id: "e2", key: ke, user: u3, ul: rl}, "requests")
 
+	// Rate limits come before budgets, across scopes: a turn over both its
+	// key's budget and its user's RPM is refused for the RPM.
+	u5, k5 := c.user("u5"), c.key("k5")
+	c.settle(l, billing.Usage{RequestID: "k5-spent", APIKeyID: k5, CostMicros: 100})
+	c.hold(l, turn{id: "k6-1", key: c.key("k6"), user: u5, ul: billing.Limits{RPM: 1}})
+	c.rateLimited(l, turn{id: "k5-1", key: k5, kl: billing.Limits{BudgetMicros: 100}, user: u5, ul: billing.Limits{RPM: 1}, micros: 1}, "requests")
+
 	// A user's settlement debits the user, whichever key.
 	u4 := c.user("u4")
 	c.settle(l, billing.Usage{RequestID: "g1", APIKeyID: c.key("g"), UserID: u4, CostMicros: 700})
@@ -250,6 +257,8 @@ func testTokensPerMinute(c *tc) {
 	// More than held: counted in full.
 	c.settle(l, billing.Usage{RequestID: "r3", APIKeyID: k, TotalTokens: 1400})
 	c.rateLimited(l, x("r4", 0), "tokens")
+	// What is left is never below zero (a negative figure means unlimited).
+	c.wantRemaining("r3 settled, held again", c.hold(l, x("r3", 0)), rem(-1, 0, -1))
 	// A release gives no token back.
 	c.hold(l, turn{id: "s1", key: c.key("s"), kl: kl, tokens: 1000})
 	c.release(l, "s1")
