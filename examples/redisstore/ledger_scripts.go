@@ -76,6 +76,22 @@ local cutoff, gc = tonumber(ARGV[5]), ARGV[6]
 local micros, tokens = ARGV[7], ARGV[8]
 local n = tonumber(ARGV[9])
 
+-- The id held (live) or settled already counts nothing more. An expired
+-- hold of the same id leaves its scopes before it counts again (the
+-- pruning below may not reach it).
+local known = redis.call('EXISTS', KEYS[2]) == 1
+local old = redis.call('HMGET', KEYS[1], 't', 'k', 'u')
+if old[1] then
+  if tonumber(old[1]) > cutoff then
+    known = true
+  else
+    for i = 2, 3 do
+      if old[i] then drop(scope(old[i]), id) end
+    end
+    redis.call('DEL', KEYS[1])
+  end
+end
+
 local S = {}
 for i = 1, n do
   local a = 9 + (i - 1) * 5
@@ -102,12 +118,7 @@ local function state(code)
   return {code, s.r, s.t, s.spent, s.heldv}
 end
 
-local created = redis.call('HGET', KEYS[1], 't')
-if created then
-  if tonumber(created) > cutoff then return state(2) end
-  redis.call('DEL', KEYS[1]) -- an expired hold of the same id: its scopes prune it
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then return state(2) end
+if known then return state(2) end
 
 local nt, nm = tonumber(tokens), tonumber(micros)
 for i = 1, n do

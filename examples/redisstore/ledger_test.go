@@ -225,6 +225,20 @@ func TestLedgerPrunesExpiredHolds(t *testing.T) {
 	if got := c.Get(ctx, b+"heldsum:key:k-1").Val(); got != "100" {
 		t.Errorf("heldsum after a late Release = %q, want 100", got)
 	}
+	// The same id held again after its hold expired, under another key:
+	// the old hold leaves its key at once, though no hold of that key
+	// pruned it, and counts once in the user.
+	q = ledgercheck.Req("d", 70, 0, lim)
+	q.APIKeyID, q.Now = "k-2", ledgercheck.T0.Add(2*time.Minute)
+	ledgercheck.MustHold(t, l, q)
+	for s, want := range map[string]string{"key:k-1": "0", "key:k-2": "70", "user:u-1": "70"} {
+		if got := c.Get(ctx, b+"heldsum:"+s).Val(); got != want {
+			t.Errorf("heldsum:%s = %q, want %s", s, got, want)
+		}
+	}
+	if n := c.ZCard(ctx, b+"holds:key:k-1").Val(); n != 0 {
+		t.Errorf("holds:key:k-1 has %d", n)
+	}
 }
 
 // Money amounts beyond Lua's 14 printed digits are kept exactly.
