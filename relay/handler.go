@@ -96,6 +96,7 @@ import (
 	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of zero Handler fields (documented on each field).
@@ -281,6 +282,11 @@ type Handler struct {
 	bodies      *bodyBudget
 	bearers     sync.Map // token -> []string{"Bearer " + token}
 	nbearers    atomic.Int64
+	// renewals shares a Refresher's call among the 401s of one account
+	// and token; renewWaiting counts the callers waiting for one
+	// (credentials_refresh.go).
+	renewals     singleflight.Group
+	renewWaiting atomic.Int64
 	// noFlushLogged: the "cannot flush" warning was logged.
 	noFlushLogged atomic.Bool
 	unpriced      unpricedModels // models logged as unpriced
