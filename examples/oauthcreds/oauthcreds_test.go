@@ -121,6 +121,8 @@ func TestConcurrentCallersShareOneRefresh(t *testing.T) {
 	const n = 32
 	e := newEndpoint(t)
 	e.hold = make(chan struct{})
+	release := sync.OnceFunc(func() { close(e.hold) })
+	t.Cleanup(release) // before the endpoint closes, should the test fail
 	s := e.source("")
 	var entered atomic.Int64
 	var wg sync.WaitGroup
@@ -133,8 +135,8 @@ func TestConcurrentCallersShareOneRefresh(t *testing.T) {
 		})
 	}
 	// The request is held until every caller has started asking.
-	waitFor(t, "every caller to ask", func() bool { return entered.Load() == n && e.count() == 1 })
-	close(e.hold)
+	waitFor(t, "every caller to ask", func() bool { return entered.Load() == n && e.count() >= 1 })
+	release()
 	wg.Wait()
 	for i := range n {
 		if errs[i] != nil || got[i] != accessToken(1) {
@@ -335,6 +337,8 @@ func TestCallerGivesUp(t *testing.T) {
 	e.rotate = true
 	hold := make(chan struct{})
 	e.hold = hold
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
 	s := e.source("")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -357,7 +361,7 @@ func TestCallerGivesUp(t *testing.T) {
 		tok, _ := s.Token(context.Background(), acctA)
 		got <- tok
 	}()
-	close(hold)
+	release()
 	if tok := <-got; tok != accessToken(1) || e.count() != 1 {
 		t.Fatalf("token %q, %d requests", tok, e.count())
 	}

@@ -65,7 +65,11 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, creds := buildPool(cfg.Accounts)
+	pool, keys := buildPool(cfg.Accounts)
+	creds, err := buildCredentials(cfg.Accounts, keys, logger)
+	if err != nil {
+		return nil, err
+	}
 	s := &server{log: logger}
 	s.sched = &scheduler.Scheduler{
 		Pool:           pool,
@@ -225,8 +229,9 @@ func (s *server) openUsage(cfg UsageConfig) error {
 }
 
 // buildPool turns the account entries into a static pool and the upstream
-// keys into credentials kept apart from the accounts, so that an Account
-// can be logged or inspected without exposing a key.
+// keys of api_key accounts into credentials kept apart from the accounts,
+// so that an Account can be logged or inspected without exposing a key
+// (buildCredentials adds the oauth accounts).
 func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.StaticKeys) {
 	pool := scheduler.NewStaticPool()
 	creds := make(scheduler.StaticKeys, len(accounts))
@@ -253,7 +258,9 @@ func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.Stati
 			BodyPatch:   a.bodyPatch(),
 			StreamOnly:  a.StreamOnly,
 		})
-		creds[a.ID] = a.APIKey
+		if a.APIKey != "" {
+			creds[a.ID] = a.APIKey
+		}
 	}
 	for _, g := range order {
 		pool.Set(g, groups[g])
