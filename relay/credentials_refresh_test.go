@@ -434,3 +434,39 @@ func TestRenewCanary(t *testing.T) {
 		}
 	}
 }
+
+// A client that leaves while its turn waits for a renewal stops waiting;
+// the renewal goes on (others may share it), and the account is not
+// blamed for the client's leaving.
+func TestRenewClientGone(t *testing.T) {
+	e, k := newRenewEnv(t, "a")
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	k.gate = func(context.Context) { <-release }
+	cancel, done := e.abandonable(textReq)
+	waitUntil(t, "the turn to wait for the renewal", func() bool { return relay.RenewWaiting(e.h) == 1 })
+	cancel()
+	<-done
+	waitUntil(t, "the turn to stop waiting", func() bool { return relay.RenewWaiting(e.h) == 0 })
+	releaseOnce()
+	waitUntil(t, "the renewal to end", func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return k.current["a"] == newToken("a")
+	})
+	// The renewal ended on its own: the next turn has the new token.
+	if r := e.do(textReq); r.status != 200 || k.calls.Load() != 1 {
+		t.Fatalf("next turn: %d, refreshes %d", r.status, k.calls.Load())
+	}
+	if b := bearers(e.up, "a"); len(b) != 2 || b[1] != newToken("a") {
+		t.Fatalf("tokens %q", b)
+	}
+	if st := stateOf(t, e.sched, "a"); !st.CoolingUntil.IsZero() {
+		t.Fatalf("cooling after a client left: %+v", st)
+	}
+	// The first turn reached an upstream (its 401): client_gone.
+	if recs := e.sink.all(); len(recs) != 2 || recs[0].Status != "client_gone" || recs[1].Status != "completed" {
+		t.Fatalf("records %+v", recs)
+	}
+}
