@@ -1,0 +1,211 @@
+package chat
+
+import (
+	"math"
+	"strconv"
+
+	"github.com/relaykit/responsesrelay/internal/jsonx"
+)
+
+// A stream chunk is read in one validating pass (jsonx.Scanner) that keeps
+// the few members the translation needs, as slices of the payload, and
+// skips the rest; nothing is applied until the whole chunk turned out to
+// be valid JSON. A member that appears twice counts by its last
+// occurrence (the first non-null error excepted), as encoding/json would
+// have it.
+
+// text is a string member as the upstream wrote it: its content between
+// the quotes, escapes not decoded.
+type text struct {
+	raw   []byte
+	flags jsonx.StringFlags
+	ok    bool // the member is a string
+}
+
+// chunkInfo is what one Chat Completions chunk says.
+type chunkInfo struct {
+	choice bool // choices[0] is an object
+	other  bool // its index is not 0: it is ignored
+	// choices[0].delta's members
+	reasoning, reasoningAlt, content, refusal text
+	calls                                     []byte // the tool_calls array; nil when absent or not an array
+	finish                                    text
+	usage                                     []byte // the usage object; nil when absent or not an object
+	err                                       []byte // the first error member that is not null
+}
+
+// read scans payload p into c; it reports false when p is not one valid
+// JSON object nested at most jsonx.MaxDepth deep.
+func (s *Stream) read(p []byte, c *chunkInfo) bool {
+	sc := &s.scan
+	sc.Reset(p, jsonx.MaxDepth)
+	if !sc.BeginObject() {
+		return false
+	}
+	for sc.NextMember() {
+		key := s.key()
+		sc.Colon()
+		switch key {
+		case "choices":
+			*c = chunkInfo{usage: c.usage, err: c.err}
+			s.readChoices(c)
+		case "usage":
+			c.usage = s.rawOf('{')
+		case "error":
+			if e := s.rawOf(0); c.err == nil && string(e) != "null" {
+				c.err = e
+			}
+		default:
+			sc.Skip()
+		}
+	}
+	return sc.End()
+}
+
+func (s *Stream) readChoices(c *chunkInfo) {
+	sc := &s.scan
+	if !sc.BeginArray() {
+		sc.Skip()
+		return
+	}
+	for first := true; sc.NextElement(); first = false {
+		if !first || sc.Peek() != '{' {
+			sc.Skip()
+			continue
+		}
+		c.choice = true
+		sc.BeginObject()
+		for sc.NextMember() {
+			key := s.key()
+			sc.Colon()
+			switch key {
+			case "delta":
+				c.reasoning, c.reasoningAlt, c.content, c.refusal, c.calls = text{}, text{}, text{}, text{}, nil
+				s.readDelta(c)
+			case "finish_reason":
+				c.finish = s.text()
+			case "index":
+				c.other = s.intValue() != 0
+			default:
+				sc.Skip()
+			}
+		}
+	}
+}
+
+func (s *Stream) readDelta(c *chunkInfo) {
+	sc := &s.scan
+	if !sc.BeginObject() {
+		sc.Skip()
+		return
+	}
+	for sc.NextMember() {
+		key := s.key()
+		sc.Colon()
+		switch key {
+		case "reasoning_content":
+			c.reasoning = s.text()
+		case "reasoning":
+			c.reasoningAlt = s.text()
+		case "content":
+			c.content = s.text()
+		case "refusal":
+			c.refusal = s.text()
+		case "tool_calls":
+			// Kept whole and read once the chunk is known valid: recording
+			// each call here would take memory in proportion to the chunk.
+			c.calls = s.rawOf('[')
+		default:
+			sc.Skip()
+		}
+	}
+}
+
+// key reads a member's key, decoded when it holds an escape. The string is
+// valid until the next key.
+func (s *Stream) key() string {
+	raw, f := s.scan.String()
+	if f&jsonx.Escaped == 0 {
+		return bytesToString(raw)
+	}
+	s.keyBuf = jsonx.AppendUnescaped(s.keyBuf[:0], raw)
+	return bytesToString(s.keyBuf)
+}
+
+// text reads a value that counts only as a string.
+func (s *Stream) text() text {
+	if s.scan.Peek() != '"' {
+		s.scan.Skip()
+		return text{}
+	}
+	raw, f := s.scan.String()
+	return text{raw: raw, flags: f, ok: true}
+}
+
+// rawOf reads a value and returns its bytes, or nil when it does not start
+// with open (0: any value).
+func (s *Stream) rawOf(open byte) []byte {
+	sc := &s.scan
+	c := sc.Peek()
+	start := sc.Offset()
+	sc.Skip()
+	if open != 0 && c != open || sc.Err {
+		return nil
+	}
+	return sc.Since(start)
+}
+
+// intValue reads a value as gjson's Int reads it (a number truncated, a
+// numeric string, true as 1, anything else 0), for a choice's index.
+func (s *Stream) intValue() int64 {
+	sc := &s.scan
+	var v float64
+	switch c := sc.Peek(); {
+	case c == '"':
+		raw, f := sc.String()
+		if f&jsonx.Escaped != 0 {
+			return 0 // no number is written with escapes
+		}
+		v, _ = strconv.ParseFloat(bytesToString(raw), 64)
+	case c == '-' || '0' <= c && c <= '9':
+		v = number(sc.Number())
+	case c == 't':
+		sc.Skip()
+		return 1
+	default:
+		sc.Skip()
+		return 0
+	}
+	if math.IsNaN(v) || math.Abs(v) >= 1<<62 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+// number is a number token's value (±Inf past float64).
+func number(raw []byte) float64 {
+	if n := len(raw); n > 0 && n <= 9 {
+		v := 0
+		for _, c := range raw {
+			if c < '0' || c > '9' {
+				goto general
+			}
+			v = v*10 + int(c-'0')
+		}
+		return float64(v)
+	}
+general:
+	f, _ := strconv.ParseFloat(bytesToString(raw), 64)
+	return f
+}
+
+// decoded is t's value, aliasing the payload when it has no escape, else
+// decoded into the stream's scratch buffer (valid until the next Push).
+func (s *Stream) decoded(t text) string {
+	if t.flags&jsonx.Escaped == 0 {
+		return bytesToString(t.raw)
+	}
+	start := len(s.scratch)
+	s.scratch = jsonx.AppendUnescaped(s.scratch, t.raw)
+	return bytesToString(s.scratch[start:])
+}
