@@ -44,7 +44,6 @@ func (s *Stream) read(p []byte, c *chunkInfo) bool {
 	}
 	for sc.NextMember() {
 		key := s.key()
-		sc.Colon()
 		switch key {
 		case "choices":
 			*c = chunkInfo{usage: c.usage, err: c.err}
@@ -77,7 +76,6 @@ func (s *Stream) readChoices(c *chunkInfo) {
 		sc.BeginObject()
 		for sc.NextMember() {
 			key := s.key()
-			sc.Colon()
 			switch key {
 			case "delta":
 				c.reasoning, c.reasoningAlt, c.content, c.refusal, c.calls = text{}, text{}, text{}, text{}, nil
@@ -101,7 +99,6 @@ func (s *Stream) readDelta(c *chunkInfo) {
 	}
 	for sc.NextMember() {
 		key := s.key()
-		sc.Colon()
 		switch key {
 		case "reasoning_content":
 			c.reasoning = s.text()
@@ -121,10 +118,10 @@ func (s *Stream) readDelta(c *chunkInfo) {
 	}
 }
 
-// key reads a member's key, decoded when it holds an escape. The string is
-// valid until the next key.
+// key reads a member's key (and its colon), decoded when it holds an
+// escape. The string is valid until the next key.
 func (s *Stream) key() string {
-	raw, f := s.scan.String()
+	raw, f := s.scan.Key()
 	if f&jsonx.Escaped == 0 {
 		return bytesToString(raw)
 	}

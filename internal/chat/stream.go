@@ -149,7 +149,6 @@ func (s *Stream) call() (index int, id, name, args text, ok bool) {
 	sc.BeginObject()
 	for sc.NextMember() {
 		key := s.key()
-		sc.Colon()
 		switch key {
 		case "index":
 			ok = ok && seen&1 == 0
@@ -175,7 +174,6 @@ func (s *Stream) call() (index int, id, name, args text, ok bool) {
 			var fseen uint8
 			for sc.NextMember() {
 				key := s.key()
-				sc.Colon()
 				switch key {
 				case "name":
 					ok = ok && fseen&1 == 0

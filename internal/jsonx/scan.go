@@ -21,8 +21,7 @@ import (
 //
 //	if s.BeginObject() {
 //		for s.NextMember() {
-//			key, _ := s.String()
-//			s.Colon()
+//			key, _ := s.Key()
 //			... read or s.Skip() the value
 //		}
 //	}
@@ -75,6 +74,9 @@ func (s *Scanner) space() {
 
 // Peek is the first byte of the next token, or 0 at the end.
 func (s *Scanner) Peek() byte {
+	if s.i < len(s.b) && s.b[s.i] > ' ' {
+		return s.b[s.i] // compact JSON: no space to skip
+	}
 	s.space()
 	if s.i >= len(s.b) {
 		return 0
@@ -105,10 +107,23 @@ func (s *Scanner) begin(c byte) bool {
 // NextMember reports whether the object holds another member, consuming
 // the comma before it, or the closing brace when there is none.
 func (s *Scanner) NextMember() bool {
-	if !s.next('}') {
+	c := s.Peek()
+	switch {
+	case c == '}':
+		s.i++
+		s.depth--
+		s.first = false
+		return false
+	case s.first:
+		s.first = false
+	case c == ',':
+		s.i++
+		c = s.Peek()
+	default:
+		s.fail()
 		return false
 	}
-	if s.Peek() != '"' {
+	if c != '"' {
 		s.fail() // a key must follow "{" or ","
 		return false
 	}
@@ -143,13 +158,19 @@ func (s *Scanner) next(end byte) bool {
 	return false
 }
 
-// Colon consumes the ":" after a key.
-func (s *Scanner) Colon() {
+// Key reads a member's key and the colon after it; see String.
+func (s *Scanner) Key() ([]byte, StringFlags) {
+	k, f := s.String()
+	if s.i < len(s.b) && s.b[s.i] == ':' {
+		s.i++
+		return k, f
+	}
 	if s.Peek() != ':' {
 		s.fail()
-		return
+		return nil, 0
 	}
 	s.i++
+	return k, f
 }
 
 // StringFlags describe a string's raw content.
@@ -354,8 +375,7 @@ func (s *Scanner) Skip() {
 	case c == '{':
 		s.BeginObject()
 		for s.NextMember() {
-			s.String()
-			s.Colon()
+			s.Key()
 			s.Skip()
 		}
 	case c == '[':

@@ -63,8 +63,7 @@ func TestScannerWalk(t *testing.T) {
 		t.Fatal("not an object")
 	}
 	for s.NextMember() {
-		key, _ := s.String()
-		s.Colon()
+		key, _ := s.Key()
 		switch string(key) {
 		case "k":
 			v, f := s.String()
