@@ -53,28 +53,26 @@ func putFrameBuf(b *[]byte) {
 // writeDeadline keeps a write deadline of about timeout ahead of every
 // write to the client, so that a client that stops reading cannot block a
 // turn forever. It moves the deadline only every timeout/4, which keeps
-// the cost per event at a clock read.
+// the cost per event at a read of the monotonic clock (time.Since, not
+// time.Now, which reads the wall clock too).
 type writeDeadline struct {
 	rc      *http.ResponseController
 	timeout time.Duration
-	next    time.Time // when to move the deadline again
+	moved   time.Time // when the deadline was last moved
 	set     bool
 }
 
 func (d *writeDeadline) extend() {
-	if d.timeout <= 0 {
+	if d.timeout <= 0 || d.set && time.Since(d.moved) < d.timeout/4 {
 		return
 	}
 	now := time.Now()
-	if d.set && now.Before(d.next) {
-		return
-	}
 	if d.rc.SetWriteDeadline(now.Add(d.timeout)) != nil {
 		d.timeout = 0 // not supported by this writer: stop trying
 		return
 	}
 	d.set = true
-	d.next = now.Add(d.timeout / 4)
+	d.moved = now
 }
 
 // clear removes the deadline when the answer is done: the connection may
