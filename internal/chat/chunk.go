@@ -34,16 +34,45 @@ type chunkInfo struct {
 	err                                       []byte // the first error member that is not null
 }
 
+// maxPrefix bounds the leading members a stream remembers (see read).
+const maxPrefix = 1 << 10
+
 // read scans payload p into c; it reports false when p is not one valid
 // JSON object nested at most jsonx.MaxDepth deep.
+//
+// The chunks of a stream begin with the same members, byte for byte (id,
+// object, created, model, system_fingerprint), none of which the
+// translation reads. The stream keeps those bytes of the last valid chunk,
+// up to the first member it reads, and a chunk that begins with them and
+// a comma is scanned from there: the same bytes were found valid before,
+// and the comma ends the last of their values whatever it was.
 func (s *Stream) read(p []byte, c *chunkInfo) bool {
 	sc := &s.scan
-	sc.Reset(p, jsonx.MaxDepth)
-	if !sc.BeginObject() {
-		return false
+	resumed := false
+	if n := len(s.prefix); n > 0 && len(p) > n && p[n] == ',' && string(p[:n]) == string(s.prefix) {
+		sc.ResumeObject(p, jsonx.MaxDepth, n)
+		resumed = true
+	} else {
+		sc.Reset(p, jsonx.MaxDepth)
+		if !sc.BeginObject() {
+			return false
+		}
 	}
-	for sc.NextMember() {
+	mark, skipped := -1, 0 // where the first member read begins; members before it
+	for {
+		at := sc.Offset()
+		if !sc.NextMember() {
+			break
+		}
 		key := s.key()
+		switch key {
+		case "choices", "usage", "error":
+			if mark < 0 {
+				mark = at
+			}
+		default:
+			skipped++
+		}
 		switch key {
 		case "choices":
 			*c = chunkInfo{usage: c.usage, err: c.err}
@@ -58,7 +87,16 @@ func (s *Stream) read(p []byte, c *chunkInfo) bool {
 			sc.Skip()
 		}
 	}
-	return sc.End()
+	if !sc.End() {
+		return false
+	}
+	if !resumed {
+		s.prefix = s.prefix[:0]
+		if mark > 0 && mark <= maxPrefix && skipped > 0 {
+			s.prefix = append(s.prefix, p[:mark]...)
+		}
+	}
+	return true
 }
 
 func (s *Stream) readChoices(c *chunkInfo) {

@@ -126,3 +126,48 @@ func TestStreamUnusualToolCalls(t *testing.T) {
 		t.Errorf("%d items", n)
 	}
 }
+
+// A stream's chunks share their leading members; a chunk that begins with
+// the same bytes is read from after them, and any other is read whole.
+func TestStreamSharedPrefix(t *testing.T) {
+	c := func(head, delta string) string {
+		return `{` + head + `,"choices":[{"index":0,"delta":{"content":"` + delta + `"}}]}`
+	}
+	h := newHarness(t)
+	h.feedAll(c(`"id":"a","created":170`, "1"), c(`"id":"a","created":170`, "2"))
+	if got := string(h.s.prefix); got != `{"id":"a","created":170` {
+		t.Fatalf("prefix %q", got)
+	}
+	// The same bytes followed by more digits: the number goes on, the
+	// chunk is read whole.
+	h.feedAll(c(`"id":"a","created":1705`, "3"), c(`"id":"b","created":1`, "4"))
+	// The same head, then bytes that are not JSON: rejected as ever.
+	for _, bad := range []string{
+		`{"id":"b","created":1,"choices":[{"delta":{"content":x}}]}`,
+		`{"id":"b","created":1,}`,
+		`{"id":"b","created":1,"choices":[]}}`,
+		`{"id":"b","created":1`,
+		`{"id":"b","created":1,"error":{"message":"m"}` + strings.Repeat("[", 600) + `}`,
+	} {
+		if err := h.push(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Push(%.60q) err = %v", bad, err)
+		}
+	}
+	// An error member after the shared head is read.
+	h2 := newHarness(t)
+	h2.feedAll(c(`"id":"b","created":1`, "x"))
+	var ue *UpstreamError
+	if err := h2.push(`{"id":"b","created":1,"error":{"message":"m"}}`); !errors.As(err, &ue) || ue.Message != "m" {
+		t.Errorf("err = %v", err)
+	}
+	h.feedAll(c(`"id":"b","created":1`, "5"), finishChunk("stop"), usageChunk, "[DONE]")
+	if got := firstText(h); got != "12345" {
+		t.Errorf("text %q", got)
+	}
+	// A head longer than maxPrefix is not kept.
+	h = newHarness(t)
+	h.feedAll(c(`"pad":"`+strings.Repeat("p", maxPrefix)+`"`, "x"))
+	if len(h.s.prefix) != 0 {
+		t.Errorf("kept a prefix of %d bytes", len(h.s.prefix))
+	}
+}

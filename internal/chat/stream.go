@@ -22,6 +22,7 @@ type Stream struct {
 	scan    jsonx.Scanner
 	keyBuf  []byte // a key with escapes, decoded
 	scratch []byte // strings with escapes, decoded; valid during one Push
+	prefix  []byte // the leading members of the last chunk (chunk.go)
 }
 
 // NewStream starts the translation of one streamed turn. ids makes the

@@ -46,6 +46,15 @@ func (s *Scanner) Reset(b []byte, max int) {
 	*s = Scanner{b: b, max: max}
 }
 
+// ResumeObject continues a scan of b inside its top-level object at
+// offset at, just after a member's value, as if b[:at] had been read (the
+// caller knows it to be valid: the same bytes were scanned before). The
+// next call is NextMember.
+func (s *Scanner) ResumeObject(b []byte, max, at int) {
+	s.Reset(b, max)
+	s.i, s.depth = at, 1
+}
+
 // Offset is where the scan stands: after Peek, where the next token
 // starts; after a read, just past the value read. A caller that keeps a
 // value's bytes takes the offsets around its read.
