@@ -171,3 +171,30 @@ func TestStreamSharedPrefix(t *testing.T) {
 		t.Errorf("kept a prefix of %d bytes", len(h.s.prefix))
 	}
 }
+
+// The usual head of choices ([{"index":0,"delta":{) is matched whole; what
+// follows it is read and checked as in any other chunk.
+func TestStreamChoicesHead(t *testing.T) {
+	h := newHarness(t)
+	h.feedAll(
+		`{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"x"}}]}`,
+		`{"choices":[{"index":0,"delta":{}}]}`,
+		`{"choices":[{"index":0,"delta":{"role":"assistant","content":"b"},"index":1}]}`,
+		`{"choices":[ {"index":0,"delta":{"content":"c"}}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"d"},"delta":{"refusal":null}}]}`,
+	)
+	for _, bad := range []string{
+		`{"choices":[{"index":0,"delta":{"content":"a"}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"a"}}}`,
+		`{"choices":[{"index":0,"delta":{"content":"a"}},]}`,
+		`{"choices":[{"index":0,"delta":{`,
+	} {
+		if err := h.push(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Push(%s) err = %v", bad, err)
+		}
+	}
+	h.feedAll(finishChunk("stop"), usageChunk, "[DONE]")
+	if got := firstText(h); got != "ac" {
+		t.Errorf("text %q, want ac", got)
+	}
+}

@@ -55,6 +55,22 @@ func (s *Scanner) ResumeObject(b []byte, max, at int) {
 	s.i, s.depth = at, 1
 }
 
+// Enter consumes lit when the document continues with it (after space)
+// and reports whether it did. lit must be the valid start of a value
+// that opens n arrays and objects, the last of them just opened, such as
+// `[{"index":0,"delta":{`: the caller then reads that last one's entries.
+// It spares a caller reading, token by token, bytes it expects.
+func (s *Scanner) Enter(lit string, n int) bool {
+	s.space()
+	if s.Err || len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit || s.depth+n > s.max {
+		return false
+	}
+	s.i += len(lit)
+	s.depth += n
+	s.first = true
+	return true
+}
+
 // Offset is where the scan stands: after Peek, where the next token
 // starts; after a read, just past the value read. A caller that keeps a
 // value's bytes takes the offsets around its read.

@@ -92,6 +92,45 @@ func TestScannerWalk(t *testing.T) {
 	}
 }
 
+func TestScannerEnter(t *testing.T) {
+	const head = `[{"a":0,"b":{`
+	var s Scanner
+	s.Reset([]byte(`{"x": `+head+`"c":1}}],"y":2}`), 0)
+	s.BeginObject()
+	s.NextMember()
+	s.Key()
+	if s.Enter(`[{"a":1`, 2) || !s.Enter(head, 3) {
+		t.Fatal("Enter matched the wrong bytes")
+	}
+	for s.NextMember() { // inside "b"
+		s.Key()
+		s.Skip()
+	}
+	for s.NextMember() { // the rest of the object holding "b"
+		s.Key()
+		s.Skip()
+	}
+	for s.NextElement() {
+		s.Skip()
+	}
+	for s.NextMember() {
+		s.Key()
+		s.Skip()
+	}
+	if !s.End() {
+		t.Fatal("document rejected after Enter")
+	}
+	// Enter counts the levels it opens.
+	s.Reset([]byte(`[[`+head+`}}]]]`), 4)
+	s.BeginArray()
+	s.NextElement()
+	s.BeginArray()
+	s.NextElement()
+	if s.Enter(head, 3) {
+		t.Fatal("Enter went past the depth limit")
+	}
+}
+
 func TestUnescapeAndVerbatim(t *testing.T) {
 	cases := []struct {
 		raw      string
