@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/tidwall/gjson"
 )
 
@@ -56,6 +57,9 @@ func (h *harness) take() {
 		}
 		if seq := gjson.GetBytes(b, "sequence_number"); seq.Type != gjson.Number || seq.Int() != int64(len(h.got)) {
 			h.t.Errorf("event %d has sequence_number %s: %s", len(h.got), seq.Raw, b)
+		}
+		if info, want := h.ev.Info(i), event.Classify(b); info != want {
+			h.t.Errorf("event %d: Events.Info %+v, event.Classify %+v", len(h.got), info, want)
 		}
 		h.got = append(h.got, string(b))
 	}
