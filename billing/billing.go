@@ -23,6 +23,12 @@
 // Cost is exact integer arithmetic, rounded half up once, for
 // Usage.CostMicros.
 //
+// A Ledger holds money and rate limits for the turns in flight, so that
+// parallel turns cannot together overrun a key's budget: held before the
+// upstream call, settled by the usage record (Settling), released when no
+// upstream was reached. MemoryLedger keeps them in the process; a ledger
+// in a shared store serves several instances.
+//
 // # Example
 //
 //	usage, err := billing.OpenSpool("/var/lib/relay/usage", mySQLSink, billing.DeliveryOptions{})

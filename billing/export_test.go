@@ -36,3 +36,15 @@ func WithSegmentBytes(o DeliveryOptions, n int64) DeliveryOptions {
 func ReadPriceFileLimit(r io.Reader, limit int64) (map[string]Price, error) {
 	return readPriceFile(r, limit)
 }
+
+// LedgerSizes reports what m keeps: its scopes (keys and users), holds in
+// flight, entries of its hold queue and settled ids remembered.
+func LedgerSizes(m *MemoryLedger) (scopes, holds, holdQueue, settled int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.keys) + len(m.users), len(m.holds), m.holdQ.n, len(m.settled)
+}
+
+// SetLedgerMaxHolds bounds the holds m keeps in flight to n, so that tests
+// of the bound need not make 262 144.
+func SetLedgerMaxHolds(m *MemoryLedger, n int) { m.maxHolds = n }

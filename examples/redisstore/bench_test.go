@@ -6,6 +6,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/examples/internal/convtest"
+	"github.com/relaykit/responsesrelay/examples/internal/ledgercheck"
 	"github.com/relaykit/responsesrelay/examples/redisstore"
 )
 
@@ -58,4 +59,20 @@ func BenchmarkConversationsGet(b *testing.B) {
 	c := newClient(b)
 	s := redisstore.NewConversations(c, &redisstore.ConversationOptions{Prefix: prefix(b, c)})
 	convtest.BenchGet(b, s)
+}
+
+// BenchmarkLedgerHoldSettle is one turn's money: a Hold against a key and
+// a user with every limit set, then its Settle; two script round trips.
+func BenchmarkLedgerHoldSettle(b *testing.B) {
+	c := newClient(b)
+	l := redisstore.NewLedger(c, &redisstore.LedgerOptions{Prefix: prefix(b, c)})
+	ledgercheck.BenchHoldSettle(b, l, false)
+}
+
+// BenchmarkLedgerHoldSettleParallel is the same from GOMAXPROCS goroutines
+// on one key and user, the contended case.
+func BenchmarkLedgerHoldSettleParallel(b *testing.B) {
+	c := newClient(b)
+	l := redisstore.NewLedger(c, &redisstore.LedgerOptions{Prefix: prefix(b, c)})
+	ledgercheck.BenchHoldSettle(b, l, true)
 }

@@ -12,6 +12,9 @@
 //   - Conversations: a conversation.Store for relay.Handler.Conversations,
 //     so a conversation served by one instance can move to another
 //     account through any instance.
+//   - Ledger: a billing.Ledger for relay.Handler.Ledger, so budgets and
+//     rate limits per API key and per user hold across instances (its
+//     keys share one Cluster slot; see Ledger).
 //
 // All take a go-redis client the host creates and closes; share one
 // client among them, made with NewClient or with ContextTimeoutEnabled set
@@ -83,5 +86,6 @@
 //		Limiter:       limiter,
 //		Credentials:   keys,
 //		Conversations: redisstore.NewConversations(rdb, nil),
+//		Ledger:        redisstore.NewLedger(rdb, nil), // and billing.Settling(ledger, sink) for the usage
 //	}
 package redisstore
