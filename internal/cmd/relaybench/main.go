@@ -178,6 +178,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.upstreamProc, "upstream-process", false, "run each run's fake upstream in a child process")
 	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	fs.BoolVar(&noRecords, "no-records", false, "run the relay without conversation records (to measure what recording costs)")
+	fs.BoolVar(&withMoney, "money", false, "run the relay with prices, an in-memory ledger holding every turn under quotas, and settlement")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -256,8 +258,24 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 	if noRecords {
 		h.Conversations = &conversation.Memory{MaxBytes: -1}
 	}
+	if withMoney {
+		// Every model priced, a budget and rate limits no run reaches: the
+		// cost of pricing, holding and settling each turn, not of refusals.
+		prices, err := billing.NewPrices(map[string]billing.Price{"*": {Input: 1_250_000, CachedInput: 125_000, Output: 10_000_000}}, nil)
+		if err != nil {
+			panic(err)
+		}
+		ledger := &billing.MemoryLedger{}
+		h.Prices, h.Ledger, h.Usage = prices, ledger, billing.Settling(ledger, nil)
+		subject.KeyLimits = billing.Limits{BudgetMicros: math.MaxInt64 / 4, Period: billing.PeriodDay, RPM: math.MaxInt64 / 4, TPM: math.MaxInt64 / 4}
+		subject.UserLimits = subject.KeyLimits
+	}
 	return h, ct
 }
+
+// withMoney turns on prices, an in-memory ledger with quotas on the
+// bench key, and settlement of each record (-money).
+var withMoney bool
 
 // newRelay mounts the relay and its WebSocket mode on one path, as a host
 // would, on a loopback server. Each account has room for 1000 turns, so
