@@ -44,7 +44,7 @@ func (t *turn) chatBody(body []byte, sel *scheduler.Selection) ([]byte, error) {
 
 // chatJSON turns a Chat Completions answer into the Responses object.
 func (t *turn) chatJSON(body []byte) ([]byte, error) {
-	out, err := chat.Response(body, nil, t.in.req.Model)
+	out, err := chat.Response(body, nil, t.in.req.Model, chat.Echo(t.in.req.Body))
 	if errors.Is(err, chat.ErrNoUsage) {
 		t.conv.chatNoUsage = true
 		err = nil
@@ -70,7 +70,9 @@ type chatSource struct {
 var errChatTooLarge = errors.New("upstream chat stream larger than MaxEventBytes")
 
 func (t *turn) newChatSource(up *sseSource) *chatSource {
-	return &chatSource{t: t, up: up, st: chat.NewStream(nil, t.in.req.Model, time.Now().Unix())}
+	st := chat.NewStream(nil, t.in.req.Model, time.Now().Unix())
+	st.Echo(chat.Echo(t.in.req.Body))
+	return &chatSource{t: t, up: up, st: st}
 }
 
 // Pending reports a translated event, or a whole chunk buffered upstream.

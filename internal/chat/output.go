@@ -73,6 +73,7 @@ type output struct {
 	started bool
 	finish  string      // the upstream finish_reason
 	usage   event.Usage // Present: a usage chunk came
+	echo    []byte      // request echoes: members, each with a leading comma
 }
 
 func newOutput(ids IDs, model string, created int64) output {

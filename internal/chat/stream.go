@@ -32,6 +32,11 @@ func NewStream(ids IDs, requestedModel string, created int64) *Stream {
 	return &Stream{o: newOutput(ids, requestedModel, created)}
 }
 
+// Echo sets the request echoes every response object of the stream ends
+// with: JSON members, each with a leading comma (Echo builds them). Set it
+// before the first Push.
+func (s *Stream) Echo(members []byte) { s.o.echo = members }
+
 // Push translates one data: payload (a chunk's JSON, or [DONE]) and appends
 // the resulting events to ev; many chunks yield none.
 //

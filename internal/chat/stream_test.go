@@ -99,7 +99,7 @@ func (h *harness) feedAll(payloads ...string) {
 // Response makes of the equivalent non-streamed answer.
 func (h *harness) sameAsResponse(chat string) {
 	h.t.Helper()
-	want, err := Response([]byte(chat), seqIDs(), "gpt-x")
+	want, err := Response([]byte(chat), seqIDs(), "gpt-x", nil)
 	if err != nil && !errors.Is(err, ErrNoUsage) {
 		h.t.Fatal(err)
 	}
