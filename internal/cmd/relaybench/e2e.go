@@ -34,6 +34,7 @@ type e2eOptions struct {
 	spool    bool
 	redis    string // redis:// URL, or empty
 	logLevel string
+	args     []string // more relayd flags
 	// cleanup removes what resolving bin made (a built binary).
 	cleanup func()
 }
@@ -161,7 +162,7 @@ func newRelayd(s *setup, o *e2eOptions) (*endpoint, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(o.bin, "-config", cfgPath, "-log-level", o.logLevel)
+	cmd := exec.Command(o.bin, append([]string{"-config", cfgPath, "-log-level", o.logLevel}, o.args...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	setParentDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {

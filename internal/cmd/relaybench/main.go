@@ -112,6 +112,8 @@
 //	-relayd-spool    relayd's usage goes through its durable spool
 //	-relayd-redis u  relayd shares its state through Redis at URL u
 //	-relayd-log-level l  relayd's -log-level (default info)
+//	-relayd-args s   more relayd flags, like "-pprof 127.0.0.1:6060" to
+//	                 profile it (with -rounds 1, one relayd at a time)
 //	-pace d          the upstream writes each streamed event d after the
 //	                 previous one (as a model produces tokens) and stamps
 //	                 it; clients record each delta's delivery time (write
@@ -208,6 +210,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&e2e.spool, "relayd-spool", false, "with -relayd: relayd's usage goes through its durable spool")
 	fs.StringVar(&e2e.redis, "relayd-redis", "", "with -relayd: relayd shares its state through this Redis `URL` (redis://host:6379/0)")
 	fs.StringVar(&e2e.logLevel, "relayd-log-level", "info", "with -relayd: relayd's -log-level")
+	fs.Func("relayd-args", "with -relayd: more relayd flags, space-separated (e.g. \"-pprof 127.0.0.1:6060\")", func(s string) error {
+		e2e.args = strings.Fields(s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -241,8 +247,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if cfg.idle > 0 {
 			return fail("-relayd and -idle exclude each other")
 		}
-	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] {
-		return fail("-relayd-spool, -relayd-redis and -relayd-log-level need -relayd")
+	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] || explicit["relayd-args"] {
+		return fail("-relayd-spool, -relayd-redis, -relayd-log-level and -relayd-args need -relayd")
 	}
 	for t := range strings.SplitSeq(tgts, ",") {
 		t = strings.TrimSpace(t)
