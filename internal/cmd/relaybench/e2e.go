@@ -293,6 +293,47 @@ func benchReverseProxyChild(args []string, in io.Reader, out io.Writer) error {
 	return err
 }
 
+// benchRelayRole is the child process that serves the relay target (the
+// library with in-memory defaults) in end-to-end mode: what relayd adds
+// over the library is relayd's row against this one.
+const benchRelayRole = "bench-relay"
+
+// newRelayChild starts the relay target of the run of s in a child
+// process (this binary again).
+func newRelayChild(s *setup, proc *childConfig) (*endpoint, error) {
+	c, err := startChild(*proc, benchRelayRole, "-upstream", s.url, "-workload", string(s.workload))
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.expect("listen", 30*time.Second)
+	if err != nil || len(f) != 1 {
+		c.stop()
+		return nil, fmt.Errorf("the relay process: %v %q", err, f)
+	}
+	root := "http://" + f[0]
+	return &endpoint{name: targetRelay, auth: bearer(relayKey), pid: c.cmd.Process.Pid, close: c.stop,
+		httpURLs: []string{root + "/v1/responses"},
+		wsURLs:   []string{wsScheme(root) + "/v1/responses"},
+	}, nil
+}
+
+// benchRelayChild serves the relay target until its stdin closes.
+func benchRelayChild(args []string, in io.Reader, out io.Writer) error {
+	fs := flag.NewFlagSet(benchRelayRole, flag.ContinueOnError)
+	upstream := fs.String("upstream", "", "the upstream's root URL")
+	wl := fs.String("workload", string(wlStream), "workload")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s := &setup{workload: workload(*wl), url: *upstream}
+	s.direct, s.relayAccounts = accountsFor(s.workload)
+	e := newRelay(s)
+	defer e.close()
+	fmt.Fprintln(out, "listen", strings.TrimPrefix(e.httpURLs[0][:len(e.httpURLs[0])-len("/v1/responses")], "http://"))
+	_, err := io.Copy(io.Discard, in) // until the parent closes stdin
+	return err
+}
+
 // newE2EEndpoint is target t of the run of s in end-to-end mode: every
 // proxy in a process of its own.
 func newE2EEndpoint(t string, s *setup, o *e2eOptions, proc *childConfig) (*endpoint, error) {
@@ -301,6 +342,8 @@ func newE2EEndpoint(t string, s *setup, o *e2eOptions, proc *childConfig) (*endp
 		return newRelayd(s, o)
 	case targetReverseProxy:
 		return newReverseProxyChild(s, proc)
+	case targetRelay:
+		return newRelayChild(s, proc)
 	}
 	return newEndpoint(t, s), nil
 }

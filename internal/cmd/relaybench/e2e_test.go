@@ -12,9 +12,9 @@ import (
 )
 
 // TestBenchRelayd builds relayd and runs the end-to-end mode briefly: the
-// relayd and reverseproxy targets are processes of their own, every
-// request succeeds, the rows have the documented shape, and every child
-// process is gone afterwards.
+// relayd, relay and reverseproxy targets are processes of their own,
+// every request succeeds, the rows have the documented shape, and every
+// child process is gone afterwards.
 func TestBenchRelayd(t *testing.T) {
 	cfg, err := parseFlags([]string{"-relayd", "build", "-duration", "300ms", "-rounds", "1", "-concurrency", "2",
 		"-events", "12", "-workloads", "json,stream", "-json"}, io.Discard)
@@ -24,6 +24,7 @@ func TestBenchRelayd(t *testing.T) {
 	if !slices.Equal(cfg.targets, e2eTargets) {
 		t.Fatalf("targets %v, want %v", cfg.targets, e2eTargets)
 	}
+	cfg.targets = append(cfg.targets, targetRelay)
 	if err := cfg.e2e.resolve(testWriter{t}); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestBenchRelayd(t *testing.T) {
 	if after := childPIDs(t); !slices.Equal(before, after) {
 		t.Errorf("child processes before %v, after %v", before, after)
 	}
-	var relaydRows int
+	rows := map[string]int{}
 	for line := range strings.SplitSeq(strings.TrimSpace(out.String()), "\n") {
 		if keys := jsonKeys(t, []byte(line)); !slices.Equal(keys[:len(requiredKeys)], requiredKeys) {
 			t.Errorf("keys %v", keys)
@@ -61,12 +62,12 @@ func TestBenchRelayd(t *testing.T) {
 		if row.Workload == string(wlStream) && row.EventsPerReq != float64(cfg.events) {
 			t.Errorf("%s: %v events per request, want %d", row.Target, row.EventsPerReq, cfg.events)
 		}
-		if row.Target == targetRelayd {
-			relaydRows++
-		}
+		rows[row.Target]++
 	}
-	if relaydRows != len(cfg.workloads) {
-		t.Errorf("%d relayd rows, want %d:\n%s", relaydRows, len(cfg.workloads), out.String())
+	for _, target := range cfg.targets {
+		if rows[target] != len(cfg.workloads) {
+			t.Errorf("%d %s rows, want %d:\n%s", rows[target], target, len(cfg.workloads), out.String())
+		}
 	}
 }
 

@@ -37,7 +37,9 @@
 // and the reverseproxy target run in child processes too (this binary
 // again), so that each proxy has a process and a Go scheduler of its own
 // and the benchmark's process holds only the clients. The targets are then
-// direct, reverseproxy and relayd (relay, in this process, on request);
+// direct, reverseproxy and relayd; -targets can add relay, which then
+// runs in a child process too (the library as in-process, with in-memory
+// defaults: what relayd adds over the library is the difference);
 // cpu figures are those of the upstream and the target's process
 // (/proc/PID/stat, 10 ms ticks), so +cpu is the proxy's own; allocations
 // are the clients' alone. Every round starts a fresh relayd, and every
@@ -364,11 +366,8 @@ func benchWorkload(cfg config, w workload, stderr io.Writer) ([]*result, error) 
 					return nil, err
 				}
 				rc.pids = []int{s.pid}
-				switch {
-				case e.pid != 0:
+				if e.pid != 0 {
 					rc.pids = append(rc.pids, e.pid)
-				case t == targetRelay: // in this process, with the clients
-					rc.pids = append(rc.pids, os.Getpid())
 				}
 			} else {
 				e = newEndpoint(t, s)
