@@ -65,7 +65,10 @@ type endpoint struct {
 	attempts *countingTransport
 	// chat: clients speak Chat Completions (chat-stream's direct and
 	// reverseproxy).
-	chat  bool
+	chat bool
+	// pid is the process serving the target, when it is a child process
+	// (end-to-end mode); 0 when it is this process or the upstream.
+	pid   int
 	close func()
 }
 
@@ -79,7 +82,9 @@ type setup struct {
 	direct []string
 	// relayAccounts is the relay's pool.
 	relayAccounts []string
-	close         func()
+	// pid is the upstream's process when it is a child, else 0.
+	pid   int
+	close func()
 }
 
 // newSetup starts a fake upstream for workload w, in this process or, with
@@ -175,7 +180,32 @@ func newDirect(s *setup) *endpoint {
 // body too. WebSocket upgrades pass through the proxy's own upgrade
 // support: after the 101 it copies bytes both ways.
 func newReverseProxy(s *setup) *endpoint {
-	upURL, err := url.Parse(s.url)
+	h, tr := reverseProxyHandler(s.url)
+	srv := httptest.NewServer(h)
+	e := reverseProxyEndpoint(s, srv.URL)
+	e.close = func() {
+		srv.Close()
+		tr.CloseIdleConnections()
+	}
+	return e
+}
+
+// reverseProxyEndpoint is the reverseproxy target served at root (like
+// "http://127.0.0.1:41234"), with clients spread over the healthy accounts.
+func reverseProxyEndpoint(s *setup, root string) *endpoint {
+	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey), chat: s.chat()}
+	for _, a := range s.direct {
+		path := "/" + url.PathEscape(a) + "/v1"
+		e.httpURLs = append(e.httpURLs, root+path+s.clientPath())
+		e.wsURLs = append(e.wsURLs, wsScheme(root)+path+"/responses")
+	}
+	return e
+}
+
+// reverseProxyHandler is the reverseproxy target's handler in front of the
+// upstream at upstream, and its transport (to close idle connections).
+func reverseProxyHandler(upstream string) (http.Handler, *http.Transport) {
+	upURL, err := url.Parse(upstream)
 	if err != nil {
 		panic(err)
 	}
@@ -199,18 +229,7 @@ func newReverseProxy(s *setup) *endpoint {
 		r.ContentLength = int64(len(body))
 		rp.ServeHTTP(w, r)
 	})
-	srv := httptest.NewServer(h)
-	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey), chat: s.chat()}
-	for _, a := range s.direct {
-		path := "/" + url.PathEscape(a) + "/v1"
-		e.httpURLs = append(e.httpURLs, srv.URL+path+s.clientPath())
-		e.wsURLs = append(e.wsURLs, wsScheme(srv.URL)+path+"/responses")
-	}
-	e.close = func() {
-		srv.Close()
-		tr.CloseIdleConnections()
-	}
-	return e
+	return h, tr
 }
 
 // relayOptions are the knobs newRelay sets beyond the in-memory defaults.
