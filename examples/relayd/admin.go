@@ -38,10 +38,11 @@ func (s *server) openMetrics(groups []string) error {
 	return nil
 }
 
-// adminRoutes serves GET /metrics (Prometheus text format) and GET
-// /debug/accounts (the scheduler's view of every account, as JSON). Both
-// need "Authorization: Bearer <admin_token>"; without an admin_token in
-// the config they answer 404, so nothing about the pool is exposed by
+// adminRoutes serves GET /metrics (Prometheus text format), GET
+// /debug/accounts (the scheduler's view of every account, as JSON) and GET
+// /debug/keys (each key's quotas and spend, as JSON). All need
+// "Authorization: Bearer <admin_token>"; without an admin_token in the
+// config they answer 404, so nothing about the pool is exposed by
 // default.
 func (s *server) adminRoutes(mux *http.ServeMux, token string, groups []string) {
 	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
@@ -49,6 +50,7 @@ func (s *server) adminRoutes(mux *http.ServeMux, token string, groups []string) 
 	mux.Handle("GET /debug/accounts", s.admin(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.serveAccounts(w, r, groups)
 	})))
+	mux.Handle("GET /debug/keys", s.admin(token, http.HandlerFunc(s.serveKeys)))
 }
 
 // admin checks the admin token in constant time before next runs.

@@ -41,11 +41,16 @@ func newKeyring(keys []APIKeyConfig) (*keyring, error) {
 			return nil, fmt.Errorf("api_keys[%d] and api_keys[%d] share the key id %s; use a longer random key", j, i, id)
 		}
 		ids[id] = i
+		lim, errs := k.limits(fmt.Sprintf("api_keys[%d]", i))
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
 		kr.byDigest[d] = &keyEntry{digest: d, subject: relay.Subject{
 			UserID:      k.UserID,
 			APIKeyID:    id,
 			GroupID:     k.Group,
 			Concurrency: k.Concurrency,
+			KeyLimits:   lim,
 		}}
 	}
 	return kr, nil

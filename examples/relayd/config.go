@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
 	"github.com/relaykit/responsesrelay/relay"
 )
@@ -52,10 +53,22 @@ type Config struct {
 	// and sticky bindings to that server and shares account cooldowns
 	// with the other relayd processes using it. Empty: all in memory.
 	Redis string `json:"redis"`
-	// AdminToken, when set, enables GET /metrics and GET /debug/accounts
-	// for requests with "Authorization: Bearer <admin_token>" (at least 16
-	// characters). Empty: both answer 404.
+	// AdminToken, when set, enables GET /metrics, GET /debug/accounts and
+	// GET /debug/keys for requests with "Authorization: Bearer
+	// <admin_token>" (at least 16 characters). Empty: they answer 404.
 	AdminToken string `json:"admin_token"`
+
+	// Prices are each model's price (an exact name, or a pattern with
+	// the wildcards of accounts[].models), in USD per 1M tokens: every
+	// usage record gets its cost_micros from them. They replace the
+	// entries of PricesFile of the same name.
+	Prices map[string]PriceConfig `json:"prices"`
+	// PricesFile is a price file in the format most gateways share
+	// (LiteLLM's model_prices_and_context_window.json), read at start.
+	PricesFile string `json:"prices_file"`
+	// RefuseUnpriced refuses a turn for a model without a price (400
+	// model_not_priced) instead of serving it at cost 0.
+	RefuseUnpriced bool `json:"refuse_unpriced"`
 }
 
 // AccountConfig is one upstream account. It authenticates with APIKey
@@ -114,6 +127,12 @@ type APIKeyConfig struct {
 	UserID      string `json:"user_id"`
 	Group       string `json:"group"`
 	Concurrency int    `json:"concurrency"`
+	// Budget, RPM (requests per minute) and TPM (tokens per minute) are
+	// the key's quotas; a key with any of them makes relayd hold every
+	// turn in a ledger (see server.openLedger). nil, 0: none.
+	Budget *BudgetConfig `json:"budget"`
+	RPM    int64         `json:"rpm"`
+	TPM    int64         `json:"tpm"`
 }
 
 // UsageConfig says where usage records go.
@@ -173,6 +192,9 @@ func (c *Config) applyDefaults() {
 		if c.APIKeys[i].Group == "" {
 			c.APIKeys[i].Group = defaultGroup
 		}
+		if b := c.APIKeys[i].Budget; b != nil && b.Period == "" {
+			b.Period = billing.PeriodTotal
+		}
 	}
 	if c.Usage.Driver == "" {
 		c.Usage.Driver = defaultDriver
@@ -219,6 +241,7 @@ func (c *Config) validate() error {
 		bad("usage.spool: %q is not a directory name", c.Usage.Spool)
 	}
 	c.Conversations.validate(bad)
+	c.validateMoney(bad)
 
 	if len(c.Accounts) == 0 {
 		bad("accounts: at least one upstream account is required")
@@ -536,6 +559,21 @@ func findUnknown(t reflect.Type, v any, name, at string) string {
 				continue
 			}
 			if p := findUnknown(ft, obj[k], name, join(at, k)); p != "" {
+				return p
+			}
+		}
+	case reflect.Map:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			if p := findUnknown(t.Elem(), obj[k], name, fmt.Sprintf("%s[%q]", at, k)); p != "" {
 				return p
 			}
 		}

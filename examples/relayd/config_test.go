@@ -33,13 +33,17 @@ const fullConfig = `{
                "client_secret": "", "refresh_token_file": "/var/lib/relayd/a3.refresh"}}
   ],
   "api_keys": [
-    {"key": "rk-full-1", "user_id": "u1", "group": "default", "concurrency": 2},
+    {"key": "rk-full-1", "user_id": "u1", "group": "default", "concurrency": 2,
+     "budget": {"usd": 5.0, "period": "month"}, "rpm": 60, "tpm": 200000},
     {"key": "rk-full-2", "user_id": "u2", "group": "team"}
   ],
   "usage": {"driver": "sqlite", "dsn": "/var/lib/relayd/usage.db", "spool": "/var/lib/relayd/spool"},
   "conversations": {"driver": "memory", "dsn": "", "ttl": "12h", "max_bytes": 134217728},
   "ws_max_conns_per_key": 8,
-  "redis": ""
+  "redis": "",
+  "prices": {"gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10}, "gpt-5-mini*": {"input": 0.25, "output": 2}},
+  "prices_file": "",
+  "refuse_unpriced": true
 }`
 
 func TestParseConfigFull(t *testing.T) {
@@ -59,12 +63,18 @@ func TestParseConfigFull(t *testing.T) {
 				OAuth: &OAuthConfig{TokenURL: "https://auth.example/oauth/token", ClientID: "app_123", RefreshTokenFile: "/var/lib/relayd/a3.refresh"}},
 		},
 		APIKeys: []APIKeyConfig{
-			{Key: "rk-full-1", UserID: "u1", Group: "default", Concurrency: 2},
+			{Key: "rk-full-1", UserID: "u1", Group: "default", Concurrency: 2,
+				Budget: &BudgetConfig{USD: "5.0", Period: "month"}, RPM: 60, TPM: 200000},
 			{Key: "rk-full-2", UserID: "u2", Group: "team"},
 		},
 		Usage:            UsageConfig{Driver: "sqlite", DSN: "/var/lib/relayd/usage.db", Spool: "/var/lib/relayd/spool"},
 		Conversations:    ConversationsConfig{Driver: "memory", TTL: "12h", MaxBytes: 128 << 20},
 		WSMaxConnsPerKey: 8,
+		Prices: map[string]PriceConfig{
+			"gpt-5":       {Input: "1.25", CachedInput: "0.125", Output: "10"},
+			"gpt-5-mini*": {Input: "0.25", Output: "2"},
+		},
+		RefuseUnpriced: true,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("parsed\n%+v\nwant\n%+v", cfg, want)
@@ -163,6 +173,10 @@ func TestParseConfigUnknownFieldIsNamed(t *testing.T) {
 			`unknown field "spol" at usage.spol`},
 		{"WebSocket cap misspelt", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "ws_max_conn_per_key": 2}`,
 			`unknown field "ws_max_conn_per_key" at ws_max_conn_per_key`},
+		{"in a price", `{"accounts": [` + acct + `], "api_keys": [` + key + `], "prices": {"gpt-5": {"input": 1, "output": 2}, "o3": {"inptu": 1}}}`,
+			`unknown field "inptu" at prices["o3"].inptu`},
+		{"in a budget", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk", "user_id": "u1", "budget": {"dollars": 5}}]}`,
+			`unknown field "dollars" at api_keys[0].budget.dollars`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -75,7 +75,7 @@ func queryRows(t testing.TB, db *sql.DB) map[string]usageRow {
 	t.Helper()
 	rs, err := db.Query(`SELECT request_id, response_id, user_id, api_key_id, group_id, account_id, model,
 		upstream_model, transport, status, created_at, stream, turn, input_tokens, cached_input_tokens,
-		output_tokens, reasoning_tokens, total_tokens, attempts, duration_ms, first_token_ms FROM usage_records`)
+		output_tokens, reasoning_tokens, total_tokens, attempts, duration_ms, first_token_ms, cost_micros FROM usage_records`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func queryRows(t testing.TB, db *sql.DB) map[string]usageRow {
 		var r usageRow
 		if err := rs.Scan(&r.RequestID, &r.ResponseID, &r.UserID, &r.APIKeyID, &r.GroupID, &r.AccountID, &r.Model,
 			&r.UpstreamModel, &r.Transport, &r.Status, &r.CreatedAt, &r.Stream, &r.Turn, &r.Input, &r.Cached,
-			&r.Output, &r.Reasoning, &r.Total, &r.Attempts, &r.DurationMS, &r.FirstTokenMS); err != nil {
+			&r.Output, &r.Reasoning, &r.Total, &r.Attempts, &r.DurationMS, &r.FirstTokenMS, &r.CostMicros); err != nil {
 			t.Fatal(err)
 		}
 		out[r.RequestID] = r

@@ -134,6 +134,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.Redis != "" {
 		attrs = append(attrs, "redis", redisAddr(cfg.Redis))
 	}
+	if srv.ledgerKind != "" {
+		attrs = append(attrs, "ledger", srv.ledgerKind)
+	}
 	if opts.pprof != "" {
 		stopPprof, err := servePprof(opts.pprof, logger)
 		if err != nil {

@@ -177,6 +177,7 @@ type usageRow struct {
 	Input, Cached, Output, Reasoning, Total                     int64
 	Attempts, DurationMS                                        int64
 	FirstTokenMS                                                sql.NullInt64
+	CostMicros                                                  int64
 }
 
 // rows finishes the env and reads every usage row, keyed by request id.

@@ -38,6 +38,15 @@ type server struct {
 	sink  *sqlusage.Sink
 	log   *slog.Logger
 
+	// Money: the price table, and the ledger that holds every turn when
+	// a key has a quota (nil otherwise), with the journal of this
+	// process's holds when there is a spool.
+	prices     *billing.Prices
+	ledger     ledger
+	ledgerKind string
+	holds      *holdJournal
+	keys       []keyInfo // the configured keys, for /debug/keys
+
 	// The conversation store's database or own Redis client, if any.
 	convSQL   *sqlconversation.Store
 	convRedis *redis.Client
@@ -65,12 +74,16 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	prices, errs := cfg.priceTable()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	pool, keys := buildPool(cfg.Accounts)
 	creds, err := buildCredentials(cfg.Accounts, keys, logger)
 	if err != nil {
 		return nil, err
 	}
-	s := &server{log: logger}
+	s := &server{log: logger, prices: prices, keys: keyInfos(cfg.APIKeys)}
 	s.sched = &scheduler.Scheduler{
 		Pool:           pool,
 		Logger:         logger,
@@ -82,7 +95,7 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 			return nil, err
 		}
 	}
-	if err := s.openUsage(cfg.Usage); err != nil {
+	if err := s.openUsage(cfg.Usage, cfg.hasLimits()); err != nil {
 		s.closeRedis()
 		return nil, err
 	}
@@ -96,6 +109,7 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		if s.spool != nil {
 			s.spool.Close(context.Background())
 		}
+		s.closeHolds()
 		s.sink.Close()
 		s.closeRedis()
 	}
@@ -118,6 +132,10 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		Conversations: convs,
 		Authenticate:  s.authenticator(kr),
 		Logger:        logger,
+		Prices:        prices,
+	}
+	if s.ledger != nil { // a nil interface, not a nil pointer, when none
+		s.relay.Ledger = s.ledger
 	}
 	if s.limiter != nil { // a nil *Limiter would make a non-nil interface
 		s.relay.Limiter, s.userSlots = s.limiter, s.limiter
@@ -210,8 +228,10 @@ const deliveryWorkers = sqlusage.DefaultMaxBatch
 const usageMaxDelay = 20 * time.Millisecond
 
 // openUsage opens the database and puts the spool, or an in-memory queue,
-// in front of it.
-func (s *server) openUsage(cfg UsageConfig) error {
+// in front of it. With a ledger (withLedger: a key has a quota), each
+// record settles its turn before it is written, so that a record the
+// queue retries or the spool replays after a crash settles too, once.
+func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN, sqlusage.WithMaxDelay(usageMaxDelay))
@@ -219,20 +239,48 @@ func (s *server) openUsage(cfg UsageConfig) error {
 		return fmt.Errorf("usage log (%s): %w", cfg.describe(), err)
 	}
 	s.sink = sink
+	var next billing.UsageSink = sink
+	if withLedger {
+		if err := s.openLedger(ctx); err != nil {
+			sink.Close()
+			return err
+		}
+		if cfg.Spool != "" {
+			s.holds = newHoldJournal(s.log)
+			s.ledger = journaledLedger{ledger: s.ledger, j: s.holds}
+		}
+		next = billing.Settling(s.ledger, sink)
+	}
 	if cfg.Spool == "" {
-		s.async = billing.NewAsync(sink, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
+		s.async = billing.NewAsync(next, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
 		s.usage = s.async
 		return nil
 	}
 	// The spool retries a record until the database takes it (MaxRetries
 	// 0): the disk, not memory, holds records through a database outage.
-	s.spool, err = billing.OpenSpool(cfg.Spool, sink, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
+	s.spool, err = billing.OpenSpool(cfg.Spool, next, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
 	if err != nil {
 		sink.Close()
 		return fmt.Errorf("usage spool: %w", err)
 	}
 	s.usage = s.spool
+	if s.holds != nil {
+		// Only now is the directory this process's (the spool locked it).
+		if err := s.holds.openIn(cfg.Spool, s.ledger); err != nil {
+			s.spool.Close(ctx)
+			sink.Close()
+			return fmt.Errorf("hold journal: %w", err)
+		}
+	}
 	return nil
+}
+
+// closeHolds writes the hold journal a last time: the spool has delivered
+// what it could, so what is open is for the next start.
+func (s *server) closeHolds() {
+	if s.holds != nil {
+		s.holds.close()
+	}
 }
 
 // buildPool turns the account entries into a static pool and the upstream
@@ -348,6 +396,7 @@ func (s *server) Close(ctx context.Context) error {
 		} else if err := s.async.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("usage queue not drained: %w", err))
 		}
+		s.closeHolds()
 		// The queue in front has returned from every call, so the sink holds
 		// at most its last batch: a write timeout is bound enough, even when
 		// ctx is spent.

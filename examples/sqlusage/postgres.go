@@ -14,7 +14,8 @@ import (
 
 // PostgresSchema creates the PostgreSQL usage_records table and its index
 // in the first schema of the search_path. It is safe to run on every
-// start.
+// start. A table an earlier version created lacks the columns added
+// since; opening a Sink adds them.
 const PostgresSchema = `
 CREATE TABLE IF NOT EXISTS usage_records (
 	request_id          TEXT PRIMARY KEY,
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS usage_records (
 	duration_ms         BIGINT NOT NULL DEFAULT 0,
 	user_agent          TEXT NOT NULL DEFAULT '',
 	client_ip           TEXT NOT NULL DEFAULT '',
-	created_at          TIMESTAMPTZ NOT NULL
+	created_at          TIMESTAMPTZ NOT NULL,
+	cost_micros         BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_records_user_created ON usage_records (user_id, created_at);
 `
@@ -59,13 +61,14 @@ const postgresInsert = `INSERT INTO usage_records (
 	request_id, response_id, user_id, api_key_id, group_id, account_id,
 	model, upstream_model, transport, stream, turn, status,
 	input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens,
-	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at
+	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at, cost_micros
 )
 SELECT * FROM unnest(
 	$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
 	$7::text[], $8::text[], $9::text[], $10::boolean[], $11::integer[], $12::text[],
 	$13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[],
-	$18::text[], $19::integer[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[]
+	$18::text[], $19::integer[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[],
+	$25::bigint[]
 )
 ON CONFLICT (request_id) DO NOTHING`
 
@@ -92,6 +95,9 @@ func newPostgres(ctx context.Context, pool *pgxpool.Pool, ownPool bool, opts []O
 	if err := pgpool.CreateSchema(ctx, pool, "sqlusage", schemaLock, PostgresSchema); err != nil {
 		return nil, err
 	}
+	if err := migratePostgres(ctx, pool); err != nil {
+		return nil, err
+	}
 	s := newSink(DriverPostgres, &pgStore{pool: pool, ownPool: ownPool}, newConfig(DefaultPostgresWriters, opts))
 	s.pool = pool
 	return s, nil
@@ -114,6 +120,7 @@ func (q *pgStore) write(ctx context.Context, rows []billing.Usage) error {
 		firstToken                              = make([]*int64, n)
 		duration                                = make([]int64, n)
 		created                                 = make([]time.Time, n)
+		cost                                    = make([]int64, n)
 	)
 	for i, u := range rows {
 		requestID[i], responseID[i], userID[i], apiKeyID[i] = pgText(u.RequestID), pgText(u.ResponseID), pgText(u.UserID), pgText(u.APIKeyID)
@@ -126,12 +133,13 @@ func (q *pgStore) write(ctx context.Context, rows []billing.Usage) error {
 		firstToken[i] = firstTokenMS(u)
 		duration[i] = u.DurationMS
 		created[i] = u.CreatedAt
+		cost[i] = u.CostMicros
 	}
 	_, err := q.pool.Exec(ctx, postgresInsert,
 		requestID, responseID, userID, apiKeyID, groupID, accountID,
 		model, upModel, transport, stream, turn, status,
 		in, cached, out, reasoning, total,
-		tier, attempts, firstToken, duration, ua, ip, created)
+		tier, attempts, firstToken, duration, ua, ip, created, cost)
 	return err
 }
 

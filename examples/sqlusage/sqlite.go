@@ -14,7 +14,8 @@ import (
 )
 
 // Schema creates the SQLite usage_records table and its index. It is safe
-// to run on every start.
+// to run on every start. A table an earlier version created lacks the
+// columns added since; opening a Sink adds them.
 const Schema = `
 CREATE TABLE IF NOT EXISTS usage_records (
 	request_id          TEXT PRIMARY KEY,
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS usage_records (
 	duration_ms         INTEGER NOT NULL DEFAULT 0,
 	user_agent          TEXT NOT NULL DEFAULT '',
 	client_ip           TEXT NOT NULL DEFAULT '',
-	created_at          TEXT NOT NULL
+	created_at          TEXT NOT NULL,
+	cost_micros         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_records_user_created ON usage_records (user_id, created_at);
 `
@@ -57,8 +59,8 @@ const sqliteInsert = `INSERT OR IGNORE INTO usage_records (
 	request_id, response_id, user_id, api_key_id, group_id, account_id,
 	model, upstream_model, transport, stream, turn, status,
 	input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens,
-	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	service_tier, attempts, first_token_ms, duration_ms, user_agent, client_ip, created_at, cost_micros
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // OpenSQLite opens (creating if needed) the SQLite database at dsn, a file
 // path or a "file:" URI, switches it to WAL mode with a busy timeout, and
@@ -99,6 +101,9 @@ func newSQLiteStore(ctx context.Context, db *sql.DB, ownDB bool) (*sqliteStore, 
 	if _, err := db.ExecContext(ctx, Schema); err != nil {
 		return nil, fmt.Errorf("sqlusage: create schema: %w", err)
 	}
+	if err := migrateSQLite(ctx, db); err != nil {
+		return nil, err
+	}
 	stmt, err := db.PrepareContext(ctx, sqliteInsert)
 	if err != nil {
 		return nil, fmt.Errorf("sqlusage: prepare insert: %w", err)
@@ -136,7 +141,7 @@ func (q *sqliteStore) exec(ctx context.Context, stmt *sql.Stmt, u billing.Usage)
 		u.Model, u.UpstreamModel, u.Transport, u.Stream, u.Turn, u.Status,
 		u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.ReasoningTokens, u.TotalTokens,
 		u.ServiceTier, u.Attempts, firstToken, u.DurationMS, u.UserAgent, u.ClientIP,
-		u.CreatedAt.UTC().Format(TimeFormat),
+		u.CreatedAt.UTC().Format(TimeFormat), u.CostMicros,
 	)
 	return err
 }

@@ -33,7 +33,7 @@ func sample(id string) billing.Usage {
 		AccountID: "a1", Model: "gpt-5", UpstreamModel: "gpt-5.5", Transport: "http", Stream: true, Turn: 1,
 		InputTokens: 11, CachedInputTokens: 3, OutputTokens: 21, ReasoningTokens: 16, TotalTokens: 32,
 		ServiceTier: "default", Status: billing.StatusCompleted, Attempts: 2, FirstTokenMS: 7, DurationMS: 40,
-		UserAgent: "curl/8", ClientIP: "127.0.0.1",
+		UserAgent: "curl/8", ClientIP: "127.0.0.1", CostMicros: 1_234_567,
 		CreatedAt: time.Date(2026, 3, 4, 5, 6, 7, 8_000_000, time.FixedZone("x", 3600)),
 	}
 }
