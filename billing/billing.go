@@ -65,7 +65,7 @@ type Request struct {
 	// RequestID is the turn's id, Usage.RequestID of its record.
 	RequestID string
 	// HoldMicros is the relay's estimate of the turn's cost in micro-USD:
-	// its input (the body's bytes / 4, rounded up) plus its output cap
+	// its input (the body's bytes / 3, rounded up) plus its output cap
 	// (max_output_tokens, else Handler.DefaultOutputCap) at the model's
 	// price. 0 without prices or for an unpriced model.
 	HoldMicros int64

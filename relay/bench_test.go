@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -131,4 +132,38 @@ func BenchmarkJSONObserved(b *testing.B) {
 	if n[0].Load() == 0 {
 		b.Fatal("the observer was not called")
 	}
+}
+
+// BenchmarkStream200Money is BenchmarkStream200 with prices, a
+// MemoryLedger holding every turn under quotas, and settlement through
+// the usage sink: what metering costs a turn.
+func BenchmarkStream200Money(b *testing.B) {
+	var settled atomic.Int64
+	srv, _, _ := benchRelayWith(b, 192, func(h *relay.Handler) {
+		prices, err := billing.NewPrices(map[string]billing.Price{"*": {Input: 1_250_000, Output: 10_000_000}}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l := &billing.MemoryLedger{}
+		lim := billing.Limits{BudgetMicros: 1 << 60, Period: billing.PeriodDay, RPM: 1 << 40, TPM: 1 << 50}
+		h.Prices, h.Ledger = prices, l
+		h.Usage = billing.Settling(l, billing.SinkFunc(func(context.Context, billing.Usage) error { settled.Add(1); return nil }))
+		h.Authenticate = func(*http.Request) (*relay.Subject, error) {
+			return &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g", Concurrency: 1024, KeyLimits: lim, UserLimits: lim}, nil
+		}
+	})
+	runRequests(b, srv.URL+"/v1/responses", streamReq)
+	if settled.Load() == 0 {
+		b.Fatal("nothing was settled")
+	}
+}
+
+// BenchmarkStream200Sink is BenchmarkStream200 with a usage sink, the
+// baseline BenchmarkStream200Money adds metering to.
+func BenchmarkStream200Sink(b *testing.B) {
+	var n atomic.Int64
+	srv, _, _ := benchRelayWith(b, 192, func(h *relay.Handler) {
+		h.Usage = billing.SinkFunc(func(context.Context, billing.Usage) error { n.Add(1); return nil })
+	})
+	runRequests(b, srv.URL+"/v1/responses", streamReq)
 }

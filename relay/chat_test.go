@@ -294,3 +294,21 @@ func TestChatStreamBounded(t *testing.T) {
 		t.Fatalf("records %+v", recs)
 	}
 }
+
+// TestChatEchoes: a chat account's answer repeats the request's settings
+// as the Responses API does, JSON and streamed alike.
+func TestChatEchoes(t *testing.T) {
+	e := newChatEnv(t)
+	for _, stream := range []bool{false, true} {
+		body := fmt.Sprintf(`{"model":"gpt-test","input":"hi","instructions":"be brief","max_output_tokens":50,"stream":%t}`, stream)
+		r := e.do(body)
+		obj := r.body
+		if stream {
+			obj = []byte(gjson.GetBytes(r.events[len(r.events)-1].Data, "response").Raw)
+		}
+		if r.status != 200 || gjson.GetBytes(obj, "instructions").Str != "be brief" || gjson.GetBytes(obj, "max_output_tokens").Int() != 50 ||
+			gjson.GetBytes(obj, "tool_choice").Str != "auto" || !gjson.GetBytes(obj, "tools").IsArray() {
+			t.Fatalf("stream %t: status %d: %s", stream, r.status, obj)
+		}
+	}
+}

@@ -38,3 +38,7 @@ func UpstreamSockets(h *Handler, account string) int {
 	defer h.ws.sockMu.Unlock()
 	return h.ws.sockets[account]
 }
+
+// RenewWaiting reports how many callers wait for a renewal of an
+// account's token now.
+func RenewWaiting(h *Handler) int64 { return h.renewWaiting.Load() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -101,7 +102,7 @@ func (t *turn) serve() {
 		}
 		canSwitch := len(t.route.sched.Exclude) < switches
 		began := h.now()
-		ae := t.tryOn(sel)
+		ae := t.tryOn(sel, &began)
 		if ae == nil {
 			if t.observing() {
 				t.observeAttempt(sel, began, nil, servedOutcome(t.rec.usage.Status))
@@ -144,11 +145,12 @@ func (t *turn) serve() {
 	}
 }
 
-// tryOn runs one attempt and gives the account slot back, even when the
-// attempt panics.
-func (t *turn) tryOn(sel *scheduler.Selection) *attemptError {
+// tryOn runs one attempt (two when the upstream rejected a token the
+// Credentials renewed: tryRenewing, which moves began to the second) and
+// gives the account slot back, even when the attempt panics.
+func (t *turn) tryOn(sel *scheduler.Selection, began *time.Time) *attemptError {
 	defer sel.Release()
-	return t.try(sel)
+	return t.tryRenewing(sel, began)
 }
 
 // attemptKind says how an upstream attempt failed.
@@ -175,6 +177,7 @@ type attemptError struct {
 	secrets   []string
 	idleAbort bool
 	answer    *APIError // failRequest: what the client is told
+	renew     bool      // a 401 held back for a renewal of the token (credentials_refresh.go)
 }
 
 func (e *attemptError) Error() string {

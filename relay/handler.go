@@ -96,6 +96,7 @@ import (
 	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/sse"
 	"github.com/relaykit/responsesrelay/scheduler"
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of zero Handler fields (documented on each field).
@@ -156,6 +157,9 @@ type Handler struct {
 	Conversations conversation.Store
 	// Credentials gives the upstream bearer token of an account. nil: no
 	// Authorization header is sent (an upstream behind its own auth proxy).
+	// One that is also a scheduler.Refresher renews a token an upstream
+	// answers 401 to, and the request is sent again once on the same
+	// account (see Refresher).
 	Credentials scheduler.Credentials
 	// Authenticate identifies the caller. nil: SubjectFrom(r.Context()), for
 	// hosts that authenticate in middleware. An error that holds an
@@ -219,14 +223,16 @@ type Handler struct {
 	// left, to learn the usage. 0: 30 s; negative: not at all.
 	DrainTimeout time.Duration
 	// HookTimeout bounds each call to host code on a turn's path:
-	// Authenticate, Billing.Check, Credentials.Token, Usage.Record, the
-	// scheduler's sticky Bind, and (added to the scheduler's own account
-	// wait) Select with its Pool and Store. The client's context bounds
-	// those before the upstream answer too. A hook that ignores its
+	// Authenticate, Billing.Check, Credentials.Token and a Refresher's
+	// Refresh, Usage.Record, the scheduler's sticky Bind, and (added to
+	// the scheduler's own account wait) Select with its Pool and Store.
+	// The client's context bounds those before the upstream answer too
+	// (a Refresh shared by several turns is not ended by one client's
+	// leaving; that client stops waiting for it). A hook that ignores its
 	// context is abandoned: the turn goes on (or fails) without it, and a
 	// slot it takes late is given back. 0: 10 s; it cannot be turned off.
-	// (The scheduler bounds its
-	// OnAccountEvent itself: Scheduler.EventTimeout.)
+	// (The scheduler bounds its OnAccountEvent itself:
+	// Scheduler.EventTimeout.)
 	HookTimeout time.Duration
 	// ClientWriteTimeout bounds one write to the client (an event, a ping,
 	// a JSON answer): a client that reads nothing for this long is treated
@@ -281,6 +287,11 @@ type Handler struct {
 	bodies      *bodyBudget
 	bearers     sync.Map // token -> []string{"Bearer " + token}
 	nbearers    atomic.Int64
+	// renewals shares a Refresher's call among the 401s of one account
+	// and token; renewWaiting counts the callers waiting for one
+	// (credentials_refresh.go).
+	renewals     singleflight.Group
+	renewWaiting atomic.Int64
 	// noFlushLogged: the "cannot flush" warning was logged.
 	noFlushLogged atomic.Bool
 	unpriced      unpricedModels // models logged as unpriced

@@ -101,7 +101,7 @@ type AttemptOutcome string
 const (
 	AttemptServed     AttemptOutcome = "served"      // a terminal event (or a JSON answer) reached the client
 	AttemptBroken                    = "broken"      // the upstream broke after output; the client got response.failed
-	AttemptFailover                  = "failover"    // failed before output; the relay tries another account (one was found)
+	AttemptFailover                  = "failover"    // failed before output; the relay tries again: another account (one was found), or the same one once it fixed the cause (a renewed token, the chain sent whole)
 	AttemptFailed                    = "failed"      // failed before output; the client gets the error (no retry, or no account left)
 	AttemptClientGone                = "client_gone" // the client left during the attempt
 )

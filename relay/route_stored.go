@@ -128,19 +128,37 @@ func (h *Handler) deleteRecord(ctx context.Context, apiKeyID, id string) error {
 
 // callAccount sends one request to acct outside a turn (path after the
 // account's BaseURL, with the same header policy and credentials as a
-// turn) and waits at most timeout for its response headers. The caller
-// closes the body. A failure before an answer is the client's APIError.
+// turn) and waits at most timeout for its response headers; a 401 whose
+// token the Credentials renew is sent once more with the new one, as in
+// a turn (credentials_refresh.go). The caller closes the body. A failure
+// before an answer is the client's APIError.
 func (h *Handler) callAccount(ctx context.Context, acct *scheduler.Account, method, path, query string, body []byte, in http.Header, timeout time.Duration) (*http.Response, string, *APIError) {
 	token, err := h.token(ctx, acct, h.bounded)
 	if err != nil {
 		h.log.Error("relay: no credentials for account", "account", acct.ID, "error", err)
 		return nil, "", &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"}
 	}
+	resp, apiErr := h.sendAccount(ctx, acct, method, path, query, body, in, token, timeout)
+	if apiErr == nil && resp.StatusCode == http.StatusUnauthorized {
+		if renewed, ok := h.renewCall(ctx, acct, token, resp); ok {
+			resp.Body.Close()
+			token = renewed
+			resp, apiErr = h.sendAccount(ctx, acct, method, path, query, body, in, token, timeout)
+		}
+	}
+	if apiErr != nil {
+		return nil, "", apiErr
+	}
+	return resp, token, nil
+}
+
+// sendAccount is one request of callAccount.
+func (h *Handler) sendAccount(ctx context.Context, acct *scheduler.Account, method, path, query string, body []byte, in http.Header, token string, timeout time.Duration) (*http.Response, *APIError) {
 	// The call outlives neither the client nor its header timeout; the
 	// body is read under the client's context.
 	req, err := h.accountRequest(ctx, acct, method, path, query, body, in, token)
 	if err != nil {
-		return nil, "", &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Invalid request"}
+		return nil, &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "Invalid request"}
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(timeout, cancel)
@@ -156,10 +174,10 @@ func (h *Handler) callAccount(ctx context.Context, acct *scheduler.Account, meth
 			h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeConnError, Err: err})
 			h.log.Warn("relay: upstream call failed", "account", acct.ID, "path", path, "error", err)
 		}
-		return nil, "", &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"}
+		return nil, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"}
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
-	return resp, token, nil
+	return resp, nil
 }
 
 // cancelBody ends the call's context when its body is closed.

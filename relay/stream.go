@@ -31,6 +31,9 @@ type sseWriter struct {
 	// does, rather than the stream being cut as if the client had left.
 	noFlush   bool
 	onNoFlush func() // called once when noFlush is set; may be nil
+	// frame holds the event being written, from frameBufs: kept through
+	// a burst of buffered events and given back at the flush.
+	frame *[]byte
 }
 
 func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration, onNoFlush func()) *sseWriter {
@@ -41,7 +44,8 @@ func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Durat
 }
 
 // frameBufs hold one framed event while it is written: shared, so an open
-// stream keeps no buffer of its own while it waits.
+// stream keeps no buffer of its own while it waits (a burst of events
+// written without a flush keeps one until the flush).
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
 
 func putFrameBuf(b *[]byte) {
@@ -51,30 +55,45 @@ func putFrameBuf(b *[]byte) {
 }
 
 // writeDeadline keeps a write deadline of about timeout ahead of every
-// write to the client, so that a client that stops reading cannot block a
-// turn forever. It moves the deadline only every timeout/4, which keeps
-// the cost per event at a clock read.
+// write that can reach the client, so that a client that stops reading
+// cannot block a turn forever. It moves the deadline only every
+// timeout/4, and asks the clock (monotonic only: time.Since, not
+// time.Now) before each flush and once per deadlineBytes of events
+// written without one: such writes go to the server's buffer, and reach
+// the network only when it fills.
 type writeDeadline struct {
-	rc      *http.ResponseController
-	timeout time.Duration
-	next    time.Time // when to move the deadline again
-	set     bool
+	rc        *http.ResponseController
+	timeout   time.Duration
+	moved     time.Time // when the deadline was last moved
+	set       bool
+	unchecked int // bytes written since the clock was asked
 }
 
+// deadlineBytes is how much is written without a flush between two looks
+// at the clock: the size of net/http's response buffer.
+const deadlineBytes = 2 << 10
+
+// buffered accounts for n bytes about to be written without a flush.
+func (d *writeDeadline) buffered(n int) {
+	if d.unchecked += n; d.set && d.unchecked < deadlineBytes {
+		return
+	}
+	d.extend()
+}
+
+// extend moves the deadline when it is due.
 func (d *writeDeadline) extend() {
-	if d.timeout <= 0 {
+	d.unchecked = 0
+	if d.timeout <= 0 || d.set && time.Since(d.moved) < d.timeout/4 {
 		return
 	}
 	now := time.Now()
-	if d.set && now.Before(d.next) {
-		return
-	}
 	if d.rc.SetWriteDeadline(now.Add(d.timeout)) != nil {
 		d.timeout = 0 // not supported by this writer: stop trying
 		return
 	}
 	d.set = true
-	d.next = now.Add(d.timeout / 4)
+	d.moved = now
 }
 
 // clear removes the deadline when the answer is done: the connection may
@@ -128,7 +147,7 @@ func (s *sseWriter) writeBufferedLocked(b []byte) error {
 	if s.dead {
 		return errClientWrite
 	}
-	s.deadline.extend()
+	s.deadline.buffered(len(b))
 	s.commitLocked()
 	if _, err := s.w.Write(b); err != nil {
 		s.dead = true
@@ -138,12 +157,14 @@ func (s *sseWriter) writeBufferedLocked(b []byte) error {
 }
 
 func (s *sseWriter) flushLocked() error {
+	s.dropFrame()
 	if s.dead {
 		return errClientWrite
 	}
 	if s.noFlush {
 		return nil
 	}
+	s.deadline.extend()
 	if err := s.rc.Flush(); err != nil {
 		if errors.Is(err, http.ErrNotSupported) {
 			s.noFlush = true
@@ -163,17 +184,13 @@ func (s *sseWriter) flushLocked() error {
 func (s *sseWriter) SendBuffered(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := frameBufs.Get().(*[]byte)
-	defer putFrameBuf(b)
-	*b = sse.AppendEvent((*b)[:0], typ, data)
-	return s.writeBufferedLocked(*b)
+	return s.writeBufferedLocked(s.framed(typ, data))
 }
 
 // Flush sends what SendBuffered wrote.
 func (s *sseWriter) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.deadline.extend()
 	return s.flushLocked()
 }
 
@@ -181,10 +198,23 @@ func (s *sseWriter) Flush() error {
 func (s *sseWriter) Send(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := frameBufs.Get().(*[]byte)
-	defer putFrameBuf(b)
-	*b = sse.AppendEvent((*b)[:0], typ, data)
-	return s.writeLocked(*b)
+	return s.writeLocked(s.framed(typ, data))
+}
+
+// framed is one event's SSE frame, in the writer's frame buffer.
+func (s *sseWriter) framed(typ string, data []byte) []byte {
+	if s.frame == nil {
+		s.frame = frameBufs.Get().(*[]byte)
+	}
+	*s.frame = sse.AppendEvent((*s.frame)[:0], typ, data)
+	return *s.frame
+}
+
+func (s *sseWriter) dropFrame() {
+	if s.frame != nil {
+		putFrameBuf(s.frame)
+		s.frame = nil
+	}
 }
 
 // Ping writes a keepalive comment.
@@ -220,5 +250,6 @@ func (s *sseWriter) close() {
 	s.mu.Lock()
 	s.dead = true
 	s.deadline.clear()
+	s.dropFrame()
 	s.mu.Unlock()
 }

@@ -27,6 +27,8 @@ import (
 //	         excluded, the switches allowed           failed account; admission.go and bind read it
 //	up       the attempts: their count, the current   upstream.go (and its answeredStream)
 //	         credential, whether an upstream answered
+//	renew    a rejected token's renewal: the token    credentials_refresh.go
+//	         for the retry, whether it runs
 //	conv     the chain continued (its record), what   conversation.go; upstreamBody sets what
 //	         was done to the body, the output items   it did, failover.go the retry flags
 //	rec      the one usage record                     usage.go
@@ -45,6 +47,7 @@ type turn struct {
 	money  turnHold
 	route  turnRoute
 	up     turnAttempt
+	renew  turnRenew
 	conv   turnConv
 	rec    turnRecord
 	obs    turnObs

@@ -121,6 +121,9 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 // bounded call and its goroutine); any other Credentials is a bounded
 // hook.
 func (t *turn) credentials(acct *scheduler.Account) (string, *attemptError) {
+	if renewed := t.renewedToken(); renewed != "" {
+		return renewed, nil
+	}
 	got, err := t.h.token(t.ctx, acct, t.hook)
 	if err != nil {
 		if t.ctx.Err() == nil {
@@ -220,11 +223,15 @@ func (h *Handler) observe(accountID string, o scheduler.Outcome) {
 func (t *turn) statusError(acct *scheduler.Account, status int, header http.Header, raw []byte, secrets []string) *attemptError {
 	body := sanitize(raw, secrets...)
 	ae := &attemptError{kind: failStatus, account: acct.ID, status: status, header: header, body: body, secrets: secrets}
+	hold, why := t.rejected(ae) // a 401 the Credentials may renew (credentials_refresh.go)
+	if hold {
+		return ae
+	}
 	kind := scheduler.OutcomeStatus
 	if !ae.retryable() {
 		kind = scheduler.OutcomeClientError
 	}
-	t.h.observe(acct.ID, scheduler.Outcome{Kind: kind, Status: status, Header: header, Body: body})
+	t.h.observe(acct.ID, scheduler.Outcome{Kind: kind, Status: status, Header: header, Body: body, Err: why})
 	return ae
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relaykit/responsesrelay/internal/chat"
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/relaykit/responsesrelay/internal/jsonx"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
@@ -43,7 +44,7 @@ func (t *turn) chatBody(body []byte, sel *scheduler.Selection) ([]byte, error) {
 
 // chatJSON turns a Chat Completions answer into the Responses object.
 func (t *turn) chatJSON(body []byte) ([]byte, error) {
-	out, err := chat.Response(body, nil, t.in.req.Model)
+	out, err := chat.Response(body, nil, t.in.req.Model, chat.Echo(t.in.req.Body))
 	if errors.Is(err, chat.ErrNoUsage) {
 		t.conv.chatNoUsage = true
 		err = nil
@@ -59,8 +60,9 @@ type chatSource struct {
 	st   *chat.Stream
 	ev   chat.Events
 	i    int
-	end  error // returned once the batch is out
-	read int   // payload bytes read: the translation holds the whole output
+	end  error      // returned once the batch is out
+	read int        // payload bytes read: the translation holds the whole output
+	info event.Info // of the event Next returned last
 }
 
 // errChatTooLarge ends a chat stream whose output grew past MaxEventBytes:
@@ -68,7 +70,9 @@ type chatSource struct {
 var errChatTooLarge = errors.New("upstream chat stream larger than MaxEventBytes")
 
 func (t *turn) newChatSource(up *sseSource) *chatSource {
-	return &chatSource{t: t, up: up, st: chat.NewStream(nil, t.in.req.Model, time.Now().Unix())}
+	st := chat.NewStream(nil, t.in.req.Model, time.Now().Unix())
+	st.Echo(chat.Echo(t.in.req.Body))
+	return &chatSource{t: t, up: up, st: st}
 }
 
 // Pending reports a translated event, or a whole chunk buffered upstream.
@@ -126,8 +130,20 @@ func (s *chatSource) Next() ([]byte, error) {
 		}
 	}
 	b := s.ev.At(s.i)
+	s.info = s.ev.Info(s.i)
 	s.i++
 	return b, nil
+}
+
+// NextClassified is Next with the classification of the events the
+// translation wrote (pump.ClassifiedSource): the pump need not read them
+// again. An error event made of an upstream error chunk it classifies.
+func (s *chatSource) NextClassified() ([]byte, event.Info, error) {
+	b, err := s.Next()
+	if err != nil {
+		return nil, event.Info{}, err
+	}
+	return b, s.info, nil
 }
 
 // errorEvent is an upstream error chunk as a Responses error event.
@@ -138,5 +154,6 @@ func (s *chatSource) errorEvent(ue *chat.UpstreamError) []byte {
 	b = jsonx.AppendString(b, ue.Message)
 	b = append(b, `,"param":null}`...)
 	s.end = io.EOF
+	s.info = event.Info{}
 	return b
 }

@@ -248,7 +248,12 @@ func (s *stream) Next() ([]byte, error) {
 		s.ended = true
 		if st := gjson.GetBytes(data, "status").Int(); st >= 400 && !gjson.GetBytes(data, "sequence_number").Exists() {
 			// An error frame in place of a response (429, 401): the
-			// upstream refused the turn with a status.
+			// upstream refused the turn with a status. A socket whose
+			// credentials were refused is not used again: the next
+			// attempt dials with the token of its time.
+			if st == http.StatusUnauthorized {
+				s.broken = true
+			}
 			return nil, &UpstreamError{Status: int(st), Header: frameHeaders(data), Body: errorBody(data)}
 		}
 	}

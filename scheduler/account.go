@@ -150,7 +150,8 @@ type Pool interface {
 	Accounts(ctx context.Context, group string) ([]*Account, error)
 }
 
-// Credentials returns the upstream bearer token for an account.
+// Credentials returns the upstream bearer token for an account. A
+// Credentials whose tokens can be renewed also implements Refresher.
 type Credentials interface {
 	Token(ctx context.Context, a *Account) (string, error)
 }

@@ -138,8 +138,9 @@ func (s *Scheduler) lookup(id string) *accountStats {
 //     none, Health.RateLimitBackoff (5 s) doubling per consecutive 429 up
 //     to 5 min. A 429 whose body says insufficient_quota is a billing
 //     problem: Health.PaymentCooldown (1 h), payment_required.
-//   - 401: Health.AuthCooldown (10 min), unauthorized. 402:
-//     Health.PaymentCooldown (1 h), payment_required.
+//   - 401: Health.AuthCooldown (10 min), unauthorized; Outcome.Err, when
+//     set (why the relay could not renew the token), is added to the
+//     reason. 402: Health.PaymentCooldown (1 h), payment_required.
 //   - 403: Health.AuthCooldown (10 min), forbidden; but none at all when
 //     the body is an HTML page, which comes from a proxy or CDN in front of
 //     the upstream, not from the account.
@@ -231,7 +232,11 @@ func (s *Scheduler) observeStatus(st *accountStats, now time.Time, o Outcome) (A
 		}
 		return s.coolDown(st, now, d, EventRateLimited, code, reason)
 	case code == http.StatusUnauthorized:
-		return s.coolDown(st, now, s.health.AuthCooldown, EventUnauthorized, code, "401: the upstream rejected the credentials")
+		reason := "401: the upstream rejected the credentials"
+		if o.Err != nil {
+			reason += "; " + o.Err.Error()
+		}
+		return s.coolDown(st, now, s.health.AuthCooldown, EventUnauthorized, code, reason)
 	case code == http.StatusPaymentRequired:
 		return s.coolDown(st, now, s.health.PaymentCooldown, EventPaymentRequired, code, "402: payment required")
 	case code == http.StatusForbidden:

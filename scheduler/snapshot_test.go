@@ -136,6 +136,27 @@ func TestSnapshotInFlight(t *testing.T) {
 	}
 }
 
+// A 401 whose token the relay could not renew says why in the detail.
+func TestSnapshotUnauthorizedDetail(t *testing.T) {
+	pool := scheduler.NewStaticPool()
+	pool.Add("g", &scheduler.Account{ID: "a"})
+	pool.Add("g", &scheduler.Account{ID: "b"})
+	s, clock := newSnapScheduler(pool)
+	s.Observe("a", scheduler.Outcome{Kind: scheduler.OutcomeStatus, Status: http.StatusUnauthorized,
+		Err: errors.New("credential refresh failed: token endpoint answered 400 invalid_grant")})
+	s.Observe("b", scheduler.Outcome{Kind: scheduler.OutcomeStatus, Status: http.StatusUnauthorized})
+	snap := s.Snapshot()
+	a, b := stateOf(t, snap, "a"), stateOf(t, snap, "b")
+	want := "401: the upstream rejected the credentials; credential refresh failed: token endpoint answered 400 invalid_grant"
+	if a.CoolingReason != scheduler.EventUnauthorized || a.CoolingDetail != want ||
+		!a.CoolingUntil.Equal(clock.Now().Add(10*time.Minute)) {
+		t.Fatalf("a: %v %q %q", a.CoolingUntil, a.CoolingReason, a.CoolingDetail)
+	}
+	if b.CoolingDetail != "401: the upstream rejected the credentials" {
+		t.Fatalf("b: %q", b.CoolingDetail)
+	}
+}
+
 func TestSnapshotRateLimited(t *testing.T) {
 	pool := scheduler.NewStaticPool()
 	pool.Add("g", &scheduler.Account{ID: "a"})

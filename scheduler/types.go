@@ -134,7 +134,10 @@ type Outcome struct {
 	Status int         // HTTP status, when there was one
 	Header http.Header // response headers (rate-limit and reset headers)
 	Body   []byte      // the start of an error body (HTML vs JSON, "overloaded")
-	Err    error       // the transport error, for connection errors
+	// Err is the transport error, for connection errors; for a 401, why
+	// the credentials could not be renewed (it joins the cooldown's
+	// reason, so it must not carry token text).
+	Err error
 	// TTFT is the time to the first output event (success only; 0 unknown).
 	TTFT time.Duration
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -70,12 +71,16 @@ type Config struct {
 	RefuseUnpriced bool `json:"refuse_unpriced"`
 }
 
-// AccountConfig is one upstream account.
+// AccountConfig is one upstream account. It authenticates with APIKey
+// or with OAuth, exactly one of them.
 type AccountConfig struct {
-	ID          string            `json:"id"`
-	Group       string            `json:"group"`
-	BaseURL     string            `json:"base_url"`
-	APIKey      string            `json:"api_key"`
+	ID      string `json:"id"`
+	Group   string `json:"group"`
+	BaseURL string `json:"base_url"`
+	APIKey  string `json:"api_key"`
+	// OAuth, in place of APIKey, gets the account's bearer tokens from an
+	// OAuth token endpoint with a refresh token (see OAuthConfig).
+	OAuth       *OAuthConfig      `json:"oauth"`
 	Models      []string          `json:"models"`
 	ModelMap    map[string]string `json:"model_map"`
 	Concurrency int               `json:"concurrency"`
@@ -100,6 +105,20 @@ type AccountConfig struct {
 	// StreamOnly: the upstream accepts only stream:true; JSON clients are
 	// served from the stream.
 	StreamOnly bool `json:"stream_only"`
+}
+
+// OAuthConfig is an account's OAuth client. relayd refreshes the access
+// token ahead of its expiry and when the upstream answers 401; a refresh
+// token the endpoint rotates is written back to RefreshTokenFile before
+// the new access token is used.
+type OAuthConfig struct {
+	TokenURL     string `json:"token_url"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"` // optional: public clients have none
+	// RefreshTokenFile holds the refresh token (surrounding whitespace
+	// ignored). relayd reads it at start and replaces it atomically, mode
+	// 0600, whenever the endpoint rotates the token.
+	RefreshTokenFile string `json:"refresh_token_file"`
 }
 
 // APIKeyConfig is one client key.
@@ -229,6 +248,7 @@ func (c *Config) validate() error {
 	}
 	groups := map[string]bool{}
 	ids := map[string]int{}
+	tokenFiles := map[string]int{}
 	for i, a := range c.Accounts {
 		at := fmt.Sprintf("accounts[%d]", i)
 		switch j, dup := ids[a.ID]; {
@@ -243,8 +263,13 @@ func (c *Config) validate() error {
 		if err := checkBaseURL(a.BaseURL); err != nil {
 			bad("%s: base_url %w", at, err)
 		}
-		if a.APIKey == "" {
-			bad("%s: api_key is required", at)
+		switch {
+		case a.APIKey == "" && a.OAuth == nil:
+			bad("%s: api_key or oauth is required", at)
+		case a.APIKey != "" && a.OAuth != nil:
+			bad("%s: api_key and oauth exclude each other; keep one", at)
+		case a.OAuth != nil:
+			a.OAuth.validate(at, i, tokenFiles, bad)
 		}
 		switch a.WireAPI {
 		case "", "responses", "chat":
@@ -315,6 +340,42 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks an account's OAuth client. tokenFiles maps each
+// refresh_token_file seen to its account's index: two accounts cannot
+// share one, as each rotation would overwrite the other's token.
+func (o *OAuthConfig) validate(at string, i int, tokenFiles map[string]int, bad func(string, ...any)) {
+	if err := checkTokenURL(o.TokenURL); err != nil {
+		bad("%s: oauth.token_url %w", at, err)
+	}
+	if o.ClientID == "" {
+		bad("%s: oauth.client_id is required", at)
+	}
+	if strings.TrimSpace(o.RefreshTokenFile) == "" {
+		bad("%s: oauth.refresh_token_file is required", at)
+		return
+	}
+	name := filepath.Clean(o.RefreshTokenFile)
+	if j, dup := tokenFiles[name]; dup {
+		bad("%s: oauth.refresh_token_file is also accounts[%d]'s; each account needs its own", at, j)
+	}
+	tokenFiles[name] = i
+}
+
+// checkTokenURL is checkBaseURL for a token endpoint.
+func checkTokenURL(s string) error {
+	if s == "" {
+		return errors.New("is required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", redactUserinfo(s))
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials; use client_id and client_secret")
+	}
+	return nil
 }
 
 func checkBaseURL(s string) error {

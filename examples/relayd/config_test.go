@@ -27,7 +27,10 @@ const fullConfig = `{
      "models": ["gpt-*"], "model_map": {"gpt-5": "gpt-5.5"}, "concurrency": 4, "priority": 0,
      "weight": 1, "websocket": false, "headers": {"chatgpt-account-id": "acct-123"}},
     {"id": "a2", "group": "team", "base_url": "http://10.0.0.2:8000/v1", "api_key": "sk-full-config-secret-a2",
-     "priority": 1, "weight": 3, "websocket": true}
+     "priority": 1, "weight": 3, "websocket": true},
+    {"id": "a3", "group": "team", "base_url": "https://chatgpt.example/backend-api/codex",
+     "oauth": {"token_url": "https://auth.example/oauth/token", "client_id": "app_123",
+               "client_secret": "", "refresh_token_file": "/var/lib/relayd/a3.refresh"}}
   ],
   "api_keys": [
     {"key": "rk-full-1", "user_id": "u1", "group": "default", "concurrency": 2,
@@ -56,6 +59,8 @@ func TestParseConfigFull(t *testing.T) {
 				Weight: 1, Headers: map[string]string{"chatgpt-account-id": "acct-123"}},
 			{ID: "a2", Group: "team", BaseURL: "http://10.0.0.2:8000/v1", APIKey: "sk-full-config-secret-a2",
 				Priority: 1, Weight: 3, WebSocket: true},
+			{ID: "a3", Group: "team", BaseURL: "https://chatgpt.example/backend-api/codex",
+				OAuth: &OAuthConfig{TokenURL: "https://auth.example/oauth/token", ClientID: "app_123", RefreshTokenFile: "/var/lib/relayd/a3.refresh"}},
 		},
 		APIKeys: []APIKeyConfig{
 			{Key: "rk-full-1", UserID: "u1", Group: "default", Concurrency: 2,
@@ -82,11 +87,14 @@ func TestParseConfigFull(t *testing.T) {
 		t.Fatalf("group default = %+v", accts)
 	}
 	team, _ := pool.Accounts(t.Context(), "team")
-	if len(team) != 1 || team[0].ID != "a2" || !team[0].WebSocket || team[0].Weight != 3 || team[0].Priority != 1 {
+	if len(team) != 2 || team[0].ID != "a2" || !team[0].WebSocket || team[0].Weight != 3 || team[0].Priority != 1 || team[1].ID != "a3" {
 		t.Fatalf("group team = %+v", team)
 	}
 	if tok, err := creds.Token(t.Context(), team[0]); err != nil || tok != "sk-full-config-secret-a2" {
 		t.Fatalf("credentials for a2 = %q, %v", tok, err)
+	}
+	if _, ok := creds["a3"]; ok {
+		t.Fatal("the oauth account has a static key")
 	}
 }
 
@@ -200,8 +208,25 @@ func TestParseConfigErrors(t *testing.T) {
 			`base_url "ftp://xxxxx@h/v1" is not an http(s) URL`},
 		{"base_url with password and no scheme", `{"accounts": [{"id": "a1", "base_url": "u:sk-secret-value-a1@h/v1", "api_key": "k"}], ` + key + `}`,
 			`base_url "xxxxx@h/v1" is not an http(s) URL`},
-		{"missing api_key", `{"accounts": [{"id": "a1", "base_url": "https://x/v1"}], ` + key + `}`,
-			"accounts[0] (a1): api_key is required"},
+		{"missing api_key and oauth", `{"accounts": [{"id": "a1", "base_url": "https://x/v1"}], ` + key + `}`,
+			"accounts[0] (a1): api_key or oauth is required"},
+		{"api_key and oauth", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "api_key": "sk-secret-value-a1",
+			"oauth": {"token_url": "https://auth.example/oauth/token", "client_id": "c", "refresh_token_file": "a1.rt"}}], ` + key + `}`,
+			"accounts[0] (a1): api_key and oauth exclude each other; keep one"},
+		{"oauth fields", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "oauth": {}}], ` + key + `}`,
+			"accounts[0] (a1): oauth.token_url is required\naccounts[0] (a1): oauth.client_id is required\naccounts[0] (a1): oauth.refresh_token_file is required"},
+		{"oauth token_url", `{"accounts": [{"id": "a1", "base_url": "https://x/v1",
+			"oauth": {"token_url": "https://u:sk-secret-value-a1@auth/token", "client_id": "c", "refresh_token_file": "a1.rt"}}], ` + key + `}`,
+			"accounts[0] (a1): oauth.token_url must not carry credentials; use client_id and client_secret"},
+		{"oauth token_url scheme", `{"accounts": [{"id": "a1", "base_url": "https://x/v1",
+			"oauth": {"token_url": "auth.example/token", "client_id": "c", "refresh_token_file": "a1.rt"}}], ` + key + `}`,
+			`oauth.token_url "auth.example/token" is not an http(s) URL`},
+		{"oauth shared token file", `{"accounts": [
+			{"id": "a1", "base_url": "https://x/v1", "oauth": {"token_url": "https://auth/t", "client_id": "c", "refresh_token_file": "/s/rt"}},
+			{"id": "a2", "base_url": "https://x/v1", "oauth": {"token_url": "https://auth/t", "client_id": "c", "refresh_token_file": "/s/../s/rt"}}], ` + key + `}`,
+			"accounts[1] (a2): oauth.refresh_token_file is also accounts[0]'s; each account needs its own"},
+		{"oauth misspelt", `{"accounts": [{"id": "a1", "base_url": "https://x/v1", "oauth": {"token_uri": "https://auth/t"}}], ` + key + `}`,
+			`unknown field "token_uri" at accounts[0].oauth.token_uri`},
 		{"duplicate account", `{"accounts": [` + acct + `,` + acct + `], ` + key + `}`,
 			`accounts[1]: duplicate id "a1" (also accounts[0])`},
 		{"duplicate key", `{"accounts": [` + acct + `], "api_keys": [{"key": "rk-secret-value-1", "user_id": "u1"}, {"key": "rk-secret-value-1", "user_id": "u2"}]}`,
@@ -283,7 +308,7 @@ func TestParseConfigReportsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"base_url is required", "api_key is required", "user_id is required"} {
+	for _, want := range []string{"base_url is required", "api_key or oauth is required", "user_id is required"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

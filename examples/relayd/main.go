@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -40,6 +41,7 @@ type options struct {
 	db              string
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+	pprof           string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -50,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.addr, "addr", "", "listen `address` (host:port), overriding the config's \"listen\"")
 	fs.StringVar(&o.db, "db", "", "SQLite usage log `file`, overriding the config's usage.driver and usage.dsn (demo default: "+demoDBPath()+")")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this `address` (host:port; keep it on loopback)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "how long a SIGINT/SIGTERM waits for in-flight turns")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: relayd [-config file] [-addr host:port] [-db file]\n\n"+
@@ -134,6 +137,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if srv.ledgerKind != "" {
 		attrs = append(attrs, "ledger", srv.ledgerKind)
 	}
+	if opts.pprof != "" {
+		stopPprof, err := servePprof(opts.pprof, logger)
+		if err != nil {
+			ln.Close()
+			srv.Close(context.Background())
+			return fail(err)
+		}
+		defer stopPprof()
+	}
 	logger.Info("relayd: listening", attrs...)
 	return serve(ctx, ln, srv, opts.shutdownTimeout, logger)
 }
@@ -192,4 +204,23 @@ func serve(ctx context.Context, ln net.Listener, srv *server, grace time.Duratio
 	}
 	logger.Info("relayd: stopped")
 	return code
+}
+
+// servePprof serves the runtime profiles on addr, apart from the relay's
+// listener, until the returned function is called.
+func servePprof(addr string, logger *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	logger.Info("relayd: serving profiles", "addr", ln.Addr().String())
+	return func() { hs.Close() }, nil
 }

@@ -78,7 +78,11 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	pool, creds := buildPool(cfg.Accounts)
+	pool, keys := buildPool(cfg.Accounts)
+	creds, err := buildCredentials(cfg.Accounts, keys, logger)
+	if err != nil {
+		return nil, err
+	}
 	s := &server{log: logger, prices: prices, keys: keyInfos(cfg.APIKeys)}
 	s.sched = &scheduler.Scheduler{
 		Pool:           pool,
@@ -216,6 +220,13 @@ func (s *server) closeRedis() error {
 // batch fill up (sqlusage.DefaultMaxBatch rows) under load.
 const deliveryWorkers = sqlusage.DefaultMaxBatch
 
+// usageMaxDelay is how long a batch of usage records waits for more
+// before it is written. Records reach the sink after their turn has
+// ended (from the in-memory queue or the spool), so the wait delays no
+// client; without it a lone record is a transaction of its own, and at
+// every load the commits cost more CPU than the turns' relaying.
+const usageMaxDelay = 20 * time.Millisecond
+
 // openUsage opens the database and puts the spool, or an in-memory queue,
 // in front of it. With a ledger (withLedger: a key has a quota), each
 // record settles its turn before it is written, so that a record the
@@ -223,7 +234,7 @@ const deliveryWorkers = sqlusage.DefaultMaxBatch
 func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN)
+	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN, sqlusage.WithMaxDelay(usageMaxDelay))
 	if err != nil {
 		return fmt.Errorf("usage log (%s): %w", cfg.describe(), err)
 	}
@@ -273,8 +284,9 @@ func (s *server) closeHolds() {
 }
 
 // buildPool turns the account entries into a static pool and the upstream
-// keys into credentials kept apart from the accounts, so that an Account
-// can be logged or inspected without exposing a key.
+// keys of api_key accounts into credentials kept apart from the accounts,
+// so that an Account can be logged or inspected without exposing a key
+// (buildCredentials adds the oauth accounts).
 func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.StaticKeys) {
 	pool := scheduler.NewStaticPool()
 	creds := make(scheduler.StaticKeys, len(accounts))
@@ -301,7 +313,9 @@ func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.Stati
 			BodyPatch:   a.bodyPatch(),
 			StreamOnly:  a.StreamOnly,
 		})
-		creds[a.ID] = a.APIKey
+		if a.APIKey != "" {
+			creds[a.ID] = a.APIKey
+		}
 	}
 	for _, g := range order {
 		pool.Set(g, groups[g])

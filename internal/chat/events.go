@@ -1,6 +1,10 @@
 package chat
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/relaykit/responsesrelay/internal/event"
+)
 
 // Events is a reusable batch of Responses events, each a complete JSON
 // object with "type" and "sequence_number". A caller keeps one per stream
@@ -9,7 +13,8 @@ import "strconv"
 type Events struct {
 	buf   []byte
 	ends  []int
-	types []string
+	infos []event.Info
+	seq   int64 // of the event begun
 }
 
 // Reset empties the batch, keeping its memory. Slices returned by At are
@@ -17,7 +22,7 @@ type Events struct {
 func (e *Events) Reset() {
 	e.buf = e.buf[:0]
 	e.ends = e.ends[:0]
-	e.types = e.types[:0]
+	e.infos = e.infos[:0]
 }
 
 // Len is the number of events in the batch.
@@ -33,10 +38,14 @@ func (e *Events) At(i int) []byte {
 }
 
 // Type is the "type" of event i (a constant string), for an SSE event: line.
-func (e *Events) Type(i int) string { return e.types[i] }
+func (e *Events) Type(i int) string { return e.infos[i].Type }
+
+// Info is the classification of event i, as event.Classify would give it.
+func (e *Events) Info(i int) event.Info { return e.infos[i] }
 
 // begin starts an event; finish ends it.
 func (e *Events) begin(typ string, seq int64) []byte {
+	e.seq = seq
 	b := append(e.buf, `{"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","sequence_number":`...)
@@ -46,5 +55,16 @@ func (e *Events) begin(typ string, seq int64) []byte {
 func (e *Events) finish(b []byte, typ string) {
 	e.buf = append(b, '}')
 	e.ends = append(e.ends, len(e.buf))
-	e.types = append(e.types, typ)
+	e.infos = append(e.infos, event.Info{Kind: kindOf(typ), Type: typ, Seq: e.seq})
+}
+
+// kindOf is the kind of an event type the translation writes.
+func kindOf(typ string) event.Kind {
+	switch typ {
+	case typeCreated, typeInProgress:
+		return event.KindBootstrap
+	case typeCompleted, typeIncomplete, typeFailed:
+		return event.KindTerminal
+	}
+	return event.KindOutput
 }

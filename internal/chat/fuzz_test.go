@@ -37,6 +37,8 @@ func FuzzStreamSplits(f *testing.F) {
 	f.Add("", []byte{}, []byte(`{"error":{"code":1}}`))
 	f.Add("x", []byte{7, 7}, []byte(`{"choices":[{"delta":{"reasoning_content":"r","tool_calls":[{"index":99999999999,"id":"c"}]},"finish_reason":"length"}],"usage":{"prompt_tokens":"a"}}`))
 	f.Add("ab", []byte{5}, []byte(`[DONE]`))
+	// The leading members every chunk of the harness shares, then junk.
+	f.Add("abc", []byte{2}, []byte(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"up-1","choices":[{"delta":{"content":x}}]}`))
 	f.Fuzz(func(t *testing.T, text string, splits, junk []byte) {
 		// Hostile payloads: any error is fine, a panic or a bad event is not.
 		h := newHarness(t)

@@ -10,7 +10,8 @@ import (
 
 // The Responses JSON the translator writes. Members are those a client
 // reads (id, object, created_at, status, error, incomplete_details, model,
-// output, usage); request echoes are the caller's to add if it wants them.
+// output, usage), then the request echoes the caller gives (Echo), as the
+// API repeats a request's settings in every response object.
 
 // appendObject appends the response object. items nil writes an empty
 // output and null usage, as on response.created.
@@ -64,6 +65,7 @@ func (o *output) appendAny(b []byte, status, reason, code, message string, items
 	} else {
 		b = appendUsage(b, o.usage)
 	}
+	b = append(b, o.echo...)
 	return append(b, '}')
 }
 

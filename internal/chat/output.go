@@ -57,6 +57,8 @@ type item struct {
 	index  int    // the upstream tool call index; -1 when it sent none
 	text   []byte // reasoning text, message text or call arguments
 	status string // "" while open
+	// ref is the item's reference in its events (appendRef), made once.
+	ref []byte
 }
 
 type output struct {
@@ -71,6 +73,7 @@ type output struct {
 	started bool
 	finish  string      // the upstream finish_reason
 	usage   event.Usage // Present: a usage chunk came
+	echo    []byte      // request echoes: members, each with a leading comma
 }
 
 func newOutput(ids IDs, model string, created int64) output {
@@ -111,6 +114,33 @@ func (o *output) piece(kind itemKind, text string) {
 	if text == "" {
 		return
 	}
+	at := o.pieceItem(kind)
+	it := &o.items[at]
+	it.text = append(it.text, text...)
+	if o.ev != nil {
+		o.delta(kind, at, text, nil)
+	}
+}
+
+// pieceText is piece for a JSON string as the upstream wrote it, which
+// the delta event repeats as it stands when its bytes are already what
+// jsonx.AppendString would write.
+func (o *output) pieceText(kind itemKind, t text) {
+	if len(t.raw) == 0 {
+		return
+	}
+	at := o.pieceItem(kind)
+	it := &o.items[at]
+	n := len(it.text)
+	it.text = appendDecoded(it.text, t)
+	if o.ev != nil {
+		o.delta(kind, at, bytesToString(it.text[n:]), verbatim(t))
+	}
+}
+
+// pieceItem is the open item of kind, opened (and another closed) as
+// needed.
+func (o *output) pieceItem(kind itemKind) int {
 	if o.cur >= 0 && o.items[o.cur].kind != kind {
 		o.close(o.cur, statusCompleted)
 	}
@@ -121,11 +151,12 @@ func (o *output) piece(kind itemKind, text string) {
 		}
 		o.cur = o.open(item{kind: kind, id: o.ids.make(prefix), index: -1})
 	}
-	it := &o.items[o.cur]
-	it.text = append(it.text, text...)
-	if o.ev == nil {
-		return
-	}
+	return o.cur
+}
+
+// delta appends the delta event of a text piece: quoted, the piece's JSON
+// string when the caller has it (raw, without its quotes), else text.
+func (o *output) delta(kind itemKind, at int, text string, raw []byte) {
 	typ := typeTextDelta
 	switch kind {
 	case kindReasoning:
@@ -134,9 +165,9 @@ func (o *output) piece(kind itemKind, text string) {
 		typ = typeRefuseDelta
 	}
 	b := o.ev.begin(typ, o.next())
-	b = appendRef(b, it.id, o.cur, true)
+	b = append(b, o.ref(at)...)
 	b = append(b, `,"delta":`...)
-	b = jsonx.AppendString(b, text)
+	b = appendJSONString(b, text, raw)
 	if kind == kindMessage {
 		b = append(b, `,"logprobs":[]`...)
 	}
@@ -146,6 +177,33 @@ func (o *output) piece(kind itemKind, text string) {
 // callPiece adds a piece of a function call. index < 0 means the upstream
 // sent none: the piece belongs to the call with its id, or the last call.
 func (o *output) callPiece(index int, id, name, args string) {
+	at := o.callItem(index, id, name)
+	if args == "" {
+		return
+	}
+	it := &o.items[at]
+	it.text = append(it.text, args...)
+	if o.ev != nil {
+		o.argsDelta(at, args, nil)
+	}
+}
+
+// callPieceText is callPiece with the arguments as the upstream wrote them.
+func (o *output) callPieceText(index int, id, name string, args text) {
+	at := o.callItem(index, id, name)
+	if len(args.raw) == 0 {
+		return
+	}
+	it := &o.items[at]
+	n := len(it.text)
+	it.text = appendDecoded(it.text, args)
+	if o.ev != nil {
+		o.argsDelta(at, bytesToString(it.text[n:]), verbatim(args))
+	}
+}
+
+// callItem is the call a piece belongs to, opened as needed.
+func (o *output) callItem(index int, id, name string) int {
 	if o.cur >= 0 {
 		o.close(o.cur, statusCompleted)
 	}
@@ -171,21 +229,54 @@ func (o *output) callPiece(index int, id, name, args string) {
 	if it.name == "" && name != "" {
 		it.name = clone(name)
 	}
-	if args == "" {
-		return
-	}
-	it.text = append(it.text, args...)
-	if o.ev == nil {
-		return
-	}
+	return at
+}
+
+func (o *output) argsDelta(at int, args string, raw []byte) {
 	b := o.ev.begin(typeArgsDelta, o.next())
-	b = appendRef(b, it.id, at, false)
+	b = append(b, o.ref(at)...)
 	b = append(b, `,"delta":`...)
-	b = jsonx.AppendString(b, args)
+	b = appendJSONString(b, args, raw)
 	o.ev.finish(b, typeArgsDelta)
 }
 
+// appendDecoded appends t's value.
+func appendDecoded(b []byte, t text) []byte {
+	if t.flags&jsonx.Escaped == 0 {
+		return append(b, t.raw...)
+	}
+	return jsonx.AppendUnescaped(b, t.raw)
+}
+
+// verbatim is t's raw content when it can be written as it stands, else nil.
+func verbatim(t text) []byte {
+	if jsonx.Verbatim(t.raw, t.flags) {
+		return t.raw
+	}
+	return nil
+}
+
+// appendJSONString appends s as a JSON string: raw quoted when it is not
+// nil (the same bytes, known to be what AppendString writes for s).
+func appendJSONString(b []byte, s string, raw []byte) []byte {
+	if raw == nil {
+		return jsonx.AppendString(b, s)
+	}
+	b = append(b, '"')
+	b = append(b, raw...)
+	return append(b, '"')
+}
+
 func clone(s string) string { return string(append([]byte(nil), s...)) }
+
+// ref is item i's reference in its events, made at its first event.
+func (o *output) ref(i int) []byte {
+	it := &o.items[i]
+	if it.ref == nil {
+		it.ref = appendRef(make([]byte, 0, 64), it.id, i, it.kind != kindCall)
+	}
+	return it.ref
+}
 
 // open appends an item and announces it.
 func (o *output) open(it item) int {
@@ -203,7 +294,7 @@ func (o *output) open(it item) int {
 	o.ev.finish(b, typeItemAdded)
 	if p.kind != kindCall {
 		b = o.ev.begin(typePartAdded, o.next())
-		b = appendRef(b, p.id, at, true)
+		b = append(b, o.ref(at)...)
 		b = append(b, `,"part":`...)
 		b = appendPart(b, p.kind, "")
 		o.ev.finish(b, typePartAdded)
@@ -224,7 +315,7 @@ func (o *output) close(i int, status string) {
 	switch it.kind {
 	case kindCall:
 		b := o.ev.begin(typeArgsDone, o.next())
-		b = appendRef(b, it.id, i, false)
+		b = append(b, o.ref(i)...)
 		b = append(b, `,"name":`...)
 		b = jsonx.AppendString(b, it.name)
 		b = append(b, `,"arguments":`...)
@@ -239,7 +330,7 @@ func (o *output) close(i int, status string) {
 			typ, field = typeRefuseDone, `,"refusal":`
 		}
 		b := o.ev.begin(typ, o.next())
-		b = appendRef(b, it.id, i, true)
+		b = append(b, o.ref(i)...)
 		b = append(b, field...)
 		b = jsonx.AppendString(b, bytesToString(it.text))
 		if it.kind == kindMessage {
@@ -247,7 +338,7 @@ func (o *output) close(i int, status string) {
 		}
 		o.ev.finish(b, typ)
 		b = o.ev.begin(typePartDone, o.next())
-		b = appendRef(b, it.id, i, true)
+		b = append(b, o.ref(i)...)
 		b = append(b, `,"part":`...)
 		b = appendPart(b, it.kind, bytesToString(it.text))
 		o.ev.finish(b, typePartDone)

@@ -15,7 +15,7 @@ import (
 // An answer carrying an error returns an *UpstreamError; one without
 // choices, an error wrapping ErrMalformed. An answer without usage is
 // translated (usage null) and returned together with ErrNoUsage.
-func Response(chat []byte, ids IDs, requestedModel string) ([]byte, error) {
+func Response(chat []byte, ids IDs, requestedModel string, echo []byte) ([]byte, error) {
 	if jsonx.DepthExceeds(chat, jsonx.MaxDepth) || !gjson.ValidBytes(chat) {
 		return nil, fmt.Errorf("%w: the answer is not JSON", ErrMalformed)
 	}
@@ -28,6 +28,7 @@ func Response(chat []byte, ids IDs, requestedModel string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the answer has no choices", ErrMalformed)
 	}
 	o := newOutput(ids, requestedModel, root.Get("created").Int())
+	o.echo = echo
 	m := c.Get("message")
 	o.piece(kindReasoning, reasoningText(m))
 	o.piece(kindMessage, m.Get("content").String())
@@ -45,7 +46,7 @@ func Response(chat []byte, ids IDs, requestedModel string) ([]byte, error) {
 	}
 	o.terminal()
 	st, reason := o.status()
-	out := o.appendObject(make([]byte, 0, len(chat)+512), st, reason, &o.items)
+	out := o.appendObject(make([]byte, 0, len(chat)+len(echo)+512), st, reason, &o.items)
 	if !o.usage.Present {
 		return out, ErrNoUsage
 	}

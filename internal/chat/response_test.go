@@ -49,7 +49,7 @@ func TestResponse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Response([]byte(tc.chat), seqIDs(), "gpt-x")
+			got, err := Response([]byte(tc.chat), seqIDs(), "gpt-x", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,21 +59,21 @@ func TestResponse(t *testing.T) {
 }
 
 func TestResponseErrors(t *testing.T) {
-	got, err := Response([]byte(`{"created":5,"choices":[{"message":{"content":"a"},"finish_reason":"stop"}]}`), seqIDs(), "m")
+	got, err := Response([]byte(`{"created":5,"choices":[{"message":{"content":"a"},"finish_reason":"stop"}]}`), seqIDs(), "m", nil)
 	if !errors.Is(err, ErrNoUsage) {
 		t.Errorf("no usage: err = %v, want ErrNoUsage", err)
 	}
 	sameJSON(t, got, `{"id":"resp_1","object":"response","created_at":5,"status":"completed","error":null,"incomplete_details":null,"model":"m","output":[
 		{"id":"msg_1","type":"message","status":"completed","content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"a"}],"role":"assistant"}],"usage":null}`)
 
-	_, err = Response([]byte(`{"error":{"message":"overloaded","type":"server_error","code":"overloaded"}}`), seqIDs(), "m")
+	_, err = Response([]byte(`{"error":{"message":"overloaded","type":"server_error","code":"overloaded"}}`), seqIDs(), "m", nil)
 	var ue *UpstreamError
 	if !errors.As(err, &ue) || ue.Message != "overloaded" || ue.Type != "server_error" || ue.Code != "overloaded" {
 		t.Errorf("error body: err = %#v", err)
 	}
 	many := `{"choices":[{"message":{"tool_calls":[` + strings.Repeat(`{"id":"c"},`, maxItems) + `{"id":"c"}]}}]}`
 	for _, body := range []string{`{"choices":[]}`, `{}`, `not json`, `[]`, many} {
-		if _, err := Response([]byte(body), seqIDs(), "m"); !errors.Is(err, ErrMalformed) {
+		if _, err := Response([]byte(body), seqIDs(), "m", nil); !errors.Is(err, ErrMalformed) {
 			t.Errorf("Response(%s): err = %v, want ErrMalformed", body, err)
 		}
 	}

@@ -13,7 +13,7 @@ func TestRoundTrip(t *testing.T) {
 	answer := `{"created":1,"choices":[{"message":{"role":"assistant","reasoning_content":"hmm","content":"Checking.","tool_calls":[
 		{"id":"call_a","type":"function","function":{"name":"get","arguments":"{\"c\":1}"}},
 		{"id":"call_b","type":"function","function":{"name":"put","arguments":"{}"}}]},"finish_reason":"tool_calls"}],` + chatUsage + `}`
-	resp, err := Response([]byte(answer), nil, "gpt-x")
+	resp, err := Response([]byte(answer), nil, "gpt-x", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

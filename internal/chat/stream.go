@@ -18,6 +18,11 @@ const maxItems = 1024
 type Stream struct {
 	o    output
 	done bool
+	// Reused from chunk to chunk, so that a chunk costs no allocation.
+	scan    jsonx.Scanner
+	keyBuf  []byte // a key with escapes, decoded
+	scratch []byte // strings with escapes, decoded; valid during one Push
+	prefix  []byte // the leading members of the last chunk (chunk.go)
 }
 
 // NewStream starts the translation of one streamed turn. ids makes the
@@ -26,6 +31,11 @@ type Stream struct {
 func NewStream(ids IDs, requestedModel string, created int64) *Stream {
 	return &Stream{o: newOutput(ids, requestedModel, created)}
 }
+
+// Echo sets the request echoes every response object of the stream ends
+// with: JSON members, each with a leading comma (Echo builds them). Set it
+// before the first Push.
+func (s *Stream) Echo(members []byte) { s.o.echo = members }
 
 // Push translates one data: payload (a chunk's JSON, or [DONE]) and appends
 // the resulting events to ev; many chunks yield none.
@@ -46,153 +56,160 @@ func (s *Stream) Push(ev *Events, payload []byte) error {
 	if string(p) == "[DONE]" {
 		return s.end()
 	}
-	str := bytesToString(p)
-	// The structure is checked, not every token: the chunk's fields are
-	// read one by one and every string is re-encoded, so a bare word where
-	// a value should be cannot reach the client; a cut chunk can, and is
-	// caught here (gjson.Valid cost a fifth of the translation).
-	if !jsonx.Complete(p, jsonx.MaxDepth) {
+	// Every token is checked, in the pass that reads the members: a chunk
+	// that is cut or not JSON changes nothing.
+	var c chunkInfo
+	if !s.read(p, &c) {
+		s.scan.Reset(p, jsonx.MaxDepth)
+		if s.scan.Skip(); s.scan.End() {
+			return fmt.Errorf("%w: a stream chunk is not an object", ErrMalformed)
+		}
 		return fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed)
 	}
-	if p[0] != '{' {
-		return fmt.Errorf("%w: a stream chunk is not an object", ErrMalformed)
-	}
-	if !bytes.Contains(p, keyError) && !bytes.Contains(p, keyUsage) {
-		// Most chunks carry one piece and neither member: the path to the
-		// first choice is all that is read (the members after it are not
-		// scanned at all).
-		if !s.o.started {
-			s.o.start()
-		}
-		if c := gjson.Get(str, "choices.0"); c.IsObject() {
-			return s.choice(c)
-		}
-		return nil
-	}
-	root := gjson.Parse(str)
-	if !root.IsObject() {
-		return fmt.Errorf("%w: a stream chunk is not an object", ErrMalformed)
-	}
-	// One pass over the top-level members: each Get would scan the chunk
-	// again, and a chunk carries every member at most once that matters.
-	var choices, usage gjson.Result
-	var failed error
-	root.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "choices":
-			choices = v
-		case "usage":
-			usage = v
-		case "error":
-			if v.Type != gjson.Null {
-				failed = upstreamError(v)
-				return false
-			}
-		}
-		return true
-	})
-	if failed != nil {
-		return failed
+	s.scratch = s.scratch[:0]
+	if c.err != nil {
+		return upstreamError(gjson.ParseBytes(c.err))
 	}
 	if !s.o.started {
 		s.o.start()
 	}
 	// Only choice 0: the relay never asks for n > 1.
-	var c gjson.Result
-	if choices.IsArray() {
-		choices.ForEach(func(_, v gjson.Result) bool {
-			c = v
-			return false
-		})
-	}
-	if c.IsObject() {
-		if err := s.choice(c); err != nil {
+	if c.choice && !c.other {
+		if err := s.choice(&c); err != nil {
 			return err
 		}
 	}
-	if usage.IsObject() {
-		s.o.setUsage(usage)
+	if c.usage != nil {
+		s.o.setUsage(gjson.ParseBytes(c.usage))
 	}
 	return nil
 }
 
 // choice applies the first choice of a chunk: its delta's pieces, in the
 // order reasoning, content, refusal, tool calls, then its finish_reason.
-func (s *Stream) choice(c gjson.Result) error {
-	var delta, finish gjson.Result
-	index := int64(0)
-	c.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "delta":
-			delta = v
-		case "finish_reason":
-			finish = v
-		case "index":
-			index = v.Int()
-		}
-		return true
-	})
-	if index != 0 {
-		return nil
-	}
-	var reasoning, reasoningAlt, content, refusal, calls gjson.Result
-	if delta.IsObject() {
-		delta.ForEach(func(k, v gjson.Result) bool {
-			switch k.Str {
-			case "reasoning_content":
-				reasoning = v
-			case "reasoning":
-				reasoningAlt = v
-			case "content":
-				content = v
-			case "refusal":
-				refusal = v
-			case "tool_calls":
-				calls = v
-			}
-			return true
-		})
-	}
+func (s *Stream) choice(c *chunkInfo) error {
 	switch {
-	case reasoning.Type == gjson.String:
-		s.o.piece(kindReasoning, reasoning.Str)
-	case reasoningAlt.Type == gjson.String:
-		s.o.piece(kindReasoning, reasoningAlt.Str)
-	default:
-		s.o.piece(kindReasoning, "")
+	case c.reasoning.ok:
+		s.o.pieceText(kindReasoning, c.reasoning)
+	case c.reasoningAlt.ok:
+		s.o.pieceText(kindReasoning, c.reasoningAlt)
 	}
-	if content.Type == gjson.String {
-		s.o.piece(kindMessage, content.Str)
+	if c.content.ok {
+		s.o.pieceText(kindMessage, c.content)
 	}
-	if refusal.Type == gjson.String {
-		s.o.piece(kindRefusal, refusal.Str)
+	if c.refusal.ok {
+		s.o.pieceText(kindRefusal, c.refusal)
 	}
-	if calls.IsArray() {
-		var err error
-		calls.ForEach(func(_, t gjson.Result) bool {
-			if len(s.o.items) >= maxItems {
-				err = fmt.Errorf("%w: more than %d output items", ErrMalformed, maxItems)
-				return false
-			}
-			index := -1
-			if i := t.Get("index"); i.Type == gjson.Number && i.Num >= 0 && i.Num < 1<<20 {
-				index = int(i.Num)
-			}
-			s.o.callPiece(index, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
-			return true
-		})
-		if err != nil {
+	if c.calls != nil {
+		if err := s.calls(c.calls); err != nil {
 			return err
 		}
 	}
-	if finish.Type == gjson.String && finish.Str != "" {
-		s.o.finish = finishReason(finish.Str)
+	if c.finish.ok && len(c.finish.raw) > 0 {
+		s.o.finish = finishReason(s.decoded(c.finish))
 		s.o.closeAll()
 	}
 	return nil
 }
 
-var keyError, keyUsage = []byte(`"error"`), []byte(`"usage"`)
+// calls applies a tool_calls array, already validated.
+func (s *Stream) calls(raw []byte) error {
+	sc := &s.scan
+	sc.Reset(raw, jsonx.MaxDepth)
+	sc.BeginArray()
+	for sc.NextElement() {
+		if len(s.o.items) >= maxItems {
+			return fmt.Errorf("%w: more than %d output items", ErrMalformed, maxItems)
+		}
+		start := sc.Offset()
+		index, id, name, args, ok := s.call()
+		if !ok {
+			// An unusual call (a member twice, or not a string) is read as
+			// gjson reads it, the first occurrence counting.
+			t := gjson.ParseBytes(sc.Since(start))
+			index = -1
+			if i := t.Get("index"); i.Type == gjson.Number && i.Num >= 0 && i.Num < 1<<20 {
+				index = int(i.Num)
+			}
+			s.o.callPiece(index, t.Get("id").String(), t.Get("function.name").String(), t.Get("function.arguments").String())
+			continue
+		}
+		s.o.callPieceText(index, s.decoded(id), s.decoded(name), args)
+	}
+	return nil
+}
+
+// call reads one tool call: index (-1 when there is none), id,
+// function.name and function.arguments. ok is false, the call read whole,
+// when it is not an object or one of those members is repeated or neither
+// a string nor null.
+func (s *Stream) call() (index int, id, name, args text, ok bool) {
+	sc := &s.scan
+	index = -1
+	if sc.Peek() != '{' {
+		sc.Skip()
+		return index, id, name, args, false
+	}
+	ok = true
+	var seen uint8
+	sc.BeginObject()
+	for sc.NextMember() {
+		key := s.key()
+		switch key {
+		case "index":
+			ok = ok && seen&1 == 0
+			seen |= 1
+			if c := sc.Peek(); c == '-' || '0' <= c && c <= '9' {
+				if v := number(sc.Number()); v >= 0 && v < 1<<20 {
+					index = int(v)
+				}
+				continue
+			}
+			sc.Skip()
+		case "id":
+			ok = ok && seen&2 == 0
+			seen |= 2
+			id, ok = s.stringOrNull(ok)
+		case "function":
+			ok = ok && seen&4 == 0
+			seen |= 4
+			if !sc.BeginObject() {
+				sc.Skip()
+				continue
+			}
+			var fseen uint8
+			for sc.NextMember() {
+				key := s.key()
+				switch key {
+				case "name":
+					ok = ok && fseen&1 == 0
+					fseen |= 1
+					name, ok = s.stringOrNull(ok)
+				case "arguments":
+					ok = ok && fseen&2 == 0
+					fseen |= 2
+					args, ok = s.stringOrNull(ok)
+				default:
+					sc.Skip()
+				}
+			}
+		default:
+			sc.Skip()
+		}
+	}
+	return index, id, name, args, ok
+}
+
+// stringOrNull reads a string, or null as no text; ok turns false for any
+// other value.
+func (s *Stream) stringOrNull(ok bool) (text, bool) {
+	if s.scan.Peek() == 'n' {
+		s.scan.Skip()
+		return text{}, ok
+	}
+	t := s.text()
+	return t, ok && t.ok
+}
 
 // finishReason keeps a finish_reason past the payload it aliases, without
 // copying the usual ones.

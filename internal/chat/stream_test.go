@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/internal/event"
 	"github.com/tidwall/gjson"
 )
 
@@ -57,6 +58,9 @@ func (h *harness) take() {
 		if seq := gjson.GetBytes(b, "sequence_number"); seq.Type != gjson.Number || seq.Int() != int64(len(h.got)) {
 			h.t.Errorf("event %d has sequence_number %s: %s", len(h.got), seq.Raw, b)
 		}
+		if info, want := h.ev.Info(i), event.Classify(b); info != want {
+			h.t.Errorf("event %d: Events.Info %+v, event.Classify %+v", len(h.got), info, want)
+		}
 		h.got = append(h.got, string(b))
 	}
 }
@@ -95,7 +99,7 @@ func (h *harness) feedAll(payloads ...string) {
 // Response makes of the equivalent non-streamed answer.
 func (h *harness) sameAsResponse(chat string) {
 	h.t.Helper()
-	want, err := Response([]byte(chat), seqIDs(), "gpt-x")
+	want, err := Response([]byte(chat), seqIDs(), "gpt-x", nil)
 	if err != nil && !errors.Is(err, ErrNoUsage) {
 		h.t.Fatal(err)
 	}

@@ -55,6 +55,18 @@ type PendingSource interface {
 	Pending() bool
 }
 
+// ClassifiedSource is a Source that knows the classification of the
+// events it made itself (a translation's), so the pump takes it instead
+// of reading each event's JSON again. The pump trusts such an event to be
+// one well-formed JSON object within jsonx.MaxDepth: a source classifies
+// only events it wrote, never bytes it relays.
+type ClassifiedSource interface {
+	Source
+	// NextClassified is Next with the event's classification; an Info
+	// with an empty Type leaves the event to the pump to classify.
+	NextClassified() ([]byte, event.Info, error)
+}
+
 // Options configure one pump run.
 type Options struct {
 	// HoldBootstrap keeps bootstrap events back until the first output or
@@ -164,12 +176,13 @@ type runner struct {
 	endsArr   [4]int
 	typesArr  [4]string
 
-	client    context.Context
-	batch     BatchSink // set with pending when both ends can batch
-	pending   PendingSource
-	unflushed bool // an event was written without a flush
-	lastSeq   int64
-	res       Result
+	client     context.Context
+	classified ClassifiedSource // set when the source classifies its events
+	batch      BatchSink        // set with pending when both ends can batch
+	pending    PendingSource
+	unflushed  bool // an event was written without a flush
+	lastSeq    int64
+	res        Result
 }
 
 // Run pumps events from src to sink until a terminal event, the end of the
@@ -202,6 +215,7 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 		}
 		p.mu.Unlock()
 	}()
+	p.classified, _ = src.(ClassifiedSource)
 	if b, ok := sink.(BatchSink); ok {
 		if ps, ok := src.(PendingSource); ok {
 			p.batch, p.pending = b, ps
@@ -218,7 +232,14 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 
 func (p *runner) run(src Source) {
 	for {
-		data, err := src.Next()
+		var data []byte
+		var info event.Info
+		var err error
+		if p.classified != nil {
+			data, info, err = p.classified.NextClassified()
+		} else {
+			data, err = src.Next()
+		}
 		if err != nil {
 			p.upstreamEnded(err)
 			return
@@ -227,13 +248,15 @@ func (p *runner) run(src Source) {
 			p.tick = int64(time.Since(p.base))
 			p.lastRead.Store(p.tick)
 		}
-		if blank(data) {
-			continue // an empty data line is a keepalive, not an event
-		}
-		info := event.Classify(data)
-		if !wellFormed(data, info) || jsonx.DepthExceeds(data, jsonx.MaxDepth) {
-			p.upstreamEnded(ErrMalformedEvent)
-			return
+		if info.Type == "" {
+			if blank(data) {
+				continue // an empty data line is a keepalive, not an event
+			}
+			info = event.Classify(data)
+			if !wellFormed(data, info) || jsonx.DepthExceeds(data, jsonx.MaxDepth) {
+				p.upstreamEnded(ErrMalformedEvent)
+				return
+			}
 		}
 		if info.Seq >= 0 {
 			p.lastSeq = info.Seq

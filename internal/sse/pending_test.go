@@ -35,6 +35,9 @@ func TestPending(t *testing.T) {
 		"event: a\n\n":                    false,
 		"event: a\ndata: x":               false,
 		"event: a\r\ndata: x\r\n\r\nmore": true,
+		// The first blank line decides, whichever its line ends.
+		"data: x\r\n\r\ndata: y\n\n": true,
+		": c\r\n\r\ndata: y\n\n":     false,
 	}
 	for in, want := range cases {
 		r := NewReaderSize(io.MultiReader(strings.NewReader("data: first\n\n"), strings.NewReader(in)), 4096)

@@ -62,7 +62,13 @@ func (r *Reader) Pending() bool {
 		return false
 	}
 	end := bytes.Index(b, lfLF)
-	if crlf := bytes.Index(b, crlfCRLF); crlf >= 0 && (end < 0 || crlf < end) {
+	// A CRLF blank line that comes first ends within three bytes of the
+	// LF one: the search for it stops there, not at the buffer's end.
+	crlfIn := b
+	if end >= 0 {
+		crlfIn = b[:min(len(b), end+3)]
+	}
+	if crlf := bytes.Index(crlfIn, crlfCRLF); crlf >= 0 && (end < 0 || crlf < end) {
 		end = crlf
 	}
 	if end < 0 {

@@ -256,6 +256,7 @@ func startChild(cfg childConfig, role string, args ...string) (*child, error) {
 	cmd := exec.Command(cfg.exe, args...)
 	cmd.Env = append(os.Environ(), roleEnv+"="+role)
 	cmd.Stderr = cfg.log
+	setParentDeathSignal(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -36,6 +36,10 @@ func childMain(role string, args []string) int {
 		err = clientsChild(args, os.Stdout)
 	case benchUpstreamRole:
 		err = benchUpstreamChild(args, os.Stdin, os.Stdout)
+	case benchRelayRole:
+		err = benchRelayChild(args, os.Stdin, os.Stdout)
+	case benchReverseProxyRole:
+		err = benchReverseProxyChild(args, os.Stdin, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

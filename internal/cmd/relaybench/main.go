@@ -5,6 +5,7 @@
 //	go run ./internal/cmd/relaybench -json -duration 3s
 //	go run ./internal/cmd/relaybench -idle 10000      # memory per open idle stream
 //	go run ./internal/cmd/relaybench -concurrency 1 -pace 1ms -workloads stream,ws
+//	go run ./internal/cmd/relaybench -relayd build -workloads json,stream   # end to end
 //
 // A fake Responses upstream (relay/relaytest) runs in the process with no
 // artificial latency, so the figures are the proxies' own overhead on
@@ -26,6 +27,23 @@
 //     mounts them, with in-memory defaults (static pool of ten accounts of
 //     concurrency 1000, static keys, one bearer key, a subject without a
 //     concurrency limit, usage and logs discarded).
+//
+// End to end (-relayd): the relayd example server, built by go build
+// ./examples/relayd, runs as a process of its own with a config file as
+// an operator writes one: the relay's ten accounts on the fake upstream
+// (concurrency 1000 each), one client key, usage in SQLite in a temporary
+// directory (through the durable spool with -relayd-spool), Redis with
+// -relayd-redis, its request log at info level in a file. The upstream
+// and the reverseproxy target run in child processes too (this binary
+// again), so that each proxy has a process and a Go scheduler of its own
+// and the benchmark's process holds only the clients. The targets are then
+// direct, reverseproxy and relayd; -targets can add relay, which then
+// runs in a child process too (the library as in-process, with in-memory
+// defaults: what relayd adds over the library is the difference);
+// cpu figures are those of the upstream and the target's process
+// (/proc/PID/stat, 10 ms ticks), so +cpu is the proxy's own; allocations
+// are the clients' alone. Every round starts a fresh relayd, and every
+// child is stopped after its run and killed if the benchmark dies.
 //
 // Workloads:
 //
@@ -91,6 +109,13 @@
 //	                 binary again), so that its goroutines do not share the
 //	                 proxy's and the clients' Go scheduler; allocation and
 //	                 CPU figures then leave the upstream out
+//	-relayd bin      end to end: run this relayd binary ("build": go build
+//	                 ./examples/relayd from the module root first)
+//	-relayd-spool    relayd's usage goes through its durable spool
+//	-relayd-redis u  relayd shares its state through Redis at URL u
+//	-relayd-log-level l  relayd's -log-level (default info)
+//	-relayd-args s   more relayd flags, like "-pprof 127.0.0.1:6060" to
+//	                 profile it (with -rounds 1, one relayd at a time)
 //	-pace d          the upstream writes each streamed event d after the
 //	                 previous one (as a model produces tokens) and stamps
 //	                 it; clients record each delta's delivery time (write
@@ -139,6 +164,9 @@ type config struct {
 	idleH2C      bool
 	pace         time.Duration
 	upstreamProc bool
+	// e2e, when not nil, runs relayd and reverseproxy as processes of
+	// their own (-relayd).
+	e2e *e2eOptions
 }
 
 func main() {
@@ -163,7 +191,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("relaybench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	var wls, tgts string
+	var wls, tgts, relayd string
+	e2e := &e2eOptions{}
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "traffic per workload and target")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "concurrent clients")
 	fs.IntVar(&cfg.events, "events", 200, "events per streamed response, framing events included")
@@ -178,9 +207,20 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.upstreamProc, "upstream-process", false, "run each run's fake upstream in a child process")
 	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	fs.BoolVar(&noRecords, "no-records", false, "run the relay without conversation records (to measure what recording costs)")
+	fs.BoolVar(&withMoney, "money", false, "run the relay with prices, an in-memory ledger holding every turn under quotas, and settlement")
+	fs.StringVar(&relayd, "relayd", "", "end to end: run this relayd `binary` (\"build\": go build ./examples/relayd) and reverseproxy as processes")
+	fs.BoolVar(&e2e.spool, "relayd-spool", false, "with -relayd: relayd's usage goes through its durable spool")
+	fs.StringVar(&e2e.redis, "relayd-redis", "", "with -relayd: relayd shares its state through this Redis `URL` (redis://host:6379/0)")
+	fs.StringVar(&e2e.logLevel, "relayd-log-level", "info", "with -relayd: relayd's -log-level")
+	fs.Func("relayd-args", "with -relayd: more relayd flags, space-separated (e.g. \"-pprof 127.0.0.1:6060\")", func(s string) error {
+		e2e.args = strings.Fields(s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
 	fail := func(format string, a ...any) (config, error) {
 		err := fmt.Errorf(format, a...)
 		fmt.Fprintln(stderr, "relaybench:", err)
@@ -199,10 +239,23 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 		cfg.workloads = append(cfg.workloads, w)
 	}
+	valid := allTargets
+	if relayd != "" {
+		cfg.e2e, e2e.bin = e2e, relayd
+		valid = append(slices.Clip(allTargets), targetRelayd)
+		if !explicit["targets"] {
+			tgts = strings.Join(e2eTargets, ",")
+		}
+		if cfg.idle > 0 {
+			return fail("-relayd and -idle exclude each other")
+		}
+	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] || explicit["relayd-args"] {
+		return fail("-relayd-spool, -relayd-redis, -relayd-log-level and -relayd-args need -relayd")
+	}
 	for t := range strings.SplitSeq(tgts, ",") {
 		t = strings.TrimSpace(t)
-		if !slices.Contains(allTargets, t) {
-			return fail("unknown target %q (want direct, reverseproxy, relay)", t)
+		if !slices.Contains(valid, t) {
+			return fail("unknown target %q (want %s)", t, strings.Join(valid, ", "))
 		}
 		cfg.targets = append(cfg.targets, t)
 	}
@@ -236,6 +289,12 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 		writeIdleText(stdout, res)
 		return nil
 	}
+	if cfg.e2e != nil {
+		if err := cfg.e2e.resolve(stderr); err != nil {
+			return err
+		}
+		defer cfg.e2e.cleanup()
+	}
 	if cfg.memprofile != "" {
 		defer func() {
 			if err := writeProfile("allocs", cfg.memprofile); err != nil {
@@ -244,8 +303,12 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 		}()
 	}
 	if !cfg.json {
-		fmt.Fprintf(stdout, "relaybench: %d concurrent clients, %s per workload and target in %d rounds, %d events per streamed response, GOMAXPROCS %d\n\n",
+		fmt.Fprintf(stdout, "relaybench: %d concurrent clients, %s per workload and target in %d rounds, %d events per streamed response, GOMAXPROCS %d\n",
 			cfg.concurrency, cfg.duration, cfg.rounds, cfg.events, gomaxprocs())
+		if cfg.e2e != nil {
+			fmt.Fprintf(stdout, "end to end: upstream, reverseproxy and relayd (%s) in processes of their own; cpu figures are theirs\n", cfg.e2e.describe())
+		}
+		fmt.Fprintln(stdout)
 	}
 	var all []*result
 	for _, w := range cfg.workloads {
@@ -280,7 +343,7 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 // no target inherits another's connections or account health.
 func benchWorkload(cfg config, w workload, stderr io.Writer) ([]*result, error) {
 	var proc *childConfig
-	if cfg.upstreamProc {
+	if cfg.upstreamProc || cfg.e2e != nil {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, err
@@ -294,9 +357,22 @@ func benchWorkload(cfg config, w workload, stderr io.Writer) ([]*result, error) 
 			if err != nil {
 				return nil, err
 			}
-			e := newEndpoint(t, s)
-			r := run(runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds),
-				events: cfg.events, chatChunks: deltasFor(cfg.events) + chatFramingChunks, pace: cfg.pace}, e)
+			rc := runConfig{workload: w, concurrency: cfg.concurrency, duration: cfg.duration / time.Duration(cfg.rounds),
+				events: cfg.events, chatChunks: deltasFor(cfg.events) + chatFramingChunks, pace: cfg.pace}
+			var e *endpoint
+			if cfg.e2e != nil {
+				if e, err = newE2EEndpoint(t, s, cfg.e2e, proc); err != nil {
+					s.close()
+					return nil, err
+				}
+				rc.pids = []int{s.pid}
+				if e.pid != 0 {
+					rc.pids = append(rc.pids, e.pid)
+				}
+			} else {
+				e = newEndpoint(t, s)
+			}
+			r := run(rc, e)
 			e.close()
 			s.close()
 			if rs[i] == nil {

@@ -262,7 +262,8 @@ func TestHistogram(t *testing.T) {
 }
 
 func TestFlags(t *testing.T) {
-	for _, args := range [][]string{{"-workloads", "json,nope"}, {"-targets", "x"}, {"-events", "5"}, {"-concurrency", "0"}, {"extra"}} {
+	for _, args := range [][]string{{"-workloads", "json,nope"}, {"-targets", "x"}, {"-events", "5"}, {"-concurrency", "0"}, {"extra"},
+		{"-targets", "relayd"}, {"-relayd-spool"}, {"-relayd", "build", "-idle", "10"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q: no error", args)
 		}

@@ -174,33 +174,41 @@ func writeTable(w io.Writer, wl workload, rs []*result, cfg config) {
 			r.eventsPerSec(), r.errors)
 	}
 	tw.Flush()
-	relay := find(rs, targetRelay)
+	for _, name := range []string{targetRelay, targetRelayd} {
+		writeSummary(w, name, rs, rp)
+	}
+	fmt.Fprintln(w)
+}
+
+// writeSummary compares the target name, a relay, with reverseproxy (rp,
+// possibly nil) below the table.
+func writeSummary(w io.Writer, name string, rs []*result, rp *result) {
+	relay := find(rs, name)
 	if relay != nil && rp != nil && rp.rps() > 0 {
 		ar, ap := addedOver(relay, rs), addedOver(rp, rs)
-		fmt.Fprintf(w, "relay vs reverseproxy: %.2fx throughput", relay.rps()/rp.rps())
+		fmt.Fprintf(w, "%s vs reverseproxy: %.2fx throughput", name, relay.rps()/rp.rps())
 		if ar.ok && ap.ok {
 			if ap.cpu > 0 {
 				fmt.Fprintf(w, "; CPU added per request %.2fx reverseproxy's (%+.0f us vs %+.0f us)",
 					float64(ar.cpu)/float64(ap.cpu), us(ar.cpu), us(ap.cpu))
 			}
 			fmt.Fprintf(w, "; read/write syscalls added per request %+.0f (reverseproxy %+.0f)\n", ar.syscalls, ap.syscalls)
-			fmt.Fprintf(w, "latency added over direct: relay p50 %+.2f ms, p99 %+.2f ms; reverseproxy p50 %+.2f ms, p99 %+.2f ms",
-				ms(ar.p50), ms(ar.p99), ms(ap.p50), ms(ap.p99))
+			fmt.Fprintf(w, "latency added over direct: %s p50 %+.2f ms, p99 %+.2f ms; reverseproxy p50 %+.2f ms, p99 %+.2f ms",
+				name, ms(ar.p50), ms(ar.p99), ms(ap.p50), ms(ap.p99))
 		}
 		fmt.Fprintln(w)
 	}
 	if relay != nil && rp != nil && relay.evHist.n > 0 {
 		ar, ap := addedOver(relay, rs), addedOver(rp, rs)
 		if ar.hasEv && ap.hasEv {
-			fmt.Fprintf(w, "per-event delivery added over direct (upstream write to client read, %d events): relay p50 %+.3f ms, p99 %+.3f ms; reverseproxy p50 %+.3f ms, p99 %+.3f ms\n",
-				relay.evHist.n, ms(ar.evP50), ms(ar.evP99), ms(ap.evP50), ms(ap.evP99))
+			fmt.Fprintf(w, "per-event delivery added over direct (upstream write to client read, %d events): %s p50 %+.3f ms, p99 %+.3f ms; reverseproxy p50 %+.3f ms, p99 %+.3f ms\n",
+				relay.evHist.n, name, ms(ar.evP50), ms(ar.evP99), ms(ap.evP50), ms(ap.evP99))
 		}
 	}
 	if relay != nil && relay.hasAttempts && relay.requests > 0 {
-		fmt.Fprintf(w, "relay upstream HTTP attempts: %d for %d requests (%.3f per request), %d answered 429\n",
-			relay.relayAttempts, relay.requests, perReq(float64(relay.relayAttempts), relay.requests), relay.relay429)
+		fmt.Fprintf(w, "%s upstream HTTP attempts: %d for %d requests (%.3f per request), %d answered 429\n",
+			name, relay.relayAttempts, relay.requests, perReq(float64(relay.relayAttempts), relay.requests), relay.relay429)
 	}
-	fmt.Fprintln(w)
 }
 
 func writeNotes(w io.Writer) {
@@ -228,6 +236,9 @@ func writeNotes(w io.Writer) {
                relay translates from the same chunks (its +allocs/event is per event its
                client gets: 4 more than the upstream's chunks). With -pace the relay's
                events carry no stamps (the translation drops them): no per-event line.
+  -relayd      end to end: upstream, reverseproxy and relayd each in a process of their
+               own; cpu and syscalls are those of the upstream and the target's process,
+               allocations the clients' alone (the + columns then show nothing useful).
   ws           reverseproxy forwards the upgrade and then copies bytes both ways: a byte
                tunnel with no per-turn work, the floor for any WebSocket proxy. The relay
                parses every turn and event (auth, slots, scheduling, usage) and keeps one

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/conversation"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
@@ -63,7 +65,10 @@ type endpoint struct {
 	attempts *countingTransport
 	// chat: clients speak Chat Completions (chat-stream's direct and
 	// reverseproxy).
-	chat  bool
+	chat bool
+	// pid is the process serving the target, when it is a child process
+	// (end-to-end mode); 0 when it is this process or the upstream.
+	pid   int
 	close func()
 }
 
@@ -77,7 +82,9 @@ type setup struct {
 	direct []string
 	// relayAccounts is the relay's pool.
 	relayAccounts []string
-	close         func()
+	// pid is the upstream's process when it is a child, else 0.
+	pid   int
+	close func()
 }
 
 // newSetup starts a fake upstream for workload w, in this process or, with
@@ -173,7 +180,32 @@ func newDirect(s *setup) *endpoint {
 // body too. WebSocket upgrades pass through the proxy's own upgrade
 // support: after the 101 it copies bytes both ways.
 func newReverseProxy(s *setup) *endpoint {
-	upURL, err := url.Parse(s.url)
+	h, tr := reverseProxyHandler(s.url)
+	srv := httptest.NewServer(h)
+	e := reverseProxyEndpoint(s, srv.URL)
+	e.close = func() {
+		srv.Close()
+		tr.CloseIdleConnections()
+	}
+	return e
+}
+
+// reverseProxyEndpoint is the reverseproxy target served at root (like
+// "http://127.0.0.1:41234"), with clients spread over the healthy accounts.
+func reverseProxyEndpoint(s *setup, root string) *endpoint {
+	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey), chat: s.chat()}
+	for _, a := range s.direct {
+		path := "/" + url.PathEscape(a) + "/v1"
+		e.httpURLs = append(e.httpURLs, root+path+s.clientPath())
+		e.wsURLs = append(e.wsURLs, wsScheme(root)+path+"/responses")
+	}
+	return e
+}
+
+// reverseProxyHandler is the reverseproxy target's handler in front of the
+// upstream at upstream, and its transport (to close idle connections).
+func reverseProxyHandler(upstream string) (http.Handler, *http.Transport) {
+	upURL, err := url.Parse(upstream)
 	if err != nil {
 		panic(err)
 	}
@@ -197,18 +229,7 @@ func newReverseProxy(s *setup) *endpoint {
 		r.ContentLength = int64(len(body))
 		rp.ServeHTTP(w, r)
 	})
-	srv := httptest.NewServer(h)
-	e := &endpoint{name: targetReverseProxy, auth: bearer(upstreamKey), chat: s.chat()}
-	for _, a := range s.direct {
-		path := "/" + url.PathEscape(a) + "/v1"
-		e.httpURLs = append(e.httpURLs, srv.URL+path+s.clientPath())
-		e.wsURLs = append(e.wsURLs, wsScheme(srv.URL)+path+"/responses")
-	}
-	e.close = func() {
-		srv.Close()
-		tr.CloseIdleConnections()
-	}
-	return e
+	return h, tr
 }
 
 // relayOptions are the knobs newRelay sets beyond the in-memory defaults.
@@ -256,8 +277,24 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 	if noRecords {
 		h.Conversations = &conversation.Memory{MaxBytes: -1}
 	}
+	if withMoney {
+		// Every model priced, a budget and rate limits no run reaches: the
+		// cost of pricing, holding and settling each turn, not of refusals.
+		prices, err := billing.NewPrices(map[string]billing.Price{"*": {Input: 1_250_000, CachedInput: 125_000, Output: 10_000_000}}, nil)
+		if err != nil {
+			panic(err)
+		}
+		ledger := &billing.MemoryLedger{}
+		h.Prices, h.Ledger, h.Usage = prices, ledger, billing.Settling(ledger, nil)
+		subject.KeyLimits = billing.Limits{BudgetMicros: math.MaxInt64 / 4, Period: billing.PeriodDay, RPM: math.MaxInt64 / 4, TPM: math.MaxInt64 / 4}
+		subject.UserLimits = subject.KeyLimits
+	}
 	return h, ct
 }
+
+// withMoney turns on prices, an in-memory ledger with quotas on the
+// bench key, and settlement of each record (-money).
+var withMoney bool
 
 // newRelay mounts the relay and its WebSocket mode on one path, as a host
 // would, on a loopback server. Each account has room for 1000 turns, so

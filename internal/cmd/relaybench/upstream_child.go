@@ -28,7 +28,7 @@ func newChildSetup(w workload, deltas int, pace time.Duration, cfg *childConfig)
 		c.stop()
 		return nil, fmt.Errorf("the upstream process: %v %q", err, f)
 	}
-	s := &setup{workload: w, url: "http://" + f[0], close: c.stop}
+	s := &setup{workload: w, url: "http://" + f[0], pid: c.cmd.Process.Pid, close: c.stop}
 	s.direct, s.relayAccounts = accountsFor(w)
 	return s, nil
 }

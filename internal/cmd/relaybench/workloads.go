@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -67,6 +68,10 @@ type runConfig struct {
 	// pace > 0: the upstream spaces events by pace and stamps them, and the
 	// clients record how long each delta took to reach them.
 	pace time.Duration
+	// pids, when not empty, are the processes whose CPU time and syscalls
+	// the run measures (end-to-end mode: the upstream and the proxy), in
+	// place of this process's.
+	pids []int
 }
 
 // worker is one client goroutine's state, reused across its requests so
@@ -118,7 +123,7 @@ func run(cfg runConfig, e *endpoint) *result {
 	defer cancel()
 
 	runtime.GC() // start from a clean heap, so one run's garbage does not bill the next
-	before, cpu0, sys0 := readMem(), cpuTime(), syscallCount()
+	before, cpu0, sys0 := readMem(), cfg.cpuTime(), cfg.syscalls()
 	start := time.Now()
 	deadline := start.Add(cfg.duration)
 	var wg sync.WaitGroup
@@ -134,7 +139,7 @@ func run(cfg runConfig, e *endpoint) *result {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	after, cpu1, sys1 := readMem(), cpuTime(), syscallCount()
+	after, cpu1, sys1 := readMem(), cfg.cpuTime(), cfg.syscalls()
 
 	r := &result{workload: string(cfg.workload), target: e.name, elapsed: elapsed, hist: new(histogram), evHist: new(histogram),
 		mallocs: after.mallocs - before.mallocs, bytes: after.totalAlloc - before.totalAlloc, cpu: cpu1 - cpu0, syscalls: sys1 - sys0}
@@ -153,6 +158,30 @@ func run(cfg runConfig, e *endpoint) *result {
 		r.relayAttempts, r.relay429 = e.attempts.attempts.Load(), e.attempts.r429s.Load()
 	}
 	return r
+}
+
+// cpuTime is the CPU time of the measured processes.
+func (cfg runConfig) cpuTime() time.Duration {
+	if len(cfg.pids) == 0 {
+		return cpuTime()
+	}
+	var d time.Duration
+	for _, p := range cfg.pids {
+		d += procCPU(p)
+	}
+	return d
+}
+
+// syscalls is the read and write syscalls of the measured processes.
+func (cfg runConfig) syscalls() int64 {
+	if len(cfg.pids) == 0 {
+		return syscallCount()
+	}
+	var n int64
+	for _, p := range cfg.pids {
+		n += procSyscalls(strconv.Itoa(p))
+	}
+	return n
 }
 
 // runHTTP sends POST requests one after the other until the deadline,
