@@ -437,6 +437,10 @@ func TestHoldsEndAfterFaults(t *testing.T) {
 	resp.Body.Close()
 	waitUntil(t, "relayd to see the client leave", func() bool { return e.gone.Load() == 1 })
 	close(resume)
+	// The drained turn must end (its record settled, its slot back)
+	// before the next part: else the queued turn below could take the
+	// slot it frees ahead of the turn meant to hold it.
+	waitUntil(t, "the drained turn's settlement", func() bool { return holds() == 0 && e.up.InFlight("a1") == 0 })
 
 	// Queued for the account's one slot, which a held turn takes.
 	busy := make(chan struct{})
@@ -453,6 +457,9 @@ func TestHoldsEndAfterFaults(t *testing.T) {
 	defer wcancel()
 	if err := e.up.Wait(wctx, func() bool { return e.up.InFlight("a1") == 1 }); err != nil {
 		t.Fatal(err)
+	}
+	if h := holds(); h != 1 {
+		t.Fatalf("%d holds with one turn upstream", h)
 	}
 	qctx, qcancel := context.WithCancel(t.Context())
 	queued := make(chan error, 1)
