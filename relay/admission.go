@@ -58,15 +58,21 @@ func (t *turn) acquireUserSlot() (func(), error) {
 		timeout = o.Timeout + t.h.hookTimeout()
 	}
 	began := t.h.now()
-	err := t.wait(timeout, func(ctx context.Context) error {
+	acquire := func(ctx context.Context) error {
 		var err error
 		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.in.subj.UserID), limit, o)
 		return err
-	}, func(error) {
-		if release != nil {
-			release()
-		}
-	})
+	}
+	var err error
+	if t.h.userInProcess {
+		err = t.waitInline(acquire) // ends at o.Timeout or with the client
+	} else {
+		err = t.wait(timeout, acquire, func(error) {
+			if release != nil {
+				release()
+			}
+		})
+	}
 	if t.observing() {
 		t.observeSlot(SlotUser, began, t.waitOutcome(err))
 	}
@@ -150,15 +156,21 @@ func roundUp(d time.Duration) time.Duration {
 func (t *turn) selectAccount() (*scheduler.Selection, error) {
 	var sel *scheduler.Selection
 	began := t.h.now()
-	err := t.wait(t.h.selectTimeout(), func(ctx context.Context) error {
+	selectFn := func(ctx context.Context) error {
 		var err error
 		sel, err = t.h.Scheduler.Select(ctx, t.route.sched)
 		return err
-	}, func(error) {
-		if sel != nil {
-			sel.Release()
-		}
-	})
+	}
+	var err error
+	if t.h.schedInProcess {
+		err = t.waitInline(selectFn) // ends at AccountWait's timeout or with the client
+	} else {
+		err = t.wait(t.h.selectTimeout(), selectFn, func(error) {
+			if sel != nil {
+				sel.Release()
+			}
+		})
+	}
 	if err != nil {
 		// sel is not read: an abandoned Select may still be writing it.
 		if t.observing() {

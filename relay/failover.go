@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"net/http"
 	"time"
 
@@ -229,9 +230,15 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete && !t.in.req.background {
 		return
 	}
-	err := t.hook(t.hooks.Detached(t.ctx), func(ctx context.Context) error {
+	bind := func(ctx context.Context) error {
 		return t.h.Scheduler.Bind(ctx, t.route.sched, sel.Account.ID, responseID)
-	})
+	}
+	var err error
+	if t.h.schedInProcess {
+		err = hookcall.Safe(t.hooks.Detached(t.ctx), bind) // an in-memory Store (inline.go)
+	} else {
+		err = t.hook(t.hooks.Detached(t.ctx), bind)
+	}
 	if err != nil {
 		t.h.log.Warn("relay: sticky binding failed", "request_id", t.in.id, "account", sel.Account.ID, "error", err)
 	}

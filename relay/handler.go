@@ -284,6 +284,10 @@ type Handler struct {
 	log         *slog.Logger
 	usageSink   billing.UsageSink
 	userLimiter concurrency.SlotLimiter
+	// userInProcess and schedInProcess: the user slots, and the stores
+	// the Scheduler calls, are the library's in-memory ones, called on
+	// the turn's goroutine (inline.go).
+	userInProcess, schedInProcess bool
 	bodies      *bodyBudget
 	bearers     sync.Map // token -> []string{"Bearer " + token}
 	nbearers    atomic.Int64
@@ -357,6 +361,8 @@ func (h *Handler) init() {
 			h.memory = concurrency.NewMemory()
 			h.userLimiter = h.memory
 		}
+		h.userInProcess = inProcessLimiter(h.userLimiter)
+		h.schedInProcess = inProcessScheduler(h.Scheduler)
 	})
 }
 

@@ -82,6 +82,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
+	// Log lines (and setup errors, to keep their order) are written by a
+	// goroutine of their own, off the requests' path (logwriter.go).
+	lw := newLogWriter(stderr)
+	defer lw.Close()
+	stderr = lw
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
 	// Setup errors go to stderr as plain lines: a config with several
 	// problems lists one per line.

@@ -128,11 +128,15 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		Observer:      s.metrics.Observer(),
 		Scheduler:     s.sched,
 		Credentials:   creds,
-		Usage:         usageLogger{next: s.usage, log: logger},
+		Usage:         s.usage,
 		Conversations: convs,
-		Authenticate:  s.authenticator(kr),
 		Logger:        logger,
 		Prices:        prices,
+	}
+	if logger.Enabled(context.Background(), slog.LevelDebug) {
+		// Only then: the line's arguments cost allocations per record even
+		// when the level drops it.
+		s.relay.Usage = usageLogger{next: s.usage, log: logger}
 	}
 	if s.ledger != nil { // a nil interface, not a nil pointer, when none
 		s.relay.Ledger = s.ledger
@@ -151,10 +155,11 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	// The relay serves every route of the Responses API below these
 	// (retrieve, delete, input items, cancel, input tokens, compact) and
 	// the model list.
-	mux.Handle("/v1/responses", s.relay)
-	mux.Handle("/v1/responses/", s.relay)
-	mux.Handle("/v1/models", s.relay)
-	mux.Handle("/v1/models/", s.relay)
+	relayed := s.authenticate(kr, s.relay)
+	mux.Handle("/v1/responses", relayed)
+	mux.Handle("/v1/responses/", relayed)
+	mux.Handle("/v1/models", relayed)
+	mux.Handle("/v1/models/", relayed)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -323,15 +328,23 @@ func buildPool(accounts []AccountConfig) (*scheduler.StaticPool, scheduler.Stati
 	return pool, creds
 }
 
-// authenticator logs why a request was refused, without the key.
-func (s *server) authenticator(kr *keyring) func(*http.Request) (*relay.Subject, error) {
-	return func(r *http.Request) (*relay.Subject, error) {
+// authenticate finds the request's key in the key ring and hands its
+// Subject to the relay in the request's context (relay.WithSubject). The
+// ring is a map in memory that cannot hang, so it is looked up here, on
+// the request's goroutine, rather than as Handler.Authenticate, which the
+// relay runs as a bounded call on a goroutine of its own. A request
+// without a known key goes on without a Subject, and the relay answers it
+// 401 invalid_api_key; why it was refused is logged, without the key.
+func (s *server) authenticate(kr *keyring, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		subj, err := kr.authenticate(r)
 		if err != nil {
 			s.log.Debug("relayd: authentication failed", "remote", r.RemoteAddr, "reason", err)
+			next.ServeHTTP(w, r)
+			return
 		}
-		return subj, err
-	}
+		next.ServeHTTP(w, r.WithContext(relay.WithSubject(r.Context(), subj)))
+	})
 }
 
 func (s *server) accountEvent(ctx context.Context, e scheduler.AccountEvent) {

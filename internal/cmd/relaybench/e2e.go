@@ -24,13 +24,20 @@ import (
 // scheduler of its own, as in production, and the relaybench process holds
 // only the clients.
 
-// targetRelayd is the relayd process as a target.
-const targetRelayd = "relayd"
+// targetRelayd is the relayd process as a target; targetRelaydBase is
+// another relayd binary (-relayd-base), to compare two builds in the same
+// alternating rounds.
+const (
+	targetRelayd     = "relayd"
+	targetRelaydBase = "relayd-base"
+)
 
 // e2eOptions are the -relayd flags.
 type e2eOptions struct {
 	// bin is the relayd binary; "build" in the flag builds it first.
-	bin      string
+	bin string
+	// baseBin is the relayd binary of target relayd-base, or empty.
+	baseBin  string
 	spool    bool
 	redis    string // redis:// URL, or empty
 	logLevel string
@@ -133,7 +140,7 @@ func newRelaydConfig(s *setup, o *e2eOptions, dir, listen string) relaydConfig {
 // log (one line per request at the default level) goes to a file in its
 // temporary directory, as a service manager would keep it, and is quoted
 // when relayd fails to start.
-func newRelayd(s *setup, o *e2eOptions) (*endpoint, error) {
+func newRelayd(s *setup, o *e2eOptions, name, bin string) (*endpoint, error) {
 	dir, err := os.MkdirTemp("", "relaybench-relayd-")
 	if err != nil {
 		return nil, err
@@ -162,7 +169,7 @@ func newRelayd(s *setup, o *e2eOptions) (*endpoint, error) {
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(o.bin, append([]string{"-config", cfgPath, "-log-level", o.logLevel}, o.args...)...)
+	cmd := exec.Command(bin, append([]string{"-config", cfgPath, "-log-level", o.logLevel}, o.args...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	setParentDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
@@ -188,7 +195,7 @@ func newRelayd(s *setup, o *e2eOptions) (*endpoint, error) {
 	}
 	ok = true
 	root := "http://" + addr
-	e := &endpoint{name: targetRelayd, auth: bearer(relayKey), pid: cmd.Process.Pid,
+	e := &endpoint{name: name, auth: bearer(relayKey), pid: cmd.Process.Pid,
 		httpURLs: []string{root + "/v1/responses"},
 		wsURLs:   []string{wsScheme(root) + "/v1/responses"},
 	}
@@ -339,7 +346,9 @@ func benchRelayChild(args []string, in io.Reader, out io.Writer) error {
 func newE2EEndpoint(t string, s *setup, o *e2eOptions, proc *childConfig) (*endpoint, error) {
 	switch t {
 	case targetRelayd:
-		return newRelayd(s, o)
+		return newRelayd(s, o, t, o.bin)
+	case targetRelaydBase:
+		return newRelayd(s, o, t, o.baseBin)
 	case targetReverseProxy:
 		return newReverseProxyChild(s, proc)
 	case targetRelay:

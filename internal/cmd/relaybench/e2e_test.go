@@ -81,7 +81,7 @@ func TestRelaydFailsToStart(t *testing.T) {
 	s := &setup{workload: wlJSON, url: "http://127.0.0.1:1"}
 	s.direct, s.relayAccounts = accountsFor(wlJSON)
 	before := childPIDs(t)
-	_, err := newRelayd(s, &e2eOptions{bin: bin, logLevel: "info"})
+	_, err := newRelayd(s, &e2eOptions{bin: bin, logLevel: "info"}, targetRelayd, bin)
 	if err == nil || !strings.Contains(err.Error(), "exited before serving") {
 		t.Errorf("err = %v", err)
 	}

@@ -114,6 +114,8 @@
 //	-relayd-spool    relayd's usage goes through its durable spool
 //	-relayd-redis u  relayd shares its state through Redis at URL u
 //	-relayd-log-level l  relayd's -log-level (default info)
+//	-relayd-base bin another relayd binary as target relayd-base, run in
+//	                 the same alternating rounds: two builds compared
 //	-relayd-args s   more relayd flags, like "-pprof 127.0.0.1:6060" to
 //	                 profile it (with -rounds 1, one relayd at a time)
 //	-pace d          the upstream writes each streamed event d after the
@@ -211,6 +213,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&relayd, "relayd", "", "end to end: run this relayd `binary` (\"build\": go build ./examples/relayd) and reverseproxy as processes")
 	fs.BoolVar(&e2e.spool, "relayd-spool", false, "with -relayd: relayd's usage goes through its durable spool")
 	fs.StringVar(&e2e.redis, "relayd-redis", "", "with -relayd: relayd shares its state through this Redis `URL` (redis://host:6379/0)")
+	fs.StringVar(&e2e.baseBin, "relayd-base", "", "with -relayd: another relayd `binary`, target relayd-base, to compare two builds in the same rounds")
 	fs.StringVar(&e2e.logLevel, "relayd-log-level", "info", "with -relayd: relayd's -log-level")
 	fs.Func("relayd-args", "with -relayd: more relayd flags, space-separated (e.g. \"-pprof 127.0.0.1:6060\")", func(s string) error {
 		e2e.args = strings.Fields(s)
@@ -246,11 +249,20 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !explicit["targets"] {
 			tgts = strings.Join(e2eTargets, ",")
 		}
+		if e2e.baseBin != "" {
+			if _, err := os.Stat(e2e.baseBin); err != nil {
+				return fail("-relayd-base: %v", err)
+			}
+			valid = append(valid, targetRelaydBase)
+			if !explicit["targets"] {
+				tgts += "," + targetRelaydBase
+			}
+		}
 		if cfg.idle > 0 {
 			return fail("-relayd and -idle exclude each other")
 		}
-	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] || explicit["relayd-args"] {
-		return fail("-relayd-spool, -relayd-redis, -relayd-log-level and -relayd-args need -relayd")
+	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] || explicit["relayd-args"] || explicit["relayd-base"] {
+		return fail("-relayd-spool, -relayd-redis, -relayd-log-level, -relayd-args and -relayd-base need -relayd")
 	}
 	for t := range strings.SplitSeq(tgts, ",") {
 		t = strings.TrimSpace(t)

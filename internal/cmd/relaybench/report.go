@@ -174,7 +174,7 @@ func writeTable(w io.Writer, wl workload, rs []*result, cfg config) {
 			r.eventsPerSec(), r.errors)
 	}
 	tw.Flush()
-	for _, name := range []string{targetRelay, targetRelayd} {
+	for _, name := range []string{targetRelay, targetRelayd, targetRelaydBase} {
 		writeSummary(w, name, rs, rp)
 	}
 	fmt.Fprintln(w)
