@@ -288,9 +288,9 @@ type Handler struct {
 	// the Scheduler calls, are the library's in-memory ones, called on
 	// the turn's goroutine (inline.go).
 	userInProcess, schedInProcess bool
-	bodies      *bodyBudget
-	bearers     sync.Map // token -> []string{"Bearer " + token}
-	nbearers    atomic.Int64
+	bodies                        *bodyBudget
+	bearers                       sync.Map // token -> []string{"Bearer " + token}
+	nbearers                      atomic.Int64
 	// renewals shares a Refresher's call among the 401s of one account
 	// and token; renewWaiting counts the callers waiting for one
 	// (credentials_refresh.go).
