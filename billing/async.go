@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relaykit/responsesrelay/internal/fastpath"
 	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"github.com/relaykit/responsesrelay/internal/knob"
 )
@@ -311,5 +312,31 @@ func dropRecord(log *slog.Logger, onDropped func(Usage, error), u Usage, err err
 	if pe, ok := errors.AsType[*hookcall.PanicError](perr); ok {
 		log.LogAttrs(context.Background(), slog.LevelError, "billing: OnDropped panicked",
 			slog.String("request_id", u.RequestID), slog.Any("panic", pe.Value))
+	}
+}
+
+func init() { fastpath.EnqueueUsage = tryEnqueue }
+
+// tryEnqueue is Record's first step alone: it queues u on an open Async
+// with room, and never blocks or calls the sink (internal/fastpath).
+func tryEnqueue(sink, usage any) bool {
+	a, ok := sink.(*Async)
+	if !ok {
+		return false
+	}
+	u, ok := usage.(Usage)
+	if !ok {
+		return false
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.closed {
+		return false
+	}
+	select {
+	case a.queue <- u:
+		return true
+	default:
+		return false
 	}
 }

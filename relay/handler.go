@@ -288,9 +288,12 @@ type Handler struct {
 	// the Scheduler calls, are the library's in-memory ones, called on
 	// the turn's goroutine (inline.go).
 	userInProcess, schedInProcess bool
-	bodies                        *bodyBudget
-	bearers                       sync.Map // token -> []string{"Bearer " + token}
-	nbearers                      atomic.Int64
+	// usageQueue: the usage sink is a *billing.Async, whose queue takes a
+	// record without a hook call while it has room (handUsage).
+	usageQueue bool
+	bodies     *bodyBudget
+	bearers    sync.Map // token -> []string{"Bearer " + token}
+	nbearers   atomic.Int64
 	// renewals shares a Refresher's call among the 401s of one account
 	// and token; renewWaiting counts the callers waiting for one
 	// (credentials_refresh.go).
@@ -363,6 +366,7 @@ func (h *Handler) init() {
 		}
 		h.userInProcess = inProcessLimiter(h.userLimiter)
 		h.schedInProcess = inProcessScheduler(h.Scheduler)
+		_, h.usageQueue = h.usageSink.(*billing.Async)
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/internal/event"
+	"github.com/relaykit/responsesrelay/internal/fastpath"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -91,6 +92,9 @@ func (t *turn) emit(u billing.Usage) {
 // code. A sink error is logged with the whole record so that nothing is
 // lost silently.
 func (h *Handler) handUsage(ctx context.Context, call func(context.Context, func(context.Context) error) error, u billing.Usage) {
+	if h.usageQueue && fastpath.EnqueueUsage(h.usageSink, u) {
+		return // a billing.Async with room: queued without a hook call
+	}
 	err := call(ctx, func(ctx context.Context) error { return h.usageSink.Record(ctx, u) })
 	if err != nil && !errors.Is(err, billing.ErrDropped) { // Async already logged it whole
 		rec, _ := json.Marshal(u)
