@@ -474,11 +474,23 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Flush() {
+func (w *statusWriter) Flush() { w.FlushError() }
+
+// FlushError is what http.ResponseController.Flush calls (the relay
+// flushes each burst of SSE events): the writer's own flush, without a
+// ResponseController of its own per call.
+func (w *statusWriter) FlushError() error {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	http.NewResponseController(w.ResponseWriter).Flush()
+	switch f := w.ResponseWriter.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError()
+	case http.Flusher:
+		f.Flush()
+		return nil
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush() // unwraps further
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
