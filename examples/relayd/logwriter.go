@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // maxPendingLog is how many bytes of log lines may wait for the writer
@@ -10,14 +11,21 @@ import (
 // writer would.
 const maxPendingLog = 1 << 20
 
+// logGather is how long the writer goroutine waits, once woken by a line,
+// for more lines to write with it: one wake-up and one write system call
+// per moment rather than per line (a busy relay logs a line per turn).
+// A line reaches w at most this much later; a process killed outright
+// loses at most this much of its log.
+const logGather = 2 * time.Millisecond
+
 // logWriter hands log lines to a goroutine that writes them to w, so that
 // a turn's log line costs its formatting and a copy, not a write system
 // call on the request's path before its response ends (an access line is
 // logged after the relay's handler returns, and net/http ends the
 // response only after the whole handler chain has). Lines keep their
-// order; lines that arrive while one write is under way go out together.
-// Close writes what is pending and stops the goroutine; after Close,
-// Write writes to w directly.
+// order; the lines of logGather go out together. Close writes what is
+// pending and stops the goroutine; after Close, Write writes to w
+// directly.
 type logWriter struct {
 	w    io.Writer
 	wake chan struct{} // buffered: one pending wake-up is enough
@@ -62,6 +70,7 @@ func (l *logWriter) run() {
 	defer close(l.done)
 	var out []byte
 	for range l.wake {
+		time.Sleep(logGather) // a timer, not synchronization: lines gather meanwhile
 		l.mu.Lock()
 		out, l.pending = l.pending, out[:0]
 		l.mu.Unlock()
