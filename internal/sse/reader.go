@@ -108,6 +108,9 @@ func (r *Reader) Next() (Event, error) {
 		limit = DefaultMaxEventBytes
 	}
 	r.typ, r.data = r.typ[:0], r.data[:0]
+	if len(r.br.buffered()) == 0 {
+		r.dropScratch() // the next read may wait long: hold nothing large meanwhile
+	}
 	hasData := false
 	pending := false // some field of the current event was seen
 	for {
@@ -146,6 +149,15 @@ func (r *Reader) Next() (Event, error) {
 			r.typ = append(r.typ[:0], value...)
 			pending = true
 		case "data":
+			if !hasData && r.br.blankNext() {
+				// One data line and its blank line already buffered (how
+				// upstreams write): the data is returned where it lies,
+				// valid until the next read as the Event promises.
+				if len(value) > limit {
+					return Event{}, fmt.Errorf("%w: over %d bytes", ErrEventTooLarge, limit)
+				}
+				return Event{Type: r.typ, Data: value}, nil
+			}
 			if hasData {
 				r.data = append(r.data, '\n')
 			}
@@ -155,6 +167,20 @@ func (r *Reader) Next() (Event, error) {
 			r.data = append(r.data, value...)
 			hasData, pending = true, true
 		}
+	}
+}
+
+// maxScratch is the largest event scratch (r.line, r.data) a Reader keeps
+// while it waits for the source: an idle stream that once read a large
+// event does not hold its size.
+const maxScratch = 4 << 10
+
+func (r *Reader) dropScratch() {
+	if cap(r.line) > maxScratch {
+		r.line = nil
+	}
+	if cap(r.data) > maxScratch {
+		r.data = nil
 	}
 }
 
