@@ -124,9 +124,12 @@ type sseSource struct{ r *sse.Reader }
 // sseReaders recycles readers and their buffers across attempts.
 var sseReaders = sync.Pool{New: func() any { return &sseSource{r: sse.NewReaderSize(nil, sseBufferSize)} }}
 
-// sseBufferSize is the read buffer of one upstream stream: it holds a few
-// typical events; a longer line is assembled in the reader's own buffer.
-const sseBufferSize = 2 << 10
+// sseBufferSize is the read buffer an upstream stream keeps, and waits
+// in while the upstream is silent: one typical delta event. A burst of
+// events borrows a 32 KiB buffer from a shared pool (internal/sse), and a
+// longer line is assembled in the reader's own buffer, so an idle stream
+// holds only this much.
+const sseBufferSize = 512
 
 // maxPooledEvent: a reader that held an event larger than this is not
 // kept, so one huge event does not pin its memory in the pool.

@@ -184,7 +184,10 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: mux}
+	// Configured as relayd configures its server (examples/relayd), so the
+	// figure is what an operator running it gets; none of these settings
+	// changes what a connection holds while its stream is open.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 256 << 10, IdleTimeout: 2 * time.Minute}
 	go srv.Serve(ln)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
