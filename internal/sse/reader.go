@@ -108,9 +108,7 @@ func (r *Reader) Next() (Event, error) {
 		limit = DefaultMaxEventBytes
 	}
 	r.typ, r.data = r.typ[:0], r.data[:0]
-	if len(r.br.buffered()) == 0 {
-		r.dropScratch() // the next read may wait long: hold nothing large meanwhile
-	}
+	r.Wait()
 	hasData := false
 	pending := false // some field of the current event was seen
 	for {
@@ -167,6 +165,19 @@ func (r *Reader) Next() (Event, error) {
 			r.data = append(r.data, value...)
 			hasData, pending = true, true
 		}
+	}
+}
+
+// Wait returns at once when bytes are buffered; otherwise it reads once
+// from the source, waiting for it, and keeps a read error for Next. Next
+// waits by itself: a caller that waits first, from a shallow frame, keeps
+// its goroutine's stack small while the source is silent (a goroutine
+// parked deep in Next holds the frames of Next and its line reading), and
+// the Reader drops its large event scratch before the wait.
+func (r *Reader) Wait() {
+	if b := r.br; b.r == b.w && b.err == nil {
+		r.dropScratch()
+		b.fill()
 	}
 }
 
