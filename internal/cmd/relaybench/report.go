@@ -256,7 +256,11 @@ func writeIdleText(w io.Writer, r *idleResult) {
 	if r.requested != r.streams {
 		fmt.Fprintf(w, " (asked for %d)", r.requested)
 	}
-	fmt.Fprintf(w, ", relay to upstream over %s\n", r.upstreamProto)
+	fmt.Fprintf(w, ", relay to upstream over %s", r.upstreamProto)
+	if r.nested > 0 {
+		fmt.Fprintf(w, ", requests nested %d deep", r.nested)
+	}
+	fmt.Fprintln(w)
 	for _, n := range r.notes {
 		fmt.Fprintln(w, "  note:", n)
 	}
