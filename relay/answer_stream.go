@@ -17,9 +17,24 @@ import (
 
 // relayEvents pumps an upstream's events to the client. status and header
 // are the upstream's HTTP answer, when there was one.
+//
+// A stream's goroutine spends its idle time parked under this frame, and
+// the depth it is parked at decides its stack size (the runtime halves a
+// stack at a GC only while less than a quarter of it is in use). So the
+// pump's Options and Result stay out of this frame, and what is done
+// before and after the run is in frames of its own (newPump,
+// eventsRelayed); see BENCHMARKS.md, "Memory per open stream".
 func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int, header http.Header, abort func()) *attemptError {
-	h, acct := t.h, sel.Account
 	t.client.out.setUpstreamHeader(header)
+	res := t.newPump(sel, abort).Run(t.ctx, src, t.client.out)
+	return t.eventsRelayed(sel, res, status, header)
+}
+
+// newPump prepares the pump run of relayEvents.
+//
+//go:noinline
+func (t *turn) newPump(sel *scheduler.Selection, abort func()) *pump.Runner {
+	h := t.h
 	o := pump.Options{
 		// Held even on the last attempt: a refusal then becomes the mapped
 		// exhausted error (503, 429) rather than a 200 stream that failed.
@@ -50,7 +65,14 @@ func (t *turn) relayEvents(sel *scheduler.Selection, src pump.Source, status int
 		// item is kept from the stream (collectItem).
 		o.OutputItem = t.collectItem
 	}
-	res := pump.Run(t.ctx, src, t.client.out, o)
+	return pump.New(o)
+}
+
+// eventsRelayed reports and records the pump run of relayEvents.
+//
+//go:noinline
+func (t *turn) eventsRelayed(sel *scheduler.Selection, res *pump.Result, status int, header http.Header) *attemptError {
+	h, acct := t.h, sel.Account
 	switch res.End {
 	case pump.EndRefused:
 		if res.Refusal != nil {
@@ -124,9 +146,12 @@ type sseSource struct{ r *sse.Reader }
 // sseReaders recycles readers and their buffers across attempts.
 var sseReaders = sync.Pool{New: func() any { return &sseSource{r: sse.NewReaderSize(nil, sseBufferSize)} }}
 
-// sseBufferSize is the read buffer of one upstream stream: it holds a few
-// typical events; a longer line is assembled in the reader's own buffer.
-const sseBufferSize = 2 << 10
+// sseBufferSize is the read buffer an upstream stream keeps, and waits
+// in while the upstream is silent: one typical delta event. A burst of
+// events borrows a 32 KiB buffer from a shared pool (internal/sse), and a
+// longer line is assembled in the reader's own buffer, so an idle stream
+// holds only this much.
+const sseBufferSize = 512
 
 // maxPooledEvent: a reader that held an event larger than this is not
 // kept, so one huge event does not pin its memory in the pool.
@@ -151,6 +176,10 @@ func (s *sseSource) free() {
 func (s *sseSource) Pending() bool { return s.r.Pending() }
 
 func (s *sseSource) Next() ([]byte, error) {
+	// A silent upstream is waited for here rather than deep in the
+	// reader's Next: the stack of an idle stream stays shallower (see
+	// relayEvents).
+	s.r.Wait()
 	ev, err := s.r.Next()
 	return ev.Data, err
 }

@@ -89,24 +89,42 @@ func (t *turn) try(sel *scheduler.Selection) *attemptError {
 		return &attemptError{kind: failConn, account: acct.ID, err: err, idleAbort: ac.aborted.Load()}
 	}
 	t.up.reached = true
+	if resp.StatusCode < 400 && streams && isEventStream(resp.Header.Get("Content-Type")) {
+		return t.answerStream(sel, resp, abort)
+	}
+	return t.answer(sel, resp, abort)
+}
+
+// answerStream relays an upstream's event stream. A stream's goroutine
+// waits under this frame and try's, so the other answers are in a frame
+// of their own (answer) and this one stays small (see relayEvents).
+//
+//go:noinline
+func (t *turn) answerStream(sel *scheduler.Selection, resp *http.Response, abort func()) *attemptError {
+	defer resp.Body.Close()
+	src := newSSESource(resp.Body, t.h.MaxEventBytes)
+	defer src.free()
+	var events pump.Source = src
+	if isChat(sel.Account) {
+		events = t.newChatSource(src)
+	}
+	if t.up.assemble {
+		return t.relayAssembled(sel, events, resp.StatusCode, resp.Header, abort)
+	}
+	return t.relayEvents(sel, events, resp.StatusCode, resp.Header, abort)
+}
+
+// answer relays an upstream's answer other than an event stream: an error
+// status, or JSON.
+//
+//go:noinline
+func (t *turn) answer(sel *scheduler.Selection, resp *http.Response, abort func()) *attemptError {
+	h, acct := t.h, sel.Account
 	defer resp.Body.Close()
 
 	if resp.StatusCode >= 400 {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return t.statusError(acct, resp.StatusCode, resp.Header, raw, []string{token})
-	}
-
-	if streams && isEventStream(resp.Header.Get("Content-Type")) {
-		src := newSSESource(resp.Body, h.MaxEventBytes)
-		defer src.free()
-		var events pump.Source = src
-		if isChat(acct) {
-			events = t.newChatSource(src)
-		}
-		if t.up.assemble {
-			return t.relayAssembled(sel, events, resp.StatusCode, resp.Header, abort)
-		}
-		return t.relayEvents(sel, events, resp.StatusCode, resp.Header, abort)
+		return t.statusError(acct, resp.StatusCode, resp.Header, raw, []string{t.up.token})
 	}
 	if t.client.out != nil && t.client.w == nil {
 		// Another transport asked for events and got a JSON answer.

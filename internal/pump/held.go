@@ -20,7 +20,7 @@ var ErrTooManyHeld = errors.New("upstream sent too many events before any output
 
 // hold keeps one bootstrap event back, or reports false when it would
 // exceed the bounds (nothing is then kept).
-func (p *runner) hold(typ string, data []byte) bool {
+func (p *Runner) hold(typ string, data []byte) bool {
 	maxEvents, maxBytes := p.o.MaxHeldEvents, p.o.MaxHeldBytes
 	if maxEvents <= 0 {
 		maxEvents = DefaultMaxHeldEvents
@@ -40,7 +40,7 @@ func (p *runner) hold(typ string, data []byte) bool {
 	return true
 }
 
-func (p *runner) flushHeld() {
+func (p *Runner) flushHeld() {
 	start := 0
 	for i, end := range p.heldEnds {
 		// The event that released them follows at once and decides the

@@ -146,7 +146,8 @@ var ErrIdle = errors.New("upstream idle timeout")
 // (a client's recursive parser could not take it); it is never forwarded.
 var ErrMalformedEvent = errors.New("upstream sent a malformed event")
 
-type runner struct {
+// Runner is one pump run, made by New and started by its Run method.
+type Runner struct {
 	o    Options
 	sink Sink
 	now  func() time.Time
@@ -189,10 +190,26 @@ type runner struct {
 // upstream, or (after the client left) the drain limit. client is the
 // client's context: when it is done the client is gone and the pump drains.
 func Run(client context.Context, src Source, sink Sink, o Options) Result {
-	p := &runner{o: o, sink: sink, now: o.Now, lastSeq: -1, client: client}
+	return *New(o).Run(client, src, sink)
+}
+
+// New prepares a run with o. With New and Runner.Run a caller need not
+// keep the Options (and the Result) in its own frame while the run waits
+// for its source: the frames a silent stream's goroutine is parked in
+// decide its stack size (see relay's relayEvents).
+func New(o Options) *Runner {
+	p := &Runner{o: o, now: o.Now, lastSeq: -1}
 	if p.now == nil {
 		p.now = time.Now
 	}
+	return p
+}
+
+// Run is the package's Run with the Options given to New; the Result
+// lives in the Runner. A Runner runs once.
+func (p *Runner) Run(client context.Context, src Source, sink Sink) *Result {
+	p.sink, p.client = sink, client
+	o := &p.o
 	p.base = time.Now()
 	if o.KeepAlive > 0 {
 		ka := time.AfterFunc(time.Hour, p.ping)
@@ -227,111 +244,129 @@ func Run(client context.Context, src Source, sink Sink, o Options) Result {
 			p.clientGone()
 		}
 	}
-	return p.res
+	return &p.res
 }
 
-func (p *runner) run(src Source) {
+// run is the loop, kept to a small frame: the goroutine of an idle stream
+// waits in next, under it, and each event is handled in a frame of its
+// own that is gone by the next wait.
+func (p *Runner) run(src Source) {
 	for {
-		var data []byte
-		var info event.Info
-		var err error
-		if p.classified != nil {
-			data, info, err = p.classified.NextClassified()
-		} else {
-			data, err = src.Next()
-		}
+		data, info, err := p.next(src)
 		if err != nil {
 			p.upstreamEnded(err)
 			return
 		}
-		if p.o.IdleTimeout > 0 || p.o.KeepAlive > 0 {
-			p.tick = int64(time.Since(p.base))
-			p.lastRead.Store(p.tick)
-		}
-		if info.Type == "" {
-			if blank(data) {
-				continue // an empty data line is a keepalive, not an event
-			}
-			info = event.Classify(data)
-			if !wellFormed(data, info) || jsonx.DepthExceeds(data, jsonx.MaxDepth) {
-				p.upstreamEnded(ErrMalformedEvent)
-				return
-			}
-		}
-		if info.Seq >= 0 {
-			p.lastSeq = info.Seq
-		}
-		switch info.Kind {
-		case event.KindBootstrap:
-			if p.res.ResponseID == "" {
-				p.res.ResponseID = gjson.GetBytes(data, "response.id").String()
-			}
-			data = p.rewriteModel(data)
-			if p.o.HoldBootstrap && !p.res.Started {
-				if !p.hold(info.Type, data) {
-					p.upstreamEnded(ErrTooManyHeld)
-					return
-				}
-				continue
-			}
-			p.send(info.Type, data)
-		case event.KindOutput:
-			if p.res.FirstOutput.IsZero() {
-				p.res.FirstOutput = p.now()
-			}
-			if p.o.OutputItem != nil && info.Type == event.TypeOutputItemDone {
-				if item := gjson.GetBytes(data, "item"); item.IsObject() {
-					p.o.OutputItem(event.Raw(data, item))
-				}
-			}
-			p.flushHeld()
-			p.send(info.Type, data)
-		case event.KindError:
-			if !p.res.Started && p.o.HoldBootstrap {
-				p.refuse(data)
-				return
-			}
-			p.flushHeld()
-			p.send(info.Type, p.sanitize(data))
-		case event.KindTerminal:
-			resp := event.ParseEventResponse(data)
-			if info.Type == event.TypeFailed && !p.res.Started && p.o.HoldBootstrap && resp.Usage.Output == 0 {
-				p.res.Response = resp
-				p.refuse(data)
-				return
-			}
-			p.res.Response = resp
-			if resp.ID != "" {
-				p.res.ResponseID = resp.ID
-			}
-			p.res.TerminalType = info.Type
-			if info.Type == event.TypeFailed {
-				data = p.sanitize(data)
-			}
-			if p.o.BeforeTerminal != nil {
-				p.o.BeforeTerminal(info.Type, p.res.ResponseID, data)
-			}
-			p.flushHeld()
-			// Delivered means the turn ended normally for the client, even
-			// if it hangs up right after reading it.
-			p.res.End = EndClientGone
-			// Flushed at once: delivered means it reached the client.
-			if p.write(info.Type, p.rewriteModel(data), false) {
-				p.res.End = EndTerminal
-			}
+		if p.handle(data, info) {
 			return
 		}
 	}
 }
 
-func (p *runner) refuse(data []byte) {
+// next waits for the source's next event.
+//
+//go:noinline
+func (p *Runner) next(src Source) (data []byte, info event.Info, err error) {
+	if p.classified != nil {
+		data, info, err = p.classified.NextClassified()
+	} else {
+		data, err = src.Next()
+	}
+	if err == nil && (p.o.IdleTimeout > 0 || p.o.KeepAlive > 0) {
+		p.tick = int64(time.Since(p.base))
+		p.lastRead.Store(p.tick)
+	}
+	return data, info, err
+}
+
+// handle classifies and forwards one event; true ends the run.
+//
+//go:noinline
+func (p *Runner) handle(data []byte, info event.Info) (done bool) {
+	if info.Type == "" {
+		if blank(data) {
+			return false // an empty data line is a keepalive, not an event
+		}
+		info = event.Classify(data)
+		if !wellFormed(data, info) || jsonx.DepthExceeds(data, jsonx.MaxDepth) {
+			p.upstreamEnded(ErrMalformedEvent)
+			return true
+		}
+	}
+	if info.Seq >= 0 {
+		p.lastSeq = info.Seq
+	}
+	switch info.Kind {
+	case event.KindBootstrap:
+		if p.res.ResponseID == "" {
+			p.res.ResponseID = gjson.GetBytes(data, "response.id").String()
+		}
+		data = p.rewriteModel(data)
+		if p.o.HoldBootstrap && !p.res.Started {
+			if !p.hold(info.Type, data) {
+				p.upstreamEnded(ErrTooManyHeld)
+				return true
+			}
+			return false
+		}
+		p.send(info.Type, data)
+	case event.KindOutput:
+		if p.res.FirstOutput.IsZero() {
+			p.res.FirstOutput = p.now()
+		}
+		if p.o.OutputItem != nil && info.Type == event.TypeOutputItemDone {
+			if item := gjson.GetBytes(data, "item"); item.IsObject() {
+				p.o.OutputItem(event.Raw(data, item))
+			}
+		}
+		p.flushHeld()
+		p.send(info.Type, data)
+	case event.KindError:
+		if !p.res.Started && p.o.HoldBootstrap {
+			p.refuse(data)
+			return true
+		}
+		p.flushHeld()
+		p.send(info.Type, p.sanitize(data))
+	case event.KindTerminal:
+		resp := event.ParseEventResponse(data)
+		if info.Type == event.TypeFailed && !p.res.Started && p.o.HoldBootstrap && resp.Usage.Output == 0 {
+			p.res.Response = resp
+			p.refuse(data)
+			return true
+		}
+		p.res.Response = resp
+		if resp.ID != "" {
+			p.res.ResponseID = resp.ID
+		}
+		p.res.TerminalType = info.Type
+		if info.Type == event.TypeFailed {
+			data = p.sanitize(data)
+		}
+		if p.o.BeforeTerminal != nil {
+			p.o.BeforeTerminal(info.Type, p.res.ResponseID, data)
+		}
+		p.flushHeld()
+		// Delivered means the turn ended normally for the client, even
+		// if it hangs up right after reading it.
+		p.res.End = EndClientGone
+		// Flushed at once: delivered means it reached the client.
+		if p.write(info.Type, p.rewriteModel(data), false) {
+			p.res.End = EndTerminal
+		}
+		return true
+	}
+	return false
+}
+
+func (p *Runner) refuse(data []byte) {
 	p.res.End = EndRefused
 	p.res.Refusal = append([]byte(nil), data...)
 }
 
 // upstreamEnded handles EOF, reset, idle abort or drain abort before a
 // terminal event.
-func (p *runner) upstreamEnded(err error) {
+func (p *Runner) upstreamEnded(err error) {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF // a stream must end with a terminal event
 	}
@@ -364,7 +399,7 @@ func (p *runner) upstreamEnded(err error) {
 
 // failedEvent builds the response.failed that ends a broken stream, with
 // the sequence number continuing the upstream's.
-func (p *runner) failedEvent(code, msg string) []byte {
+func (p *Runner) failedEvent(code, msg string) []byte {
 	b := []byte(`{"type":"response.failed","sequence_number":`)
 	b = strconv.AppendInt(b, p.lastSeq+1, 10)
 	b = append(b, `,"response":{"id":`...)
@@ -383,12 +418,12 @@ func (p *runner) failedEvent(code, msg string) []byte {
 
 // send forwards one event and reports whether the client took it.
 // send writes one event, flushed unless the source has another one ready.
-func (p *runner) send(typ string, data []byte) bool {
+func (p *Runner) send(typ string, data []byte) bool {
 	return p.write(typ, data, p.batch != nil && p.pending.Pending())
 }
 
 // write writes one event; buffered leaves it unflushed (batching sinks).
-func (p *runner) write(typ string, data []byte, buffered bool) bool {
+func (p *Runner) write(typ string, data []byte, buffered bool) bool {
 	if p.gone.Load() {
 		return false
 	}
@@ -410,7 +445,7 @@ func (p *runner) write(typ string, data []byte, buffered bool) bool {
 	return true
 }
 
-func (p *runner) sanitize(data []byte) []byte {
+func (p *Runner) sanitize(data []byte) []byte {
 	if p.o.Sanitize == nil {
 		return data
 	}
@@ -447,7 +482,7 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 
 // idleCheck runs when the idle timer fires: the upstream was silent for
 // IdleTimeout unless an event came since the timer was set.
-func (p *runner) idleCheck() {
+func (p *Runner) idleCheck() {
 	since := time.Duration(int64(time.Since(p.base)) - p.lastRead.Load())
 	if left := p.o.IdleTimeout - since; left > 0 {
 		p.idleTimer.Load().Reset(left)
@@ -457,7 +492,7 @@ func (p *runner) idleCheck() {
 	p.o.Abort()
 }
 
-func (p *runner) ping() {
+func (p *Runner) ping() {
 	if p.gone.Load() || p.finished.Load() {
 		return
 	}
@@ -477,7 +512,7 @@ func (p *runner) ping() {
 
 // clientGone switches to draining: nothing more is written, and the
 // upstream is read for at most DrainTimeout to learn the usage.
-func (p *runner) clientGone() {
+func (p *Runner) clientGone() {
 	p.drainOnce.Do(func() {
 		p.gone.Store(true)
 		if p.o.DrainTimeout <= 0 || p.o.Abort == nil {
@@ -492,7 +527,7 @@ func (p *runner) clientGone() {
 	})
 }
 
-func (p *runner) rewriteModel(data []byte) []byte {
+func (p *Runner) rewriteModel(data []byte) []byte {
 	if p.o.UpstreamModel == "" || p.o.UpstreamModel == p.o.RequestedModel {
 		return data
 	}

@@ -48,6 +48,21 @@ func (b *buffer) giveBack() {
 
 func (b *buffer) buffered() []byte { return b.buf[b.r:b.w] }
 
+// blankNext consumes a blank line (LF or CRLF) that is next in the buffer
+// and reports whether there was one; it never reads from src.
+func (b *buffer) blankNext() bool {
+	p := b.buf[b.r:b.w]
+	switch {
+	case len(p) > 0 && p[0] == '\n':
+		b.r++
+	case len(p) > 1 && p[0] == '\r' && p[1] == '\n':
+		b.r += 2
+	default:
+		return false
+	}
+	return true
+}
+
 // readSlice is bufio.Reader.ReadSlice: the bytes up to and including delim,
 // valid until the next read; bufio.ErrBufferFull when the buffer is full
 // without one.

@@ -109,3 +109,39 @@ func FuzzReaderBuffers(f *testing.F) {
 		}
 	})
 }
+
+// TestIdleHoldsLittle: a reader that waits for its source after a large
+// event keeps no large scratch, and one-line events come out whole and in
+// order whether their blank line arrives with them or later.
+func TestIdleHoldsLittle(t *testing.T) {
+	pr, pw := io.Pipe()
+	r := NewReaderSize(pr, 64)
+	big := strings.Repeat("x", burstSize+maxScratch) // longer than any buffer
+	go func() {
+		pw.Write([]byte("event: big\r\ndata: " + big + "\r\n\r\n"))
+		pw.Write([]byte("data: {\"n\":1}\n"))
+		pw.Write([]byte("\n"))
+		pw.Write([]byte("data: {\"n\":2}\n\nevent: t\ndata: a\ndata: b\n\n"))
+		pw.Close()
+	}()
+	ev, err := r.Next()
+	if err != nil || string(ev.Type) != "big" || string(ev.Data) != big {
+		t.Fatalf("big event: %d bytes, %v", len(ev.Data), err)
+	}
+	if cap(r.line)+cap(r.data) <= maxScratch {
+		t.Fatal("the big line was not assembled in the scratch (test premise)")
+	}
+	want := []string{`|{"n":1}`, `|{"n":2}`, "t|a\nb"}
+	for i, w := range want {
+		ev, err := r.Next()
+		if err != nil || string(ev.Type)+"|"+string(ev.Data) != w {
+			t.Fatalf("event %d: %q %q, %v", i, ev.Type, ev.Data, err)
+		}
+		if cap(r.line) > maxScratch || cap(r.data) > maxScratch {
+			t.Fatalf("event %d: scratch of %d and %d bytes kept past a wait", i, cap(r.line), cap(r.data))
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("at the end: %v", err)
+	}
+}

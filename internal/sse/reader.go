@@ -108,6 +108,7 @@ func (r *Reader) Next() (Event, error) {
 		limit = DefaultMaxEventBytes
 	}
 	r.typ, r.data = r.typ[:0], r.data[:0]
+	r.Wait()
 	hasData := false
 	pending := false // some field of the current event was seen
 	for {
@@ -146,6 +147,15 @@ func (r *Reader) Next() (Event, error) {
 			r.typ = append(r.typ[:0], value...)
 			pending = true
 		case "data":
+			if !hasData && r.br.blankNext() {
+				// One data line and its blank line already buffered (how
+				// upstreams write): the data is returned where it lies,
+				// valid until the next read as the Event promises.
+				if len(value) > limit {
+					return Event{}, fmt.Errorf("%w: over %d bytes", ErrEventTooLarge, limit)
+				}
+				return Event{Type: r.typ, Data: value}, nil
+			}
 			if hasData {
 				r.data = append(r.data, '\n')
 			}
@@ -155,6 +165,33 @@ func (r *Reader) Next() (Event, error) {
 			r.data = append(r.data, value...)
 			hasData, pending = true, true
 		}
+	}
+}
+
+// Wait returns at once when bytes are buffered; otherwise it reads once
+// from the source, waiting for it, and keeps a read error for Next. Next
+// waits by itself: a caller that waits first, from a shallow frame, keeps
+// its goroutine's stack small while the source is silent (a goroutine
+// parked deep in Next holds the frames of Next and its line reading), and
+// the Reader drops its large event scratch before the wait.
+func (r *Reader) Wait() {
+	if b := r.br; b.r == b.w && b.err == nil {
+		r.dropScratch()
+		b.fill()
+	}
+}
+
+// maxScratch is the largest event scratch (r.line, r.data) a Reader keeps
+// while it waits for the source: an idle stream that once read a large
+// event does not hold its size.
+const maxScratch = 4 << 10
+
+func (r *Reader) dropScratch() {
+	if cap(r.line) > maxScratch {
+		r.line = nil
+	}
+	if cap(r.data) > maxScratch {
+		r.data = nil
 	}
 }
 

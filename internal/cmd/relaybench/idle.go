@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,11 @@ const h2cMaxStreams = 1000
 type idleConfig struct {
 	streams int
 	h2c     bool
+	// target is what holds the streams: targetRelay, targetReverseProxy,
+	// or idleFloor.
+	target string
+	// nested, if positive, nests a JSON schema this deep in every request.
+	nested int
 	childConfig
 	// heapProfile, if set, is where the heap profile is written while the
 	// streams are open (go tool pprof -sample_index=inuse_space).
@@ -63,6 +69,8 @@ type procStats struct {
 }
 
 type idleResult struct {
+	target             string
+	nested             int
 	requested, streams int
 	upstreamProto      string
 	notes              []string
@@ -94,8 +102,13 @@ func (r *idleResult) fdsPerStream() float64 {
 }
 
 // sample frees what it can first, so that both samples count live memory
-// (and RSS is not inflated by garbage not yet collected).
+// (and RSS is not inflated by garbage not yet collected). It collects
+// twice: each collection halves a goroutine stack that is less than a
+// quarter used at most once, and a stream idle for minutes has seen
+// several (one every two minutes at least), so a stack that grew while
+// its request was read is counted at the size it keeps.
 func sample() procStats {
+	runtime.GC()
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -176,29 +189,52 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
-	h, _ := newRelayHandler(func(a string) string { return upURL + "/" + a + "/v1" }, healthyAccounts(numAccounts),
-		relayOptions{transport: tr, streamIdle: time.Hour}) // no account limit; idle streams stay up
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/responses", h)
+	key := relayKey
+	closeRelay := func(context.Context) {}
+	if cfg.target == "" {
+		cfg.target = targetRelay
+	}
+	switch cfg.target {
+	case targetRelay:
+		h, _ := newRelayHandler(func(a string) string { return upURL + "/" + a + "/v1" }, healthyAccounts(numAccounts),
+			relayOptions{transport: tr, streamIdle: time.Hour}) // no account limit; idle streams stay up
+		mux.Handle("POST /v1/responses", h)
+		closeRelay = func(ctx context.Context) { h.Shutdown(ctx); h.CloseIdleConnections() }
+	case targetReverseProxy:
+		rp, rptr := reverseProxyHandler(upURL + "/" + healthyAccounts(1)[0])
+		mux.Handle("POST /v1/responses", rp)
+		key = upstreamKey
+		closeRelay = func(context.Context) { rptr.CloseIdleConnections() }
+	case idleFloor:
+		mux.Handle("POST /v1/responses", floorHandler(upURL+"/"+healthyAccounts(1)[0], tr))
+		key = upstreamKey
+		closeRelay = func(context.Context) { tr.CloseIdleConnections() }
+	default:
+		return nil, fmt.Errorf("-idle-target %q: want %s, %s or %s", cfg.target, targetRelay, targetReverseProxy, idleFloor)
+	}
+	res.target, res.nested = cfg.target, cfg.nested
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: mux}
+	// Configured as relayd configures its server (examples/relayd), so the
+	// figure is what an operator running it gets; none of these settings
+	// changes what a connection holds while its stream is open.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 256 << 10, IdleTimeout: 2 * time.Minute}
 	go srv.Serve(ln)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		h.Shutdown(ctx)
-		h.CloseIdleConnections()
+		closeRelay(ctx)
 	}()
 
 	res.before = sample()
 	fmt.Fprintf(cfg.log, "relaybench: opening %d idle streams through the relay...\n", res.streams)
 	t0 := time.Now()
 	clients, err := startChild(cfg.childConfig, "clients", "-url", "http://"+ln.Addr().String()+"/v1/responses",
-		"-n", strconv.Itoa(res.streams), "-key", relayKey)
+		"-n", strconv.Itoa(res.streams), "-key", key, "-nested", strconv.Itoa(cfg.nested))
 	if err != nil {
 		return nil, err
 	}
@@ -323,4 +359,49 @@ func (c *child) stop() {
 		c.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// idleFloor is the -idle-target that holds each stream with as little as
+// net/http allows: floorHandler.
+const idleFloor = "floor"
+
+// floorHandler forwards a request to upstream through tr and copies the
+// answer back, a read of at most 512 bytes and a flush at a time, with no
+// parsing, timer or state of its own: what any proxy built on net/http's
+// server and transport holds per open stream, whatever it does besides.
+func floorHandler(upstream string, tr http.RoundTripper) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, upstream+r.URL.Path, bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		req.Header = r.Header.Clone()
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		rc := http.NewResponseController(w)
+		buf := make([]byte, 512)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil || rc.Flush() != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
 }

@@ -125,8 +125,13 @@ func clientsChild(args []string, out io.Writer) error {
 	n := fs.Int("n", 0, "streams")
 	key := fs.String("key", "", "bearer key")
 	parallel := fs.Int("parallel", 256, "streams being opened at once")
+	nested := fs.Int("nested", 0, "nest a JSON schema in each request this deep")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	body := streamBody
+	if *nested > 0 {
+		body = nestedStreamBody(*nested)
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
 	defer tr.CloseIdleConnections()
@@ -161,7 +166,7 @@ func clientsChild(args []string, out io.Writer) error {
 				openWG.Done()
 			}
 			defer markOpen(false)
-			req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, *url, bytes.NewReader(streamBody))
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, *url, bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+*key)
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := client.Do(req)
@@ -223,4 +228,15 @@ func readFirstEvent(br *bufio.Reader) error {
 			hasData = true
 		}
 	}
+}
+
+// nestedStreamBody is streamBody with a structured-output schema nested
+// depth objects deep: a request whose validation takes the relay's stack
+// deep before its stream opens.
+func nestedStreamBody(depth int) []byte {
+	b := []byte(`{"model":"gpt-5","stream":true,"store":false,"input":"hello there","text":{"format":{"type":"json_schema","name":"nested","schema":`)
+	b = append(b, strings.Repeat(`{"a":`, depth)...)
+	b = append(b, '1')
+	b = append(b, strings.Repeat("}", depth)...)
+	return append(b, "}}}"...)
 }

@@ -102,6 +102,13 @@
 //	                 goroutines and file descriptors per open stream (the
 //	                 upstream and the clients run in child processes; see
 //	                 idle.go)
+//	-idle-target t   in -idle mode, what holds the streams: relay (the
+//	                 default), reverseproxy (httputil.ReverseProxy as in the
+//	                 benchmark), or floor (a handler that only copies the
+//	                 upstream's bytes: what net/http costs, see idle.go)
+//	-idle-nested d   in -idle mode, every request carries a structured
+//	                 output schema nested d objects deep (its validation
+//	                 takes the relay's stack deep before the stream opens)
 //	-idle-h2c        in -idle mode, speak cleartext HTTP/2 from the relay to
 //	                 the upstream, so that n can exceed half the relay
 //	                 process's file descriptor limit
@@ -164,6 +171,8 @@ type config struct {
 	memprofile   string
 	idle         int
 	idleH2C      bool
+	idleTarget   string
+	idleNested   int
 	pace         time.Duration
 	upstreamProc bool
 	// e2e, when not nil, runs relayd and reverseproxy as processes of
@@ -206,6 +215,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the runs to this file")
 	fs.IntVar(&cfg.idle, "idle", 0, "measure this many open idle streams through the relay instead")
 	fs.BoolVar(&cfg.idleH2C, "idle-h2c", false, "in -idle mode, relay to the upstream over cleartext HTTP/2")
+	fs.IntVar(&cfg.idleNested, "idle-nested", 0, "in -idle mode, nest a JSON schema this deep in every request")
+	fs.StringVar(&cfg.idleTarget, "idle-target", targetRelay, "in -idle mode, what holds the streams: relay, reverseproxy or floor (see idle.go)")
 	fs.BoolVar(&cfg.upstreamProc, "upstream-process", false, "run each run's fake upstream in a child process")
 	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	fs.BoolVar(&noRecords, "no-records", false, "run the relay without conversation records (to measure what recording costs)")
@@ -232,7 +243,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return fail("unexpected arguments %q", fs.Args())
 	}
-	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 || cfg.pace < 0 {
+	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 || cfg.pace < 0 || cfg.idleNested < 0 {
 		return fail("-duration, -concurrency, -rounds, -idle and -pace must be positive, -events more than %d", framingEvents)
 	}
 	for w := range strings.SplitSeq(wls, ",") {
@@ -291,7 +302,7 @@ func runMain(cfg config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		res, err := runIdle(idleConfig{streams: cfg.idle, h2c: cfg.idleH2C, childConfig: childConfig{exe: exe, log: stderr}, heapProfile: cfg.memprofile})
+		res, err := runIdle(idleConfig{streams: cfg.idle, h2c: cfg.idleH2C, target: cfg.idleTarget, nested: cfg.idleNested, childConfig: childConfig{exe: exe, log: stderr}, heapProfile: cfg.memprofile})
 		if err != nil {
 			return err
 		}

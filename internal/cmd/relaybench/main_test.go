@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"io"
 	"os"
@@ -193,17 +194,25 @@ func TestBenchUpstreamProcess(t *testing.T) {
 	}
 }
 
-// TestIdle opens 50 idle streams through the relay, with the upstream and
-// the clients in child processes, and checks that all opened and finished.
+// TestIdle opens 50 idle streams through the relay (and through the
+// reference targets), with the upstream and the clients in child
+// processes, and checks that all opened and finished.
 func TestIdle(t *testing.T) {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h2c := range []bool{false, true} {
-		res, err := runIdle(idleConfig{streams: 50, h2c: h2c, childConfig: childConfig{exe: exe, log: testWriter{t}}})
+	for _, c := range []struct {
+		h2c    bool
+		target string
+	}{{false, ""}, {true, ""}, {false, targetReverseProxy}, {false, idleFloor}} {
+		h2c := c.h2c
+		res, err := runIdle(idleConfig{streams: 50, h2c: h2c, target: c.target, childConfig: childConfig{exe: exe, log: testWriter{t}}})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if want := cmp.Or(c.target, targetRelay); res.target != want {
+			t.Errorf("target %q, want %q", res.target, want)
 		}
 		if res.streams != 50 || res.finished != 50 || res.failed != 0 {
 			t.Fatalf("h2c %v: %d streams, %d finished, %d failed, notes %q", h2c, res.streams, res.finished, res.failed, res.notes)

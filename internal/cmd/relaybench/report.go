@@ -248,11 +248,19 @@ func writeNotes(w io.Writer) {
 
 // writeIdleText prints the result of -idle.
 func writeIdleText(w io.Writer, r *idleResult) {
-	fmt.Fprintf(w, "idle streams through the relay: %d open", r.streams)
+	through := map[string]string{targetReverseProxy: "httputil.ReverseProxy", idleFloor: "the floor handler (copies bytes only)"}[r.target]
+	if through == "" {
+		through = "the relay"
+	}
+	fmt.Fprintf(w, "idle streams through %s: %d open", through, r.streams)
 	if r.requested != r.streams {
 		fmt.Fprintf(w, " (asked for %d)", r.requested)
 	}
-	fmt.Fprintf(w, ", relay to upstream over %s\n", r.upstreamProto)
+	fmt.Fprintf(w, ", relay to upstream over %s", r.upstreamProto)
+	if r.nested > 0 {
+		fmt.Fprintf(w, ", requests nested %d deep", r.nested)
+	}
+	fmt.Fprintln(w)
 	for _, n := range r.notes {
 		fmt.Fprintln(w, "  note:", n)
 	}
@@ -291,7 +299,7 @@ type idleJSONRow struct {
 
 func writeIdleJSON(w io.Writer, r *idleResult) error {
 	return json.NewEncoder(w).Encode(idleJSONRow{
-		Workload: "idle", Target: targetRelay, Streams: r.streams,
+		Workload: "idle", Target: r.target, Streams: r.streams,
 		HeapPerStreamKiB: num(r.heapPerStream()), RSSPerStreamKiB: num(r.rssPerStream()),
 		StackPerStreamKiB: num(r.stackPerStream()), GoroutinesPerStream: num(r.goroutinesPerStream()),
 		FDsPerStream: num(r.fdsPerStream()),
