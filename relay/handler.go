@@ -288,6 +288,9 @@ type Handler struct {
 	// the Scheduler calls, are the library's in-memory ones, called on
 	// the turn's goroutine (inline.go).
 	userInProcess, schedInProcess bool
+	// batchSlots: the user slots are in the Scheduler's Limiter, which
+	// takes them with an account's in one step (batch.go).
+	batchSlots bool
 	// usageQueue: the usage sink is a *billing.Async, whose queue takes a
 	// record without a hook call while it has room (handUsage).
 	usageQueue bool
@@ -366,6 +369,7 @@ func (h *Handler) init() {
 		}
 		h.userInProcess = inProcessLimiter(h.userLimiter)
 		h.schedInProcess = inProcessScheduler(h.Scheduler)
+		h.batchSlots = batchesUserSlots(h.Scheduler, h.userLimiter)
 		_, h.usageQueue = h.usageSink.(*billing.Async)
 	})
 }
