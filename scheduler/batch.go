@@ -121,7 +121,13 @@ func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Select
 		return nil // Select refuses it
 	}
 	var planBuf [16]planned
-	plan := s.plan(ctx, v, q, ex, now, gPrev, gSess, planBuf[:0])
+	plan, stop := s.stickyPlan(ctx, v, q, ex, now, gPrev, gSess, planBuf[:0])
+	sticky := len(plan)
+	var balanced []planned
+	if !stop {
+		balanced = s.balancedPlan(v, q, ex, now)
+		plan = appendPlans(plan, balanced)
+	}
 	if len(plan) == 0 {
 		return nil
 	}
@@ -153,7 +159,13 @@ func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Select
 	if b.Taken >= 0 && b.Taken < len(plan) {
 		taken = &plan[b.Taken]
 	}
-	if aPrev == gPrev && aSess == gSess {
+	var againBuf [16]planned
+	again, stopAgain := plan[:sticky], stop
+	if aPrev != gPrev || aSess != gSess {
+		again, stopAgain = s.stickyPlan(ctx, v, q, ex, now, aPrev, aSess, againBuf[:0])
+	}
+	if stopAgain == stop && samePlans(again, plan[:sticky]) {
+		// The bindings read lead where the guess led.
 		if taken == nil {
 			b.Release(true, true, nil)
 			return nil
@@ -161,15 +173,20 @@ func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Select
 		return s.holdBatch(b, taken.sl, q.Model, taken.layer, nil)
 	}
 
-	// The bindings were not what this process knew: another instance
-	// wrote them. Try the right order, keeping the slot taken when it
-	// comes first.
+	// Another instance wrote bindings this one did not know: try the
+	// accounts in the order they ask for, keeping the slot taken when its
+	// turn comes first.
+	if !stopAgain {
+		if balanced == nil {
+			balanced = s.balancedPlan(v, q, ex, now)
+		}
+		again = appendPlans(again, balanced)
+	}
 	var takenSlot *slot
 	if taken != nil {
 		takenSlot = taken.sl
 	}
-	var againBuf [16]planned
-	for _, p := range s.plan(ctx, v, q, ex, now, aPrev, aSess, againBuf[:0]) {
+	for _, p := range again {
 		if p.sl == takenSlot {
 			return s.holdBatch(b, p.sl, q.Model, p.layer, nil)
 		}
@@ -251,14 +268,15 @@ type planned struct {
 	layer Layer
 }
 
-// plan lists the accounts Select would try for q, in its order, given the
-// accounts the bindings name (prev, sess). A bound previous-response
-// account ends the list when q.Wait is set: Select waits for it when full.
-func (s *Scheduler) plan(ctx context.Context, v *poolView, q Request, ex []int32, now int64, prev, sess string, out []planned) []planned {
+// stickyPlan lists the bound accounts Select would try for q, in its
+// order, given the accounts the bindings name (prev, sess). stop: a bound
+// previous-response account ends the list (q.Wait: Select waits for it
+// when full).
+func (s *Scheduler) stickyPlan(ctx context.Context, v *poolView, q Request, ex []int32, now int64, prev, sess string, out []planned) ([]planned, bool) {
 	tried := ""
 	if q.PreferAccount != "" {
 		if sl, why := s.stickyCheck(v, q.PreferAccount, q, ex, now); why == "" {
-			out = appendPlan(out, sl, LayerPinned)
+			out = appendPlan(out, planned{sl, LayerPinned})
 		} else {
 			s.skipped(ctx, LayerPinned, q.PreferAccount, why)
 		}
@@ -267,9 +285,9 @@ func (s *Scheduler) plan(ctx context.Context, v *poolView, q Request, ex []int32
 	if prev != "" && prev != tried {
 		sl, why := s.stickyCheck(v, prev, q, ex, now)
 		if why == "" {
-			out = appendPlan(out, sl, LayerPreviousResponse)
+			out = appendPlan(out, planned{sl, LayerPreviousResponse})
 			if q.Wait {
-				return out
+				return out, true
 			}
 		} else {
 			s.skipped(ctx, LayerPreviousResponse, prev, why)
@@ -278,30 +296,55 @@ func (s *Scheduler) plan(ctx context.Context, v *poolView, q Request, ex []int32
 	}
 	if sess != "" && sess != tried {
 		if sl, why := s.stickyCheck(v, sess, q, ex, now); why == "" {
-			out = appendPlan(out, sl, LayerSession)
+			out = appendPlan(out, planned{sl, LayerSession})
 		} else {
 			s.skipped(ctx, LayerSession, sess, why)
 		}
 	}
+	return out, false
+}
+
+// balancedPlan lists the balanced layer's candidates, in order.
+func (s *Scheduler) balancedPlan(v *poolView, q Request, ex []int32, now int64) []planned {
 	var buf [16]cand
 	cands := buf[:0:min(s.topK, len(buf))]
 	if s.topK > len(buf) {
 		cands = make([]cand, 0, s.topK)
 	}
 	cands, _ = s.rank(v, v.serving(q.Model), q.WebSocket, ex, now, cands)
-	for _, c := range cands {
-		out = appendPlan(out, &v.slots[c.idx], LayerBalanced)
+	out := make([]planned, len(cands))
+	for i, c := range cands {
+		out[i] = planned{&v.slots[c.idx], LayerBalanced}
 	}
 	return out
 }
 
-func appendPlan(out []planned, sl *slot, layer Layer) []planned {
-	for _, p := range out {
-		if p.sl == sl {
+func appendPlan(out []planned, p planned) []planned {
+	for _, q := range out {
+		if q.sl == p.sl {
 			return out
 		}
 	}
-	return append(out, planned{sl: sl, layer: layer})
+	return append(out, p)
+}
+
+func appendPlans(out, ps []planned) []planned {
+	for _, p := range ps {
+		out = appendPlan(out, p)
+	}
+	return out
+}
+
+func samePlans(a, b []planned) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // batchHeld is a Selection of TrySelect: the account slot (the Batch's,
