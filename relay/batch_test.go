@@ -48,7 +48,10 @@ func (s *mapStore) Delete(_ context.Context, k string) error {
 type batching struct {
 	*concurrency.Memory
 	store *mapStore
-	steps atomic.Int64 // TakeBatch, Release, TryAcquire, Acquire, store calls
+	steps atomic.Int64 // TakeBatch, Release, TryAcquire, Acquire
+	// hang, when set, holds every TakeBatch until closed, whatever its
+	// context says (a backend that does not answer).
+	hang chan struct{}
 }
 
 func (b *batching) TryAcquire(ctx context.Context, key string, limit int) (func(), bool, error) {
@@ -63,6 +66,9 @@ func (b *batching) Acquire(ctx context.Context, key string, limit int, o concurr
 
 func (b *batching) TakeBatch(ctx context.Context, q *scheduler.Batch) error {
 	b.steps.Add(1)
+	if b.hang != nil {
+		<-b.hang
+	}
 	q.Taken, q.Read = -1, q.Store == scheduler.Store(b.store)
 	if q.Read {
 		for _, k := range q.Reads {
@@ -197,4 +203,20 @@ func TestBatchFailover(t *testing.T) {
 			t.Fatalf("failover: %d %s", r.status, r.body)
 		}
 	}
+}
+
+// A one-step take that hangs past HookTimeout is abandoned: the turn takes
+// its slots one call at a time and is served; the slots the late step
+// took are given back when it returns.
+func TestBatchHangs(t *testing.T) {
+	e, b := newBatchingEnv(t, "a")
+	e.h.HookTimeout = 20 * time.Millisecond
+	b.hang = make(chan struct{})
+	if r := e.do(textReq); r.status != 200 {
+		t.Fatalf("status %d %s", r.status, r.body)
+	}
+	close(b.hang)
+	waitUntil(t, "the late step's slots to come back", func() bool {
+		return e.lim.InFlight("user:u1") == 0 && e.lim.InFlight("account:a") == 0 && schedInFlight(e.sched, "a") == 0
+	})
 }

@@ -123,7 +123,10 @@ type Handler struct {
 	// Scheduler picks upstream accounts. Required.
 	Scheduler *scheduler.Scheduler
 	// Limiter holds user slots (key "user:"+UserID). nil: an in-memory
-	// concurrency.Memory owned by the Handler.
+	// concurrency.Memory owned by the Handler. When it is also
+	// Scheduler.Limiter and a scheduler.Batcher (a shared store), a turn
+	// takes its user and account slots in one step and gives them back in
+	// one (Scheduler.TrySelect).
 	Limiter concurrency.SlotLimiter
 	// Billing is asked after the user slot is taken. nil: allow all.
 	Billing billing.Gate

@@ -45,7 +45,7 @@ type Scheduler struct {
 	// Limiter holds account slots under the key "account:"+Account.ID with
 	// limit Account.Concurrency. nil: concurrency.NewMemory(). Share one
 	// limiter between processes (e.g. Redis) to enforce the limit across
-	// them.
+	// them. A Limiter that is also a Batcher serves TrySelect.
 	Limiter concurrency.SlotLimiter
 
 	// StickyTTL is how long a previous_response_id or session binding

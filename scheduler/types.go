@@ -68,8 +68,9 @@ type Selection struct {
 	ReleaseAll func()
 	// BindOnRelease is Bind for this Selection's account, with the Store
 	// written by ReleaseAll: this Scheduler's selections see the bindings
-	// at once, other processes once ReleaseAll has run. When the Batcher
-	// cannot write the Store, or ReleaseAll has already run, it is Bind.
+	// at once, other processes once ReleaseAll has run (see ARCHITECTURE.md,
+	// "Two round trips per turn"). When the Batcher cannot write the Store,
+	// or ReleaseAll has already run, it is Bind.
 	BindOnRelease func(ctx context.Context, q Request, responseID string) error
 }
 
