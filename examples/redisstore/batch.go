@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +16,9 @@ var _ scheduler.Batcher = (*Limiter)(nil)
 // errNoBatch is TakeBatch's answer on a client that shards keys: the
 // scheduler then takes the slots one call at a time.
 var errNoBatch = errors.New("redisstore: one-step batches need a single Redis server (not a Cluster or Ring client)")
+
+// errOutage is TakeBatch's answer while the last call to Redis failed.
+var errOutage = fmt.Errorf("%w: the last call failed; taking slots one by one until one succeeds", ErrUnavailable)
 
 // TakeBatch implements scheduler.Batcher: one script reads the sticky
 // bindings, takes the extra slot (the relay's user slot) and the first
@@ -35,6 +39,12 @@ func (l *Limiter) TakeBatch(ctx context.Context, b *scheduler.Batch) error {
 	}
 	if !l.batches() {
 		return errNoBatch
+	}
+	if l.outage.down.Load() {
+		// Redis failed last time: the usual calls find out whether it is
+		// back (and fail open or closed), without a batch waiting for
+		// Timeout first.
+		return errOutage
 	}
 	b.Taken = -1
 	st, read := b.Store.(*Store)

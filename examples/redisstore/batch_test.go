@@ -206,13 +206,21 @@ func TestBatchRedisFails(t *testing.T) {
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := dead.Addr().String()
 	dead.Close()
-	down := newLimiter(t, unreachableClient(t, addr), &redisstore.LimiterOptions{Prefix: p, Logger: (&logBuffer{}).logger()})
+	dc := unreachableClient(t, addr)
+	tries := &roundTrips{}
+	dc.AddHook(tries)
+	down := newLimiter(t, dc, &redisstore.LimiterOptions{Prefix: p, Logger: (&logBuffer{}).logger()})
 	b := &scheduler.Batch{Extra: scheduler.Slot{Key: "user:u", Limit: 1}, Accounts: []scheduler.Slot{{Key: "account:a", Limit: 1}}}
 	if err := down.TakeBatch(ctx, b); !errors.Is(err, redisstore.ErrUnavailable) {
 		t.Fatalf("TakeBatch with Redis down: %v", err)
 	}
 	if down.InFlight("user:u") != 0 || down.InFlight("account:a") != 0 {
 		t.Fatal("slots held after a failed batch")
+	}
+	// Until a call succeeds, a batch does not try Redis at all.
+	before := tries.n.Load()
+	if err := down.TakeBatch(ctx, b); !errors.Is(err, redisstore.ErrUnavailable) || tries.n.Load() != before {
+		t.Fatalf("TakeBatch in an outage: %v, %d calls", err, tries.n.Load()-before)
 	}
 
 	px := newProxy(t, redisOptions(t).Addr)
