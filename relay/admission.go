@@ -21,9 +21,11 @@ import (
 type turnAdmit struct {
 	userWait concurrency.WaitOptions
 	body     *bodyLease
-	// claimed is the account taken with the user slot in one step
-	// (batch.go), for the first selection; nil when none.
-	claimed *scheduler.Selection
+	// batch is what was taken with the user slot in one step (batch.go);
+	// nil when none. Its account is for the first selection (taken set
+	// once it was used or given back).
+	batch *scheduler.Claimed
+	taken bool
 }
 
 // wait runs a blocking admission step on the turn's hook runner: bounded

@@ -14,7 +14,7 @@ import (
 // Limiter and it is a scheduler.Batcher, a turn whose user has a free slot
 // takes it together with its account, reading the bindings, in one step
 // (Scheduler.TrySelect), and gives both back, writing the turn's
-// bindings, in one more at its end (Selection.ReleaseAll). Anything else
+// bindings, in one more at its end (Claimed.ReleaseAll). Anything else
 // (the user full, every account busy, a binding another instance wrote
 // that this one did not guess, a refusal) goes the usual way, with the
 // usual waits and answers.
@@ -33,25 +33,25 @@ func batchesUserSlots(s *scheduler.Scheduler, userLimiter concurrency.SlotLimite
 
 // claimSlots takes the user slot (limit <= 0: none) and an account in one
 // step. It returns the release of both, or nil when the turn must take
-// them the usual way; the account waits in t.admit.claimed for the first
+// them the usual way; the account waits in t.admit.batch for the first
 // selection.
 func (t *turn) claimSlots(limit int) func() {
 	var also scheduler.Slot
 	if limit > 0 {
 		also = scheduler.Slot{Key: userKey(t.in.subj.UserID), Limit: limit}
 	}
-	var sel *scheduler.Selection
+	var c *scheduler.Claimed
 	began := t.h.now()
 	err := t.wait(t.h.hookTimeout(), func(ctx context.Context) error {
-		sel = t.h.Scheduler.TrySelect(ctx, t.route.sched, also)
+		c = t.h.Scheduler.TrySelect(ctx, t.route.sched, also)
 		return nil
 	}, func(error) {
-		if sel != nil {
-			sel.ReleaseAll()
+		if c != nil {
+			c.ReleaseAll()
 		}
 	})
-	if err != nil || sel == nil {
-		return nil // sel is not read: an abandoned call may still be writing it
+	if err != nil || c == nil {
+		return nil // c is not read: an abandoned call may still be writing it
 	}
 	if limit > 0 {
 		if t.observing() {
@@ -59,19 +59,20 @@ func (t *turn) claimSlots(limit int) func() {
 		}
 		t.admit.body.release()
 	}
-	t.admit.claimed = sel
-	return sel.ReleaseAll
+	t.admit.batch = c
+	return c.ReleaseAll
 }
 
 // takeClaimed returns the account claimSlots took, for the first
 // selection, unless the turn has since been bound to another (a
 // compaction item's maker): that slot goes back and the turn selects.
 func (t *turn) takeClaimed() *scheduler.Selection {
-	sel := t.admit.claimed
-	if sel == nil {
+	c := t.admit.batch
+	if c == nil || t.admit.taken {
 		return nil
 	}
-	t.admit.claimed = nil
+	t.admit.taken = true
+	sel := c.Selection()
 	if req := t.route.sched.RequireAccount; req != "" && req != sel.Account.ID {
 		sel.Release()
 		return nil
@@ -81,4 +82,12 @@ func (t *turn) takeClaimed() *scheduler.Selection {
 		t.observeSlot(SlotAccount, t.h.now(), WaitAcquired)
 	}
 	return sel
+}
+
+// claimed returns the step's Claimed when sel is its account.
+func (t *turn) claimed(sel *scheduler.Selection) *scheduler.Claimed {
+	if c := t.admit.batch; c != nil && c.Selection() == sel {
+		return c
+	}
+	return nil
 }

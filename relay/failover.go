@@ -150,7 +150,7 @@ func (t *turn) serve() {
 // Credentials renewed: tryRenewing, which moves began to the second) and
 // gives the account slot back, even when the attempt panics.
 func (t *turn) tryOn(sel *scheduler.Selection, began *time.Time) (ae *attemptError) {
-	if sel.ReleaseAll == nil {
+	if t.claimed(sel) == nil {
 		defer sel.Release()
 	} else {
 		// Taken with the user slot (batch.go): a served turn gives both
@@ -242,8 +242,8 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 		return
 	}
 	bind := func(ctx context.Context) error {
-		if sel.BindOnRelease != nil { // written with the slots' release (batch.go)
-			return sel.BindOnRelease(ctx, t.route.sched, responseID)
+		if c := t.claimed(sel); c != nil { // written with the slots' release (batch.go)
+			return c.BindOnRelease(ctx, t.route.sched, responseID)
 		}
 		return t.h.Scheduler.Bind(ctx, t.route.sched, sel.Account.ID, responseID)
 	}

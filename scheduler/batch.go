@@ -83,10 +83,10 @@ const seenMaxKeys = 1 << 15
 // bindings read differ from the guess, the accounts are tried again in
 // the right order, one call each.
 //
-// The Selection's Release frees the account slot alone (a failed attempt,
-// before another Select); ReleaseAll frees what is left of both slots and
-// writes what BindOnRelease recorded, in one more step.
-func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Selection {
+// The Claimed's Selection().Release frees the account slot alone (a failed
+// attempt, before another Select); ReleaseAll frees what is left of both
+// slots and writes what BindOnRelease recorded, in one more step.
+func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Claimed {
 	s.init()
 	if s.batcher == nil || s.Pool == nil || q.RequireAccount != "" {
 		return nil
@@ -347,11 +347,12 @@ func samePlans(a, b []planned) bool {
 	return true
 }
 
-// batchHeld is a Selection of TrySelect: the account slot (the Batch's,
-// or release's when the Batch took another), the Batch's extra slot, and
-// the bindings to write when both go back.
-type batchHeld struct {
-	held
+// Claimed is what TrySelect took: an account (Selection) and another slot
+// of the Limiter, given back together by ReleaseAll.
+type Claimed struct {
+	// h is the account slot (the Batch's, or release's when the Batch
+	// took another) and its Selection.
+	h held
 	s *Scheduler
 	b *Batch
 	// own: the account slot is the Batch's.
@@ -364,11 +365,12 @@ type batchHeld struct {
 
 // holdBatch makes the Selection of sl; release is nil when the Batch holds
 // the account slot.
-func (s *Scheduler) holdBatch(b *Batch, sl *slot, model string, layer Layer, release func()) *Selection {
+func (s *Scheduler) holdBatch(b *Batch, sl *slot, model string, layer Layer, release func()) *Claimed {
 	sl.st.inflight.Add(1)
-	h := &batchHeld{s: s, b: b, own: release == nil}
+	c := &Claimed{s: s, b: b, own: release == nil}
+	h := &c.h
 	h.st, h.release = sl.st.hotStats, release
-	if h.own {
+	if c.own {
 		h.release = func() { b.Release(true, false, nil) }
 	}
 	h.Selection = Selection{
@@ -376,13 +378,20 @@ func (s *Scheduler) holdBatch(b *Batch, sl *slot, model string, layer Layer, rel
 		UpstreamModel: sl.acct.upstreamModel(model),
 		Layer:         layer,
 		Release:       h.releaseOnce,
-		ReleaseAll:    h.releaseAll,
-		BindOnRelease: h.bindOnRelease,
 	}
-	return &h.Selection
+	return c
 }
 
-func (h *batchHeld) releaseAll() {
+// Selection is the account taken. Its Release gives the account slot back
+// alone (before another Select, after a failed attempt).
+func (c *Claimed) Selection() *Selection { return &c.h.Selection }
+
+// ReleaseAll gives back the account slot if Release has not, and the other
+// slot TrySelect took, and writes what BindOnRelease recorded: one step for
+// a Batcher. It is idempotent and must be called once the turn is done
+// with both.
+func (c *Claimed) ReleaseAll() {
+	h := c
 	h.mu.Lock()
 	if h.finished {
 		h.mu.Unlock()
@@ -391,11 +400,11 @@ func (h *batchHeld) releaseAll() {
 	h.finished = true
 	sets := h.sets
 	h.mu.Unlock()
-	account := h.done.CompareAndSwap(false, true)
+	account := h.h.done.CompareAndSwap(false, true)
 	if account {
-		h.st.inflight.Add(-1)
+		h.h.st.inflight.Add(-1)
 		if !h.own {
-			h.release()
+			h.h.release()
 		}
 	}
 	h.b.Release(account && h.own, true, sets)
@@ -404,22 +413,28 @@ func (h *batchHeld) releaseAll() {
 	}
 }
 
-func (h *batchHeld) bindOnRelease(ctx context.Context, q Request, responseID string) error {
-	s := h.s
+// BindOnRelease is Bind for the claimed account, with the Store written by
+// ReleaseAll: this Scheduler's selections see the bindings at once, other
+// processes once ReleaseAll has run (ARCHITECTURE.md, "Two round trips
+// per turn"). When the Batcher cannot write the Store, or ReleaseAll has
+// already run, it is Bind.
+func (c *Claimed) BindOnRelease(ctx context.Context, q Request, responseID string) error {
+	h, s := c, c.s
+	id := c.h.Account.ID
 	h.mu.Lock()
 	if h.finished || !h.b.Read {
 		h.mu.Unlock()
-		return s.Bind(ctx, q, h.Account.ID, responseID)
+		return s.Bind(ctx, q, id, responseID)
 	}
 	defer h.mu.Unlock()
 	n := len(h.sets)
 	if responseID != "" {
-		h.sets = append(h.sets, s.responseBinding(q, h.Account.ID, responseID))
+		h.sets = append(h.sets, s.responseBinding(q, id, responseID))
 	}
 	if q.SessionKey != "" {
-		h.sets = append(h.sets, StoreWrite{Key: sessionKey(q.APIKeyID, q.SessionKey), Value: h.Account.ID, TTL: s.stickyTTL})
+		h.sets = append(h.sets, StoreWrite{Key: sessionKey(q.APIKeyID, q.SessionKey), Value: id, TTL: s.stickyTTL})
 	}
-	// Under mu, so that releaseAll cannot drop them before they are here.
+	// Under mu, so that ReleaseAll cannot drop them before they are here.
 	for _, w := range h.sets[n:] {
 		s.pending.Store(w.Key, w.Value)
 		s.seen.Set(ctx, w.Key, w.Value, s.stickyTTL)

@@ -103,11 +103,11 @@ func TestTrySelectOneStepEachWay(t *testing.T) {
 	}
 	sel.ReleaseAll()
 	sel.ReleaseAll()
-	sel.Release()
+	sel.Selection().Release()
 	if b, tr, r := lim.calls(); b != 1 || tr != 0 || r != 1 {
 		t.Fatalf("batches %d, tries %d, releases %d; want 1, 0, 1", b, tr, r)
 	}
-	if lim.InFlight("user:u") != 0 || accountSlots(lim, "a", "b") != 0 || f.s.InFlight(sel.Account.ID) != 0 {
+	if lim.InFlight("user:u") != 0 || accountSlots(lim, "a", "b") != 0 || f.s.InFlight(sel.Selection().Account.ID) != 0 {
 		t.Fatal("slots held after ReleaseAll")
 	}
 	if _, ok, _ := store.Get(ctx, responseKey("resp_1")); !ok {
@@ -124,7 +124,7 @@ func TestTrySelectPreviousResponse(t *testing.T) {
 		q := Request{Group: "g", Model: "m", APIKeyID: "k", Wait: true}
 		first := f.s.TrySelect(ctx, q, userSlot)
 		first.BindOnRelease(ctx, q, "resp_x")
-		made := first.Account.ID
+		made := first.Selection().Account.ID
 		q.PreviousResponseID = "resp_x"
 
 		// The first turn still holds the user's only slot.
@@ -140,7 +140,7 @@ func TestTrySelectPreviousResponse(t *testing.T) {
 
 		b0, t0, _ := lim.calls()
 		sel := f.s.TrySelect(ctx, q, userSlot)
-		if sel == nil || sel.Account.ID != made || sel.Layer != LayerPreviousResponse {
+		if sel == nil || sel.Selection().Account.ID != made || sel.Selection().Layer != LayerPreviousResponse {
 			t.Fatalf("continuation: %+v, made on %s", sel, made)
 		}
 		if b, tr, _ := lim.calls(); b != b0+1 || tr != t0 {
@@ -166,7 +166,7 @@ func TestTrySelectBindingOfAnotherProcess(t *testing.T) {
 		}
 		q.PreviousResponseID = "resp_" + id
 		sel := f.s.TrySelect(ctx, q, userSlot)
-		if sel == nil || sel.Account.ID != id {
+		if sel == nil || sel.Selection().Account.ID != id {
 			t.Fatalf("bound to %s, got %+v", id, sel)
 		}
 		sel.ReleaseAll()
@@ -198,7 +198,7 @@ func TestTrySelectDeclines(t *testing.T) {
 	}
 	for name, c := range cases {
 		if sel := f.s.TrySelect(ctx, c.q, c.also); sel != nil {
-			t.Fatalf("%s: TrySelect took %s", name, sel.Account.ID)
+			t.Fatalf("%s: TrySelect took %s", name, sel.Selection().Account.ID)
 		}
 		if lim.InFlight("user:u") != 0 || lim.InFlight("account:a") != 1 || lim.InFlight("user:v") != 1 {
 			t.Fatalf("%s: slots held", name)
@@ -225,12 +225,12 @@ func TestTrySelectReleaseThenReleaseAll(t *testing.T) {
 	f, lim, _ := batchFixture(t, acct("a"))
 	ctx := context.Background()
 	sel := f.s.TrySelect(ctx, Request{Group: "g", Model: "m", Wait: true}, userSlot)
-	sel.Release()
+	sel.Selection().Release()
 	if lim.InFlight("account:a") != 0 || lim.InFlight("user:u") != 1 || f.s.InFlight("a") != 0 {
 		t.Fatal("Release did not free the account alone")
 	}
 	sel.ReleaseAll()
-	sel.Release()
+	sel.Selection().Release()
 	if lim.InFlight("user:u") != 0 || f.s.InFlight("a") != 0 {
 		t.Fatal("ReleaseAll did not free the user slot")
 	}
@@ -250,8 +250,8 @@ func TestTrySelectStoreElsewhere(t *testing.T) {
 	q.PreviousResponseID = "resp_1"
 	for range 4 {
 		next := f.s.TrySelect(ctx, q, userSlot)
-		if next == nil || next.Account.ID != sel.Account.ID {
-			t.Fatalf("continuation: %+v, want %s", next, sel.Account.ID)
+		if next == nil || next.Selection().Account.ID != sel.Selection().Account.ID {
+			t.Fatalf("continuation: %+v, want %s", next, sel.Selection().Account.ID)
 		}
 		next.ReleaseAll()
 	}

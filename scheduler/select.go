@@ -43,7 +43,7 @@ const (
 // A bound account is skipped, and the next layer decides, when it is gone
 // from the group, excluded, no longer serves the model or transport, cooling
 // down, failing (error rate above 0.5), slow (TTFT EWMA above 15 s) or full.
-// Bindings come from Bind (or a Selection's BindOnRelease); Select itself
+// Bindings come from Bind (or Claimed.BindOnRelease); Select itself
 // never writes to the Store.
 //
 // Before any layer, even q.PreferAccount, a q.PreviousResponseID that Bind

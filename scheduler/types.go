@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -59,19 +58,6 @@ type Selection struct {
 	// Release gives the account slot back. It is idempotent and must be
 	// called once the turn is done with the account.
 	Release func()
-
-	// ReleaseAll and BindOnRelease are set by TrySelect only (nil from
-	// Select). ReleaseAll gives back the account slot if Release has not,
-	// and the other slot TrySelect took, and writes what BindOnRelease
-	// recorded: one step for a Batcher. It is idempotent and must be
-	// called once the turn is done with both.
-	ReleaseAll func()
-	// BindOnRelease is Bind for this Selection's account, with the Store
-	// written by ReleaseAll: this Scheduler's selections see the bindings
-	// at once, other processes once ReleaseAll has run (see ARCHITECTURE.md,
-	// "Two round trips per turn"). When the Batcher cannot write the Store,
-	// or ReleaseAll has already run, it is Bind.
-	BindOnRelease func(ctx context.Context, q Request, responseID string) error
 }
 
 // NoAccountError is Select's answer when no account can take the turn. The
