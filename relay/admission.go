@@ -21,6 +21,11 @@ import (
 type turnAdmit struct {
 	userWait concurrency.WaitOptions
 	body     *bodyLease
+	// batch is what was taken with the user slot in one step (batch.go);
+	// nil when none. Its account is for the first selection (taken set
+	// once it was used or given back).
+	batch *scheduler.Claimed
+	taken bool
 }
 
 // wait runs a blocking admission step on the turn's hook runner: bounded
@@ -42,6 +47,11 @@ func (t *turn) wait(timeout time.Duration, fn func(ctx context.Context) error, l
 // it must run even when the client has gone.
 func (t *turn) acquireUserSlot() (func(), error) {
 	limit := t.in.subj.Concurrency
+	if t.h.batchSlots {
+		if release := t.claimSlots(limit); release != nil {
+			return release, nil
+		}
+	}
 	if limit <= 0 {
 		return func() {}, nil
 	}
@@ -154,6 +164,9 @@ func roundUp(d time.Duration) time.Duration {
 // selectAccount asks the scheduler, waiting with pings when every candidate
 // is full.
 func (t *turn) selectAccount() (*scheduler.Selection, error) {
+	if sel := t.takeClaimed(); sel != nil {
+		return sel, nil
+	}
 	var sel *scheduler.Selection
 	began := t.h.now()
 	selectFn := func(ctx context.Context) error {

@@ -149,8 +149,19 @@ func (t *turn) serve() {
 // tryOn runs one attempt (two when the upstream rejected a token the
 // Credentials renewed: tryRenewing, which moves began to the second) and
 // gives the account slot back, even when the attempt panics.
-func (t *turn) tryOn(sel *scheduler.Selection, began *time.Time) *attemptError {
-	defer sel.Release()
+func (t *turn) tryOn(sel *scheduler.Selection, began *time.Time) (ae *attemptError) {
+	if t.claimed(sel) == nil {
+		defer sel.Release()
+	} else {
+		// Taken with the user slot (batch.go): a served turn gives both
+		// back in one step at its end; a failed attempt frees the account
+		// now, before another selection.
+		defer func() {
+			if ae != nil {
+				sel.Release()
+			}
+		}()
+	}
 	return t.tryRenewing(sel, began)
 }
 
@@ -231,6 +242,9 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 		return
 	}
 	bind := func(ctx context.Context) error {
+		if c := t.claimed(sel); c != nil { // written with the slots' release (batch.go)
+			return c.BindOnRelease(ctx, t.route.sched, responseID)
+		}
 		return t.h.Scheduler.Bind(ctx, t.route.sched, sel.Account.ID, responseID)
 	}
 	var err error

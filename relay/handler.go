@@ -123,7 +123,10 @@ type Handler struct {
 	// Scheduler picks upstream accounts. Required.
 	Scheduler *scheduler.Scheduler
 	// Limiter holds user slots (key "user:"+UserID). nil: an in-memory
-	// concurrency.Memory owned by the Handler.
+	// concurrency.Memory owned by the Handler. When it is also
+	// Scheduler.Limiter and a scheduler.Batcher (a shared store), a turn
+	// takes its user and account slots in one step and gives them back in
+	// one (Scheduler.TrySelect).
 	Limiter concurrency.SlotLimiter
 	// Billing is asked after the user slot is taken. nil: allow all.
 	Billing billing.Gate
@@ -288,6 +291,9 @@ type Handler struct {
 	// the Scheduler calls, are the library's in-memory ones, called on
 	// the turn's goroutine (inline.go).
 	userInProcess, schedInProcess bool
+	// batchSlots: the user slots are in the Scheduler's Limiter, which
+	// takes them with an account's in one step (batch.go).
+	batchSlots bool
 	// usageQueue: the usage sink is a *billing.Async, whose queue takes a
 	// record without a hook call while it has room (handUsage).
 	usageQueue bool
@@ -366,6 +372,7 @@ func (h *Handler) init() {
 		}
 		h.userInProcess = inProcessLimiter(h.userLimiter)
 		h.schedInProcess = inProcessScheduler(h.Scheduler)
+		h.batchSlots = batchesUserSlots(h.Scheduler, h.userLimiter)
 		_, h.usageQueue = h.usageSink.(*billing.Async)
 	})
 }

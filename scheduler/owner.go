@@ -103,7 +103,7 @@ func cutNumber(s string) (int64, string, bool) {
 // An empty APIKeyID is an owner like any other: a response created without
 // an API key ID can be chained only by requests without one.
 func (s *Scheduler) previous(ctx context.Context, q Request, now int64) (string, error) {
-	v, ok, err := s.store.Get(ctx, responseKey(q.PreviousResponseID))
+	v, ok, err := s.get(ctx, responseKey(q.PreviousResponseID))
 	if err != nil {
 		s.log.Warn("scheduler: reading a sticky binding failed", "error", err)
 		return "", nil
@@ -111,6 +111,11 @@ func (s *Scheduler) previous(ctx context.Context, q Request, now int64) (string,
 	if !ok {
 		return "", nil
 	}
+	return previousIn(q, v, now)
+}
+
+// previousIn is previous for the binding value v read from the Store.
+func previousIn(q Request, v string, now int64) (string, error) {
 	b, ok := decodeBinding(v)
 	if !ok || b.owner != q.APIKeyID {
 		return "", fmt.Errorf("%w (response %q)", ErrResponseNotOwned, q.PreviousResponseID)
@@ -121,13 +126,13 @@ func (s *Scheduler) previous(ctx context.Context, q Request, now int64) (string,
 	return b.account, nil
 }
 
-// bindResponse records that q.APIKeyID created responseID on accountID:
-// sticky for StickyTTL, owned for OwnerTTL.
-func (s *Scheduler) bindResponse(ctx context.Context, q Request, accountID, responseID string) error {
+// responseBinding is the write that records that q.APIKeyID created
+// responseID on accountID: sticky for StickyTTL, owned for OwnerTTL.
+func (s *Scheduler) responseBinding(q Request, accountID, responseID string) StoreWrite {
 	until := s.now().Add(s.stickyTTL)
 	ms := max(0, (until.UnixNano()+int64(time.Millisecond)-1)/int64(time.Millisecond))
 	v := encodeBinding(binding{until: ms, owner: q.APIKeyID, account: accountID})
-	return s.store.Set(ctx, responseKey(responseID), v, max(s.ownerTTL, s.stickyTTL))
+	return StoreWrite{Key: responseKey(responseID), Value: v, TTL: max(s.ownerTTL, s.stickyTTL)}
 }
 
 // ErrUnknownResponse is returned (wrapped) by Holder when no account is
@@ -144,7 +149,7 @@ var ErrUnknownResponse = errors.New("scheduler: no account holds the response")
 // delete, cancel), which only that account can answer.
 func (s *Scheduler) Holder(ctx context.Context, group, apiKeyID, responseID string) (*Account, error) {
 	s.init()
-	v, ok, err := s.store.Get(ctx, responseKey(responseID))
+	v, ok, err := s.get(ctx, responseKey(responseID))
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: reading the binding of response %q: %w", responseID, err)
 	}

@@ -45,7 +45,7 @@ type Scheduler struct {
 	// Limiter holds account slots under the key "account:"+Account.ID with
 	// limit Account.Concurrency. nil: concurrency.NewMemory(). Share one
 	// limiter between processes (e.g. Redis) to enforce the limit across
-	// them.
+	// them. A Limiter that is also a Batcher serves TrySelect.
 	Limiter concurrency.SlotLimiter
 
 	// StickyTTL is how long a previous_response_id or session binding
@@ -118,6 +118,12 @@ type Scheduler struct {
 	eventTimeout time.Duration
 	log          *slog.Logger
 
+	// Set when the Limiter is a Batcher (batch.go): TrySelect's guesses of
+	// the bindings, and the bindings BindOnRelease has yet to write.
+	batcher Batcher
+	seen    *memoryStore
+	pending sync.Map // Store key -> value
+
 	accts  sync.Map // account ID -> *accountStats
 	slab   statsSlab
 	naccts atomic.Int64
@@ -135,6 +141,9 @@ func (s *Scheduler) init() {
 		s.limiter = s.Limiter
 		if s.limiter == nil {
 			s.limiter = concurrency.NewMemory()
+		}
+		if b, ok := s.limiter.(Batcher); ok {
+			s.batcher, s.seen = b, newMemoryStore(seenMaxKeys, s.now)
 		}
 		s.stickyTTL = knob.Positive("Scheduler.StickyTTL", s.StickyTTL, defaultStickyTTL)
 		s.ownerTTL = knob.Or(s.OwnerTTL, defaultOwnerTTL)
@@ -185,7 +194,8 @@ func (s *Scheduler) Bind(ctx context.Context, q Request, accountID, responseID s
 	}
 	var errs []error
 	if responseID != "" {
-		if err := s.bindResponse(ctx, q, accountID, responseID); err != nil {
+		w := s.responseBinding(q, accountID, responseID)
+		if err := s.store.Set(ctx, w.Key, w.Value, w.TTL); err != nil {
 			errs = append(errs, fmt.Errorf("scheduler: binding response %s: %w", responseID, err))
 		}
 	}

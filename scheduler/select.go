@@ -43,7 +43,8 @@ const (
 // A bound account is skipped, and the next layer decides, when it is gone
 // from the group, excluded, no longer serves the model or transport, cooling
 // down, failing (error rate above 0.5), slow (TTFT EWMA above 15 s) or full.
-// Bindings come from Bind; Select itself never writes to the Store.
+// Bindings come from Bind (or Claimed.BindOnRelease); Select itself
+// never writes to the Store.
 //
 // Before any layer, even q.PreferAccount, a q.PreviousResponseID that Bind
 // recorded as created under another API key than q.APIKeyID fails Select
@@ -128,7 +129,7 @@ func (v *poolView) resolve(ids []string, buf []int32) []int32 {
 // bound reads a binding. A failing store only costs stickiness, so the
 // error is logged and the turn goes on.
 func (s *Scheduler) bound(ctx context.Context, key string) string {
-	id, ok, err := s.store.Get(ctx, key)
+	id, ok, err := s.get(ctx, key)
 	if err != nil {
 		s.log.Warn("scheduler: reading a sticky binding failed", "error", err)
 		return ""
@@ -155,55 +156,66 @@ func (s *Scheduler) required(ctx context.Context, v *poolView, q Request, ex []i
 	return nil, e
 }
 
+// stickyCheck returns the slot of the bound account id and why it cannot
+// take the turn ("" when it can, slot permitting).
+func (s *Scheduler) stickyCheck(v *poolView, id string, q Request, ex []int32, now int64) (*slot, string) {
+	i, ok := v.byID[id]
+	if !ok {
+		return nil, "not in the group"
+	}
+	sl, h := &v.slots[i], &v.hot[i]
+	switch {
+	case slices.Contains(ex, i):
+		return sl, "failed earlier in this turn"
+	case !sl.acct.Serves(q.Model):
+		return sl, "does not serve the model"
+	case q.WebSocket && !h.ws:
+		return sl, "does not support WebSocket"
+	case sl.st.coolUntil.Load() > now:
+		return sl, "cooling down"
+	case sl.st.errorRate(now, s.health.ErrorHalfLife) > failingErrorRate:
+		return sl, "failing"
+	case s.health.SlowTTFT >= 0 && time.Duration(sl.st.ttft.Load()) > s.health.SlowTTFT:
+		return sl, "slow"
+	}
+	return sl, ""
+}
+
 // sticky tries the bound account id, or returns nil and why it must be
 // escaped.
 func (s *Scheduler) sticky(ctx context.Context, v *poolView, id string, q Request, ex []int32, now int64, layer Layer) (*Selection, string) {
-	why := ""
-	i, ok := v.byID[id]
-	if ok {
-		sl, h := &v.slots[i], &v.hot[i]
-		switch {
-		case slices.Contains(ex, i):
-			why = "failed earlier in this turn"
-		case !sl.acct.Serves(q.Model):
-			why = "does not serve the model"
-		case q.WebSocket && !h.ws:
-			why = "does not support WebSocket"
-		case sl.st.coolUntil.Load() > now:
-			why = "cooling down"
-		case sl.st.errorRate(now, s.health.ErrorHalfLife) > failingErrorRate:
-			why = "failing"
-		case s.health.SlowTTFT >= 0 && time.Duration(sl.st.ttft.Load()) > s.health.SlowTTFT:
-			why = "slow"
-		default:
-			sel, err := s.take(ctx, sl, q.Model, layer)
-			if sel != nil {
-				return sel, ""
+	sl, why := s.stickyCheck(v, id, q, ex, now)
+	if why == "" {
+		sel, err := s.take(ctx, sl, q.Model, layer)
+		if sel != nil {
+			return sel, ""
+		}
+		if err == nil && (layer == LayerPreviousResponse || id == q.RequireAccount) && q.Wait {
+			// Only this account knows the previous response: another
+			// would answer previous_response_not_found. A full one is
+			// worth a bounded wait, unlike a sick one.
+			release, werr := concurrency.Acquire(ctx, s.limiter, sl.key, sl.conc, s.wait)
+			if werr == nil {
+				return s.hold(sl, q.Model, layer, release), ""
 			}
-			if err == nil && (layer == LayerPreviousResponse || id == q.RequireAccount) && q.Wait {
-				// Only this account knows the previous response: another
-				// would answer previous_response_not_found. A full one is
-				// worth a bounded wait, unlike a sick one.
-				release, werr := concurrency.Acquire(ctx, s.limiter, sl.key, sl.conc, s.wait)
-				if werr == nil {
-					return s.hold(sl, q.Model, layer, release), ""
-				}
-				why = "full after waiting: " + werr.Error()
-				break
-			}
+			why = "full after waiting: " + werr.Error()
+		} else {
 			why = "full"
 			if err != nil {
 				why = "limiter error"
 				s.log.Warn("scheduler: taking a sticky account's slot failed", "account", id, "error", err)
 			}
 		}
-	} else {
-		why = "not in the group"
 	}
+	s.skipped(ctx, layer, id, why)
+	return nil, why
+}
+
+// skipped logs, at debug level, why a sticky account was escaped.
+func (s *Scheduler) skipped(ctx context.Context, layer Layer, id, why string) {
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, "scheduler: skipping the sticky account", "layer", string(layer), "account", id, "reason", why)
 	}
-	return nil, why
 }
 
 // cand is a candidate of the balanced layer, ordered by (prio, bucket, key).

@@ -4,7 +4,10 @@
 //   - Limiter: a concurrency.SlotLimiter (and Waiter, Counter) for
 //     relay.Handler.Limiter (user slots) and scheduler.Scheduler.Limiter
 //     (account slots), so a user's or an account's limit holds across
-//     instances.
+//     instances. Given to both, with the Store on the same client, it is a
+//     scheduler.Batcher: a turn takes both slots and reads its bindings in
+//     one round trip, and gives the slots back and writes its binding in
+//     one more (on one Redis server; a Cluster client goes call by call).
 //   - Store: a scheduler.Store, so sticky sessions and
 //     previous_response_id bindings made by one instance are seen by all.
 //   - Events: account health over pub/sub, so a 429 seen by one instance

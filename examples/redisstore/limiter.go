@@ -80,7 +80,10 @@ type LimiterOptions struct {
 
 // Limiter is a concurrency.SlotLimiter whose slots live in Redis, so that
 // several relay processes share one limit per key. It implements
-// concurrency.SlotLimiter, concurrency.Waiter and concurrency.Counter.
+// concurrency.SlotLimiter, concurrency.Waiter and concurrency.Counter, and
+// scheduler.Batcher (batch.go): a turn's user and account slots and its
+// sticky bindings (of a Store on the same client) in one round trip each
+// way.
 //
 // A slot is a lease: a member of a sorted set per key whose score is its
 // expiry. A Lua script drops expired leases and adds one when the key holds

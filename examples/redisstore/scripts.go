@@ -138,3 +138,94 @@ local held = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 local queued = redis.call('ZCOUNT', KEYS[3], '(' .. (now - tonumber(ARGV[1])), '+inf')
 return {held, queued}
 `)
+
+// batchScript reads sticky bindings and takes, as acquireScript does
+// without a ticket, an extra slot and then the first free slot of a list,
+// all in one step (scheduler.Batcher).
+//
+// KEYS: the bindings to read, then for each slot (the extra one first,
+// when there is one) its leases, queue and seen. ARGV: number of
+// bindings, 1 when the first slot is the extra one, lease id, lease TTL
+// ms, stale-after ms, then each slot's limit (<= 0: unlimited, taken
+// without a lease).
+//
+// Reply: {1 when the extra slot was taken (or there is none), the 1-based
+// index among the other slots of the one taken (0: none), the bindings'
+// values (nil when missing)...}. Nothing is taken when the extra slot is
+// full.
+var batchScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nr = tonumber(ARGV[1])
+local id = ARGV[3]
+local ttl = tonumber(ARGV[4])
+local stale = tonumber(ARGV[5])
+
+local out = {0, 0}
+for i = 1, nr do
+  out[2 + i] = redis.call('GET', KEYS[i])
+end
+
+local function take(k, limit)
+  if limit <= 0 then return true end
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[k + 2], '-inf', now - stale, 'LIMIT', 0, 100)
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[k + 1], unpack(gone))
+    redis.call('ZREM', KEYS[k + 2], unpack(gone))
+  end
+  if redis.call('ZCARD', KEYS[k]) + redis.call('ZCARD', KEYS[k + 1]) >= limit then
+    return false
+  end
+  redis.call('ZADD', KEYS[k], now + ttl, id)
+  if redis.call('PTTL', KEYS[k]) < ttl then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
+  return true
+end
+
+local k, a = nr + 1, 6
+if ARGV[2] == '1' then
+  if not take(k, tonumber(ARGV[a])) then return out end
+  k, a = k + 3, a + 1
+end
+out[1] = 1
+local n = 0
+while k <= #KEYS do
+  n = n + 1
+  if take(k, tonumber(ARGV[a])) then
+    out[2] = n
+    return out
+  end
+  k, a = k + 3, a + 1
+end
+return out
+`)
+
+// releaseBatchScript removes one lease id from several keys, waking their
+// waiters, and writes sticky bindings: the end of a batch's turn in one
+// step.
+//
+// KEYS: leases and queue of each slot to free, then the bindings to write.
+// ARGV: lease id, number of slots, each slot's wake-up channel, then for
+// each binding its value and TTL ms (0: no expiry).
+var releaseBatchScript = redis.NewScript(`
+local nf = tonumber(ARGV[2])
+for i = 1, nf do
+  local k = 2 * i - 1
+  if redis.call('ZREM', KEYS[k], ARGV[1]) > 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
+    redis.call('PUBLISH', ARGV[2 + i], '')
+  end
+end
+local a = 3 + nf
+for k = 2 * nf + 1, #KEYS do
+  local ms = tonumber(ARGV[a + 1])
+  if ms > 0 then
+    redis.call('SET', KEYS[k], ARGV[a], 'PX', ms)
+  else
+    redis.call('SET', KEYS[k], ARGV[a])
+  end
+  a = a + 2
+end
+return 0
+`)

@@ -1,0 +1,222 @@
+package relay_test
+
+import (
+	"bufio"
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
+	"github.com/tidwall/gjson"
+)
+
+// mapStore is a scheduler.Store in a map, without expiry.
+type mapStore struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (s *mapStore) Get(_ context.Context, k string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[k]
+	return v, ok, nil
+}
+
+func (s *mapStore) Set(_ context.Context, k, v string, _ time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = v
+	return nil
+}
+
+func (s *mapStore) Delete(_ context.Context, k string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, k)
+	return nil
+}
+
+// batching is a scheduler.Batcher over the env's user slots (a
+// concurrency.Memory, which also holds the account slots) and a mapStore:
+// a shared backend in which every call is one step, counted.
+type batching struct {
+	*concurrency.Memory
+	store *mapStore
+	steps atomic.Int64 // TakeBatch, Release, TryAcquire, Acquire
+	// hang, when set, holds every TakeBatch until closed, whatever its
+	// context says (a backend that does not answer).
+	hang chan struct{}
+}
+
+func (b *batching) TryAcquire(ctx context.Context, key string, limit int) (func(), bool, error) {
+	b.steps.Add(1)
+	return b.Memory.TryAcquire(ctx, key, limit)
+}
+
+func (b *batching) Acquire(ctx context.Context, key string, limit int, o concurrency.WaitOptions) (func(), error) {
+	b.steps.Add(1)
+	return b.Memory.Acquire(ctx, key, limit, o)
+}
+
+func (b *batching) TakeBatch(ctx context.Context, q *scheduler.Batch) error {
+	b.steps.Add(1)
+	if b.hang != nil {
+		<-b.hang
+	}
+	q.Taken, q.Read = -1, q.Store == scheduler.Store(b.store)
+	if q.Read {
+		for _, k := range q.Reads {
+			v, _, _ := b.store.Get(ctx, k)
+			q.Values = append(q.Values, v)
+		}
+	}
+	var extra, account func()
+	q.ExtraTaken = true
+	if q.Extra.Key != "" {
+		extra, q.ExtraTaken, _ = b.Memory.TryAcquire(ctx, q.Extra.Key, q.Extra.Limit)
+	}
+	if q.ExtraTaken {
+		for i, a := range q.Accounts {
+			if r, ok, _ := b.Memory.TryAcquire(ctx, a.Key, a.Limit); ok {
+				q.Taken, account = i, r
+				break
+			}
+		}
+	}
+	read := q.Read
+	q.Release = func(acct, ex bool, sets []scheduler.StoreWrite) {
+		b.steps.Add(1)
+		if acct && account != nil {
+			account()
+		}
+		if ex && extra != nil {
+			extra()
+		}
+		if read {
+			for _, w := range sets {
+				b.store.Set(context.Background(), w.Key, w.Value, w.TTL)
+			}
+		}
+	}
+	return nil
+}
+
+func newBatchingEnv(t *testing.T, accounts ...string) (*env, *batching) {
+	e := newEnv(t, accounts...)
+	b := &batching{Memory: e.Users, store: &mapStore{m: map[string]string{}}}
+	e.sched.Store, e.sched.Limiter, e.h.Limiter = b.store, b, b
+	e.Subject.Concurrency = 2
+	return e, b
+}
+
+// A served turn costs two steps of the shared backend, JSON or streamed,
+// continued or not: one takes the user's and the account's slots (reading
+// the bindings), one gives both back (writing the new binding).
+func TestBatchTwoStepsPerTurn(t *testing.T) {
+	e, b := newBatchingEnv(t, "a", "b", "c")
+	prev := ""
+	for i, body := range []string{textReq, streamReq, textReq, streamReq} {
+		if prev != "" {
+			body = strings.Replace(body, `{`, `{"previous_response_id":"`+prev+`",`, 1)
+		}
+		before := b.steps.Load()
+		r := e.do(body)
+		if r.status != 200 {
+			t.Fatalf("turn %d: %d %s", i, r.status, r.body)
+		}
+		if n := b.steps.Load() - before; n != 2 {
+			t.Fatalf("turn %d (previous %q) cost %d steps, want 2", i, prev, n)
+		}
+		id := gjson.GetBytes(r.body, "id").String()
+		if len(r.events) > 0 {
+			id = gjson.GetBytes(r.events[len(r.events)-1].Data, "response.id").String()
+		}
+		if prev != "" {
+			reqs := e.up.Requests()
+			if reqs[len(reqs)-1].Account != reqs[len(reqs)-2].Account {
+				t.Fatalf("turn %d continued %s on another account", i, prev)
+			}
+		}
+		prev = id
+	}
+}
+
+// Another key's response is refused as before, with nothing taken.
+func TestBatchNotOwned(t *testing.T) {
+	e, _ := newBatchingEnv(t, "a", "b")
+	r := e.do(textReq)
+	id := gjson.GetBytes(r.body, "id").String()
+	e.Mu.Lock()
+	e.Subject.APIKeyID = "k2"
+	e.Mu.Unlock()
+	r = e.do(`{"model":"gpt-test","input":"x","previous_response_id":"` + id + `"}`)
+	if code := gjson.GetBytes(r.body, "error.code").String(); r.status != 400 || code != "previous_response_not_found" {
+		t.Fatalf("another key's response: %d %s", r.status, r.body)
+	}
+}
+
+// A user at its limit waits in the queue as before; slots come back after
+// failover, a client gone mid-stream and the queue (checked at cleanup).
+func TestBatchSlowPaths(t *testing.T) {
+	e, _ := newBatchingEnv(t, "a")
+	e.Subject.Concurrency = 1
+
+	release, first := e.holdOne()
+	second := make(chan result, 1)
+	go func() { second <- e.do(textReq) }()
+	waitUntil(t, "the second turn to queue", func() bool { return e.lim.Waiting("user:u1") == 1 })
+	release()
+	for _, ch := range []<-chan result{first, second} {
+		if r := <-ch; r.status != 200 {
+			t.Fatalf("queued turn: %d %s", r.status, r.body)
+		}
+	}
+
+	resume := make(chan struct{})
+	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := e.streamOpen(ctx, streamReq)
+	readEventTypes(t, bufio.NewReader(resp.Body), 6, "")
+	cancel()
+	resp.Body.Close()
+	e.waitGone(1)
+	close(resume)
+	waitUntil(t, "the slots to come back", func() bool {
+		return e.lim.InFlight("user:u1") == 0 && schedInFlight(e.sched, "a") == 0
+	})
+}
+
+// A failed attempt frees its account before the next; the served one
+// frees both slots at the end.
+func TestBatchFailover(t *testing.T) {
+	e, _ := newBatchingEnv(t, "a", "b")
+	// Turns until one met the 429 and failed over: each is served.
+	e.up.Script("a", relaytest.Step{Status: 429})
+	for len(e.up.Requests()) == len(e.sink.all()) {
+		if r := e.do(textReq); r.status != 200 {
+			t.Fatalf("failover: %d %s", r.status, r.body)
+		}
+	}
+}
+
+// A one-step take that hangs past HookTimeout is abandoned: the turn takes
+// its slots one call at a time and is served; the slots the late step
+// took are given back when it returns.
+func TestBatchHangs(t *testing.T) {
+	e, b := newBatchingEnv(t, "a")
+	e.h.HookTimeout = 20 * time.Millisecond
+	b.hang = make(chan struct{})
+	if r := e.do(textReq); r.status != 200 {
+		t.Fatalf("status %d %s", r.status, r.body)
+	}
+	close(b.hang)
+	waitUntil(t, "the late step's slots to come back", func() bool {
+		return e.lim.InFlight("user:u1") == 0 && e.lim.InFlight("account:a") == 0 && schedInFlight(e.sched, "a") == 0
+	})
+}
