@@ -12,6 +12,7 @@ import (
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/concurrency"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
+	"github.com/relaykit/responsesrelay/scheduler"
 )
 
 // TestUserConcurrencyOne: four streaming requests at once from a user with
@@ -147,4 +148,29 @@ func TestBillingGate(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "db down") {
 		t.Fatalf("gate failure not logged")
 	}
+}
+
+// TestWaitingForAccountGetsPings: a streaming turn waiting for a full
+// account's slot in an in-memory Scheduler (Select runs on the turn's own
+// goroutine) is pinged meanwhile, and served once the slot frees.
+func TestWaitingForAccountGetsPings(t *testing.T) {
+	e := newEnv(t)
+	lim := concurrency.NewMemory()
+	e.sched.Limiter = lim
+	e.addAccount(&scheduler.Account{ID: "a", Concurrency: 1})
+	e.h.KeepAlive = 5 * time.Millisecond
+	release, first := e.holdOne()
+	resp := e.post(streamReq)
+	defer resp.Body.Close()
+	buf := make([]byte, 2*len(": ping\n\n"))
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != ": ping\n\n: ping\n\n" {
+		t.Fatalf("first bytes %q (%v)", buf, err)
+	}
+	waitUntil(t, "the pinged turn to wait for the account", func() bool { return lim.Waiting("account:a") == 1 })
+	release()
+	evs, err := relaytest.ReadSSE(resp.Body)
+	if err != nil || len(evs) == 0 || evs[len(evs)-1].Type != "response.completed" {
+		t.Fatalf("after pings: %d events, err %v", len(evs), err)
+	}
+	<-first
 }
