@@ -73,16 +73,11 @@ func (t *turn) acquireUserSlot() (func(), error) {
 		release, err = concurrency.Acquire(ctx, t.h.userLimiter, userKey(t.in.subj.UserID), limit, o)
 		return err
 	}
-	var err error
-	if t.h.userInProcess {
-		err = t.waitInline(acquire) // ends at o.Timeout or with the client
-	} else {
-		err = t.wait(timeout, acquire, func(error) {
-			if release != nil {
-				release()
-			}
-		})
-	}
+	err := t.waitOn(t.h.userInProcess, timeout, acquire, func(error) {
+		if release != nil {
+			release()
+		}
+	})
 	if t.observing() {
 		t.observeSlot(SlotUser, began, t.waitOutcome(err))
 	}
@@ -174,16 +169,11 @@ func (t *turn) selectAccount() (*scheduler.Selection, error) {
 		sel, err = t.h.Scheduler.Select(ctx, t.route.sched)
 		return err
 	}
-	var err error
-	if t.h.schedInProcess {
-		err = t.waitInline(selectFn) // ends at AccountWait's timeout or with the client
-	} else {
-		err = t.wait(t.h.selectTimeout(), selectFn, func(error) {
-			if sel != nil {
-				sel.Release()
-			}
-		})
-	}
+	err := t.waitOn(t.h.schedInProcess, t.h.selectTimeout(), selectFn, func(error) {
+		if sel != nil {
+			sel.Release()
+		}
+	})
 	if err != nil {
 		// sel is not read: an abandoned Select may still be writing it.
 		if t.observing() {

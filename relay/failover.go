@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"fmt"
-	"github.com/relaykit/responsesrelay/internal/hookcall"
 	"net/http"
 	"time"
 
@@ -247,12 +246,7 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 		}
 		return t.h.Scheduler.Bind(ctx, t.route.sched, sel.Account.ID, responseID)
 	}
-	var err error
-	if t.h.schedInProcess {
-		err = hookcall.Safe(t.hooks.Detached(t.ctx), bind) // an in-memory Store (inline.go)
-	} else {
-		err = t.hook(t.hooks.Detached(t.ctx), bind)
-	}
+	err := t.hookOn(t.h.schedInProcess, t.hooks.Detached(t.ctx), bind)
 	if err != nil {
 		t.h.log.Warn("relay: sticky binding failed", "request_id", t.in.id, "account", sel.Account.ID, "error", err)
 	}

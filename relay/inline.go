@@ -44,6 +44,24 @@ func inProcessLimiter(l concurrency.SlotLimiter) bool {
 	return ok
 }
 
+// waitOn is t.wait, or waitInline when the callee is in memory
+// (inProcess): one place decides how an admission step runs.
+func (t *turn) waitOn(inProcess bool, timeout time.Duration, fn func(ctx context.Context) error, late func(error)) error {
+	if inProcess {
+		return t.waitInline(fn) // fn ends at its own wait bound or with the client
+	}
+	return t.wait(timeout, fn, late)
+}
+
+// hookOn is t.hook, or a guarded call on the turn's goroutine when the
+// callee is in memory (inProcess).
+func (t *turn) hookOn(inProcess bool, ctx context.Context, fn func(context.Context) error) error {
+	if inProcess {
+		return hookcall.Safe(ctx, fn)
+	}
+	return t.hook(ctx, fn)
+}
+
 // waitInline runs fn on the turn's goroutine, as t.wait would on another:
 // a streaming client is pinged every KeepAlive while fn waits. fn must
 // end with its context (or a bound of its own). A panic is returned as a
