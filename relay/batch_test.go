@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"strings"
 	"sync"
@@ -178,15 +177,7 @@ func TestBatchSlowPaths(t *testing.T) {
 		}
 	}
 
-	resume := make(chan struct{})
-	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
-	ctx, cancel := context.WithCancel(context.Background())
-	resp := e.streamOpen(ctx, streamReq)
-	readEventTypes(t, bufio.NewReader(resp.Body), 6, "")
-	cancel()
-	resp.Body.Close()
-	e.waitGone(1)
-	close(resume)
+	e.leaveMidStream("a", streamReq)
 	waitUntil(t, "the slots to come back", func() bool {
 		return e.lim.InFlight("user:u1") == 0 && schedInFlight(e.sched, "a") == 0
 	})

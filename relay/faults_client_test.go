@@ -31,6 +31,25 @@ func (e *env) streamOpen(ctx context.Context, body string) *http.Response {
 	return resp
 }
 
+// leaveMidStream opens a streaming turn of body on account, reads its
+// first six events and leaves; once the relay has seen the client go, the
+// upstream finishes the stream (which the relay drains). It returns the
+// six events' types.
+func (e *env) leaveMidStream(account, body string) []string {
+	e.t.Helper()
+	gone := e.gone.Load() + 1
+	resume := make(chan struct{})
+	e.up.Script(account, relaytest.Step{After: 6, Hold: resume})
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := e.streamOpen(ctx, body)
+	got := readEventTypes(e.t, bufio.NewReader(resp.Body), 6, "")
+	cancel()
+	resp.Body.Close()
+	e.waitGone(gone)
+	close(resume)
+	return got
+}
+
 // readEventTypes reads SSE events from br until n have arrived or one of
 // type until has.
 func readEventTypes(t *testing.T, br *bufio.Reader, n int, until string) []string {
@@ -103,18 +122,10 @@ func TestFaultClientGoneBeforeHeadersDrained(t *testing.T) {
 // the full usage as client_gone.
 func TestFaultClientGoneMidStream(t *testing.T) {
 	e := newEnv(t, "a")
-	resume := make(chan struct{})
-	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
-	ctx, cancel := context.WithCancel(context.Background())
-	resp := e.streamOpen(ctx, streamReq)
-	got := readEventTypes(t, bufio.NewReader(resp.Body), 6, "")
+	got := e.leaveMidStream("a", streamReq)
 	if got[5] != "response.output_text.delta" {
 		t.Fatalf("events %v", got)
 	}
-	cancel()
-	resp.Body.Close()
-	e.waitGone(1)
-	close(resume)
 	waitUntil(t, "the usage record", func() bool { return len(e.sink.all()) == 1 })
 	rec, served := e.sink.all()[0], e.up.Served()
 	if rec.Status != billing.StatusClientGone || served[0].Status != "completed" {

@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"sync"
 	"testing"
@@ -80,15 +79,7 @@ func TestLedgerNoOverspend(t *testing.T) {
 func TestLedgerHoldsEndAfterFaults(t *testing.T) {
 	e, l, lim := newMoneyEnv(t, 100)
 	// Mid-stream: the relay drains and records client_gone.
-	resume := make(chan struct{})
-	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
-	ctx, cancel := context.WithCancel(context.Background())
-	resp := e.streamOpen(ctx, `{"model":"gpt-test","stream":true,"input":"hello there","max_output_tokens":16}`)
-	readEventTypes(t, bufio.NewReader(resp.Body), 6, "")
-	cancel()
-	resp.Body.Close()
-	e.waitGone(1)
-	close(resume)
+	e.leaveMidStream("a", `{"model":"gpt-test","stream":true,"input":"hello there","max_output_tokens":16}`)
 	waitUntil(t, "the usage record", func() bool { return len(e.sink.all()) == 1 })
 	// A reset before headers on the only account: reached nothing; its
 	// hold is released.

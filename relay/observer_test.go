@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -255,15 +254,7 @@ func TestObserverAllFailed(t *testing.T) {
 func TestObserverClientGoneMidStream(t *testing.T) {
 	e := newEnv(t, "a")
 	rec := observed(e)
-	resume := make(chan struct{})
-	e.up.Script("a", relaytest.Step{After: 6, Hold: resume})
-	ctx, cancel := context.WithCancel(context.Background())
-	resp := e.streamOpen(ctx, streamReq)
-	readEventTypes(t, bufio.NewReader(resp.Body), 6, "")
-	cancel()
-	resp.Body.Close()
-	e.waitGone(1)
-	close(resume)
+	e.leaveMidStream("a", streamReq)
 	e.settle()
 	want := "start wait:account:acquired attempt:client_gone end:client_gone"
 	if got := rec.sequence(); got != want {
