@@ -324,7 +324,7 @@ func tryEnqueue(sink, usage any) bool {
 	if !ok {
 		return false
 	}
-	u, ok := usage.(Usage)
+	u, ok := usage.(*Usage)
 	if !ok {
 		return false
 	}
@@ -334,7 +334,7 @@ func tryEnqueue(sink, usage any) bool {
 		return false
 	}
 	select {
-	case a.queue <- u:
+	case a.queue <- *u:
 		return true
 	default:
 		return false

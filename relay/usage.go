@@ -92,7 +92,7 @@ func (t *turn) emit(u billing.Usage) {
 // code. A sink error is logged with the whole record so that nothing is
 // lost silently.
 func (h *Handler) handUsage(ctx context.Context, call func(context.Context, func(context.Context) error) error, u billing.Usage) {
-	if h.usageQueue && fastpath.EnqueueUsage(h.usageSink, u) {
+	if h.usageQueue && fastpath.EnqueueUsage(h.usageSink, &u) {
 		return // a billing.Async with room: queued without a hook call
 	}
 	err := call(ctx, func(ctx context.Context) error { return h.usageSink.Record(ctx, u) })

@@ -4,7 +4,7 @@
 package fastpath
 
 // EnqueueUsage, set by package billing, queues a usage record (a
-// billing.Usage) on sink when sink is a *billing.Async with room in its
+// *billing.Usage, a pointer so that passing it boxes no copy) on sink when sink is a *billing.Async with room in its
 // queue, and reports whether it did; it never blocks. Otherwise (another
 // sink, a full queue, a closed Async) the caller calls sink.Record as
 // host code.
