@@ -148,12 +148,42 @@ func (s *sseWriter) writeBufferedLocked(b []byte) error {
 		return errClientWrite
 	}
 	s.deadline.buffered(len(b))
-	s.commitLocked()
+	if !s.committed {
+		return s.commitWithLocked(b)
+	}
 	if _, err := s.w.Write(b); err != nil {
 		s.dead = true
 		return err
 	}
 	return nil
+}
+
+// commitWithLocked commits the stream with b, its first bytes, and
+// flushes them, on a goroutine of its own (onFreshStack): net/http writes
+// the header there (chunkWriter.writeHeader takes 2.8 KiB of stack, 3.9
+// with what it calls), which from the depth a turn writes its events at
+// would double the handler's stack to 16 KiB for the rest of a stream
+// that may then wait silent for minutes (BENCHMARKS.md, "Memory per open
+// stream"). The first event goes out at once: it is what a client waits
+// for first.
+func (s *sseWriter) commitWithLocked(b []byte) error {
+	var err error
+	onFreshStack(func() {
+		s.commitLocked()
+		if _, err = s.w.Write(b); err != nil {
+			return
+		}
+		if s.noFlush {
+			return
+		}
+		if ferr := s.rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
+			err = ferr
+		}
+	})
+	if err != nil {
+		s.dead = true
+	}
+	return err
 }
 
 func (s *sseWriter) flushLocked() error {
