@@ -88,4 +88,3 @@ func stackChild() {
 	os.Stdout.Sync()
 	os.Exit(0) // the upstream still holds the stream: nothing to clean up
 }
-
