@@ -373,6 +373,14 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
+		// The answer out first (a JSON answer has its length: this ends it
+		// for the client), so that the line's formatting is not on its
+		// path; net/http would flush only after this handler returned. Not
+		// after a WebSocket upgrade (101: the connection is the relay's
+		// now) or when nothing was written.
+		if sw.code >= http.StatusOK {
+			sw.FlushError()
+		}
 		s.log.Info("relayd: request",
 			"method", r.Method,
 			"path", r.URL.Path,
