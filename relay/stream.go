@@ -31,6 +31,10 @@ type sseWriter struct {
 	// does, rather than the stream being cut as if the client had left.
 	noFlush   bool
 	onNoFlush func() // called once when noFlush is set; may be nil
+	// headerOut: net/http has written the header (the first flush);
+	// beforeHeader counts the bytes written before it.
+	headerOut    bool
+	beforeHeader int
 	// frame holds the event being written, from frameBufs: kept through
 	// a burst of buffered events and given back at the flush.
 	frame *[]byte
@@ -148,8 +152,12 @@ func (s *sseWriter) writeBufferedLocked(b []byte) error {
 		return errClientWrite
 	}
 	s.deadline.buffered(len(b))
-	if !s.committed {
-		return s.commitWithLocked(b)
+	s.commitLocked()
+	if !s.headerOut {
+		if s.beforeHeader += len(b); s.beforeHeader >= headerBufferBytes {
+			// This write would have net/http write the header.
+			return s.headerOutLocked(b)
+		}
 	}
 	if _, err := s.w.Write(b); err != nil {
 		s.dead = true
@@ -158,32 +166,39 @@ func (s *sseWriter) writeBufferedLocked(b []byte) error {
 	return nil
 }
 
-// commitWithLocked commits the stream with b, its first bytes, and
-// flushes them, on a goroutine of its own (onFreshStack): net/http writes
-// the header there (chunkWriter.writeHeader takes 2.8 KiB of stack, 3.9
-// with what it calls), which from the depth a turn writes its events at
-// would double the handler's stack to 16 KiB for the rest of a stream
-// that may then wait silent for minutes (BENCHMARKS.md, "Memory per open
-// stream"). The first event goes out at once: it is what a client waits
-// for first.
-func (s *sseWriter) commitWithLocked(b []byte) error {
-	var err error
+// headerBufferBytes is the size of the buffer net/http keeps a response's
+// first bytes in: it writes the header when the buffer fills or flushes.
+const headerBufferBytes = 2 << 10
+
+// headerOutLocked writes b and flushes (b may be nil) on a goroutine of
+// its own, the first flush of the stream: net/http writes the header
+// then, in a 2.8 KiB frame (3.9 KiB with what it calls), which from the
+// depth the pump writes at would double the handler's stack to 16 KiB
+// for the rest of a stream that may wait silent for minutes
+// (onFreshStack; BENCHMARKS.md, "Memory per open stream").
+func (s *sseWriter) headerOutLocked(b []byte) error {
+	var werr, ferr error
 	onFreshStack(func() {
-		s.commitLocked()
-		if _, err = s.w.Write(b); err != nil {
-			return
+		if len(b) > 0 {
+			if _, werr = s.w.Write(b); werr != nil {
+				return
+			}
 		}
-		if s.noFlush {
-			return
-		}
-		if ferr := s.rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-			err = ferr
-		}
+		ferr = s.rc.Flush()
 	})
-	if err != nil {
+	s.headerOut = werr == nil && ferr == nil
+	switch {
+	case werr != nil:
 		s.dead = true
+		return werr
+	case ferr != nil && errors.Is(ferr, http.ErrNotSupported):
+		s.noFlushLocked()
+		s.headerOut = true // no flush to wait for: writes go as they fill
+	case ferr != nil:
+		s.dead = true
+		return ferr
 	}
-	return err
+	return nil
 }
 
 func (s *sseWriter) flushLocked() error {
@@ -195,18 +210,26 @@ func (s *sseWriter) flushLocked() error {
 		return nil
 	}
 	s.deadline.extend()
+	if !s.headerOut {
+		return s.headerOutLocked(nil)
+	}
 	if err := s.rc.Flush(); err != nil {
 		if errors.Is(err, http.ErrNotSupported) {
-			s.noFlush = true
-			if s.onNoFlush != nil {
-				s.onNoFlush()
-			}
+			s.noFlushLocked()
 			return nil
 		}
 		s.dead = true
 		return err
 	}
 	return nil
+}
+
+// noFlushLocked records that the writer cannot flush.
+func (s *sseWriter) noFlushLocked() {
+	s.noFlush = true
+	if s.onNoFlush != nil {
+		s.onNoFlush()
+	}
 }
 
 // SendBuffered writes one event without flushing: the pump flushes once
