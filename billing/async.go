@@ -69,8 +69,9 @@ type Async struct {
 	queue chan Usage
 
 	// With a BatchSink (batch != nil): gather is held by the worker
-	// gathering the next batch, and full (cap 1) tells it that the queue
-	// holds fullAt records, the rest of a full batch.
+	// gathering the next batch, and full (cap 1; nil when batches do not
+	// wait) tells it that the queue holds fullAt records, the rest of a
+	// full batch.
 	batch  BatchSink
 	gather sync.Mutex
 	full   chan struct{}
@@ -110,9 +111,10 @@ func NewAsync(sink UsageSink, o DeliveryOptions) *Async {
 	a.runCtx, a.abort = context.WithCancelCause(context.Background())
 	work := a.work
 	if bs, ok := sink.(BatchSink); ok && o.MaxBatch > 0 {
-		a.batch, a.full = bs, make(chan struct{}, 1)
-		a.fullAt = min(o.MaxBatch-1, o.QueueSize)
-		work = a.workBatches
+		a.batch, work = bs, a.workBatches
+		if o.MaxBatch > 1 && o.BatchWait > 0 {
+			a.full, a.fullAt = make(chan struct{}, 1), min(o.MaxBatch-1, o.QueueSize)
+		}
 	}
 	var workers sync.WaitGroup
 	for range o.Workers {

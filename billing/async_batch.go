@@ -23,7 +23,7 @@ import (
 func (a *Async) workBatches() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	buf := make([]Usage, 0, a.o.MaxBatch)
+	buf := make([]Usage, 0, min(a.o.MaxBatch, a.o.QueueSize+1))
 	for {
 		a.gather.Lock()
 		batch, open := a.gatherBatch(buf[:0], timer)

@@ -87,6 +87,53 @@ func BenchmarkAsyncDelivery(b *testing.B) {
 	}
 }
 
+// BenchmarkAsyncDeliveryPaced is one caller with a turn's worth of work
+// between records (a 20 µs spin), as a relay at one client: the workers
+// are parked when a record comes. delivery-cpu-ns/op is the process's CPU
+// time per record less the caller's spin: what queueing and delivering a
+// record cost, wake-ups included.
+func BenchmarkAsyncDeliveryPaced(b *testing.B) {
+	const turn = 20 * time.Microsecond
+	for _, c := range []struct {
+		name    string
+		batch   bool
+		workers int
+	}{
+		{"record/workers=4", false, 4},
+		{"record/workers=128", false, 128},
+		{"batch/workers=2", true, 2},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var sink billing.UsageSink = &countSink{}
+			if c.batch {
+				sink = &countBatchSink{}
+			}
+			a := billing.NewAsync(sink, billing.DeliveryOptions{Workers: c.workers})
+			ctx := context.Background()
+			u := record(1)
+			var spun time.Duration
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := a.Record(ctx, u); err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				for time.Since(start) < turn {
+				}
+				spun += time.Since(start)
+			}
+			if err := a.Close(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			cpu := cpuTime() - cpu0 - spun
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "delivery-cpu-ns/op")
+		})
+	}
+}
+
 // cpuTime is the CPU time, user and system, the process used so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
