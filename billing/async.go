@@ -24,6 +24,8 @@ const (
 	defaultAsyncMaxRetries     = 5
 	defaultAsyncRetryBase      = 100 * time.Millisecond
 	defaultAsyncRetryMax       = 5 * time.Second
+	defaultAsyncMaxBatch       = 128
+	defaultAsyncBatchWait      = 5 * time.Millisecond
 )
 
 // ErrDropped is wrapped by the error Record returns when it delivered a
@@ -47,6 +49,14 @@ var ErrDropped = errors.New("billing: usage record dropped")
 //   - Close(ctx) stops queueing and drains the queue; what is still queued
 //     when ctx ends goes to OnDropped and the log.
 //
+// When the sink is a BatchSink, the workers deliver batches instead: one
+// at a time gathers the records queued within BatchWait, up to MaxBatch,
+// and stores them with one RecordBatch call, retried as a record is. So a
+// queued record wakes no goroutine of its own, and a database pays one
+// transaction per batch. A batch that still fails, or panics, is
+// delivered again record by record through Record, each with its own
+// retries and drop, so that one record the sink refuses costs no other.
+//
 // The queue lives in memory: records queued when the process dies are
 // lost. Put a Spool in front of the sink when that matters.
 //
@@ -57,6 +67,17 @@ type Async struct {
 	sink  UsageSink
 	o     DeliveryOptions
 	queue chan Usage
+
+	// With a BatchSink (batch != nil): gather is held by the worker
+	// gathering the next batch, and full (cap 1; nil when batches do not
+	// wait) tells it that the queue holds fullAt records, the rest of a
+	// full batch.
+	batch  BatchSink
+	gather sync.Mutex
+	full   chan struct{}
+	fullAt int
+
+	onBatchWait func() // tests: a gathering worker starts its wait
 
 	// mu orders Record's sends against Close: after closed is set, no
 	// send to queue starts.
@@ -88,9 +109,16 @@ func NewAsync(sink UsageSink, o DeliveryOptions) *Async {
 		done:    make(chan struct{}),
 	}
 	a.runCtx, a.abort = context.WithCancelCause(context.Background())
+	work := a.work
+	if bs, ok := sink.(BatchSink); ok && o.MaxBatch > 0 {
+		a.batch, work = bs, a.workBatches
+		if o.MaxBatch > 1 && o.BatchWait > 0 {
+			a.full, a.fullAt = make(chan struct{}, 1), min(o.MaxBatch-1, o.QueueSize)
+		}
+	}
 	var workers sync.WaitGroup
 	for range o.Workers {
-		workers.Go(a.work)
+		workers.Go(work)
 	}
 	go func() {
 		workers.Wait()
@@ -115,6 +143,10 @@ func (o DeliveryOptions) forAsync() DeliveryOptions {
 		o.MaxRetries = 0
 	}
 	o.RetryBase, o.RetryMax = retryWaits(o.RetryBase, o.RetryMax)
+	o.MaxBatch = knob.Or(o.MaxBatch, defaultAsyncMaxBatch)
+	if o.BatchWait == 0 {
+		o.BatchWait = defaultAsyncBatchWait
+	}
 	return o
 }
 
@@ -135,6 +167,7 @@ func (a *Async) Record(ctx context.Context, u Usage) error {
 	select {
 	case a.queue <- u:
 		a.mu.RUnlock()
+		a.queued()
 		return nil
 	default:
 	}
@@ -155,6 +188,7 @@ func (a *Async) Record(ctx context.Context, u Usage) error {
 	}
 	a.senders.Done()
 	if queued {
+		a.queued()
 		return nil
 	}
 	return a.deliverNow(ctx, u)
@@ -168,8 +202,9 @@ func (a *Async) Pending() int { return len(a.queue) }
 //
 // If ctx ends first, Close cancels the deliveries in progress and their
 // retries, hands the records still queued to OnDropped and the log, and
-// returns ctx.Err(). A record that a worker holds is dropped when its sink
-// call returns, which is at once for a sink that honors its context.
+// returns ctx.Err(). A record that a worker holds (in a delivery or a
+// batch) is dropped when its sink call returns, which is at once for a
+// sink that honors its context.
 // Calling Close again waits again.
 func (a *Async) Close(ctx context.Context) error {
 	a.closeOnce.Do(func() {
@@ -335,6 +370,7 @@ func tryEnqueue(sink, usage any) bool {
 	}
 	select {
 	case a.queue <- *u:
+		a.queued()
 		return true
 	default:
 		return false

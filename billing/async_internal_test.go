@@ -13,14 +13,17 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 func TestAsyncOptionsDefaults(t *testing.T) {
 	got := DeliveryOptions{}.forAsync()
 	want := DeliveryOptions{Workers: 4, QueueSize: 1024, EnqueueTimeout: time.Second, AttemptTimeout: 10 * time.Second,
-		MaxRetries: 5, RetryBase: 100 * time.Millisecond, RetryMax: 5 * time.Second}
+		MaxRetries: 5, RetryBase: 100 * time.Millisecond, RetryMax: 5 * time.Second,
+		MaxBatch: 128, BatchWait: 5 * time.Millisecond}
 	if got.Workers != want.Workers || got.QueueSize != want.QueueSize || got.EnqueueTimeout != want.EnqueueTimeout ||
 		got.AttemptTimeout != want.AttemptTimeout || got.MaxRetries != want.MaxRetries ||
-		got.RetryBase != want.RetryBase || got.RetryMax != want.RetryMax {
+		got.RetryBase != want.RetryBase || got.RetryMax != want.RetryMax ||
+		got.MaxBatch != want.MaxBatch || got.BatchWait != want.BatchWait {
 		t.Fatalf("defaults = %+v, want %+v", got, want)
 	}
-	neg := DeliveryOptions{MaxRetries: -1, EnqueueTimeout: -1, AttemptTimeout: -1, RetryBase: time.Minute}.forAsync()
-	if neg.MaxRetries != 0 || neg.EnqueueTimeout >= 0 || neg.AttemptTimeout >= 0 {
+	neg := DeliveryOptions{MaxRetries: -1, EnqueueTimeout: -1, AttemptTimeout: -1, RetryBase: time.Minute,
+		MaxBatch: -1, BatchWait: -1}.forAsync()
+	if neg.MaxRetries != 0 || neg.EnqueueTimeout >= 0 || neg.AttemptTimeout >= 0 || neg.MaxBatch >= 0 || neg.BatchWait >= 0 {
 		t.Fatalf("negative options must mean none: %+v", neg)
 	}
 	if neg.RetryMax != time.Minute {

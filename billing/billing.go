@@ -6,7 +6,10 @@
 // a database should be wrapped in NewAsync: records are delivered by a pool
 // of workers with retries, a full queue slows callers down instead of
 // losing records, and a record that cannot be stored reaches
-// DeliveryOptions.OnDropped and an error log line carrying it as JSON.
+// DeliveryOptions.OnDropped and an error log line carrying it as JSON. A
+// sink that can store several records in one call (one transaction)
+// implements BatchSink, and NewAsync then hands it the records queued
+// together in batches.
 //
 // Async's queue is in memory. When records must also survive a crash or a
 // restart, wrap the sink in OpenSpool instead: Record returns once the

@@ -31,6 +31,11 @@ func WithSegmentBytes(o DeliveryOptions, n int64) DeliveryOptions {
 	return o
 }
 
+// OnAsyncBatchWait makes a worker of a, delivering to a BatchSink, call f
+// each time it starts to wait for more records of a batch. Set it before
+// the first Record.
+func OnAsyncBatchWait(a *Async, f func()) { a.onBatchWait = f }
+
 // ReadPriceFileLimit is ReadPriceFile with a size limit of limit bytes in
 // place of 64 MiB, so that tests of the limit need not build such a file.
 func ReadPriceFileLimit(r io.Reader, limit int64) (map[string]Price, error) {

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -97,7 +98,16 @@ func PeriodKey(period string, t time.Time) string {
 // around the host's own sink:
 //
 //	usage, _ := billing.OpenSpool(dir, billing.Settling(ledger, sqlSink), billing.DeliveryOptions{})
+//
+// When next is a BatchSink, so is the sink returned: its RecordBatch
+// settles the records in order and then passes the whole batch to next's
+// RecordBatch; when a Settle fails, it returns that error and passes
+// nothing on (the records settled so far are settled again, without
+// effect, when the batch or its records are delivered again).
 func Settling(l Ledger, next UsageSink) UsageSink {
+	if bs, ok := next.(BatchSink); ok {
+		return settlingBatch{l: l, next: bs}
+	}
 	return SinkFunc(func(ctx context.Context, u Usage) error {
 		if err := l.Settle(ctx, u); err != nil {
 			return err
@@ -107,4 +117,26 @@ func Settling(l Ledger, next UsageSink) UsageSink {
 		}
 		return next.Record(ctx, u)
 	})
+}
+
+// settlingBatch is Settling over a BatchSink.
+type settlingBatch struct {
+	l    Ledger
+	next BatchSink
+}
+
+func (s settlingBatch) Record(ctx context.Context, u Usage) error {
+	if err := s.l.Settle(ctx, u); err != nil {
+		return err
+	}
+	return s.next.Record(ctx, u)
+}
+
+func (s settlingBatch) RecordBatch(ctx context.Context, us []Usage) error {
+	for _, u := range us {
+		if err := s.l.Settle(ctx, u); err != nil {
+			return fmt.Errorf("billing: settle %s: %w", u.RequestID, err)
+		}
+	}
+	return s.next.RecordBatch(ctx, us)
 }

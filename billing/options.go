@@ -12,8 +12,8 @@ import (
 // so, and panics at NewAsync or OpenSpool where it cannot be off. Fields
 // marked for one of the two are ignored by the other.
 type DeliveryOptions struct {
-	// Workers is how many records are delivered to the next sink at
-	// once. 0: 4.
+	// Workers is how many records, or batches for an Async over a
+	// BatchSink, are delivered to the next sink at once. 0: 4.
 	Workers int
 	// AttemptTimeout bounds one call to the next sink. 0: 10 s; < 0: no
 	// bound.
@@ -46,6 +46,22 @@ type DeliveryOptions struct {
 	// slow sink slows the callers down rather than lose records (Async).
 	// 0: 1 s; < 0: deliver at once when the queue is full.
 	EnqueueTimeout time.Duration
+	// MaxBatch is how many records at most one call to a next sink that
+	// is a BatchSink stores (Async). The workers then take turns to gather
+	// a batch: one waits for a first record, then BatchWait or until
+	// MaxBatch records are queued, and delivers what is queued with
+	// RecordBatch while the next gathers. A batch that still fails after
+	// its retries (or panics) is delivered again record by record with
+	// Record, so that a record the sink refuses is dropped alone. 0: 128;
+	// < 0: no batches, every record goes through Record as with a sink
+	// that is no BatchSink.
+	MaxBatch int
+	// BatchWait is how long a batch waits for more records after its
+	// first (Async, with a BatchSink). Records reach the sink after their
+	// turn ended, so the wait delays no client; it saves transactions at
+	// light load. 0: 5 ms; < 0: no wait, a batch is what is queued when its
+	// first record is taken.
+	BatchWait time.Duration
 
 	// CommitDelay is how long the first record of a group waits for
 	// others before the group is written and synced (Spool). Groups form

@@ -66,3 +66,19 @@ type SinkFunc func(ctx context.Context, u Usage) error
 
 // Record calls f.
 func (f SinkFunc) Record(ctx context.Context, u Usage) error { return f(ctx, u) }
+
+// BatchSink is a UsageSink that can also store several records in one
+// call, typically one transaction. NewAsync delivers to a BatchSink in
+// batches (DeliveryOptions.MaxBatch), and Settling over one is one.
+//
+// RecordBatch stores all the records of us or none: nil means every one is
+// stored; after an error the caller treats every one as not stored and may
+// deliver them again, in a batch or one by one. It should be idempotent by
+// RequestID as Record is: a record already stored is ignored, and so is a
+// later copy of a RequestID within us. It must be safe for concurrent use,
+// and must neither change us nor keep it after it returns (the caller
+// reuses it).
+type BatchSink interface {
+	UsageSink
+	RecordBatch(ctx context.Context, us []Usage) error
+}

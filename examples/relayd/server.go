@@ -220,16 +220,24 @@ func (s *server) closeRedis() error {
 	return errors.Join(err, s.rdb.Close())
 }
 
-// deliveryWorkers is how many records are handed to the SQL sink at once.
-// The sink batches the records waiting together, so this is what lets a
-// batch fill up (sqlusage.DefaultMaxBatch rows) under load.
-const deliveryWorkers = sqlusage.DefaultMaxBatch
+// queueWorkers is how many batches the in-memory queue writes to the
+// database at once: one gathers the records queued while the other's
+// transaction runs. The queue forms the batches itself (the SQL sink is a
+// billing.BatchSink), so more workers would only split them.
+const queueWorkers = 2
+
+// spoolWorkers is how many records the spool hands to the SQL sink at
+// once. The spool delivers record by record and the sink batches the
+// records waiting together, so this is what lets a batch fill up
+// (sqlusage.DefaultMaxBatch rows) under load.
+const spoolWorkers = sqlusage.DefaultMaxBatch
 
 // usageMaxDelay is how long a batch of usage records waits for more
-// before it is written. Records reach the sink after their turn has
-// ended (from the in-memory queue or the spool), so the wait delays no
-// client; without it a lone record is a transaction of its own, and at
-// every load the commits cost more CPU than the turns' relaying.
+// before it is written: in the queue (BatchWait) or, behind the spool, in
+// the SQL sink (WithMaxDelay). Records reach the database after their
+// turn has ended, so the wait delays no client; without it a lone record
+// is a transaction of its own, and at every load the commits cost more CPU
+// than the turns' relaying.
 const usageMaxDelay = 20 * time.Millisecond
 
 // openUsage opens the database and puts the spool, or an in-memory queue,
@@ -239,7 +247,15 @@ const usageMaxDelay = 20 * time.Millisecond
 func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN, sqlusage.WithMaxDelay(usageMaxDelay))
+	var opts []sqlusage.Option
+	if cfg.Spool != "" {
+		// The spool delivers record by record: the sink forms the batches
+		// and lets them fill. Behind the queue, which hands it whole
+		// batches, its Record serves only a failed batch's records, one by
+		// one, which should not wait.
+		opts = append(opts, sqlusage.WithMaxDelay(usageMaxDelay))
+	}
+	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN, opts...)
 	if err != nil {
 		return fmt.Errorf("usage log (%s): %w", cfg.describe(), err)
 	}
@@ -257,13 +273,18 @@ func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 		next = billing.Settling(s.ledger, sink)
 	}
 	if cfg.Spool == "" {
-		s.async = billing.NewAsync(next, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
+		// Batches of up to sqlusage.DefaultMaxBatch records, each one
+		// transaction; a record settles (Settling) before its batch is
+		// written, and Close drains the queue, batch by batch.
+		s.async = billing.NewAsync(next, billing.DeliveryOptions{
+			Workers: queueWorkers, MaxBatch: sqlusage.DefaultMaxBatch, BatchWait: usageMaxDelay, Logger: s.log,
+		})
 		s.usage = s.async
 		return nil
 	}
 	// The spool retries a record until the database takes it (MaxRetries
 	// 0): the disk, not memory, holds records through a database outage.
-	s.spool, err = billing.OpenSpool(cfg.Spool, next, billing.DeliveryOptions{Workers: deliveryWorkers, Logger: s.log})
+	s.spool, err = billing.OpenSpool(cfg.Spool, next, billing.DeliveryOptions{Workers: spoolWorkers, Logger: s.log})
 	if err != nil {
 		sink.Close()
 		return fmt.Errorf("usage spool: %w", err)

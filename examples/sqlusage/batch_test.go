@@ -245,24 +245,7 @@ func TestShutdownFlushes(t *testing.T) {
 func TestRejectedRecordFailsAlone(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		s := tg.open(t, sqlusage.WithMaxBatch(4), sqlusage.WithMaxDelay(time.Hour), sqlusage.WithWriters(1))
-		ctx := context.Background()
-		if s.Pool() != nil {
-			for _, q := range []string{
-				`CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS
-				 $$ BEGIN IF NEW.request_id = 'rr_poison' THEN RAISE EXCEPTION 'rejected'; END IF; RETURN NEW; END $$`,
-				`CREATE TRIGGER reject_poison BEFORE INSERT ON usage_records FOR EACH ROW EXECUTE FUNCTION reject_poison()`,
-			} {
-				if _, err := s.Pool().Exec(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
-		} else {
-			_, err := s.DB().ExecContext(ctx, `CREATE TRIGGER reject_poison BEFORE INSERT ON usage_records
-				WHEN NEW.request_id = 'rr_poison' BEGIN SELECT RAISE(ABORT, 'rejected'); END`)
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		rejectPoison(t, s)
 		errs := recordAll(s, sample("rr_ok1"), sample("rr_poison"), sample("rr_ok2"), sample("rr_ok3"))
 		if errs["rr_poison"] == nil {
 			t.Error("the rejected record returned nil")

@@ -7,7 +7,7 @@
 //
 //	sink, err := sqlusage.Open(ctx, "postgres", "postgres://...") // or "sqlite", "usage.db"
 //	if err != nil { ... }
-//	usage := billing.NewAsync(sink, billing.DeliveryOptions{Workers: 128})
+//	usage := billing.NewAsync(sink, billing.DeliveryOptions{Workers: 2})
 //	h := &relay.Handler{Scheduler: sched, Usage: usage}
 //	...
 //	usage.Close(ctx)    // drain the queue first
@@ -22,19 +22,24 @@
 //
 // # Batching
 //
-// Record hands its record to a batcher and waits until the transaction
-// holding it has committed: a nil error always means the row is stored, as
+// A Sink is a billing.BatchSink: billing.NewAsync gathers the records
+// queued together and hands them over in one RecordBatch call, which the
+// Sink writes in one transaction, so an Async needs only a worker or two
+// (one gathering while the other's batch is written).
+//
+// Record, for callers that deliver record by record (a billing.Spool),
+// hands its record to a batcher and waits until the transaction holding it
+// has committed: a nil error always means the row is stored, as
 // billing.Async and a spool require. The batcher takes the first waiting
 // record, adds those already waiting behind it (and, with WithMaxDelay,
 // those arriving within that delay) up to WithMaxBatch records, and writes
 // them in one transaction; records arriving meanwhile form the next batch.
 // A batch therefore grows with the load without delaying a lone record.
 // Every caller of a batch gets its outcome; when a batch fails while its
-// context is still live, its records are written again one by one, so that
-// one record the database rejects fails alone.
-//
-// Only callers waiting at the same time can share a batch: give
-// billing.Async at least as many Workers as the batch size to fill batches.
+// context is still live, each caller's records are written again on their
+// own, so that one record the database rejects fails alone. Only callers
+// waiting at the same time can share a batch: give such a caller as many
+// workers as the batch size to fill batches.
 //
 // SQLite writes a batch as one transaction of prepared inserts (the cost is
 // the commit). PostgreSQL writes it as a single statement, INSERT ... SELECT
@@ -87,12 +92,14 @@ type config struct {
 	writers      int
 }
 
-// WithMaxBatch sets how many records one transaction holds at most.
-// n <= 0: DefaultMaxBatch.
+// WithMaxBatch sets how many records one transaction holds at most, of
+// those Record hands over; a RecordBatch's are written together whatever
+// their number. n <= 0: DefaultMaxBatch.
 func WithMaxBatch(n int) Option { return func(c *config) { c.maxBatch = n } }
 
-// WithMaxDelay lets a batch wait up to d for more records before it is
-// written, which trades latency for larger batches. 0 (the default): write
+// WithMaxDelay lets a batch of Record's records wait up to d for more
+// before it is written, which trades latency for larger batches; a batch
+// holding a RecordBatch's records does not wait. 0 (the default): write
 // as soon as the writer is free.
 func WithMaxDelay(d time.Duration) Option { return func(c *config) { c.maxDelay = d } }
 
@@ -163,10 +170,29 @@ type Sink struct {
 	onWrite   func(rows int) // test hook: a write is about to start
 }
 
+// request is one caller's records on their way to the writer: Record's
+// one (u), or a RecordBatch's copy (us, not nil).
 type request struct {
 	ctx  context.Context
 	u    billing.Usage
+	us   []billing.Usage
 	done chan error // buffered: the writer never waits for a caller that left
+}
+
+// rows is how many records r holds.
+func (r *request) rows() int {
+	if r.us != nil {
+		return len(r.us)
+	}
+	return 1
+}
+
+// name names r's records in errors.
+func (r *request) name() string {
+	if r.us != nil {
+		return fmt.Sprintf("batch of %d records", len(r.us))
+	}
+	return "record " + r.u.RequestID
 }
 
 func newSink(driver string, st store, cfg config) *Sink {
@@ -226,24 +252,60 @@ func (s *Sink) Record(ctx context.Context, u billing.Usage) error {
 	if u.CreatedAt.IsZero() {
 		u.CreatedAt = time.Now()
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sqlusage: record %s: %w", u.RequestID, err)
-	}
-	r := &request{ctx: ctx, u: u, done: make(chan error, 1)}
+	return s.submit(&request{ctx: ctx, u: u, done: make(chan error, 1)})
+}
 
+// RecordBatch stores us in one transaction and returns nil once it has
+// committed (billing.BatchSink). The transaction holds all of us, whatever
+// WithMaxBatch, and maybe records Record handed over meanwhile; it is
+// written as soon as a writer is free, without the WithMaxDelay wait
+// (whoever gathered us has waited already). Request ids already stored, or
+// repeated within us, are ignored as by Record: the first write of an id
+// wins. When the transaction fails, or ctx ends first, RecordBatch returns
+// an error and none of us is known to be stored: the caller delivers them
+// again, as a batch or one by one.
+func (s *Sink) RecordBatch(ctx context.Context, us []billing.Usage) error {
+	if len(us) == 0 {
+		return nil
+	}
+	// A copy: the caller reuses us once RecordBatch returns, which can be
+	// before the writer is done with it (when ctx ends).
+	rows := slices.Clone(us)
+	var now time.Time
+	for i := range rows {
+		if rows[i].RequestID == "" {
+			return fmt.Errorf("sqlusage: usage record without a request id (record %d of a batch of %d)", i, len(rows))
+		}
+		if rows[i].CreatedAt.IsZero() {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			rows[i].CreatedAt = now
+		}
+	}
+	return s.submit(&request{ctx: ctx, us: rows, done: make(chan error, 1)})
+}
+
+// submit hands r to the writer and waits for its outcome or the end of
+// its context.
+func (s *Sink) submit(r *request) error {
+	ctx := r.ctx
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlusage: %s: %w", r.name(), err)
+	}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
-		return fmt.Errorf("sqlusage: record %s: %w", u.RequestID, ErrClosed)
+		return fmt.Errorf("sqlusage: %s: %w", r.name(), ErrClosed)
 	}
 	select {
 	case s.reqs <- r:
 	case <-ctx.Done():
 		s.mu.RUnlock()
-		return fmt.Errorf("sqlusage: record %s not queued: %w", u.RequestID, ctx.Err())
+		return fmt.Errorf("sqlusage: %s not queued: %w", r.name(), ctx.Err())
 	case <-s.closing:
 		s.mu.RUnlock()
-		return fmt.Errorf("sqlusage: record %s: %w", u.RequestID, ErrClosed)
+		return fmt.Errorf("sqlusage: %s: %w", r.name(), ErrClosed)
 	}
 	s.mu.RUnlock()
 	if s.onEnqueue != nil {
@@ -254,7 +316,7 @@ func (s *Sink) Record(ctx context.Context, u billing.Usage) error {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("sqlusage: record %s not known to be stored: %w", u.RequestID, ctx.Err())
+		return fmt.Errorf("sqlusage: %s not known to be stored: %w", r.name(), ctx.Err())
 	}
 }
 
@@ -299,22 +361,31 @@ func (s *Sink) run() {
 	}
 }
 
-// fill adds to batch the records already waiting and, with a max delay,
-// those arriving within it, up to the batch size.
+// fill adds to batch the requests already waiting and, with a max delay,
+// those arriving within it, up to the batch size in records. A batch
+// holding a RecordBatch's records waits for no more.
 func (s *Sink) fill(batch []*request) []*request {
+	rows := batch[0].rows()
 	var deadline <-chan time.Time
-	if s.cfg.maxDelay > 0 {
+	if s.cfg.maxDelay > 0 && batch[0].us == nil {
 		t := time.NewTimer(s.cfg.maxDelay)
 		defer t.Stop()
 		deadline = t.C
 	}
-	for len(batch) < s.cfg.maxBatch {
+	add := func(r *request) {
+		batch = append(batch, r)
+		rows += r.rows()
+		if r.us != nil {
+			deadline = nil
+		}
+	}
+	for rows < s.cfg.maxBatch {
 		select {
 		case r, ok := <-s.reqs:
 			if !ok {
 				return batch
 			}
-			batch = append(batch, r)
+			add(r)
 			continue
 		default:
 		}
@@ -326,7 +397,7 @@ func (s *Sink) fill(batch []*request) []*request {
 			if !ok {
 				return batch
 			}
-			batch = append(batch, r)
+			add(r)
 		case <-deadline:
 			return batch
 		case <-s.base.Done():
@@ -352,27 +423,25 @@ func (s *Sink) flush(batch []*request) {
 	ctx, cancel := s.writeContext(live)
 	defer cancel()
 
-	rows := distinctSorted(live)
-	errs := map[string]error{}
-	if err := s.write(ctx, rows); err != nil {
-		if len(rows) == 1 || ctx.Err() != nil {
-			for _, u := range rows {
-				errs[u.RequestID] = err
+	errs := make([]error, len(live))
+	if err := s.write(ctx, distinctSorted(live)); err != nil {
+		if len(live) == 1 || ctx.Err() != nil {
+			for i := range live {
+				errs[i] = err
 			}
 		} else {
-			// Find the record the database rejects instead of failing
-			// every record that shared its batch.
-			for _, u := range rows {
-				if err := s.write(ctx, []billing.Usage{u}); err != nil {
-					errs[u.RequestID] = err
-				}
+			// Find the caller whose record the database rejects instead
+			// of failing every caller that shared the transaction: each
+			// one's records alone (a RecordBatch's still together).
+			for i := range live {
+				errs[i] = s.write(ctx, distinctSorted(live[i:i+1]))
 			}
 		}
 	}
-	for _, r := range live {
+	for i, r := range live {
 		var err error
-		if e := errs[r.u.RequestID]; e != nil {
-			err = fmt.Errorf("sqlusage: insert %s: %w", r.u.RequestID, e)
+		if errs[i] != nil {
+			err = fmt.Errorf("sqlusage: insert %s: %w", r.name(), errs[i])
 		}
 		r.done <- err
 	}
@@ -419,13 +488,22 @@ func (s *Sink) writeContext(batch []*request) (context.Context, context.CancelFu
 	return context.WithDeadline(s.base, latest)
 }
 
-// distinctSorted returns the records of batch, one per request_id, in
-// request_id order: a fixed order makes concurrent PostgreSQL batches take
-// their row locks in the same order, so they cannot deadlock.
+// distinctSorted returns the records of batch, one per request_id (the
+// first in batch order), in request_id order: a fixed order makes
+// concurrent PostgreSQL batches take their row locks in the same order, so
+// they cannot deadlock.
 func distinctSorted(batch []*request) []billing.Usage {
-	rows := make([]billing.Usage, 0, len(batch))
+	n := 0
 	for _, r := range batch {
-		rows = append(rows, r.u)
+		n += r.rows()
+	}
+	rows := make([]billing.Usage, 0, n)
+	for _, r := range batch {
+		if r.us != nil {
+			rows = append(rows, r.us...)
+		} else {
+			rows = append(rows, r.u)
+		}
 	}
 	slices.SortStableFunc(rows, func(a, b billing.Usage) int { return strings.Compare(a.RequestID, b.RequestID) })
 	return slices.CompactFunc(rows, func(a, b billing.Usage) bool { return a.RequestID == b.RequestID })
@@ -439,4 +517,4 @@ func firstTokenMS(u billing.Usage) *int64 {
 	return &u.FirstTokenMS
 }
 
-var _ billing.UsageSink = (*Sink)(nil)
+var _ billing.BatchSink = (*Sink)(nil)
