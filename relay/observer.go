@@ -235,8 +235,14 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 }
 
 func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
+	end := t.h.now()
+	if t.rec.handed && !t.rec.at.IsZero() && t.rec.at.After(began) {
+		// The attempt that wrote the record ended there: its duration
+		// then fits in the record's DurationMS, whatever ran after.
+		end = t.rec.at
+	}
 	e := Attempt{N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
-		Duration: t.h.now().Sub(began), Outcome: outcome,
+		Duration: end.Sub(began), Outcome: outcome,
 		ContextRebuilt: t.conv.rebuilt, ItemsRemoved: t.conv.removed}
 	if ae != nil {
 		e.Status, e.Reason = ae.status, ae.reason()

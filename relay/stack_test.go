@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -34,15 +35,21 @@ func TestStreamStackStays8KiB(t *testing.T) {
 	if raceEnabled {
 		t.Skip("stack frames are larger under the race detector; .ci/run runs this test without it")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStreamStackStays8KiB$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "RELAY_TEST_STACK_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("stack child: 3 events, waiting")) {
-		t.Fatalf("child: %v\n%.4000s", err, out)
+	// A plain request, and one whose JSON schema nests 32 deep (what
+	// validating it takes stays within 8 KiB too; a request nested much
+	// deeper grows the stack while it is validated: BENCHMARKS.md).
+	for _, depth := range []string{"0", "32"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestStreamStackStays8KiB$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "RELAY_TEST_STACK_CHILD=1", "RELAY_TEST_STACK_DEPTH="+depth)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("stack child: 3 events, waiting")) {
+			t.Fatalf("child, schema depth %s: %v\n%.4000s", depth, err, out)
+		}
 	}
 }
 
-// stackChild serves one streaming turn through the relay with an 8 KiB
+// stackChild serves one streaming turn (its text.format schema nested
+// RELAY_TEST_STACK_DEPTH deep, if set) through the relay with an 8 KiB
 // stack limit, reads its first three events and exits while the upstream
 // holds the rest. Its client is a bare socket: net/http's client needs
 // more than 8 KiB itself.
@@ -69,6 +76,10 @@ func stackChild() {
 		os.Exit(1)
 	}
 	body := `{"model":"gpt-5","stream":true,"input":"hi"}`
+	if d, _ := strconv.Atoi(os.Getenv("RELAY_TEST_STACK_DEPTH")); d > 0 {
+		body = `{"model":"gpt-5","stream":true,"input":"hi","metadata":{},"text":{"format":{"type":"json_schema","name":"n","schema":` +
+			strings.Repeat(`{"type":"array","items":`, d) + `{"type":"string"}` + strings.Repeat(`}`, d) + `}}}`
+	}
 	fmt.Fprintf(c, "POST /v1/responses HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	var got []byte
 	buf := make([]byte, 512)

@@ -20,6 +20,7 @@ type turnRecord struct {
 	done   bool
 	handed bool
 	usage  billing.Usage
+	at     time.Time // when usage.DurationMS was taken
 }
 
 // recordServed writes the one usage record of a turn an account served.
@@ -80,7 +81,8 @@ func (t *turn) emit(u billing.Usage) {
 		return
 	}
 	t.rec.done, t.rec.handed = true, true
-	u.DurationMS = t.h.now().Sub(t.in.start).Milliseconds()
+	t.rec.at = t.h.now()
+	u.DurationMS = t.rec.at.Sub(t.in.start).Milliseconds()
 	t.h.price(&u)
 	t.rec.usage = u
 	// Bounded and abandoned past the bound: a sink that hangs must not keep
