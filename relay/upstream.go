@@ -108,10 +108,37 @@ func (t *turn) answerStream(sel *scheduler.Selection, resp *http.Response, abort
 	if isChat(sel.Account) {
 		events = t.newChatSource(src)
 	}
+	var ae *attemptError
 	if t.up.assemble {
-		return t.relayAssembled(sel, events, resp.StatusCode, resp.Header, abort)
+		ae = t.relayAssembled(sel, events, resp.StatusCode, resp.Header, abort)
+	} else {
+		ae = t.relayEvents(sel, events, resp.StatusCode, resp.Header, abort)
 	}
-	return t.relayEvents(sel, events, resp.StatusCode, resp.Header, abort)
+	if ae == nil {
+		readTail(resp.Body, abort)
+	}
+	return ae
+}
+
+// Bounds of readTail.
+const (
+	tailBytes = 4 << 10
+	tailWait  = 50 * time.Millisecond
+)
+
+// readTail reads what an upstream sends after a stream's terminal event
+// until its body ends: over HTTP/1.1 net/http keeps a connection only for
+// a body read to its end, and the end of a chunked body (written when the
+// upstream's handler returns) often comes just after the last event, so
+// closing at the terminal event lost the connection (and cost the next
+// turn a new one) once every few dozen turns. At most tailBytes and
+// tailWait: an upstream that goes on, or stays open, loses its connection
+// as before. The client has had the terminal event; it waits at most
+// tailWait more for the end of its answer.
+func readTail(body io.Reader, abort func()) {
+	stop := time.AfterFunc(tailWait, abort)
+	io.CopyN(io.Discard, body, tailBytes)
+	stop.Stop()
 }
 
 // answer relays an upstream's answer other than an event stream: an error
