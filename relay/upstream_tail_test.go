@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/scheduler"
 )
 
@@ -83,6 +84,13 @@ func TestUpstreamConnectionKeptAfterStream(t *testing.T) {
 	up := newTailUpstream(t)
 	e := newEnv(t)
 	e.AddAccount(&scheduler.Account{ID: "a", BaseURL: up.srv.URL + "/v1"})
+	// One connection at most: a turn waits for the connection the last
+	// one gives back instead of racing it with a dial, so a connection
+	// is counted twice only when the relay lost it.
+	tr := relay.NewTransport()
+	tr.MaxConnsPerHost = 1
+	e.h.Transport = tr
+	t.Cleanup(tr.CloseIdleConnections)
 	for i := range 5 {
 		resp, br := streamUntilCompleted(t, e)
 		up.release <- struct{}{} // the upstream ends its body now
