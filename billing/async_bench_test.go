@@ -1,15 +1,13 @@
-//go:build unix
-
 package billing_test
 
 import (
 	"context"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
+	"github.com/relaykit/responsesrelay/internal/cputime"
 )
 
 // countSink counts records and calls and stores nothing, so that a
@@ -31,6 +29,17 @@ func (s *countBatchSink) RecordBatch(_ context.Context, us []billing.Usage) erro
 	return nil
 }
 
+// newCountSink is a countSink, or a countBatchSink when batch is set,
+// and its counts.
+func newCountSink(batch bool) (billing.UsageSink, *countSink) {
+	if batch {
+		s := &countBatchSink{}
+		return s, &s.countSink
+	}
+	s := &countSink{}
+	return s, s
+}
+
 // BenchmarkAsyncDelivery queues records from parallel callers into an
 // Async and delivers them to a sink that stores nothing: record by record
 // (a plain sink, with the default 4 workers and with 128 as a SQL sink
@@ -50,19 +59,11 @@ func BenchmarkAsyncDelivery(b *testing.B) {
 		{"batch/workers=2", true, 2},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			var sink billing.UsageSink
-			var counts *countSink
-			if c.batch {
-				s := &countBatchSink{}
-				sink, counts = s, &s.countSink
-			} else {
-				s := &countSink{}
-				sink, counts = s, s
-			}
+			sink, counts := newCountSink(c.batch)
 			a := billing.NewAsync(sink, billing.DeliveryOptions{Workers: c.workers})
 			ctx := context.Background()
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := cputime.Process()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				u := record(1)
@@ -77,7 +78,7 @@ func BenchmarkAsyncDelivery(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			cpu := cpuTime() - cpu0
+			cpu := cputime.Process() - cpu0
 			if n := counts.records.Load(); n != int64(b.N) {
 				b.Fatalf("delivered %d records, want %d", n, b.N)
 			}
@@ -104,16 +105,13 @@ func BenchmarkAsyncDeliveryPaced(b *testing.B) {
 		{"batch/workers=2", true, 2},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			var sink billing.UsageSink = &countSink{}
-			if c.batch {
-				sink = &countBatchSink{}
-			}
+			sink, _ := newCountSink(c.batch)
 			a := billing.NewAsync(sink, billing.DeliveryOptions{Workers: c.workers})
 			ctx := context.Background()
 			u := record(1)
 			var spun time.Duration
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := cputime.Process()
 			b.ResetTimer()
 			for b.Loop() {
 				if err := a.Record(ctx, u); err != nil {
@@ -128,17 +126,8 @@ func BenchmarkAsyncDeliveryPaced(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			cpu := cpuTime() - cpu0 - spun
+			cpu := cputime.Process() - cpu0 - spun
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "delivery-cpu-ns/op")
 		})
 	}
-}
-
-// cpuTime is the CPU time, user and system, the process used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -26,8 +26,9 @@ func benchRelayObserved(b *testing.B, deltas int, obs *relay.Observer) (relaySrv
 	return benchRelayWith(b, deltas, func(h *relay.Handler) { h.Observer = obs })
 }
 
-// benchRelayWith is benchRelay with the handler adjusted by set.
-func benchRelayWith(b *testing.B, deltas int, set func(*relay.Handler)) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
+// benchRelayWith is benchRelay with the handler adjusted by set (a test
+// may use it too).
+func benchRelayWith(b testing.TB, deltas int, set func(*relay.Handler)) (relaySrv, upSrv *httptest.Server, up *relaytest.Upstream) {
 	up = relaytest.New()
 	up.NoLog = true
 	up.SetDefault("a", relaytest.Step{Deltas: deltas})

@@ -235,11 +235,11 @@ func (t *turn) observeAttempt(sel *scheduler.Selection, began time.Time, ae *att
 }
 
 func (t *turn) attemptInfo(sel *scheduler.Selection, began time.Time, ae *attemptError, outcome AttemptOutcome) Attempt {
-	end := t.h.now()
-	if t.rec.handed && !t.rec.at.IsZero() && t.rec.at.After(began) {
-		// The attempt that wrote the record ended there: its duration
-		// then fits in the record's DurationMS, whatever ran after.
-		end = t.rec.at
+	// The attempt that wrote the usage record ended where the record's
+	// DurationMS was taken (emit), so that its duration fits in the turn's.
+	end := t.rec.at
+	if !t.rec.handed || !end.After(began) {
+		end = t.h.now()
 	}
 	e := Attempt{N: t.up.n, AccountID: sel.Account.ID, Layer: sel.Layer,
 		Duration: end.Sub(began), Outcome: outcome,

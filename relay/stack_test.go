@@ -3,10 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime/debug"
@@ -14,9 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
-	"github.com/relaykit/responsesrelay/scheduler"
 )
 
 // TestStreamStackStays8KiB: a streaming turn that has committed its
@@ -29,7 +24,7 @@ import (
 // limit is the whole process's and a test client alone needs more.
 func TestStreamStackStays8KiB(t *testing.T) {
 	if os.Getenv("RELAY_TEST_STACK_CHILD") == "1" {
-		stackChild()
+		stackChild(t)
 		return
 	}
 	if raceEnabled {
@@ -53,23 +48,10 @@ func TestStreamStackStays8KiB(t *testing.T) {
 // stack limit, reads its first three events and exits while the upstream
 // holds the rest. Its client is a bare socket: net/http's client needs
 // more than 8 KiB itself.
-func stackChild() {
+func stackChild(t *testing.T) {
 	debug.SetMaxStack(8 << 10)
-	up := relaytest.New()
-	up.NoLog = true
+	srv, _, up := benchRelayWith(t, 5, nil)
 	up.Script("a", relaytest.Step{Deltas: 5, After: 3, Hold: make(chan struct{})})
-	upSrv := httptest.NewServer(up)
-	pool := scheduler.NewStaticPool()
-	pool.Add("g", &scheduler.Account{ID: "a", BaseURL: upSrv.URL + "/a/v1", Concurrency: 4})
-	h := &relay.Handler{
-		Scheduler:   &scheduler.Scheduler{Pool: pool},
-		Credentials: scheduler.StaticKeys{"a": "sk-a"},
-		Logger:      slog.New(slog.DiscardHandler),
-		Authenticate: func(*http.Request) (*relay.Subject, error) {
-			return &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g"}, nil
-		},
-	}
-	srv := httptest.NewServer(h)
 	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {
 		fmt.Println("stack child:", err)

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -164,7 +165,7 @@ func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Claime
 	if aPrev != gPrev || aSess != gSess {
 		again, stopAgain = s.stickyPlan(ctx, v, q, ex, now, aPrev, aSess, againBuf[:0])
 	}
-	if stopAgain == stop && samePlans(again, plan[:sticky]) {
+	if stopAgain == stop && slices.Equal(again, plan[:sticky]) {
 		// The bindings read lead where the guess led.
 		if taken == nil {
 			b.Release(true, true, nil)
@@ -333,18 +334,6 @@ func appendPlans(out, ps []planned) []planned {
 		out = appendPlan(out, p)
 	}
 	return out
-}
-
-func samePlans(a, b []planned) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Claimed is what TrySelect took: an account (Selection) and another slot

@@ -1,17 +1,15 @@
-//go:build unix
-
 package sqlusage_test
 
 import (
 	"context"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/examples/sqlusage"
+	"github.com/relaykit/responsesrelay/internal/cputime"
 )
 
 // BenchmarkSQLiteAsync delivers records from parallel callers through
@@ -37,7 +35,7 @@ func benchAsync(b *testing.B, s *sqlusage.Sink, sink billing.UsageSink, o billin
 	ctx := context.Background()
 	var seq atomic.Int64
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := cputime.Process()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		u := sample("")
@@ -53,16 +51,7 @@ func benchAsync(b *testing.B, s *sqlusage.Sink, sink billing.UsageSink, o billin
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	cpu := cpuTime() - cpu0
+	cpu := cputime.Process() - cpu0
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(b.N)/float64(max(sqlusage.Writes(s), 1)), "records/txn")
-}
-
-// cpuTime is the CPU time, user and system, the process used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

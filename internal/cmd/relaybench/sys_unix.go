@@ -2,10 +2,7 @@
 
 package main
 
-import (
-	"syscall"
-	"time"
-)
+import "syscall"
 
 // raiseFDLimit lifts the soft file descriptor limit as far as it can: to
 // well above what -idle needs if the process may raise the hard limit (as
@@ -30,13 +27,4 @@ func raiseFDLimit() (int, error) {
 		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
 	return int(min(rl.Cur, 1<<30)), err
-}
-
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

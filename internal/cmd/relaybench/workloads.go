@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/coder/websocket"
+	"github.com/relaykit/responsesrelay/internal/cputime"
 	"github.com/relaykit/responsesrelay/internal/stamp"
 	"github.com/tidwall/gjson"
 )
@@ -163,7 +164,7 @@ func run(cfg runConfig, e *endpoint) *result {
 // cpuTime is the CPU time of the measured processes.
 func (cfg runConfig) cpuTime() time.Duration {
 	if len(cfg.pids) == 0 {
-		return cpuTime()
+		return cputime.Process()
 	}
 	var d time.Duration
 	for _, p := range cfg.pids {
