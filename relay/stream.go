@@ -35,8 +35,8 @@ type sseWriter struct {
 	// beforeHeader counts the bytes written before it.
 	headerOut    bool
 	beforeHeader int
-	// frame holds the event being written, from frameBufs: kept through
-	// a burst of buffered events and given back at the flush.
+	// frame holds the frames gathered for the next write (SendBuffered),
+	// from frameBufs: kept through a burst and given back at the flush.
 	frame *[]byte
 }
 
@@ -47,9 +47,8 @@ func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Durat
 	return s
 }
 
-// frameBufs hold one framed event while it is written: shared, so an open
-// stream keeps no buffer of its own while it waits (a burst of events
-// written without a flush keeps one until the flush).
+// frameBufs hold the framed events of a burst until they are written:
+// shared, so an open stream keeps no buffer of its own while it waits.
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
 
 func putFrameBuf(b *[]byte) {
@@ -232,35 +231,74 @@ func (s *sseWriter) noFlushLocked() {
 	}
 }
 
-// SendBuffered writes one event without flushing: the pump flushes once
-// the upstream has no further event ready.
+// SendBuffered adds one event to the frames the next flush writes: the
+// pump flushes once the upstream has no further event ready. A burst is
+// handed to net/http in writes of up to batchBytes, not one per event:
+// each Write of a response costs its buffering and chunking a pass, and a
+// large one goes out in one chunk with few system calls.
 func (s *sseWriter) SendBuffered(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writeBufferedLocked(s.framed(typ, data))
+	if s.dead {
+		return errClientWrite
+	}
+	if s.appendFrame(typ, data) < batchBytes {
+		return nil
+	}
+	return s.writeFramesLocked()
 }
 
-// Flush sends what SendBuffered wrote.
+// batchBytes is how many bytes of a burst's frames are gathered before
+// they are written without waiting for the flush.
+const batchBytes = 16 << 10
+
+// Flush sends what SendBuffered gathered.
 func (s *sseWriter) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.writeFramesLocked(); err != nil {
+		return err
+	}
 	return s.flushLocked()
 }
 
-// Send writes one event and flushes it.
+// Send writes one event, after those gathered, and flushes.
 func (s *sseWriter) Send(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writeLocked(s.framed(typ, data))
+	if s.dead {
+		return errClientWrite
+	}
+	s.appendFrame(typ, data)
+	return s.writeFramesFlushLocked()
 }
 
-// framed is one event's SSE frame, in the writer's frame buffer.
-func (s *sseWriter) framed(typ string, data []byte) []byte {
+// appendFrame adds one event's SSE frame to the writer's frame buffer and
+// returns the buffer's length.
+func (s *sseWriter) appendFrame(typ string, data []byte) int {
 	if s.frame == nil {
 		s.frame = frameBufs.Get().(*[]byte)
 	}
-	*s.frame = sse.AppendEvent((*s.frame)[:0], typ, data)
-	return *s.frame
+	*s.frame = sse.AppendEvent(*s.frame, typ, data)
+	return len(*s.frame)
+}
+
+// writeFramesLocked writes the gathered frames without flushing.
+func (s *sseWriter) writeFramesLocked() error {
+	if s.frame == nil || len(*s.frame) == 0 {
+		return nil
+	}
+	b := *s.frame
+	*s.frame = b[:0]
+	return s.writeBufferedLocked(b)
+}
+
+// writeFramesFlushLocked writes the gathered frames and flushes.
+func (s *sseWriter) writeFramesFlushLocked() error {
+	if err := s.writeFramesLocked(); err != nil {
+		return err
+	}
+	return s.flushLocked()
 }
 
 func (s *sseWriter) dropFrame() {
@@ -274,6 +312,9 @@ func (s *sseWriter) dropFrame() {
 func (s *sseWriter) Ping() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.writeFramesLocked(); err != nil {
+		return err
+	}
 	return s.writeLocked(sse.Ping)
 }
 
