@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,10 +25,25 @@ import (
 // (its TestMain looks at it before the testing flags are parsed).
 const roleEnv = "RELAYBENCH_ROLE"
 
+// childProfileEnv, when set in relaybench's environment, names a file
+// prefix: every child process writes a CPU profile of its whole life to
+// PREFIX.ROLE.PID (to compare a proxy's profile with ReverseProxy's in
+// end-to-end mode, where each runs in a process of its own).
+const childProfileEnv = "RELAYBENCH_CHILD_CPUPROFILE"
+
 // childMain runs this process as the upstream or the clients of -idle mode
 // and returns the exit code.
 func childMain(role string, args []string) int {
 	raiseFDLimit() // the children hold one socket per stream each
+	if prefix := os.Getenv(childProfileEnv); prefix != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%s.%d", prefix, role, os.Getpid()))
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
+		}
+	}
 	var err error
 	switch role {
 	case "upstream":
