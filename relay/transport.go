@@ -65,7 +65,7 @@ type burstConn struct {
 
 func newBurstConn(c net.Conn) net.Conn {
 	sc, ok := c.(syscall.Conn)
-	if !ok {
+	if !ok || !readAheadSupported {
 		return c
 	}
 	raw, err := sc.SyscallConn()
@@ -103,12 +103,8 @@ func (c *burstConn) readAhead() error {
 	var n int
 	var rerr error
 	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = syscall.Read(int(fd), *b)
-			if rerr != syscall.EINTR {
-				return true // done, or nothing waiting: never wait here
-			}
-		}
+		n, rerr = readNow(fd, *b)
+		return true // done, or nothing waiting: never wait here
 	})
 	// While the read ahead finds data the burst goes on: the next read
 	// looks ahead again, and only one that finds nothing waits.
@@ -118,7 +114,7 @@ func (c *burstConn) readAhead() error {
 		return nil
 	}
 	burstBuffers.Put(b)
-	if err == nil && rerr != nil && !errors.Is(rerr, syscall.EAGAIN) {
+	if err == nil && rerr != nil && !errors.Is(rerr, errNothingWaiting) {
 		err = os.NewSyscallError("read", rerr)
 	}
 	if err != nil {
