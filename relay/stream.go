@@ -35,8 +35,8 @@ type sseWriter struct {
 	// beforeHeader counts the bytes written before it.
 	headerOut    bool
 	beforeHeader int
-	// frame holds the frames gathered for the next write (SendBuffered),
-	// from frameBufs: kept through a burst and given back at the flush.
+	// frame holds the event being written, from frameBufs: kept through
+	// a burst of buffered events and given back at the flush.
 	frame *[]byte
 }
 
@@ -47,8 +47,9 @@ func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Durat
 	return s
 }
 
-// frameBufs hold the framed events of a burst until they are written:
-// shared, so an open stream keeps no buffer of its own while it waits.
+// frameBufs hold one framed event while it is written: shared, so an open
+// stream keeps no buffer of its own while it waits (a burst of events
+// written without a flush keeps one until the flush).
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
 
 func putFrameBuf(b *[]byte) {
@@ -231,74 +232,35 @@ func (s *sseWriter) noFlushLocked() {
 	}
 }
 
-// SendBuffered adds one event to the frames the next flush writes: the
-// pump flushes once the upstream has no further event ready. A burst is
-// handed to net/http in writes of up to batchBytes, not one per event:
-// each Write of a response costs its buffering and chunking a pass, and a
-// large one goes out in one chunk with few system calls.
+// SendBuffered writes one event without flushing: the pump flushes once
+// the upstream has no further event ready.
 func (s *sseWriter) SendBuffered(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead {
-		return errClientWrite
-	}
-	if s.appendFrame(typ, data) < batchBytes {
-		return nil
-	}
-	return s.writeFramesLocked()
+	return s.writeBufferedLocked(s.framed(typ, data))
 }
 
-// batchBytes is how many bytes of a burst's frames are gathered before
-// they are written without waiting for the flush.
-const batchBytes = 16 << 10
-
-// Flush sends what SendBuffered gathered.
+// Flush sends what SendBuffered wrote.
 func (s *sseWriter) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writeFramesLocked(); err != nil {
-		return err
-	}
 	return s.flushLocked()
 }
 
-// Send writes one event, after those gathered, and flushes.
+// Send writes one event and flushes it.
 func (s *sseWriter) Send(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead {
-		return errClientWrite
-	}
-	s.appendFrame(typ, data)
-	return s.writeFramesFlushLocked()
+	return s.writeLocked(s.framed(typ, data))
 }
 
-// appendFrame adds one event's SSE frame to the writer's frame buffer and
-// returns the buffer's length.
-func (s *sseWriter) appendFrame(typ string, data []byte) int {
+// framed is one event's SSE frame, in the writer's frame buffer.
+func (s *sseWriter) framed(typ string, data []byte) []byte {
 	if s.frame == nil {
 		s.frame = frameBufs.Get().(*[]byte)
 	}
-	*s.frame = sse.AppendEvent(*s.frame, typ, data)
-	return len(*s.frame)
-}
-
-// writeFramesLocked writes the gathered frames without flushing.
-func (s *sseWriter) writeFramesLocked() error {
-	if s.frame == nil || len(*s.frame) == 0 {
-		return nil
-	}
-	b := *s.frame
-	*s.frame = b[:0]
-	return s.writeBufferedLocked(b)
-}
-
-// writeFramesFlushLocked writes the gathered frames and flushes.
-func (s *sseWriter) writeFramesFlushLocked() error {
-	if err := s.writeFramesLocked(); err != nil {
-		return err
-	}
-	return s.flushLocked()
+	*s.frame = sse.AppendEvent((*s.frame)[:0], typ, data)
+	return *s.frame
 }
 
 func (s *sseWriter) dropFrame() {
@@ -312,9 +274,6 @@ func (s *sseWriter) dropFrame() {
 func (s *sseWriter) Ping() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writeFramesLocked(); err != nil {
-		return err
-	}
 	return s.writeLocked(sse.Ping)
 }
 
