@@ -237,16 +237,8 @@ const spoolWorkers = sqlusage.DefaultMaxBatch
 // the SQL sink (WithMaxDelay). Records reach the database after their
 // turn has ended, so the wait delays no client; without it a lone record
 // is a transaction of its own, and at every load the commits cost more CPU
-// than the turns' relaying. At one client a 20 ms wait still left about
-// nine records per commit, and the commits and inserts cost 100 µs of CPU
-// per streamed turn (BENCHMARKS.md, "Upstream bursts"); 100 ms leaves
-// about fifty.
-const usageMaxDelay = 100 * time.Millisecond
-
-// settleMaxDelay replaces usageMaxDelay when records settle their turns
-// in a ledger: a turn's hold on its key's budget stays until its record
-// is delivered, and a key near its budget should get its room back soon.
-const settleMaxDelay = 20 * time.Millisecond
+// than the turns' relaying.
+const usageMaxDelay = 20 * time.Millisecond
 
 // openUsage opens the database and puts the spool, or an in-memory queue,
 // in front of it. With a ledger (withLedger: a key has a quota), each
@@ -255,17 +247,13 @@ const settleMaxDelay = 20 * time.Millisecond
 func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	maxDelay := usageMaxDelay
-	if withLedger {
-		maxDelay = settleMaxDelay
-	}
 	var opts []sqlusage.Option
 	if cfg.Spool != "" {
 		// The spool delivers record by record: the sink forms the batches
 		// and lets them fill. Behind the queue, which hands it whole
 		// batches, its Record serves only a failed batch's records, one by
 		// one, which should not wait.
-		opts = append(opts, sqlusage.WithMaxDelay(maxDelay))
+		opts = append(opts, sqlusage.WithMaxDelay(usageMaxDelay))
 	}
 	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN, opts...)
 	if err != nil {
@@ -289,7 +277,7 @@ func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 		// transaction; a record settles (Settling) before its batch is
 		// written, and Close drains the queue, batch by batch.
 		s.async = billing.NewAsync(next, billing.DeliveryOptions{
-			Workers: queueWorkers, MaxBatch: sqlusage.DefaultMaxBatch, BatchWait: maxDelay, Logger: s.log,
+			Workers: queueWorkers, MaxBatch: sqlusage.DefaultMaxBatch, BatchWait: usageMaxDelay, Logger: s.log,
 		})
 		s.usage = s.async
 		return nil
