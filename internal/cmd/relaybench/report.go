@@ -41,6 +41,13 @@ type jsonRow struct {
 	EventP99      *num `json:"event_p99_ms,omitempty"`
 	AddedEventP50 *num `json:"added_event_p50_ms,omitempty"`
 	AddedEventP99 *num `json:"added_event_p99_ms,omitempty"`
+	// With reverseproxy among the targets and more than one round: this
+	// target's p50 less reverseproxy's, and its throughput over
+	// reverseproxy's, round by round (each pair ran back to back).
+	P50OverRPRounds []num `json:"p50_minus_rp_ms_rounds,omitempty"`
+	RPSRatioRounds  []num `json:"rps_x_rp_rounds,omitempty"`
+	P50OverRPMedian *num  `json:"p50_minus_rp_ms_median,omitempty"`
+	RPSRatioMedian  *num  `json:"rps_x_rp_median,omitempty"`
 }
 
 func numPtr(v float64) *num { n := num(v); return &n }
@@ -115,6 +122,13 @@ func rowFor(r *result, rs []*result) jsonRow {
 	}
 	if r.evHist.n > 0 {
 		row.EventP50, row.EventP99 = numPtr(ms(r.evHist.quantile(0.50))), numPtr(ms(r.evHist.quantile(0.99)))
+	}
+	if p, ok := pairedWith(r, find(rs, targetReverseProxy)); ok {
+		for i := range p.p50Diff {
+			row.P50OverRPRounds = append(row.P50OverRPRounds, num(ms(p.p50Diff[i])))
+			row.RPSRatioRounds = append(row.RPSRatioRounds, num(p.rpsRatio[i]))
+		}
+		row.P50OverRPMedian, row.RPSRatioMedian = numPtr(ms(p.p50DiffMedian())), numPtr(p.rpsRatioMedian())
 	}
 	if r.hasAttempts {
 		row.UpstreamAttempts = numPtr(perReq(float64(r.relayAttempts), r.requests))
@@ -198,6 +212,10 @@ func writeSummary(w io.Writer, name string, rs []*result, rp *result) {
 		}
 		fmt.Fprintln(w)
 	}
+	if p, ok := pairedWith(relay, rp); ok {
+		fmt.Fprintf(w, "round by round (%d pairs): %s p50 minus reverseproxy's: median %+.2f ms, %s; throughput: median %.2fx, %s\n",
+			len(p.p50Diff), name, ms(p.p50DiffMedian()), p.p50DiffRange(), p.rpsRatioMedian(), p.rpsRatioRange())
+	}
 	if relay != nil && rp != nil && relay.evHist.n > 0 {
 		ar, ap := addedOver(relay, rs), addedOver(rp, rs)
 		if ar.hasEv && ap.hasEv {
@@ -217,6 +235,9 @@ func writeNotes(w io.Writer) {
   +p50, +p99   latency added over direct (whole request, to the last byte). At high
                concurrency on few cores this is mostly queueing; judge latency budgets
                with -concurrency 1.
+  round by     each round of a target ran next to the same round of reverseproxy: the
+  round        median and range of the per-round differences judge a 0.1 ms target on
+               a machine whose speed drifts by more than that between rounds (-rounds 8).
   cpu          user+system CPU time of the whole process per request (getrusage); less
                sensitive than rps to other load on the machine. +cpu subtracts direct's.
                The summary line adds read/write syscalls per request (/proc/self/io).

@@ -126,6 +126,10 @@ type result struct {
 	// Upstream attempts the relay made (HTTP only), and how many got 429.
 	relayAttempts, relay429 int64
 	hasAttempts             bool
+
+	// rounds holds each round's own figures, in the order the rounds ran,
+	// so that two targets can be compared round by round (paired.go).
+	rounds []roundFigures
 }
 
 // add sums another round of the same workload and target into r.
@@ -146,6 +150,7 @@ func (r *result) add(o *result) {
 	r.relayAttempts += o.relayAttempts
 	r.relay429 += o.relay429
 	r.hasAttempts = r.hasAttempts || o.hasAttempts
+	r.rounds = append(r.rounds, o.rounds...)
 }
 
 func (r *result) p50() time.Duration { return r.hist.quantile(0.50) }
