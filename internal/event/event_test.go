@@ -1,6 +1,10 @@
 package event
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/tidwall/gjson"
+)
 
 func TestClassify(t *testing.T) {
 	cases := []struct {
@@ -49,11 +53,59 @@ func TestParseUsage(t *testing.T) {
 
 var deltaEvent = []byte(`{"type":"response.output_text.delta","content_index":0,"delta":"Hello","item_id":"msg_67c9fdcecf488190bdd9d0a8f0ae0ff4","logprobs":[],"obfuscation":"abcdefghij","output_index":0,"sequence_number":12}`)
 
+// BenchmarkClassify: an event whose sequence_number comes last (gjson
+// reads it).
 func BenchmarkClassify(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Classify(deltaEvent)
 	}
+}
+
+// upstreamDelta is a delta as the upstream writes it: type, then
+// sequence_number.
+var upstreamDelta = []byte(`{"type":"response.output_text.delta","sequence_number":12,"item_id":"msg_67c9fdcecf488190bdd9d0a8f0ae0ff4","output_index":0,"content_index":0,"delta":"Hello","logprobs":[],"obfuscation":"abcdefghij"}`)
+
+// BenchmarkClassifyUpstreamOrder: the same event in the upstream's order.
+func BenchmarkClassifyUpstreamOrder(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		Classify(upstreamDelta)
+	}
+}
+
+// classifyGJSON is Classify read wholly with gjson: the reference the
+// fast reading must agree with.
+func classifyGJSON(data []byte) Info {
+	s := string(data)
+	info := Info{Kind: KindOutput, Type: gjson.Get(s, "type").Str, Seq: -1}
+	if seq := gjson.Get(s, "sequence_number"); seq.Type == gjson.Number {
+		info.Seq = seq.Int()
+	}
+	return info
+}
+
+// FuzzClassifyAsGJSON: for any bytes, Classify's type and sequence number
+// are gjson's (the kind follows from the type).
+func FuzzClassifyAsGJSON(f *testing.F) {
+	for _, s := range []string{
+		string(upstreamDelta), string(deltaEvent),
+		`{"type":"response.completed","sequence_number":9,"response":{}}`,
+		`{"type":"x","sequence_number":9}`, `{"type":"x","sequence_number":9`, `{"type":"x","sequence_number":9.5}`,
+		`{"type":"x","sequence_number":1e3}`, `{"type":"x","sequence_number":-1}`, `{"type":"x","sequence_number":007}`,
+		`{"type":"x","sequence_number":12345678901234567890}`, `{"type":"x","sequence_number":"9"}`,
+		`{"type":"a\"b","sequence_number":1}`, `{"type":"a\u0041","sequence_number":1}`, "{\"type\":\"a\tb\",\"sequence_number\":1}",
+		`{"type":"x","type":"y","sequence_number":1,"sequence_number":2}`, `{"type":"x" ,"sequence_number":1}`,
+		`{"type":"x"}`, `{"type":"`, `{"type":"x",`, `{ "type":"x","sequence_number":1}`, `not json`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, want := Classify(data), classifyGJSON(data)
+		if got.Type != want.Type || got.Seq != want.Seq {
+			t.Fatalf("%q: Classify %+v, gjson %+v", data, got, want)
+		}
+	})
 }
 
 var completedEvent = []byte(`{"type":"response.completed","sequence_number":40,"response":{"id":"resp_67c9fdcecf488190bdd9d0a8f0ae0ff4","object":"response","created_at":1741290958,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-5","output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello there, how can I help?","annotations":[]}]}],"service_tier":"default","usage":{"input_tokens":75,"input_tokens_details":{"cached_tokens":0},"output_tokens":155,"output_tokens_details":{"reasoning_tokens":128},"total_tokens":230}}}`)
