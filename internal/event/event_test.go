@@ -1,6 +1,7 @@
 package event
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -129,4 +130,63 @@ func TestIsError(t *testing.T) {
 			t.Errorf("%s: %v", in, got)
 		}
 	}
+}
+
+// bigCompleted is a terminal event with a 200-delta answer: its output
+// stands before service_tier and usage.
+var bigCompleted = func() []byte {
+	text := strings.Repeat("token ", 200)
+	return []byte(`{"type":"response.completed","sequence_number":202,"response":{"id":"resp_1","object":"response","created_at":1741290958,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-5","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"` + text + `","annotations":[],"logprobs":[]}]}],"parallel_tool_calls":true,"reasoning":{"effort":"medium"},"service_tier":"default","store":true,"text":{"format":{"type":"text"}},"tools":[],"usage":{"input_tokens":75,"input_tokens_details":{"cached_tokens":0},"output_tokens":200,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":275}}}`)
+}()
+
+func BenchmarkUsageExtractionLongAnswer(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		ParseEventResponse(bigCompleted)
+	}
+}
+
+// parseResponseGJSON is ParseResponse as one gjson lookup per field: the
+// reference the single walk must agree with.
+func parseResponseGJSON(obj gjson.Result) Response {
+	r := Response{
+		ID:          obj.Get("id").String(),
+		Status:      obj.Get("status").String(),
+		Model:       obj.Get("model").String(),
+		ServiceTier: obj.Get("service_tier").String(),
+		ErrorCode:   obj.Get("error.code").String(),
+	}
+	if u := obj.Get("usage"); u.IsObject() {
+		r.Usage = parseUsage(u)
+	}
+	return r
+}
+
+// FuzzParseResponseAsGJSON: for any valid JSON, ParseBody and
+// ParseEventResponse read what a gjson lookup per field reads; other
+// bytes (gjson reads them each its own way) only must not break them.
+func FuzzParseResponseAsGJSON(f *testing.F) {
+	for _, s := range []string{
+		string(completedEvent), string(bigCompleted),
+		`{"id":"a","id":"b","status":1,"model":null,"service_tier":["x"],"usage":{"input_tokens":3},"usage":{"input_tokens":4}}`,
+		`{"error":{"code":"x"},"error":{"code":"y"},"usage":"no"}`, `{"error":"e","usage":[1]}`,
+		`{"i\u0064":"escaped","st\u0061tus":"s","usage":{"total_tokens":0,"input_tokens":2,"output_tokens":3}}`,
+		`{"id":"a"`, `[{"id":"a"}]`, `"id"`, `{"response":{"id":"r"}}`, ``, `{`, `{"id":"a\"b"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := string(data)
+		if !gjson.Valid(s) {
+			ParseBody(data)
+			ParseEventResponse(data)
+			return
+		}
+		if got, want := ParseBody(data), parseResponseGJSON(gjson.Parse(s)); got != want {
+			t.Fatalf("%q: ParseBody %+v, gjson %+v", data, got, want)
+		}
+		if got, want := ParseEventResponse(data), parseResponseGJSON(gjson.Get(s, "response")); got != want {
+			t.Fatalf("%q: ParseEventResponse %+v, gjson %+v", data, got, want)
+		}
+	})
 }
