@@ -23,4 +23,3 @@ func NewTransport() *http.Transport {
 	t.WriteBufferSize = 1 << 10
 	return t
 }
-
