@@ -137,13 +137,18 @@ func (a *Async) deliverBatch(batch []Usage) {
 // panic in the sink is a failed attempt, and is reported, since a
 // panicking batch is not tried again.
 func (a *Async) attemptBatch(batch []Usage) (panicked bool, err error) {
-	ctx := a.runCtx
-	if a.o.AttemptTimeout > 0 {
+	return attemptBatchOnce(a.runCtx, a.batch, a.o.AttemptTimeout, batch)
+}
+
+// attemptBatchOnce is attemptOnce for a batch: one RecordBatch call,
+// bounded by timeout (when > 0), with a panic turned into an error.
+func attemptBatchOnce(ctx context.Context, sink BatchSink, timeout time.Duration, batch []Usage) (panicked bool, err error) {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.o.AttemptTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	err = hookcall.Safe(ctx, func(ctx context.Context) error { return a.batch.RecordBatch(ctx, batch) })
+	err = hookcall.Safe(ctx, func(ctx context.Context) error { return sink.RecordBatch(ctx, batch) })
 	if pe, ok := errors.AsType[*hookcall.PanicError](err); ok {
 		return true, fmt.Errorf("billing: usage sink panicked: %v", pe.Value)
 	}

@@ -53,3 +53,6 @@ func LedgerSizes(m *MemoryLedger) (scopes, holds, holdQueue, settled int) {
 // SetLedgerMaxHolds bounds the holds m keeps in flight to n, so that tests
 // of the bound need not make 262 144.
 func SetLedgerMaxHolds(m *MemoryLedger, n int) { m.maxHolds = n }
+
+// SpoolQueued is how many records read back wait for a worker.
+func SpoolQueued(s *Spool) int { return len(s.jobs) }

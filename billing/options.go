@@ -47,14 +47,18 @@ type DeliveryOptions struct {
 	// 0: 1 s; < 0: deliver at once when the queue is full.
 	EnqueueTimeout time.Duration
 	// MaxBatch is how many records at most one call to a next sink that
-	// is a BatchSink stores (Async). The workers then take turns to gather
-	// a batch: one waits for a first record, then BatchWait or until
+	// is a BatchSink stores. An Async's workers take turns to gather a
+	// batch: one waits for a first record, then BatchWait or until
 	// MaxBatch records are queued, and delivers what is queued with
-	// RecordBatch while the next gathers. A batch that still fails after
+	// RecordBatch while the next gathers; a batch that still fails after
 	// its retries (or panics) is delivered again record by record with
-	// Record, so that a record the sink refuses is dropped alone. 0: 128;
-	// < 0: no batches, every record goes through Record as with a sink
-	// that is no BatchSink.
+	// Record, so that a record the sink refuses is dropped alone. A
+	// Spool's worker delivers each record it takes with those read back
+	// and waiting (at most 16 per worker are in flight), without waiting
+	// for more; a batch that fails once (or panics) is delivered again
+	// record by record, each with its own retries. 0: 128; < 0: no
+	// batches, every record goes through Record as with a sink that is no
+	// BatchSink.
 	MaxBatch int
 	// BatchWait is how long a batch waits for more records after its
 	// first (Async, with a BatchSink). Records reach the sink after their

@@ -37,6 +37,7 @@ func (o DeliveryOptions) forSpool() DeliveryOptions {
 		o.AttemptTimeout = defaultAsyncAttemptTimeout
 	}
 	o.RetryBase, o.RetryMax = retryWaits(o.RetryBase, o.RetryMax)
+	o.MaxBatch = knob.Or(o.MaxBatch, defaultAsyncMaxBatch)
 	return o
 }
 
@@ -130,6 +131,7 @@ type Spool struct {
 	retryKick chan struct{} // cap 1: a job joined retries
 	slots     chan struct{} // one per job in flight
 	jobs      chan job
+	batch     BatchSink // next, when it takes batches and MaxBatch > 1
 	runCtx    context.Context
 	stop      context.CancelCauseFunc
 	workers   sync.WaitGroup
@@ -256,6 +258,11 @@ func OpenSpool(dir string, next UsageSink, o DeliveryOptions) (*Spool, error) {
 	}
 	s.group = &group{done: make(chan struct{})}
 	s.slots = make(chan struct{}, inFlightPerWorker*s.o.Workers)
+	if bs, ok := next.(BatchSink); ok && s.o.MaxBatch > 1 {
+		// The records read back wait in the channel, so that a worker
+		// finds those read while it delivered and takes them together.
+		s.batch, s.jobs = bs, make(chan job, cap(s.slots))
+	}
 	s.closing, s.closeNow = context.WithCancel(context.Background())
 	if err := s.load(); err != nil {
 		for _, seg := range s.segs {

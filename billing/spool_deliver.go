@@ -130,10 +130,12 @@ func (s *Spool) unreadable(seg *segment, err error) {
 	s.mu.Unlock()
 }
 
-// work makes one attempt per job. A failed job waits for its retry in
-// retries, not in the worker, so that a record the next sink keeps
-// refusing does not hold up the others.
+// work makes one attempt per job, or per batch of the jobs waiting when
+// the next sink takes batches (spool_batch.go). A failed job waits for its
+// retry in retries, not in the worker, so that a record the next sink
+// keeps refusing does not hold up the others.
 func (s *Spool) work() {
+	var b batchBuf
 	for {
 		var j job
 		select {
@@ -141,26 +143,36 @@ func (s *Spool) work() {
 		case <-s.runCtx.Done():
 			return
 		}
-		err := attemptOnce(s.runCtx, s.next, s.o.AttemptTimeout, j.u)
-		if err != nil && s.runCtx.Err() != nil {
-			continue // stopped: the record stays in the spool
+		if s.batch != nil {
+			s.deliverWaiting(j, &b)
+			continue
 		}
-		if err != nil {
-			j.failures++
-			if s.o.MaxRetries == 0 || (s.o.MaxRetries > 0 && j.failures <= s.o.MaxRetries) {
-				s.warnFailure(j, err)
-				j.due = time.Now().Add(jitteredBackoff(s.o.RetryBase, s.o.RetryMax, j.failures))
-				s.mu.Lock()
-				heap.Push(&s.retries, j)
-				s.mu.Unlock()
-				notify(s.retryKick)
-				continue
-			}
-			dropRecord(s.o.Logger, s.o.OnDropped, j.u, err, j.failures)
-		}
-		s.ack(j.seg, j.off, j.size)
-		<-s.slots
+		s.deliver(j)
 	}
+}
+
+// deliver makes one attempt at j: acknowledged when the sink took it (or
+// it was given up), else queued for its retry.
+func (s *Spool) deliver(j job) {
+	err := attemptOnce(s.runCtx, s.next, s.o.AttemptTimeout, j.u)
+	if err != nil && s.runCtx.Err() != nil {
+		return // stopped: the record stays in the spool
+	}
+	if err != nil {
+		j.failures++
+		if s.o.MaxRetries == 0 || (s.o.MaxRetries > 0 && j.failures <= s.o.MaxRetries) {
+			s.warnFailure(j, err)
+			j.due = time.Now().Add(jitteredBackoff(s.o.RetryBase, s.o.RetryMax, j.failures))
+			s.mu.Lock()
+			heap.Push(&s.retries, j)
+			s.mu.Unlock()
+			notify(s.retryKick)
+			return
+		}
+		dropRecord(s.o.Logger, s.o.OnDropped, j.u, err, j.failures)
+	}
+	s.ack(j.seg, j.off, j.size)
+	<-s.slots
 }
 
 // retryLoop hands failed jobs back to the workers when they are due.

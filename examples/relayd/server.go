@@ -226,10 +226,11 @@ func (s *server) closeRedis() error {
 // billing.BatchSink), so more workers would only split them.
 const queueWorkers = 2
 
-// spoolWorkers is how many records the spool hands to the SQL sink at
-// once. The spool delivers record by record and the sink batches the
-// records waiting together, so this is what lets a batch fill up
-// (sqlusage.DefaultMaxBatch rows) under load.
+// spoolWorkers is how many deliveries the spool runs at once. A worker
+// hands the SQL sink the records waiting behind its own in one batch,
+// but a lone record goes through Record, and the sink batches the
+// records of concurrent Record calls: this is what lets a batch fill up
+// (sqlusage.DefaultMaxBatch rows) at moderate load.
 const spoolWorkers = sqlusage.DefaultMaxBatch
 
 // usageMaxDelay is how long a batch of usage records waits for more
@@ -249,10 +250,10 @@ func (s *server) openUsage(cfg UsageConfig, withLedger bool) error {
 	defer cancel()
 	var opts []sqlusage.Option
 	if cfg.Spool != "" {
-		// The spool delivers record by record: the sink forms the batches
-		// and lets them fill. Behind the queue, which hands it whole
-		// batches, its Record serves only a failed batch's records, one by
-		// one, which should not wait.
+		// The spool hands over a lone record with Record: the sink lets
+		// such records gather into batches. Behind the queue, which hands
+		// it whole batches, its Record serves only a failed batch's
+		// records, one by one, which should not wait.
 		opts = append(opts, sqlusage.WithMaxDelay(usageMaxDelay))
 	}
 	sink, err := sqlusage.Open(ctx, cfg.Driver, cfg.DSN, opts...)
