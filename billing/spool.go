@@ -43,8 +43,10 @@ func (o DeliveryOptions) forSpool() DeliveryOptions {
 
 // Spool is a durable UsageSink: Record appends the record to a local file
 // and syncs it before it returns, and workers deliver it to the next sink
-// from there. A record is acknowledged on disk only after the next sink
-// returned nil for it (or, with MaxRetries set, after it was given up);
+// from there, the records waiting together in one RecordBatch when the
+// next sink is a BatchSink (DeliveryOptions.MaxBatch). A record is
+// acknowledged on disk only after the next sink returned nil for it or
+// its batch (or, with MaxRetries set, after it was given up);
 // OpenSpool delivers again whatever an earlier run left unacknowledged.
 //
 // # Durability
