@@ -93,7 +93,7 @@ func Classify(data []byte) Info {
 // The upstream writes an event's JSON compact, with type first and
 // sequence_number second: {"type":"…","sequence_number":N,…}. Read so,
 // a classification costs a prefix comparison and a few bytes; gjson's
-// walk, which also turns every number it meets into a float, costs six to
+// walk, which also parses the number it finds as a float, costs six to
 // eight times as much per event (BenchmarkClassify against
 // BenchmarkClassifyUpstreamOrder). Anything else, or anything
 // these readers are unsure of (an escape, a number that is not a plain
