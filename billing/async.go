@@ -266,19 +266,31 @@ func (a *Async) attempt(ctx context.Context, u Usage) error {
 	return attemptOnce(ctx, a.sink, a.o.AttemptTimeout, u)
 }
 
-// attemptOnce makes one call to sink, bounded by timeout when it is > 0;
-// a panic in the sink counts as a failed attempt.
+// attemptOnce makes one Record call to sink (callSink).
 func attemptOnce(ctx context.Context, sink UsageSink, timeout time.Duration, u Usage) error {
+	_, err := callSink(ctx, timeout, func(ctx context.Context) error { return sink.Record(ctx, u) })
+	return err
+}
+
+// attemptBatchOnce makes one RecordBatch call to sink (callSink).
+func attemptBatchOnce(ctx context.Context, sink BatchSink, timeout time.Duration, batch []Usage) (panicked bool, err error) {
+	return callSink(ctx, timeout, func(ctx context.Context) error { return sink.RecordBatch(ctx, batch) })
+}
+
+// callSink is one call to a next sink, bounded by timeout when it is > 0;
+// a panic in the sink is a failed attempt, and is reported (a panicking
+// batch is not tried again).
+func callSink(ctx context.Context, timeout time.Duration, call func(context.Context) error) (panicked bool, err error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	err := hookcall.Safe(ctx, func(ctx context.Context) error { return sink.Record(ctx, u) })
+	err = hookcall.Safe(ctx, call)
 	if pe, ok := errors.AsType[*hookcall.PanicError](err); ok {
-		return fmt.Errorf("billing: usage sink panicked: %v", pe.Value)
+		return true, fmt.Errorf("billing: usage sink panicked: %v", pe.Value)
 	}
-	return err
+	return false, err
 }
 
 // backoff is the wait after the given number of failed attempts.

@@ -2,12 +2,9 @@ package billing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
-
-	"github.com/relaykit/responsesrelay/internal/hookcall"
 )
 
 // Batches: an Async over a BatchSink delivers the records queued together
@@ -104,7 +101,7 @@ func (a *Async) deliverBatch(batch []Usage) {
 	for a.runCtx.Err() == nil {
 		attempts++
 		var panicked bool
-		if panicked, err = a.attemptBatch(batch); err == nil {
+		if panicked, err = attemptBatchOnce(a.runCtx, a.batch, a.o.AttemptTimeout, batch); err == nil {
 			return
 		}
 		if panicked || attempts > a.o.MaxRetries || !a.pause(a.backoff(attempts)) {
@@ -131,28 +128,6 @@ func (a *Async) deliverBatch(batch []Usage) {
 		}
 		_ = a.deliver(a.runCtx, u)
 	}
-}
-
-// attemptBatch makes one RecordBatch call, bounded by AttemptTimeout; a
-// panic in the sink is a failed attempt, and is reported, since a
-// panicking batch is not tried again.
-func (a *Async) attemptBatch(batch []Usage) (panicked bool, err error) {
-	return attemptBatchOnce(a.runCtx, a.batch, a.o.AttemptTimeout, batch)
-}
-
-// attemptBatchOnce is attemptOnce for a batch: one RecordBatch call,
-// bounded by timeout (when > 0), with a panic turned into an error.
-func attemptBatchOnce(ctx context.Context, sink BatchSink, timeout time.Duration, batch []Usage) (panicked bool, err error) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	err = hookcall.Safe(ctx, func(ctx context.Context) error { return sink.RecordBatch(ctx, batch) })
-	if pe, ok := errors.AsType[*hookcall.PanicError](err); ok {
-		return true, fmt.Errorf("billing: usage sink panicked: %v", pe.Value)
-	}
-	return false, err
 }
 
 func (a *Async) logger() *slog.Logger {

@@ -68,8 +68,9 @@ type SinkFunc func(ctx context.Context, u Usage) error
 func (f SinkFunc) Record(ctx context.Context, u Usage) error { return f(ctx, u) }
 
 // BatchSink is a UsageSink that can also store several records in one
-// call, typically one transaction. NewAsync delivers to a BatchSink in
-// batches (DeliveryOptions.MaxBatch), and Settling over one is one.
+// call, typically one transaction. NewAsync and OpenSpool deliver to a
+// BatchSink in batches (DeliveryOptions.MaxBatch), and Settling over one
+// is one.
 //
 // RecordBatch stores all the records of us or none: nil means every one is
 // stored; after an error the caller treats every one as not stored and may

@@ -64,6 +64,18 @@ func (z *sizes) get() []int {
 	return slices.Clone(z.n)
 }
 
+// wantWrites checks that the transactions written held writes rows each,
+// in that order, and that the table holds rows rows.
+func wantWrites(t *testing.T, s *sqlusage.Sink, got *sizes, writes []int, rows int64) {
+	t.Helper()
+	if w := got.get(); !slices.Equal(w, writes) {
+		t.Fatalf("writes of %v rows, want %v", w, writes)
+	}
+	if n := countRows(t, s); n != rows {
+		t.Fatalf("rows = %d, want %d", n, rows)
+	}
+}
+
 func TestIdempotentByRequestID(t *testing.T) {
 	eachDriver(t, func(t *testing.T, tg target) {
 		s := tg.open(t)
@@ -155,12 +167,7 @@ func TestBatchWrittenWhenFull(t *testing.T) {
 			records = append(records, sample(fmt.Sprintf("rr_full_%02d", i)))
 		}
 		noErrors(t, recordAll(s, records...))
-		if w := got.get(); !slices.Equal(w, []int{16}) {
-			t.Fatalf("writes of %v rows, want one of 16", w)
-		}
-		if n := countRows(t, s); n != 16 {
-			t.Fatalf("rows = %d, want 16", n)
-		}
+		wantWrites(t, s, &got, []int{16}, 16)
 	})
 }
 
@@ -198,12 +205,7 @@ func TestRecordsWaitingDuringAWriteShareTheNext(t *testing.T) {
 		close(release)
 		noErrors(t, <-first)
 		noErrors(t, <-rest)
-		if w := got.get(); !slices.Equal(w, []int{1, 8}) {
-			t.Fatalf("writes of %v rows, want [1 8]", w)
-		}
-		if n := countRows(t, s); n != 9 {
-			t.Fatalf("rows = %d, want 9", n)
-		}
+		wantWrites(t, s, &got, []int{1, 8}, 9)
 	})
 }
 

@@ -124,12 +124,7 @@ func TestRecordBatchTakesWaitingRecords(t *testing.T) {
 		if err := <-single; err != nil {
 			t.Fatal(err)
 		}
-		if w := got.get(); !slices.Equal(w, []int{6}) {
-			t.Fatalf("writes of %v rows, want one of 6", w)
-		}
-		if n := countRows(t, s); n != 6 {
-			t.Fatalf("rows = %d, want 6", n)
-		}
+		wantWrites(t, s, &got, []int{6}, 6)
 	})
 }
 

@@ -27,8 +27,8 @@
 // Sink writes in one transaction, so an Async needs only a worker or two
 // (one gathering while the other's batch is written).
 //
-// Record, for callers that deliver record by record (a billing.Spool),
-// hands its record to a batcher and waits until the transaction holding it
+// Record, for callers that deliver record by record (a billing.Spool
+// hands over a record that has none waiting behind it), hands its record to a batcher and waits until the transaction holding it
 // has committed: a nil error always means the row is stored, as
 // billing.Async and a spool require. The batcher takes the first waiting
 // record, adds those already waiting behind it (and, with WithMaxDelay,
