@@ -14,10 +14,12 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// mapStore is a scheduler.Store in a map, without expiry.
+// mapStore is a scheduler.Store in a map, without expiry, that counts
+// its Sets (each a round trip of a shared Store).
 type mapStore struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu   sync.Mutex
+	m    map[string]string
+	sets atomic.Int64
 }
 
 func (s *mapStore) Get(_ context.Context, k string) (string, bool, error) {
@@ -28,10 +30,16 @@ func (s *mapStore) Get(_ context.Context, k string) (string, bool, error) {
 }
 
 func (s *mapStore) Set(_ context.Context, k, v string, _ time.Duration) error {
+	s.sets.Add(1)
+	s.put(k, v)
+	return nil
+}
+
+// put is Set as part of another step.
+func (s *mapStore) put(k, v string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.m[k] = v
-	return nil
 }
 
 func (s *mapStore) Delete(_ context.Context, k string) error {
@@ -99,7 +107,7 @@ func (b *batching) TakeBatch(ctx context.Context, q *scheduler.Batch) error {
 		}
 		if read {
 			for _, w := range sets {
-				b.store.Set(context.Background(), w.Key, w.Value, w.TTL)
+				b.store.put(w.Key, w.Value)
 			}
 		}
 	}
@@ -210,4 +218,62 @@ func TestBatchHangs(t *testing.T) {
 	waitUntil(t, "the late step's slots to come back", func() bool {
 		return e.lim.InFlight("user:u1") == 0 && e.lim.InFlight("account:a") == 0 && schedInFlight(e.sched, "a") == 0
 	})
+}
+
+// With Scheduler.SlotLinger, a turn without a user slot keeps its account
+// slot for the next: after the first turn, a new conversation costs one
+// step of the shared backend (its binding written) instead of two, and a
+// continuation two (its binding read, then the new one written) without
+// taking a slot.
+// A client gone mid-stream leaves its slot kept as well, and Shutdown
+// gives every kept slot back.
+func TestBatchSlotLinger(t *testing.T) {
+	e, b := newBatchingEnv(t, "a")
+	e.Subject.Concurrency = 0 // no user slot
+	e.sched.SlotLinger = time.Hour
+	accountSlot := func() int { return e.lim.InFlight("account:a") }
+
+	prev := ""
+	for i, body := range []string{textReq, streamReq, textReq, streamReq, textReq} {
+		if i >= 3 {
+			body = strings.Replace(body, `{`, `{"previous_response_id":"`+prev+`",`, 1)
+		}
+		steps := func() int64 { return b.steps.Load() + b.store.sets.Load() }
+		before := steps()
+		r := e.do(body)
+		if r.status != 200 {
+			t.Fatalf("turn %d: %d %s", i, r.status, r.body)
+		}
+		want := int64(1) // the binding written
+		if i == 0 || i >= 3 {
+			want = 2 // the slot taken or the binding read, then written
+		}
+		if n := steps() - before; n != want {
+			t.Fatalf("turn %d (previous %q) cost %d steps, want %d", i, prev, n, want)
+		}
+		if accountSlot() != 1 || schedInFlight(e.sched, "a") != 0 {
+			t.Fatalf("turn %d: %d account slots held, %d in flight; want the one kept", i, accountSlot(), schedInFlight(e.sched, "a"))
+		}
+		prev = gjson.GetBytes(r.body, "id").String()
+		if len(r.events) > 0 {
+			prev = gjson.GetBytes(r.events[len(r.events)-1].Data, "response.id").String()
+		}
+		// The binding is in the backend when the client has the answer,
+		// whether the release wrote it (turn 0) or the turn did.
+		if got, _, _ := b.store.Get(context.Background(), "resp:"+prev); got == "" {
+			t.Fatalf("turn %d: %s not bound before the answer", i, prev)
+		}
+	}
+
+	e.leaveMidStream("a", streamReq)
+	waitUntil(t, "the stream's slot to be kept", func() bool { return schedInFlight(e.sched, "a") == 0 })
+	if accountSlot() != 1 {
+		t.Fatalf("%d account slots held after a client left; want the one kept", accountSlot())
+	}
+	if err := e.h.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if accountSlot() != 0 {
+		t.Fatalf("%d account slots held after Shutdown", accountSlot())
+	}
 }

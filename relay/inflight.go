@@ -61,7 +61,9 @@ func (f *inflight) wait(ctx context.Context) error {
 // to the Usage sink. Call it after http.Server.Shutdown, whose wait covers
 // neither upgraded connections nor those drains, and before closing the
 // sink. It also stops polling background responses (BackgroundPoll); those
-// still running are logged, not recorded. When ctx ends first, the
+// still running are logged, not recorded. Last it gives back the account
+// slots the Scheduler keeps after their turns (Scheduler.SlotLinger), so
+// that they do not stay taken in a shared Limiter. When ctx ends first, the
 // WebSocket connections still open are cut and ctx.Err() is returned.
 // Requests that still arrive are served.
 func (h *Handler) Shutdown(ctx context.Context) error {
@@ -71,6 +73,9 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 	err := h.active.wait(ctx)
 	h.bg.shutdown(h)
+	if h.Scheduler != nil {
+		h.Scheduler.ReleaseLingering()
+	}
 	return err
 }
 

@@ -132,6 +132,11 @@ func (s *Scheduler) TrySelect(ctx context.Context, q Request, also Slot) *Claime
 	if len(plan) == 0 {
 		return nil
 	}
+	if s.SlotLinger > 0 && (also.Key == "" || also.Limit <= 0) {
+		if c := s.fromLingering(ctx, v, q, ex, now, plan, sticky, reads, gPrev, gSess, prevAt, sessAt); c != nil {
+			return c
+		}
+	}
 	slots := make([]Slot, len(plan))
 	for i, p := range plan {
 		slots[i] = Slot{Key: p.sl.key, Limit: p.sl.conc}
@@ -336,6 +341,75 @@ func appendPlans(out, ps []planned) []planned {
 	return out
 }
 
+// fromLingering serves q, which takes no user slot, from a slot SlotLinger
+// kept, or returns nil. Without a bound account (sticky == 0) that is any
+// kept slot as good as the balanced order's first, without a step. A bound
+// account comes first in plan: its kept slot serves when the bindings read
+// (reads, in one step that takes no slot) lead where the guess led.
+func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, ex []int32, now int64,
+	plan []planned, sticky int, reads []string, gPrev, gSess string, prevAt, sessAt int) *Claimed {
+	if sticky == 0 {
+		if len(reads) > 0 {
+			return nil // a binding this process does not know: read it first
+		}
+		return s.takeLingering(v, q, ex, now, plan[0].sl)
+	}
+	first := plan[0]
+	id := first.sl.acct.ID
+	_, release := s.lingering.take(func(got string) bool { return got == id })
+	if release == nil {
+		return nil
+	}
+	if len(reads) == 0 { // pinned (PreferAccount): nothing to read
+		return s.holdBatch(&Batch{Taken: -1, ExtraTaken: true, Release: noBatchRelease}, first.sl, q.Model, first.layer, release)
+	}
+	b := &Batch{Store: s.store, Reads: reads, Taken: -1}
+	if err := s.batcher.TakeBatch(ctx, b); err != nil {
+		s.lingering.park(id, s.SlotLinger, release)
+		return nil
+	}
+	var vals [2]string
+	for i, k := range reads {
+		vals[i] = s.readBack(ctx, b, i, k)
+	}
+	aPrev, aSess, err := stickyIDs(q, vals[:], prevAt, sessAt, now)
+	if err != nil || aPrev != gPrev || aSess != gSess || !b.ExtraTaken {
+		// Another instance moved a binding: the usual way decides.
+		s.lingering.park(id, s.SlotLinger, release)
+		b.Release(true, true, nil)
+		return nil
+	}
+	return s.holdBatch(b, first.sl, q.Model, first.layer, release)
+}
+
+// noBatchRelease is the Release of a Batch that took nothing.
+func noBatchRelease(bool, bool, []StoreWrite) {}
+
+// takeLingering claims a slot SlotLinger kept, of an account TrySelect may
+// take for q and as good a choice as first, the balanced order's first
+// (same priority, a load no higher); nil when none lingers. The Claimed's
+// Batch takes and writes nothing: BindOnRelease binds at once (Bind).
+func (s *Scheduler) takeLingering(v *poolView, q Request, ex []int32, now int64, first *slot) *Claimed {
+	best := s.candAt(v, v.byID[first.acct.ID], now)
+	var sl *slot
+	_, release := s.lingering.take(func(id string) bool {
+		got, why := s.stickyCheck(v, id, q, ex, now)
+		if why != "" || got == nil {
+			return false
+		}
+		if c := s.candAt(v, v.byID[id], now); c.prio != best.prio || c.bucket > best.bucket {
+			return false
+		}
+		sl = got
+		return true
+	})
+	if release == nil {
+		return nil
+	}
+	b := &Batch{Taken: -1, ExtraTaken: true, Release: noBatchRelease}
+	return s.holdBatch(b, sl, q.Model, LayerBalanced, release)
+}
+
 // Claimed is what TrySelect took: an account (Selection) and another slot
 // of the Limiter, given back together by ReleaseAll.
 type Claimed struct {
@@ -390,13 +464,21 @@ func (c *Claimed) ReleaseAll() {
 	sets := h.sets
 	h.mu.Unlock()
 	account := h.h.done.CompareAndSwap(false, true)
+	// Only a turn without a user slot keeps its account's: a host whose
+	// turns all take one would gain nothing from it, and pay a call per
+	// slot to give it back apart from the turn's bindings.
+	linger := account && h.s.SlotLinger > 0 && h.b.Extra.Key == ""
 	if account {
 		h.h.st.inflight.Add(-1)
-		if !h.own {
+		switch {
+		case linger:
+			// The Batch's own slot too: h.release frees it alone.
+			h.s.lingering.park(h.h.Account.ID, h.s.SlotLinger, h.h.release)
+		case !h.own:
 			h.h.release()
 		}
 	}
-	h.b.Release(account && h.own, true, sets)
+	h.b.Release(account && h.own && !linger, true, sets)
 	for _, w := range sets {
 		h.s.pending.CompareAndDelete(w.Key, w.Value)
 	}
@@ -413,7 +495,19 @@ func (c *Claimed) BindOnRelease(ctx context.Context, q Request, responseID strin
 	h.mu.Lock()
 	if h.finished || !h.b.Read {
 		h.mu.Unlock()
-		return s.Bind(ctx, q, id, responseID)
+		if err := s.Bind(ctx, q, id, responseID); err != nil {
+			return err
+		}
+		// TrySelect's guesses follow this process's bindings however
+		// they were written.
+		if responseID != "" {
+			w := s.responseBinding(q, id, responseID)
+			s.seen.Set(ctx, w.Key, w.Value, s.stickyTTL)
+		}
+		if q.SessionKey != "" {
+			s.seen.Set(ctx, sessionKey(q.APIKeyID, q.SessionKey), id, s.stickyTTL)
+		}
+		return nil
 	}
 	defer h.mu.Unlock()
 	n := len(h.sets)

@@ -17,6 +17,9 @@ type batchLimiter struct {
 	store Store // nil: cannot reach the Scheduler's Store
 
 	batches, tries, releases atomic.Int32
+	// onAccountFree, if set, is called when a Release frees an account
+	// slot.
+	onAccountFree func()
 }
 
 func newBatchLimiter(store Store) *batchLimiter {
@@ -56,6 +59,9 @@ func (l *batchLimiter) TakeBatch(ctx context.Context, b *Batch) error {
 		l.releases.Add(1)
 		if acct && account != nil {
 			account()
+			if l.onAccountFree != nil {
+				l.onAccountFree()
+			}
 		}
 		if ex && extra != nil {
 			extra()

@@ -48,6 +48,17 @@ type Scheduler struct {
 	// them. A Limiter that is also a Batcher serves TrySelect.
 	Limiter concurrency.SlotLimiter
 
+	// SlotLinger is how long an account slot TrySelect took from a
+	// Batcher stays held by this Scheduler after its turn, for a later
+	// turn here to take without a round trip (linger.go): one that needs
+	// no binding read (no previous response, no session key) and no user
+	// slot, when the account is as good a choice as the balanced order's
+	// first. Meanwhile the slot counts as busy for the other instances,
+	// and a waiter queued in the Limiter may be overtaken by a turn here.
+	// ReleaseLingering gives the slots back at once. 0 or negative: a
+	// slot is given back with its turn.
+	SlotLinger time.Duration
+
 	// StickyTTL is how long a previous_response_id or session binding
 	// steers turns to its account after Bind. 0: 1 h; negative panics at
 	// first use.
@@ -123,6 +134,8 @@ type Scheduler struct {
 	batcher Batcher
 	seen    *memoryStore
 	pending sync.Map // Store key -> value
+	// lingering are the account slots SlotLinger keeps.
+	lingering lingerSet
 
 	accts  sync.Map // account ID -> *accountStats
 	slab   statsSlab

@@ -355,6 +355,16 @@ func (s *Scheduler) rank(v *poolView, idx []int32, ws bool, ex []int32, now int6
 }
 
 // score is an account's score without its error rate.
+// candAt is the priority and load bucket rank gives account i.
+func (s *Scheduler) candAt(v *poolView, i int32, now int64) cand {
+	h := &v.hot[i]
+	x := score(h)
+	if h.st.errRate.Load() != 0 {
+		x += v.slots[i].st.errorRate(now, s.health.ErrorHalfLife)
+	}
+	return cand{idx: i, prio: h.prio, bucket: bucket(x)}
+}
+
 func score(h *hotSlot) float64 {
 	var x float64
 	if f := h.st.inflight.Load(); f != 0 {

@@ -37,11 +37,14 @@ type e2eOptions struct {
 	// bin is the relayd binary; "build" in the flag builds it first.
 	bin string
 	// baseBin is the relayd binary of target relayd-base, or empty.
-	baseBin  string
-	spool    bool
-	redis    string // redis:// URL, or empty
-	logLevel string
-	args     []string // more relayd flags
+	baseBin string
+	spool   bool
+	redis   string // redis:// URL, or empty
+	// baseNoRedis: relayd-base runs without redis, to measure what Redis
+	// adds in the same rounds.
+	baseNoRedis bool
+	logLevel    string
+	args        []string // more relayd flags
 	// cleanup removes what resolving bin made (a built binary).
 	cleanup func()
 }
@@ -115,13 +118,17 @@ type relaydUsage struct {
 // newRelaydConfig is relayd's config for the run of s: the same pool as
 // the in-process relay target (each account with room for 1000 turns),
 // one client key without a concurrency limit, usage in SQLite in dir.
-func newRelaydConfig(s *setup, o *e2eOptions, dir, listen string) relaydConfig {
+func newRelaydConfig(s *setup, o *e2eOptions, name, dir, listen string) relaydConfig {
+	redis := o.redis
+	if name == targetRelaydBase && o.baseNoRedis {
+		redis = ""
+	}
 	c := relaydConfig{
 		Listen:           listen,
 		APIKeys:          []relaydKey{{Key: relayKey, UserID: "bench-user"}},
 		Usage:            relaydUsage{Driver: "sqlite", DSN: filepath.Join(dir, "usage.db")},
 		WSMaxConnsPerKey: -1, // one key opens -concurrency connections
-		Redis:            o.redis,
+		Redis:            redis,
 	}
 	if o.spool {
 		c.Usage.Spool = filepath.Join(dir, "spool")
@@ -155,7 +162,7 @@ func newRelayd(s *setup, o *e2eOptions, name, bin string) (*endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := json.MarshalIndent(newRelaydConfig(s, o, dir, addr), "", "  ")
+	cfg, err := json.MarshalIndent(newRelaydConfig(s, o, name, dir, addr), "", "  ")
 	if err != nil {
 		return nil, err
 	}

@@ -227,6 +227,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&e2e.spool, "relayd-spool", false, "with -relayd: relayd's usage goes through its durable spool")
 	fs.StringVar(&e2e.redis, "relayd-redis", "", "with -relayd: relayd shares its state through this Redis `URL` (redis://host:6379/0)")
 	fs.StringVar(&e2e.baseBin, "relayd-base", "", "with -relayd: another relayd `binary`, target relayd-base, to compare two builds in the same rounds")
+	fs.BoolVar(&e2e.baseNoRedis, "relayd-base-no-redis", false, "with -relayd-base and -relayd-redis: relayd-base runs without Redis (what Redis adds, round by round)")
 	fs.StringVar(&e2e.logLevel, "relayd-log-level", "info", "with -relayd: relayd's -log-level")
 	fs.Func("relayd-args", "with -relayd: more relayd flags, space-separated (e.g. \"-pprof 127.0.0.1:6060\")", func(s string) error {
 		e2e.args = strings.Fields(s)
@@ -271,11 +272,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 				tgts += "," + targetRelaydBase
 			}
 		}
+		if e2e.baseNoRedis && (e2e.baseBin == "" || e2e.redis == "") {
+			return fail("-relayd-base-no-redis needs -relayd-base and -relayd-redis")
+		}
 		if cfg.idle > 0 {
 			return fail("-relayd and -idle exclude each other")
 		}
-	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] || explicit["relayd-args"] || explicit["relayd-base"] {
-		return fail("-relayd-spool, -relayd-redis, -relayd-log-level, -relayd-args and -relayd-base need -relayd")
+	} else if explicit["relayd-spool"] || explicit["relayd-redis"] || explicit["relayd-log-level"] || explicit["relayd-args"] || explicit["relayd-base"] || explicit["relayd-base-no-redis"] {
+		return fail("-relayd-spool, -relayd-redis, -relayd-log-level, -relayd-args, -relayd-base and -relayd-base-no-redis need -relayd")
 	}
 	for t := range strings.SplitSeq(tgts, ",") {
 		t = strings.TrimSpace(t)

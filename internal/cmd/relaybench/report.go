@@ -191,6 +191,12 @@ func writeTable(w io.Writer, wl workload, rs []*result, cfg config) {
 	for _, name := range []string{targetRelay, targetRelayd, targetRelaydBase} {
 		writeSummary(w, name, rs, rp)
 	}
+	// Two relayd builds (or one with Redis and one without) in the same
+	// rounds: their own pairs, without reverseproxy in between.
+	if p, ok := pairedWith(find(rs, targetRelayd), find(rs, targetRelaydBase)); ok {
+		fmt.Fprintf(w, "round by round (%d pairs): relayd p50 minus relayd-base's: median %+.2f ms, %s; throughput: median %.2fx, %s\n",
+			len(p.p50Diff), ms(p.p50DiffMedian()), p.p50DiffRange(), p.rpsRatioMedian(), p.rpsRatioRange())
+	}
 	fmt.Fprintln(w)
 }
 

@@ -1,0 +1,131 @@
+package scheduler
+
+import (
+	"sync"
+	"time"
+)
+
+// Slots that linger (Scheduler.SlotLinger). With a shared Limiter every
+// account slot costs a round trip to take, and its release rides on the
+// turn's binding write. A lingering slot is one this process keeps after
+// its turn for SlotLinger: a turn here that needs no bindings read and no
+// user slot takes it without asking the Limiter (TrySelect), when its
+// account is as good a choice as the one the balanced order would try
+// first. Back-to-back turns then cost one round trip each (the binding
+// write) instead of two, and at load most account slots change hands in
+// this process. The price: the slot counts as busy for the other
+// instances until it is taken here or given back, and a waiter queued in
+// the Limiter meanwhile can be overtaken by a turn here, for at most
+// SlotLinger.
+
+// lingering is one account slot kept after its turn.
+type lingering struct {
+	id      string // Account.ID
+	release func()
+	timer   *time.Timer
+}
+
+// lingerSet holds the lingering slots, by account ID.
+type lingerSet struct {
+	mu    sync.Mutex
+	byID  map[string][]*lingering
+	count int
+}
+
+// park keeps an account slot for d, then gives it back.
+func (ls *lingerSet) park(id string, d time.Duration, release func()) {
+	l := &lingering{id: id, release: release}
+	ls.mu.Lock()
+	if ls.byID == nil {
+		ls.byID = make(map[string][]*lingering)
+	}
+	ls.byID[id] = append(ls.byID[id], l)
+	ls.count++
+	// Under mu, so that take and flush find the timer set.
+	l.timer = time.AfterFunc(d, func() {
+		if ls.remove(l) {
+			l.release()
+		}
+	})
+	ls.mu.Unlock()
+}
+
+// remove takes l out of the set; false when another took it first.
+func (ls *lingerSet) remove(l *lingering) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	list := ls.byID[l.id]
+	for i, m := range list {
+		if m == l {
+			ls.drop(l.id, list, i)
+			return true
+		}
+	}
+	return false
+}
+
+// drop removes list[i], the slots of id, under mu.
+func (ls *lingerSet) drop(id string, list []*lingering, i int) {
+	last := len(list) - 1
+	list[i] = list[last]
+	list[last] = nil
+	if last == 0 {
+		delete(ls.byID, id)
+	} else {
+		ls.byID[id] = list[:last]
+	}
+	ls.count--
+}
+
+// take returns the release of a lingering slot of the first account that
+// ok accepts, now the caller's, or nil.
+func (ls *lingerSet) take(ok func(id string) bool) (id string, release func()) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.count == 0 {
+		return "", nil
+	}
+	for id, list := range ls.byID {
+		if !ok(id) {
+			continue
+		}
+		l := list[len(list)-1]
+		ls.drop(id, list, len(list)-1)
+		// A timer that already fired waits for mu in remove, finds l gone
+		// and gives nothing back: the slot is the caller's either way.
+		l.timer.Stop()
+		return id, l.release
+	}
+	return "", nil
+}
+
+// flush gives every lingering slot back now.
+func (ls *lingerSet) flush() {
+	ls.mu.Lock()
+	var all []*lingering
+	for _, list := range ls.byID {
+		all = append(all, list...)
+	}
+	clear(ls.byID)
+	ls.count = 0
+	ls.mu.Unlock()
+	for _, l := range all {
+		l.timer.Stop()
+		l.release()
+	}
+}
+
+// len is how many slots linger.
+func (ls *lingerSet) len() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.count
+}
+
+// ReleaseLingering gives back at once the account slots SlotLinger keeps.
+// relay.Handler.Shutdown calls it once its turns have ended, so that the
+// slots of a stopping instance do not stay taken in a shared Limiter until
+// their leases expire. Turns after it may leave slots lingering again.
+func (s *Scheduler) ReleaseLingering() {
+	s.lingering.flush()
+}
