@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,13 @@ type Config struct {
 	// and sticky bindings to that server and shares account cooldowns
 	// with the other relayd processes using it. Empty: all in memory.
 	Redis string `json:"redis"`
+	// RedisSlotLinger, with redis, is how long an account slot stays with
+	// this process after a turn that took no user slot (a key without
+	// concurrency), so that the next such turn here takes it without a
+	// round trip (scheduler.Scheduler.SlotLinger): a duration like
+	// "50ms". Meanwhile the other instances count the slot as busy.
+	// Default "50ms"; "0s": each slot goes back with its turn.
+	RedisSlotLinger string `json:"redis_slot_linger"`
 	// AdminToken, when set, enables GET /metrics, GET /debug/accounts and
 	// GET /debug/keys for requests with "Authorization: Bearer
 	// <admin_token>" (at least 16 characters). Empty: they answer 404.
@@ -202,6 +210,20 @@ func (c *Config) applyDefaults() {
 		c.Usage.DSN = defaultDSN
 	}
 	c.Conversations.applyDefaults(c.Usage, c.Redis)
+	if c.Redis != "" && c.RedisSlotLinger == "" {
+		c.RedisSlotLinger = defaultSlotLinger
+	}
+}
+
+// defaultSlotLinger covers a client's next turn sent at once (an agent
+// loop, a benchmark) and keeps a slot from the other instances for no
+// longer than a turn's own overhead would.
+const defaultSlotLinger = "50ms"
+
+// slotLinger is RedisSlotLinger, validated.
+func (c *Config) slotLinger() time.Duration {
+	d, _ := time.ParseDuration(c.RedisSlotLinger)
+	return d
 }
 
 // validate reports every problem at once, one per line. Messages name the
@@ -216,6 +238,16 @@ func (c *Config) validate() error {
 	if c.Redis != "" {
 		if err := checkRedisURL(c.Redis); err != nil {
 			bad("redis: %v", err)
+		}
+	}
+	if c.RedisSlotLinger != "" {
+		switch d, err := time.ParseDuration(c.RedisSlotLinger); {
+		case c.Redis == "":
+			bad("redis_slot_linger: used with redis only")
+		case err != nil:
+			bad("redis_slot_linger: %q is not a duration like \"50ms\"", c.RedisSlotLinger)
+		case d < 0 || d > time.Minute:
+			bad("redis_slot_linger: %q must be between 0s and 1m", c.RedisSlotLinger)
 		}
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < minAdminToken {

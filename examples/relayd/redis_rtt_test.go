@@ -256,3 +256,91 @@ func TestRedisContinuedOnTheOtherInstance(t *testing.T) {
 		}
 	}
 }
+
+// A key without a user limit keeps its account's slot after each turn
+// (redis_slot_linger): the next new conversation through the same
+// instance costs one round trip (its binding written), a continuation two
+// (its binding read, the new one written), and the slot is taken once.
+// The slot goes back when the linger is up, and at once when relayd stops.
+func TestRedisSlotLinger(t *testing.T) {
+	linger := "1m" // the first instance: nothing goes back on its own
+	e, other, accts, _ := twoInstances(t, []string{"x", "y", "z"}, func(c *Config) {
+		limitAccounts(c)
+		c.RedisSlotLinger, linger = linger, "20ms"
+	})
+	held := redisSlots(t, "bob", accts) // bob's slots are the accounts' alone
+	rt := &roundTrips{}
+	e.srv.rdb.AddHook(rt)
+	post := func(env *env, name, body string) []byte {
+		t.Helper()
+		resp, got := env.post(body, "Authorization", "Bearer "+keyBob)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", name, resp.StatusCode, got)
+		}
+		return got
+	}
+	post(e, "warm-up", `{"model":"gpt-5","input":"warm up"}`)
+	if n := held(); n != 1 {
+		t.Fatalf("after the warm-up Redis holds %d slots, want the one kept", n)
+	}
+
+	prev := ""
+	turns := []struct {
+		name, body string
+		trips      int
+	}{
+		{"json", `{"model":"gpt-5","input":"a"}`, 1},
+		{"stream", `{"model":"gpt-5","input":"b","stream":true}`, 1},
+		{"json continued", `{"model":"gpt-5","input":"c","previous_response_id":"%s"}`, 2},
+		{"stream continued", `{"model":"gpt-5","input":"d","stream":true,"previous_response_id":"%s"}`, 2},
+	}
+	for _, turn := range turns {
+		body := turn.body
+		if strings.Contains(body, "%s") {
+			body = fmt.Sprintf(body, prev)
+		}
+		n := rt.count()
+		got := post(e, turn.name, body)
+		if trips := rt.since(n); len(trips) != turn.trips {
+			t.Fatalf("%s: %d round trips, want %d: %v", turn.name, len(trips), turn.trips, trips)
+		}
+		if n := held(); n != 1 {
+			t.Fatalf("%s: Redis holds %d slots, want the one kept", turn.name, n)
+		}
+		reqs := e.up.Requests()
+		if strings.Contains(turn.body, "previous_response_id") && reqs[len(reqs)-1].Account != reqs[len(reqs)-2].Account {
+			t.Fatalf("%s: continued %s on another account", turn.name, prev)
+		}
+		prev = responseID(t, got)
+	}
+
+	// The binding is in Redis when the answer is: the other instance
+	// continues on the same account.
+	post(other, "continued elsewhere", `{"model":"gpt-5","input":"e","previous_response_id":"`+prev+`"}`)
+	reqs := e.up.Requests()
+	if reqs[len(reqs)-1].Account != reqs[len(reqs)-2].Account {
+		t.Fatal("the other instance continued on another account")
+	}
+	// The other instance lingers 20 ms: its slot goes back on its own.
+	waitUntil(t, "the other instance's kept slot to go back", func() bool { return held() == 1 })
+
+	if err := e.srv.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := held(); n != 0 {
+		t.Fatalf("after relayd stopped Redis holds %d slots", n)
+	}
+}
+
+// responseID is the id of a JSON answer or of a stream's last event.
+func responseID(t *testing.T, got []byte) string {
+	t.Helper()
+	if id := gjson.GetBytes(got, "id").String(); id != "" {
+		return id
+	}
+	evs, err := relaytest.ReadSSE(strings.NewReader(string(got)))
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("no response id in %q: %v", got, err)
+	}
+	return gjson.GetBytes(evs[len(evs)-1].Data, "response.id").String()
+}

@@ -94,6 +94,7 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 		if err := s.openRedis(cfg.Redis); err != nil {
 			return nil, err
 		}
+		s.sched.SlotLinger = cfg.slotLinger()
 	}
 	if err := s.openUsage(cfg.Usage, cfg.hasLimits()); err != nil {
 		s.closeRedis()
