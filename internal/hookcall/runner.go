@@ -150,6 +150,7 @@ var calls = sync.Pool{New: func() any {
 }}
 
 func (c *call) run() {
+	growStack()
 	ctx, fn := c.ctx, c.fn
 	err := Safe(ctx, fn)
 	c.mu.Lock()

@@ -1,0 +1,25 @@
+package hookcall
+
+// hostStackBytes is how much stack a host call's goroutine takes at its
+// start. A client library's call (a Redis or SQL driver's) runs several KiB
+// deep: a goroutine that starts small grows deep inside it, and growing
+// copies the stack and adjusts every frame on it. Grown at the top, the
+// copy is of two frames. The stack is the goroutine's only while the call
+// runs.
+const hostStackBytes = 12 << 10
+
+// stackIndex and stackSink keep the compiler from dropping growStack's
+// array.
+var (
+	stackIndex int
+	stackSink  byte
+)
+
+// growStack needs a frame of hostStackBytes: the runtime grows the
+// caller's stack to fit it before it runs.
+//
+//go:noinline
+func growStack() {
+	var b [hostStackBytes]byte
+	stackSink = b[stackIndex]
+}
