@@ -57,8 +57,13 @@ func (t *turn) newPump(sel *scheduler.Selection, abort func()) *pump.Runner {
 		// So is the conversation record.
 		BeforeTerminal: func(typ, id string, data []byte) {
 			t.recordTurn(sel, typ, id, event.RawAt(data, "response.output"))
-			t.bind(sel, typ, id)
+			if !t.awaitBind(sel) {
+				t.bind(sel, typ, id)
+			}
 		},
+		// With shared stores the binding is written while the events flow
+		// (bind_early.go).
+		FirstOutput: func(id string) { t.bindEarly(sel, id) },
 	}
 	if t.in.req.items.trigger {
 		// A compaction's terminal event may carry an empty output: its
@@ -73,6 +78,7 @@ func (t *turn) newPump(sel *scheduler.Selection, abort func()) *pump.Runner {
 //go:noinline
 func (t *turn) eventsRelayed(sel *scheduler.Selection, res *pump.Result, status int, header http.Header) *attemptError {
 	h, acct := t.h, sel.Account
+	bound := t.awaitBind(sel) // the run may have ended without a terminal event
 	switch res.End {
 	case pump.EndRefused:
 		if res.Refusal != nil {
@@ -105,7 +111,9 @@ func (t *turn) eventsRelayed(sel *scheduler.Selection, res *pump.Result, status 
 	if t.in.req.background && res.TerminalType == "" && res.ResponseID != "" {
 		// The client left (or the stream broke) but the background
 		// response runs on upstream: bound, and recorded when it ends.
-		t.bind(sel, "", res.ResponseID)
+		if !bound {
+			t.bind(sel, "", res.ResponseID)
+		}
 		if t.trackBackground(sel, event.Response{ID: res.ResponseID}) {
 			return nil
 		}

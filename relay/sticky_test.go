@@ -199,3 +199,84 @@ func TestBoundBeforeTerminal(t *testing.T) {
 		t.Fatalf("%d of 20 bindings were written after the client read the terminal event", n)
 	}
 }
+
+// gateStore is a map Store whose Set signals each write on set and then
+// waits for release (nil: does not wait) or its context.
+type gateStore struct {
+	mapStore
+	set     chan string
+	release chan struct{}
+}
+
+func (s *gateStore) Set(ctx context.Context, key, value string, ttl time.Duration) error {
+	select {
+	case s.set <- key:
+	default:
+	}
+	if s.release != nil {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.mapStore.Set(ctx, key, value, ttl)
+}
+
+// TestBoundWhileStreaming: with a shared Store, a stream's binding is
+// written once its output starts, while the upstream is still paused
+// mid-stream, so its round trip is off the client's path to the end. A
+// stream that fails after its output is bound too, to the account that
+// served it.
+func TestBoundWhileStreaming(t *testing.T) {
+	for _, end := range []string{"", "failed"} {
+		t.Run("end "+end, func(t *testing.T) {
+			e := newEnv(t, "a")
+			st := &gateStore{mapStore: mapStore{m: map[string]string{}}, set: make(chan string, 8)}
+			e.sched.Store = st
+			hold := make(chan struct{})
+			e.up.Script("a", relaytest.Step{After: 4, Hold: hold, End: end})
+			got := make(chan result, 1)
+			go func() { got <- e.do(streamReq) }()
+			select {
+			case key := <-st.set:
+				if !strings.HasPrefix(key, "resp:resp_") {
+					t.Fatalf("first write %q, want the response's binding", key)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing was bound while the stream was paused after its output began")
+			}
+			close(hold)
+			r := <-got
+			want := "response.completed"
+			if end == "failed" {
+				want = "response.failed"
+			}
+			if r.lastType() != want {
+				t.Fatalf("events %v", r.types())
+			}
+			id := gjson.GetBytes(r.events[len(r.events)-1].Data, "response.id").String()
+			if v, ok, _ := st.Get(context.Background(), "resp:"+id); !ok || !strings.Contains(v, "a") {
+				t.Fatalf("binding of %s: %q", id, v)
+			}
+		})
+	}
+}
+
+// TestBindHangs: a Store whose Set never returns holds a stream's
+// terminal event for at most HookTimeout: the stream ends, the failure is
+// logged, and the write's goroutine ends with its context (the leak check
+// at cleanup).
+func TestBindHangs(t *testing.T) {
+	e := newEnv(t, "a")
+	st := &gateStore{mapStore: mapStore{m: map[string]string{}}, set: make(chan string, 8), release: make(chan struct{})}
+	e.sched.Store = st
+	e.h.HookTimeout = 50 * time.Millisecond
+	r := e.do(streamReq)
+	if r.lastType() != "response.completed" {
+		t.Fatalf("events %v", r.types())
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "sticky binding failed") {
+		t.Fatalf("the failed binding is not in the log:\n%s", logs)
+	}
+}

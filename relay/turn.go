@@ -51,6 +51,7 @@ type turn struct {
 	conv   turnConv
 	rec    turnRecord
 	obs    turnObs
+	bound  turnBind
 }
 
 // turnInput is who asked for what. The entry fills it; every stage reads

@@ -79,3 +79,41 @@ func TestHeldWithinBoundsReleased(t *testing.T) {
 		t.Fatalf("end %v err %v sent %v", res.End, res.Err, sink.types)
 	}
 }
+
+// TestFirstOutputHook: FirstOutput is called once, with the id the
+// bootstrap events carried, when the first output event arrives and before
+// anything held reaches the client; a refused run never calls it.
+func TestFirstOutputHook(t *testing.T) {
+	evs := [][]byte{
+		ev("response.created", 0, `,"response":{"id":"resp_early"}`),
+		ev("response.output_text.delta", 1, `,"delta":"a"`),
+		ev("response.output_text.delta", 2, `,"delta":"b"`),
+		ev("response.completed", 3, `,"response":{"id":"resp_early","status":"completed"}`),
+	}
+	sink := &recSink{}
+	var calls []string
+	sentBefore := -1
+	res := Run(context.Background(), &sliceSource{events: evs}, sink, Options{
+		HoldBootstrap: true,
+		FirstOutput: func(id string) {
+			calls = append(calls, id)
+			sentBefore = len(sink.types)
+		},
+	})
+	if res.End != EndTerminal || len(calls) != 1 || calls[0] != "resp_early" || sentBefore != 0 {
+		t.Fatalf("end %v, calls %q, events sent before the first call %d", res.End, calls, sentBefore)
+	}
+
+	refused := [][]byte{
+		ev("response.created", 0, `,"response":{"id":"resp_r"}`),
+		ev("error", 1, `,"code":"rate_limit_exceeded","message":"slow down"`),
+	}
+	calls = nil
+	res = Run(context.Background(), &sliceSource{events: refused}, &recSink{}, Options{
+		HoldBootstrap: true,
+		FirstOutput:   func(id string) { calls = append(calls, id) },
+	})
+	if res.End != EndRefused || len(calls) != 0 {
+		t.Fatalf("refused run: end %v, calls %q", res.End, calls)
+	}
+}

@@ -97,6 +97,11 @@ type Options struct {
 	// client learns the turn ended (a sticky binding, a conversation
 	// record its next turn needs) is done by then.
 	BeforeTerminal func(typ, responseID string, data []byte)
+	// FirstOutput, when set, is called once, on the pump's goroutine, with
+	// the response id seen so far ("" when none yet) when the first output
+	// event arrives, before anything held is forwarded: from then on the
+	// run can no longer be refused, so the turn has its account.
+	FirstOutput func(responseID string)
 	// OutputItem, when set, is called on the pump's goroutine with the
 	// item of every response.output_item.done event (valid during the
 	// call), before the event is forwarded.
@@ -313,6 +318,9 @@ func (p *Runner) handle(data []byte, info event.Info) (done bool) {
 	case event.KindOutput:
 		if p.res.FirstOutput.IsZero() {
 			p.res.FirstOutput = p.now()
+			if p.o.FirstOutput != nil {
+				p.o.FirstOutput(p.res.ResponseID)
+			}
 		}
 		if p.o.OutputItem != nil && info.Type == event.TypeOutputItemDone {
 			if item := gjson.GetBytes(data, "item"); item.IsObject() {
