@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -284,5 +285,30 @@ func TestSlotLingerConcurrent(t *testing.T) {
 	f.s.ReleaseLingering()
 	if got := accountSlots(lim, "a", "b"); got != 0 || f.s.InFlight("a")+f.s.InFlight("b") != 0 {
 		t.Fatalf("%d slots held, %d in flight", got, f.s.InFlight("a")+f.s.InFlight("b"))
+	}
+}
+
+// BenchmarkTrySelect is a turn's selection and release over a Batcher
+// (an in-memory one: the round trips a shared store would add are not
+// measured), with its account slot given back or kept (SlotLinger).
+func BenchmarkTrySelect(b *testing.B) {
+	for _, linger := range []time.Duration{0, time.Hour} {
+		b.Run(fmt.Sprintf("linger=%v", linger), func(b *testing.B) {
+			pool := NewStaticPool()
+			pool.Set("g", accounts(10, func(int) *Account { return &Account{Concurrency: 100, Weight: 1} }))
+			store := newMemoryStore(1024, time.Now)
+			s := &Scheduler{Pool: pool, Store: store, Limiter: newBatchLimiter(store), SlotLinger: linger}
+			defer s.ReleaseLingering()
+			ctx := context.Background()
+			q := Request{Group: "g", Model: "m", APIKeyID: "k"}
+			b.ReportAllocs()
+			for b.Loop() {
+				c := s.TrySelect(ctx, q, Slot{})
+				if c == nil {
+					b.Fatal("nothing taken")
+				}
+				c.ReleaseAll()
+			}
+		})
 	}
 }
