@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 )
@@ -109,4 +110,57 @@ func TestLogWriterError(t *testing.T) {
 	if err := l.Close(); err == nil {
 		t.Fatal("a second Close forgot the error")
 	}
+}
+
+// Records through deferredHandler come out as a TextHandler writes them,
+// formatted by the writer's goroutine, in their place among plain lines;
+// after Close they are written directly.
+func TestLogWriterDeferredRecords(t *testing.T) {
+	noTime := &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			return slog.Attr{}
+		}
+		return a
+	}}
+	var want bytes.Buffer
+	direct := slog.New(slog.NewTextHandler(&want, noTime))
+
+	var got lockedBuffer
+	l := newLogWriter(&got)
+	deferred := slog.New(l.deferredHandler(noTime))
+	for i := range 50 {
+		line := fmt.Sprintf("plain %d\n", i)
+		want.WriteString(line)
+		l.Write([]byte(line))
+		for _, lg := range []*slog.Logger{direct, deferred} {
+			lg.With("conn", i%3).WithGroup("req").Info("relayd: request", "method", "POST", "status", 200, "path", `/v1/"x"`)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	direct.Warn("after close", "n", 1)
+	deferred.Warn("after close", "n", 1)
+	if got.String() != want.String() {
+		t.Fatalf("deferred lines differ:\n got %q\nwant %q", got.String(), want.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the writer's goroutine and the
+// test's.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -121,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	// The access lines are formatted by the log writer's goroutine.
+	srv.access = slog.New(lw.deferredHandler(&slog.HandlerOptions{Level: opts.logLevel}))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		srv.Close(context.Background())

@@ -37,6 +37,9 @@ type server struct {
 	async *billing.Async
 	sink  *sqlusage.Sink
 	log   *slog.Logger
+	// access takes the access lines: log, unless main defers their
+	// formatting to its log writer's goroutine.
+	access *slog.Logger
 
 	// Money: the price table, and the ledger that holds every turn when
 	// a key has a quota (nil otherwise), with the journal of this
@@ -83,7 +86,7 @@ func newServer(cfg Config, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{log: logger, prices: prices, keys: keyInfos(cfg.APIKeys)}
+	s := &server{log: logger, access: logger, prices: prices, keys: keyInfos(cfg.APIKeys)}
 	s.sched = &scheduler.Scheduler{
 		Pool:           pool,
 		Logger:         logger,
@@ -404,7 +407,7 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		if sw.code >= http.StatusOK {
 			sw.FlushError()
 		}
-		s.log.Info("relayd: request",
+		s.access.Info("relayd: request",
 			"method", r.Method,
 			"path", r.URL.Path,
 			"status", sw.status(),
