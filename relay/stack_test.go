@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime/debug"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 )
 
@@ -50,7 +53,15 @@ func TestStreamStackStays8KiB(t *testing.T) {
 // more than 8 KiB itself.
 func stackChild(t *testing.T) {
 	debug.SetMaxStack(8 << 10)
-	srv, _, up := benchRelayWith(t, 5, nil)
+	// Host hooks run on goroutines of their own that grow to 16 KiB for
+	// the call and end with it (internal/hookcall/stack.go): the subject
+	// comes from a middleware, as relayd's does, so that none runs here.
+	var h *relay.Handler
+	_, _, up := benchRelayWith(t, 5, func(rh *relay.Handler) { h, rh.Authenticate = rh, nil })
+	subj := &relay.Subject{UserID: "u", APIKeyID: "k", GroupID: "g", Concurrency: 1024}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(relay.WithSubject(r.Context(), subj)))
+	}))
 	up.Script("a", relaytest.Step{Deltas: 5, After: 3, Hold: make(chan struct{})})
 	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {
