@@ -125,8 +125,8 @@ func TestLogWriterDeferredRecords(t *testing.T) {
 	var want bytes.Buffer
 	direct := slog.New(slog.NewTextHandler(&want, noTime))
 
-	var got lockedBuffer
-	l := newLogWriter(&got)
+	got := newLogBuffer()
+	l := newLogWriter(got)
 	deferred := slog.New(l.deferredHandler(noTime))
 	for i := range 50 {
 		line := fmt.Sprintf("plain %d\n", i)
@@ -144,23 +144,4 @@ func TestLogWriterDeferredRecords(t *testing.T) {
 	if got.String() != want.String() {
 		t.Fatalf("deferred lines differ:\n got %q\nwant %q", got.String(), want.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the writer's goroutine and the
-// test's.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
