@@ -8,6 +8,9 @@
 //     scheduler.Batcher: a turn takes both slots and reads its bindings in
 //     one round trip, and gives the slots back and writes its binding in
 //     one more (on one Redis server; a Cluster client goes call by call).
+//     With scheduler.Scheduler.SlotLinger, a turn without a user slot
+//     keeps its account's lease for the next turn through the same
+//     instance, which then takes it without a round trip.
 //   - Store: a scheduler.Store, so sticky sessions and
 //     previous_response_id bindings made by one instance are seen by all.
 //   - Events: account health over pub/sub, so a 429 seen by one instance
