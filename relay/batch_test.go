@@ -277,3 +277,43 @@ func TestBatchSlotLinger(t *testing.T) {
 		t.Fatalf("%d account slots held after Shutdown", accountSlot())
 	}
 }
+
+// With SlotLinger, an attempt that fails (a reset before any answer)
+// gives its account's slot back before the next selection, and the
+// account selected after it is not kept either; a turn claimed on a
+// healthy account keeps its slot, and Shutdown gives it back.
+func TestBatchSlotLingerFailover(t *testing.T) {
+	e, _ := newBatchingEnv(t)
+	e.addAccount(&scheduler.Account{ID: "a", Priority: 0})
+	e.addAccount(&scheduler.Account{ID: "b", Priority: 1})
+	e.Subject.Concurrency = 0
+	e.sched.SlotLinger = time.Hour
+	e.up.Script("a", relaytest.Step{Cut: true})
+	r := e.do(streamReq)
+	if r.lastType() != "response.completed" {
+		t.Fatalf("events %v", r.types())
+	}
+	if got := accountsOf(e.up.Requests()); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("attempts on %v, want a then b", got)
+	}
+	// The account that served was selected the usual way after the
+	// failure, not claimed in the one step: its slot went back too.
+	if a, b := e.lim.InFlight("account:a"), e.lim.InFlight("account:b"); a+b != 0 {
+		t.Fatalf("slots held after the failover: a %d, b %d", a, b)
+	}
+	// The next turn is claimed in the one step: its account's slot is kept.
+	if r := e.do(textReq); r.status != 200 {
+		t.Fatalf("second turn: %d %s", r.status, r.body)
+	}
+	reqs := e.up.Requests()
+	served := reqs[len(reqs)-1].Account
+	if a, b := e.lim.InFlight("account:a"), e.lim.InFlight("account:b"); a+b != 1 || e.lim.InFlight("account:"+served) != 1 {
+		t.Fatalf("slots held: a %d, b %d; want %s's one kept", a, b, served)
+	}
+	if err := e.h.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := e.lim.InFlight("account:a"), e.lim.InFlight("account:b"); a+b != 0 {
+		t.Fatalf("slots held after Shutdown: a %d, b %d", a, b)
+	}
+}

@@ -280,3 +280,29 @@ func TestBindHangs(t *testing.T) {
 		t.Fatalf("the failed binding is not in the log:\n%s", logs)
 	}
 }
+
+// TestBoundWhenUpstreamBreaks: an upstream reset after the stream's output
+// began ends it with response.failed; the binding written from its first
+// output is awaited before the turn ends (no goroutine left: the leak check
+// at cleanup), and the next turn continues on the same account.
+func TestBoundWhenUpstreamBreaks(t *testing.T) {
+	e := newEnv(t, "a", "b", "c")
+	st := &gateStore{mapStore: mapStore{m: map[string]string{}}, set: make(chan string, 8)}
+	e.sched.Store = st
+	for _, a := range []string{"a", "b", "c"} {
+		e.up.Script(a, relaytest.Step{After: 4, Cut: true})
+	}
+	r := e.do(streamReq)
+	if r.lastType() != "response.failed" {
+		t.Fatalf("events %v", r.types())
+	}
+	id := gjson.GetBytes(r.events[0].Data, "response.id").String()
+	made := e.up.Requests()[0].Account
+	if v, ok, _ := st.Get(context.Background(), "resp:"+id); !ok || !strings.Contains(v, made) {
+		t.Fatalf("binding of %s: %q, want %s", id, v, made)
+	}
+	r = e.do(`{"model":"gpt-test","stream":true,"input":"again","previous_response_id":"` + id + `"}`)
+	if reqs := e.up.Requests(); r.lastType() != "response.completed" || reqs[len(reqs)-1].Account != made {
+		t.Fatalf("continued: %v on %s, want %s", r.types(), reqs[len(reqs)-1].Account, made)
+	}
+}
