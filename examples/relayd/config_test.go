@@ -41,6 +41,7 @@ const fullConfig = `{
   "conversations": {"driver": "memory", "dsn": "", "ttl": "12h", "max_bytes": 134217728},
   "ws_max_conns_per_key": 8,
   "redis": "",
+  "redis_slot_linger": "",
   "prices": {"gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10}, "gpt-5-mini*": {"input": 0.25, "output": 2}},
   "prices_file": "",
   "refuse_unpriced": true
@@ -245,6 +246,14 @@ func TestParseConfigErrors(t *testing.T) {
 			`redis: invalid URL (invalid port ":port" after host)`},
 		{"redis db", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://u:sk-secret-value-a1@127.0.0.1:6379/zero"}`,
 			`redis: invalid URL (redis: invalid database number: "zero")`},
+		{"slot linger without redis", `{"accounts": [` + acct + `], ` + key + `, "redis_slot_linger": "50ms"}`,
+			"redis_slot_linger: used with redis only"},
+		{"slot linger not a duration", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://127.0.0.1:6379/0", "redis_slot_linger": "50"}`,
+			`redis_slot_linger: "50" is not a duration like "50ms"`},
+		{"slot linger negative", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://127.0.0.1:6379/0", "redis_slot_linger": "-1ms"}`,
+			`redis_slot_linger: "-1ms" must be between 0s and 1m`},
+		{"slot linger too long", `{"accounts": [` + acct + `], ` + key + `, "redis": "redis://127.0.0.1:6379/0", "redis_slot_linger": "2m"}`,
+			`redis_slot_linger: "2m" must be between 0s and 1m`},
 		{"driver", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "mysql", "dsn": "x"}}`,
 			`usage.driver: "mysql" is not supported; use "sqlite" or "postgres"`},
 		{"postgres without dsn", `{"accounts": [` + acct + `], ` + key + `, "usage": {"driver": "postgres"}}`,
@@ -475,5 +484,29 @@ func TestParseConfigConversationsDefaults(t *testing.T) {
 	cfg = ConversationsConfig{Driver: "redis", DSN: "redis://u:pw-secret-1@10.0.0.9:6379/4"}
 	if got := cfg.describe(); got != "redis 10.0.0.9:6379/4" {
 		t.Errorf("describe = %q", got)
+	}
+}
+
+// redis_slot_linger: 50 ms with redis unless set; "0s" keeps nothing;
+// without redis nothing lingers.
+func TestSlotLingerDefault(t *testing.T) {
+	for _, c := range []struct {
+		redis, linger string
+		want          time.Duration
+	}{
+		{"redis://127.0.0.1:6379/0", "", 50 * time.Millisecond},
+		{"redis://127.0.0.1:6379/0", "0s", 0},
+		{"redis://127.0.0.1:6379/0", "250ms", 250 * time.Millisecond},
+		{"", "", 0},
+	} {
+		cfg := Config{Redis: c.redis, RedisSlotLinger: c.linger, APIKeys: []APIKeyConfig{{Key: keyAlice, UserID: "alice"}},
+			Accounts: []AccountConfig{{ID: "a1", BaseURL: "https://api.openai.com/v1", APIKey: "sk-a1"}}}
+		cfg.applyDefaults()
+		if err := cfg.validate(); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		if got := cfg.slotLinger(); got != c.want {
+			t.Errorf("redis %q, linger %q: %v, want %v", c.redis, c.linger, got, c.want)
+		}
 	}
 }
