@@ -356,7 +356,7 @@ func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, e
 	}
 	first := plan[0]
 	id := first.sl.acct.ID
-	_, release := s.lingering.take(func(got string) bool { return got == id })
+	release := s.lingering.takeID(id)
 	if release == nil {
 		return nil
 	}

@@ -77,6 +77,11 @@ func (ls *lingerSet) drop(id string, list []*lingering, i int) {
 	ls.count--
 }
 
+// lingerScan bounds the accounts take looks at, under the set's lock,
+// for one turn: a pool of thousands of accounts may have a slot kept for
+// each. The map's order is random, so each turn looks at other ones.
+const lingerScan = 32
+
 // take returns the release of a lingering slot of the first account that
 // ok accepts, now the caller's, or nil.
 func (ls *lingerSet) take(ok func(id string) bool) (id string, release func()) {
@@ -85,7 +90,11 @@ func (ls *lingerSet) take(ok func(id string) bool) (id string, release func()) {
 	if ls.count == 0 {
 		return "", nil
 	}
+	looked := 0
 	for id, list := range ls.byID {
+		if looked++; looked > lingerScan {
+			break
+		}
 		if !ok(id) {
 			continue
 		}
@@ -97,6 +106,21 @@ func (ls *lingerSet) take(ok func(id string) bool) (id string, release func()) {
 		return id, l.release
 	}
 	return "", nil
+}
+
+// takeID returns the release of a lingering slot of account id, now the
+// caller's, or nil.
+func (ls *lingerSet) takeID(id string) func() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	list := ls.byID[id]
+	if len(list) == 0 {
+		return nil
+	}
+	l := list[len(list)-1]
+	ls.drop(id, list, len(list)-1)
+	l.timer.Stop() // see take
+	return l.release
 }
 
 // flush gives every lingering slot back now.

@@ -312,3 +312,44 @@ func BenchmarkTrySelect(b *testing.B) {
 		})
 	}
 }
+
+// With a slot kept on each of 100 accounts, a new turn still takes one
+// without a step (it looks at a bounded number of them), and a
+// continuation finds its own account's among them.
+func TestSlotLingerManyAccounts(t *testing.T) {
+	accts := accounts(100, func(int) *Account { return &Account{Concurrency: 1, Weight: 1} })
+	f, lim, _ := lingerFixture(t, time.Hour, accts...)
+	ctx := context.Background()
+	q := Request{Group: "g", Model: "m", APIKeyID: "k"}
+	var held []*Claimed
+	for range 100 {
+		c := f.s.TrySelect(ctx, q, Slot{})
+		if c == nil {
+			t.Fatal("TrySelect took nothing")
+		}
+		held = append(held, c)
+	}
+	bound := held[57].Selection().Account.ID
+	held[57].BindOnRelease(ctx, q, "resp_57")
+	for _, c := range held {
+		c.ReleaseAll()
+	}
+	if f.s.lingering.len() != 100 {
+		t.Fatalf("%d kept, want 100", f.s.lingering.len())
+	}
+
+	b0, _, _ := lim.calls()
+	c := f.s.TrySelect(ctx, q, Slot{})
+	if b, _, _ := lim.calls(); c == nil || b != b0 {
+		t.Fatalf("a new turn took %d steps (%+v), want a kept slot", b-b0, c)
+	}
+	c.ReleaseAll()
+
+	cont := q
+	cont.PreviousResponseID = "resp_57"
+	c = f.s.TrySelect(ctx, cont, Slot{})
+	if c == nil || c.Selection().Account.ID != bound || f.s.lingering.len() != 99 {
+		t.Fatalf("continuation: %+v, %d kept; want %s's kept slot", c, f.s.lingering.len(), bound)
+	}
+	c.ReleaseAll()
+}
