@@ -19,7 +19,7 @@ import (
 
 // turnBind is the binding started at a stream's first output.
 type turnBind struct {
-	done    chan error // nil: none started
+	done    <-chan error // nil: none started
 	cancel  context.CancelFunc
 	ctx     context.Context
 	started bool // a binding was started in this turn (whatever came of it)
@@ -32,17 +32,14 @@ func (t *turn) bindEarly(sel *scheduler.Selection, responseID string) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(t.hooks.Detached(t.ctx), t.h.hookTimeout())
-	done := make(chan error, 1)
-	t.bound = turnBind{done: done, cancel: cancel, ctx: ctx, started: true}
 	q, c, id, s := t.route.sched, t.claimed(sel), sel.Account.ID, t.h.Scheduler
-	go func() {
-		done <- hookcall.Safe(ctx, func(ctx context.Context) error {
-			if c != nil { // written with the slots' release (batch.go)
-				return c.BindOnRelease(ctx, q, responseID)
-			}
-			return s.Bind(ctx, q, id, responseID)
-		})
-	}()
+	done := hookcall.Go(ctx, func(ctx context.Context) error {
+		if c != nil { // written with the slots' release (batch.go)
+			return c.BindOnRelease(ctx, q, responseID)
+		}
+		return s.Bind(ctx, q, id, responseID)
+	})
+	t.bound = turnBind{done: done, cancel: cancel, ctx: ctx, started: true}
 }
 
 // awaitBind waits for the binding bindEarly started, at most until its

@@ -3,7 +3,8 @@
 // behind instead of holding the caller. Safe guards a call on the caller's
 // goroutine; Runner runs bounded calls one after another on pooled
 // goroutines and one timer, with optional keep-alive pings while it waits;
-// Bounded is one such call with the bound in its context.
+// Bounded is one such call with the bound in its context; Go starts one
+// whose result the caller takes later.
 package hookcall
 
 import (
@@ -31,6 +32,20 @@ func Safe(ctx context.Context, fn func(context.Context) error) (err error) {
 		}
 	}()
 	return fn(ctx)
+}
+
+// Go runs fn(ctx) on a goroutine of its own, with a host call's stack
+// (stack.go) and Safe's panic guard, and sends its result on the channel
+// it returns, which has room for it: a caller that stops waiting leaves
+// nothing blocked. For a call the caller awaits later, while it does
+// other work; fn should end with ctx.
+func Go(ctx context.Context, fn func(context.Context) error) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		growStack()
+		done <- Safe(ctx, fn)
+	}()
+	return done
 }
 
 // Bounded runs fn on its own goroutine, with a context that ends after

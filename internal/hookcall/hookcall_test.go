@@ -86,3 +86,19 @@ func TestBoundedContextEnds(t *testing.T) {
 	close(release)
 	<-lateDone // a panic in late did not crash the test binary
 }
+
+// Go returns fn's result, a panic as a *PanicError, and never blocks the
+// goroutine when nobody reads the result.
+func TestGo(t *testing.T) {
+	want := errors.New("store down")
+	if err := <-Go(context.Background(), func(context.Context) error { return want }); err != want {
+		t.Fatalf("Go = %v, want the call's error", err)
+	}
+	var pe *PanicError
+	if err := <-Go(context.Background(), func(context.Context) error { panic("boom") }); !errors.As(err, &pe) {
+		t.Fatalf("Go after a panic = %v", err)
+	}
+	ran := make(chan struct{})
+	Go(context.Background(), func(context.Context) error { close(ran); return nil }) // result never read
+	<-ran                                                                            // the leak check at exit sees the goroutine end
+}
