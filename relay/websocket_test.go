@@ -347,3 +347,48 @@ func TestPingTimeoutCutsDeadClient(t *testing.T) {
 	e.dial() // never reads
 	waitUntil(t, "the relay to drop the silent connection", func() bool { return relay.WebSocketConns(e.rh) == 0 })
 }
+
+// TestWSBoundWhileStreaming: over a WebSocket too, with a shared Store a
+// turn's binding is written from its first output, before its terminal
+// event reaches the client, and the next turn continues on its account.
+// A client that leaves mid-turn leaves no binding goroutine behind (the
+// leak check at cleanup).
+func TestWSBoundWhileStreaming(t *testing.T) {
+	e := newWSEnv(t, true, "a", "b")
+	st := &gateStore{mapStore: mapStore{m: map[string]string{}}, set: make(chan string, 8)}
+	e.sched.Store = st
+	c := e.dial()
+	c.send(create(``))
+	first := c.recvTurn()
+	if typeOf(last(first)) != "response.completed" {
+		t.Fatalf("first: %v", first)
+	}
+	prev := gjson.Get(last(first), "response.id").String()
+	if v, ok, _ := st.Get(context.Background(), "resp:"+prev); !ok || !strings.Contains(v, "a") {
+		t.Fatalf("binding of %s: %q", prev, v)
+	}
+	c.send(create(`,"previous_response_id":"` + prev + `"`))
+	if second := c.recvTurn(); typeOf(last(second)) != "response.completed" {
+		t.Fatalf("second: %v", second)
+	}
+
+	for len(st.set) > 0 { // the first two turns' writes
+		<-st.set
+	}
+	hold := make(chan struct{})
+	e.up.Script("a", relaytest.Step{After: 4, Hold: hold})
+	c.send(create(``))
+	select {
+	case <-st.set: // the third turn's binding, while its upstream is paused
+	case <-time.After(10 * time.Second):
+		close(hold)
+		t.Fatal("nothing was bound while the turn was paused after its output began")
+	}
+	c.ws.CloseNow()
+	close(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.sink.WaitLen(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+}
