@@ -365,7 +365,7 @@ func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, e
 	}
 	b := &Batch{Store: s.store, Reads: reads, Taken: -1}
 	if err := s.batcher.TakeBatch(ctx, b); err != nil {
-		s.lingering.park(id, s.SlotLinger, release)
+		s.keepAgain(first.sl, release)
 		return nil
 	}
 	var vals [2]string
@@ -375,11 +375,19 @@ func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, e
 	aPrev, aSess, err := stickyIDs(q, vals[:], prevAt, sessAt, now)
 	if err != nil || aPrev != gPrev || aSess != gSess || !b.ExtraTaken {
 		// Another instance moved a binding: the usual way decides.
-		s.lingering.park(id, s.SlotLinger, release)
+		s.keepAgain(first.sl, release)
 		b.Release(true, true, nil)
 		return nil
 	}
 	return s.holdBatch(b, first.sl, q.Model, first.layer, release)
+}
+
+// keepAgain keeps a slot taken from the kept ones and not used, or gives
+// it back when as many are kept again meanwhile.
+func (s *Scheduler) keepAgain(sl *slot, release func()) {
+	if !s.lingering.park(sl.acct.ID, keepMax(sl.conc), s.SlotLinger, release) {
+		release()
+	}
 }
 
 // noBatchRelease is the Release of a Batch that took nothing.
@@ -464,21 +472,22 @@ func (c *Claimed) ReleaseAll() {
 	sets := h.sets
 	h.mu.Unlock()
 	account := h.h.done.CompareAndSwap(false, true)
-	// Only a turn without a user slot keeps its account's: a host whose
-	// turns all take one would gain nothing from it, and pay a call per
-	// slot to give it back apart from the turn's bindings.
-	linger := account && h.s.SlotLinger > 0 && h.b.Extra.Key == ""
+	kept := false
 	if account {
 		h.h.st.inflight.Add(-1)
-		switch {
-		case linger:
+		// Only a turn without a user slot keeps its account's: a host
+		// whose turns all take one would gain nothing from it, and pay a
+		// call per slot to give it back apart from the turn's bindings.
+		if h.s.SlotLinger > 0 && h.b.Extra.Key == "" {
 			// The Batch's own slot too: h.release frees it alone.
-			h.s.lingering.park(h.h.Account.ID, h.s.SlotLinger, h.h.release)
-		case !h.own:
+			a := h.h.Account
+			kept = h.s.lingering.park(a.ID, keepMax(a.Concurrency), h.s.SlotLinger, h.h.release)
+		}
+		if !kept && !h.own {
 			h.h.release()
 		}
 	}
-	h.b.Release(account && h.own && !linger, true, sets)
+	h.b.Release(account && h.own && !kept, true, sets)
 	for _, w := range sets {
 		h.s.pending.CompareAndDelete(w.Key, w.Value)
 	}

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -32,10 +33,27 @@ type lingerSet struct {
 	count int
 }
 
-// park keeps an account slot for d, then gives it back.
-func (ls *lingerSet) park(id string, d time.Duration, release func()) {
+// keepMax is how many slots of an account with limit conc a process
+// keeps: fewer than half, so that an account with few slots keeps none
+// (its only slot kept would make another instance's next turn wait for
+// it) and a kept slot never makes an account look full on its own.
+// Unlimited (conc <= 0): no bound.
+func keepMax(conc int) int {
+	if conc <= 0 {
+		return math.MaxInt
+	}
+	return (conc - 1) / 2
+}
+
+// park keeps an account slot for d, then gives it back; false, keeping
+// nothing, when limit slots of the account are kept already.
+func (ls *lingerSet) park(id string, limit int, d time.Duration, release func()) bool {
 	l := &lingering{id: id, release: release}
 	ls.mu.Lock()
+	if len(ls.byID[id]) >= limit {
+		ls.mu.Unlock()
+		return false
+	}
 	if ls.byID == nil {
 		ls.byID = make(map[string][]*lingering)
 	}
@@ -48,6 +66,7 @@ func (ls *lingerSet) park(id string, d time.Duration, release func()) {
 		}
 	})
 	ls.mu.Unlock()
+	return true
 }
 
 // remove takes l out of the set; false when another took it first.

@@ -235,7 +235,7 @@ func TestSlotLingerFollowsHealthAndLoad(t *testing.T) {
 	})
 
 	t.Run("busier", func(t *testing.T) {
-		f, lim, _ := lingerFixture(t, time.Hour, &Account{ID: "a", Concurrency: 2, Weight: 1}, &Account{ID: "b", Concurrency: 2, Weight: 1})
+		f, lim, _ := lingerFixture(t, time.Hour, &Account{ID: "a", Concurrency: 3, Weight: 1}, &Account{ID: "b", Concurrency: 3, Weight: 1})
 		id := keep(f)
 		busy, err := f.s.Select(ctx, Request{Group: "g", Model: "m", APIKeyID: "k", RequireAccount: id})
 		if err != nil {
@@ -317,7 +317,7 @@ func BenchmarkTrySelect(b *testing.B) {
 // without a step (it looks at a bounded number of them), and a
 // continuation finds its own account's among them.
 func TestSlotLingerManyAccounts(t *testing.T) {
-	accts := accounts(100, func(int) *Account { return &Account{Concurrency: 1, Weight: 1} })
+	accts := accounts(100, func(int) *Account { return &Account{Concurrency: 3, Weight: 1} })
 	f, lim, _ := lingerFixture(t, time.Hour, accts...)
 	ctx := context.Background()
 	q := Request{Group: "g", Model: "m", APIKeyID: "k"}
@@ -352,4 +352,30 @@ func TestSlotLingerManyAccounts(t *testing.T) {
 		t.Fatalf("continuation: %+v, %d kept; want %s's kept slot", c, f.s.lingering.len(), bound)
 	}
 	c.ReleaseAll()
+}
+
+// Fewer than half of an account's slots are kept: none of an account with
+// one or two, at most two of one with five; the others go back with their
+// turns.
+func TestSlotLingerKeepsFewerThanHalf(t *testing.T) {
+	ctx := context.Background()
+	q := Request{Group: "g", Model: "m", APIKeyID: "k"}
+	for _, c := range []struct{ conc, kept int }{{1, 0}, {2, 0}, {5, 2}} {
+		f, lim, _ := lingerFixture(t, time.Hour, &Account{ID: "a", Concurrency: c.conc, Weight: 1})
+		var held []*Claimed
+		for range c.conc {
+			cl := f.s.TrySelect(ctx, q, Slot{})
+			if cl == nil {
+				t.Fatalf("concurrency %d: TrySelect took nothing with %d held", c.conc, len(held))
+			}
+			held = append(held, cl)
+		}
+		for _, cl := range held {
+			cl.ReleaseAll()
+		}
+		if got := f.s.lingering.len(); got != c.kept || accountSlots(lim, "a") != c.kept {
+			t.Fatalf("concurrency %d: %d kept, %d slots held; want %d", c.conc, got, accountSlots(lim, "a"), c.kept)
+		}
+		f.s.ReleaseLingering()
+	}
 }

@@ -54,9 +54,10 @@ type Scheduler struct {
 	// no binding read (no previous response, no session key) and no user
 	// slot, when the account is as good a choice as the balanced order's
 	// first. Meanwhile the slot counts as busy for the other instances,
-	// and a waiter queued in the Limiter may be overtaken by a turn here.
-	// ReleaseLingering gives the slots back at once. 0 or negative: a
-	// slot is given back with its turn.
+	// and a waiter queued in the Limiter may be overtaken by a turn here;
+	// so fewer than half of an account's slots are kept, and none of an
+	// account with one or two. ReleaseLingering gives the slots back at
+	// once. 0 or negative: a slot is given back with its turn.
 	SlotLinger time.Duration
 
 	// StickyTTL is how long a previous_response_id or session binding

@@ -344,3 +344,43 @@ func responseID(t *testing.T, got []byte) string {
 	}
 	return gjson.GetBytes(evs[len(evs)-1].Data, "response.id").String()
 }
+
+// One account with room for one turn, and turns of a key without a user
+// limit alternating between two instances: an account with one slot keeps
+// none (the other instance's next turn would wait for it), so every turn
+// gives its slot back before its answer ends. An account with three keeps
+// one, and the other instance's turns are still served at once.
+func TestRedisSlotLingerAlternating(t *testing.T) {
+	for _, conc := range []int{1, 3} {
+		a, b, accts, _ := twoInstances(t, []string{"x"}, func(c *Config) {
+			c.Accounts[0].Concurrency = conc
+			c.RedisSlotLinger = "1m"
+		})
+		held := redisSlots(t, "bob", accts)
+		for i := range 6 {
+			e := a
+			if i%2 == 1 {
+				e = b
+			}
+			resp, got := e.post(`{"model":"gpt-5","input":"turn"}`, "Authorization", "Bearer "+keyBob)
+			if resp.StatusCode != 200 {
+				t.Fatalf("concurrency %d, turn %d: %d %s", conc, i, resp.StatusCode, got)
+			}
+			want := 0 // nothing kept
+			if conc == 3 {
+				want = min(i+1, 2) // one kept on each instance
+			}
+			if n := held(); n != want {
+				t.Fatalf("concurrency %d, turn %d: Redis holds %d slots, want %d", conc, i, n, want)
+			}
+		}
+		for _, e := range []*env{a, b} {
+			if err := e.srv.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := held(); n != 0 {
+			t.Fatalf("concurrency %d: %d slots held after both stopped", conc, n)
+		}
+	}
+}
