@@ -158,6 +158,13 @@ func (ls *lingerSet) flush() {
 	}
 }
 
+// kept is how many slots of account id linger.
+func (ls *lingerSet) kept(id string) int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.byID[id])
+}
+
 // len is how many slots linger.
 func (ls *lingerSet) len() int {
 	ls.mu.Lock()

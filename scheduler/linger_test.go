@@ -379,3 +379,30 @@ func TestSlotLingerKeepsFewerThanHalf(t *testing.T) {
 		f.s.ReleaseLingering()
 	}
 }
+
+// Snapshot counts an account's kept slots apart from its turns in flight.
+func TestSlotLingerSnapshot(t *testing.T) {
+	f, _, _ := lingerFixture(t, time.Hour, acct("a"))
+	ctx := context.Background()
+	sel := f.s.TrySelect(ctx, Request{Group: "g", Model: "m", APIKeyID: "k"}, Slot{})
+	state := func() AccountState {
+		for _, as := range f.s.Snapshot() {
+			if as.ID == "a" {
+				return as
+			}
+		}
+		t.Fatal("account a not in the snapshot")
+		return AccountState{}
+	}
+	if as := state(); as.InFlight != 1 || as.Kept != 0 {
+		t.Fatalf("during the turn: in flight %d, kept %d", as.InFlight, as.Kept)
+	}
+	sel.ReleaseAll()
+	if as := state(); as.InFlight != 0 || as.Kept != 1 {
+		t.Fatalf("after the turn: in flight %d, kept %d", as.InFlight, as.Kept)
+	}
+	f.s.ReleaseLingering()
+	if as := state(); as.Kept != 0 {
+		t.Fatalf("after ReleaseLingering: kept %d", as.Kept)
+	}
+}

@@ -21,6 +21,9 @@ type AccountState struct {
 	// slots. With a limiter shared between processes, the others' turns
 	// are not counted.
 	InFlight int `json:"in_flight"`
+	// Kept is how many of the account's slots this Scheduler keeps after
+	// their turns (SlotLinger): held in the Limiter, serving no turn.
+	Kept int `json:"kept"`
 	// Limit is Account.Concurrency; 0 means unlimited.
 	Limit int `json:"limit"`
 	// CoolingUntil is the end of the current cooldown; zero when not cooling.
@@ -225,6 +228,7 @@ func (s *Scheduler) snapshot(group string, only *poolView) []AccountState {
 			as.Limit = max(a.Concurrency, 0)
 		}
 		en.st.fill(as, now, s.health.ErrorHalfLife)
+		as.Kept = s.lingering.kept(en.id)
 	}
 	return out
 }

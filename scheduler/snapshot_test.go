@@ -337,7 +337,7 @@ func TestSnapshotJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"consecutive_failures", "error_rate", "groups", "id", "in_flight", "last_status", "limit", "name", "ttft_ns"}
+	want := []string{"consecutive_failures", "error_rate", "groups", "id", "in_flight", "kept", "last_status", "limit", "name", "ttft_ns"}
 	if got := keys(fresh[0]); !slices.Equal(got, want) {
 		t.Fatalf("keys of a fresh state %v, want %v (zero times omitted)", got, want)
 	}
@@ -346,7 +346,7 @@ func TestSnapshotJSON(t *testing.T) {
 	s.Observe("a", scheduler.Outcome{Kind: scheduler.OutcomeStatus, Status: 429, Header: http.Header{"Retry-After": {"30"}}})
 	st := stateOf(t, s.Snapshot(), "a")
 	want = []string{"consecutive_failures", "cooling_detail", "cooling_reason", "cooling_until", "error_rate", "groups",
-		"id", "in_flight", "last_at", "last_outcome", "last_status", "limit", "name", "ttft_ns"}
+		"id", "in_flight", "kept", "last_at", "last_outcome", "last_status", "limit", "name", "ttft_ns"}
 	if got := keys(st); !slices.Equal(got, want) {
 		t.Fatalf("keys %v, want %v", got, want)
 	}

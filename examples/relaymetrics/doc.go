@@ -22,7 +22,8 @@
 //	slot_wait_seconds{kind,outcome}                    histogram
 //	account_events_total{account,kind}                 counter
 //
-// and, from WatchScheduler, per account: account_in_flight, account_limit,
+// and, from WatchScheduler, per account: account_in_flight,
+// account_kept_slots, account_limit,
 // account_cooling{reason}, account_cooldown_remaining_seconds,
 // account_error_rate, account_ttft_seconds, account_consecutive_failures.
 //

@@ -198,6 +198,7 @@ func TestWatchSchedulerGroups(t *testing.T) {
 	wantValue(t, reg, 2, "account_limit", "account", "a", "instance_name", "test")
 	wantValue(t, reg, 0, "account_limit", "account", "b")
 	wantValue(t, reg, 0, "account_in_flight", "account", "b")
+	wantValue(t, reg, 0, "account_kept_slots", "account", "b")
 	wantValue(t, reg, 0, "account_cooling", "account", "b", "reason", "")
 
 	var are prometheus.AlreadyRegisteredError

@@ -41,7 +41,7 @@ type schedulerCollector struct {
 	s      *scheduler.Scheduler
 	groups []string
 
-	inFlight, limit, cooling, remaining, errorRate, ttft, failures *prometheus.Desc
+	inFlight, kept, limit, cooling, remaining, errorRate, ttft, failures *prometheus.Desc
 }
 
 func newSchedulerCollector(ns string, constants prometheus.Labels, s *scheduler.Scheduler, groups []string) *schedulerCollector {
@@ -52,6 +52,7 @@ func newSchedulerCollector(ns string, constants prometheus.Labels, s *scheduler.
 		s:         s,
 		groups:    append([]string(nil), groups...),
 		inFlight:  desc("account_in_flight", "Turns in flight on the account, as its slot limiter counts them."),
+		kept:      desc("account_kept_slots", "The account's slots this process keeps after their turns (Scheduler.SlotLinger): held in the limiter, serving no turn."),
 		limit:     desc("account_limit", "The account's concurrency limit; 0 is unlimited."),
 		cooling:   desc("account_cooling", "1 while the account is cooling down (reason: why), else 0 (reason empty).", "reason"),
 		remaining: desc("account_cooldown_remaining_seconds", "Time until the account's cooldown ends; 0 when it is not cooling down."),
@@ -62,7 +63,7 @@ func newSchedulerCollector(ns string, constants prometheus.Labels, s *scheduler.
 }
 
 func (c *schedulerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inFlight, c.limit, c.cooling, c.remaining, c.errorRate, c.ttft, c.failures} {
+	for _, d := range []*prometheus.Desc{c.inFlight, c.kept, c.limit, c.cooling, c.remaining, c.errorRate, c.ttft, c.failures} {
 		ch <- d
 	}
 }
@@ -104,6 +105,7 @@ func (c *schedulerCollector) collectAccount(ch chan<- prometheus.Metric, a *sche
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{id}, extra...)...)
 	}
 	gauge(c.inFlight, float64(a.InFlight))
+	gauge(c.kept, float64(a.Kept))
 	gauge(c.limit, float64(max(a.Limit, 0)))
 	if left := a.CoolingUntil.Sub(now); !a.CoolingUntil.IsZero() && left > 0 {
 		reason := a.CoolingReason
