@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"math"
 	"sync"
 	"time"
@@ -18,6 +19,83 @@ import (
 // instances until it is taken here or given back, and a waiter queued in
 // the Limiter meanwhile can be overtaken by a turn here, for at most
 // SlotLinger.
+
+// fromLingering serves q, which takes no user slot, from a slot SlotLinger
+// kept, or returns nil. Without a bound account (sticky == 0) that is any
+// kept slot as good as the balanced order's first, without a step. A bound
+// account comes first in plan: its kept slot serves when the bindings read
+// (reads, in one step that takes no slot) lead where the guess led.
+func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, ex []int32, now int64,
+	plan []planned, sticky int, reads []string, gPrev, gSess string, prevAt, sessAt int) *Claimed {
+	if sticky == 0 {
+		if len(reads) > 0 {
+			return nil // a binding this process does not know: read it first
+		}
+		return s.takeLingering(v, q, ex, now, plan[0].sl)
+	}
+	first := plan[0]
+	id := first.sl.acct.ID
+	release := s.lingering.takeID(id)
+	if release == nil {
+		return nil
+	}
+	if len(reads) == 0 { // pinned (PreferAccount): nothing to read
+		return s.holdBatch(&Batch{Taken: -1, ExtraTaken: true, Release: noBatchRelease}, first.sl, q.Model, first.layer, release)
+	}
+	b := &Batch{Store: s.store, Reads: reads, Taken: -1}
+	if err := s.batcher.TakeBatch(ctx, b); err != nil {
+		s.keepAgain(first.sl, release)
+		return nil
+	}
+	var vals [2]string
+	for i, k := range reads {
+		vals[i] = s.readBack(ctx, b, i, k)
+	}
+	aPrev, aSess, err := stickyIDs(q, vals[:], prevAt, sessAt, now)
+	if err != nil || aPrev != gPrev || aSess != gSess || !b.ExtraTaken {
+		// Another instance moved a binding: the usual way decides.
+		s.keepAgain(first.sl, release)
+		b.Release(true, true, nil)
+		return nil
+	}
+	return s.holdBatch(b, first.sl, q.Model, first.layer, release)
+}
+
+// keepAgain keeps a slot taken from the kept ones and not used, or gives
+// it back when as many are kept again meanwhile.
+func (s *Scheduler) keepAgain(sl *slot, release func()) {
+	if !s.lingering.park(sl.acct.ID, keepMax(sl.conc), s.SlotLinger, release) {
+		release()
+	}
+}
+
+// noBatchRelease is the Release of a Batch that took nothing.
+func noBatchRelease(bool, bool, []StoreWrite) {}
+
+// takeLingering claims a slot SlotLinger kept, of an account TrySelect may
+// take for q and as good a choice as first, the balanced order's first
+// (same priority, a load no higher); nil when none lingers. The Claimed's
+// Batch takes and writes nothing: BindOnRelease binds at once (Bind).
+func (s *Scheduler) takeLingering(v *poolView, q Request, ex []int32, now int64, first *slot) *Claimed {
+	best := s.candAt(v, v.byID[first.acct.ID], now)
+	var sl *slot
+	_, release := s.lingering.take(func(id string) bool {
+		got, why := s.stickyCheck(v, id, q, ex, now)
+		if why != "" || got == nil {
+			return false
+		}
+		if c := s.candAt(v, v.byID[id], now); c.prio != best.prio || c.bucket > best.bucket {
+			return false
+		}
+		sl = got
+		return true
+	})
+	if release == nil {
+		return nil
+	}
+	b := &Batch{Taken: -1, ExtraTaken: true, Release: noBatchRelease}
+	return s.holdBatch(b, sl, q.Model, LayerBalanced, release)
+}
 
 // lingering is one account slot kept after its turn.
 type lingering struct {
