@@ -10,15 +10,18 @@ import (
 // Slots that linger (Scheduler.SlotLinger). With a shared Limiter every
 // account slot costs a round trip to take, and its release rides on the
 // turn's binding write. A lingering slot is one this process keeps after
-// its turn for SlotLinger: a turn here that needs no bindings read and no
-// user slot takes it without asking the Limiter (TrySelect), when its
-// account is as good a choice as the one the balanced order would try
-// first. Back-to-back turns then cost one round trip each (the binding
-// write) instead of two, and at load most account slots change hands in
-// this process. The price: the slot counts as busy for the other
-// instances until it is taken here or given back, and a waiter queued in
-// the Limiter meanwhile can be overtaken by a turn here, for at most
-// SlotLinger.
+// a turn that took no user slot, for SlotLinger. A turn here that needs no
+// binding read and no user slot takes it without asking the Limiter
+// (TrySelect), when its account is as good a choice as the one the
+// balanced order would try first; a continuation bound to its account
+// takes it after one step that reads the bindings and takes no slot.
+// Back-to-back turns then cost one round trip each (the binding write)
+// instead of two, and at load most account slots change hands in this
+// process. The price: the slot counts as busy for the other instances
+// until it is taken here or given back, and a waiter queued in the
+// Limiter meanwhile can be overtaken by a turn here, for at most
+// SlotLinger. So fewer than half of an account's slots are kept
+// (keepMax), and none of an account with one or two.
 
 // fromLingering serves q, which takes no user slot, from a slot SlotLinger
 // kept, or returns nil. Without a bound account (sticky == 0) that is any
