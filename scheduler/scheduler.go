@@ -48,12 +48,13 @@ type Scheduler struct {
 	// them. A Limiter that is also a Batcher serves TrySelect.
 	Limiter concurrency.SlotLimiter
 
-	// SlotLinger is how long an account slot TrySelect took from a
-	// Batcher stays held by this Scheduler after its turn, for a later
-	// turn here to take without a round trip (linger.go): one that needs
-	// no binding read (no previous response, no session key) and no user
-	// slot, when the account is as good a choice as the balanced order's
-	// first. Meanwhile the slot counts as busy for the other instances,
+	// SlotLinger is how long an account slot that TrySelect took from a
+	// Batcher, with no other slot (the relay's user slot), stays held by
+	// this Scheduler after its turn (linger.go). A later TrySelect with no
+	// other slot takes it without a round trip when its account is as
+	// good a choice as the balanced order's first, or, for a continuation
+	// bound to that account, after one step that reads the bindings and
+	// takes no slot. Meanwhile the slot counts as busy for the other instances,
 	// and a waiter queued in the Limiter may be overtaken by a turn here;
 	// so fewer than half of an account's slots are kept, and none of an
 	// account with one or two. ReleaseLingering gives the slots back at
