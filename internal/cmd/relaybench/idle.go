@@ -211,6 +211,14 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		mux.Handle("POST /v1/responses", floorHandler(upURL+"/"+healthyAccounts(1)[0], tr))
 		key = upstreamKey
 		closeRelay = func(context.Context) { tr.CloseIdleConnections() }
+	case idleRelayConn:
+		if cfg.h2c {
+			return nil, fmt.Errorf("-idle-target %s speaks HTTP/1.1 to the upstream: no -idle-h2c", idleRelayConn)
+		}
+		h, _ := newRelayHandler(func(a string) string { return upURL + "/" + a + "/v1" }, healthyAccounts(numAccounts),
+			relayOptions{transport: connTransport{}, streamIdle: time.Hour})
+		mux.Handle("POST /v1/responses", h)
+		closeRelay = func(ctx context.Context) { h.Shutdown(ctx) }
 	case idleFloorConn:
 		if cfg.h2c {
 			return nil, fmt.Errorf("-idle-target %s speaks HTTP/1.1 to the upstream: no -idle-h2c", idleFloorConn)
@@ -218,7 +226,7 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		mux.Handle("POST /v1/responses", floorConnHandler(upURL+"/"+healthyAccounts(1)[0]))
 		key = upstreamKey
 	default:
-		return nil, fmt.Errorf("-idle-target %q: want %s, %s, %s or %s", cfg.target, targetRelay, targetReverseProxy, idleFloor, idleFloorConn)
+		return nil, fmt.Errorf("-idle-target %q: want %s, %s, %s, %s or %s", cfg.target, targetRelay, targetReverseProxy, idleFloor, idleFloorConn, idleRelayConn)
 	}
 	res.target, res.nested = cfg.target, cfg.nested
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -371,6 +379,60 @@ func (c *child) stop() {
 // idleFloor is the -idle-target that holds each stream with as little as
 // net/http allows: floorHandler.
 const idleFloor = "floor"
+
+// idleRelayConn is the -idle-target that is the relay over connTransport
+// instead of net/http's transport: what the relay would hold per stream
+// with an HTTP/1.1 client of its own that keeps nothing between reads.
+const idleRelayConn = "relay-conn"
+
+// connTransport is an http.RoundTripper that speaks HTTP/1.1 on the
+// caller's goroutine, one connection per request, closed with its body or
+// when the request's context ends: no goroutine and no buffer of its own
+// besides a 512-byte read buffer. A measurement aid, not a client for
+// production (no connection reuse, no TLS, no proxy).
+type connTransport struct{}
+
+func (connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(req.Context(), "tcp", req.URL.Host)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	stop := context.AfterFunc(req.Context(), func() { conn.Close() })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		conn.Close()
+		return nil, err
+	}
+	out := req.Clone(req.Context())
+	out.Close = true
+	if err := out.Write(conn); err != nil {
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
+	if err != nil {
+		return fail(err)
+	}
+	resp.Body = &connBody{ReadCloser: resp.Body, conn: conn, stop: stop}
+	return resp, nil
+}
+
+// connBody closes its connection with it.
+type connBody struct {
+	io.ReadCloser
+	conn net.Conn
+	stop func() bool
+}
+
+func (b *connBody) Close() error {
+	b.stop()
+	err := b.ReadCloser.Close()
+	b.conn.Close()
+	return err
+}
 
 // idleFloorConn is the -idle-target that holds each stream as floor does
 // but without net/http's transport: floorConnHandler.

@@ -108,8 +108,9 @@
 //	                 default), reverseproxy (httputil.ReverseProxy as in the
 //	                 benchmark), floor (a handler that only copies the
 //	                 upstream's bytes: what net/http costs, see idle.go),
-//	                 or floor-conn (the same with its own HTTP/1.1 exchange
-//	                 in place of net/http's transport)
+//	                 floor-conn (the same with its own HTTP/1.1 exchange
+//	                 in place of net/http's transport), or relay-conn (the
+//	                 relay over such an exchange)
 //	-idle-nested d   in -idle mode, every request carries a structured
 //	                 output schema nested d objects deep (its validation
 //	                 takes the relay's stack deep before the stream opens)
@@ -220,7 +221,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.idle, "idle", 0, "measure this many open idle streams through the relay instead")
 	fs.BoolVar(&cfg.idleH2C, "idle-h2c", false, "in -idle mode, relay to the upstream over cleartext HTTP/2")
 	fs.IntVar(&cfg.idleNested, "idle-nested", 0, "in -idle mode, nest a JSON schema this deep in every request")
-	fs.StringVar(&cfg.idleTarget, "idle-target", targetRelay, "in -idle mode, what holds the streams: relay, reverseproxy, floor or floor-conn (see idle.go)")
+	fs.StringVar(&cfg.idleTarget, "idle-target", targetRelay, "in -idle mode, what holds the streams: relay, reverseproxy, floor, floor-conn or relay-conn (see idle.go)")
 	fs.BoolVar(&cfg.upstreamProc, "upstream-process", false, "run each run's fake upstream in a child process")
 	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	fs.BoolVar(&noRecords, "no-records", false, "run the relay without conversation records (to measure what recording costs)")

@@ -238,9 +238,9 @@ var noRecords bool
 
 type relayOptions struct {
 	accountConcurrency int
-	transport          *http.Transport // nil: relay.NewTransport()
-	streamIdle         time.Duration   // 0: the relay's default
-	wireAPI            string          // the accounts' scheduler.Account.WireAPI
+	transport          http.RoundTripper // nil: relay.NewTransport()
+	streamIdle         time.Duration     // 0: the relay's default
+	wireAPI            string            // the accounts' scheduler.Account.WireAPI
 }
 
 // newRelayHandler is a relay.Handler over the given accounts with
@@ -255,9 +255,9 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 		keys[a] = upstreamKey
 	}
 	discard := slog.New(slog.DiscardHandler)
-	tr := o.transport
-	if tr == nil {
-		tr = relay.NewTransport()
+	var tr http.RoundTripper = relay.NewTransport()
+	if o.transport != nil {
+		tr = o.transport
 	}
 	ct := &countingTransport{rt: tr}
 	subject := &relay.Subject{UserID: "bench-user", APIKeyID: "bench-key", GroupID: benchGroup}
@@ -342,7 +342,7 @@ func newEndpoint(target string, s *setup) *endpoint {
 // countingTransport counts the relay's upstream attempts and 429 answers,
 // to show how often failover went to the 429ing account.
 type countingTransport struct {
-	rt              *http.Transport
+	rt              http.RoundTripper
 	attempts, r429s atomic.Int64
 }
 
@@ -355,4 +355,8 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-func (c *countingTransport) CloseIdleConnections() { c.rt.CloseIdleConnections() }
+func (c *countingTransport) CloseIdleConnections() {
+	if ci, ok := c.rt.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
