@@ -252,6 +252,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 || cfg.pace < 0 || cfg.idleNested < 0 {
 		return fail("-duration, -concurrency, -rounds, -idle and -pace must be positive, -events more than %d", framingEvents)
 	}
+	if idleTargets := []string{targetRelay, targetReverseProxy, idleFloor, idleFloorConn, idleRelayConn}; !slices.Contains(idleTargets, cfg.idleTarget) {
+		return fail("-idle-target %q: want %s", cfg.idleTarget, strings.Join(idleTargets, ", "))
+	}
 	for w := range strings.SplitSeq(wls, ",") {
 		w := workload(strings.TrimSpace(w))
 		if !slices.Contains(allWorkloads, w) {

@@ -272,7 +272,9 @@ func TestHistogram(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	for _, args := range [][]string{{"-workloads", "json,nope"}, {"-targets", "x"}, {"-events", "5"}, {"-concurrency", "0"}, {"extra"},
-		{"-targets", "relayd"}, {"-relayd-spool"}, {"-relayd", "build", "-idle", "10"}} {
+		{"-targets", "relayd"}, {"-relayd-spool"}, {"-relayd", "build", "-idle", "10"},
+		{"-relayd-base-no-redis"}, {"-relayd", "build", "-relayd-base-no-redis"},
+		{"-idle", "10", "-idle-target", "nope"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q: no error", args)
 		}
