@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -223,7 +222,7 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		if cfg.h2c {
 			return nil, fmt.Errorf("-idle-target %s speaks HTTP/1.1 to the upstream: no -idle-h2c", idleFloorConn)
 		}
-		mux.Handle("POST /v1/responses", floorConnHandler(upURL+"/"+healthyAccounts(1)[0]))
+		mux.Handle("POST /v1/responses", floorHandler(upURL+"/"+healthyAccounts(1)[0], connTransport{}))
 		key = upstreamKey
 	default:
 		return nil, fmt.Errorf("-idle-target %q: want %s, %s, %s, %s or %s", cfg.target, targetRelay, targetReverseProxy, idleFloor, idleFloorConn, idleRelayConn)
@@ -435,69 +434,11 @@ func (b *connBody) Close() error {
 }
 
 // idleFloorConn is the -idle-target that holds each stream as floor does
-// but without net/http's transport: floorConnHandler.
+// but over connTransport instead of net/http's transport: what net/http's
+// server holds per open stream with an upstream client that keeps no
+// goroutine or buffer of its own, the floor an HTTP/1.1 client of the
+// relay's own could reach.
 const idleFloorConn = "floor-conn"
-
-// floorConnHandler is floorHandler with its own HTTP/1.1 exchange in place
-// of the transport: it dials the upstream, writes the request and reads
-// the answer on the handler's goroutine through a 512-byte buffer, one
-// connection per request. What net/http's server holds per open stream
-// with an upstream client that keeps no goroutine or buffer of its own:
-// the floor an HTTP/1.1 client of the relay's own could reach.
-func floorConnHandler(upstream string) http.Handler {
-	u, err := url.Parse(upstream)
-	if err != nil {
-		panic(err)
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		var d net.Dialer
-		conn, err := d.DialContext(r.Context(), "tcp", u.Host)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer conn.Close()
-		stop := context.AfterFunc(r.Context(), func() { conn.Close() })
-		defer stop()
-		req, err := http.NewRequest(http.MethodPost, upstream+r.URL.Path, bytes.NewReader(body))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		req.Header = r.Header.Clone()
-		req.Close = true
-		if err := req.Write(conn); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
-		w.WriteHeader(resp.StatusCode)
-		rc := http.NewResponseController(w)
-		buf := make([]byte, 512)
-		for {
-			n, err := resp.Body.Read(buf)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil || rc.Flush() != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
-}
 
 // floorHandler forwards a request to upstream through tr and copies the
 // answer back, a read of at most 512 bytes and a flush at a time, with no
