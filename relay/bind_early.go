@@ -32,13 +32,7 @@ func (t *turn) bindEarly(sel *scheduler.Selection, responseID string) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(t.hooks.Detached(t.ctx), t.h.hookTimeout())
-	q, c, id, s := t.route.sched, t.claimed(sel), sel.Account.ID, t.h.Scheduler
-	done := hookcall.Go(ctx, func(ctx context.Context) error {
-		if c != nil { // written with the slots' release (batch.go)
-			return c.BindOnRelease(ctx, q, responseID)
-		}
-		return s.Bind(ctx, q, id, responseID)
-	})
+	done := hookcall.Go(ctx, t.bindCall(sel, responseID))
 	t.bound = turnBind{done: done, cancel: cancel, ctx: ctx, started: true}
 }
 
@@ -58,8 +52,6 @@ func (t *turn) awaitBind(sel *scheduler.Selection) bool {
 	}
 	b.cancel()
 	b.done = nil
-	if err != nil {
-		t.h.log.Warn("relay: sticky binding failed", "request_id", t.in.id, "account", sel.Account.ID, "error", hookErr(err))
-	}
+	t.bindFailed(sel, hookErr(err))
 	return true
 }

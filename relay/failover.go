@@ -240,13 +240,25 @@ func (t *turn) bind(sel *scheduler.Selection, terminal, responseID string) {
 	if terminal != event.TypeCompleted && terminal != event.TypeIncomplete && !t.in.req.background {
 		return
 	}
-	bind := func(ctx context.Context) error {
-		if c := t.claimed(sel); c != nil { // written with the slots' release (batch.go)
-			return c.BindOnRelease(ctx, t.route.sched, responseID)
+	err := t.hookOn(t.h.schedInProcess, t.hooks.Detached(t.ctx), t.bindCall(sel, responseID))
+	t.bindFailed(sel, err)
+}
+
+// bindCall is the Scheduler call that binds responseID (and the session)
+// to sel's account; it reads only what it is given and the turn's claim,
+// so it may run on another goroutine (bind_early.go).
+func (t *turn) bindCall(sel *scheduler.Selection, responseID string) func(context.Context) error {
+	q, c, id, s := t.route.sched, t.claimed(sel), sel.Account.ID, t.h.Scheduler
+	return func(ctx context.Context) error {
+		if c != nil { // written with the slots' release (batch.go)
+			return c.BindOnRelease(ctx, q, responseID)
 		}
-		return t.h.Scheduler.Bind(ctx, t.route.sched, sel.Account.ID, responseID)
+		return s.Bind(ctx, q, id, responseID)
 	}
-	err := t.hookOn(t.h.schedInProcess, t.hooks.Detached(t.ctx), bind)
+}
+
+// bindFailed logs a binding that failed (err not nil).
+func (t *turn) bindFailed(sel *scheduler.Selection, err error) {
 	if err != nil {
 		t.h.log.Warn("relay: sticky binding failed", "request_id", t.in.id, "account", sel.Account.ID, "error", err)
 	}

@@ -129,6 +129,18 @@ func (c *client) recvTurn() []string {
 	}
 }
 
+// completedTurn sends a response.create with extra fields, requires the
+// turn to complete, and returns its response id.
+func (c *client) completedTurn(extra string) string {
+	c.t.Helper()
+	c.send(create(extra))
+	f := c.recvTurn()
+	if typeOf(last(f)) != "response.completed" {
+		c.t.Fatalf("turn %q: %v", extra, f)
+	}
+	return gjson.Get(last(f), "response.id").String()
+}
+
 // closeStatus reads until the relay closes the socket and returns the code.
 func (c *client) closeStatus() websocket.StatusCode {
 	c.t.Helper()

@@ -2,8 +2,6 @@ package relay_test
 
 import (
 	"testing"
-
-	"github.com/tidwall/gjson"
 )
 
 // asKey makes the next dial authenticate as API key id.
@@ -27,12 +25,7 @@ func testAnotherKeysResponse(t *testing.T, ws bool) {
 	e := newWSEnv(t, ws, "a")
 	e.asKey("kA")
 	a := e.dial()
-	a.send(create(``))
-	first := a.recvTurn()
-	if typeOf(last(first)) != "response.completed" {
-		t.Fatalf("A creates: %v", first)
-	}
-	prev := gjson.Get(last(first), "response.id").String()
+	prev := a.completedTurn(``)
 
 	e.asKey("kB")
 	b := e.dial()

@@ -71,12 +71,7 @@ func TestChainedTurnsPinnedSocket(t *testing.T) {
 func TestChainedTurnsBridge(t *testing.T) {
 	e := newWSEnv(t, false, "a")
 	c := e.dial()
-	c.send(create(``))
-	first := c.recvTurn()
-	if typeOf(last(first)) != "response.completed" {
-		t.Fatalf("first: %v", first)
-	}
-	prev := gjson.Get(last(first), "response.id").String()
+	prev := c.completedTurn(``)
 	c.send(create(`,"previous_response_id":"` + prev + `"`))
 	if second := c.recvTurn(); typeOf(last(second)) != "response.completed" {
 		t.Fatalf("second: %v", second)
@@ -358,19 +353,11 @@ func TestWSBoundWhileStreaming(t *testing.T) {
 	st := &gateStore{mapStore: mapStore{m: map[string]string{}}, set: make(chan string, 8)}
 	e.sched.Store = st
 	c := e.dial()
-	c.send(create(``))
-	first := c.recvTurn()
-	if typeOf(last(first)) != "response.completed" {
-		t.Fatalf("first: %v", first)
-	}
-	prev := gjson.Get(last(first), "response.id").String()
+	prev := c.completedTurn(``)
 	if v, ok, _ := st.Get(context.Background(), "resp:"+prev); !ok || !strings.Contains(v, "a") {
 		t.Fatalf("binding of %s: %q", prev, v)
 	}
-	c.send(create(`,"previous_response_id":"` + prev + `"`))
-	if second := c.recvTurn(); typeOf(last(second)) != "response.completed" {
-		t.Fatalf("second: %v", second)
-	}
+	c.completedTurn(`,"previous_response_id":"` + prev + `"`)
 
 	for len(st.set) > 0 { // the first two turns' writes
 		<-st.set

@@ -227,7 +227,7 @@ func (s *Scheduler) readBack(ctx context.Context, b *Batch, i int, key string) s
 		val = got
 	}
 	if val != "" {
-		s.seen.Set(ctx, key, val, s.stickyTTL)
+		s.remember(ctx, key, val)
 	} else {
 		s.seen.Delete(ctx, key)
 	}
@@ -403,8 +403,7 @@ func (c *Claimed) ReleaseAll() {
 		// call per slot to give it back apart from the turn's bindings.
 		if h.s.SlotLinger > 0 && h.b.Extra.Key == "" {
 			// The Batch's own slot too: h.release frees it alone.
-			a := h.h.Account
-			kept = h.s.lingering.park(a.ID, keepMax(a.Concurrency), h.s.SlotLinger, h.h.release)
+			kept = h.s.keep(h.h.Account, h.h.release)
 		}
 		if !kept && !h.own {
 			h.h.release()
@@ -427,19 +426,7 @@ func (c *Claimed) BindOnRelease(ctx context.Context, q Request, responseID strin
 	h.mu.Lock()
 	if h.finished || !h.b.Read {
 		h.mu.Unlock()
-		if err := s.Bind(ctx, q, id, responseID); err != nil {
-			return err
-		}
-		// TrySelect's guesses follow this process's bindings however
-		// they were written.
-		if responseID != "" {
-			w := s.responseBinding(q, id, responseID)
-			s.seen.Set(ctx, w.Key, w.Value, s.stickyTTL)
-		}
-		if q.SessionKey != "" {
-			s.seen.Set(ctx, sessionKey(q.APIKeyID, q.SessionKey), id, s.stickyTTL)
-		}
-		return nil
+		return s.Bind(ctx, q, id, responseID) // which TrySelect's guesses follow
 	}
 	defer h.mu.Unlock()
 	n := len(h.sets)
@@ -452,7 +439,7 @@ func (c *Claimed) BindOnRelease(ctx context.Context, q Request, responseID strin
 	// Under mu, so that ReleaseAll cannot drop them before they are here.
 	for _, w := range h.sets[n:] {
 		s.pending.Store(w.Key, w.Value)
-		s.seen.Set(ctx, w.Key, w.Value, s.stickyTTL)
+		s.remember(ctx, w.Key, w.Value)
 	}
 	return nil
 }

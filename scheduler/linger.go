@@ -43,7 +43,7 @@ func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, e
 		return nil
 	}
 	if len(reads) == 0 { // pinned (PreferAccount): nothing to read
-		return s.holdBatch(&Batch{Taken: -1, ExtraTaken: true, Release: noBatchRelease}, first.sl, q.Model, first.layer, release)
+		return s.holdBatch(noBatch(), first.sl, q.Model, first.layer, release)
 	}
 	b := &Batch{Store: s.store, Reads: reads, Taken: -1}
 	if err := s.batcher.TakeBatch(ctx, b); err != nil {
@@ -64,28 +64,40 @@ func (s *Scheduler) fromLingering(ctx context.Context, v *poolView, q Request, e
 	return s.holdBatch(b, first.sl, q.Model, first.layer, release)
 }
 
+// keep keeps a slot of a for SlotLinger; false, keeping nothing, when
+// keepMax of its slots are kept already.
+func (s *Scheduler) keep(a *Account, release func()) bool {
+	return s.lingering.park(a.ID, keepMax(a.Concurrency), s.SlotLinger, release)
+}
+
 // keepAgain keeps a slot taken from the kept ones and not used, or gives
 // it back when as many are kept again meanwhile.
 func (s *Scheduler) keepAgain(sl *slot, release func()) {
-	if !s.lingering.park(sl.acct.ID, keepMax(sl.conc), s.SlotLinger, release) {
+	if !s.keep(sl.acct, release) {
 		release()
 	}
 }
 
-// noBatchRelease is the Release of a Batch that took nothing.
-func noBatchRelease(bool, bool, []StoreWrite) {}
+// noBatch is the Batch of a claim on a kept slot: it takes and writes
+// nothing, so BindOnRelease binds at once (Bind).
+func noBatch() *Batch {
+	return &Batch{Taken: -1, ExtraTaken: true, Release: func(bool, bool, []StoreWrite) {}}
+}
 
 // takeLingering claims a slot SlotLinger kept, of an account TrySelect may
 // take for q and as good a choice as first, the balanced order's first
-// (same priority, a load no higher); nil when none lingers. The Claimed's
-// Batch takes and writes nothing: BindOnRelease binds at once (Bind).
+// (same priority, a load no higher); nil when none lingers.
 func (s *Scheduler) takeLingering(v *poolView, q Request, ex []int32, now int64, first *slot) *Claimed {
-	best := s.candAt(v, v.byID[first.acct.ID], now)
+	var best *cand // scored at the first kept slot looked at
 	var sl *slot
-	_, release := s.lingering.take(func(id string) bool {
+	release := s.lingering.take(func(id string) bool {
 		got, why := s.stickyCheck(v, id, q, ex, now)
 		if why != "" || got == nil {
 			return false
+		}
+		if best == nil {
+			c := s.candAt(v, v.byID[first.acct.ID], now)
+			best = &c
 		}
 		if c := s.candAt(v, v.byID[id], now); c.prio != best.prio || c.bucket > best.bucket {
 			return false
@@ -96,8 +108,7 @@ func (s *Scheduler) takeLingering(v *poolView, q Request, ex []int32, now int64,
 	if release == nil {
 		return nil
 	}
-	b := &Batch{Taken: -1, ExtraTaken: true, Release: noBatchRelease}
-	return s.holdBatch(b, sl, q.Model, LayerBalanced, release)
+	return s.holdBatch(noBatch(), sl, q.Model, LayerBalanced, release)
 }
 
 // lingering is one account slot kept after its turn.
@@ -184,28 +195,19 @@ const lingerScan = 32
 
 // take returns the release of a lingering slot of the first account that
 // ok accepts, now the caller's, or nil.
-func (ls *lingerSet) take(ok func(id string) bool) (id string, release func()) {
+func (ls *lingerSet) take(ok func(id string) bool) func() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if ls.count == 0 {
-		return "", nil
-	}
 	looked := 0
 	for id, list := range ls.byID {
 		if looked++; looked > lingerScan {
 			break
 		}
-		if !ok(id) {
-			continue
+		if ok(id) {
+			return ls.popLocked(id, list)
 		}
-		l := list[len(list)-1]
-		ls.drop(id, list, len(list)-1)
-		// A timer that already fired waits for mu in remove, finds l gone
-		// and gives nothing back: the slot is the caller's either way.
-		l.timer.Stop()
-		return id, l.release
 	}
-	return "", nil
+	return nil
 }
 
 // takeID returns the release of a lingering slot of account id, now the
@@ -213,13 +215,19 @@ func (ls *lingerSet) take(ok func(id string) bool) (id string, release func()) {
 func (ls *lingerSet) takeID(id string) func() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	list := ls.byID[id]
-	if len(list) == 0 {
-		return nil
+	if list := ls.byID[id]; len(list) > 0 {
+		return ls.popLocked(id, list)
 	}
+	return nil
+}
+
+// popLocked takes the last of list, the slots of id, under mu.
+func (ls *lingerSet) popLocked(id string, list []*lingering) func() {
 	l := list[len(list)-1]
 	ls.drop(id, list, len(list)-1)
-	l.timer.Stop() // see take
+	// A timer that already fired waits for mu in remove, finds l gone and
+	// gives nothing back: the slot is the caller's either way.
+	l.timer.Stop()
 	return l.release
 }
 

@@ -212,12 +212,25 @@ func (s *Scheduler) Bind(ctx context.Context, q Request, accountID, responseID s
 		w := s.responseBinding(q, accountID, responseID)
 		if err := s.store.Set(ctx, w.Key, w.Value, w.TTL); err != nil {
 			errs = append(errs, fmt.Errorf("scheduler: binding response %s: %w", responseID, err))
+		} else {
+			s.remember(ctx, w.Key, w.Value)
 		}
 	}
 	if q.SessionKey != "" {
-		if err := s.store.Set(ctx, sessionKey(q.APIKeyID, q.SessionKey), accountID, s.stickyTTL); err != nil {
+		key := sessionKey(q.APIKeyID, q.SessionKey)
+		if err := s.store.Set(ctx, key, accountID, s.stickyTTL); err != nil {
 			errs = append(errs, fmt.Errorf("scheduler: binding session: %w", err))
+		} else {
+			s.remember(ctx, key, accountID)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// remember notes a binding this process wrote or read, for TrySelect's
+// guesses (a batching Scheduler only).
+func (s *Scheduler) remember(ctx context.Context, key, value string) {
+	if s.seen != nil {
+		s.seen.Set(ctx, key, value, s.stickyTTL)
+	}
 }

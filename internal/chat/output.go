@@ -389,15 +389,6 @@ func (o *output) failed(code, message string) {
 }
 
 func (o *output) setUsage(u gjson.Result) {
-	o.usage = event.Usage{
-		Present:     true,
-		Input:       u.Get("prompt_tokens").Int(),
-		CachedInput: u.Get("prompt_tokens_details.cached_tokens").Int(),
-		Output:      u.Get("completion_tokens").Int(),
-		Reasoning:   u.Get("completion_tokens_details.reasoning_tokens").Int(),
-		Total:       u.Get("total_tokens").Int(),
-	}
-	if o.usage.Total == 0 {
-		o.usage.Total = o.usage.Input + o.usage.Output
-	}
+	o.usage = event.NewUsage(u.Get("prompt_tokens").Int(), u.Get("prompt_tokens_details.cached_tokens").Int(),
+		u.Get("completion_tokens").Int(), u.Get("completion_tokens_details.reasoning_tokens").Int(), u.Get("total_tokens").Int())
 }

@@ -32,44 +32,37 @@ type Response struct {
 // (FuzzParseResponseAsGJSON).
 func ParseResponse(obj gjson.Result) Response {
 	var r Response
-	var seen uint8
-	first := func(bit uint8) bool {
-		if seen&bit != 0 {
-			return false
+	var seen uint8 // a bit per field read
+	str := func(bit uint8, dst *string, v gjson.Result) {
+		if seen&bit == 0 {
+			seen |= bit
+			*dst = strings.Clone(v.String())
 		}
-		seen |= bit
-		return true
 	}
 	obj.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
 		case "id":
-			if first(1) {
-				r.ID = strings.Clone(v.String())
-			}
+			str(1, &r.ID, v)
 		case "status":
-			if first(2) {
-				r.Status = strings.Clone(v.String())
-			}
+			str(2, &r.Status, v)
 		case "model":
-			if first(4) {
-				r.Model = strings.Clone(v.String())
-			}
+			str(4, &r.Model, v)
 		case "service_tier":
-			if first(8) {
-				r.ServiceTier = strings.Clone(v.String())
-			}
+			str(8, &r.ServiceTier, v)
 		case "error":
 			// As gjson reads the path error.code: the first "error" that
 			// has a code.
 			if seen&16 == 0 {
 				if c := v.Get("code"); c.Exists() {
-					seen |= 16
-					r.ErrorCode = strings.Clone(c.String())
+					str(16, &r.ErrorCode, c)
 				}
 			}
 		case "usage":
-			if first(32) && v.IsObject() {
-				r.Usage = parseUsage(v)
+			if seen&32 == 0 {
+				seen |= 32
+				if v.IsObject() {
+					r.Usage = parseUsage(v)
+				}
 			}
 		}
 		return seen != 63
@@ -78,18 +71,17 @@ func ParseResponse(obj gjson.Result) Response {
 }
 
 func parseUsage(u gjson.Result) Usage {
-	use := Usage{
-		Present:     true,
-		Input:       u.Get("input_tokens").Int(),
-		CachedInput: u.Get("input_tokens_details.cached_tokens").Int(),
-		Output:      u.Get("output_tokens").Int(),
-		Reasoning:   u.Get("output_tokens_details.reasoning_tokens").Int(),
-		Total:       u.Get("total_tokens").Int(),
+	return NewUsage(u.Get("input_tokens").Int(), u.Get("input_tokens_details.cached_tokens").Int(),
+		u.Get("output_tokens").Int(), u.Get("output_tokens_details.reasoning_tokens").Int(), u.Get("total_tokens").Int())
+}
+
+// NewUsage is the usage an upstream reported: total as given, or input
+// plus output when it gave none.
+func NewUsage(input, cachedInput, output, reasoning, total int64) Usage {
+	if total == 0 {
+		total = input + output
 	}
-	if use.Total == 0 {
-		use.Total = use.Input + use.Output
-	}
-	return use
+	return Usage{Present: true, Input: input, CachedInput: cachedInput, Output: output, Reasoning: reasoning, Total: total}
 }
 
 // ParseEventResponse reads the "response" object of an event's JSON (terminal
