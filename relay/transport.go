@@ -3,11 +3,15 @@ package relay
 import (
 	"net/http"
 	"time"
+
+	"github.com/relaykit/responsesrelay/internal/h1"
 )
 
-// NewTransport returns the default upstream transport: HTTP/2 when the
-// upstream offers it, many idle connections per host (a relay talks to few
-// hosts a lot), no transparent compression (SSE is relayed as it comes).
+// NewTransport returns the transport the relay sends https and proxied
+// upstream requests through when Handler.Transport is nil: HTTP/2 when
+// the upstream offers it, many idle connections per host (a relay talks
+// to few hosts a lot), no transparent compression (SSE is relayed as it
+// comes). A host that wraps or tunes a transport starts from it.
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 1024
@@ -23,3 +27,8 @@ func NewTransport() *http.Transport {
 	t.WriteBufferSize = 1 << 10
 	return t
 }
+
+// defaultTransport is the transport of a Handler whose Transport is nil:
+// internal/h1 for cleartext upstreams with no proxy, NewTransport's for
+// the rest.
+func defaultTransport() http.RoundTripper { return h1.New(NewTransport()) }

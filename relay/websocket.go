@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/relaykit/responsesrelay/concurrency"
+	"github.com/relaykit/responsesrelay/internal/h1"
 	"github.com/relaykit/responsesrelay/internal/knob"
 	"github.com/relaykit/responsesrelay/internal/wsconn"
 )
@@ -254,7 +255,11 @@ func socketCap(set, concurrency, def int) int {
 // roots, proxy and dialer as its HTTP requests; it sends an upgrade over
 // HTTP/1.1), else the default.
 func (h *wsServer) dialClient() *http.Client {
-	if t, ok := h.relay.transport.(*http.Transport); ok {
+	tr := h.relay.transport
+	if t, ok := tr.(*h1.Transport); ok {
+		tr = t.Fallback
+	}
+	if t, ok := tr.(*http.Transport); ok {
 		return &http.Client{Transport: t}
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaykit/responsesrelay/internal/h1"
 	"github.com/relaykit/responsesrelay/relay"
 )
 
@@ -197,8 +198,13 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 	}
 	switch cfg.target {
 	case targetRelay:
+		// The relay's default transport over HTTP/1.1; net/http's for h2c.
+		var rtr http.RoundTripper = h1.New(tr)
+		if cfg.h2c {
+			rtr = tr
+		}
 		h, _ := newRelayHandler(func(a string) string { return upURL + "/" + a + "/v1" }, healthyAccounts(numAccounts),
-			relayOptions{transport: tr, streamIdle: time.Hour}) // no account limit; idle streams stay up
+			relayOptions{transport: rtr, streamIdle: time.Hour}) // no account limit; idle streams stay up
 		mux.Handle("POST /v1/responses", h)
 		closeRelay = func(ctx context.Context) { h.Shutdown(ctx); h.CloseIdleConnections() }
 	case targetReverseProxy:

@@ -18,6 +18,7 @@ import (
 
 	"github.com/relaykit/responsesrelay/billing"
 	"github.com/relaykit/responsesrelay/conversation"
+	"github.com/relaykit/responsesrelay/internal/h1"
 	"github.com/relaykit/responsesrelay/relay"
 	"github.com/relaykit/responsesrelay/relay/relaytest"
 	"github.com/relaykit/responsesrelay/scheduler"
@@ -238,7 +239,7 @@ var noRecords bool
 
 type relayOptions struct {
 	accountConcurrency int
-	transport          http.RoundTripper // nil: relay.NewTransport()
+	transport          http.RoundTripper // nil: the relay's default (h1.New(relay.NewTransport()))
 	streamIdle         time.Duration     // 0: the relay's default
 	wireAPI            string            // the accounts' scheduler.Account.WireAPI
 }
@@ -255,7 +256,8 @@ func newRelayHandler(baseURL func(account string) string, accounts []string, o r
 		keys[a] = upstreamKey
 	}
 	discard := slog.New(slog.DiscardHandler)
-	var tr http.RoundTripper = relay.NewTransport()
+	// The relay's default transport, wrapped to count attempts.
+	var tr http.RoundTripper = h1.New(relay.NewTransport())
 	if o.transport != nil {
 		tr = o.transport
 	}
