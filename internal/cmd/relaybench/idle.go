@@ -216,22 +216,21 @@ func runIdle(cfg idleConfig) (*idleResult, error) {
 		mux.Handle("POST /v1/responses", floorHandler(upURL+"/"+healthyAccounts(1)[0], tr))
 		key = upstreamKey
 		closeRelay = func(context.Context) { tr.CloseIdleConnections() }
-	case idleRelayConn:
-		if cfg.h2c {
-			return nil, fmt.Errorf("-idle-target %s speaks HTTP/1.1 to the upstream: no -idle-h2c", idleRelayConn)
-		}
+	case idleRelayNetHTTP:
 		h, _ := newRelayHandler(func(a string) string { return upURL + "/" + a + "/v1" }, healthyAccounts(numAccounts),
-			relayOptions{transport: connTransport{}, streamIdle: time.Hour})
+			relayOptions{transport: tr, streamIdle: time.Hour})
 		mux.Handle("POST /v1/responses", h)
-		closeRelay = func(ctx context.Context) { h.Shutdown(ctx) }
-	case idleFloorConn:
+		closeRelay = func(ctx context.Context) { h.Shutdown(ctx); h.CloseIdleConnections() }
+	case idleFloorH1:
 		if cfg.h2c {
-			return nil, fmt.Errorf("-idle-target %s speaks HTTP/1.1 to the upstream: no -idle-h2c", idleFloorConn)
+			return nil, fmt.Errorf("-idle-target %s speaks HTTP/1.1 to the upstream: no -idle-h2c", idleFloorH1)
 		}
-		mux.Handle("POST /v1/responses", floorHandler(upURL+"/"+healthyAccounts(1)[0], connTransport{}))
+		h1tr := h1.New(tr)
+		mux.Handle("POST /v1/responses", floorHandler(upURL+"/"+healthyAccounts(1)[0], h1tr))
 		key = upstreamKey
+		closeRelay = func(context.Context) { h1tr.CloseIdleConnections() }
 	default:
-		return nil, fmt.Errorf("-idle-target %q: want %s, %s, %s, %s or %s", cfg.target, targetRelay, targetReverseProxy, idleFloor, idleFloorConn, idleRelayConn)
+		return nil, fmt.Errorf("-idle-target %q: want one of %s", cfg.target, strings.Join(idleTargets, ", "))
 	}
 	res.target, res.nested = cfg.target, cfg.nested
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -385,66 +384,19 @@ func (c *child) stop() {
 // net/http allows: floorHandler.
 const idleFloor = "floor"
 
-// idleRelayConn is the -idle-target that is the relay over connTransport
-// instead of net/http's transport: what the relay would hold per stream
-// with an HTTP/1.1 client of its own that keeps nothing between reads.
-const idleRelayConn = "relay-conn"
+// idleTargets are the -idle-target values.
+var idleTargets = []string{targetRelay, idleRelayNetHTTP, targetReverseProxy, idleFloor, idleFloorH1}
 
-// connTransport is an http.RoundTripper that speaks HTTP/1.1 on the
-// caller's goroutine, one connection per request, closed with its body or
-// when the request's context ends: no goroutine and no buffer of its own
-// besides a 512-byte read buffer. A measurement aid, not a client for
-// production (no connection reuse, no TLS, no proxy).
-type connTransport struct{}
+// idleFloorH1 is the -idle-target that holds each stream as floor does
+// but over the relay's own HTTP/1.1 client (internal/h1) instead of
+// net/http's transport: what net/http's server holds per open stream with
+// an upstream client that keeps no goroutine and little buffer of its own.
+const idleFloorH1 = "floor-h1"
 
-func (connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(req.Context(), "tcp", req.URL.Host)
-	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, err
-	}
-	stop := context.AfterFunc(req.Context(), func() { conn.Close() })
-	fail := func(err error) (*http.Response, error) {
-		stop()
-		conn.Close()
-		return nil, err
-	}
-	out := req.Clone(req.Context())
-	out.Close = true
-	if err := out.Write(conn); err != nil {
-		return fail(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
-	if err != nil {
-		return fail(err)
-	}
-	resp.Body = &connBody{ReadCloser: resp.Body, conn: conn, stop: stop}
-	return resp, nil
-}
-
-// connBody closes its connection with it.
-type connBody struct {
-	io.ReadCloser
-	conn net.Conn
-	stop func() bool
-}
-
-func (b *connBody) Close() error {
-	b.stop()
-	err := b.ReadCloser.Close()
-	b.conn.Close()
-	return err
-}
-
-// idleFloorConn is the -idle-target that holds each stream as floor does
-// but over connTransport instead of net/http's transport: what net/http's
-// server holds per open stream with an upstream client that keeps no
-// goroutine or buffer of its own, the floor an HTTP/1.1 client of the
-// relay's own could reach.
-const idleFloorConn = "floor-conn"
+// idleRelayNetHTTP is the -idle-target that is the relay over net/http's
+// transport (relay.NewTransport, as a host that sets Handler.Transport to
+// it has): what the relay's own client saves.
+const idleRelayNetHTTP = "relay-nethttp"
 
 // floorHandler forwards a request to upstream through tr and copies the
 // answer back, a read of at most 512 bytes and a flush at a time, with no

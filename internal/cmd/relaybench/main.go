@@ -105,12 +105,13 @@
 //	                 upstream and the clients run in child processes; see
 //	                 idle.go)
 //	-idle-target t   in -idle mode, what holds the streams: relay (the
-//	                 default), reverseproxy (httputil.ReverseProxy as in the
+//	                 default), relay-nethttp (the relay over net/http's
+//	                 transport instead of its own HTTP/1.1 client),
+//	                 reverseproxy (httputil.ReverseProxy as in the
 //	                 benchmark), floor (a handler that only copies the
-//	                 upstream's bytes: what net/http costs, see idle.go),
-//	                 floor-conn (the same with its own HTTP/1.1 exchange
-//	                 in place of net/http's transport), or relay-conn (the
-//	                 relay over such an exchange)
+//	                 upstream's bytes over net/http's transport: what
+//	                 net/http costs, see idle.go), or floor-h1 (the same
+//	                 over the relay's own HTTP/1.1 client)
 //	-idle-nested d   in -idle mode, every request carries a structured
 //	                 output schema nested d objects deep (its validation
 //	                 takes the relay's stack deep before the stream opens)
@@ -221,7 +222,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.idle, "idle", 0, "measure this many open idle streams through the relay instead")
 	fs.BoolVar(&cfg.idleH2C, "idle-h2c", false, "in -idle mode, relay to the upstream over cleartext HTTP/2")
 	fs.IntVar(&cfg.idleNested, "idle-nested", 0, "in -idle mode, nest a JSON schema this deep in every request")
-	fs.StringVar(&cfg.idleTarget, "idle-target", targetRelay, "in -idle mode, what holds the streams: relay, reverseproxy, floor, floor-conn or relay-conn (see idle.go)")
+	fs.StringVar(&cfg.idleTarget, "idle-target", targetRelay, "in -idle mode, what holds the streams: "+strings.Join(idleTargets, ", ")+" (see idle.go)")
 	fs.BoolVar(&cfg.upstreamProc, "upstream-process", false, "run each run's fake upstream in a child process")
 	fs.DurationVar(&cfg.pace, "pace", 0, "space streamed events this far apart and measure each event's delivery")
 	fs.BoolVar(&noRecords, "no-records", false, "run the relay without conversation records (to measure what recording costs)")
@@ -252,7 +253,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.duration <= 0 || cfg.concurrency <= 0 || cfg.rounds <= 0 || cfg.events <= framingEvents || cfg.idle < 0 || cfg.pace < 0 || cfg.idleNested < 0 {
 		return fail("-duration, -concurrency, -rounds, -idle and -pace must be positive, -events more than %d", framingEvents)
 	}
-	if idleTargets := []string{targetRelay, targetReverseProxy, idleFloor, idleFloorConn, idleRelayConn}; !slices.Contains(idleTargets, cfg.idleTarget) {
+	if !slices.Contains(idleTargets, cfg.idleTarget) {
 		return fail("-idle-target %q: want %s", cfg.idleTarget, strings.Join(idleTargets, ", "))
 	}
 	for w := range strings.SplitSeq(wls, ",") {

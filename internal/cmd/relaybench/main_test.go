@@ -205,7 +205,7 @@ func TestIdle(t *testing.T) {
 	for _, c := range []struct {
 		h2c    bool
 		target string
-	}{{false, ""}, {true, ""}, {false, targetReverseProxy}, {false, idleFloor}, {false, idleFloorConn}, {false, idleRelayConn}} {
+	}{{false, ""}, {true, ""}, {false, targetReverseProxy}, {false, idleFloor}, {false, idleFloorH1}, {false, idleRelayNetHTTP}} {
 		h2c := c.h2c
 		res, err := runIdle(idleConfig{streams: 50, h2c: h2c, target: c.target, childConfig: childConfig{exe: exe, log: testWriter{t}}})
 		if err != nil {
