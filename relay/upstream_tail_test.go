@@ -79,32 +79,40 @@ func streamUntilCompleted(t *testing.T, e *env) (*http.Response, *bufio.Reader) 
 // upstream's handler returns, here after the client has the terminal
 // event), so one HTTP/1.1 connection serves every turn; before, a stream
 // closed at its terminal event lost its connection whenever the end came
-// later.
+// later. Over the default transport (the relay's own HTTP/1.1 client for
+// http:// upstreams) and over net/http's.
 func TestUpstreamConnectionKeptAfterStream(t *testing.T) {
-	up := newTailUpstream(t)
-	e := newEnv(t)
-	e.AddAccount(&scheduler.Account{ID: "a", BaseURL: up.srv.URL + "/v1"})
-	// One connection at most: a turn waits for the connection the last
-	// one gives back instead of racing it with a dial, so a connection
-	// is counted twice only when the relay lost it.
-	tr := relay.NewTransport()
-	tr.MaxConnsPerHost = 1
-	e.h.Transport = tr
-	t.Cleanup(tr.CloseIdleConnections)
-	for i := range 5 {
-		resp, br := streamUntilCompleted(t, e)
-		up.release <- struct{}{} // the upstream ends its body now
-		if _, err := io.Copy(io.Discard, br); err != nil {
-			t.Fatalf("turn %d: %v", i, err)
-		}
-		resp.Body.Close()
-	}
-	e.settle()
-	if n := up.conns.Load(); n != 1 {
-		t.Fatalf("%d upstream connections for 5 streams, want 1", n)
-	}
-	if got := len(e.sink.all()); got != 5 {
-		t.Fatalf("%d usage records, want 5", got)
+	for _, name := range []string{"default", "net/http"} {
+		t.Run(name, func(t *testing.T) {
+			up := newTailUpstream(t)
+			e := newEnv(t)
+			e.AddAccount(&scheduler.Account{ID: "a", BaseURL: up.srv.URL + "/v1"})
+			if name == "net/http" {
+				// One connection at most: a turn waits for the connection
+				// the last one gives back instead of racing it with a
+				// dial (net/http's read loop returns it), so a connection
+				// is counted twice only when the relay lost it.
+				tr := relay.NewTransport()
+				tr.MaxConnsPerHost = 1
+				e.h.Transport = tr
+				t.Cleanup(tr.CloseIdleConnections)
+			}
+			for i := range 5 {
+				resp, br := streamUntilCompleted(t, e)
+				up.release <- struct{}{} // the upstream ends its body now
+				if _, err := io.Copy(io.Discard, br); err != nil {
+					t.Fatalf("turn %d: %v", i, err)
+				}
+				resp.Body.Close()
+			}
+			e.settle()
+			if n := up.conns.Load(); n != 1 {
+				t.Fatalf("%d upstream connections for 5 streams, want 1", n)
+			}
+			if got := len(e.sink.all()); got != 5 {
+				t.Fatalf("%d usage records, want 5", got)
+			}
+		})
 	}
 }
 
