@@ -41,7 +41,7 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	// header timeout no longer applies once the headers are in.
 	idle := &idleReader{r: resp.Body, d: h.idleTimeout(), timer: time.AfterFunc(h.idleTimeout(), abort)}
 	// The answer is held whole, so it has the bound of one event.
-	body, err := readLimited(idle, h.maxEventBytes())
+	body, err := readLimited(idle, resp.ContentLength, h.maxEventBytes())
 	idle.timer.Stop()
 	if err != nil {
 		h.observe(acct.ID, scheduler.Outcome{Kind: scheduler.OutcomeStreamError, Err: err})
@@ -121,14 +121,40 @@ func (t *turn) relayJSON(sel *scheduler.Selection, resp *http.Response, abort fu
 	return nil
 }
 
-// readLimited reads at most limit bytes; more is errJSONTooLarge.
-func readLimited(r io.Reader, limit int) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-	if err == nil && len(b) > limit {
+// readLimited reads at most limit bytes; more is errJSONTooLarge. size is
+// the answer's Content-Length, -1 when it gave none.
+func readLimited(r io.Reader, size int64, limit int) ([]byte, error) {
+	// Sized from the Content-Length the answer gives (io.ReadAll starts
+	// at 512 bytes and grows, copying, to any answer's size), but no
+	// larger than maxPresized: a length is the upstream's word, and a
+	// claimed 32 MiB must not be held before its bytes arrive.
+	n := 512
+	if size >= 0 {
+		n = int(min(size, int64(limit), maxPresized)) + 1 // +1: EOF read without growing
+	}
+	b := make([]byte, 0, n)
+	lr := io.LimitedReader{R: r, N: int64(limit) + 1}
+	for {
+		m, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow as io.ReadAll does
+		}
+	}
+	if len(b) > limit {
 		return nil, errJSONTooLarge
 	}
-	return b, err
+	return b, nil
 }
+
+// maxPresized bounds the buffer readLimited makes from a Content-Length.
+const maxPresized = 64 << 10
 
 // idleReader re-arms timer for d after every read that returns data.
 type idleReader struct {

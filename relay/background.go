@@ -167,7 +167,7 @@ func (b *background) pollOne(ctx context.Context, h *Handler, id string) {
 	var r event.Response
 	ok := false
 	if apiErr == nil {
-		body, err := readLimited(resp.Body, h.maxEventBytes())
+		body, err := readLimited(resp.Body, resp.ContentLength, h.maxEventBytes())
 		resp.Body.Close()
 		if err == nil && resp.StatusCode < 300 && validJSON(body) {
 			r, ok = event.ParseBody(sanitize(body, token)), true

@@ -73,7 +73,7 @@ func (h *Handler) serveStored(w http.ResponseWriter, r *http.Request, rt route) 
 		h.relayStoredStream(w, r, acct, resp, token, subj, rt.id)
 		return
 	}
-	body, err := readLimited(resp.Body, h.maxEventBytes())
+	body, err := readLimited(resp.Body, resp.ContentLength, h.maxEventBytes())
 	if err != nil || !validJSON(body) {
 		writeJSONError(w, &APIError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "Upstream request failed"})
 		return

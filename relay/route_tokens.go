@@ -51,7 +51,7 @@ func (h *Handler) serveInputTokens(w http.ResponseWriter, r *http.Request) {
 		t.fail(h.upstreamAnswer(sel.Account, resp, token))
 		return
 	}
-	out, err := readLimited(resp.Body, h.maxEventBytes())
+	out, err := readLimited(resp.Body, resp.ContentLength, h.maxEventBytes())
 	if err != nil || !validJSON(out) {
 		if err == nil {
 			err = errors.New("not JSON")
