@@ -3,6 +3,7 @@ package sqlusage_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -136,5 +137,41 @@ func TestWALAndReopen(t *testing.T) {
 func TestOpenRejectsEmptyDSN(t *testing.T) {
 	if _, err := sqlusage.OpenSQLite(context.Background(), " "); err == nil {
 		t.Fatal("empty DSN accepted")
+	}
+}
+
+// TestRecordBatchRowsKeepTheirValues: a SQLite batch is written with
+// INSERTs of up to 32 rows each (45 = 32 + 8 + 4 + 1); every row keeps
+// its own values, the NULL of a record without output included.
+func TestRecordBatchRowsKeepTheirValues(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	var us []billing.Usage
+	for i := range 45 {
+		u := sample(fmt.Sprintf("rr_row_%02d", i))
+		u.UserID, u.InputTokens, u.CostMicros = fmt.Sprintf("u%d", i), int64(i), int64(1000+i)
+		if i%2 == 1 {
+			u.FirstTokenMS = -1
+		}
+		us = append(us, u)
+	}
+	if err := s.RecordBatch(ctx, us); err != nil {
+		t.Fatal(err)
+	}
+	if w := sqlusage.Writes(s); w != 1 {
+		t.Fatalf("writes = %d, want one transaction", w)
+	}
+	for i, u := range us {
+		var user string
+		var in, cost int64
+		var first sql.NullInt64
+		err := s.DB().QueryRowContext(ctx, `SELECT user_id, input_tokens, cost_micros, first_token_ms
+			FROM usage_records WHERE request_id = ?`, u.RequestID).Scan(&user, &in, &cost, &first)
+		if err != nil {
+			t.Fatalf("%s: %v", u.RequestID, err)
+		}
+		if user != u.UserID || in != int64(i) || cost != int64(1000+i) || first.Valid != (i%2 == 0) {
+			t.Fatalf("%s: user %q, input %d, cost %d, first token %v", u.RequestID, user, in, cost, first)
+		}
 	}
 }
