@@ -73,8 +73,9 @@ type Transport struct {
 	sweep *time.Timer
 }
 
-// New is a Transport with fb's proxy, dialer, idle limits and read buffer
-// size, and fb as its Fallback.
+// New is a Transport with fb's proxy, dialer, idle limits, read buffer
+// size and answer head limit (fb's 0 is 1 MiB here, where net/http allows
+// 10 MB), and fb as its Fallback.
 func New(fb *http.Transport) *Transport {
 	return &Transport{Fallback: fb, Proxy: fb.Proxy, DialContext: fb.DialContext,
 		MaxIdlePerHost: fb.MaxIdleConnsPerHost, IdleTimeout: fb.IdleConnTimeout,
@@ -466,6 +467,10 @@ func (t *Transport) CloseIdleConnections() {
 		}
 	}
 	t.idle = nil
+	if t.sweep != nil {
+		t.sweep.Stop()
+		t.sweep = nil
+	}
 	t.mu.Unlock()
 	if ci, ok := t.Fallback.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
