@@ -270,11 +270,23 @@ func TestSoak(t *testing.T) {
 	if goroutinesAfter > goroutinesBefore {
 		t.Errorf("goroutines: %d before, %d after", goroutinesBefore, goroutinesAfter)
 	}
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	heapAfter := ms.HeapAlloc
+	// The handler's conversation records (tens of MiB after a minute of
+	// turns) go with the handler, which a timer or connection of the last
+	// turns can reach for a moment after Shutdown (one run in six read
+	// 39.6 MiB here once): the heap is read until it is within the bound,
+	// for at most 5 s, as the goroutines are above. A leak stays over it.
 	const heapBound = 16 << 20
+	var heapAfter uint64
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		heapAfter = ms.HeapAlloc
+		if heapAfter <= heapBefore+heapBound || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if heapAfter > heapBefore+heapBound {
 		t.Errorf("heap %d MiB after, %d MiB before: over the %d MiB bound", heapAfter>>20, heapBefore>>20, heapBound>>20)
 	}
@@ -293,7 +305,7 @@ func soakReached(reqs []relaytest.Received, served []relaytest.Served) (turns, a
 	marker := make(map[int64]string, len(reqs))
 	for _, q := range reqs {
 		if q.Method != http.MethodGet {
-			marker[q.Seq] = gjson.GetBytes(q.Body, "input").String()
+			marker[q.Seq] = soakMarker(q.Body)
 		}
 	}
 	answered := map[string]bool{}
@@ -308,6 +320,34 @@ func soakReached(reqs []relaytest.Received, served []relaytest.Served) (turns, a
 		}
 	}
 	return len(answered), attempts
+}
+
+// soakMarker is the marker of the turn a request carries: its input
+// string, or, when the relay sent a conversation whole to another account
+// (the input an array of the chain's items), the text of the chain's last
+// user message, which is this turn's input. Read as the input's raw text,
+// such a request would count as a turn of its own.
+func soakMarker(body []byte) string {
+	in := gjson.GetBytes(body, "input")
+	if !in.IsArray() {
+		return in.String()
+	}
+	items := in.Array()
+	for i := len(items) - 1; i >= 0; i-- {
+		if items[i].Get("role").String() != "user" {
+			continue
+		}
+		c := items[i].Get("content")
+		if !c.IsArray() {
+			return c.String()
+		}
+		for _, part := range c.Array() {
+			if t := part.Get("text").String(); t != "" {
+				return t
+			}
+		}
+	}
+	return in.Raw
 }
 
 func soakRequest(reqs []relaytest.Received, seq int64) string {
