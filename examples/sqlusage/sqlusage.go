@@ -28,12 +28,13 @@
 // (one gathering while the other's batch is written).
 //
 // Record, for callers that deliver record by record (a billing.Spool
-// hands over a record that has none waiting behind it), hands its record to a batcher and waits until the transaction holding it
-// has committed: a nil error always means the row is stored, as
-// billing.Async and a spool require. The batcher takes the first waiting
-// record, adds those already waiting behind it (and, with WithMaxDelay,
-// those arriving within that delay) up to WithMaxBatch records, and writes
-// them in one transaction; records arriving meanwhile form the next batch.
+// hands over a record that has none waiting behind it), hands its record
+// to a batcher and waits until the transaction holding it has committed:
+// a nil error always means the row is stored, as billing.Async and a
+// spool require. The batcher takes the first waiting record, adds those
+// already waiting behind it (and, with WithMaxDelay, those arriving within
+// that delay) up to WithMaxBatch records, and writes them in one
+// transaction; records arriving meanwhile form the next batch.
 // A batch therefore grows with the load without delaying a lone record.
 // Every caller of a batch gets its outcome; when a batch fails while its
 // context is still live, each caller's records are written again on their

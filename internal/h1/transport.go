@@ -243,7 +243,9 @@ func (t *Transport) dial(ctx context.Context, key string) (*conn, error) {
 	}
 	// A dial runs deeper than a relay's turn may (its goroutine's stack
 	// stays at 8 KiB for as long as a stream is open); it runs on a
-	// goroutine of its own, once per connection.
+	// goroutine of its own, once per connection. Not hookcall.Go: its
+	// goroutine takes a host call's 16 KiB of stack, which a dial does not
+	// need and TestStreamStackStays8KiB's process forbids.
 	type dialed struct {
 		nc  net.Conn
 		err error
@@ -293,13 +295,13 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		max = defaultMaxHeaderBytes
 	}
 	c.lim.limited, c.lim.left = true, max
+	// An answer that fails before its first byte may be retried
+	// (retryable); once bytes came, it is the answer's error.
+	if _, err := c.br.Peek(1); err != nil {
+		return fail(&sendError{error: err})
+	}
 	var resp *http.Response
 	for i := 0; ; i++ {
-		if i == 0 {
-			if _, err := c.br.Peek(1); err != nil {
-				return fail(&sendError{error: err})
-			}
-		}
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
 			return fail(err)
