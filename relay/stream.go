@@ -35,10 +35,18 @@ type sseWriter struct {
 	// beforeHeader counts the bytes written before it.
 	headerOut    bool
 	beforeHeader int
-	// frame holds the event being written, from frameBufs: kept through
-	// a burst of buffered events and given back at the flush.
+	// frame gathers the events written since the last flush, from
+	// frameBufs, and is given back at the flush: a burst of events goes
+	// to net/http in one Write, one chunk, as ReverseProxy writes what
+	// one read brought (one Write per event cost a copy through
+	// net/http's 2 KiB buffer, a chunk header each 2 KiB and a write
+	// call each 4 KiB).
 	frame *[]byte
 }
+
+// maxGathered bounds the events gathered without a flush: past it they
+// go to net/http at once, still unflushed.
+const maxGathered = 32 << 10
 
 func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Duration, onNoFlush func()) *sseWriter {
 	s := &sseWriter{w: w, rcv: *http.NewResponseController(w), extra: extra, onNoFlush: onNoFlush}
@@ -47,9 +55,8 @@ func newSSEWriter(w http.ResponseWriter, extra []string, writeTimeout time.Durat
 	return s
 }
 
-// frameBufs hold one framed event while it is written: shared, so an open
-// stream keeps no buffer of its own while it waits (a burst of events
-// written without a flush keeps one until the flush).
+// frameBufs hold the framed events of a burst until its flush: shared, so
+// an open stream keeps no buffer of its own while it waits.
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
 
 func putFrameBuf(b *[]byte) {
@@ -140,19 +147,15 @@ func (s *sseWriter) commitLocked() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
-func (s *sseWriter) writeLocked(b []byte) error {
-	if err := s.writeBufferedLocked(b); err != nil {
-		return err
+// writeGatheredLocked hands the gathered events to net/http, without a
+// flush.
+func (s *sseWriter) writeGatheredLocked() error {
+	if s.frame == nil || len(*s.frame) == 0 {
+		return nil
 	}
-	return s.flushLocked()
-}
-
-func (s *sseWriter) writeBufferedLocked(b []byte) error {
-	if s.dead {
-		return errClientWrite
-	}
+	b := *s.frame
+	*s.frame = b[:0]
 	s.deadline.buffered(len(b))
-	s.commitLocked()
 	if !s.headerOut {
 		if s.beforeHeader += len(b); s.beforeHeader >= headerBufferBytes {
 			// This write would have net/http write the header.
@@ -201,13 +204,20 @@ func (s *sseWriter) headerOutLocked(b []byte) error {
 	return nil
 }
 
+// flushLocked writes the gathered events and flushes them.
 func (s *sseWriter) flushLocked() error {
-	s.dropFrame()
 	if s.dead {
+		s.dropFrame()
 		return errClientWrite
 	}
-	if s.noFlush {
-		return nil
+	headerOut := s.headerOut
+	err := s.writeGatheredLocked()
+	s.dropFrame()
+	if err != nil || s.noFlush {
+		return err
+	}
+	if s.headerOut != headerOut {
+		return nil // the header went out with the events, flushed
 	}
 	s.deadline.extend()
 	if !s.headerOut {
@@ -237,7 +247,13 @@ func (s *sseWriter) noFlushLocked() {
 func (s *sseWriter) SendBuffered(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writeBufferedLocked(s.framed(typ, data))
+	if err := s.gatherLocked(typ, data, nil); err != nil {
+		return err
+	}
+	if len(*s.frame) >= maxGathered {
+		return s.writeGatheredLocked()
+	}
+	return nil
 }
 
 // Flush sends what SendBuffered wrote.
@@ -247,20 +263,33 @@ func (s *sseWriter) Flush() error {
 	return s.flushLocked()
 }
 
-// Send writes one event and flushes it.
+// Send writes one event and flushes it (with the events gathered before).
 func (s *sseWriter) Send(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writeLocked(s.framed(typ, data))
+	if err := s.gatherLocked(typ, data, nil); err != nil {
+		return err
+	}
+	return s.flushLocked()
 }
 
-// framed is one event's SSE frame, in the writer's frame buffer.
-func (s *sseWriter) framed(typ string, data []byte) []byte {
+// gatherLocked adds one event (or, with raw, those bytes) to the gathered
+// ones; the first commits the answer's header (net/http writes it with
+// the first flush).
+func (s *sseWriter) gatherLocked(typ string, data, raw []byte) error {
+	if s.dead {
+		return errClientWrite
+	}
+	s.commitLocked()
 	if s.frame == nil {
 		s.frame = frameBufs.Get().(*[]byte)
 	}
-	*s.frame = sse.AppendEvent((*s.frame)[:0], typ, data)
-	return *s.frame
+	if raw != nil {
+		*s.frame = append(*s.frame, raw...)
+	} else {
+		*s.frame = sse.AppendEvent(*s.frame, typ, data)
+	}
+	return nil
 }
 
 func (s *sseWriter) dropFrame() {
@@ -274,7 +303,10 @@ func (s *sseWriter) dropFrame() {
 func (s *sseWriter) Ping() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.writeLocked(sse.Ping)
+	if err := s.gatherLocked("", nil, sse.Ping); err != nil {
+		return err
+	}
+	return s.flushLocked()
 }
 
 // eventSink is the client end of a streaming turn.
