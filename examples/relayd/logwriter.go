@@ -15,10 +15,12 @@ const maxPendingLog = 1 << 20
 
 // logGather is how long the writer goroutine waits, once woken by a line,
 // for more lines to write with it: one wake-up and one write system call
-// per moment rather than per line (a busy relay logs a line per turn).
-// A line reaches w at most this much later; a process killed outright
-// loses at most this much of its log.
-const logGather = 2 * time.Millisecond
+// per moment rather than per line (a busy relay logs a line per turn:
+// at 2 ms, a relay serving one client at a time still woke and wrote for
+// about every line, and paid for it in its turns' latency). A line
+// reaches w at most this much later; a process killed outright loses at
+// most this much of its log.
+const logGather = 50 * time.Millisecond
 
 // logWriter hands log lines to a goroutine that writes them to w, so that
 // a turn's log line costs its formatting and a copy, not a write system
