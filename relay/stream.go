@@ -247,9 +247,10 @@ func (s *sseWriter) noFlushLocked() {
 func (s *sseWriter) SendBuffered(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.gatherLocked(typ, data, nil); err != nil {
+	if err := s.gatherLocked(); err != nil {
 		return err
 	}
+	*s.frame = sse.AppendEvent(*s.frame, typ, data)
 	if len(*s.frame) >= maxGathered {
 		return s.writeGatheredLocked()
 	}
@@ -267,27 +268,22 @@ func (s *sseWriter) Flush() error {
 func (s *sseWriter) Send(typ string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.gatherLocked(typ, data, nil); err != nil {
+	if err := s.gatherLocked(); err != nil {
 		return err
 	}
+	*s.frame = sse.AppendEvent(*s.frame, typ, data)
 	return s.flushLocked()
 }
 
-// gatherLocked adds one event (or, with raw, those bytes) to the gathered
-// ones; the first commits the answer's header (net/http writes it with
-// the first flush).
-func (s *sseWriter) gatherLocked(typ string, data, raw []byte) error {
+// gatherLocked readies s.frame for what is written next; the first write
+// commits the answer's header (net/http writes it with the first flush).
+func (s *sseWriter) gatherLocked() error {
 	if s.dead {
 		return errClientWrite
 	}
 	s.commitLocked()
 	if s.frame == nil {
 		s.frame = frameBufs.Get().(*[]byte)
-	}
-	if raw != nil {
-		*s.frame = append(*s.frame, raw...)
-	} else {
-		*s.frame = sse.AppendEvent(*s.frame, typ, data)
 	}
 	return nil
 }
@@ -303,9 +299,10 @@ func (s *sseWriter) dropFrame() {
 func (s *sseWriter) Ping() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.gatherLocked("", nil, sse.Ping); err != nil {
+	if err := s.gatherLocked(); err != nil {
 		return err
 	}
+	*s.frame = append(*s.frame, sse.Ping...)
 	return s.flushLocked()
 }
 

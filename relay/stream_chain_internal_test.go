@@ -5,19 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"testing"
 
 	"github.com/relaykit/responsesrelay/internal/pump"
 )
-
-// nullWriter is a ResponseWriter that keeps nothing.
-type nullWriter struct{ h http.Header }
-
-func (w *nullWriter) Header() http.Header         { return w.h }
-func (w *nullWriter) WriteHeader(int)             {}
-func (w *nullWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (w *nullWriter) Flush()                      {}
 
 // oneEventReader gives one event per Read, as an upstream read at the
 // pace it writes does.
@@ -68,7 +59,7 @@ func BenchmarkEventChain(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				src := newSSESource(reader(burst), 0)
-				w := newSSEWriter(&nullWriter{h: http.Header{}}, nil, 60e9, nil)
+				w := newSSEWriter(&callWriter{discard: true}, nil, 60e9, nil)
 				res := pump.Run(context.Background(), src, w, pump.Options{HoldBootstrap: true, KeepAlive: 15e9, IdleTimeout: 300e9, Abort: func() {}})
 				if res.End != pump.EndTerminal || res.Forwarded != len(events) {
 					b.Fatalf("end %v, %d forwarded", res.End, res.Forwarded)
@@ -79,7 +70,7 @@ func BenchmarkEventChain(b *testing.B) {
 		})
 		b.Run("copy/"+name, func(b *testing.B) {
 			buf := make([]byte, 32<<10)
-			w := &nullWriter{h: http.Header{}}
+			w := &callWriter{discard: true}
 			for b.Loop() {
 				r := reader(burst)
 				for {

@@ -9,11 +9,13 @@ import (
 	"github.com/relaykit/responsesrelay/internal/sse"
 )
 
-// callWriter is a ResponseWriter that records each Write and Flush.
+// callWriter is a ResponseWriter that records each Write and Flush, or
+// with discard keeps nothing (a benchmark's).
 type callWriter struct {
-	h     http.Header
-	calls []string // "w:<bytes>" or "flush"
-	fail  error
+	h       http.Header
+	calls   []string // "w:<bytes>" or "flush"
+	fail    error
+	discard bool
 }
 
 func (w *callWriter) Header() http.Header {
@@ -27,10 +29,16 @@ func (w *callWriter) Write(p []byte) (int, error) {
 	if w.fail != nil {
 		return 0, w.fail
 	}
-	w.calls = append(w.calls, "w:"+string(p))
+	if !w.discard {
+		w.calls = append(w.calls, "w:"+string(p))
+	}
 	return len(p), nil
 }
-func (w *callWriter) Flush() { w.calls = append(w.calls, "flush") }
+func (w *callWriter) Flush() {
+	if !w.discard {
+		w.calls = append(w.calls, "flush")
+	}
+}
 
 func sseFrame(typ, data string) string { return string(sse.AppendEvent(nil, typ, []byte(data))) }
 
